@@ -1,0 +1,209 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/immense-p2p/immense/overlay"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Limits protect the machine a node runs on. They feed libp2p's resource
+// manager (hard limits: excess connections and streams are refused) and
+// connection manager (soft limits: above HighWater the least useful
+// connections are trimmed down to LowWater).
+type Limits struct {
+	// MaxMemory is the memory libp2p may reserve for connections, streams
+	// and buffers, in bytes.
+	MaxMemory int64
+	// MaxFD is the number of file descriptors libp2p may use for sockets.
+	MaxFD int
+	// MaxConns is the hard cap on open connections, inbound and outbound.
+	MaxConns int
+	// MaxInboundConns is the hard cap on inbound connections.
+	MaxInboundConns int
+	// MaxStreams is the hard cap on open streams across all connections.
+	MaxStreams int
+	// ConnLowWater and ConnHighWater drive the connection manager.
+	ConnLowWater  int
+	ConnHighWater int
+	// ConnGracePeriod protects new connections from trimming.
+	ConnGracePeriod time.Duration
+}
+
+// Config configures a Node. Start from one of the presets (DefaultConfig,
+// BootstrapConfig, VolunteerConfig); cmd/peer's flags map onto its fields.
+type Config struct {
+	// DataDir holds the node's identity (identity.key, mode 0600). Required:
+	// without it the node would get a new peer ID on every start.
+	DataDir string
+
+	// ListenAddrs are libp2p multiaddrs to listen on.
+	ListenAddrs []string
+
+	// Bootstrap peers, as multiaddrs ending in /p2p/<peer id>.
+	Bootstrap []string
+
+	// Mode of the DHT (see overlay.Mode).
+	Mode overlay.Mode
+
+	Limits Limits
+
+	// MaxMessageSize is the largest topic message, in bytes.
+	MaxMessageSize int
+
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+
+	// Registry receives all metrics (libp2p's and ours); nil creates one,
+	// reachable through Node.Registry.
+	Registry *prometheus.Registry
+
+	// HostOptions are appended to the libp2p options the node builds. Tests
+	// and the simulator use them to run on a simulated network.
+	HostOptions []libp2p.Option
+
+	// Overlay, if set, may adjust the overlay configuration after the node
+	// has filled it in (timers for the simulator, a message Validator).
+	Overlay func(*overlay.Config)
+}
+
+// DefaultConfig is the preset for a peer run by an operator on a server or a
+// well-connected machine: DHT mode decided by reachability, listening on
+// port 4001 over TCP and QUIC, with limits sized for a small server
+// (1 GiB for libp2p, 1000 connections).
+func DefaultConfig() Config {
+	return Config{
+		ListenAddrs: []string{
+			"/ip4/0.0.0.0/tcp/4001",
+			"/ip4/0.0.0.0/udp/4001/quic-v1",
+			"/ip6/::/tcp/4001",
+			"/ip6/::/udp/4001/quic-v1",
+		},
+		Mode: overlay.ModeAuto,
+		Limits: Limits{
+			MaxMemory:       1 << 30,
+			MaxFD:           4096,
+			MaxConns:        1000,
+			MaxInboundConns: 800,
+			MaxStreams:      8192,
+			// 200-400 connections keep the DHT routing table (20 per bucket)
+			// and a few gossipsub meshes (8-12 each) well fed.
+			ConnLowWater:    200,
+			ConnHighWater:   400,
+			ConnGracePeriod: time.Minute,
+		},
+		MaxMessageSize: overlay.DefaultConfig().MaxMessageSize,
+	}
+}
+
+// BootstrapConfig is the preset for a bootstrap node: always a DHT server,
+// with more room for connections because every newcomer dials it first.
+func BootstrapConfig() Config {
+	c := DefaultConfig()
+	c.Mode = overlay.ModeServer
+	c.Limits.MaxMemory = 2 << 30
+	c.Limits.MaxFD = 8192
+	c.Limits.MaxConns = 4000
+	c.Limits.MaxInboundConns = 3800
+	c.Limits.MaxStreams = 16384
+	// A bootstrap node only needs to hand out routing-table entries; it
+	// trims aggressively so newcomers always find a free slot.
+	c.Limits.ConnLowWater = 500
+	c.Limits.ConnHighWater = 1500
+	c.Limits.ConnGracePeriod = 20 * time.Second
+	return c
+}
+
+// VolunteerConfig is the preset for a volunteer's own machine: gentle
+// limits, so that a laptop on a home connection stays usable (256 MiB,
+// 150 connections, trimming above 96).
+func VolunteerConfig() Config {
+	c := DefaultConfig()
+	c.Limits = Limits{
+		MaxMemory:       256 << 20,
+		MaxFD:           512,
+		MaxConns:        150,
+		MaxInboundConns: 100,
+		MaxStreams:      1024,
+		ConnLowWater:    48,
+		ConnHighWater:   96,
+		ConnGracePeriod: 30 * time.Second,
+	}
+	return c
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("DataDir is required (it holds the node's identity)"))
+	}
+	if len(c.ListenAddrs) == 0 {
+		errs = append(errs, errors.New("ListenAddrs: at least one address is required"))
+	}
+	for _, a := range c.ListenAddrs {
+		if _, err := multiaddr.NewMultiaddr(a); err != nil {
+			errs = append(errs, fmt.Errorf("ListenAddrs: %q: %w", a, err))
+		}
+	}
+	if _, err := ParseBootstrap(c.Bootstrap); err != nil {
+		errs = append(errs, err)
+	}
+	l := c.Limits
+	if l.MaxMemory < 32<<20 {
+		errs = append(errs, fmt.Errorf("Limits.MaxMemory must be at least 32 MiB, got %d", l.MaxMemory))
+	}
+	if l.MaxFD < 16 {
+		errs = append(errs, fmt.Errorf("Limits.MaxFD must be at least 16, got %d", l.MaxFD))
+	}
+	if l.MaxConns < 1 || l.MaxInboundConns < 1 || l.MaxInboundConns > l.MaxConns {
+		errs = append(errs, fmt.Errorf("Limits: need 1 <= MaxInboundConns (%d) <= MaxConns (%d)", l.MaxInboundConns, l.MaxConns))
+	}
+	if l.MaxStreams < 1 {
+		errs = append(errs, fmt.Errorf("Limits.MaxStreams must be >= 1, got %d", l.MaxStreams))
+	}
+	if l.ConnLowWater < 0 || l.ConnHighWater <= l.ConnLowWater || l.ConnHighWater > l.MaxConns {
+		errs = append(errs, fmt.Errorf("Limits: need 0 <= ConnLowWater (%d) < ConnHighWater (%d) <= MaxConns (%d)", l.ConnLowWater, l.ConnHighWater, l.MaxConns))
+	}
+	if l.ConnGracePeriod < 0 {
+		errs = append(errs, fmt.Errorf("Limits.ConnGracePeriod must be >= 0, got %v", l.ConnGracePeriod))
+	}
+	if c.MaxMessageSize < 1 || c.MaxMessageSize > 64<<20 {
+		errs = append(errs, fmt.Errorf("MaxMessageSize must be in [1, 64 MiB], got %d", c.MaxMessageSize))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("node config: %w", err)
+	}
+	return nil
+}
+
+// ParseBootstrap parses bootstrap multiaddrs, each ending in /p2p/<peer id>.
+// Several addresses of the same peer are merged.
+func ParseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
+	var mas []multiaddr.Multiaddr
+	for _, s := range addrs {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		ma, err := multiaddr.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("bootstrap address %q: %w", s, err)
+		}
+		if _, err := peer.AddrInfoFromP2pAddr(ma); err != nil {
+			return nil, fmt.Errorf("bootstrap address %q must end in /p2p/<peer id>: %w", s, err)
+		}
+		mas = append(mas, ma)
+	}
+	infos, err := peer.AddrInfosFromP2pAddrs(mas...)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap addresses: %w", err)
+	}
+	return infos, nil
+}

@@ -1,0 +1,93 @@
+package node
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+)
+
+// identityFile is the name of the private key file inside the data directory.
+const identityFile = "identity.key"
+
+// loadOrCreateIdentity returns the Ed25519 key stored at path, creating it
+// (mode 0600, written atomically) if there is none. The peer ID derives from
+// this key, so keeping it is what lets a node keep its ID across restarts.
+func loadOrCreateIdentity(path string) (crypto.PrivKey, bool, error) {
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		st, err := os.Stat(path)
+		if err != nil {
+			return nil, false, fmt.Errorf("identity %s: %w", path, err)
+		}
+		if st.Mode().Perm()&0o077 != 0 {
+			return nil, false, fmt.Errorf("identity %s is accessible by other users (mode %04o): run chmod 600 %s", path, st.Mode().Perm(), path)
+		}
+		k, err := crypto.UnmarshalPrivateKey(b)
+		if err != nil {
+			return nil, false, fmt.Errorf("identity %s is not a libp2p private key (%v): move it away to generate a new identity, or restore it from a backup", path, err)
+		}
+		if k.Type() != crypto.Ed25519 {
+			return nil, false, fmt.Errorf("identity %s holds a %s key; Immense uses Ed25519", path, k.Type())
+		}
+		return k, false, nil
+	case errors.Is(err, fs.ErrNotExist):
+	default:
+		return nil, false, fmt.Errorf("read identity: %w", err)
+	}
+
+	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		return nil, false, fmt.Errorf("generate identity: %w", err)
+	}
+	b, err = crypto.MarshalPrivateKey(k)
+	if err != nil {
+		return nil, false, fmt.Errorf("marshal identity: %w", err)
+	}
+	if err := writeFileAtomic(path, b, 0o600); err != nil {
+		return nil, false, fmt.Errorf("write identity: %w", err)
+	}
+	return k, true, nil
+}
+
+// writeFileAtomic writes data to path so that a crash leaves either the old
+// file or the new one, never a partial one: temp file, fsync, rename, fsync
+// of the directory.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op after a successful rename
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

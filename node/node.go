@@ -1,0 +1,187 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/immense-p2p/immense/overlay"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Message is a message received on a topic.
+type Message = overlay.Message
+
+// Node is one member of the overlay.
+type Node struct {
+	cfg      Config
+	log      *slog.Logger
+	host     host.Host
+	overlay  *overlay.Overlay
+	registry *prometheus.Registry
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// New starts a node: it loads or creates the identity in cfg.DataDir, starts
+// the libp2p host and joins the overlay. Joining the bootstrap peers goes on
+// in the background; see Joined.
+func New(ctx context.Context, cfg Config) (*Node, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	priv, created, err := loadOrCreateIdentity(filepath.Join(cfg.DataDir, identityFile))
+	if err != nil {
+		return nil, err
+	}
+	bootstrap, _ := ParseBootstrap(cfg.Bootstrap) // validated above
+
+	h, err := newHost(&cfg, priv)
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With("peer", h.ID().String())
+	if created {
+		log.Info("created new identity", "file", filepath.Join(cfg.DataDir, identityFile))
+	}
+
+	ocfg := overlay.DefaultConfig()
+	ocfg.Mode = cfg.Mode
+	ocfg.Bootstrap = bootstrap
+	ocfg.MaxMessageSize = cfg.MaxMessageSize
+	ocfg.Logger = log
+	ocfg.Registerer = cfg.Registry
+	if cfg.Overlay != nil {
+		cfg.Overlay(&ocfg)
+	}
+	ov, err := overlay.New(ctx, h, ocfg)
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	nctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	n := &Node{
+		cfg:      cfg,
+		log:      log,
+		host:     h,
+		overlay:  ov,
+		registry: cfg.Registry,
+		ctx:      nctx,
+		cancel:   cancel,
+	}
+	log.Info("node started", "addrs", n.Addrs(), "mode", cfg.Mode.String())
+	return n, nil
+}
+
+// ID returns the node's peer ID.
+func (n *Node) ID() peer.ID { return n.host.ID() }
+
+// Host returns the libp2p host.
+func (n *Node) Host() host.Host { return n.host }
+
+// Overlay returns the node's overlay membership.
+func (n *Node) Overlay() *overlay.Overlay { return n.overlay }
+
+// Registry returns the registry holding the node's metrics.
+func (n *Node) Registry() *prometheus.Registry { return n.registry }
+
+// Joined is closed once the node has reached a bootstrap peer.
+func (n *Node) Joined() <-chan struct{} { return n.overlay.Joined() }
+
+// Done is closed when the node has been closed.
+func (n *Node) Done() <-chan struct{} { return n.ctx.Done() }
+
+// Addrs returns the node's full multiaddrs (ending in /p2p/<id>), the form
+// other nodes take as --bootstrap.
+func (n *Node) Addrs() []multiaddr.Multiaddr {
+	addrs, err := peer.AddrInfoToP2pAddrs(&peer.AddrInfo{ID: n.host.ID(), Addrs: n.host.Addrs()})
+	if err != nil {
+		return nil
+	}
+	return addrs
+}
+
+// Publish signs and sends data to every subscriber of topic in the overlay.
+func (n *Node) Publish(ctx context.Context, topic string, data []byte) error {
+	if n.ctx.Err() != nil {
+		return ErrClosed
+	}
+	return n.overlay.Publish(ctx, topic, data)
+}
+
+// Subscribe subscribes to topic and returns its messages on a channel,
+// which is closed when ctx ends or the node closes. A consumer that falls
+// far behind loses messages (gossipsub drops them for slow subscriptions)
+// rather than slowing the node down.
+func (n *Node) Subscribe(ctx context.Context, topic string) (<-chan *Message, error) {
+	if n.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
+	sub, err := n.overlay.Subscribe(topic)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan *Message, 64)
+	sctx, cancel := context.WithCancel(ctx)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer close(out)
+		defer sub.Cancel()
+		defer cancel()
+		go func() {
+			// End the subscription with the node too.
+			select {
+			case <-n.ctx.Done():
+				cancel()
+			case <-sctx.Done():
+			}
+		}()
+		for {
+			m, err := sub.Next(sctx)
+			if err != nil {
+				return
+			}
+			select {
+			case out <- m:
+			case <-sctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// Close leaves the overlay and stops the host. It is idempotent and returns
+// once every goroutine of the node has stopped.
+func (n *Node) Close() error {
+	var err error
+	n.once.Do(func() {
+		n.cancel()
+		n.wg.Wait()
+		err = n.overlay.Close()
+		if herr := n.host.Close(); err == nil {
+			err = herr
+		}
+		n.log.Info("node stopped")
+	})
+	return err
+}

@@ -1,0 +1,14 @@
+package overlay
+
+import "errors"
+
+var (
+	// ErrClosed is returned by operations on an overlay that has been closed.
+	ErrClosed = errors.New("overlay: closed")
+	// ErrInvalidTopic is returned for a topic name outside the allowed alphabet or length.
+	ErrInvalidTopic = errors.New("overlay: invalid topic name")
+	// ErrMessageTooLarge is returned when a payload exceeds Config.MaxMessageSize.
+	ErrMessageTooLarge = errors.New("overlay: message too large")
+	// ErrEmptyMessage is returned when publishing an empty payload.
+	ErrEmptyMessage = errors.New("overlay: empty message")
+)

@@ -1,0 +1,76 @@
+package overlay
+
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics counts messages per topic, with a cap on distinct topic labels.
+type metrics struct {
+	published *prometheus.CounterVec
+	received  *prometheus.CounterVec
+	rejected  *prometheus.CounterVec
+
+	mu     sync.Mutex
+	labels map[string]struct{}
+	max    int
+}
+
+func newMetrics(reg prometheus.Registerer, maxTopics int, o *Overlay) (*metrics, error) {
+	m := &metrics{
+		published: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "immense", Subsystem: "overlay", Name: "messages_published_total",
+			Help: "Messages published by this node, per topic.",
+		}, []string{"topic"}),
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "immense", Subsystem: "overlay", Name: "messages_received_total",
+			Help: "Messages delivered to local subscriptions, per topic (counted once per message, not per subscriber).",
+		}, []string{"topic"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "immense", Subsystem: "overlay", Name: "messages_rejected_total",
+			Help: "Messages from the network refused by validation, per topic.",
+		}, []string{"topic"}),
+		labels: make(map[string]struct{}),
+		max:    maxTopics,
+	}
+	if reg == nil {
+		return m, nil
+	}
+	collectors := []prometheus.Collector{
+		m.published, m.received, m.rejected,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "immense", Subsystem: "overlay", Name: "connected_peers",
+			Help: "Peers with at least one open connection.",
+		}, func() float64 { return float64(len(o.host.Network().Peers())) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "immense", Subsystem: "overlay", Name: "routing_table_peers",
+			Help: "Peers in the DHT routing table.",
+		}, func() float64 { return float64(o.RoutingTableSize()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "immense", Subsystem: "overlay", Name: "topics",
+			Help: "Topics this node has joined.",
+		}, func() float64 { return float64(len(o.Topics())) }),
+	}
+	for _, c := range collectors {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// label returns the metric label for topic: the topic itself for the first
+// m.max topics seen, "other" afterwards.
+func (m *metrics) label(topic string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.labels[topic]; ok {
+		return topic
+	}
+	if len(m.labels) < m.max {
+		m.labels[topic] = struct{}{}
+		return topic
+	}
+	return "other"
+}

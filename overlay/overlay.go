@@ -1,0 +1,192 @@
+package overlay
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
+)
+
+// Overlay is a host's membership in the Immense overlay: its DHT and its
+// gossipsub router. It does not own the host; closing the overlay leaves the
+// host open.
+type Overlay struct {
+	cfg     Config
+	host    host.Host
+	dht     *dht.IpfsDHT
+	ps      *pubsub.PubSub
+	log     *slog.Logger
+	metrics *metrics
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+	joined chan struct{}
+
+	mu     sync.Mutex
+	topics map[string]*topicState
+	closed bool
+}
+
+type topicState struct {
+	topic    *pubsub.Topic
+	subs     int
+	lastUsed time.Time
+}
+
+// New joins h to the overlay. It returns once the DHT and gossipsub are
+// running; joining the bootstrap peers continues in the background (see
+// Joined).
+func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	score := DefaultScoreConfig()
+	if cfg.Score != nil {
+		score = *cfg.Score
+	}
+	octx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	o := &Overlay{
+		cfg:    cfg,
+		host:   h,
+		log:    cfg.Logger.With("component", "overlay"),
+		ctx:    octx,
+		cancel: cancel,
+		joined: make(chan struct{}),
+		topics: make(map[string]*topicState),
+	}
+	// Topics join at run time (topics.go sets their parameters), but
+	// pubsub needs the map to exist.
+	score.Params.Topics = make(map[string]*pubsub.TopicScoreParams)
+	o.cfg.Score = &score
+
+	dhtOpts := []dht.Option{
+		dht.ProtocolPrefix(cfg.ProtocolPrefix),
+		dht.Mode(dhtMode(cfg.Mode)),
+		// Peers dial the bootstrap list themselves (bootstrap.go); the DHT's
+		// own fallback would otherwise reach for the public IPFS nodes.
+		dht.BootstrapPeers(cfg.Bootstrap...),
+	}
+	for ns, v := range cfg.Validators {
+		dhtOpts = append(dhtOpts, dht.NamespacedValidator(ns, v))
+	}
+	kad, err := dht.New(h, dhtOpts...)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("start DHT: %w", err)
+	}
+	o.dht = kad
+
+	gsParams := pubsub.DefaultGossipSubParams()
+	if cfg.GossipSub != nil {
+		gsParams = *cfg.GossipSub
+	}
+	ps, err := pubsub.NewGossipSub(octx, h,
+		pubsub.WithGossipSubParams(gsParams),
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
+		// The RPC limit leaves room for the envelope and protobuf framing
+		// around a maximum-size payload; the payload limit itself is checked
+		// exactly by our validator.
+		pubsub.WithMaxMessageSize(cfg.MaxMessageSize+envelopeHeaderSize+64<<10),
+		pubsub.WithPeerScore(&score.Params, &score.Thresholds),
+		pubsub.WithDiscovery(drouting.NewRoutingDiscovery(kad)),
+		pubsub.WithLogger(o.log.With("component", "gossipsub")),
+	)
+	if err != nil {
+		kad.Close()
+		cancel()
+		return nil, fmt.Errorf("start gossipsub: %w", err)
+	}
+	o.ps = ps
+
+	m, err := newMetrics(cfg.Registerer, cfg.MaxTopicMetrics, o)
+	if err != nil {
+		kad.Close()
+		cancel()
+		return nil, fmt.Errorf("register overlay metrics: %w", err)
+	}
+	o.metrics = m
+
+	o.wg.Add(2)
+	go o.bootstrapLoop()
+	go o.janitor()
+	return o, nil
+}
+
+func dhtMode(m Mode) dht.ModeOpt {
+	switch m {
+	case ModeServer:
+		return dht.ModeServer
+	case ModeClient:
+		return dht.ModeClient
+	}
+	return dht.ModeAuto
+}
+
+// Host returns the libp2p host the overlay runs on.
+func (o *Overlay) Host() host.Host { return o.host }
+
+// DHT returns the overlay's Kademlia DHT.
+func (o *Overlay) DHT() *dht.IpfsDHT { return o.dht }
+
+// PubSub returns the gossipsub router, for callers that need what this
+// package does not wrap (benchmarks compare against it).
+func (o *Overlay) PubSub() *pubsub.PubSub { return o.ps }
+
+// Joined is closed once the node has reached at least one bootstrap peer
+// (immediately for a node with no bootstrap peers).
+func (o *Overlay) Joined() <-chan struct{} { return o.joined }
+
+// RoutingTableSize returns the number of peers in the DHT routing table.
+func (o *Overlay) RoutingTableSize() int { return o.dht.RoutingTable().Size() }
+
+// FindPeer looks id up in the DHT.
+func (o *Overlay) FindPeer(ctx context.Context, id peer.ID) (peer.AddrInfo, error) {
+	return o.dht.FindPeer(ctx, id)
+}
+
+// TopicInfo describes a joined topic.
+type TopicInfo struct {
+	Name        string `json:"name"`
+	Subscribers int    `json:"subscribers"` // local subscriptions
+	Peers       int    `json:"peers"`       // remote peers known to be subscribed
+}
+
+// Topics lists the topics this node has joined, sorted by name.
+func (o *Overlay) Topics() []TopicInfo {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := make([]TopicInfo, 0, len(o.topics))
+	for name, ts := range o.topics {
+		out = append(out, TopicInfo{Name: name, Subscribers: ts.subs, Peers: len(ts.topic.ListPeers())})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Close leaves the overlay: it stops the background loops, the DHT and
+// gossipsub. Open subscriptions end with ErrClosed. Close is idempotent.
+func (o *Overlay) Close() error {
+	var err error
+	o.once.Do(func() {
+		o.mu.Lock()
+		o.closed = true
+		o.mu.Unlock()
+		o.cancel()
+		o.wg.Wait()
+		err = o.dht.Close()
+	})
+	return err
+}
