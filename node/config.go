@@ -21,20 +21,20 @@ import (
 type Limits struct {
 	// MaxMemory is the memory libp2p may reserve for connections, streams
 	// and buffers, in bytes.
-	MaxMemory int64
+	MaxMemory int64 `json:"max_memory_bytes"`
 	// MaxFD is the number of file descriptors libp2p may use for sockets.
-	MaxFD int
+	MaxFD int `json:"max_fd"`
 	// MaxConns is the hard cap on open connections, inbound and outbound.
-	MaxConns int
+	MaxConns int `json:"max_conns"`
 	// MaxInboundConns is the hard cap on inbound connections.
-	MaxInboundConns int
+	MaxInboundConns int `json:"max_inbound_conns"`
 	// MaxStreams is the hard cap on open streams across all connections.
-	MaxStreams int
+	MaxStreams int `json:"max_streams"`
 	// ConnLowWater and ConnHighWater drive the connection manager.
-	ConnLowWater  int
-	ConnHighWater int
+	ConnLowWater  int `json:"conn_low_water"`
+	ConnHighWater int `json:"conn_high_water"`
 	// ConnGracePeriod protects new connections from trimming.
-	ConnGracePeriod time.Duration
+	ConnGracePeriod time.Duration `json:"conn_grace_period_ns"`
 }
 
 // Config configures a Node. Start from one of the presets (DefaultConfig,

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/immense-p2p/immense/overlay"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -26,10 +27,11 @@ type Node struct {
 	overlay  *overlay.Overlay
 	registry *prometheus.Registry
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	once   sync.Once
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	once    sync.Once
+	started time.Time
 }
 
 // New starts a node: it loads or creates the identity in cfg.DataDir, starts
@@ -86,6 +88,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		registry: cfg.Registry,
 		ctx:      nctx,
 		cancel:   cancel,
+		started:  time.Now(),
 	}
 	log.Info("node started", "addrs", n.Addrs(), "mode", cfg.Mode.String())
 	return n, nil

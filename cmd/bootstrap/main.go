@@ -1,0 +1,133 @@
+// Command bootstrap runs an Immense bootstrap node: a stable, always-on DHT
+// server with a persistent identity that newcomers dial first.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/immense-p2p/immense/cmd/internal/cli"
+	"github.com/immense-p2p/immense/node"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `Usage: bootstrap [flags]
+
+Runs an Immense bootstrap node. It prints its full multiaddrs, one per line;
+give them to peers as --bootstrap.
+
+Flags:
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bootstrap", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	var (
+		bootstrap, listen cli.List
+		home, _           = os.UserHomeDir()
+		dataDir           = fs.String("data-dir", filepath.Join(home, ".immense", "bootstrap"), "directory for the node's identity")
+		httpAddr          = fs.String("http", "127.0.0.1:8090", "address for GET /v1/status and /metrics; empty disables it")
+		addrFile          = fs.String("addr-file", "", "also write the node's multiaddrs to this file, one per line")
+		maxConns          = fs.Int("max-conns", 0, "hard cap on connections (0: preset)")
+		infoFile          = fs.String("info-file", "", "write {peer_id, addrs, http} as JSON to this file once started")
+		logFormat         = fs.String("log-format", "text", "log format: text or json")
+		logLevel          = fs.String("log-level", "info", "log level: debug, info, warn or error")
+	)
+	fs.Var(&bootstrap, "bootstrap", "other bootstrap nodes to join: comma-separated multiaddrs ending in /p2p/<peer id>")
+	fs.Var(&listen, "listen", "comma-separated listen multiaddrs (default: TCP and QUIC on port 4001)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "bootstrap: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	log, err := cli.NewLogger(stderr, *logFormat, *logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "bootstrap:", err)
+		return 2
+	}
+	ctx, stop := cli.SignalContext()
+	defer stop()
+
+	cfg := node.BootstrapConfig()
+	cfg.DataDir = *dataDir
+	cfg.Bootstrap = bootstrap
+	if len(listen) > 0 {
+		cfg.ListenAddrs = listen
+	}
+	if *maxConns > 0 {
+		cfg.Limits.MaxConns = *maxConns
+		cfg.Limits.MaxInboundConns = min(cfg.Limits.MaxInboundConns, *maxConns)
+		cfg.Limits.ConnHighWater = min(cfg.Limits.ConnHighWater, *maxConns)
+		cfg.Limits.ConnLowWater = min(cfg.Limits.ConnLowWater, cfg.Limits.ConnHighWater/2)
+	}
+	cfg.Logger = log
+	cfg.Registry = cli.NewRegistry()
+	n, err := node.New(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "bootstrap:", err)
+		return 1
+	}
+	var lines []string
+	for _, a := range n.Addrs() {
+		lines = append(lines, a.String())
+	}
+	out := strings.Join(lines, "\n") + "\n"
+	if *addrFile != "" {
+		if err := cli.WriteFileAtomic(*addrFile, []byte(out)); err != nil {
+			n.Close()
+			fmt.Fprintln(stderr, "bootstrap: --addr-file:", err)
+			return 1
+		}
+	}
+	var srv *node.HTTPServer
+	if *httpAddr != "" {
+		srv, err = node.ServeHTTP(*httpAddr, n.Handler(node.HTTPOptions{}), log)
+		if err != nil {
+			n.Close()
+			fmt.Fprintln(stderr, "bootstrap:", err)
+			return 1
+		}
+		log.Info("HTTP status listening", "url", srv.URL())
+	}
+	fmt.Fprint(stdout, out)
+	if *infoFile != "" {
+		info := cli.Info{PeerID: n.ID().String(), Addrs: lines}
+		if srv != nil {
+			info.HTTP = srv.URL()
+		}
+		b, _ := json.Marshal(info)
+		if err := cli.WriteFileAtomic(*infoFile, b); err != nil {
+			log.Error("write --info-file", "err", err)
+		}
+	}
+
+	<-ctx.Done()
+	log.Info("shutting down")
+	err = cli.ShutdownWithin(5*time.Second, log, func() error {
+		if srv != nil {
+			srv.Close()
+		}
+		return n.Close()
+	})
+	if err != nil {
+		log.Error("shutdown", "err", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,217 @@
+// Command peer runs an Immense peer: a member of the overlay that relays
+// topic messages and serves the HTTP API. With --devnet N it runs a whole
+// local network (a bootstrap node and N-1 peers) in one process.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/immense-p2p/immense/cmd/internal/cli"
+	"github.com/immense-p2p/immense/node"
+	"github.com/immense-p2p/immense/overlay"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `Usage: peer [flags]
+
+Runs an Immense peer. Examples:
+
+  peer --devnet 5                       # local network: bootstrap + 4 peers, HTTP on :8080..:8083
+  peer --bootstrap /ip4/203.0.113.7/tcp/4001/p2p/12D3Koo... --data-dir /var/lib/immense
+  peer --preset volunteer --bootstrap ...
+
+HTTP API (--http): POST/GET /v1/topics/{topic}, GET /v1/status, GET /metrics.
+
+Flags:
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("peer", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+
+	var (
+		bootstrap, listen cli.List
+		home, _           = os.UserHomeDir()
+		dataDir           = fs.String("data-dir", filepath.Join(home, ".immense", "peer"), "directory for the node's identity and state")
+		httpAddr          = fs.String("http", "127.0.0.1:8080", "HTTP API address (host:port); empty disables it")
+		devnet            = fs.Int("devnet", 0, "run a local network of N nodes (a bootstrap node and N-1 peers) on 127.0.0.1")
+		mode              = fs.String("mode", "auto", "DHT mode: auto (server once publicly reachable), server or client")
+		preset            = fs.String("preset", "default", "limits preset: default (a server) or volunteer (a home machine)")
+		maxConns          = fs.Int("max-conns", 0, "hard cap on connections (0: preset)")
+		maxInbound        = fs.Int("max-inbound-conns", 0, "hard cap on inbound connections (0: preset)")
+		connLow           = fs.Int("conn-low", 0, "connection manager low water mark (0: preset)")
+		connHigh          = fs.Int("conn-high", 0, "connection manager high water mark (0: preset)")
+		maxMemory         cli.Size
+		maxMessage        cli.Size
+		infoFile          = fs.String("info-file", "", "write {peer_id, addrs, http} as JSON to this file once started")
+		logFormat         = fs.String("log-format", "text", "log format: text or json")
+		logLevel          = fs.String("log-level", "info", "log level: debug, info, warn or error")
+	)
+	fs.Var(&bootstrap, "bootstrap", "bootstrap peers: comma-separated multiaddrs ending in /p2p/<peer id>")
+	fs.Var(&listen, "listen", "comma-separated libp2p listen multiaddrs (default: TCP and QUIC on port 4001)")
+	fs.Var(&maxMemory, "max-memory", "memory libp2p may use, e.g. 512MiB (0: preset)")
+	fs.Var(&maxMessage, "max-message-size", "largest topic message, e.g. 1MiB (0: default 1 MiB)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "peer: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	log, err := cli.NewLogger(stderr, *logFormat, *logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "peer:", err)
+		return 2
+	}
+	ctx, stop := cli.SignalContext()
+	defer stop()
+
+	if *devnet != 0 {
+		dir := *dataDir
+		if !flagSet(fs, "data-dir") {
+			dir, err = os.MkdirTemp("", "immense-devnet-")
+			if err != nil {
+				fmt.Fprintln(stderr, "peer:", err)
+				return 1
+			}
+			defer os.RemoveAll(dir)
+		}
+		return runDevnet(ctx, *devnet, dir, *httpAddr, stdout, log)
+	}
+
+	var cfg node.Config
+	switch *preset {
+	case "default":
+		cfg = node.DefaultConfig()
+	case "volunteer":
+		cfg = node.VolunteerConfig()
+	default:
+		fmt.Fprintf(stderr, "peer: --preset %q: want default or volunteer\n", *preset)
+		return 2
+	}
+	cfg.DataDir = *dataDir
+	cfg.Bootstrap = bootstrap
+	if len(listen) > 0 {
+		cfg.ListenAddrs = listen
+	}
+	if cfg.Mode, err = overlay.ParseMode(*mode); err != nil {
+		fmt.Fprintln(stderr, "peer: --mode:", err)
+		return 2
+	}
+	setInt(&cfg.Limits.MaxConns, *maxConns)
+	setInt(&cfg.Limits.MaxInboundConns, *maxInbound)
+	setInt(&cfg.Limits.ConnLowWater, *connLow)
+	setInt(&cfg.Limits.ConnHighWater, *connHigh)
+	if maxMemory > 0 {
+		cfg.Limits.MaxMemory = int64(maxMemory)
+	}
+	if maxMessage > 0 {
+		cfg.MaxMessageSize = int(maxMessage)
+	}
+	cfg.Logger = log
+	cfg.Registry = cli.NewRegistry()
+
+	n, err := node.New(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "peer:", err)
+		return 1
+	}
+	var srv *node.HTTPServer
+	if *httpAddr != "" {
+		srv, err = node.ServeHTTP(*httpAddr, n.Handler(node.HTTPOptions{Topics: true}), log)
+		if err != nil {
+			n.Close()
+			fmt.Fprintln(stderr, "peer:", err)
+			return 1
+		}
+		log.Info("HTTP API listening", "url", srv.URL())
+	}
+	info := cli.Info{PeerID: n.ID().String()}
+	for _, a := range n.Addrs() {
+		info.Addrs = append(info.Addrs, a.String())
+		fmt.Fprintln(stdout, a)
+	}
+	if srv != nil {
+		info.HTTP = srv.URL()
+	}
+	if *infoFile != "" {
+		b, _ := json.Marshal(info)
+		if err := cli.WriteFileAtomic(*infoFile, b); err != nil {
+			log.Error("write --info-file", "err", err)
+		}
+	}
+
+	<-ctx.Done()
+	log.Info("shutting down")
+	err = cli.ShutdownWithin(5*time.Second, log, func() error {
+		if srv != nil {
+			srv.Close()
+		}
+		return n.Close()
+	})
+	if err != nil {
+		log.Error("shutdown", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func runDevnet(ctx context.Context, nodes int, dir, httpAddr string, stdout io.Writer, log *slog.Logger) int {
+	if httpAddr == "" {
+		httpAddr = "127.0.0.1:0"
+	}
+	d, err := node.StartDevnet(ctx, node.DevnetConfig{Nodes: nodes, DataDir: dir, HTTPAddr: httpAddr, Logger: log})
+	if err != nil {
+		log.Error("devnet failed to start", "err", err)
+		return 1
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nImmense devnet: a bootstrap node and %d peers on 127.0.0.1 (data in %s)\n\n", len(d.Peers), dir)
+	fmt.Fprintf(&b, "  bootstrap  %s\n", d.Bootstrap.Addrs()[0])
+	for i, s := range d.HTTP {
+		fmt.Fprintf(&b, "  peer%-5d  %s   (%s)\n", i+1, s.URL(), d.Peers[i].ID())
+	}
+	first, last := d.HTTP[0].URL(), d.HTTP[len(d.HTTP)-1].URL()
+	fmt.Fprintf(&b, "\nTry, in another terminal:\n")
+	fmt.Fprintf(&b, "  curl -N %s/v1/topics/chat                 # follow a topic on one peer\n", last)
+	fmt.Fprintf(&b, "  curl -d 'hello, overlay' %s/v1/topics/chat   # publish on another\n", first)
+	fmt.Fprintf(&b, "  curl %s/v1/status\n\nCtrl-C stops the devnet.\n", first)
+	fmt.Fprint(stdout, b.String())
+
+	<-ctx.Done()
+	log.Info("stopping devnet")
+	if err := cli.ShutdownWithin(5*time.Second, log, d.Close); err != nil {
+		log.Error("devnet shutdown", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+func setInt(dst *int, v int) {
+	if v > 0 {
+		*dst = v
+	}
+}

@@ -1,0 +1,221 @@
+package node
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/immense-p2p/immense/overlay"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// HTTPOptions configures the HTTP API.
+type HTTPOptions struct {
+	// Topics enables POST and GET /v1/topics/{topic}. Bootstrap nodes serve
+	// only status and metrics.
+	Topics bool
+	// MaxStreams caps concurrent Server-Sent Events streams. Default 1024.
+	MaxStreams int
+	// KeepAlive is the interval of SSE comment lines that keep idle proxies
+	// from closing the stream. Default 15 s.
+	KeepAlive time.Duration
+}
+
+// Handler returns the node's HTTP API:
+//
+//	POST /v1/topics/{topic}   publish the request body
+//	GET  /v1/topics/{topic}   Server-Sent Events stream of the topic
+//	GET  /v1/status           JSON status
+//	GET  /metrics             Prometheus metrics
+//
+// Errors are JSON objects {"error": "..."} with a 4xx or 5xx status.
+func (n *Node) Handler(opts HTTPOptions) http.Handler {
+	if opts.MaxStreams <= 0 {
+		opts.MaxStreams = 1024
+	}
+	if opts.KeepAlive <= 0 {
+		opts.KeepAlive = 15 * time.Second
+	}
+	a := &api{n: n, opts: opts, streams: make(chan struct{}, opts.MaxStreams), log: n.log.With("component", "http")}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", a.status)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}))
+	if opts.Topics {
+		mux.HandleFunc("POST /v1/topics/{topic...}", a.publish)
+		mux.HandleFunc("GET /v1/topics/{topic...}", a.subscribe)
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+type api struct {
+	n       *Node
+	opts    HTTPOptions
+	streams chan struct{}
+	log     *slog.Logger
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, map[string]string{"error": err.Error()})
+}
+
+func (a *api) publish(w http.ResponseWriter, r *http.Request) {
+	topic := r.PathValue("topic")
+	if err := overlay.ValidateTopic(topic); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	max := a.n.cfg.MaxMessageSize
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(max)))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("body exceeds the maximum message size of %d bytes", max))
+		return
+	case err != nil:
+		writeError(w, http.StatusBadRequest, fmt.Errorf("read body: %w", err))
+		return
+	case len(body) == 0:
+		writeError(w, http.StatusBadRequest, errors.New("empty body: nothing to publish"))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	if err := a.n.Publish(ctx, topic, body); err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, ErrClosed) || errors.Is(err, overlay.ErrClosed) {
+			code = http.StatusServiceUnavailable
+		}
+		writeError(w, code, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"topic": topic, "bytes": len(body)})
+}
+
+// subscribe streams a topic as Server-Sent Events. Each message is one
+// event: "id" is the message ID; the event type is "message" with the
+// payload as text when it is UTF-8 without carriage returns, and "binary"
+// with the payload in standard base64 otherwise (or always, with
+// ?format=base64). The stream opens with the comment ": subscribed", sent
+// once the node has subscribed.
+func (a *api) subscribe(w http.ResponseWriter, r *http.Request) {
+	topic := r.PathValue("topic")
+	if err := overlay.ValidateTopic(topic); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	format := r.URL.Query().Get("format")
+	if format != "" && format != "text" && format != "base64" {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("format %q: want text or base64", format))
+		return
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, http.StatusInternalServerError, errors.New("streaming unsupported by this connection"))
+		return
+	}
+	select {
+	case a.streams <- struct{}{}:
+		defer func() { <-a.streams }()
+	default:
+		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("too many open streams (%d)", a.opts.MaxStreams))
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	msgs, err := a.n.Subscribe(ctx, topic)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprint(w, ": subscribed\n\n")
+	flusher.Flush()
+
+	keepAlive := time.NewTicker(a.opts.KeepAlive)
+	defer keepAlive.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-keepAlive.C:
+			fmt.Fprint(w, ": keepalive\n\n")
+		case m, ok := <-msgs:
+			if !ok {
+				return // node closing
+			}
+			writeEvent(w, m, format == "base64")
+		}
+		flusher.Flush()
+	}
+}
+
+func writeEvent(w io.Writer, m *Message, forceBase64 bool) {
+	if !forceBase64 && utf8.Valid(m.Data) && !strings.ContainsRune(string(m.Data), '\r') {
+		fmt.Fprintf(w, "id: %s\nevent: message\n", m.ID)
+		// A newline in the payload becomes a new data line; SSE clients
+		// join them back with "\n".
+		for _, line := range strings.Split(string(m.Data), "\n") {
+			fmt.Fprintf(w, "data: %s\n", line)
+		}
+		fmt.Fprint(w, "\n")
+		return
+	}
+	fmt.Fprintf(w, "id: %s\nevent: binary\ndata: %s\n\n", m.ID, base64.StdEncoding.EncodeToString(m.Data))
+}
+
+// Status is the JSON body of GET /v1/status.
+type Status struct {
+	PeerID           string              `json:"peer_id"`
+	ListenAddrs      []string            `json:"listen_addrs"`
+	ConnectedPeers   int                 `json:"connected_peers"`
+	RoutingTableSize int                 `json:"routing_table_size"`
+	DHTMode          string              `json:"dht_mode"`
+	Topics           []overlay.TopicInfo `json:"topics"`
+	Limits           Limits              `json:"limits"`
+	UptimeSeconds    float64             `json:"uptime_seconds"`
+	Version          string              `json:"version"`
+}
+
+// Status reports the node's state.
+func (n *Node) Status() Status {
+	addrs := []string{}
+	for _, a := range n.Addrs() {
+		addrs = append(addrs, a.String())
+	}
+	return Status{
+		PeerID:           n.ID().String(),
+		ListenAddrs:      addrs,
+		ConnectedPeers:   len(n.host.Network().Peers()),
+		RoutingTableSize: n.overlay.RoutingTableSize(),
+		DHTMode:          n.cfg.Mode.String(),
+		Topics:           n.overlay.Topics(),
+		Limits:           n.cfg.Limits,
+		UptimeSeconds:    time.Since(n.started).Seconds(),
+		Version:          userAgent,
+	}
+}
+
+func (a *api) status(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, a.n.Status())
+}
