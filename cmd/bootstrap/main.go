@@ -105,7 +105,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		log.Info("HTTP status listening", "url", srv.URL())
 	}
-	fmt.Fprint(stdout, out)
 	if *infoFile != "" {
 		info := cli.Info{PeerID: n.ID().String(), Addrs: lines}
 		if srv != nil {
@@ -116,6 +115,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			log.Error("write --info-file", "err", err)
 		}
 	}
+
+	fmt.Fprint(stdout, out)
 
 	<-ctx.Done()
 	log.Info("shutting down")

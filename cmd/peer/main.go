@@ -146,7 +146,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	info := cli.Info{PeerID: n.ID().String()}
 	for _, a := range n.Addrs() {
 		info.Addrs = append(info.Addrs, a.String())
-		fmt.Fprintln(stdout, a)
 	}
 	if srv != nil {
 		info.HTTP = srv.URL()
@@ -157,6 +156,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			log.Error("write --info-file", "err", err)
 		}
 	}
+	// Addresses go to stdout last: a supervisor that has read them knows the
+	// node, its HTTP API and its info file are all up.
+	fmt.Fprintln(stdout, strings.Join(info.Addrs, "\n"))
 
 	<-ctx.Done()
 	log.Info("shutting down")
