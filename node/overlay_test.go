@@ -1,11 +1,16 @@
 package node
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"math/rand/v2"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/immense-p2p/immense/overlay"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // TestOverlay20 is the foundation's acceptance test: 20 nodes in process
@@ -76,4 +81,73 @@ func TestOverlay20(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestValidatorHook: receivers running a Validator drop the messages it
+// refuses (and count them), while others still flow.
+func TestValidatorHook(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nodes := simNetwork(t, 4, func(i int, c *Config) {
+			if i == 1 {
+				return // the publisher does not check; its neighbours do
+			}
+			c.Overlay = func(oc *overlay.Config) {
+				oc.Validator = func(_ context.Context, topic string, _ peer.ID, data []byte) error {
+					if bytes.Contains(data, []byte("spam")) {
+						return errors.New("no spam")
+					}
+					return nil
+				}
+			}
+		})
+		for _, nd := range nodes {
+			<-nd.Joined()
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var subs []<-chan *Message
+		for _, nd := range nodes[2:] {
+			ch, err := nd.Subscribe(ctx, "news")
+			if err != nil {
+				t.Fatal(err)
+			}
+			subs = append(subs, ch)
+		}
+		time.Sleep(10 * time.Second)
+		for _, body := range []string{"buy spam now", "real news"} {
+			if err := nodes[1].Publish(ctx, "news", []byte(body)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, ch := range subs {
+			if m := <-ch; string(m.Data) != "real news" {
+				t.Errorf("subscriber %d got %q first", i, m.Data)
+			}
+		}
+		rejected := 0.0
+		for _, nd := range nodes[2:] {
+			rejected += metricSum(t, nd, "immense_overlay_messages_rejected_total")
+		}
+		if rejected == 0 {
+			t.Error("no rejection counted")
+		}
+	})
+}
+
+// metricSum returns the sum of all series of counter name in n's registry.
+func metricSum(t *testing.T, n *Node, name string) float64 {
+	t.Helper()
+	mfs, err := n.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	dht "github.com/libp2p/go-libp2p-kad-dht"
@@ -22,6 +23,7 @@ type Overlay struct {
 	cfg     Config
 	host    host.Host
 	dht     *dht.IpfsDHT
+	disc    *drouting.RoutingDiscovery
 	ps      *pubsub.PubSub
 	log     *slog.Logger
 	metrics *metrics
@@ -39,8 +41,10 @@ type Overlay struct {
 
 type topicState struct {
 	topic    *pubsub.Topic
-	subs     int
-	lastUsed time.Time
+	subs     int       // guarded by Overlay.mu
+	lastUsed time.Time // guarded by Overlay.mu
+	// peersSeen is when a subscriber was last known (Unix ns).
+	peersSeen atomic.Int64
 }
 
 // New joins h to the overlay. It returns once the DHT and gossipsub are
@@ -88,6 +92,7 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 		return nil, fmt.Errorf("start DHT: %w", err)
 	}
 	o.dht = kad
+	o.disc = drouting.NewRoutingDiscovery(kad)
 
 	gsParams := pubsub.DefaultGossipSubParams()
 	if cfg.GossipSub != nil {
@@ -101,7 +106,7 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 		// exactly by our validator.
 		pubsub.WithMaxMessageSize(cfg.MaxMessageSize+envelopeHeaderSize+64<<10),
 		pubsub.WithPeerScore(&score.Params, &score.Thresholds),
-		pubsub.WithDiscovery(drouting.NewRoutingDiscovery(kad)),
+		pubsub.WithDiscovery(o.disc),
 		pubsub.WithLogger(o.log.With("component", "gossipsub")),
 	)
 	if err != nil {

@@ -50,7 +50,9 @@ func (o *Overlay) join(name string) (*topicState, error) {
 		return nil, fmt.Errorf("overlay: already in %d topics, the configured maximum", len(o.topics))
 	}
 	wire := wireTopic(name)
-	if err := o.ps.RegisterTopicValidator(wire, o.validator(name)); err != nil {
+	// Inline: our checks are cheap and must not block, so they run on the
+	// validation worker instead of a goroutine per message.
+	if err := o.ps.RegisterTopicValidator(wire, o.validator(name), pubsub.WithValidatorInline(true)); err != nil {
 		return nil, fmt.Errorf("register validator for %q: %w", name, err)
 	}
 	t, err := o.ps.Join(wire)
@@ -180,15 +182,10 @@ func (o *Overlay) Publish(ctx context.Context, topic string, data []byte) error 
 	if err != nil {
 		return err
 	}
-	var opts []pubsub.PubOpt
-	pctx := ctx
-	if len(ts.topic.ListPeers()) == 0 && o.cfg.PublishDiscoveryTimeout > 0 {
-		var cancel context.CancelFunc
-		pctx, cancel = context.WithTimeout(ctx, o.cfg.PublishDiscoveryTimeout)
-		defer cancel()
-		opts = append(opts, pubsub.WithReadiness(pubsub.MinTopicSize(1)))
+	if o.cfg.PublishDiscoveryTimeout > 0 && !ts.peersKnown(time.Now()) {
+		o.awaitSubscriber(ctx, topic, ts.topic)
 	}
-	if err := ts.topic.Publish(pctx, encodeEnvelope(time.Now(), data), opts...); err != nil {
+	if err := ts.topic.Publish(ctx, encodeEnvelope(time.Now(), data)); err != nil {
 		if errors.Is(err, pubsub.ErrTopicClosed) {
 			return ErrClosed
 		}
@@ -196,6 +193,51 @@ func (o *Overlay) Publish(ctx context.Context, topic string, data []byte) error 
 	}
 	o.metrics.published.WithLabelValues(o.metrics.label(topic)).Inc()
 	return nil
+}
+
+// peersKnown reports whether gossipsub knows a subscriber of the topic.
+// ListPeers is a round trip through gossipsub's event loop, so a positive
+// answer is trusted for a second rather than asked again on every publish.
+func (ts *topicState) peersKnown(now time.Time) bool {
+	if now.Sub(time.Unix(0, ts.peersSeen.Load())) < time.Second {
+		return true
+	}
+	if len(ts.topic.ListPeers()) == 0 {
+		return false
+	}
+	ts.peersSeen.Store(now.UnixNano())
+	return true
+}
+
+// awaitSubscriber gives a topic with no known subscriber up to
+// PublishDiscoveryTimeout to get one: it looks the topic's providers up in
+// the DHT and dials them, and returns as soon as gossipsub reports a peer on
+// the topic (whether found that way or announced by a neighbour).
+func (o *Overlay) awaitSubscriber(ctx context.Context, name string, t *pubsub.Topic) {
+	ctx, cancel := context.WithTimeout(ctx, o.cfg.PublishDiscoveryTimeout)
+	defer cancel()
+	events, err := t.EventHandler()
+	if err != nil {
+		return
+	}
+	defer events.Cancel()
+	go func() {
+		found, err := o.disc.FindPeers(ctx, wireTopic(name))
+		if err != nil {
+			return
+		}
+		for ai := range found {
+			if ai.ID != o.host.ID() {
+				go o.host.Connect(ctx, ai)
+			}
+		}
+	}()
+	for len(t.ListPeers()) == 0 {
+		ev, err := events.NextPeerEvent(ctx)
+		if err != nil || ev.Type == pubsub.PeerJoin {
+			return
+		}
+	}
 }
 
 // janitor leaves topics this node only published to and has not used for

@@ -1,0 +1,246 @@
+package overlay
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// loopbackHosts starts n hosts on 127.0.0.1 and connects them in the same
+// topology for a given seed: a ring plus three random links per host.
+func loopbackHosts(tb testing.TB, n int, seed uint64) []host.Host {
+	tb.Helper()
+	hosts := make([]host.Host, n)
+	for i := range hosts {
+		h, err := libp2p.New(
+			libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+			libp2p.ResourceManager(&network.NullResourceManager{}),
+		)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		hosts[i] = h
+		tb.Cleanup(func() { h.Close() })
+	}
+	rng := rand.New(rand.NewPCG(seed, seed))
+	connect := func(a, b int) {
+		if a == b {
+			return
+		}
+		ai := peer.AddrInfo{ID: hosts[b].ID(), Addrs: hosts[b].Addrs()}
+		if err := hosts[a].Connect(context.Background(), ai); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	for i := range n {
+		connect(i, (i+1)%n)
+		for range 3 {
+			connect(i, rng.IntN(n))
+		}
+	}
+	return hosts
+}
+
+// fanout is one side of the comparison: publish on node 0, receive on all.
+type fanout struct {
+	publish func(ctx context.Context, data []byte) error
+	// recv[i] yields the payloads node i receives.
+	recv []func(ctx context.Context) ([]byte, error)
+}
+
+func rawFanout(tb testing.TB, hosts []host.Host) fanout {
+	var f fanout
+	ctx := tb.Context()
+	var first *pubsub.Topic
+	for i, h := range hosts {
+		ps, err := pubsub.NewGossipSub(ctx, h, pubsub.WithMessageSignaturePolicy(pubsub.StrictSign))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		t, err := ps.Join("bench")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if i == 0 {
+			first = t
+			continue
+		}
+		sub, err := t.Subscribe()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		f.recv = append(f.recv, func(ctx context.Context) ([]byte, error) {
+			m, err := sub.Next(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return m.Data, nil
+		})
+	}
+	f.publish = func(ctx context.Context, data []byte) error { return first.Publish(ctx, data) }
+	return f
+}
+
+func overlayFanout(tb testing.TB, hosts []host.Host) fanout {
+	var f fanout
+	var first *Overlay
+	for i, h := range hosts {
+		cfg := DefaultConfig()
+		cfg.Mode = ModeServer
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		o, err := New(context.Background(), h, cfg)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { o.Close() })
+		if i == 0 {
+			first = o
+			continue
+		}
+		sub, err := o.Subscribe("bench")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		f.recv = append(f.recv, func(ctx context.Context) ([]byte, error) {
+			m, err := sub.Next(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return m.Data, nil
+		})
+	}
+	f.publish = func(ctx context.Context, data []byte) error { return first.Publish(ctx, "bench", data) }
+	return f
+}
+
+// runner drives a fanout one message at a time.
+type runner struct {
+	tb  testing.TB
+	f   fanout
+	got chan delivery
+	lat []time.Duration
+	dur time.Duration
+}
+
+type delivery struct {
+	seq int64
+	at  time.Time
+}
+
+func payload(seq int64) []byte {
+	b := make([]byte, 256)
+	binary.BigEndian.PutUint64(b, uint64(seq))
+	return b
+}
+
+// start launches the receivers and publishes warm-up messages (negative
+// sequence numbers) until one reaches every subscriber, i.e. the mesh has
+// formed.
+func (f fanout) start(tb testing.TB) *runner {
+	ctx := tb.Context()
+	r := &runner{tb: tb, f: f, got: make(chan delivery, 1024)}
+	for _, recv := range f.recv {
+		go func() {
+			for {
+				data, err := recv(ctx)
+				if err != nil {
+					return
+				}
+				r.got <- delivery{int64(binary.BigEndian.Uint64(data)), time.Now()}
+			}
+		}()
+	}
+	for seq := int64(-1); ; seq-- {
+		if err := f.publish(ctx, payload(seq)); err != nil {
+			tb.Fatal(err)
+		}
+		if r.await(seq, time.Second, nil) {
+			return r
+		}
+		if seq < -60 {
+			tb.Fatal("subscribers never meshed")
+		}
+	}
+}
+
+// await waits until message seq has reached every subscriber, appending
+// each delivery's latency since sent to lat when lat is non-nil.
+func (r *runner) await(seq int64, timeout time.Duration, sent *time.Time) bool {
+	deadline := time.After(timeout)
+	for n := 0; n < len(r.f.recv); {
+		select {
+		case d := <-r.got:
+			if d.seq == seq {
+				if sent != nil {
+					r.lat = append(r.lat, d.at.Sub(*sent))
+				}
+				n++
+			}
+		case <-deadline:
+			return false
+		}
+	}
+	return true
+}
+
+// one publishes message seq and waits for all its deliveries.
+func (r *runner) one(seq int64) {
+	sent := time.Now()
+	if err := r.f.publish(r.tb.Context(), payload(seq)); err != nil {
+		r.tb.Fatal(err)
+	}
+	if !r.await(seq, 10*time.Second, &sent) {
+		r.tb.Fatalf("message %d did not reach every subscriber", seq)
+	}
+	r.dur += time.Since(sent)
+}
+
+func (r *runner) quantile(q float64) time.Duration {
+	slices.Sort(r.lat)
+	return r.lat[int(float64(len(r.lat)-1)*q)]
+}
+
+// BenchmarkPublishDeliver compares our topic layer with raw gossipsub on the
+// same topology in the same run: one publisher, N-1 subscribers on
+// loopback TCP, messages sent one at a time (alternating between the two). Reported: messages/s and
+// p50/p99 publish-to-last-delivery latency for both, and the ratios
+// (ours/raw; < 1.10 is the target for latency, > 0.90 for throughput).
+func BenchmarkPublishDeliver(b *testing.B) {
+	for _, n := range []int{10, 30} {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			raw := rawFanout(b, loopbackHosts(b, n, 7))
+			ours := overlayFanout(b, loopbackHosts(b, n, 7))
+			r, o := raw.start(b), ours.start(b)
+			b.ResetTimer()
+			// Interleave the two so that machine noise hits both alike.
+			for i := range int64(b.N) {
+				r.one(i)
+				o.one(i)
+			}
+			b.StopTimer()
+			rRate, oRate := float64(b.N)/r.dur.Seconds(), float64(b.N)/o.dur.Seconds()
+			b.ReportMetric(rRate, "raw-msgs/s")
+			b.ReportMetric(oRate, "immense-msgs/s")
+			ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+			b.ReportMetric(ms(r.quantile(0.5)), "raw-p50-ms")
+			b.ReportMetric(ms(o.quantile(0.5)), "immense-p50-ms")
+			b.ReportMetric(ms(r.quantile(0.99)), "raw-p99-ms")
+			b.ReportMetric(ms(o.quantile(0.99)), "immense-p99-ms")
+			b.ReportMetric(oRate/rRate, "throughput-ratio")
+			b.ReportMetric(float64(o.quantile(0.5))/float64(r.quantile(0.5)), "p50-ratio")
+			b.ReportMetric(float64(o.quantile(0.99))/float64(r.quantile(0.99)), "p99-ratio")
+		})
+	}
+}
