@@ -37,6 +37,23 @@ type Limits struct {
 	ConnGracePeriod time.Duration `json:"conn_grace_period_ns"`
 }
 
+// NATConfig controls reachability detection, hole punching and relays.
+type NATConfig struct {
+	// Enabled turns on AutoNAT (v1 service and v2 client), hole punching
+	// (DCUtR) and autorelay. Off only on simulated networks.
+	Enabled bool `json:"enabled"`
+	// PortMap asks the home router for a port mapping (UPnP, NAT-PMP).
+	PortMap bool `json:"port_map"`
+	// RelayService offers circuit relay v2 to NAT'd peers once AutoNAT says
+	// this node is publicly reachable (always, with ForcePublic).
+	RelayService bool `json:"relay_service"`
+	// MaxRelayedConns caps the relay reservations this node grants.
+	MaxRelayedConns int `json:"max_relayed_conns"`
+	// ForcePublic skips AutoNAT and declares the node publicly reachable:
+	// for bootstrap nodes, which are by definition.
+	ForcePublic bool `json:"force_public"`
+}
+
 // Config configures a Node. Start from one of the presets (DefaultConfig,
 // BootstrapConfig, VolunteerConfig); cmd/peer's flags map onto its fields.
 type Config struct {
@@ -55,6 +72,12 @@ type Config struct {
 
 	Limits Limits
 
+	NAT NATConfig
+
+	// MaxUpload and MaxDownload cap the node's traffic, all protocols
+	// together, in bytes per second; 0 means no cap.
+	MaxUpload, MaxDownload int64
+
 	// MaxMessageSize is the largest topic message, in bytes.
 	MaxMessageSize int
 
@@ -64,6 +87,12 @@ type Config struct {
 	// Registry receives all metrics (libp2p's and ours); nil creates one,
 	// reachable through Node.Registry.
 	Registry *prometheus.Registry
+
+	// NoTrafficMeters turns off libp2p's bandwidth meters (traffic totals
+	// and rates in /v1/status and /metrics). They run one process-wide
+	// goroutine that cannot live inside a testing/synctest bubble, so
+	// simulations turn them off.
+	NoTrafficMeters bool
 
 	// HostOptions are appended to the libp2p options the node builds. Tests
 	// and the simulator use them to run on a simulated network.
@@ -99,6 +128,12 @@ func DefaultConfig() Config {
 			ConnHighWater:   400,
 			ConnGracePeriod: time.Minute,
 		},
+		NAT: NATConfig{
+			Enabled:         true,
+			PortMap:         true,
+			RelayService:    true,
+			MaxRelayedConns: 64,
+		},
 		MaxMessageSize: overlay.DefaultConfig().MaxMessageSize,
 	}
 }
@@ -118,12 +153,16 @@ func BootstrapConfig() Config {
 	c.Limits.ConnLowWater = 500
 	c.Limits.ConnHighWater = 1500
 	c.Limits.ConnGracePeriod = 20 * time.Second
+	c.NAT.PortMap = false // a server has no home router
+	c.NAT.ForcePublic = true
+	c.NAT.MaxRelayedConns = 128
 	return c
 }
 
 // VolunteerConfig is the preset for a volunteer's own machine: gentle
 // limits, so that a laptop on a home connection stays usable (256 MiB,
-// 150 connections, trimming above 96).
+// 150 connections, trimming above 96, 1 MiB/s up and 4 MiB/s down: a
+// fraction of a typical home line, whose uplink is the scarce side).
 func VolunteerConfig() Config {
 	c := DefaultConfig()
 	c.Limits = Limits{
@@ -136,6 +175,9 @@ func VolunteerConfig() Config {
 		ConnHighWater:   96,
 		ConnGracePeriod: 30 * time.Second,
 	}
+	c.NAT.MaxRelayedConns = 16
+	c.MaxUpload = 1 << 20
+	c.MaxDownload = 4 << 20
 	return c
 }
 
@@ -173,6 +215,15 @@ func (c *Config) validate() error {
 	}
 	if l.ConnGracePeriod < 0 {
 		errs = append(errs, fmt.Errorf("Limits.ConnGracePeriod must be >= 0, got %v", l.ConnGracePeriod))
+	}
+	if c.NAT.MaxRelayedConns < 0 {
+		errs = append(errs, fmt.Errorf("NAT.MaxRelayedConns must be >= 0, got %d", c.NAT.MaxRelayedConns))
+	}
+	if c.MaxUpload < 0 || (c.MaxUpload > 0 && c.MaxUpload < 16<<10) {
+		errs = append(errs, fmt.Errorf("MaxUpload must be 0 (no cap) or at least 16 KiB/s, got %d", c.MaxUpload))
+	}
+	if c.MaxDownload < 0 || (c.MaxDownload > 0 && c.MaxDownload < 16<<10) {
+		errs = append(errs, fmt.Errorf("MaxDownload must be 0 (no cap) or at least 16 KiB/s, got %d", c.MaxDownload))
 	}
 	if c.MaxMessageSize < 1 || c.MaxMessageSize > 64<<20 {
 		errs = append(errs, fmt.Errorf("MaxMessageSize must be in [1, 64 MiB], got %d", c.MaxMessageSize))

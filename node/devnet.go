@@ -59,6 +59,7 @@ func StartDevnet(ctx context.Context, cfg DevnetConfig) (*Devnet, error) {
 	bcfg := BootstrapConfig()
 	bcfg.DataDir = filepath.Join(cfg.DataDir, "bootstrap")
 	bcfg.ListenAddrs = loopback
+	bcfg.NAT.PortMap = false
 	bcfg.Logger = cfg.Logger.With("devnet", "bootstrap")
 	d.Bootstrap, err = New(ctx, bcfg)
 	if err != nil {
@@ -72,6 +73,7 @@ func StartDevnet(ctx context.Context, cfg DevnetConfig) (*Devnet, error) {
 		pcfg := DefaultConfig()
 		pcfg.DataDir = filepath.Join(cfg.DataDir, fmt.Sprintf("peer%d", i))
 		pcfg.ListenAddrs = loopback
+		pcfg.NAT.PortMap = false // nothing to map on loopback
 		pcfg.Bootstrap = boot
 		pcfg.Mode = overlay.ModeServer
 		pcfg.Logger = cfg.Logger.With("devnet", fmt.Sprintf("peer%d", i))

@@ -2,18 +2,26 @@ package node
 
 import (
 	"fmt"
+	"net"
+	"time"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/transport"
+	"github.com/libp2p/go-libp2p/p2p/host/autorelay"
 	"github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcpreuse"
 )
 
 // userAgent is announced through identify.
@@ -41,7 +49,38 @@ func resourceManager(l Limits) (network.ResourceManager, error) {
 	return rm, nil
 }
 
-func newHost(cfg *Config, priv crypto.PrivKey) (host.Host, error) {
+// natOptions turns on reachability detection, hole punching and relaying.
+func natOptions(c NATConfig, peers autorelay.PeerSource) []libp2p.Option {
+	if !c.Enabled {
+		return []libp2p.Option{libp2p.DisableRelay()}
+	}
+	opts := []libp2p.Option{
+		libp2p.EnableAutoNATv2(),
+		// Answer other peers' AutoNAT v1 probes (rate-limited by libp2p):
+		// DHT auto mode follows the v1 reachability verdict.
+		libp2p.EnableNATService(),
+		libp2p.EnableHolePunching(),
+		libp2p.EnableAutoRelayWithPeerSource(peers, autorelay.WithBootDelay(5*time.Second)),
+	}
+	if c.PortMap {
+		opts = append(opts, libp2p.NATPortMap())
+	}
+	if c.ForcePublic {
+		opts = append(opts, libp2p.ForceReachabilityPublic())
+	}
+	if c.RelayService && c.MaxRelayedConns > 0 {
+		res := relayv2.DefaultResources()
+		res.MaxReservations = c.MaxRelayedConns
+		res.MaxCircuits = min(res.MaxCircuits, c.MaxRelayedConns)
+		// Relayed connections exist to coordinate a hole punch or carry a
+		// little traffic until one succeeds: 2 minutes and 1 MiB each way.
+		res.Limit = &relayv2.RelayLimit{Duration: 2 * time.Minute, Data: 1 << 20}
+		opts = append(opts, libp2p.EnableRelayService(relayv2.WithResources(res)))
+	}
+	return opts
+}
+
+func newHost(cfg *Config, priv crypto.PrivKey, counter *metrics.BandwidthCounter, peerSource autorelay.PeerSource) (host.Host, error) {
 	rm, err := resourceManager(cfg.Limits)
 	if err != nil {
 		return nil, err
@@ -52,10 +91,16 @@ func newHost(cfg *Config, priv crypto.PrivKey) (host.Host, error) {
 		rm.Close()
 		return nil, fmt.Errorf("connection manager: %w", err)
 	}
+	bw := newBandwidth(cfg.MaxUpload, cfg.MaxDownload)
 	opts := []libp2p.Option{
 		libp2p.Identity(priv),
 		libp2p.ListenAddrStrings(cfg.ListenAddrs...),
-		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(func(up transport.Upgrader, rm network.ResourceManager, shared *tcpreuse.ConnMgr) (*tcp.TcpTransport, error) {
+			if bw.enabled() {
+				up = &cappedUpgrader{Upgrader: up, b: bw}
+			}
+			return tcp.NewTCPTransport(up, rm, shared)
+		}),
 		libp2p.Transport(libp2pquic.NewTransport),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Security(libp2ptls.ID, libp2ptls.New),
@@ -65,6 +110,20 @@ func newHost(cfg *Config, priv crypto.PrivKey) (host.Host, error) {
 		libp2p.PrometheusRegisterer(cfg.Registry),
 		libp2p.UserAgent(userAgent),
 	}
+	if counter != nil {
+		opts = append(opts, libp2p.BandwidthReporter(counter))
+	}
+	if bw.enabled() {
+		opts = append(opts, libp2p.QUICReuse(quicreuse.NewConnManager,
+			quicreuse.OverrideListenUDP(func(network string, laddr *net.UDPAddr) (net.PacketConn, error) {
+				c, err := net.ListenUDP(network, laddr)
+				if err != nil {
+					return nil, err
+				}
+				return &cappedPacketConn{PacketConn: c, b: bw}, nil
+			})))
+	}
+	opts = append(opts, natOptions(cfg.NAT, peerSource)...)
 	opts = append(opts, cfg.HostOptions...)
 	h, err := libp2p.New(opts...)
 	if err != nil {

@@ -14,6 +14,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/immense-p2p/immense/overlay"
+	"github.com/libp2p/go-libp2p/core/metrics"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -193,15 +195,60 @@ type Status struct {
 	DHTMode          string              `json:"dht_mode"`
 	Topics           []overlay.TopicInfo `json:"topics"`
 	Limits           Limits              `json:"limits"`
+	NAT              NATConfig           `json:"nat"`
+	Reachability     string              `json:"reachability"` // public, private or unknown
+	RelayAddrs       []string            `json:"relay_addrs"`
+	Bandwidth        BandwidthStatus     `json:"bandwidth"`
+	Connections      []ConnStatus        `json:"connections"`
 	UptimeSeconds    float64             `json:"uptime_seconds"`
 	Version          string              `json:"version"`
 }
 
+// BandwidthStatus reports caps and traffic, in bytes and bytes per second.
+type BandwidthStatus struct {
+	MaxUpload   int64   `json:"max_upload"`
+	MaxDownload int64   `json:"max_download"`
+	TotalIn     int64   `json:"total_in"`
+	TotalOut    int64   `json:"total_out"`
+	RateIn      float64 `json:"rate_in"`
+	RateOut     float64 `json:"rate_out"`
+}
+
+// ConnStatus describes one open connection.
+type ConnStatus struct {
+	Peer      string `json:"peer"`
+	Addr      string `json:"addr"`
+	Direction string `json:"direction"`
+	Relayed   bool   `json:"relayed"`
+}
+
+// maxStatusConns caps the connections listed in /v1/status.
+const maxStatusConns = 256
+
 // Status reports the node's state.
 func (n *Node) Status() Status {
-	addrs := []string{}
+	addrs, relayAddrs := []string{}, []string{}
 	for _, a := range n.Addrs() {
 		addrs = append(addrs, a.String())
+		if strings.Contains(a.String(), "/p2p-circuit") {
+			relayAddrs = append(relayAddrs, a.String())
+		}
+	}
+	conns := []ConnStatus{}
+	for _, c := range n.host.Network().Conns() {
+		if len(conns) == maxStatusConns {
+			break
+		}
+		conns = append(conns, ConnStatus{
+			Peer:      c.RemotePeer().String(),
+			Addr:      c.RemoteMultiaddr().String(),
+			Direction: c.Stat().Direction.String(),
+			Relayed:   c.Stat().Limited,
+		})
+	}
+	var bw metrics.Stats
+	if n.bw != nil {
+		bw = n.bw.GetBandwidthTotals()
 	}
 	return Status{
 		PeerID:           n.ID().String(),
@@ -211,8 +258,16 @@ func (n *Node) Status() Status {
 		DHTMode:          n.cfg.Mode.String(),
 		Topics:           n.overlay.Topics(),
 		Limits:           n.cfg.Limits,
-		UptimeSeconds:    time.Since(n.started).Seconds(),
-		Version:          userAgent,
+		NAT:              n.cfg.NAT,
+		Reachability:     reachabilityName(n.reachability.Load().(network.Reachability)),
+		RelayAddrs:       relayAddrs,
+		Bandwidth: BandwidthStatus{
+			MaxUpload: n.cfg.MaxUpload, MaxDownload: n.cfg.MaxDownload,
+			TotalIn: bw.TotalIn, TotalOut: bw.TotalOut, RateIn: bw.RateIn, RateOut: bw.RateOut,
+		},
+		Connections:   conns,
+		UptimeSeconds: time.Since(n.started).Seconds(),
+		Version:       userAgent,
 	}
 }
 

@@ -7,10 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/immense-p2p/immense/overlay"
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/metrics"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +36,9 @@ type Node struct {
 	wg      sync.WaitGroup
 	once    sync.Once
 	started time.Time
+
+	bw           *metrics.BandwidthCounter
+	reachability atomic.Value // network.Reachability
 }
 
 // New starts a node: it loads or creates the identity in cfg.DataDir, starts
@@ -56,10 +63,18 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	bootstrap, _ := ParseBootstrap(cfg.Bootstrap) // validated above
 
-	h, err := newHost(&cfg, priv)
+	// Autorelay asks for candidates only after the host exists; the source
+	// reads it through this pointer.
+	var hostRef atomic.Pointer[host.Host]
+	var bw *metrics.BandwidthCounter
+	if !cfg.NoTrafficMeters {
+		bw = metrics.NewBandwidthCounter()
+	}
+	h, err := newHost(&cfg, priv, bw, relayCandidates(&hostRef, bootstrap))
 	if err != nil {
 		return nil, err
 	}
+	hostRef.Store(&h)
 	log := cfg.Logger.With("peer", h.ID().String())
 	if created {
 		log.Info("created new identity", "file", filepath.Join(cfg.DataDir, identityFile))
@@ -90,8 +105,103 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		cancel:   cancel,
 		started:  time.Now(),
 	}
+	n.bw = bw
+	n.reachability.Store(network.ReachabilityUnknown)
+	if err := n.watchReachability(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	if err := n.registerMetrics(); err != nil {
+		n.Close()
+		return nil, err
+	}
 	log.Info("node started", "addrs", n.Addrs(), "mode", cfg.Mode.String())
 	return n, nil
+}
+
+// watchReachability follows AutoNAT's verdict for /v1/status and logs it.
+func (n *Node) watchReachability() error {
+	sub, err := n.host.EventBus().Subscribe(new(event.EvtLocalReachabilityChanged))
+	if err != nil {
+		return fmt.Errorf("subscribe to reachability events: %w", err)
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer sub.Close()
+		for {
+			select {
+			case <-n.ctx.Done():
+				return
+			case e, ok := <-sub.Out():
+				if !ok {
+					return
+				}
+				r := e.(event.EvtLocalReachabilityChanged).Reachability
+				n.reachability.Store(r)
+				n.log.Info("reachability changed", "reachability", reachabilityName(r))
+			}
+		}
+	}()
+	return nil
+}
+
+func reachabilityName(r network.Reachability) string {
+	switch r {
+	case network.ReachabilityPublic:
+		return "public"
+	case network.ReachabilityPrivate:
+		return "private"
+	}
+	return "unknown"
+}
+
+// registerMetrics adds the node's own gauges and counters.
+func (n *Node) registerMetrics() error {
+	bwTotal := func(dir string) func() float64 {
+		return func() float64 {
+			if n.bw == nil {
+				return 0
+			}
+			t := n.bw.GetBandwidthTotals()
+			if dir == "in" {
+				return float64(t.TotalIn)
+			}
+			return float64(t.TotalOut)
+		}
+	}
+	for _, c := range []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "immense", Subsystem: "node", Name: "bytes_received_total",
+			Help: "Bytes received on libp2p streams."}, bwTotal("in")),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "immense", Subsystem: "node", Name: "bytes_sent_total",
+			Help: "Bytes sent on libp2p streams."}, bwTotal("out")),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "immense", Subsystem: "node", Name: "upload_cap_bytes_per_second",
+			Help: "Configured upload cap (0: none)."}, func() float64 { return float64(n.cfg.MaxUpload) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "immense", Subsystem: "node", Name: "download_cap_bytes_per_second",
+			Help: "Configured download cap (0: none)."}, func() float64 { return float64(n.cfg.MaxDownload) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "immense", Subsystem: "node", Name: "relayed_connections",
+			Help: "Open connections that go through a relay."}, func() float64 {
+			k := 0
+			for _, c := range n.host.Network().Conns() {
+				if c.Stat().Limited {
+					k++
+				}
+			}
+			return float64(k)
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "immense", Subsystem: "node", Name: "public_reachability",
+			Help: "1 if AutoNAT says this node is publicly reachable, 0 otherwise."}, func() float64 {
+			if n.reachability.Load() == network.ReachabilityPublic {
+				return 1
+			}
+			return 0
+		}),
+	} {
+		if err := n.registry.Register(c); err != nil {
+			return fmt.Errorf("register node metrics: %w", err)
+		}
+	}
+	return nil
 }
 
 // ID returns the node's peer ID.

@@ -40,6 +40,8 @@ func simNetwork(t *testing.T, n int, adjust func(i int, c *Config)) []*Node {
 		cfg.ListenAddrs = []string{fmt.Sprintf("/ip4/%s/udp/8000/quic-v1", simnet.IntToPublicIPv4(i))}
 		cfg.Mode = overlay.ModeServer
 		cfg.Bootstrap = bootstrap
+		cfg.NAT = NATConfig{} // every simulated node is public
+		cfg.NoTrafficMeters = true
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 		cfg.HostOptions = []libp2p.Option{
 			simlibp2p.QUICSimnet(sn, link),

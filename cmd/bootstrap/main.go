@@ -40,6 +40,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		httpAddr          = fs.String("http", "127.0.0.1:8090", "address for GET /v1/status and /metrics; empty disables it")
 		addrFile          = fs.String("addr-file", "", "also write the node's multiaddrs to this file, one per line")
 		maxConns          = fs.Int("max-conns", 0, "hard cap on connections (0: preset)")
+		relayService      = fs.Bool("relay-service", true, "offer circuit relay v2 to NAT'd peers")
+		natPortMap        = fs.Bool("nat-portmap", false, "ask the router for a port mapping (UPnP/NAT-PMP); a server rarely needs it")
+		maxRelayed        = fs.Int("max-relayed-conns", 0, "relay reservations granted (0: preset, 128)")
 		infoFile          = fs.String("info-file", "", "write {peer_id, addrs, http} as JSON to this file once started")
 		logFormat         = fs.String("log-format", "text", "log format: text or json")
 		logLevel          = fs.String("log-level", "info", "log level: debug, info, warn or error")
@@ -75,6 +78,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cfg.Limits.MaxInboundConns = min(cfg.Limits.MaxInboundConns, *maxConns)
 		cfg.Limits.ConnHighWater = min(cfg.Limits.ConnHighWater, *maxConns)
 		cfg.Limits.ConnLowWater = min(cfg.Limits.ConnLowWater, cfg.Limits.ConnHighWater/2)
+	}
+	cfg.NAT.RelayService = *relayService
+	cfg.NAT.PortMap = *natPortMap
+	if *maxRelayed > 0 {
+		cfg.NAT.MaxRelayedConns = *maxRelayed
 	}
 	cfg.Logger = log
 	cfg.Registry = cli.NewRegistry()

@@ -9,7 +9,8 @@ import (
 	"time"
 )
 
-var loopback = []string{"--listen", "/ip4/127.0.0.1/tcp/0,/ip4/127.0.0.1/udp/0/quic-v1", "--http", "127.0.0.1:0"}
+// loopback keeps a peer on 127.0.0.1 (no UPnP discovery on the host network).
+var loopback = []string{"--listen", "/ip4/127.0.0.1/tcp/0,/ip4/127.0.0.1/udp/0/quic-v1", "--http", "127.0.0.1:0", "--nat-portmap=false"}
 
 // TestProcesses runs the overlay as real processes on 127.0.0.1: a bootstrap
 // node and four peers, one of which starts before the bootstrap node does.
@@ -108,6 +109,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"--mode", "sideways"}, "unknown DHT mode"},
 		{[]string{"--max-memory", "lots"}, "want a number"},
 		{[]string{"--log-format", "xml"}, "--log-format"},
+		{[]string{"--max-upload", "1KiB/s"}, "MaxUpload"},
 	} {
 		cmd := exec.Command(peerBin, append([]string{"--data-dir", t.TempDir(), "--http", ""}, tc.args...)...)
 		out, err := cmd.CombinedOutput()

@@ -31,7 +31,7 @@ Runs an Immense peer. Examples:
 
   peer --devnet 5                       # local network: bootstrap + 4 peers, HTTP on :8080..:8083
   peer --bootstrap /ip4/203.0.113.7/tcp/4001/p2p/12D3Koo... --data-dir /var/lib/immense
-  peer --preset volunteer --bootstrap ...
+  peer --volunteer --max-upload 512KiB/s --bootstrap ...
 
 HTTP API (--http): POST/GET /v1/topics/{topic}, GET /v1/status, GET /metrics.
 
@@ -55,6 +55,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		maxInbound        = fs.Int("max-inbound-conns", 0, "hard cap on inbound connections (0: preset)")
 		connLow           = fs.Int("conn-low", 0, "connection manager low water mark (0: preset)")
 		connHigh          = fs.Int("conn-high", 0, "connection manager high water mark (0: preset)")
+		volunteer         = fs.Bool("volunteer", false, "same as --preset volunteer: gentle limits for a home machine")
+		relayService      = fs.Bool("relay-service", true, "offer circuit relay v2 to NAT'd peers once publicly reachable")
+		maxRelayed        = fs.Int("max-relayed-conns", 0, "relay reservations granted to other peers (0: preset)")
+		natPortMap        = fs.Bool("nat-portmap", true, "ask the home router for a port mapping (UPnP/NAT-PMP)")
+		maxUpload         cli.Size
+		maxDownload       cli.Size
 		maxMemory         cli.Size
 		maxMessage        cli.Size
 		infoFile          = fs.String("info-file", "", "write {peer_id, addrs, http} as JSON to this file once started")
@@ -63,6 +69,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	)
 	fs.Var(&bootstrap, "bootstrap", "bootstrap peers: comma-separated multiaddrs ending in /p2p/<peer id>")
 	fs.Var(&listen, "listen", "comma-separated libp2p listen multiaddrs (default: TCP and QUIC on port 4001)")
+	fs.Var(&maxUpload, "max-upload", "upload cap for all traffic, e.g. 2MiB/s (0: preset; the volunteer preset caps at 1MiB/s)")
+	fs.Var(&maxDownload, "max-download", "download cap for all traffic, e.g. 8MiB/s (0: preset)")
 	fs.Var(&maxMemory, "max-memory", "memory libp2p may use, e.g. 512MiB (0: preset)")
 	fs.Var(&maxMessage, "max-message-size", "largest topic message, e.g. 1MiB (0: default 1 MiB)")
 	if err := fs.Parse(args); err != nil {
@@ -97,6 +105,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	var cfg node.Config
+	if *volunteer {
+		*preset = "volunteer"
+	}
 	switch *preset {
 	case "default":
 		cfg = node.DefaultConfig()
@@ -121,6 +132,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	setInt(&cfg.Limits.ConnHighWater, *connHigh)
 	if maxMemory > 0 {
 		cfg.Limits.MaxMemory = int64(maxMemory)
+	}
+	if flagSet(fs, "relay-service") {
+		cfg.NAT.RelayService = *relayService
+	}
+	if flagSet(fs, "nat-portmap") {
+		cfg.NAT.PortMap = *natPortMap
+	}
+	setInt(&cfg.NAT.MaxRelayedConns, *maxRelayed)
+	if maxUpload > 0 {
+		cfg.MaxUpload = int64(maxUpload)
+	}
+	if maxDownload > 0 {
+		cfg.MaxDownload = int64(maxDownload)
 	}
 	if maxMessage > 0 {
 		cfg.MaxMessageSize = int(maxMessage)

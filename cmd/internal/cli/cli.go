@@ -64,9 +64,9 @@ type Size int64
 
 func (s *Size) String() string { return fmt.Sprint(int64(*s)) }
 
-// Set parses a size such as "10GiB".
+// Set parses a size such as "10GiB", or a rate such as "2MiB/s".
 func (s *Size) Set(v string) error {
-	n, err := ParseSize(v)
+	n, err := ParseSize(strings.TrimSuffix(v, "/s"))
 	if err != nil {
 		return err
 	}
