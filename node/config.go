@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/immense-p2p/immense/overlay"
+	"github.com/immense-p2p/immense/webrtc"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
@@ -77,6 +78,11 @@ type Config struct {
 	// MaxUpload and MaxDownload cap the node's traffic, all protocols
 	// together, in bytes per second; 0 means no cap.
 	MaxUpload, MaxDownload int64
+
+	// Browsers, if set, runs the WebRTC bridge for browsers: signaling at
+	// POST /v1/webrtc/offer, the demo page at / and the client library at
+	// /client.js.
+	Browsers *webrtc.Config
 
 	// MaxMessageSize is the largest topic message, in bytes.
 	MaxMessageSize int

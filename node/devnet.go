@@ -10,6 +10,7 @@ import (
 	"strconv"
 
 	"github.com/immense-p2p/immense/overlay"
+	"github.com/immense-p2p/immense/webrtc"
 )
 
 // DevnetConfig configures a local network run in one process.
@@ -74,6 +75,11 @@ func StartDevnet(ctx context.Context, cfg DevnetConfig) (*Devnet, error) {
 		pcfg.DataDir = filepath.Join(cfg.DataDir, fmt.Sprintf("peer%d", i))
 		pcfg.ListenAddrs = loopback
 		pcfg.NAT.PortMap = false // nothing to map on loopback
+		// Browsers need no token on a devnet (the HTTP API is on loopback).
+		// ICE uses every interface: a desktop browser hides its loopback
+		// candidates, so loopback-only would leave it nothing to pair with.
+		bc := webrtc.DevnetConfig()
+		pcfg.Browsers = &bc
 		pcfg.Bootstrap = boot
 		pcfg.Mode = overlay.ModeServer
 		pcfg.Logger = cfg.Logger.With("devnet", fmt.Sprintf("peer%d", i))

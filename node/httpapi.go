@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/immense-p2p/immense/overlay"
+	"github.com/immense-p2p/immense/webrtc"
 	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -54,9 +55,17 @@ func (n *Node) Handler(opts HTTPOptions) http.Handler {
 		mux.HandleFunc("POST /v1/topics/{topic...}", a.publish)
 		mux.HandleFunc("GET /v1/topics/{topic...}", a.subscribe)
 	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	notFound := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
+	if n.browsers != nil && opts.Topics {
+		mux.Handle("/v1/webrtc/offer", n.browsers)
+		demo := webrtc.DemoHandler()
+		for _, p := range []string{"GET /{$}", "GET /app.js", "GET /client.js", "GET /immense.d.ts"} {
+			mux.Handle(p, demo)
+		}
+	}
+	mux.Handle("/", notFound)
 	return mux
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/immense-p2p/immense/overlay"
+	"github.com/immense-p2p/immense/webrtc"
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/metrics"
@@ -37,6 +38,7 @@ type Node struct {
 	once    sync.Once
 	started time.Time
 
+	browsers     *webrtc.Server // nil without Config.Browsers
 	bw           *metrics.BandwidthCounter
 	reachability atomic.Value // network.Reachability
 }
@@ -112,6 +114,10 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	if err := n.registerMetrics(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	if err := n.startBrowsers(); err != nil {
 		n.Close()
 		return nil, err
 	}
@@ -288,6 +294,9 @@ func (n *Node) Subscribe(ctx context.Context, topic string) (<-chan *Message, er
 func (n *Node) Close() error {
 	var err error
 	n.once.Do(func() {
+		if n.browsers != nil {
+			n.browsers.Close()
+		}
 		n.cancel()
 		n.wg.Wait()
 		err = n.overlay.Close()

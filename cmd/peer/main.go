@@ -19,6 +19,7 @@ import (
 	"github.com/immense-p2p/immense/cmd/internal/cli"
 	"github.com/immense-p2p/immense/node"
 	"github.com/immense-p2p/immense/overlay"
+	"github.com/immense-p2p/immense/webrtc"
 )
 
 func main() {
@@ -26,6 +27,8 @@ func main() {
 }
 
 const usage = `Usage: peer [flags]
+       peer secret --out FILE                       # new token secret for browsers
+       peer token --secret-file FILE --read T --write T --ttl 1h   # mint a browser token
 
 Runs an Immense peer. Examples:
 
@@ -33,12 +36,21 @@ Runs an Immense peer. Examples:
   peer --bootstrap /ip4/203.0.113.7/tcp/4001/p2p/12D3Koo... --data-dir /var/lib/immense
   peer --volunteer --max-upload 512KiB/s --bootstrap ...
 
-HTTP API (--http): POST/GET /v1/topics/{topic}, GET /v1/status, GET /metrics.
+HTTP API (--http): POST/GET /v1/topics/{topic}, GET /v1/status, GET /metrics,
+POST /v1/webrtc/offer (browsers), the demo page at / and the client at /client.js.
 
 Flags:
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "token":
+			return runToken(args[1:], stdout, stderr)
+		case "secret":
+			return runSecret(args[1:], stdout, stderr)
+		}
+	}
 	fs := flag.NewFlagSet("peer", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
@@ -59,6 +71,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		relayService      = fs.Bool("relay-service", true, "offer circuit relay v2 to NAT'd peers once publicly reachable")
 		maxRelayed        = fs.Int("max-relayed-conns", 0, "relay reservations granted to other peers (0: preset)")
 		natPortMap        = fs.Bool("nat-portmap", true, "ask the home router for a port mapping (UPnP/NAT-PMP)")
+		secretFile        = fs.String("token-secret-file", "", "secret that browser tokens are signed with (see: peer secret, peer token)")
+		insecureNoAuth    = fs.Bool("insecure-no-auth", false, "accept browsers without a token: anyone who reaches --http can read and write every topic")
+		noBrowsers        = fs.Bool("no-browsers", false, "turn the WebRTC bridge for browsers off")
+		udpPorts          = fs.String("webrtc-udp-ports", "", "UDP port range for browser connections, e.g. 50000-50999 (default: any)")
+		iceServers        cli.List
+		publicIPs         cli.List
 		maxUpload         cli.Size
 		maxDownload       cli.Size
 		maxMemory         cli.Size
@@ -69,6 +87,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	)
 	fs.Var(&bootstrap, "bootstrap", "bootstrap peers: comma-separated multiaddrs ending in /p2p/<peer id>")
 	fs.Var(&listen, "listen", "comma-separated libp2p listen multiaddrs (default: TCP and QUIC on port 4001)")
+	fs.Var(&iceServers, "ice-server", "STUN/TURN server for browsers' ICE, e.g. stun:stun.example.org:3478 (repeatable)")
+	fs.Var(&publicIPs, "webrtc-public-ip", "public IP to announce to browsers when behind 1:1 NAT (repeatable)")
 	fs.Var(&maxUpload, "max-upload", "upload cap for all traffic, e.g. 2MiB/s (0: preset; the volunteer preset caps at 1MiB/s)")
 	fs.Var(&maxDownload, "max-download", "download cap for all traffic, e.g. 8MiB/s (0: preset)")
 	fs.Var(&maxMemory, "max-memory", "memory libp2p may use, e.g. 512MiB (0: preset)")
@@ -149,6 +169,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if maxMessage > 0 {
 		cfg.MaxMessageSize = int(maxMessage)
 	}
+	if !*noBrowsers {
+		bc := webrtc.DefaultConfig()
+		bc.InsecureNoAuth = *insecureNoAuth
+		if *secretFile != "" {
+			if bc.Secret, err = webrtc.LoadSecret(*secretFile); err != nil {
+				fmt.Fprintln(stderr, "peer:", err)
+				return 2
+			}
+		} else if !*insecureNoAuth {
+			log.Warn("no --token-secret-file: browsers will be refused (give one, or --insecure-no-auth for a trusted network)")
+		}
+		for _, u := range iceServers {
+			bc.ICEServers = append(bc.ICEServers, webrtc.ICEServer{URLs: []string{u}})
+		}
+		bc.PublicIPs = publicIPs
+		if *udpPorts != "" {
+			var lo, hi uint16
+			if _, err := fmt.Sscanf(*udpPorts, "%d-%d", &lo, &hi); err != nil || lo == 0 || hi < lo {
+				fmt.Fprintf(stderr, "peer: --webrtc-udp-ports %q: want MIN-MAX, e.g. 50000-50999\n", *udpPorts)
+				return 2
+			}
+			bc.UDPPortMin, bc.UDPPortMax = lo, hi
+		}
+		cfg.Browsers = &bc
+	}
 	cfg.Logger = log
 	cfg.Registry = cli.NewRegistry()
 
@@ -215,6 +260,7 @@ func runDevnet(ctx context.Context, nodes int, dir, httpAddr string, stdout io.W
 		fmt.Fprintf(&b, "  peer%-5d  %s   (%s)\n", i+1, s.URL(), d.Peers[i].ID())
 	}
 	first, last := d.HTTP[0].URL(), d.HTTP[len(d.HTTP)-1].URL()
+	fmt.Fprintf(&b, "\nOpen %s/ in a browser for the demo chat (open it twice, or on another peer's port).\n", first)
 	fmt.Fprintf(&b, "\nTry, in another terminal:\n")
 	fmt.Fprintf(&b, "  curl -N %s/v1/topics/chat                 # follow a topic on one peer\n", last)
 	fmt.Fprintf(&b, "  curl -d 'hello, overlay' %s/v1/topics/chat   # publish on another\n", first)

@@ -1,0 +1,701 @@
+//go:build linux
+
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestNATTopology checks the test network itself with plain UDP sockets, so
+// that a failure of the node tests below can be blamed on the node and not
+// on the routers: each home is masqueraded behind its router's address with
+// its port kept, nothing unsolicited gets in (to the home or to the router),
+// an unsolicited packet that arrives first leaves no conntrack entry that
+// would move the mapping, and two homes that send to each other at the
+// same time get through both NATs (a hole punch).
+func TestNATTopology(t *testing.T) {
+	lab := newNATLab(t)
+	h1, h2 := lab.homes[0], lab.homes[1]
+
+	// A rendezvous server on the internet, like a STUN server: it reports
+	// the address it sees each packet come from.
+	rv, err := lab.boot.listenUDP(bootIP + ":3478")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rv.Close()
+	observe := func(c *net.UDPConn) *net.UDPAddr {
+		t.Helper()
+		if _, err := c.WriteToUDP([]byte("who am I"), &net.UDPAddr{IP: net.ParseIP(bootIP), Port: 3478}); err != nil {
+			t.Fatal(err)
+		}
+		_, from := readUDP(t, rv, 5*time.Second)
+		if from == nil {
+			t.Fatal("rendezvous server received nothing")
+		}
+		return from
+	}
+
+	// Masquerade, port kept.
+	s1, err := h1.lan.listenUDP(":5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1.Close()
+	s2, err := h2.lan.listenUDP(":5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	m1, m2 := observe(s1), observe(s2)
+	if m1.String() != h1.wanIP+":5000" || m2.String() != h2.wanIP+":5000" {
+		t.Fatalf("mapped addresses %v and %v, want %s:5000 and %s:5000", m1, m2, h1.wanIP, h2.wanIP)
+	}
+
+	// Port-restricted filtering: another server sending to home1's mapped
+	// port is dropped by the router, and home1 receives nothing even once a
+	// packet it asked for has arrived behind it.
+	stranger, err := lab.public.listenUDP(publicIP + ":9999")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	dropped0, _ := lab.counter(h1.router, "filter", "wan_dropped")
+	if _, err := stranger.WriteToUDP([]byte("unsolicited"), m1); err != nil {
+		t.Fatal(err)
+	}
+	lab.waitCounter(h1.router, "filter", "wan_dropped", dropped0+1)
+	if _, err := rv.WriteToUDP([]byte("answer"), m1); err != nil {
+		t.Fatal(err)
+	}
+	if b, from := readUDP(t, s1, 5*time.Second); string(b) != "answer" {
+		t.Fatalf("home1 received %q from %v, want only the rendezvous server's answer", b, from)
+	}
+
+	// An unsolicited packet to a port nobody inside has used yet is dropped
+	// and pins nothing: home1's first packet from that port afterwards
+	// still keeps its port.
+	dropped0, _ = lab.counter(h1.router, "filter", "wan_dropped")
+	if _, err := rv.WriteToUDP([]byte("early"), &net.UDPAddr{IP: net.ParseIP(h1.wanIP), Port: 5001}); err != nil {
+		t.Fatal(err)
+	}
+	lab.waitCounter(h1.router, "filter", "wan_dropped", dropped0+1)
+	if n := lab.conntrack(h1.router, "dport=5001"); len(n) != 0 {
+		t.Fatalf("the dropped packet left conntrack entries: %q", n)
+	}
+	late, err := h1.lan.listenUDP(":5001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	if m := observe(late); m.String() != h1.wanIP+":5001" {
+		t.Fatalf("after an early unsolicited packet, home1's port 5001 maps to %v, want %s:5001", m, h1.wanIP)
+	}
+
+	// Hole punch: both homes send to each other's mapped address until
+	// each has heard the other (the first packets are dropped by the far
+	// router, whose own packet has not left yet).
+	punch := func(self *net.UDPConn, peer *net.UDPAddr, got chan<- string) {
+		buf := make([]byte, 64)
+		for i := 0; i < 50; i++ {
+			self.WriteToUDP([]byte("punch"), peer)
+			self.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			n, from, err := self.ReadFromUDP(buf)
+			if err == nil && string(buf[:n]) == "punch" {
+				self.WriteToUDP([]byte("punch"), peer) // let the other side hear us too
+				got <- from.String()
+				return
+			}
+		}
+		got <- ""
+	}
+	got1, got2 := make(chan string, 1), make(chan string, 1)
+	go punch(s1, m2, got1)
+	go punch(s2, m1, got2)
+	if a, b := <-got1, <-got2; a != m2.String() || b != m1.String() {
+		t.Fatalf("hole punch: home1 heard %q, home2 heard %q; want %v and %v", a, b, m2, m1)
+	}
+	if p, _ := lab.counter(lab.pub, "internet", "home1_to_home2"); p == 0 {
+		t.Fatal("the internet counted no packet from home1 to home2")
+	}
+	lab.checkDirectFlows("udp")
+}
+
+// checkDirectFlows checks that each home router holds a conntrack entry for
+// a flow to the other home's public address that has seen packets both
+// ways: the other side's packets came in through the mapping our own
+// packets opened. Relayed traffic never makes such an entry, since it only
+// ever goes to a server.
+func (lab *natLab) checkDirectFlows(proto string) {
+	lab.t.Helper()
+	for i, h := range lab.homes {
+		other := lab.homes[1-i].wanIP
+		var replied []string
+		for _, f := range lab.conntrack(h.router, proto, "dst="+other) {
+			if !strings.Contains(f, "[UNREPLIED]") {
+				replied = append(replied, f)
+			}
+		}
+		if len(replied) == 0 {
+			lab.t.Errorf("router %d has no %s flow to %s with replies; its table:\n%s", i+1, proto, other,
+				strings.Join(lab.conntrack(h.router), "\n"))
+		}
+	}
+}
+
+// readUDP reads one datagram, or returns nil after timeout.
+func readUDP(t *testing.T, c *net.UDPConn, timeout time.Duration) ([]byte, *net.UDPAddr) {
+	t.Helper()
+	buf := make([]byte, 1500)
+	c.SetReadDeadline(time.Now().Add(timeout))
+	n, from, err := c.ReadFromUDP(buf)
+	if err != nil {
+		return nil, nil
+	}
+	return bytes.Clone(buf[:n]), from
+}
+
+// waitCounter polls an nft counter until it reaches at least want packets:
+// a packet sent on a veth is processed by the receiving namespace
+// asynchronously.
+func (lab *natLab) waitCounter(n netns, table, name string, want uint64) {
+	lab.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		p, _ := lab.counter(n, table, name)
+		if p >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			lab.t.Fatalf("%s: counter %s at %d packets, want %d", n.name, name, p, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// natNet is the overlay running on the lab: a bootstrap node and a public
+// peer on the internet, and a volunteer peer in each home.
+type natNet struct {
+	lab       *natLab
+	boot      *labNode
+	public    *labNode
+	homes     [2]*labNode
+	bootAddrs string // --bootstrap value
+	started   time.Time
+}
+
+// startNATNet starts the four nodes and waits until all have joined.
+// homeFlags[i] are added to home peer i's flags (e.g. "--volunteer").
+func startNATNet(t *testing.T, lab *natLab, homeFlags [2][]string) *natNet {
+	t.Helper()
+	peerBin, bootBin := binaries(t)
+	nn := &natNet{lab: lab, started: time.Now()}
+	nn.boot = startNode(t, lab.boot, "bootstrap", bootBin,
+		"--data-dir", t.TempDir(), "--listen", listenOn(bootIP, 4001), "--http", "127.0.0.1:0")
+	nn.bootAddrs = strings.Join(nn.boot.info.Addrs, ",")
+	nn.public = startNode(t, lab.public, "public-peer", peerBin,
+		"--data-dir", t.TempDir(), "--listen", listenOn(publicIP, 4001), "--http", "127.0.0.1:0",
+		"--nat-portmap=false", "--bootstrap", nn.bootAddrs)
+	for i, h := range lab.homes {
+		args := append([]string{"--data-dir", t.TempDir(), "--listen", listenOn("0.0.0.0", 4001),
+			"--http", "127.0.0.1:0", "--nat-portmap=false", "--bootstrap", nn.bootAddrs}, homeFlags[i]...)
+		nn.homes[i] = startNode(t, h.lan, fmt.Sprintf("home%d", i+1), peerBin, args...)
+	}
+	for _, n := range []*labNode{nn.public, nn.homes[0], nn.homes[1]} {
+		n.waitLog("joined overlay", 30*time.Second)
+	}
+	return nn
+}
+
+// listenOn is a --listen value for TCP and QUIC on one address and port.
+func listenOn(ip string, port int) string {
+	return fmt.Sprintf("/ip4/%s/tcp/%d,/ip4/%s/udp/%d/quic-v1", ip, port, ip, port)
+}
+
+// since reports the time since the network started, for the test log.
+func (nn *natNet) since() string {
+	return time.Since(nn.started).Round(100 * time.Millisecond).String()
+}
+
+// waitRelayed waits until AutoNAT has found the public peer reachable and
+// the home peers unreachable, and the home peers hold relay reservations.
+func (nn *natNet) waitRelayed(t *testing.T) {
+	t.Helper()
+	nn.public.waitStatus(`reachability "public"`, 60*time.Second, func(s natStatus) bool { return s.Reachability == "public" })
+	t.Logf("%s: public peer found publicly reachable", nn.since())
+	for _, h := range nn.homes {
+		s := h.waitStatus(`reachability "private" and a relay address`, 90*time.Second, func(s natStatus) bool {
+			return s.Reachability == "private" && len(s.RelayAddrs) > 0
+		})
+		t.Logf("%s: %s is private, reachable through %s", nn.since(), h.name, s.RelayAddrs)
+		for _, a := range s.RelayAddrs {
+			if !strings.Contains(a, "/p2p-circuit") {
+				t.Errorf("%s: relay address %s is not a circuit address", h.name, a)
+			}
+		}
+	}
+}
+
+// TestNATTraversal: two volunteers behind their own home NATs join the
+// overlay, learn they are not reachable, become reachable through a relay,
+// then, once they meet on a topic, connect to each other directly by hole
+// punching; a message published by one reaches the other.
+func TestNATTraversal(t *testing.T) {
+	lab := newNATLab(t)
+	volunteer := []string{"--volunteer"}
+	nn := startNATNet(t, lab, [2][]string{volunteer, volunteer})
+	nn.waitRelayed(t)
+	h1, h2 := nn.homes[0], nn.homes[1]
+
+	// Meeting on a topic makes them connect: each finds the other through
+	// DHT rendezvous and dials its relay address; the receiving side then
+	// starts a hole punch (DCUtR) over the relayed connection.
+	const topic = "nat/chat"
+	s1 := subscribeNS(t, h1, topic)
+	s2 := subscribeNS(t, h2, topic)
+	for i, h := range nn.homes {
+		other, otherWAN := nn.homes[1-i], lab.homes[1-i].wanIP
+		s := h.waitStatus("a direct connection to "+other.name, 60*time.Second, func(s natStatus) bool {
+			for _, c := range s.Connections {
+				if c.Peer == other.info.PeerID && !c.Relayed && !strings.Contains(c.Addr, "/p2p-circuit") {
+					return true
+				}
+			}
+			return false
+		})
+		for _, c := range s.Connections {
+			if c.Peer != other.info.PeerID {
+				continue
+			}
+			t.Logf("%s: %s connection to %s: %s (relayed %v)", nn.since(), h.name, other.name, c.Addr, c.Relayed)
+			if !c.Relayed && !strings.HasPrefix(c.Addr, "/ip4/"+otherWAN+"/") {
+				t.Errorf("%s: direct connection to %s goes to %s, want %s's public address %s", h.name, other.name, c.Addr, other.name, otherWAN)
+			}
+		}
+	}
+	// The routers agree: each has a flow to the other's public address
+	// that carried packets both ways.
+	lab.checkDirectFlows("")
+	p12, b12 := lab.counter(lab.pub, "internet", "home1_to_home2")
+	p21, b21 := lab.counter(lab.pub, "internet", "home2_to_home1")
+	t.Logf("home-to-home traffic across the internet: %d packets/%d bytes one way, %d/%d the other", p12, b12, p21, b21)
+
+	waitTopicPeersNS(t, h1, topic, 1)
+	publishNS(t, h1, topic, "hello from behind NAT 1")
+	expectNS(t, h2, s2, "hello from behind NAT 1")
+	expectNS(t, h1, s1, "hello from behind NAT 1") // its own
+	publishNS(t, h2, topic, "and back from NAT 2")
+	expectNS(t, h1, s1, "and back from NAT 2")
+	expectNS(t, h2, s2, "and back from NAT 2")
+	logHolePunchMetrics(t, nn.homes[:])
+}
+
+// logHolePunchMetrics puts libp2p's hole punching outcomes in the test log.
+func logHolePunchMetrics(t *testing.T, nodes []*labNode) {
+	t.Helper()
+	for _, n := range nodes {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		resp, err := n.get(ctx, "/metrics")
+		if err != nil {
+			cancel()
+			t.Errorf("%s: /metrics: %v", n.name, err)
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cancel()
+		var lines []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "libp2p_holepunch_") && !strings.HasSuffix(l, " 0") {
+				lines = append(lines, l)
+			}
+		}
+		t.Logf("%s hole punching metrics:\n  %s", n.name, strings.Join(lines, "\n  "))
+	}
+}
+
+// expectNS waits for the next message on a node's stream.
+func expectNS(t *testing.T, n *labNode, s *sse, want string) {
+	t.Helper()
+	select {
+	case got := <-s.events:
+		if got != want {
+			t.Fatalf("%s received %q, want %q", n.name, got, want)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s: no message %q within 30 s; logs:\n%s", n.name, want, n.dump())
+	}
+}
+
+// subscribeNS opens a topic's SSE stream on a node in a namespace and
+// returns once the node has subscribed.
+func subscribeNS(t *testing.T, n *labNode, topic string) *sse {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	// The stream lives until the test ends; only getting it open is
+	// bounded.
+	timer := time.AfterFunc(10*time.Second, cancel)
+	resp, err := n.get(ctx, "/v1/topics/"+topic)
+	timer.Stop()
+	if err != nil {
+		t.Fatalf("%s: subscribe: %v", n.name, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s: subscribe: %s", n.name, resp.Status)
+	}
+	s := &sse{events: make(chan string, 100), cancel: cancel}
+	r := bufio.NewReader(resp.Body)
+	if line, err := r.ReadString('\n'); err != nil || line != ": subscribed\n" {
+		t.Fatalf("%s: subscribe: first line %q, %v", n.name, line, err)
+	}
+	go func() {
+		defer resp.Body.Close()
+		var data []string
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			line = strings.TrimRight(line, "\n")
+			switch {
+			case strings.HasPrefix(line, "data: "):
+				data = append(data, strings.TrimPrefix(line, "data: "))
+			case line == "" && data != nil:
+				s.events <- strings.Join(data, "\n")
+				data = nil
+			}
+		}
+	}()
+	return s
+}
+
+func publishNS(t *testing.T, n *labNode, topic, body string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", n.info.HTTP+"/v1/topics/"+topic, strings.NewReader(body))
+	resp, err := n.http.Do(req)
+	if err != nil {
+		t.Fatalf("%s: publish: %v", n.name, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("%s: publish: %s", n.name, resp.Status)
+	}
+}
+
+// waitTopicPeersNS waits until the node knows at least k other
+// subscribers of topic.
+func waitTopicPeersNS(t *testing.T, n *labNode, topic string, k int) {
+	t.Helper()
+	n.waitStatus(fmt.Sprintf("%d peers on topic %q", k, topic), 60*time.Second, func(s natStatus) bool {
+		for _, tp := range s.Topics {
+			if tp.Name == topic && tp.Peers >= k {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// TestNATUploadCap: a volunteer with --max-upload keeps its uplink, as its
+// home router counts it, within the cap (±20% over 10 s) while it has far
+// more to send; the other volunteer, uncapped, sends the same load much
+// faster, which shows the load does exceed the cap.
+//
+// The load is gossip: each home publishes 256 KiB messages at 2 MiB/s to a
+// topic the public peer follows. The cap sits at the socket and covers every
+// protocol alike; serving shards is tested the same way in TestNATState
+// once the state API is available to processes.
+func TestNATUploadCap(t *testing.T) {
+	const (
+		limit  = 768 << 10 // bytes per second; not the volunteer preset's 1 MiB/s
+		msg    = 256 << 10
+		demand = 2 << 20 // bytes per second offered by each home
+		window = 10 * time.Second
+	)
+	lab := newNATLab(t)
+	nn := startNATNet(t, lab, [2][]string{
+		{"--volunteer", "--max-upload", "768KiB/s", "--log-level", "info"},
+		{"--log-level", "info"}, // default preset: no cap
+	})
+	capped, free := nn.homes[0], nn.homes[1]
+	if s, err := capped.status(); err != nil || s.Bandwidth.MaxUpload != limit {
+		t.Fatalf("%s status: bandwidth %+v, %v; want max_upload %d", capped.name, s.Bandwidth, err, limit)
+	}
+
+	const topic = "nat/load"
+	subscribeNS(t, nn.public, topic)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Publishers: one message every msg/demand seconds, until the test
+	// ends. Publish returns once gossipsub has queued the message; when a
+	// queue is full gossipsub drops messages, which keeps the senders busy
+	// without unbounded memory. The homes only publish (they do not
+	// subscribe), so they do not forward each other's messages.
+	var wg sync.WaitGroup
+	var published [2]atomic.Int64
+	for i, h := range nn.homes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body := bytes.Repeat([]byte("x"), msg)
+			tick := time.NewTicker(time.Second * msg / demand)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+				req, _ := http.NewRequestWithContext(ctx, "POST", h.info.HTTP+"/v1/topics/"+topic, bytes.NewReader(body))
+				if resp, err := h.http.Do(req); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == http.StatusAccepted {
+						published[i].Add(1)
+					}
+				}
+			}
+		}()
+	}
+	defer wg.Wait()
+	defer cancel()
+	for _, h := range nn.homes {
+		waitTopicPeersNS(t, h, topic, 1) // the public peer, once the home has joined the topic
+	}
+
+	// Let the queues fill, then measure each router's uplink.
+	time.Sleep(2 * time.Second)
+	var tx0 [2]uint64
+	for i, h := range lab.homes {
+		_, tx0[i] = lab.linkBytes(h.router, "wan")
+	}
+	start := time.Now()
+	time.Sleep(window)
+	elapsed := time.Since(start).Seconds()
+	var rate [2]float64
+	for i, h := range lab.homes {
+		_, tx := lab.linkBytes(h.router, "wan")
+		rate[i] = float64(tx-tx0[i]) / elapsed
+	}
+	cancel()
+	s, _ := capped.status()
+	t.Logf("uplink over %.1f s as the routers count it: capped %s %.0f KiB/s (cap %d KiB/s, %.0f%%; the node reports %.0f KiB/s), uncapped %s %.0f KiB/s; offered %d KiB/s each (%d and %d messages accepted)",
+		elapsed, capped.name, rate[0]/1024, limit>>10, 100*rate[0]/limit, s.Bandwidth.RateOut/1024, free.name, rate[1]/1024, demand>>10,
+		published[0].Load(), published[1].Load())
+	if rate[0] < 0.8*limit || rate[0] > 1.2*limit {
+		t.Errorf("%s sent %.0f KiB/s, want %d KiB/s ±20%%", capped.name, rate[0]/1024, limit>>10)
+	}
+	if rate[1] < 1.5*limit {
+		t.Errorf("uncapped %s sent only %.0f KiB/s: the load does not exceed the cap, so the test shows nothing", free.name, rate[1]/1024)
+	}
+}
+
+// TestNATMassRestart: 50 volunteers behind the two home NATs, all killed at
+// once (a power cut, or every client crashing as in Skype's 2007 outage) and
+// all restarted at the same instant, rejoin within a bound, while the
+// bootstrap node's CPU and memory stay bounded and it keeps answering.
+func TestNATMassRestart(t *testing.T) {
+	const (
+		peers       = 50
+		rejoinBound = 60 * time.Second
+		maxRSS      = 512 << 20 // bootstrap resident memory, bytes
+		maxCPUShare = 1.0       // bootstrap CPU, cores on average over the rejoin
+	)
+	lab := newNATLab(t)
+	peerBin, bootBin := binaries(t)
+	boot := startNode(t, lab.boot, "bootstrap", bootBin,
+		"--data-dir", t.TempDir(), "--listen", listenOn(bootIP, 4001), "--http", "127.0.0.1:0", "--log-level", "info")
+	bootAddrs := strings.Join(boot.info.Addrs, ",")
+	dirs := make([]string, peers)
+	for i := range dirs {
+		dirs[i] = t.TempDir()
+	}
+	// wave starts every peer at once and returns them once all have
+	// joined, with each one's time from launch to joining.
+	wave := func(label string) ([]*labNode, []time.Duration, time.Duration) {
+		t.Helper()
+		nodes := make([]*labNode, peers)
+		infos := make([]string, peers)
+		launched := time.Now()
+		for i := range nodes {
+			nodes[i], infos[i] = launch(t, lab.homes[i%2].lan, fmt.Sprintf("%s-%d", label, i), peerBin,
+				"--data-dir", dirs[i], "--volunteer", "--listen", listenOn("0.0.0.0", 0), "--http", "127.0.0.1:0",
+				"--nat-portmap=false", "--bootstrap", bootAddrs, "--log-level", "info")
+		}
+		deadline := launched.Add(rejoinBound)
+		took := make([]time.Duration, peers)
+		for i, n := range nodes {
+			if err := n.waitStarted(infos[i], deadline); err != nil {
+				t.Fatal(err)
+			}
+			n.waitLog("joined overlay", time.Until(deadline))
+			at, ok := n.logTime("joined overlay")
+			if !ok {
+				t.Fatalf("%s: joined log has no time", n.name)
+			}
+			took[i] = at.Sub(launched)
+		}
+		return nodes, took, time.Since(launched)
+	}
+
+	first, took, all := wave("peer")
+	t.Logf("first start: %d peers joined within %v (%s)", peers, all.Round(time.Millisecond), spread(took))
+
+	// The outage: every peer dies at once. Then all restart at the same
+	// instant, with their identities, while a sampler watches the
+	// bootstrap node's process.
+	for _, n := range first {
+		n.cmd.Process.Kill()
+	}
+	for _, n := range first {
+		<-n.done
+	}
+	pid := boot.cmd.Process.Pid
+	before := sampleProc(t, pid)
+	stop := make(chan struct{})
+	samples := make(chan []procSample, 1)
+	go func() {
+		var ss []procSample
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				samples <- ss
+				return
+			case <-tick.C:
+				if s, err := readProc(pid); err == nil {
+					ss = append(ss, s)
+				}
+			}
+		}
+	}()
+	_, took, all = wave("restarted")
+	close(stop)
+	ss := <-samples
+	after := sampleProc(t, pid)
+
+	st, err := boot.status()
+	if err != nil {
+		t.Fatalf("bootstrap status after the storm: %v", err)
+	}
+	cpu := after.cpu - before.cpu
+	share := cpu.Seconds() / after.at.Sub(before.at).Seconds()
+	var peakRSS int64
+	var peakShare float64
+	for i, s := range ss {
+		peakRSS = max(peakRSS, s.rss)
+		// CPU over ~1 s windows.
+		for j := i + 1; j < len(ss); j++ {
+			if d := ss[j].at.Sub(s.at); d >= time.Second {
+				peakShare = max(peakShare, (ss[j].cpu-s.cpu).Seconds()/d.Seconds())
+				break
+			}
+		}
+	}
+	peakRSS = max(peakRSS, after.rss)
+	t.Logf("restart of %d peers at once: all rejoined within %v (%s)", peers, all.Round(time.Millisecond), spread(took))
+	t.Logf("bootstrap during the rejoin: %.2f CPU s over %.1f s (%.0f%% of a core on average, %.0f%% at peak over 1 s); RSS %.0f MiB before, %.0f MiB peak, %.0f MiB after (high-water mark %.0f MiB); %d connected peers after",
+		cpu.Seconds(), after.at.Sub(before.at).Seconds(), 100*share, 100*peakShare,
+		float64(before.rss)/(1<<20), float64(peakRSS)/(1<<20), float64(after.rss)/(1<<20), float64(after.hwm)/(1<<20), st.ConnectedPeers)
+	if all > rejoinBound {
+		t.Errorf("rejoin took %v, want at most %v", all, rejoinBound)
+	}
+	if peakRSS > maxRSS || after.hwm > maxRSS {
+		t.Errorf("bootstrap memory peaked at %d MiB, want at most %d MiB", max(peakRSS, after.hwm)>>20, maxRSS>>20)
+	}
+	if share > maxCPUShare {
+		t.Errorf("bootstrap used %.0f%% of a core on average during the rejoin, want at most %.0f%%", 100*share, 100*maxCPUShare)
+	}
+	if st.ConnectedPeers < peers {
+		t.Errorf("bootstrap has %d connected peers after the rejoin, want at least %d", st.ConnectedPeers, peers)
+	}
+}
+
+// procSample is a process's CPU time and memory at one instant.
+type procSample struct {
+	at       time.Time
+	cpu      time.Duration // user + system
+	rss, hwm int64         // bytes
+}
+
+// clockTick is USER_HZ, the unit of /proc/PID/stat times: 100 on every
+// Linux architecture Go supports.
+const clockTick = 10 * time.Millisecond
+
+func readProc(pid int) (procSample, error) {
+	s := procSample{at: time.Now()}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return s, err
+	}
+	// Fields after the command name, which is in parentheses and may hold
+	// spaces: state is field 3, utime 14, stime 15.
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(f) < 13 {
+		return s, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return s, fmt.Errorf("parse /proc/%d/stat: %v %v", pid, err1, err2)
+	}
+	s.cpu = time.Duration(ut+st) * clockTick
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return s, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		var dst *int64
+		switch k {
+		case "VmRSS":
+			dst = &s.rss
+		case "VmHWM":
+			dst = &s.hwm
+		default:
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		if err != nil {
+			return s, fmt.Errorf("parse /proc/%d/status %s: %v", pid, k, err)
+		}
+		*dst = kb << 10
+	}
+	return s, nil
+}
+
+func sampleProc(t *testing.T, pid int) procSample {
+	t.Helper()
+	s, err := readProc(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// spread summarises durations: median, 95th percentile, maximum.
+func spread(d []time.Duration) string {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	q := func(p float64) time.Duration { return s[min(len(s)-1, int(p*float64(len(s))))].Round(time.Millisecond) }
+	return fmt.Sprintf("p50 %v, p95 %v, max %v", q(0.5), q(0.95), s[len(s)-1].Round(time.Millisecond))
+}

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/immense-p2p/immense/cmd/internal/cli"
+	"github.com/immense-p2p/immense/webrtc"
+)
+
+// runToken mints a browser token: peer token --secret-file F --read T --write T --ttl 1h.
+func runToken(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("peer token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var read, write cli.List
+	secretFile := fs.String("secret-file", "", "file holding the token secret (the peers' --token-secret-file)")
+	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
+	sub := fs.String("sub", "", "whom the token is for (shows in peer logs)")
+	fs.Var(&read, "read", "topics the holder may subscribe to (comma-separated; a trailing * matches a prefix)")
+	fs.Var(&write, "write", "topics the holder may publish to (comma-separated; a trailing * matches a prefix)")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: peer token --secret-file FILE [--read TOPICS] [--write TOPICS] [--ttl 1h]\n\nPrints a token for browsers.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *secretFile == "" {
+		fmt.Fprintln(stderr, "peer token: --secret-file is required")
+		return 2
+	}
+	if *ttl <= 0 {
+		fmt.Fprintln(stderr, "peer token: --ttl must be positive")
+		return 2
+	}
+	if len(read) == 0 && len(write) == 0 {
+		fmt.Fprintln(stderr, "peer token: give --read and/or --write topics; a token for nothing is useless")
+		return 2
+	}
+	secret, err := webrtc.LoadSecret(*secretFile)
+	if err != nil {
+		fmt.Fprintln(stderr, "peer token:", err)
+		return 1
+	}
+	now := time.Now()
+	tok, err := webrtc.Mint(secret, webrtc.Claims{Subject: *sub, IssuedAt: now, ExpiresAt: now.Add(*ttl), Read: read, Write: write})
+	if err != nil {
+		fmt.Fprintln(stderr, "peer token:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, tok)
+	return 0
+}
+
+// runSecret writes a new random token secret: peer secret --out FILE.
+func runSecret(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("peer secret", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("out", "", "file to create (mode 0600); it must not exist")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *out == "" {
+		fmt.Fprintln(stderr, "peer secret: --out is required")
+		return 2
+	}
+	b := make([]byte, 32)
+	rand.Read(b)
+	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		fmt.Fprintln(stderr, "peer secret:", err)
+		return 1
+	}
+	if _, err := fmt.Fprintln(f, hex.EncodeToString(b)); err != nil {
+		f.Close()
+		fmt.Fprintln(stderr, "peer secret:", err)
+		return 1
+	}
+	if err := f.Close(); err != nil {
+		fmt.Fprintln(stderr, "peer secret:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "wrote a new token secret to %s; give it to your peers with --token-secret-file\n", *out)
+	return 0
+}
