@@ -1,0 +1,600 @@
+package webrtc
+
+// BenchmarkFanout measures 1 publisher -> K data channel subscribers on one
+// server, for this package's stack (frames, auth, queues, batching) and for
+// bare pion data channels doing the same fan-out with none of it (the
+// floor). Run it alone, for example:
+//
+//	go test ./webrtc -run '^$' -bench Fanout -benchtime 1000x -webrtc.bench-k 100,500
+//
+// Each iteration publishes one message; the publisher is paced at
+// -webrtc.bench-rate messages per second (default 200), so 1000x takes five
+// seconds. The K subscribers run in a child process (this test binary,
+// re-executed as TestBenchFarm) so that the CPU and memory measured in this
+// process are the server's alone. Reported per sub-benchmark:
+//
+//	deliv/s        messages received per second, all subscribers together
+//	p50-ms p99-ms  publish -> receive latency
+//	cpu-s/1k-deliv server CPU seconds (user+sys) per 1000 deliveries
+//	deliv/cpu-s    the same, inverted: deliveries per server CPU second
+//	KiB/sub        server heap+stacks per connected subscriber
+//	first-msg-ms   median time from a client starting its offer to its
+//	               first message
+//	lost           messages published but not received (drops)
+//	client-cpu-s/1k-deliv  the subscriber process's CPU per 1000 deliveries
+//	               (it shares the machine, so it limits the server too)
+//
+// The run ends with a table comparing the stack with the floor.
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	pion "github.com/pion/webrtc/v4"
+)
+
+var (
+	benchK       = flag.String("webrtc.bench-k", "100,500", "subscriber counts for BenchmarkFanout, comma-separated")
+	benchRate    = flag.Float64("webrtc.bench-rate", 200, "publish rate of BenchmarkFanout, messages per second")
+	benchSize    = flag.Int("webrtc.bench-size", 128, "payload size of BenchmarkFanout, bytes")
+	benchModes   = flag.String("webrtc.bench-modes", "stack,bare", "what BenchmarkFanout measures: stack (this package) and/or bare (pion alone)")
+	benchResults sync.Map // "mode/K" -> farmResult, for the comparison table
+)
+
+const (
+	benchTopic   = "bench"
+	farmEnv      = "IMMENSE_WEBRTC_BENCH_FARM" // set in the child process: "mode url k"
+	farmDialConc = 16
+)
+
+// farmResult is what the subscriber process reports.
+type farmResult struct {
+	Deliveries   int64   `json:"deliveries"`
+	Expected     int64   `json:"expected"`
+	OutOfOrder   int64   `json:"out_of_order"`
+	P50us        int64   `json:"p50_us"`
+	P99us        int64   `json:"p99_us"`
+	MaxUs        int64   `json:"max_us"`
+	FirstMsgP50  float64 `json:"first_msg_p50_ms"`
+	FirstMsgMax  float64 `json:"first_msg_max_ms"`
+	LastRecvUnix int64   `json:"last_recv_unix_nano"`
+	// ClientCPUs is the subscriber process's CPU time over the measured
+	// window: both ends share this machine, so a costly client slows the
+	// server's deliveries too.
+	ClientCPUs float64 `json:"client_cpu_s"`
+	// Filled in by the parent.
+	CPUs      float64 `json:"-"`
+	Wall      float64 `json:"-"`
+	KiBPerSub float64 `json:"-"`
+}
+
+func BenchmarkFanout(b *testing.B) {
+	var ks []int
+	for _, f := range strings.Split(*benchK, ",") {
+		k, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || k < 1 {
+			b.Fatalf("bad -webrtc.bench-k %q", *benchK)
+		}
+		ks = append(ks, k)
+	}
+	modes := strings.Split(*benchModes, ",")
+	for _, k := range ks {
+		for _, mode := range modes {
+			b.Run(fmt.Sprintf("%s/K=%d", mode, k), func(b *testing.B) { benchFanout(b, mode, k) })
+		}
+	}
+	printComparison(ks)
+}
+
+// printComparison prints the stack against the floor for each K measured.
+// It goes to stdout, beside the benchmark lines, where benchstat ignores it.
+func printComparison(ks []int) {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\n%-6s %-6s %10s %12s %8s %8s %9s %12s %6s\n", "K", "mode", "deliv/s", "deliv/cpu-s", "p50-ms", "p99-ms", "KiB/sub", "first-msg-ms", "lost")
+	for _, k := range ks {
+		for _, mode := range []string{"stack", "bare"} {
+			v, ok := benchResults.Load(fmt.Sprintf("%s/%d", mode, k))
+			if !ok {
+				continue
+			}
+			r := v.(farmResult)
+			fmt.Fprintf(&sb, "%-6d %-6s %10.0f %12.0f %8.1f %8.1f %9.0f %12.0f %6d\n", k, mode,
+				float64(r.Deliveries)/r.Wall, float64(r.Deliveries)/r.CPUs, float64(r.P50us)/1000, float64(r.P99us)/1000,
+				r.KiBPerSub, r.FirstMsgP50, r.Expected-r.Deliveries)
+		}
+		s, ok1 := benchResults.Load(fmt.Sprintf("stack/%d", k))
+		f, ok2 := benchResults.Load(fmt.Sprintf("bare/%d", k))
+		if ok1 && ok2 {
+			st, fl := s.(farmResult), f.(farmResult)
+			fmt.Fprintf(&sb, "K=%d stack/bare: deliveries per CPU-second x%.2f, p99 x%.2f, memory per subscriber x%.2f\n", k,
+				(float64(st.Deliveries)/st.CPUs)/(float64(fl.Deliveries)/fl.CPUs), float64(st.P99us)/float64(fl.P99us), st.KiBPerSub/fl.KiBPerSub)
+		}
+	}
+	fmt.Print(sb.String())
+}
+
+// benchServer is what a benchmark mode publishes through.
+type benchServer interface {
+	http.Handler
+	publish(payload []byte)
+	close()
+}
+
+type stackServer struct {
+	srv *Server
+	bus *memBus
+}
+
+func (s *stackServer) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.srv.ServeHTTP(w, r) }
+func (s *stackServer) publish(p []byte)                                 { _ = s.bus.Publish(context.Background(), benchTopic, p) }
+func (s *stackServer) close()                                           { s.srv.Close() }
+
+// bareServer is the floor: pion data channels and a loop calling Send on
+// each, with no framing, authorisation, queueing or batching.
+type bareServer struct {
+	api *pion.API
+	mu  sync.Mutex
+	dcs []*pion.DataChannel
+	pcs []*pion.PeerConnection
+}
+
+func (s *bareServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	req, err := decodeOfferRequest(r.Body, 64<<10)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	pc, err := s.api.NewPeerConnection(pion.Configuration{})
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	s.mu.Lock()
+	s.pcs = append(s.pcs, pc)
+	s.mu.Unlock()
+	pc.OnDataChannel(func(dc *pion.DataChannel) {
+		dc.OnOpen(func() {
+			s.mu.Lock()
+			s.dcs = append(s.dcs, dc)
+			s.mu.Unlock()
+		})
+	})
+	if err := pc.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeOffer, SDP: req.SDP}); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	ans, _ := pc.CreateAnswer(nil)
+	gathered := pion.GatheringCompletePromise(pc)
+	_ = pc.SetLocalDescription(ans)
+	<-gathered
+	writeJSON(w, http.StatusOK, offerResponse{Type: "answer", SDP: pc.LocalDescription().SDP})
+}
+
+func (s *bareServer) publish(p []byte) {
+	s.mu.Lock()
+	dcs := s.dcs
+	s.mu.Unlock()
+	for _, dc := range dcs {
+		_ = dc.Send(p)
+	}
+}
+
+func (s *bareServer) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, pc := range s.pcs {
+		_ = pc.GracefulClose()
+	}
+}
+
+func benchFanout(b *testing.B, mode string, k int) {
+	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	m0 := heapAndStacks()
+
+	var bs benchServer
+	switch mode {
+	case "stack":
+		cfg := DefaultConfig()
+		cfg.InsecureNoAuth = true // auth is per offer, not per message: no cost in the fan-out
+		cfg.LoopbackOnly = true
+		cfg.MaxSessions = k + 10
+		cfg.Logger = quiet
+		bus := newMemBus()
+		srv, err := New(bus, cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		bs = &stackServer{srv, bus}
+	case "bare":
+		api, err := newAPI(transportOptions{loopbackOnly: true, log: quiet})
+		if err != nil {
+			b.Fatal(err)
+		}
+		bs = &bareServer{api: api}
+	default:
+		b.Fatalf("unknown mode %q", mode)
+	}
+	hs := httptest.NewServer(bs)
+	defer func() {
+		hs.Close()
+		bs.close()
+	}()
+
+	// Messages flow from the start, so that each subscriber's first
+	// message measures its connection time.
+	pub := &benchPublisher{srv: bs, size: *benchSize, interval: time.Duration(float64(time.Second) / *benchRate)}
+	warmCtx, stopWarm := context.WithCancel(context.Background())
+	warmDone := make(chan struct{})
+	go func() {
+		defer close(warmDone)
+		pub.run(warmCtx)
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	farm := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestBenchFarm$")
+	farm.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d", farmEnv, mode, hs.URL+OfferPath, k))
+	farm.Stderr = os.Stderr
+	stdin, _ := farm.StdinPipe()
+	stdoutPipe, _ := farm.StdoutPipe()
+	if err := farm.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		stdin.Close()
+		_ = farm.Wait()
+	}()
+	out := bufio.NewScanner(stdoutPipe)
+	out.Buffer(make([]byte, 1<<20), 1<<20)
+	expectLine := func(prefix string) string {
+		for out.Scan() {
+			if rest, ok := strings.CutPrefix(out.Text(), prefix); ok {
+				return rest
+			}
+		}
+		b.Fatalf("subscriber process ended before %q: %v", prefix, out.Err())
+		return ""
+	}
+	expectLine("READY")
+	stopWarm()
+	<-warmDone
+
+	kibPerSub := float64(heapAndStacks()-m0) / 1024 / float64(k)
+	if dir := os.Getenv("IMMENSE_BENCH_HEAP"); dir != "" {
+		f, _ := os.Create(fmt.Sprintf("%s/heap-%s-%d.pprof", dir, mode, k))
+		_ = pprof.WriteHeapProfile(f)
+		f.Close()
+	}
+	s0 := pub.next()
+	fmt.Fprintf(stdin, "START %d\n", s0)
+	cpu0, t0 := cpuTime(), time.Now()
+	pub.start()
+	for b.Loop() {
+		pub.tick()
+	}
+	last := pub.next() - 1
+	fmt.Fprintf(stdin, "STOP %d\n", last)
+	var r farmResult
+	if err := json.Unmarshal([]byte(expectLine("RESULT ")), &r); err != nil {
+		b.Fatal(err)
+	}
+	r.CPUs = (cpuTime() - cpu0).Seconds()
+	r.Wall = time.Unix(0, r.LastRecvUnix).Sub(t0).Seconds()
+	r.KiBPerSub = kibPerSub
+	if r.Deliveries == 0 || r.Wall <= 0 {
+		b.Fatalf("nothing delivered: %+v", r)
+	}
+	if r.OutOfOrder > 0 {
+		b.Errorf("%d messages out of order", r.OutOfOrder)
+	}
+	benchResults.Store(fmt.Sprintf("%s/%d", mode, k), r)
+	b.ReportMetric(float64(r.Deliveries)/r.Wall, "deliv/s")
+	b.ReportMetric(float64(r.P50us)/1000, "p50-ms")
+	b.ReportMetric(float64(r.P99us)/1000, "p99-ms")
+	b.ReportMetric(r.CPUs/float64(r.Deliveries)*1000, "cpu-s/1k-deliv")
+	b.ReportMetric(float64(r.Deliveries)/r.CPUs, "deliv/cpu-s")
+	b.ReportMetric(kibPerSub, "KiB/sub")
+	b.ReportMetric(r.FirstMsgP50, "first-msg-ms")
+	b.ReportMetric(float64(r.Expected-r.Deliveries), "lost")
+	b.ReportMetric(r.ClientCPUs/float64(r.Deliveries)*1000, "client-cpu-s/1k-deliv")
+}
+
+// benchPublisher publishes numbered, timestamped payloads at a fixed
+// interval.
+type benchPublisher struct {
+	srv      benchServer
+	size     int
+	interval time.Duration
+	seq      atomic.Int64
+	due      time.Time
+}
+
+func (p *benchPublisher) next() int64 { return p.seq.Load() }
+
+// publishOne publishes a message stamped with the time it was due, not
+// the time it went out: a publisher held up by a busy server is latency
+// too (else the slower the server, the better its figures).
+func (p *benchPublisher) publishOne(due time.Time) {
+	b := make([]byte, max(p.size, 16))
+	binary.BigEndian.PutUint64(b, uint64(p.seq.Load()))
+	binary.BigEndian.PutUint64(b[8:], uint64(due.UnixNano()))
+	p.srv.publish(b)
+	p.seq.Add(1)
+}
+
+func (p *benchPublisher) run(ctx context.Context) {
+	t := time.NewTicker(p.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case due := <-t.C:
+			p.publishOne(due)
+		}
+	}
+}
+
+func (p *benchPublisher) start() { p.due = time.Now() }
+
+// tick waits for the next slot and publishes. Slots are fixed in advance,
+// so a slow publish is caught up rather than lowering the rate.
+func (p *benchPublisher) tick() {
+	p.due = p.due.Add(p.interval)
+	if d := time.Until(p.due); d > 0 {
+		time.Sleep(d)
+	}
+	p.publishOne(p.due)
+}
+
+// heapAndStacks returns the memory in use after a full collection. Two
+// collections empty sync.Pools (which keep a victim generation), so that
+// buffers pooled by an earlier sub-benchmark are not counted.
+func heapAndStacks() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse + m.StackInuse
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestBenchFarm is not a test: it is the subscriber process of
+// BenchmarkFanout, and skips unless started by it.
+func TestBenchFarm(t *testing.T) {
+	spec := os.Getenv(farmEnv)
+	if spec == "" {
+		t.Skip("the subscriber process of BenchmarkFanout")
+	}
+	var mode, url string
+	var k int
+	if _, err := fmt.Sscanf(spec, "%s %s %d", &mode, &url, &k); err != nil {
+		t.Fatalf("bad %s=%q: %v", farmEnv, spec, err)
+	}
+	if err := runFarm(mode, url, k, os.Stdin, os.Stdout); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type farmSub struct {
+	start      time.Time
+	first      time.Time
+	lastSeq    atomic.Int64
+	recvAt     time.Time // receive time of the newest measured message
+	lat        []int64   // microseconds, for messages from the measured window
+	outOfOrder int64
+	mu         sync.Mutex
+}
+
+func runFarm(mode, url string, k int, in io.Reader, out io.Writer) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	var s0 atomic.Int64
+	s0.Store(math.MaxInt64)
+	subs := make([]*farmSub, k)
+	var closers []func()
+	var closersMu sync.Mutex
+	defer func() {
+		for _, c := range closers {
+			c()
+		}
+	}()
+	var wg sync.WaitGroup
+	errs := make(chan error, k)
+	sem := make(chan struct{}, farmDialConc)
+	for i := range subs {
+		fs := &farmSub{}
+		fs.lastSeq.Store(-1)
+		subs[i] = fs
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			fs.start = time.Now()
+			msgs, closeFn, err := farmDial(ctx, mode, url, quiet)
+			if err != nil {
+				errs <- err
+				return
+			}
+			closersMu.Lock()
+			closers = append(closers, closeFn)
+			closersMu.Unlock()
+			go fs.consume(msgs, &s0)
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+	}
+	fmt.Fprintln(out, "READY")
+
+	lines := bufio.NewScanner(in)
+	var last int64
+	var cpu0 time.Duration
+	for lines.Scan() {
+		f := strings.Fields(lines.Text())
+		if len(f) != 2 {
+			continue
+		}
+		n, _ := strconv.ParseInt(f[1], 10, 64)
+		if f[0] == "START" {
+			s0.Store(n)
+			cpu0 = cpuTime()
+		}
+		if f[0] == "STOP" {
+			last = n
+			break
+		}
+	}
+	// Wait for the last message everywhere, or give up after a while (the
+	// missing deliveries are then reported as lost).
+	deadline := time.Now().Add(30 * time.Second)
+	for _, fs := range subs {
+		for fs.lastSeq.Load() < last && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	var r farmResult
+	var lat []int64
+	var firsts []float64
+	var lastRecv time.Time
+	for _, fs := range subs {
+		fs.mu.Lock()
+		lat = append(lat, fs.lat...)
+		r.OutOfOrder += fs.outOfOrder
+		if !fs.first.IsZero() {
+			firsts = append(firsts, float64(fs.first.Sub(fs.start).Microseconds())/1000)
+		}
+		fs.mu.Unlock()
+	}
+	for _, fs := range subs {
+		fs.mu.Lock()
+		if fs.recvAt.After(lastRecv) {
+			lastRecv = fs.recvAt
+		}
+		fs.mu.Unlock()
+	}
+	r.Deliveries = int64(len(lat))
+	r.Expected = int64(k) * (last - s0.Load() + 1)
+	slices.Sort(lat)
+	slices.Sort(firsts)
+	if len(lat) > 0 {
+		r.P50us, r.P99us, r.MaxUs = lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
+	}
+	if len(firsts) > 0 {
+		r.FirstMsgP50, r.FirstMsgMax = firsts[len(firsts)/2], firsts[len(firsts)-1]
+	}
+	r.LastRecvUnix = lastRecv.UnixNano()
+	r.ClientCPUs = (cpuTime() - cpu0).Seconds()
+	j, _ := json.Marshal(r)
+	fmt.Fprintf(out, "RESULT %s\n", j)
+	return nil
+}
+
+func (fs *farmSub) consume(msgs <-chan []byte, s0 *atomic.Int64) {
+	prev := int64(-1)
+	for p := range msgs {
+		now := time.Now()
+		if len(p) < 16 {
+			continue
+		}
+		seq := int64(binary.BigEndian.Uint64(p))
+		sent := time.Unix(0, int64(binary.BigEndian.Uint64(p[8:])))
+		fs.mu.Lock()
+		if fs.first.IsZero() {
+			fs.first = now
+		}
+		if seq <= prev {
+			fs.outOfOrder++
+		}
+		if seq >= s0.Load() {
+			fs.lat = append(fs.lat, now.Sub(sent).Microseconds())
+			fs.recvAt = now
+		}
+		fs.mu.Unlock()
+		prev = seq
+		fs.lastSeq.Store(seq)
+	}
+}
+
+// farmDial connects one subscriber and returns its payloads.
+func farmDial(ctx context.Context, mode, url string, log *slog.Logger) (<-chan []byte, func(), error) {
+	switch mode {
+	case "stack":
+		c, err := Dial(ctx, url, "", WithLoopbackOnly(), WithClientLogger(log), WithMessageBuffer(4096))
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := c.Subscribe(ctx, benchTopic); err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+		ch := make(chan []byte, 4096)
+		go func() {
+			defer close(ch)
+			for m := range c.Messages() {
+				ch <- m.Data
+			}
+		}()
+		return ch, func() { c.Close() }, nil
+	case "bare":
+		api, err := newAPI(transportOptions{loopbackOnly: true, log: log})
+		if err != nil {
+			return nil, nil, err
+		}
+		pc, err := api.NewPeerConnection(pion.Configuration{})
+		if err != nil {
+			return nil, nil, err
+		}
+		dc, err := pc.CreateDataChannel(dataChannelLabel, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		ch := make(chan []byte, 4096)
+		opened := make(chan struct{})
+		var once sync.Once
+		dc.OnOpen(func() { close(opened) })
+		dc.OnMessage(func(m pion.DataChannelMessage) { ch <- m.Data })
+		dc.OnClose(func() { once.Do(func() { close(ch) }) })
+		if err := negotiate(ctx, http.DefaultClient, pc, url, ""); err != nil {
+			return nil, nil, err
+		}
+		select {
+		case <-opened:
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+		return ch, func() { _ = pc.Close() }, nil
+	}
+	return nil, nil, fmt.Errorf("unknown mode %q", mode)
+}

@@ -1,0 +1,218 @@
+package webrtc
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
+// bridge holds one Bus subscription per topic that at least one session
+// follows, and fans each message out to those sessions. A message is
+// encoded once, and the same bytes are queued for every session.
+type bridge struct {
+	srv *Server
+
+	mu     sync.Mutex
+	feeds  map[string]*feed
+	closed bool
+}
+
+// feed is the overlay subscription of one topic.
+type feed struct {
+	topic  string
+	ctx    context.Context
+	cancel context.CancelFunc
+	// subs is replaced, never modified, under bridge.mu, so the fan-out
+	// reads it without a lock.
+	subs atomic.Pointer[[]*session]
+}
+
+func newBridge(srv *Server) *bridge {
+	return &bridge{srv: srv, feeds: make(map[string]*feed)}
+}
+
+// join adds s to topic's subscribers, subscribing to the overlay if s is
+// the first.
+func (b *bridge) join(topic string, s *session) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	f, ok := b.feeds[topic]
+	if !ok {
+		ctx, cancel := context.WithCancel(b.srv.ctx)
+		ch, err := b.srv.bus.Subscribe(ctx, topic)
+		if err != nil {
+			cancel()
+			return err
+		}
+		f = &feed{topic: topic, ctx: ctx, cancel: cancel}
+		f.subs.Store(&[]*session{})
+		b.feeds[topic] = f
+		b.srv.metrics.topics.Inc()
+		b.srv.wg.Add(1)
+		go b.run(f, ch)
+	}
+	// A session that closed meanwhile has already left its topics; it
+	// must not be added back behind its close.
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		b.dropIfEmpty(f)
+		return ErrClosed
+	}
+	subs := *f.subs.Load()
+	if !slices.Contains(subs, s) {
+		f.subs.Store(ptr(append(slices.Clip(subs), s)))
+	}
+	return nil
+}
+
+// leave removes s from topic's subscribers, dropping the overlay
+// subscription when the last one leaves.
+func (b *bridge) leave(topic string, s *session) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	f, ok := b.feeds[topic]
+	if !ok {
+		return
+	}
+	subs := *f.subs.Load()
+	if i := slices.Index(subs, s); i >= 0 {
+		f.subs.Store(ptr(slices.Delete(slices.Clone(subs), i, i+1)))
+	}
+	b.dropIfEmpty(f)
+}
+
+// dropIfEmpty ends f if nobody follows it. b.mu must be held.
+func (b *bridge) dropIfEmpty(f *feed) {
+	if len(*f.subs.Load()) > 0 || b.feeds[f.topic] != f {
+		return
+	}
+	delete(b.feeds, f.topic)
+	f.cancel()
+	b.srv.metrics.topics.Dec()
+}
+
+// close ends every feed and refuses new ones. Sessions are closed first,
+// so normally there are none left.
+func (b *bridge) close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	for _, f := range b.feeds {
+		f.subs.Store(&[]*session{})
+		b.dropIfEmpty(f)
+	}
+}
+
+// maxDrain bounds how many waiting messages one fan-out round takes from
+// the overlay subscription.
+const maxDrain = 256
+
+// run fans the messages of f's overlay subscription out to its sessions.
+// Delivering never blocks, so one slow browser cannot hold up the others.
+//
+// When the fan-out falls behind (the overlay delivers faster than it
+// writes), messages wait in the subscription's channel; each round takes
+// all of them and sends them as one BATCH to every idle session, so the
+// cost per delivery falls as the load rises instead of latency growing.
+func (b *bridge) run(f *feed, ch <-chan Message) {
+	defer b.srv.wg.Done()
+	var frames [][]byte
+	for {
+		var msg Message
+		var ok bool
+		select {
+		case <-f.ctx.Done():
+			return
+		case msg, ok = <-ch:
+		}
+		frames = frames[:0]
+		for ok {
+			if frame := b.encode(f, &msg); frame != nil {
+				frames = append(frames, frame)
+			}
+			if len(frames) >= maxDrain {
+				break
+			}
+			select {
+			case msg, ok = <-ch:
+			default:
+				goto fanOut
+			}
+		}
+	fanOut:
+		if len(frames) > 0 {
+			wire := batchFrames(frames, b.srv.cfg.MaxFrameSize)
+			for _, s := range *f.subs.Load() {
+				s.deliver(f.topic, wire, frames)
+			}
+		}
+		if !ok {
+			if f.ctx.Err() == nil {
+				b.lost(f)
+			}
+			return
+		}
+	}
+}
+
+// encode encodes msg for browsers, or returns nil (counted as dropped) if
+// it cannot be sent to them.
+func (b *bridge) encode(f *feed, msg *Message) []byte {
+	msg.Topic = f.topic
+	frame, err := encodeMessage(msg)
+	if err == nil && len(frame) > b.srv.cfg.MaxFrameSize {
+		err = ErrFrameTooLarge
+	}
+	if err != nil {
+		b.srv.metrics.dropped.WithLabelValues(dropTooLarge).Add(float64(len(*f.subs.Load())))
+		b.srv.log.Debug("message not relayed to browsers", "topic", f.topic, "id", msg.ID, "bytes", len(msg.Data), "err", err)
+		return nil
+	}
+	return frame
+}
+
+// batchFrames packs frames, in order, into as few data channel messages of
+// at most max bytes as it can: a lone frame as is, several as BATCH frames.
+func batchFrames(frames [][]byte, max int) [][]byte {
+	if len(frames) == 1 {
+		return [][]byte{frames[0]}
+	}
+	var wire [][]byte
+	for i := 0; i < len(frames); {
+		size, n := batchOverhead, 0
+		for i+n < len(frames) && n < maxBatchCount && (n == 0 || size+batchItemOverhead+len(frames[i+n]) <= max) {
+			size += batchItemOverhead + len(frames[i+n])
+			n++
+		}
+		if n == 1 {
+			wire = append(wire, frames[i])
+		} else {
+			b, _ := appendFrame(make([]byte, 0, size), &frame{typ: frameBatch, batch: frames[i : i+n]})
+			wire = append(wire, b)
+		}
+		i += n
+	}
+	return wire
+}
+
+// lost handles an overlay subscription that ended on its own: its
+// sessions are told, and may subscribe again.
+func (b *bridge) lost(f *feed) {
+	b.mu.Lock()
+	subs := *f.subs.Load()
+	f.subs.Store(&[]*session{})
+	b.dropIfEmpty(f)
+	b.mu.Unlock()
+	b.srv.log.Warn("overlay ended a topic subscription held for browsers", "topic", f.topic, "sessions", len(subs))
+	for _, s := range subs {
+		s.lostTopic(f.topic)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

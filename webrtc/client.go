@@ -1,0 +1,409 @@
+package webrtc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+
+	pion "github.com/pion/webrtc/v4"
+)
+
+// Client is a Go data channel client of a Server, for back-ends and load
+// tests; browsers use client/immense.js, which speaks the same protocol.
+// Unlike the JS client it does not reconnect: a closed Client reports why
+// in Err, and the caller dials again.
+type Client struct {
+	pc       *pion.PeerConnection
+	dc       *pion.DataChannel
+	log      *slog.Logger
+	onError  func(error)
+	maxOut   int // largest frame the server accepts
+	maxIn    int // largest frame we accept
+	msgs     chan Message
+	done     chan struct{}
+	closedWG sync.WaitGroup // the shutdown goroutine
+
+	nextReq atomic.Uint32
+
+	mu       sync.Mutex
+	pending  map[uint32]chan error
+	closed   bool
+	err      error
+	inflight sync.WaitGroup // message handlers that may send on msgs
+
+	closeOnce sync.Once
+}
+
+// ClientOption configures Dial.
+type ClientOption func(*clientConfig)
+
+type clientConfig struct {
+	httpClient    *http.Client
+	iceServers    []ICEServer
+	loopbackOnly  bool
+	messageBuffer int
+	receiveBuffer uint32
+	onError       func(error)
+	log           *slog.Logger
+}
+
+// WithHTTPClient sets the HTTP client used for signaling (default
+// http.DefaultClient).
+func WithHTTPClient(hc *http.Client) ClientOption {
+	return func(c *clientConfig) { c.httpClient = hc }
+}
+
+// WithICEServers sets STUN/TURN servers for the client.
+func WithICEServers(servers ...ICEServer) ClientOption {
+	return func(c *clientConfig) { c.iceServers = servers }
+}
+
+// WithLoopbackOnly restricts the client to IPv4 loopback, as
+// Config.LoopbackOnly does for the server.
+func WithLoopbackOnly() ClientOption {
+	return func(c *clientConfig) { c.loopbackOnly = true }
+}
+
+// WithMessageBuffer sets the capacity of the Messages channel (default
+// 1024). When it is full the client stops reading the data channel, and
+// the server's slow-consumer policy applies to it.
+func WithMessageBuffer(n int) ClientOption {
+	return func(c *clientConfig) { c.messageBuffer = max(n, 0) }
+}
+
+// WithReceiveBuffer sets the SCTP receive buffer in bytes (default 1 MiB):
+// how much the server may send before the client reads it.
+func WithReceiveBuffer(n int) ClientOption {
+	return func(c *clientConfig) { c.receiveBuffer = uint32(max(n, 0)) }
+}
+
+// WithErrorHandler receives ERROR frames not tied to a request (dropped
+// messages, a lost subscription, token expiry) and malformed frames from
+// the server. It runs on the client's read goroutine: it must not block or
+// call Close.
+func WithErrorHandler(f func(error)) ClientOption {
+	return func(c *clientConfig) { c.onError = f }
+}
+
+// WithClientLogger sets the logger (default slog.Default()).
+func WithClientLogger(l *slog.Logger) ClientOption {
+	return func(c *clientConfig) { c.log = l }
+}
+
+// SignalingError is an HTTP error answer to an offer: 401 for a missing or
+// refused token, 503 when the server is full.
+type SignalingError struct {
+	StatusCode int
+	Message    string
+}
+
+func (e *SignalingError) Error() string {
+	return fmt.Sprintf("webrtc offer refused: %d %s: %s", e.StatusCode, http.StatusText(e.StatusCode), e.Message)
+}
+
+// Dial connects to the server whose signaling endpoint is offerURL (for
+// example "https://peer.example/v1/webrtc/offer"), presenting token (empty
+// for a server in insecure-no-auth mode). It returns once the data channel
+// is open.
+func Dial(ctx context.Context, offerURL, token string, opts ...ClientOption) (*Client, error) {
+	cfg := clientConfig{httpClient: http.DefaultClient, messageBuffer: 1024}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	log := cfg.log
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("component", "webrtc-client")
+	api, err := newAPI(transportOptions{
+		loopbackOnly:      cfg.loopbackOnly,
+		maxMessageSize:    maxFrameSizeLimit,
+		receiveBufferSize: cfg.receiveBuffer,
+		log:               log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	pc, err := api.NewPeerConnection(pion.Configuration{ICEServers: toPionICEServers(cfg.iceServers, cfg.loopbackOnly)})
+	if err != nil {
+		return nil, fmt.Errorf("new peer connection: %w", err)
+	}
+	// Ordered and reliable (the defaults): the protocol relies on both.
+	dc, err := pc.CreateDataChannel(dataChannelLabel, nil)
+	if err != nil {
+		_ = pc.Close()
+		return nil, fmt.Errorf("create data channel: %w", err)
+	}
+	c := &Client{
+		pc:      pc,
+		dc:      dc,
+		log:     log,
+		onError: cfg.onError,
+		maxIn:   maxFrameSizeLimit,
+		msgs:    make(chan Message, cfg.messageBuffer),
+		done:    make(chan struct{}),
+		pending: make(map[uint32]chan error),
+	}
+	opened := make(chan struct{})
+	dc.OnOpen(func() { close(opened) })
+	dc.OnMessage(c.onMessage)
+	dc.OnClose(func() { c.shutdown(errors.New("data channel closed by the server")) })
+	pc.OnConnectionStateChange(func(st pion.PeerConnectionState) {
+		if st == pion.PeerConnectionStateFailed {
+			c.shutdown(errors.New("connection failed"))
+		}
+	})
+
+	if err := negotiate(ctx, cfg.httpClient, pc, offerURL, token); err != nil {
+		c.shutdown(err)
+		c.closedWG.Wait()
+		return nil, err
+	}
+	select {
+	case <-opened:
+	case <-ctx.Done():
+		c.shutdown(ctx.Err())
+		c.closedWG.Wait()
+		return nil, fmt.Errorf("open data channel: %w", ctx.Err())
+	case <-c.done:
+		c.closedWG.Wait()
+		return nil, fmt.Errorf("open data channel: %w", c.Err())
+	}
+	c.maxOut = int(pc.SCTP().GetCapabilities().MaxMessageSize)
+	if c.maxOut == 0 || c.maxOut > maxFrameSizeLimit {
+		c.maxOut = maxFrameSizeLimit
+	}
+	return c, nil
+}
+
+// negotiate creates pc's offer, gathers every candidate, posts the offer
+// to offerURL and applies the server's answer.
+func negotiate(ctx context.Context, hc *http.Client, pc *pion.PeerConnection, offerURL, token string) error {
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		return fmt.Errorf("create offer: %w", err)
+	}
+	gathered := pion.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		return fmt.Errorf("set local description: %w", err)
+	}
+	select {
+	case <-gathered:
+	case <-ctx.Done():
+		return fmt.Errorf("gather candidates: %w", ctx.Err())
+	}
+	body, _ := json.Marshal(offerRequest{SDP: pc.LocalDescription().SDP, Token: token})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, offerURL, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("offer: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("offer: %w", err)
+	}
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("offer: read answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e errorResponse
+		if json.Unmarshal(rb, &e) != nil || e.Error == "" {
+			e.Error = string(bytes.TrimSpace(rb))
+		}
+		return &SignalingError{StatusCode: resp.StatusCode, Message: e.Error}
+	}
+	var ans offerResponse
+	if err := json.Unmarshal(rb, &ans); err != nil {
+		return fmt.Errorf("offer: bad answer: %w", err)
+	}
+	if err := pc.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeAnswer, SDP: ans.SDP}); err != nil {
+		return fmt.Errorf("offer: apply answer: %w", err)
+	}
+	return nil
+}
+
+// Messages delivers the messages of subscribed topics in the order the
+// server sent them. It is closed when the client closes.
+func (c *Client) Messages() <-chan Message { return c.msgs }
+
+// Done is closed when the client has closed, by Close or because the
+// connection ended.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err returns why the client closed, or nil while it is open.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Subscribe asks for the messages of topic and waits for the server's
+// answer. A refusal is a *ServerError (CodeForbidden, CodeInvalidTopic...).
+func (c *Client) Subscribe(ctx context.Context, topic string) error {
+	return c.request(ctx, &frame{typ: frameSubscribe, topic: topic})
+}
+
+// Unsubscribe stops the messages of topic. Messages already on their way
+// may still arrive.
+func (c *Client) Unsubscribe(ctx context.Context, topic string) error {
+	return c.request(ctx, &frame{typ: frameUnsubscribe, topic: topic})
+}
+
+// Publish publishes data on topic through the server and waits for the
+// server's ACK, sent once the overlay accepted the message.
+func (c *Client) Publish(ctx context.Context, topic string, data []byte) error {
+	if data == nil {
+		data = []byte{}
+	}
+	return c.request(ctx, &frame{typ: framePublish, topic: topic, payload: data})
+}
+
+// Close closes the connection and waits for the client's goroutines. It is
+// idempotent and returns nil.
+func (c *Client) Close() error {
+	c.shutdown(ErrClosed)
+	c.closedWG.Wait()
+	return nil
+}
+
+func (c *Client) request(ctx context.Context, f *frame) error {
+	req := c.nextReq.Add(1)
+	if req == 0 { // zero means "no ACK wanted"; skip it on wrap-around
+		req = c.nextReq.Add(1)
+	}
+	f.req = req
+	b, err := appendFrame(nil, f)
+	if err != nil {
+		return err
+	}
+	if len(b) > c.maxOut {
+		return fmt.Errorf("%w: %d bytes, the server accepts %d", ErrFrameTooLarge, len(b), c.maxOut)
+	}
+	answer := make(chan error, 1)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	c.pending[req] = answer
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.pending, req)
+		c.mu.Unlock()
+	}()
+	if err := c.dc.Send(b); err != nil {
+		return fmt.Errorf("send %s: %w", f.typ, err)
+	}
+	select {
+	case err := <-answer:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.done:
+		return c.Err()
+	}
+}
+
+// sendRaw sends b as is; tests use it to send malformed frames.
+func (c *Client) sendRaw(b []byte) error { return c.dc.Send(b) }
+
+func (c *Client) onMessage(msg pion.DataChannelMessage) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.inflight.Add(1)
+	c.mu.Unlock()
+	defer c.inflight.Done()
+	f, err := decodeFrame(msg.Data, c.maxIn)
+	if err != nil {
+		c.report(fmt.Errorf("bad frame from server: %w", err))
+		return
+	}
+	if f.typ == frameBatch {
+		for i := range f.items {
+			if !c.handle(&f.items[i]) {
+				return
+			}
+		}
+		return
+	}
+	c.handle(&f)
+}
+
+// handle processes one frame; false means the client is closing.
+func (c *Client) handle(f *frame) bool {
+	switch f.typ {
+	case frameMessage:
+		m := Message{Topic: f.topic, ID: f.id, From: f.from, Time: fromMicros(f.time), Data: f.payload}
+		select {
+		case c.msgs <- m:
+		case <-c.done:
+			return false
+		}
+	case frameAck:
+		c.answer(f.req, nil)
+	case frameError:
+		err := &ServerError{Code: f.code, Topic: f.topic, Reason: f.reason}
+		if f.req == 0 || !c.answer(f.req, err) {
+			c.report(err)
+		}
+	default:
+		c.report(fmt.Errorf("%w: unexpected %s frame from server", ErrBadFrame, f.typ))
+	}
+	return true
+}
+
+// answer completes request req; false if nobody waits for it.
+func (c *Client) answer(req uint32, err error) bool {
+	c.mu.Lock()
+	ch, ok := c.pending[req]
+	c.mu.Unlock()
+	if ok {
+		select {
+		case ch <- err:
+		default: // a second answer to the same request: ignore it
+		}
+	}
+	return ok
+}
+
+func (c *Client) report(err error) {
+	if c.onError != nil {
+		c.onError(err)
+		return
+	}
+	c.log.Debug("server error", "err", err)
+}
+
+// shutdown closes the client once, recording why. It may run on a pion
+// callback, so the peer connection is closed on a goroutine of its own.
+func (c *Client) shutdown(cause error) {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		c.err = cause
+		c.mu.Unlock()
+		close(c.done)
+		c.closedWG.Add(1)
+		go func() {
+			defer c.closedWG.Done()
+			// Handlers blocked on a full Messages channel return on done;
+			// after them nothing sends on msgs.
+			c.inflight.Wait()
+			close(c.msgs)
+			_ = c.pc.GracefulClose()
+		}()
+	})
+}

@@ -1,0 +1,173 @@
+// Types of the Immense browser client (immense.js).
+
+/** Version byte of every frame. */
+export declare const FRAME_VERSION: 1;
+/** Longest topic name, in bytes. */
+export declare const MAX_TOPIC_LENGTH: 128;
+/** Path of the signaling endpoint on a peer. */
+export declare const OFFER_PATH: "/v1/webrtc/offer";
+
+/** Codes of ERROR frames sent by the server. */
+export declare const ErrorCode: Readonly<{
+  BAD_FRAME: 1;
+  UNSUPPORTED_VERSION: 2;
+  FRAME_TOO_LARGE: 3;
+  INVALID_TOPIC: 4;
+  FORBIDDEN: 5;
+  TOO_MANY_SUBSCRIPTIONS: 6;
+  RATE_LIMITED: 7;
+  PUBLISH_FAILED: 8;
+  UNEXPECTED_FRAME: 9;
+  SUBSCRIPTION_LOST: 10;
+  TOKEN_EXPIRED: 11;
+  MESSAGES_DROPPED: 12;
+  INTERNAL: 13;
+}>;
+export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** An ERROR frame from the server. */
+export declare class ServerError extends Error {
+  readonly name: "ServerError";
+  readonly code: number;
+  /** The code's name, e.g. "forbidden". */
+  readonly codeName: string;
+  /** The topic concerned, or "". */
+  readonly topic: string;
+  readonly reason: string;
+}
+
+/** The peer refused the offer: 401 for the token, 503 when full. */
+export declare class SignalingError extends Error {
+  readonly name: "SignalingError";
+  readonly status: number;
+}
+
+/** A frame that does not decode. */
+export declare class FrameError extends Error {
+  readonly name: "FrameError";
+}
+
+/** A message of a subscribed topic. */
+export declare class Message {
+  readonly topic: string;
+  /** Identifies the message in the overlay. */
+  readonly id: string;
+  /** Peer ID of the overlay peer that published it. */
+  readonly from: string;
+  /** Publisher's clock, microseconds since the Unix epoch; 0 if unknown. */
+  readonly timeMicros: number;
+  /** The payload. */
+  readonly data: Uint8Array;
+  /** Publication time, or null if unknown. */
+  readonly time: Date | null;
+  /** The payload decoded as UTF-8. */
+  readonly text: string;
+}
+
+export type MessageHandler = (msg: Message) => void;
+
+/** A token, or a function returning one; a function is called on every
+ * (re)connect, so it can fetch a fresh token from the app server. */
+export type TokenSource = string | (() => string | Promise<string>);
+
+export interface ReconnectOptions {
+  /** Delay before the first retry, in ms (default 500). */
+  initialDelay?: number;
+  /** Longest delay between retries, in ms (default 30000). */
+  maxDelay?: number;
+  /** Growth of the delay per failed attempt (default 2). */
+  factor?: number;
+}
+
+export interface ConnectOptions {
+  /** Token proving what the browser may read and write; omit on a devnet. */
+  token?: TokenSource;
+  /** STUN/TURN servers for the browser's side of the connection. */
+  iceServers?: RTCIceServer[];
+  /** How long a publish or unsubscribe waits for the server, in ms (default 10000). */
+  requestTimeout?: number;
+  /** How long the data channel may take to open after the answer, in ms (default 15000). */
+  connectTimeout?: number;
+  /** Longest wait for ICE gathering before offering what was found, in ms (default 5000). */
+  gatherTimeout?: number;
+  /** Publishes kept while disconnected (default 256); more are refused. */
+  maxQueuedPublishes?: number;
+  reconnect?: ReconnectOptions;
+  /** Replaces globalThis.fetch (tests, custom headers). */
+  fetch?: typeof fetch;
+  /** Replaces globalThis.RTCPeerConnection (tests, non-browser runtimes). */
+  RTCPeerConnection?: typeof RTCPeerConnection;
+}
+
+export interface DisconnectDetail {
+  error: Error;
+  /** Milliseconds until the next attempt. */
+  retryIn: number;
+}
+
+export interface ClientEventMap {
+  open: CustomEvent<undefined>;
+  disconnect: CustomEvent<DisconnectDetail>;
+  close: CustomEvent<{ error: Error | null }>;
+  error: CustomEvent<{ error: Error }>;
+}
+
+/** A connection to a peer that reconnects by itself until closed. */
+export declare class Client extends EventTarget {
+  constructor(url: string | URL, options?: ConnectOptions);
+  /** The resolved offer URL. */
+  readonly url: string;
+  readonly state: "connecting" | "open" | "closed";
+  /** Resolves on the first successful connection; rejects if the client closes first. */
+  readonly ready: Promise<void>;
+  /** Calls handler with every message of topic; resolves once the server confirmed. */
+  subscribe(topic: string, handler: MessageHandler): Promise<void>;
+  /** Removes handler (all handlers if omitted) from topic. */
+  unsubscribe(topic: string, handler?: MessageHandler): Promise<void>;
+  /** Publishes data (strings as UTF-8); resolves when the peer accepted it. */
+  publish(topic: string, data: string | Uint8Array | ArrayBuffer | ArrayBufferView): Promise<void>;
+  /** Closes for good; pending calls reject. */
+  close(): void;
+  addEventListener<K extends keyof ClientEventMap>(
+    type: K,
+    listener: (ev: ClientEventMap[K]) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+  removeEventListener<K extends keyof ClientEventMap>(
+    type: K,
+    listener: (ev: ClientEventMap[K]) => void,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  removeEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | EventListenerOptions): void;
+}
+
+/** Connects to a peer (its base URL or offer URL) and returns the client at once. */
+export declare function connect(url: string | URL, options?: ConnectOptions): Client;
+
+/** Throws a TypeError unless topic is 1..128 characters of [A-Za-z0-9._:/-]. */
+export declare function validateTopic(topic: string): void;
+
+/** Resolves a peer URL to its offer URL. */
+export declare function offerURL(url: string | URL): string;
+
+/** A decoded frame (see docs/browser-protocol.md). */
+export interface Frame {
+  type: "subscribe" | "unsubscribe" | "publish" | "message" | "ack" | "error" | "batch";
+  req?: number;
+  topic?: string;
+  payload?: Uint8Array;
+  id?: string;
+  from?: string;
+  /** Microseconds since the Unix epoch. */
+  time?: number;
+  code?: number;
+  reason?: string;
+  /** Encoding: the encoded inner frames; decoding: the decoded ones. */
+  items?: Uint8Array[] | Frame[];
+}
+
+/** Encodes a frame. */
+export declare function encodeFrame(frame: Frame): Uint8Array;
+/** Decodes one frame; throws FrameError on bad input. */
+export declare function decodeFrame(bytes: Uint8Array, maxSize?: number): Frame;

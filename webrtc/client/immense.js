@@ -1,0 +1,796 @@
+// Immense browser client: real-time topics over a WebRTC data channel to an
+// Immense peer. Dependency-free ES module; see immense.d.ts for the types
+// and docs/browser-protocol.md for the wire protocol.
+//
+//   import { connect } from "/client.js";
+//   const client = connect("https://peer.example", { token });
+//   await client.subscribe("chat", (msg) => console.log(msg.text));
+//   await client.publish("chat", "hello");
+
+/** Version byte of every frame; the server refuses any other. */
+export const FRAME_VERSION = 1;
+
+/** Longest topic name, in bytes. */
+export const MAX_TOPIC_LENGTH = 128;
+
+/** Path of the signaling endpoint on a peer. */
+export const OFFER_PATH = "/v1/webrtc/offer";
+
+const DATA_CHANNEL_LABEL = "immense";
+
+// Servers send frames of at most their MaxFrameSize (256 KiB at most).
+const MAX_INCOMING_FRAME = 1 << 20;
+
+// Frame types (second byte of a frame).
+const T_SUBSCRIBE = 1;
+const T_UNSUBSCRIBE = 2;
+const T_PUBLISH = 3;
+const T_MESSAGE = 4;
+const T_ACK = 5;
+const T_ERROR = 6;
+const T_BATCH = 7;
+
+const TYPE_NAMES = ["", "subscribe", "unsubscribe", "publish", "message", "ack", "error", "batch"];
+
+/** Codes of ERROR frames, as sent by the server. */
+export const ErrorCode = Object.freeze({
+  BAD_FRAME: 1,
+  UNSUPPORTED_VERSION: 2,
+  FRAME_TOO_LARGE: 3,
+  INVALID_TOPIC: 4,
+  FORBIDDEN: 5,
+  TOO_MANY_SUBSCRIPTIONS: 6,
+  RATE_LIMITED: 7,
+  PUBLISH_FAILED: 8,
+  UNEXPECTED_FRAME: 9,
+  SUBSCRIPTION_LOST: 10,
+  TOKEN_EXPIRED: 11,
+  MESSAGES_DROPPED: 12,
+  INTERNAL: 13,
+});
+
+const CODE_NAMES = Object.fromEntries(
+  Object.entries(ErrorCode).map(([k, v]) => [v, k.toLowerCase().replaceAll("_", "-")]),
+);
+
+/** An ERROR frame from the server. */
+export class ServerError extends Error {
+  /**
+   * @param {number} code
+   * @param {string} topic
+   * @param {string} reason
+   */
+  constructor(code, topic, reason) {
+    const name = CODE_NAMES[code] ?? `code-${code}`;
+    super(topic ? `${name} (topic "${topic}"): ${reason}` : `${name}: ${reason}`);
+    this.name = "ServerError";
+    this.code = code;
+    this.codeName = name;
+    this.topic = topic;
+    this.reason = reason;
+  }
+}
+
+/** The signaling endpoint refused the offer (401: token; 503: server full). */
+export class SignalingError extends Error {
+  /**
+   * @param {number} status
+   * @param {string} message
+   */
+  constructor(status, message) {
+    super(`offer refused: ${status}: ${message}`);
+    this.name = "SignalingError";
+    this.status = status;
+  }
+}
+
+const TOPIC_RE = /^[A-Za-z0-9._:/-]+$/;
+
+/**
+ * Throws a TypeError unless topic is 1..128 characters of [A-Za-z0-9._:/-].
+ * @param {string} topic
+ */
+export function validateTopic(topic) {
+  if (typeof topic !== "string" || topic.length === 0 || topic.length > MAX_TOPIC_LENGTH || !TOPIC_RE.test(topic)) {
+    throw new TypeError(`invalid topic ${JSON.stringify(topic)}: 1 to ${MAX_TOPIC_LENGTH} characters of [A-Za-z0-9._:/-]`);
+  }
+}
+
+const utf8 = new TextEncoder();
+const utf8dec = new TextDecoder();
+
+/**
+ * Encodes a frame. Exported for tests and tools; applications use Client.
+ * @param {Frame} f
+ * @returns {Uint8Array}
+ */
+export function encodeFrame(f) {
+  const type = TYPE_NAMES.indexOf(f.type);
+  if (type < 1) throw new TypeError(`unknown frame type ${f.type}`);
+  const hasTopic = type === T_SUBSCRIBE || type === T_UNSUBSCRIBE || type === T_PUBLISH || type === T_MESSAGE;
+  if (hasTopic || (type === T_ERROR && f.topic)) validateTopic(f.topic);
+  const topic = f.topic ? utf8.encode(f.topic) : new Uint8Array(0);
+  const payload = f.payload ?? new Uint8Array(0);
+  const id = utf8.encode(f.id ?? "");
+  const from = utf8.encode(f.from ?? "");
+  const reason = utf8.encode(f.reason ?? "").subarray(0, 0xffff);
+  let size = 2;
+  switch (type) {
+    case T_SUBSCRIBE:
+    case T_UNSUBSCRIBE:
+      size += 4 + 1 + topic.length;
+      break;
+    case T_PUBLISH:
+      size += 4 + 1 + topic.length + 4 + payload.length;
+      break;
+    case T_MESSAGE:
+      if (id.length > 0xffff || from.length > 0xffff) throw new RangeError("message id or publisher too long");
+      size += 1 + topic.length + 2 + id.length + 2 + from.length + 8 + 4 + payload.length;
+      break;
+    case T_ACK:
+      size += 4;
+      break;
+    case T_ERROR:
+      size += 4 + 2 + 1 + topic.length + 2 + reason.length;
+      break;
+    case T_BATCH: {
+      const items = f.items ?? [];
+      if (items.length === 0 || items.length > 0xffff) throw new RangeError(`batch of ${items.length} frames`);
+      size += 2;
+      for (const it of items) size += 4 + it.length;
+      break;
+    }
+  }
+  const out = new Uint8Array(size);
+  const w = new Writer(out);
+  w.u8(FRAME_VERSION);
+  w.u8(type);
+  switch (type) {
+    case T_SUBSCRIBE:
+    case T_UNSUBSCRIBE:
+      w.u32(f.req ?? 0);
+      w.str8(topic);
+      break;
+    case T_PUBLISH:
+      w.u32(f.req ?? 0);
+      w.str8(topic);
+      w.bytes32(payload);
+      break;
+    case T_MESSAGE:
+      w.str8(topic);
+      w.str16(id);
+      w.str16(from);
+      w.i64(f.time ?? 0);
+      w.bytes32(payload);
+      break;
+    case T_ACK:
+      w.u32(f.req ?? 0);
+      break;
+    case T_ERROR:
+      w.u32(f.req ?? 0);
+      w.u16(f.code ?? 0);
+      w.str8(topic);
+      w.str16(reason);
+      break;
+    case T_BATCH:
+      w.u16(f.items.length);
+      for (const it of f.items) {
+        if (it.length < 2 || it[1] === T_BATCH) throw new TypeError("batch item is not a frame");
+        w.bytes32(it);
+      }
+      break;
+  }
+  return out;
+}
+
+/**
+ * Decodes one frame of at most maxSize bytes; throws a FrameError on bad
+ * input. Payloads are views into bytes, not copies.
+ * @param {Uint8Array} bytes
+ * @param {number} [maxSize]
+ */
+export function decodeFrame(bytes, maxSize = 1 << 20) {
+  return decode(bytes, maxSize, true);
+}
+
+/** A frame that does not decode. */
+export class FrameError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "FrameError";
+  }
+}
+
+function decode(bytes, maxSize, allowBatch) {
+  if (bytes.length > maxSize) throw new FrameError(`frame of ${bytes.length} bytes, at most ${maxSize}`);
+  if (bytes.length < 2) throw new FrameError(`frame of ${bytes.length} bytes, shorter than a header`);
+  if (bytes[0] !== FRAME_VERSION) throw new FrameError(`frame version ${bytes[0]}, this client speaks ${FRAME_VERSION}`);
+  const type = bytes[1];
+  const r = new Reader(bytes, 2);
+  /** @type {any} */
+  const f = { type: TYPE_NAMES[type] };
+  switch (type) {
+    case T_SUBSCRIBE:
+    case T_UNSUBSCRIBE:
+      f.req = r.u32();
+      f.topic = r.str8();
+      break;
+    case T_PUBLISH:
+      f.req = r.u32();
+      f.topic = r.str8();
+      f.payload = r.bytes32();
+      break;
+    case T_MESSAGE:
+      f.topic = r.str8();
+      f.id = r.str16();
+      f.from = r.str16();
+      f.time = r.i64();
+      f.payload = r.bytes32();
+      break;
+    case T_ACK:
+      f.req = r.u32();
+      break;
+    case T_ERROR:
+      f.req = r.u32();
+      f.code = r.u16();
+      f.topic = r.str8();
+      f.reason = r.str16();
+      break;
+    case T_BATCH: {
+      if (!allowBatch) throw new FrameError("batch inside a batch");
+      const n = r.u16();
+      if (n === 0) throw new FrameError("empty batch");
+      f.items = [];
+      for (let i = 0; i < n; i++) f.items.push(decode(r.bytes32(), maxSize, false));
+      break;
+    }
+    default:
+      throw new FrameError(`unknown frame type ${type}`);
+  }
+  if (r.off !== bytes.length) throw new FrameError(`${f.type} frame: ${bytes.length - r.off} trailing bytes`);
+  if (type !== T_ACK && type !== T_BATCH && (type !== T_ERROR || f.topic !== "")) {
+    if (!TOPIC_RE.test(f.topic) || f.topic.length > MAX_TOPIC_LENGTH) throw new FrameError(`invalid topic ${JSON.stringify(f.topic)}`);
+  }
+  return f;
+}
+
+class Writer {
+  /** @param {Uint8Array} buf */
+  constructor(buf) {
+    this.buf = buf;
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    this.off = 0;
+  }
+  u8(v) {
+    this.view.setUint8(this.off, v);
+    this.off += 1;
+  }
+  u16(v) {
+    this.view.setUint16(this.off, v);
+    this.off += 2;
+  }
+  u32(v) {
+    this.view.setUint32(this.off, v >>> 0);
+    this.off += 4;
+  }
+  i64(v) {
+    this.view.setBigInt64(this.off, BigInt(Math.trunc(v)));
+    this.off += 8;
+  }
+  raw(b) {
+    this.buf.set(b, this.off);
+    this.off += b.length;
+  }
+  str8(b) {
+    this.u8(b.length);
+    this.raw(b);
+  }
+  str16(b) {
+    this.u16(b.length);
+    this.raw(b);
+  }
+  bytes32(b) {
+    this.u32(b.length);
+    this.raw(b);
+  }
+}
+
+class Reader {
+  /**
+   * @param {Uint8Array} buf
+   * @param {number} off
+   */
+  constructor(buf, off) {
+    this.buf = buf;
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    this.off = off;
+  }
+  need(n) {
+    if (this.off + n > this.buf.length) throw new FrameError(`truncated frame: need ${n} bytes at offset ${this.off}`);
+  }
+  u8() {
+    this.need(1);
+    return this.view.getUint8(this.off++);
+  }
+  u16() {
+    this.need(2);
+    const v = this.view.getUint16(this.off);
+    this.off += 2;
+    return v;
+  }
+  u32() {
+    this.need(4);
+    const v = this.view.getUint32(this.off);
+    this.off += 4;
+    return v;
+  }
+  i64() {
+    this.need(8);
+    const v = Number(this.view.getBigInt64(this.off));
+    this.off += 8;
+    return v;
+  }
+  take(n) {
+    this.need(n);
+    const v = this.buf.subarray(this.off, this.off + n);
+    this.off += n;
+    return v;
+  }
+  str8() {
+    return utf8dec.decode(this.take(this.u8()));
+  }
+  str16() {
+    return utf8dec.decode(this.take(this.u16()));
+  }
+  bytes32() {
+    return this.take(this.u32());
+  }
+}
+
+/** A message of a subscribed topic. */
+export class Message {
+  constructor(topic, id, from, timeMicros, data) {
+    /** @type {string} */ this.topic = topic;
+    /** @type {string} */ this.id = id;
+    /** Peer ID of the overlay peer that published it. @type {string} */ this.from = from;
+    /** Publisher's clock, microseconds since the Unix epoch (0 if unknown). @type {number} */ this.timeMicros = timeMicros;
+    /** @type {Uint8Array} */ this.data = data;
+  }
+  /** Publication time, or null if unknown. */
+  get time() {
+    return this.timeMicros ? new Date(this.timeMicros / 1000) : null;
+  }
+  /** The payload decoded as UTF-8. */
+  get text() {
+    return utf8dec.decode(this.data);
+  }
+}
+
+/**
+ * Resolves the signaling URL: a URL ending in /v1/webrtc/offer is used as
+ * is; anything else is taken as the peer's base URL.
+ * @param {string | URL} url
+ */
+export function offerURL(url) {
+  const u = new URL(url, globalThis.location?.href);
+  if (u.pathname.endsWith(OFFER_PATH)) return u.href;
+  if (!u.pathname.endsWith("/")) u.pathname += "/";
+  return new URL(OFFER_PATH.slice(1), u).href;
+}
+
+const DEFAULTS = {
+  token: "",
+  iceServers: [],
+  requestTimeout: 10_000,
+  connectTimeout: 15_000,
+  gatherTimeout: 5_000,
+  maxQueuedPublishes: 256,
+  reconnect: { initialDelay: 500, maxDelay: 30_000, factor: 2 },
+};
+
+/**
+ * Connects to an Immense peer and returns the client at once; it connects
+ * in the background and reconnects by itself. Listen for "open" or await
+ * client.ready.
+ * @param {string | URL} url the peer's base URL or its offer URL
+ * @param {ConnectOptions} [options]
+ */
+export function connect(url, options = {}) {
+  return new Client(url, options);
+}
+
+/**
+ * A connection to a peer. Events: "open", "disconnect" (detail: {error,
+ * retryIn}), "close" (detail: {error}), "error" (detail: {error}) for
+ * errors not tied to a call, such as dropped messages.
+ */
+export class Client extends EventTarget {
+  constructor(url, options = {}) {
+    super();
+    this.url = offerURL(url);
+    this.options = { ...DEFAULTS, ...options, reconnect: { ...DEFAULTS.reconnect, ...(options.reconnect ?? {}) } };
+    this._fetch = this.options.fetch ?? globalThis.fetch.bind(globalThis);
+    this._RTCPeerConnection = this.options.RTCPeerConnection ?? globalThis.RTCPeerConnection;
+    if (!this._RTCPeerConnection) throw new Error("WebRTC is not available here (no RTCPeerConnection)");
+    /** @type {"connecting" | "open" | "closed"} */
+    this.state = "connecting";
+    /** @type {Map<string, Set<Function>>} */
+    this._handlers = new Map();
+    /** Deferreds of subscribe() calls waiting for the server's first ACK. */
+    this._ready = new Map();
+    /** Requests sent and not yet answered, by request ID. */
+    this._pending = new Map();
+    /** Publishes made while disconnected: {bytes, req}. */
+    this._outbox = [];
+    this._nextReq = 1;
+    this._attempt = 0;
+    this._gen = 0;
+    this._pc = null;
+    this._dc = null;
+    this._retryTimer = null;
+    this._maxFrame = 65535;
+    this.ready = new Promise((resolve, reject) => {
+      this._resolveReady = resolve;
+      this._rejectReady = reject;
+    });
+    this.ready.catch(() => {}); // an unobserved failure is reported by "close"
+    this._connect();
+  }
+
+  /**
+   * Calls handler with every message of topic. Resolves when the server
+   * has confirmed the subscription (after a reconnect, if it happens
+   * while disconnected); rejects with a ServerError if refused, in which
+   * case the handler is removed.
+   * @param {string} topic
+   * @param {(msg: Message) => void} handler
+   */
+  subscribe(topic, handler) {
+    validateTopic(topic);
+    if (typeof handler !== "function") throw new TypeError("handler must be a function");
+    if (this.state === "closed") return Promise.reject(new Error("client closed"));
+    let set = this._handlers.get(topic);
+    if (set) {
+      set.add(handler);
+      return this._ready.get(topic)?.promise ?? Promise.resolve();
+    }
+    set = new Set([handler]);
+    this._handlers.set(topic, set);
+    const d = deferred();
+    this._ready.set(topic, d);
+    if (this.state === "open") this._sendSubscribe(topic);
+    return d.promise;
+  }
+
+  /**
+   * Removes handler from topic (every handler if omitted); the server
+   * stops sending the topic once no handler is left.
+   * @param {string} topic
+   * @param {Function} [handler]
+   */
+  unsubscribe(topic, handler) {
+    const set = this._handlers.get(topic);
+    if (!set) return Promise.resolve();
+    if (handler) set.delete(handler);
+    if (handler && set.size > 0) return Promise.resolve();
+    this._handlers.delete(topic);
+    this._ready.get(topic)?.reject(new Error("unsubscribed"));
+    this._ready.delete(topic);
+    if (this.state !== "open") return Promise.resolve(); // nothing to undo on the server
+    return this._request({ type: "unsubscribe", topic }).catch(() => {});
+  }
+
+  /**
+   * Publishes data (a string is sent as UTF-8) on topic. Resolves when the
+   * peer has handed the message to the overlay. While disconnected,
+   * publishes wait (up to maxQueuedPublishes) for the next connection.
+   * @param {string} topic
+   * @param {string | Uint8Array | ArrayBuffer | ArrayBufferView} data
+   */
+  publish(topic, data) {
+    validateTopic(topic);
+    if (this.state === "closed") return Promise.reject(new Error("client closed"));
+    return this._request({ type: "publish", topic, payload: toBytes(data) });
+  }
+
+  /** Closes the connection for good; pending calls reject. */
+  close() {
+    this._shutdown(null);
+  }
+
+  // --- connection management ---
+
+  async _connect() {
+    const gen = ++this._gen;
+    const stale = () => gen !== this._gen || this.state === "closed";
+    let pc;
+    try {
+      const token = typeof this.options.token === "function" ? await this.options.token() : this.options.token;
+      if (stale()) return;
+      pc = new this._RTCPeerConnection({ iceServers: this.options.iceServers });
+      this._pc = pc;
+      const dc = pc.createDataChannel(DATA_CHANNEL_LABEL); // ordered, reliable
+      dc.binaryType = "arraybuffer";
+      this._dc = dc;
+      dc.onopen = () => !stale() && this._onOpen(gen);
+      dc.onmessage = (ev) => !stale() && this._onMessage(ev.data);
+      dc.onclose = () => !stale() && this._onDisconnect(gen, new Error("data channel closed"));
+      pc.onconnectionstatechange = () => {
+        if (!stale() && pc.connectionState === "failed") this._onDisconnect(gen, new Error("connection failed"));
+      };
+      await pc.setLocalDescription(await pc.createOffer());
+      await gatheringComplete(pc, this.options.gatherTimeout);
+      if (stale()) return;
+      const res = await this._fetch(this.url, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ sdp: pc.localDescription.sdp, token: token || undefined }),
+      });
+      if (!res.ok) {
+        const body = await res.json().catch(() => ({}));
+        const err = new SignalingError(res.status, body.error ?? res.statusText);
+        // A fixed token the server refused will be refused again.
+        if (res.status === 401 && typeof this.options.token !== "function") {
+          this._shutdown(err);
+          return;
+        }
+        throw err;
+      }
+      const answer = await res.json();
+      if (stale()) return;
+      await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+      this._connectTimer = setTimeout(() => {
+        if (!stale() && this.state !== "open") this._onDisconnect(gen, new Error("data channel did not open"));
+      }, this.options.connectTimeout);
+    } catch (err) {
+      if (!stale()) this._onDisconnect(gen, err);
+    }
+  }
+
+  _onOpen(gen) {
+    clearTimeout(this._connectTimer);
+    this.state = "open";
+    this._attempt = 0;
+    const max = this._pc?.sctp?.maxMessageSize;
+    this._maxFrame = max && Number.isFinite(max) ? Math.min(max, 1 << 20) : 65535;
+    for (const topic of this._handlers.keys()) this._sendSubscribe(topic);
+    const outbox = this._outbox;
+    this._outbox = [];
+    for (const item of outbox) this._transmit(item);
+    this._resolveReady();
+    this.dispatchEvent(new CustomEvent("open"));
+  }
+
+  _onDisconnect(gen, error) {
+    if (gen !== this._gen || this.state === "closed") return;
+    this._gen++; // late events of this connection are now stale
+    clearTimeout(this._connectTimer);
+    this._teardown();
+    this.state = "connecting";
+    // Requests in flight may or may not have reached the server; they
+    // fail, and the caller decides. Subscriptions are redone on reconnect.
+    for (const [req, p] of this._pending) {
+      this._pending.delete(req);
+      p.reject(new Error(`connection lost before the server answered: ${error.message}`));
+    }
+    const { initialDelay, maxDelay, factor } = this.options.reconnect;
+    const base = Math.min(maxDelay, initialDelay * factor ** this._attempt++);
+    // Half fixed, half random: spreads the reconnects of many browsers
+    // after a peer restart, while never retrying immediately.
+    const retryIn = Math.round(base / 2 + Math.random() * (base / 2));
+    this.dispatchEvent(new CustomEvent("disconnect", { detail: { error, retryIn } }));
+    this._retryTimer = setTimeout(() => this._connect(), retryIn);
+  }
+
+  _teardown() {
+    const dc = this._dc;
+    const pc = this._pc;
+    this._dc = null;
+    this._pc = null;
+    if (dc) dc.onopen = dc.onmessage = dc.onclose = null;
+    if (pc) pc.onconnectionstatechange = null;
+    try {
+      pc?.close();
+    } catch {
+      // closing a broken connection may throw; it is going anyway
+    }
+  }
+
+  _shutdown(error) {
+    if (this.state === "closed") return;
+    this.state = "closed";
+    this._gen++;
+    clearTimeout(this._retryTimer);
+    clearTimeout(this._connectTimer);
+    this._teardown();
+    const reason = error ?? new Error("client closed");
+    for (const p of this._pending.values()) p.reject(reason);
+    this._pending.clear();
+    for (const item of this._outbox) item.reject(reason);
+    this._outbox = [];
+    for (const d of this._ready.values()) d.reject(reason);
+    this._ready.clear();
+    this._rejectReady(reason);
+    this.dispatchEvent(new CustomEvent("close", { detail: { error } }));
+  }
+
+  // --- requests ---
+
+  _sendSubscribe(topic) {
+    const req = this._takeReq();
+    this._pending.set(req, {
+      resolve: () => {
+        this._ready.get(topic)?.resolve();
+        this._ready.delete(topic);
+      },
+      reject: (err) => {
+        if (err instanceof ServerError) {
+          // Refused (forbidden, invalid, too many): drop the handlers too.
+          this._handlers.delete(topic);
+          const d = this._ready.get(topic);
+          this._ready.delete(topic);
+          if (d) d.reject(err);
+          else this._emitError(err);
+        }
+        // A lost connection is retried by the resubscribe on reconnect.
+      },
+    });
+    this._send(encodeFrame({ type: "subscribe", req, topic }));
+  }
+
+  _request(frame) {
+    return new Promise((resolve, reject) => {
+      const item = { frame, resolve, reject };
+      if (this.state === "open") {
+        this._transmit(item);
+      } else if (this._outbox.length >= this.options.maxQueuedPublishes) {
+        reject(new Error("not connected, and too many calls are waiting"));
+      } else {
+        this._outbox.push(item);
+      }
+    });
+  }
+
+  _transmit(item) {
+    const req = this._takeReq();
+    let bytes;
+    try {
+      bytes = encodeFrame({ ...item.frame, req });
+    } catch (err) {
+      item.reject(err);
+      return;
+    }
+    if (bytes.length > this._maxFrame) {
+      item.reject(new RangeError(`frame of ${bytes.length} bytes, the peer accepts ${this._maxFrame}`));
+      return;
+    }
+    const timer = setTimeout(() => {
+      if (this._pending.delete(req)) item.reject(new Error(`${item.frame.type} timed out`));
+    }, this.options.requestTimeout);
+    this._pending.set(req, {
+      resolve: () => {
+        clearTimeout(timer);
+        item.resolve();
+      },
+      reject: (err) => {
+        clearTimeout(timer);
+        item.reject(err);
+      },
+    });
+    this._send(bytes);
+  }
+
+  _takeReq() {
+    const req = this._nextReq;
+    this._nextReq = this._nextReq >= 0xffffffff ? 1 : this._nextReq + 1; // 0 means "no ACK"
+    return req;
+  }
+
+  _send(bytes) {
+    try {
+      this._dc.send(bytes);
+    } catch (err) {
+      // The channel is failing; its close event triggers the reconnect.
+      this._emitError(err);
+    }
+  }
+
+  // --- incoming frames ---
+
+  _onMessage(data) {
+    if (typeof data === "string") {
+      this._emitError(new FrameError("text message from the server"));
+      return;
+    }
+    let f;
+    try {
+      f = decodeFrame(new Uint8Array(data), MAX_INCOMING_FRAME);
+    } catch (err) {
+      this._emitError(err);
+      return;
+    }
+    if (f.type === "batch") for (const item of f.items) this._handle(item);
+    else this._handle(f);
+  }
+
+  _handle(f) {
+    switch (f.type) {
+      case "message": {
+        const set = this._handlers.get(f.topic);
+        if (!set) return; // unsubscribed; already on its way
+        const msg = new Message(f.topic, f.id, f.from, f.time, f.payload);
+        for (const h of [...set]) {
+          try {
+            h(msg);
+          } catch (err) {
+            this._emitError(err);
+          }
+        }
+        return;
+      }
+      case "ack": {
+        const p = this._pending.get(f.req);
+        this._pending.delete(f.req);
+        p?.resolve();
+        return;
+      }
+      case "error": {
+        const err = new ServerError(f.code, f.topic, f.reason);
+        const p = f.req ? this._pending.get(f.req) : undefined;
+        if (p) {
+          this._pending.delete(f.req);
+          p.reject(err);
+          return;
+        }
+        if (f.code === ErrorCode.SUBSCRIPTION_LOST && this._handlers.has(f.topic) && this.state === "open") {
+          this._sendSubscribe(f.topic);
+        }
+        // TOKEN_EXPIRED: the server closes the channel next, and the
+        // reconnect asks options.token for a fresh token.
+        this._emitError(err);
+        return;
+      }
+      default:
+        this._emitError(new FrameError(`unexpected ${f.type} frame from the server`));
+    }
+  }
+
+  _emitError(error) {
+    this.dispatchEvent(new CustomEvent("error", { detail: { error } }));
+  }
+}
+
+function deferred() {
+  let resolve, reject;
+  const promise = new Promise((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => {}); // callers may drop it; a refusal is then an "error" event
+  return { promise, resolve, reject };
+}
+
+function toBytes(data) {
+  if (typeof data === "string") return utf8.encode(data);
+  if (data instanceof Uint8Array) return data;
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  throw new TypeError("data must be a string, Uint8Array, ArrayBuffer or ArrayBufferView");
+}
+
+function gatheringComplete(pc, timeout) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    // On timeout, offer what was gathered: host candidates come first.
+    const timer = setTimeout(done, timeout);
+    function check() {
+      if (pc.iceGatheringState === "complete") done();
+    }
+    function done() {
+      clearTimeout(timer);
+      pc.removeEventListener("icegatheringstatechange", check);
+      resolve();
+    }
+    pc.addEventListener("icegatheringstatechange", check);
+  });
+}

@@ -1,0 +1,278 @@
+// Tests of immense.js under Node (node --test). The frame codec is checked
+// against testdata/frames.json, which the Go encoder writes, so both
+// implementations agree byte for byte. The connection logic (reconnect,
+// resubscribe, backoff, token refresh) runs against a scripted in-memory
+// RTCPeerConnection and fetch: Node has no WebRTC, and real browsers are
+// exercised by the node-level chromedp test.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import {
+  connect,
+  decodeFrame,
+  encodeFrame,
+  ErrorCode,
+  FrameError,
+  offerURL,
+  ServerError,
+  SignalingError,
+  validateTopic,
+} from "./immense.js";
+
+const golden = JSON.parse(readFileSync(new URL("../testdata/frames.json", import.meta.url), "utf8"));
+const hex = (b) => Buffer.from(b).toString("hex");
+const unhex = (s) => new Uint8Array(Buffer.from(s, "hex"));
+
+// reencode encodes a decoded frame again, batches included.
+function reencode(f) {
+  if (f.type === "batch") return encodeFrame({ type: "batch", items: f.items.map(reencode) });
+  return encodeFrame(f);
+}
+
+test("golden frames decode and re-encode identically", () => {
+  assert.ok(golden.length >= 10);
+  for (const { name, hex: h } of golden) {
+    const f = decodeFrame(unhex(h));
+    assert.equal(hex(reencode(f)), h, name);
+  }
+  const msg = decodeFrame(unhex(golden.find((g) => g.name === "message").hex));
+  assert.deepEqual(
+    { type: msg.type, topic: msg.topic, id: msg.id, from: msg.from, time: msg.time, payload: hex(msg.payload) },
+    { type: "message", topic: "chat/lobby", id: "0a1b", from: "12D3KooWpeer", time: 1700000000123456, payload: hex(Buffer.from("hi \x00\xff", "latin1")) },
+  );
+  const err = decodeFrame(unhex(golden.find((g) => g.name === "error").hex));
+  assert.equal(err.code, ErrorCode.FORBIDDEN);
+  assert.equal(err.topic, "b");
+  assert.equal(err.req, 9);
+  const pub = decodeFrame(unhex(golden.find((g) => g.name === "publish").hex));
+  assert.equal(new TextDecoder().decode(pub.payload), "héllo");
+});
+
+test("bad frames throw FrameError and nothing else", () => {
+  const sub = unhex(golden.find((g) => g.name === "subscribe").hex);
+  const cases = [
+    new Uint8Array([]),
+    new Uint8Array([1]),
+    Uint8Array.from([2, ...sub.subarray(1)]),
+    sub.subarray(0, sub.length - 1),
+    Uint8Array.from([...sub, 0]),
+    new Uint8Array([1, 99, 0, 0, 0, 0]),
+    new Uint8Array([1, 1, 0, 0, 0, 1, 2, 42, 42]),
+    new Uint8Array([1, 7, 0, 0]),
+    new Uint8Array([1, 7, 0, 1, 0, 0, 0, 4, 1, 7, 0, 0]),
+    new Uint8Array([1, 3, 0, 0, 0, 0, 1, 116, 255, 255, 255, 255]),
+  ];
+  for (const c of cases) assert.throws(() => decodeFrame(c), FrameError, hex(c));
+  assert.throws(() => decodeFrame(new Uint8Array(100), 50), FrameError);
+  // Random bytes: decoding either succeeds or throws FrameError.
+  let seed = 1;
+  const rand = () => (seed = (seed * 1103515245 + 12345) >>> 0) >>> 24;
+  for (let i = 0; i < 20000; i++) {
+    const b = Uint8Array.from({ length: rand() % 40 }, rand);
+    if (i % 2 === 0 && b.length > 1) (b[0] = 1), (b[1] = 1 + (rand() % 7));
+    try {
+      const f = decodeFrame(b);
+      assert.equal(hex(reencode(f)), hex(b));
+    } catch (e) {
+      assert.ok(e instanceof FrameError, `${hex(b)}: ${e}`);
+    }
+  }
+});
+
+test("topics and URLs", () => {
+  validateTopic("a.b_c:d/e-f");
+  for (const bad of ["", "a b", "*", "x".repeat(129), "é"]) assert.throws(() => validateTopic(bad), TypeError);
+  assert.equal(offerURL("https://p.example"), "https://p.example/v1/webrtc/offer");
+  assert.equal(offerURL("https://p.example/immense"), "https://p.example/immense/v1/webrtc/offer");
+  assert.equal(offerURL("https://p.example/v1/webrtc/offer"), "https://p.example/v1/webrtc/offer");
+});
+
+// --- a scripted peer: fake RTCPeerConnection + fetch + server session ---
+
+class FakeChannel {
+  constructor(peer) {
+    this.peer = peer;
+    this.binaryType = "blob";
+    this.onopen = this.onmessage = this.onclose = null;
+  }
+  send(bytes) {
+    this.peer.server.receive(this, decodeFrame(new Uint8Array(bytes)));
+  }
+  deliver(bytes) {
+    queueMicrotask(() => this.onmessage?.({ data: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length) }));
+  }
+  close() {}
+}
+
+function fakeWebRTC(server) {
+  return class FakePeerConnection extends EventTarget {
+    constructor(config) {
+      super();
+      this.server = server;
+      this.config = config;
+      this.iceGatheringState = "new";
+      this.connectionState = "new";
+      this.sctp = { maxMessageSize: 65535 };
+      server.peers.push(this);
+    }
+    createDataChannel(label) {
+      assert.equal(label, "immense");
+      this.dc = new FakeChannel(this);
+      return this.dc;
+    }
+    async createOffer() {
+      return { type: "offer", sdp: `v=0 fake-offer-${this.server.peers.length} m=application` };
+    }
+    async setLocalDescription(d) {
+      this.localDescription = d;
+      this.iceGatheringState = "complete";
+    }
+    async setRemoteDescription(d) {
+      assert.equal(d.type, "answer");
+      setTimeout(() => this.dc.onopen?.(), 0);
+    }
+    close() {
+      this.closed = true;
+    }
+  };
+}
+
+class FakeServer {
+  constructor() {
+    this.peers = [];
+    this.offers = [];
+    this.frames = [];
+    this.tokens = new Set(["good"]);
+    this.forbidden = new Set();
+    this.fetch = async (url, init) => {
+      const body = JSON.parse(init.body);
+      this.offers.push({ url, body });
+      if (!this.tokens.has(body.token)) return jsonResponse(401, { error: "token required" });
+      return jsonResponse(200, { type: "answer", sdp: "v=0 fake-answer" });
+    };
+  }
+  get channel() {
+    return this.peers.at(-1).dc;
+  }
+  receive(dc, f) {
+    this.frames.push(f);
+    if (f.type === "subscribe" && this.forbidden.has(f.topic)) {
+      dc.deliver(encodeFrame({ type: "error", req: f.req, code: ErrorCode.FORBIDDEN, topic: f.topic, reason: "no" }));
+      return;
+    }
+    dc.deliver(encodeFrame({ type: "ack", req: f.req }));
+  }
+  push(topic, text, dc = this.channel) {
+    const m = encodeFrame({ type: "message", topic, id: "1", from: "peer", time: Date.now() * 1000, payload: new TextEncoder().encode(text) });
+    dc.deliver(encodeFrame({ type: "batch", items: [m, m] }));
+  }
+  drop() {
+    this.channel.onclose?.();
+  }
+}
+
+function jsonResponse(status, body) {
+  return { ok: status === 200, status, statusText: String(status), json: async () => body };
+}
+
+const once = (target, type) => new Promise((resolve) => target.addEventListener(type, (e) => resolve(e), { once: true }));
+
+function fastReconnect() {
+  return { initialDelay: 10, maxDelay: 40, factor: 2 };
+}
+
+test("subscribe, receive batches, publish, reconnect and resubscribe", async () => {
+  const srv = new FakeServer();
+  let tokenCalls = 0;
+  const client = connect("https://peer.example", {
+    token: async () => (tokenCalls++, "good"),
+    fetch: srv.fetch,
+    RTCPeerConnection: fakeWebRTC(srv),
+    reconnect: fastReconnect(),
+  });
+  const got = [];
+  const subscribed = client.subscribe("chat", (m) => got.push(m.text)); // before open: sent on open
+  await client.ready;
+  await subscribed;
+  assert.equal(srv.offers[0].url, "https://peer.example/v1/webrtc/offer");
+  assert.equal(srv.offers[0].body.token, "good");
+  srv.push("chat", "one");
+  await client.publish("chat", "hi");
+  assert.deepEqual(got, ["one", "one"]);
+  const pub = srv.frames.find((f) => f.type === "publish");
+  assert.equal(new TextDecoder().decode(pub.payload), "hi");
+
+  // The channel drops: the client reconnects with a fresh token and
+  // resubscribes without being asked.
+  const disc = once(client, "disconnect");
+  srv.drop();
+  const { detail } = await disc;
+  assert.ok(detail.retryIn >= 5 && detail.retryIn <= 10, `first retry in ${detail.retryIn}ms`);
+  assert.equal(client.state, "connecting");
+  await once(client, "open");
+  assert.equal(tokenCalls, 2);
+  assert.equal(srv.peers.length, 2);
+  assert.ok(srv.peers[0].closed, "old connection closed");
+  const resub = srv.frames.filter((f) => f.type === "subscribe" && f.topic === "chat");
+  assert.equal(resub.length, 2);
+  srv.push("chat", "two");
+  await client.publish("chat", "again");
+  assert.deepEqual(got, ["one", "one", "two", "two"]);
+
+  // Messages on the old channel are ignored once it is replaced.
+  srv.push("chat", "stale", srv.peers[0].dc);
+  await client.publish("chat", "sync");
+  assert.equal(got.length, 4);
+
+  await client.unsubscribe("chat");
+  assert.ok(srv.frames.some((f) => f.type === "unsubscribe" && f.topic === "chat"));
+  srv.push("chat", "after");
+  await client.publish("chat", "sync");
+  assert.equal(got.length, 4, "no delivery after unsubscribe");
+  client.close();
+  assert.equal(client.state, "closed");
+  await assert.rejects(client.publish("chat", "x"), /closed/);
+});
+
+test("backoff grows to its maximum while the peer refuses", async () => {
+  const srv = new FakeServer();
+  srv.fetch = async () => jsonResponse(503, { error: "too many sessions" });
+  const client = connect("https://peer.example", { token: "good", fetch: srv.fetch, RTCPeerConnection: fakeWebRTC(srv), reconnect: fastReconnect() });
+  const delays = [];
+  for (let i = 0; i < 5; i++) {
+    const { detail } = await once(client, "disconnect");
+    assert.ok(detail.error instanceof SignalingError && detail.error.status === 503);
+    delays.push(detail.retryIn);
+  }
+  client.close();
+  const bases = [10, 20, 40, 40, 40];
+  delays.forEach((d, i) => assert.ok(d >= bases[i] / 2 && d <= bases[i], `retry ${i}: ${d}ms, base ${bases[i]}`));
+});
+
+test("a refused static token closes the client", async () => {
+  const srv = new FakeServer();
+  const client = connect("https://peer.example", { token: "bad", fetch: srv.fetch, RTCPeerConnection: fakeWebRTC(srv), reconnect: fastReconnect() });
+  const { detail } = await once(client, "close");
+  assert.ok(detail.error instanceof SignalingError && detail.error.status === 401);
+  await assert.rejects(client.ready, SignalingError);
+  assert.equal(srv.offers.length, 1, "no retry with a token known to be refused");
+});
+
+test("forbidden subscription rejects and removes the handler; publishes wait for a connection", async () => {
+  const srv = new FakeServer();
+  srv.forbidden.add("secret");
+  const client = connect("https://peer.example", { token: "good", fetch: srv.fetch, RTCPeerConnection: fakeWebRTC(srv), reconnect: fastReconnect() });
+  const queued = client.publish("chat", new Uint8Array([1, 2, 3])); // before open
+  await client.ready;
+  await queued;
+  await assert.rejects(
+    client.subscribe("secret", () => {}),
+    (e) => e instanceof ServerError && e.code === ErrorCode.FORBIDDEN && e.topic === "secret",
+  );
+  srv.drop();
+  await once(client, "open");
+  assert.equal(srv.frames.filter((f) => f.type === "subscribe" && f.topic === "secret").length, 1, "a refused topic is not resubscribed");
+  await assert.rejects(client.publish("chat", new Uint8Array(70000)), RangeError);
+  client.close();
+});

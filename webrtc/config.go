@@ -1,0 +1,263 @@
+package webrtc
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/pion/stun/v3"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// SlowPolicy says what the server does with a session whose queue is full
+// because the browser reads slower than its topics publish.
+type SlowPolicy int
+
+const (
+	// DropOldest discards the oldest queued messages to make room, and
+	// tells the browser how many with an ERROR frame of code
+	// CodeMessagesDropped. A live view (chat, tickers, game state) wants
+	// the newest messages more than a complete history. A session whose
+	// data channel makes no progress at all for StallTimeout is closed.
+	DropOldest SlowPolicy = iota
+	// Disconnect closes the session as soon as its queue overflows. For
+	// applications that cannot tolerate gaps: the client reconnects and
+	// resynchronises from its own source of truth.
+	Disconnect
+)
+
+func (p SlowPolicy) String() string {
+	switch p {
+	case DropOldest:
+		return "drop-oldest"
+	case Disconnect:
+		return "disconnect"
+	}
+	return fmt.Sprintf("SlowPolicy(%d)", int(p))
+}
+
+// ParseSlowPolicy parses "drop-oldest" or "disconnect".
+func ParseSlowPolicy(s string) (SlowPolicy, error) {
+	switch s {
+	case "drop-oldest":
+		return DropOldest, nil
+	case "disconnect":
+		return Disconnect, nil
+	}
+	return 0, fmt.Errorf("unknown slow-consumer policy %q (want drop-oldest or disconnect)", s)
+}
+
+// ICEServer is a STUN or TURN server, as in the browser's RTCIceServer.
+type ICEServer struct {
+	// URLs are stun:, stuns:, turn: or turns: URIs, e.g. "stun:stun.example.org:3478".
+	URLs []string
+	// Username and Credential authenticate to a TURN server.
+	Username   string
+	Credential string
+}
+
+// Config configures a Server. Start from DefaultConfig or DevnetConfig;
+// the zero value is not valid.
+type Config struct {
+	// Secret verifies browser tokens (HS256, at least MinSecretSize
+	// bytes); load it with LoadSecret. Without a secret every offer is
+	// refused, unless InsecureNoAuth is set.
+	Secret []byte
+	// InsecureNoAuth admits browsers without a token and lets them read and
+	// write every topic. For devnets only; the server logs a warning.
+	InsecureNoAuth bool
+
+	// ICEServers help the server discover its public address (STUN) or
+	// relay through a TURN server. A peer with a public IP needs none.
+	ICEServers []ICEServer
+	// UDPPortMin and UDPPortMax bound the UDP ports of sessions, so that
+	// operators can open them in a firewall. Each session uses one port per
+	// local address; size the range for MaxSessions. Both zero lets the
+	// operating system choose.
+	UDPPortMin, UDPPortMax uint16
+	// PublicIPs are advertised instead of the local addresses, for a peer
+	// behind a 1:1 NAT (a cloud VM with an elastic IP).
+	PublicIPs []string
+	// LoopbackOnly restricts ICE to IPv4 loopback (127.0.0.0/8), with mDNS
+	// off: for tests and single-machine devnets, where no packet may leave
+	// the host.
+	LoopbackOnly bool
+
+	// MaxSessions caps concurrent browser sessions; further offers get 503.
+	// Default 1000: at ~100-300 KiB of WebRTC state per session that is a
+	// few hundred MiB, which a small server can afford.
+	MaxSessions int
+	// GatherTimeout bounds ICE candidate gathering while answering an
+	// offer. Host candidates gather in milliseconds; STUN may take a round
+	// trip or two. Default 5s.
+	GatherTimeout time.Duration
+	// ConnectTimeout closes a session whose data channel is not open this
+	// long after the answer was sent (a browser that went away, or a
+	// firewall in the way). Default 20s, above ICE's own failure timeout.
+	ConnectTimeout time.Duration
+	// MaxOfferSize caps the signaling request body. Offers are 1-4 KiB;
+	// default 64 KiB.
+	MaxOfferSize int
+	// AllowedOrigins are the browser origins allowed to POST offers
+	// cross-origin (CORS). "*" allows every origin, which is safe because
+	// authority comes from the token in the body, never from cookies.
+	// Default ["*"].
+	AllowedOrigins []string
+
+	// MaxFrameSize caps every data channel frame in both directions, and
+	// is advertised to browsers as the SCTP max-message-size. Default
+	// 65535: the size every WebRTC stack accepts without negotiation
+	// (RFC 8841). A publish payload may be up to MaxFrameSize minus its
+	// topic and 11 bytes of framing.
+	MaxFrameSize int
+	// MaxSubscriptions caps the topics one session may follow. Default 64.
+	MaxSubscriptions int
+	// PublishRate limits each session's publishes per second (token
+	// bucket of PublishBurst). Zero means unlimited. Default 100/s, burst
+	// 200: far above a chat user, well below what floods an overlay.
+	PublishRate  float64
+	PublishBurst int
+	// PublishTimeout bounds one publish into the overlay. Default 5s.
+	PublishTimeout time.Duration
+
+	// QueueLength and QueueBytes bound the messages waiting for a session's
+	// data channel; when either is reached SlowPolicy applies. Default 1024
+	// messages and 1 MiB: several seconds of a busy topic, and a memory
+	// bound of about 1 MiB per slow browser.
+	QueueLength int
+	QueueBytes  int
+	// MaxBufferedAmount is how many bytes the server lets the data channel
+	// (SCTP) hold unacknowledged before it stops writing and queues
+	// instead. Writing resumes when the buffer drains below a quarter of
+	// it. Default 128 KiB: over 1 MB/s per browser at a 100 ms round trip,
+	// yet small enough that a backlog forms in the session's queue, where
+	// it is coalesced and the slow-consumer policy applies, rather than in
+	// SCTP, where it can only wait.
+	MaxBufferedAmount int
+	// SlowPolicy is what happens when a session's queue is full. Default
+	// DropOldest.
+	SlowPolicy SlowPolicy
+	// StallTimeout closes a session whose data channel has not drained for
+	// this long, whatever the policy: the browser is gone or stuck, and its
+	// state is better freed. Default 30s.
+	StallTimeout time.Duration
+
+	// Registerer receives the server's metrics (immense_webrtc_*). Nil
+	// means the metrics are kept but not registered.
+	Registerer prometheus.Registerer
+	// Logger is the logger; nil means slog.Default(). The server logs with
+	// the attribute component=webrtc.
+	Logger *slog.Logger
+	// Now is the clock used for token checks; nil means time.Now.
+	Now func() time.Time
+}
+
+// DefaultConfig returns the configuration of a production peer: tokens
+// required (set Secret), every network interface, OS-chosen ports.
+func DefaultConfig() Config {
+	return Config{
+		MaxSessions:       1000,
+		GatherTimeout:     5 * time.Second,
+		ConnectTimeout:    20 * time.Second,
+		MaxOfferSize:      64 << 10,
+		AllowedOrigins:    []string{"*"},
+		MaxFrameSize:      65535,
+		MaxSubscriptions:  64,
+		PublishRate:       100,
+		PublishBurst:      200,
+		PublishTimeout:    5 * time.Second,
+		QueueLength:       1024,
+		QueueBytes:        1 << 20,
+		MaxBufferedAmount: 128 << 10,
+		SlowPolicy:        DropOldest,
+		StallTimeout:      30 * time.Second,
+	}
+}
+
+// DevnetConfig returns DefaultConfig with InsecureNoAuth set: any browser
+// may connect and use any topic.
+func DevnetConfig() Config {
+	c := DefaultConfig()
+	c.InsecureNoAuth = true
+	return c
+}
+
+const (
+	minFrameSize = 1024
+	// maxFrameSizeLimit keeps frames well inside what browsers accept
+	// (Chrome advertises 256 KiB) and what one send can hold up.
+	maxFrameSizeLimit = 256 << 10
+)
+
+func (c *Config) validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("webrtc config: %s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if len(c.Secret) > 0 && len(c.Secret) < MinSecretSize {
+		bad("Secret", "%d bytes, at least %d required", len(c.Secret), MinSecretSize)
+	}
+	for i, s := range c.ICEServers {
+		if len(s.URLs) == 0 {
+			bad("ICEServers", "server %d has no URLs", i)
+		}
+		for _, u := range s.URLs {
+			if _, err := stun.ParseURI(u); err != nil {
+				bad("ICEServers", "%q: %v", u, err)
+			}
+		}
+	}
+	if (c.UDPPortMin == 0) != (c.UDPPortMax == 0) || c.UDPPortMin > c.UDPPortMax {
+		bad("UDPPortMin/UDPPortMax", "%d-%d is not a port range (set both, min <= max, or neither)", c.UDPPortMin, c.UDPPortMax)
+	}
+	for _, ip := range c.PublicIPs {
+		if net.ParseIP(ip) == nil {
+			bad("PublicIPs", "%q is not an IP address", ip)
+		}
+	}
+	if c.MaxSessions < 1 {
+		bad("MaxSessions", "%d, must be at least 1", c.MaxSessions)
+	}
+	if c.GatherTimeout <= 0 {
+		bad("GatherTimeout", "%v, must be positive", c.GatherTimeout)
+	}
+	if c.ConnectTimeout <= 0 {
+		bad("ConnectTimeout", "%v, must be positive", c.ConnectTimeout)
+	}
+	if c.MaxOfferSize < 1024 {
+		bad("MaxOfferSize", "%d, must be at least 1024", c.MaxOfferSize)
+	}
+	if c.MaxFrameSize < minFrameSize || c.MaxFrameSize > maxFrameSizeLimit {
+		bad("MaxFrameSize", "%d, must be in [%d, %d]", c.MaxFrameSize, minFrameSize, maxFrameSizeLimit)
+	}
+	if c.MaxSubscriptions < 1 {
+		bad("MaxSubscriptions", "%d, must be at least 1", c.MaxSubscriptions)
+	}
+	if c.PublishRate < 0 {
+		bad("PublishRate", "%v, must not be negative", c.PublishRate)
+	}
+	if c.PublishRate > 0 && c.PublishBurst < 1 {
+		bad("PublishBurst", "%d, must be at least 1 when PublishRate is set", c.PublishBurst)
+	}
+	if c.PublishTimeout <= 0 {
+		bad("PublishTimeout", "%v, must be positive", c.PublishTimeout)
+	}
+	if c.QueueLength < 1 {
+		bad("QueueLength", "%d, must be at least 1", c.QueueLength)
+	}
+	if c.QueueBytes < c.MaxFrameSize {
+		bad("QueueBytes", "%d, must hold at least one frame of MaxFrameSize %d", c.QueueBytes, c.MaxFrameSize)
+	}
+	if c.MaxBufferedAmount < c.MaxFrameSize {
+		bad("MaxBufferedAmount", "%d, must be at least MaxFrameSize %d", c.MaxBufferedAmount, c.MaxFrameSize)
+	}
+	if c.SlowPolicy != DropOldest && c.SlowPolicy != Disconnect {
+		bad("SlowPolicy", "unknown policy %d", int(c.SlowPolicy))
+	}
+	if c.StallTimeout <= 0 {
+		bad("StallTimeout", "%v, must be positive", c.StallTimeout)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,94 @@
+// Package webrtc connects browsers to the overlay: a browser opens one
+// WebRTC data channel to a peer, follows topics and publishes on them, and
+// the peer relays between the data channel and the overlay's topics.
+//
+// The package depends on the overlay only through the Bus interface
+// (Publish and Subscribe on topics), which the node implements; it holds
+// one Bus subscription per topic however many browsers follow it, and
+// drops it when the last one leaves. docs/browser-protocol.md is the
+// reference for client authors; this comment summarises it.
+//
+// # Signaling
+//
+// The browser creates an RTCPeerConnection and one data channel labelled
+// "immense" (ordered, reliable: the defaults), gathers its ICE candidates,
+// and POSTs to OfferPath (/v1/webrtc/offer):
+//
+//	{"sdp": "<offer SDP>", "token": "<JWT>"}
+//
+// ("type": "offer" may be included.) The peer answers 200 with
+//
+//	{"type": "answer", "sdp": "<answer SDP>"}
+//
+// once its own candidates are all gathered: there is no trickle ICE, so
+// signaling is one request and there is no second endpoint to secure.
+// Errors are JSON {"error": "..."}: 400 bad request or offer, 401 missing
+// or refused token, 405 not POST, 413 body over MaxOfferSize, 503 server
+// full (with Retry-After) or closing. A session whose data channel has not
+// opened ConnectTimeout after the answer is dropped.
+//
+// # Tokens
+//
+// A token is an HS256 JWT (RFC 7519) signed with the peer's secret (see
+// Mint, Verify, LoadSecret). Its claims: iat and exp (required, whole
+// seconds; exp ends the session), nbf and sub (optional), and "read" and
+// "write": lists of topic patterns. A pattern is an exact topic name or a
+// prefix followed by one trailing "*" ("chat/*", or "*" for every topic).
+// Only alg HS256 is accepted, signatures are compared in constant time,
+// clocks may differ by ClockSkew, and tokens are capped at MaxTokenSize.
+// Every subscribe and publish frame is checked against the token.
+//
+// # Frames
+//
+// Every data channel message is one binary frame (text messages are
+// refused). Integers are big-endian; str8 is a uint8 length and that many
+// bytes, str16 a uint16 length and bytes, bytes32 a uint32 length and
+// bytes. Every frame starts with the version byte (FrameVersion, 1) and a
+// type byte:
+//
+//	1 SUBSCRIBE    client->server  req u32, topic str8
+//	2 UNSUBSCRIBE  client->server  req u32, topic str8
+//	3 PUBLISH      client->server  req u32, topic str8, payload bytes32
+//	4 MESSAGE      server->client  topic str8, id str16, from str16,
+//	                               time i64 (µs since the Unix epoch, 0 = unknown),
+//	                               payload bytes32
+//	5 ACK          server->client  req u32
+//	6 ERROR        server->client  req u32, code u16, topic str8 (may be empty),
+//	                               reason str16 (UTF-8)
+//	7 BATCH        server->client  count u16 (>= 1), then count times:
+//	                               length u32, a frame of any type but BATCH
+//
+// A request ID correlates a request with its ACK or ERROR; a request with
+// ID 0 gets no ACK (errors still come, with ID 0), and an ERROR with ID 0
+// is unsolicited (see the Code constants: dropped messages, a lost
+// subscription, an expired token). A frame must be consumed exactly: short,
+// trailing or out-of-range bytes make it a bad frame. Topics are 1 to 128
+// bytes of [A-Za-z0-9._:/-] (ValidateTopic). Frames are at most
+// MaxFrameSize bytes, advertised to the browser as the SCTP
+// max-message-size. A bad frame is answered with an ERROR frame; the
+// session carries on.
+//
+// # Delivery and backpressure
+//
+// Messages of a topic reach a browser in the order the peer received them.
+// The peer encodes each message once for all its browsers. A browser that
+// keeps up gets each message (or each group of messages that arrived
+// together) written to its data channel at once. A browser that falls
+// behind - its data channel holds more than MaxBufferedAmount bytes not yet
+// acknowledged - gets a queue, bounded by QueueLength messages and
+// QueueBytes bytes; when its channel drains, everything queued is sent as
+// BATCH frames, so a slow browser costs fewer writes, not more. When the
+// queue is full the SlowPolicy applies: DropOldest discards the oldest
+// messages and later sends an ERROR of code CodeMessagesDropped saying how
+// many; Disconnect closes the session. Either way, a channel that does not
+// drain for StallTimeout closes the session. Nothing a browser does can
+// make the peer block or buffer without bound, and every outcome is counted
+// in the immense_webrtc_* metrics.
+//
+// # Clients
+//
+// client/immense.js is the browser library (served by DemoHandler at
+// /client.js, with types at /immense.d.ts); it reconnects with exponential
+// backoff and jitter and resubscribes by itself. Client is the Go
+// equivalent for back-ends and load tests, without reconnection.
+package webrtc

@@ -1,0 +1,161 @@
+package webrtc
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	pion "github.com/pion/webrtc/v4"
+)
+
+// Server relays topics between a Bus (the overlay) and browsers connected
+// over WebRTC data channels. It is an http.Handler for the signaling
+// endpoint (mount it at OfferPath).
+type Server struct {
+	cfg        Config
+	bus        Bus
+	log        *slog.Logger
+	api        *pion.API
+	iceServers []pion.ICEServer
+	metrics    *metrics
+	bridge     *bridge
+	now        func() time.Time
+
+	// ctx ends when the server closes; every session and feed derives
+	// from it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// wg counts every goroutine the server starts. Every Add happens
+	// under a lock that Close takes before it waits (the session's, the
+	// bridge's), or in session.close before the session leaves the
+	// sessions map, so no Add can race with Close's Wait.
+	wg sync.WaitGroup
+
+	mu       sync.Mutex
+	sessions map[uint64]*session
+	nextID   uint64
+	closed   bool
+
+	closeOnce sync.Once
+
+	// testHookClosed, set by tests before any session exists, is called
+	// with the reason of every session close.
+	testHookClosed func(reason string)
+}
+
+// New returns a Server relaying between bus and browsers.
+func New(bus Bus, cfg Config) (*Server, error) {
+	if bus == nil {
+		return nil, errors.New("webrtc: nil Bus")
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("component", "webrtc")
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	api, err := newAPI(transportOptions{
+		loopbackOnly:   cfg.LoopbackOnly,
+		portMin:        cfg.UDPPortMin,
+		portMax:        cfg.UDPPortMax,
+		publicIPs:      cfg.PublicIPs,
+		maxMessageSize: cfg.MaxFrameSize,
+		log:            log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	// Copy what callers might mutate after New returns.
+	cfg.Secret = append([]byte(nil), cfg.Secret...)
+	cfg.AllowedOrigins = append([]string(nil), cfg.AllowedOrigins...)
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:        cfg,
+		bus:        bus,
+		log:        log,
+		api:        api,
+		iceServers: toPionICEServers(cfg.ICEServers, cfg.LoopbackOnly),
+		metrics:    m,
+		now:        now,
+		ctx:        ctx,
+		cancel:     cancel,
+		sessions:   make(map[uint64]*session),
+	}
+	s.bridge = newBridge(s)
+	switch {
+	case cfg.InsecureNoAuth:
+		log.Warn("browsers are admitted without a token and may read and write every topic (insecure-no-auth); never do this outside a devnet")
+	case len(cfg.Secret) == 0:
+		log.Warn("no token secret configured: every browser will be refused (set a token secret file)")
+	}
+	return s, nil
+}
+
+// Sessions returns the number of sessions open or connecting.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// Close disconnects every browser, drops the overlay subscriptions and
+// waits for the server's goroutines. It is idempotent and always returns
+// nil.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		sessions := make([]*session, 0, len(s.sessions))
+		for _, sess := range s.sessions {
+			sessions = append(sessions, sess)
+		}
+		s.mu.Unlock()
+		for _, sess := range sessions {
+			sess.close(closeServer)
+		}
+		s.bridge.close()
+		s.cancel()
+		s.wg.Wait()
+	})
+	return nil
+}
+
+// addSession registers a new session for claims, or reports why not.
+func (s *Server) addSession(claims Claims) (*session, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if len(s.sessions) >= s.cfg.MaxSessions {
+		return nil, errFull
+	}
+	s.nextID++
+	sess := newSession(s, s.nextID, claims)
+	s.sessions[sess.id] = sess
+	s.metrics.sessions.Inc()
+	return sess, nil
+}
+
+func (s *Server) removeSession(sess *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.sessions[sess.id]; ok {
+		delete(s.sessions, sess.id)
+		s.metrics.sessions.Dec()
+	}
+}
+
+var errFull = errors.New("webrtc: too many sessions")

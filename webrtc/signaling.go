@@ -1,0 +1,227 @@
+package webrtc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	pion "github.com/pion/webrtc/v4"
+)
+
+// OfferPath is where the node mounts the Server: browsers POST their SDP
+// offer there.
+const OfferPath = "/v1/webrtc/offer"
+
+// offerRequest is the body of a POST to OfferPath.
+type offerRequest struct {
+	// Type, if present, must be "offer": it lets a browser send
+	// {...pc.localDescription.toJSON(), token}.
+	Type  string `json:"type,omitempty"`
+	SDP   string `json:"sdp"`
+	Token string `json:"token,omitempty"`
+}
+
+// offerResponse is the body of a successful answer; it can be passed to
+// the browser's setRemoteDescription as is.
+type offerResponse struct {
+	Type string `json:"type"`
+	SDP  string `json:"sdp"`
+}
+
+type errorResponse struct {
+	Error string `json:"error"`
+}
+
+var errRequestTooLarge = errors.New("request body too large")
+
+// decodeOfferRequest reads and checks a signaling request body of at most
+// max bytes.
+func decodeOfferRequest(body io.Reader, max int) (offerRequest, error) {
+	var req offerRequest
+	b, err := io.ReadAll(io.LimitReader(body, int64(max)+1))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return req, errRequestTooLarge
+		}
+		return req, fmt.Errorf("read request: %w", err)
+	}
+	if len(b) > max {
+		return req, errRequestTooLarge
+	}
+	if err := decodeStrictJSON(b, &req); err != nil {
+		return req, fmt.Errorf("request is not a JSON object {\"sdp\", \"token\"}: %w", err)
+	}
+	if req.Type != "" && req.Type != "offer" {
+		return req, fmt.Errorf("type %q, want \"offer\"", req.Type)
+	}
+	if !strings.HasPrefix(req.SDP, "v=0") {
+		return req, errors.New("sdp is not a session description (must start with v=0)")
+	}
+	if !strings.Contains(req.SDP, "m=application") {
+		return req, errors.New("sdp offers no data channel (m=application): create the data channel before the offer")
+	}
+	if len(req.Token) > MaxTokenSize {
+		return req, fmt.Errorf("token of %d bytes, at most %d", len(req.Token), MaxTokenSize)
+	}
+	return req, nil
+}
+
+// ServeHTTP answers signaling: POST OfferPath with {"sdp", "token"} gets
+// {"type": "answer", "sdp"} once the server's ICE candidates are all
+// gathered (no trickle: one round trip, and no second endpoint to
+// secure).
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.cors(w, r)
+	switch r.Method {
+	case http.MethodOptions:
+		w.WriteHeader(http.StatusNoContent)
+		return
+	case http.MethodPost:
+	default:
+		w.Header().Set("Allow", "POST, OPTIONS")
+		httpError(w, http.StatusMethodNotAllowed, "use POST")
+		return
+	}
+	req, err := decodeOfferRequest(http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxOfferSize)), s.cfg.MaxOfferSize)
+	if err != nil {
+		s.metrics.offers.WithLabelValues(offerBadRequest).Inc()
+		if errors.Is(err, errRequestTooLarge) {
+			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request larger than %d bytes", s.cfg.MaxOfferSize))
+			return
+		}
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	claims, err := s.authorize(req.Token)
+	if err != nil {
+		s.metrics.offers.WithLabelValues(offerUnauthorized).Inc()
+		s.log.Debug("offer refused", "remote", r.RemoteAddr, "err", err)
+		w.Header().Set("WWW-Authenticate", `Bearer realm="immense"`)
+		httpError(w, http.StatusUnauthorized, err.Error())
+		return
+	}
+	sess, err := s.addSession(claims)
+	if err != nil {
+		s.metrics.offers.WithLabelValues(offerFull).Inc()
+		w.Header().Set("Retry-After", "5")
+		httpError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	answer, status, err := sess.answer(r.Context(), req.SDP)
+	if err != nil {
+		s.metrics.offers.WithLabelValues(offerFailed).Inc()
+		sess.close(closeFailed)
+		s.log.Debug("offer failed", "remote", r.RemoteAddr, "session", sess.id, "err", err)
+		httpError(w, status, err.Error())
+		return
+	}
+	s.metrics.offers.WithLabelValues(offerAccepted).Inc()
+	s.log.Debug("session answered", "remote", r.RemoteAddr, "session", sess.id, "sub", claims.Subject)
+	writeJSON(w, http.StatusOK, offerResponse{Type: "answer", SDP: answer})
+}
+
+// authorize turns a request's token into the session's claims.
+func (s *Server) authorize(token string) (Claims, error) {
+	if s.cfg.InsecureNoAuth {
+		return Claims{Subject: "insecure-no-auth", Read: []string{"*"}, Write: []string{"*"}}, nil
+	}
+	if len(s.cfg.Secret) == 0 {
+		return Claims{}, errors.New("this peer accepts no browsers: it has no token secret")
+	}
+	if token == "" {
+		return Claims{}, errors.New("token required")
+	}
+	return Verify(s.cfg.Secret, token, s.now())
+}
+
+func (s *Server) cors(w http.ResponseWriter, r *http.Request) {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return
+	}
+	h := w.Header()
+	h.Add("Vary", "Origin")
+	switch {
+	case slices.Contains(s.cfg.AllowedOrigins, "*"):
+		h.Set("Access-Control-Allow-Origin", "*")
+	case slices.Contains(s.cfg.AllowedOrigins, origin):
+		h.Set("Access-Control-Allow-Origin", origin)
+	default:
+		return
+	}
+	if r.Method == http.MethodOptions {
+		h.Set("Access-Control-Allow-Methods", "POST, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "Content-Type")
+		h.Set("Access-Control-Max-Age", "600")
+	}
+}
+
+// answer applies the browser's offer to a new peer connection and returns
+// the SDP answer with every local candidate, or an HTTP status and error.
+func (sess *session) answer(ctx context.Context, offer string) (string, int, error) {
+	srv := sess.srv
+	pc, err := srv.api.NewPeerConnection(pion.Configuration{ICEServers: srv.iceServers})
+	if err != nil {
+		return "", http.StatusInternalServerError, fmt.Errorf("new peer connection: %w", err)
+	}
+	if !sess.setPeerConnection(pc) {
+		_ = pc.GracefulClose()
+		return "", http.StatusServiceUnavailable, ErrClosed
+	}
+	pc.OnDataChannel(sess.onDataChannel)
+	pc.OnConnectionStateChange(func(st pion.PeerConnectionState) {
+		switch st {
+		case pion.PeerConnectionStateFailed:
+			sess.close(closeFailed)
+		case pion.PeerConnectionStateClosed:
+			sess.close(closeClient)
+		}
+	})
+	if err := pc.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeOffer, SDP: offer}); err != nil {
+		return "", http.StatusBadRequest, fmt.Errorf("bad offer: %w", err)
+	}
+	ans, err := pc.CreateAnswer(nil)
+	if err != nil {
+		return "", http.StatusBadRequest, fmt.Errorf("cannot answer offer: %w", err)
+	}
+	gathered := pion.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(ans); err != nil {
+		return "", http.StatusInternalServerError, fmt.Errorf("set local description: %w", err)
+	}
+	timer := time.NewTimer(srv.cfg.GatherTimeout)
+	defer timer.Stop()
+	select {
+	case <-gathered:
+	case <-timer.C:
+		// Answer with what was gathered: host candidates come first and
+		// are often enough; a slow STUN server should not fail the offer.
+		srv.log.Warn("ICE gathering timed out; answering with the candidates gathered so far (is a STUN server unreachable?)", "timeout", srv.cfg.GatherTimeout)
+	case <-ctx.Done():
+		return "", http.StatusServiceUnavailable, ctx.Err()
+	case <-sess.ctx.Done():
+		return "", http.StatusServiceUnavailable, ErrClosed
+	}
+	sess.startConnectTimer()
+	return pc.LocalDescription().SDP, 0, nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	_ = json.NewEncoder(&buf).Encode(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+func httpError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, errorResponse{Error: msg})
+}
