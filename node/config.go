@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/immense-p2p/immense/erasure"
 	"github.com/immense-p2p/immense/overlay"
 	"github.com/immense-p2p/immense/webrtc"
 	"github.com/libp2p/go-libp2p"
@@ -79,6 +80,20 @@ type Config struct {
 	// together, in bytes per second; 0 means no cap.
 	MaxUpload, MaxDownload int64
 
+	// State, if set, runs erasure-coded storage: this node stores shards for
+	// others (up to StorageQuota) and reads and writes its app's namespace.
+	// Bootstrap nodes run without it.
+	State *erasure.Config
+	// AppKeyFile is the app key (made by `peer keygen`) that gives access
+	// to the application's namespace. Empty: a key of the node's own,
+	// generated in DataDir/app.key on first start.
+	AppKeyFile string
+	// StorageQuota is the most shard bytes this node keeps for others.
+	StorageQuota int64
+	// Zone labels the node's failure domain (a region, a data centre, a
+	// home ISP); shards of one object are spread over zones.
+	Zone string
+
 	// Browsers, if set, runs the WebRTC bridge for browsers: signaling at
 	// POST /v1/webrtc/offer, the demo page at / and the client library at
 	// /client.js.
@@ -141,8 +156,12 @@ func DefaultConfig() Config {
 			MaxRelayedConns: 64,
 		},
 		MaxMessageSize: overlay.DefaultConfig().MaxMessageSize,
+		State:          ptr(erasure.DefaultConfig()),
+		StorageQuota:   10 << 30,
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // BootstrapConfig is the preset for a bootstrap node: always a DHT server,
 // with more room for connections because every newcomer dials it first.
@@ -162,6 +181,7 @@ func BootstrapConfig() Config {
 	c.NAT.PortMap = false // a server has no home router
 	c.NAT.ForcePublic = true
 	c.NAT.MaxRelayedConns = 128
+	c.State = nil // bootstrap nodes only route
 	return c
 }
 
@@ -184,6 +204,7 @@ func VolunteerConfig() Config {
 	c.NAT.MaxRelayedConns = 16
 	c.MaxUpload = 1 << 20
 	c.MaxDownload = 4 << 20
+	c.StorageQuota = 2 << 30
 	return c
 }
 
@@ -221,6 +242,12 @@ func (c *Config) validate() error {
 	}
 	if l.ConnGracePeriod < 0 {
 		errs = append(errs, fmt.Errorf("Limits.ConnGracePeriod must be >= 0, got %v", l.ConnGracePeriod))
+	}
+	if c.State != nil && c.StorageQuota < 0 {
+		errs = append(errs, fmt.Errorf("StorageQuota must be >= 0, got %d", c.StorageQuota))
+	}
+	if strings.ContainsAny(c.Zone, " \t\n") || len(c.Zone) > 64 {
+		errs = append(errs, fmt.Errorf("Zone %q: at most 64 bytes, no spaces", c.Zone))
 	}
 	if c.NAT.MaxRelayedConns < 0 {
 		errs = append(errs, fmt.Errorf("NAT.MaxRelayedConns must be >= 0, got %d", c.NAT.MaxRelayedConns))

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/immense-p2p/immense/erasure"
 	"github.com/immense-p2p/immense/overlay"
 	"github.com/immense-p2p/immense/webrtc"
 )
@@ -56,6 +57,12 @@ func StartDevnet(ctx context.Context, cfg DevnetConfig) (*Devnet, error) {
 	}
 	loopback := []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
 
+	// Every devnet peer shares one app key, as the peers of one application
+	// do: what one writes, the others read.
+	appKey := filepath.Join(cfg.DataDir, "app.key")
+	if _, err := erasure.LoadOrGenerateAppKey(appKey); err != nil {
+		return nil, err
+	}
 	d := &Devnet{}
 	bcfg := BootstrapConfig()
 	bcfg.DataDir = filepath.Join(cfg.DataDir, "bootstrap")
@@ -80,6 +87,10 @@ func StartDevnet(ctx context.Context, cfg DevnetConfig) (*Devnet, error) {
 		// candidates, so loopback-only would leave it nothing to pair with.
 		bc := webrtc.DevnetConfig()
 		pcfg.Browsers = &bc
+		ec := erasure.DevnetConfig()
+		pcfg.State = &ec
+		pcfg.StorageQuota = 1 << 30
+		pcfg.AppKeyFile = appKey
 		pcfg.Bootstrap = boot
 		pcfg.Mode = overlay.ModeServer
 		pcfg.Logger = cfg.Logger.With("devnet", fmt.Sprintf("peer%d", i))

@@ -108,7 +108,7 @@ func newHost(cfg *Config, priv crypto.PrivKey, counter *metrics.BandwidthCounter
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
 		libp2p.PrometheusRegisterer(cfg.Registry),
-		libp2p.UserAgent(userAgent),
+		libp2p.UserAgent(agentVersion(cfg.Zone)),
 	}
 	if counter != nil {
 		opts = append(opts, libp2p.BandwidthReporter(counter))

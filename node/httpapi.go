@@ -55,6 +55,12 @@ func (n *Node) Handler(opts HTTPOptions) http.Handler {
 		mux.HandleFunc("POST /v1/topics/{topic...}", a.publish)
 		mux.HandleFunc("GET /v1/topics/{topic...}", a.subscribe)
 	}
+	if n.state != nil && opts.Topics {
+		mux.HandleFunc("PUT /v1/state/{key}", a.putState)
+		mux.HandleFunc("GET /v1/state/{key}", a.getState)
+		mux.HandleFunc("DELETE /v1/state/{key}", a.deleteState)
+		mux.HandleFunc("GET /v1/state/{key}/health", a.stateHealth)
+	}
 	notFound := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
@@ -209,6 +215,7 @@ type Status struct {
 	RelayAddrs       []string            `json:"relay_addrs"`
 	Bandwidth        BandwidthStatus     `json:"bandwidth"`
 	Connections      []ConnStatus        `json:"connections"`
+	Storage          *StorageStatus      `json:"storage,omitempty"`
 	UptimeSeconds    float64             `json:"uptime_seconds"`
 	Version          string              `json:"version"`
 }
@@ -229,6 +236,14 @@ type ConnStatus struct {
 	Addr      string `json:"addr"`
 	Direction string `json:"direction"`
 	Relayed   bool   `json:"relayed"`
+}
+
+// StorageStatus reports the local shard store.
+type StorageStatus struct {
+	Used   int64  `json:"used_bytes"`
+	Quota  int64  `json:"quota_bytes"`
+	Shards int    `json:"shards"`
+	Zone   string `json:"zone,omitempty"`
 }
 
 // maxStatusConns caps the connections listed in /v1/status.
@@ -278,6 +293,14 @@ func (n *Node) Status() Status {
 		UptimeSeconds: time.Since(n.started).Seconds(),
 		Version:       userAgent,
 	}
+}
+
+func (n *Node) storageStatus() *StorageStatus {
+	if n.state == nil {
+		return nil
+	}
+	st := n.state.store
+	return &StorageStatus{Used: st.Used(), Quota: st.Quota(), Shards: st.Len(), Zone: n.cfg.Zone}
 }
 
 func (a *api) status(w http.ResponseWriter, _ *http.Request) {

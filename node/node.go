@@ -10,8 +10,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/immense-p2p/immense/erasure"
 	"github.com/immense-p2p/immense/overlay"
 	"github.com/immense-p2p/immense/webrtc"
+	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/metrics"
@@ -39,6 +41,7 @@ type Node struct {
 	started time.Time
 
 	browsers     *webrtc.Server // nil without Config.Browsers
+	state        *state         // nil without Config.State
 	bw           *metrics.BandwidthCounter
 	reachability atomic.Value // network.Reachability
 }
@@ -88,6 +91,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	ocfg.MaxMessageSize = cfg.MaxMessageSize
 	ocfg.Logger = log
 	ocfg.Registerer = cfg.Registry
+	ocfg.Validators = map[string]record.Validator{erasure.RecordNamespace: erasure.ManifestValidator{}}
 	if cfg.Overlay != nil {
 		cfg.Overlay(&ocfg)
 	}
@@ -114,6 +118,10 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	if err := n.registerMetrics(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	if err := n.startState(); err != nil {
 		n.Close()
 		return nil, err
 	}
@@ -299,7 +307,12 @@ func (n *Node) Close() error {
 		}
 		n.cancel()
 		n.wg.Wait()
-		err = n.overlay.Close()
+		if n.state != nil {
+			err = n.state.close()
+		}
+		if oerr := n.overlay.Close(); err == nil {
+			err = oerr
+		}
 		if herr := n.host.Close(); err == nil {
 			err = herr
 		}

@@ -245,12 +245,14 @@ type natLab struct {
 	pub     netns    // the internet
 	boot    netns    // server for the bootstrap node, at bootIP
 	public  netns    // server for a public peer, at publicIP
-	homes   [2]home
+	homes   []home
 	servers int
 }
 
-// newNATLab builds the topology; t.Cleanup tears it down.
-func newNATLab(t *testing.T) *natLab {
+// newNATLab builds the topology with nHomes homes (at least 2; the drawing
+// shows two, more are alike: home i is 1.0.i.2 and 192.168.i.0/24);
+// t.Cleanup tears it down.
+func newNATLab(t *testing.T, nHomes int) *natLab {
 	t.Helper()
 	needNetns(t)
 	lab := &natLab{t: t, prefix: fmt.Sprintf("%s%d-%d-", nsPrefix, os.Getpid(), nsSeq.Add(1))}
@@ -268,7 +270,7 @@ func newNATLab(t *testing.T) *natLab {
 	lab.mustSysctl(lab.pub, "net.ipv4.ip_forward", "1")
 	lab.boot = lab.addServer("boot", bootIP)
 	lab.public = lab.addServer("public", publicIP)
-	for i := range lab.homes {
+	for i := range nHomes {
 		n := i + 1
 		h := home{
 			router: lab.mkNetns(fmt.Sprintf("rt%d", n)),
@@ -292,7 +294,7 @@ func newNATLab(t *testing.T) *natLab {
 		lab.must("ip", "-n", lan, "route", "add", "default", "via", fmt.Sprintf("192.168.%d.1", n))
 		lab.mustSysctl(h.router, "net.ipv4.ip_forward", "1")
 		lab.must("ip", "netns", "exec", rt, "nft", "-f", testdataPath(t, "home-router.nft"))
-		lab.homes[i] = h
+		lab.homes = append(lab.homes, h)
 	}
 	lab.must("ip", "netns", "exec", lab.pub.name, "nft", "-f", testdataPath(t, "internet.nft"))
 	return lab

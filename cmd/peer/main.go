@@ -27,6 +27,7 @@ func main() {
 }
 
 const usage = `Usage: peer [flags]
+       peer keygen --out FILE                       # new app key: give it to your app's peers as --app-key
        peer secret --out FILE                       # new token secret for browsers
        peer token --secret-file FILE --read T --write T --ttl 1h   # mint a browser token
 
@@ -49,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return runToken(args[1:], stdout, stderr)
 		case "secret":
 			return runSecret(args[1:], stdout, stderr)
+		case "keygen":
+			return runKeygen(args[1:], stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("peer", flag.ContinueOnError)
@@ -71,6 +74,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		relayService      = fs.Bool("relay-service", true, "offer circuit relay v2 to NAT'd peers once publicly reachable")
 		maxRelayed        = fs.Int("max-relayed-conns", 0, "relay reservations granted to other peers (0: preset)")
 		natPortMap        = fs.Bool("nat-portmap", true, "ask the home router for a port mapping (UPnP/NAT-PMP)")
+		appKey            = fs.String("app-key", "", "app key file (peer keygen): read and write the app's state namespace (default: a key of this peer's own)")
+		zone              = fs.String("zone", "", "failure-domain label (region, data centre); shards of an object are spread over zones")
+		noState           = fs.Bool("no-state", false, "store no shards and offer no state API")
+		storageQuota      cli.Size
 		secretFile        = fs.String("token-secret-file", "", "secret that browser tokens are signed with (see: peer secret, peer token)")
 		insecureNoAuth    = fs.Bool("insecure-no-auth", false, "accept browsers without a token: anyone who reaches --http can read and write every topic")
 		noBrowsers        = fs.Bool("no-browsers", false, "turn the WebRTC bridge for browsers off")
@@ -87,6 +94,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	)
 	fs.Var(&bootstrap, "bootstrap", "bootstrap peers: comma-separated multiaddrs ending in /p2p/<peer id>")
 	fs.Var(&listen, "listen", "comma-separated libp2p listen multiaddrs (default: TCP and QUIC on port 4001)")
+	fs.Var(&storageQuota, "storage-quota", "most shard bytes kept for others, e.g. 10GiB (0: preset: 10GiB, volunteer 2GiB)")
 	fs.Var(&iceServers, "ice-server", "STUN/TURN server for browsers' ICE, e.g. stun:stun.example.org:3478 (repeatable)")
 	fs.Var(&publicIPs, "webrtc-public-ip", "public IP to announce to browsers when behind 1:1 NAT (repeatable)")
 	fs.Var(&maxUpload, "max-upload", "upload cap for all traffic, e.g. 2MiB/s (0: preset; the volunteer preset caps at 1MiB/s)")
@@ -168,6 +176,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if maxMessage > 0 {
 		cfg.MaxMessageSize = int(maxMessage)
+	}
+	cfg.AppKeyFile = *appKey
+	cfg.Zone = *zone
+	if storageQuota > 0 {
+		cfg.StorageQuota = int64(storageQuota)
+	}
+	if *noState {
+		cfg.State = nil
 	}
 	if !*noBrowsers {
 		bc := webrtc.DefaultConfig()

@@ -1,0 +1,154 @@
+package erasure
+
+import (
+	"math"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// AvailabilityConfig configures an AvailabilityTracker.
+type AvailabilityConfig struct {
+	// HalfLife of the uptime average: an observation's weight halves after
+	// this long. Default 24 h, so a daily on/off rhythm averages out instead
+	// of swinging the estimate between day and night.
+	HalfLife time.Duration
+	// Prior is the availability assumed of a peer never observed. Default
+	// 0.5: between servers (~1) and Wuala's volunteers (~0.2), and quickly
+	// corrected by observation.
+	Prior float64
+	// Now is the clock. Default time.Now; the simulator passes virtual time.
+	Now func() time.Time
+}
+
+// DefaultAvailabilityConfig returns the defaults.
+func DefaultAvailabilityConfig() AvailabilityConfig {
+	return AvailabilityConfig{HalfLife: 24 * time.Hour, Prior: 0.5, Now: time.Now}
+}
+
+// peerAvail is the state kept per peer.
+type peerAvail struct {
+	online   bool
+	since    time.Time // last time the estimate was brought up to date
+	estimate float64   // EWMA of the online indicator, as of since
+	lastSeen time.Time // last time the peer was seen online
+	seen     bool
+}
+
+// AvailabilityTracker estimates each peer's availability (the fraction of
+// time it is online) from observations: connects and disconnects, requests
+// that succeed or fail. It keeps a continuous-time exponentially weighted
+// average of the online indicator: over an interval dt spent in state x (1
+// online, 0 offline) the estimate moves as
+//
+//	a <- x + (a - x) * 2^(-dt/HalfLife)
+//
+// It does no I/O and reads time only from its injected clock, so the
+// simulator drives it with virtual time. It is safe for concurrent use.
+type AvailabilityTracker struct {
+	cfg   AvailabilityConfig
+	mu    sync.Mutex
+	peers map[peer.ID]*peerAvail
+}
+
+// NewAvailabilityTracker returns a tracker; zero fields of cfg take defaults.
+func NewAvailabilityTracker(cfg AvailabilityConfig) *AvailabilityTracker {
+	d := DefaultAvailabilityConfig()
+	if cfg.HalfLife <= 0 {
+		cfg.HalfLife = d.HalfLife
+	}
+	if cfg.Prior <= 0 || cfg.Prior > 1 {
+		cfg.Prior = d.Prior
+	}
+	if cfg.Now == nil {
+		cfg.Now = d.Now
+	}
+	return &AvailabilityTracker{cfg: cfg, peers: map[peer.ID]*peerAvail{}}
+}
+
+// advance brings a peer's estimate up to now.
+func (t *AvailabilityTracker) advance(pa *peerAvail, now time.Time) {
+	dt := now.Sub(pa.since)
+	if dt <= 0 {
+		return
+	}
+	x := 0.0
+	if pa.online {
+		x = 1
+		pa.lastSeen = now
+	}
+	pa.estimate = x + (pa.estimate-x)*math.Exp2(-float64(dt)/float64(t.cfg.HalfLife))
+	pa.since = now
+}
+
+func (t *AvailabilityTracker) observe(p peer.ID, online bool) {
+	now := t.cfg.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pa, ok := t.peers[p]
+	if !ok {
+		pa = &peerAvail{estimate: t.cfg.Prior, since: now}
+		t.peers[p] = pa
+	}
+	t.advance(pa, now)
+	pa.online = online
+	if online {
+		pa.seen, pa.lastSeen = true, now
+	}
+}
+
+// Connected records that p connected (is online).
+func (t *AvailabilityTracker) Connected(p peer.ID) { t.observe(p, true) }
+
+// Disconnected records that p disconnected (is offline, as far as we know).
+func (t *AvailabilityTracker) Disconnected(p peer.ID) { t.observe(p, false) }
+
+// Succeeded records a request p answered: it is online.
+func (t *AvailabilityTracker) Succeeded(p peer.ID) { t.observe(p, true) }
+
+// Failed records a request to p that failed or timed out: it counts as offline
+// until the next sign of life.
+func (t *AvailabilityTracker) Failed(p peer.ID) { t.observe(p, false) }
+
+// Availability returns p's estimated availability in [0, 1]; Prior for a
+// peer never observed.
+func (t *AvailabilityTracker) Availability(p peer.ID) float64 {
+	now := t.cfg.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pa, ok := t.peers[p]
+	if !ok {
+		return t.cfg.Prior
+	}
+	t.advance(pa, now)
+	return pa.estimate
+}
+
+// Online reports whether p's last observation was online.
+func (t *AvailabilityTracker) Online(p peer.ID) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pa, ok := t.peers[p]
+	return ok && pa.online
+}
+
+// LastSeen returns when p was last known online, and false if never.
+func (t *AvailabilityTracker) LastSeen(p peer.ID) (time.Time, bool) {
+	now := t.cfg.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pa, ok := t.peers[p]
+	if !ok || !pa.seen {
+		return time.Time{}, false
+	}
+	t.advance(pa, now)
+	return pa.lastSeen, true
+}
+
+// Forget drops everything known about p.
+func (t *AvailabilityTracker) Forget(p peer.ID) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.peers, p)
+}

@@ -1,0 +1,182 @@
+package erasure
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config configures a Service. Start from DefaultConfig (or DevnetConfig)
+// and change what you need; New validates it.
+type Config struct {
+	// DataShards is k, the shards any k of which rebuild a segment.
+	// Default DefaultDataShards (4). When fewer than k+MinParity peers (or
+	// MaxShards) are available, Put lowers k to keep MinParity parity
+	// shards, down to k = 1.
+	DataShards int
+	// MinParity is the least m whatever the availability estimates say.
+	// Default DefaultMinParity (2).
+	MinParity int
+	// MaxShards caps k+m. Default MaxShards (32).
+	MaxShards int
+	// SegmentSize is the plaintext bytes per segment; Put doubles it for
+	// values whose manifest would otherwise exceed MaxManifestSize. Default
+	// DefaultSegmentSize (1 MiB).
+	SegmentSize int
+	// Target is the probability that at least k shards are online which Put
+	// aims for when it picks m. Default DefaultTarget (0.9999).
+	Target float64
+	// MaxValueSize caps a value. Put holds the encoded value in memory
+	// ((k+m)/k times the value) so that a holder that fails can be replaced
+	// by another. Default 256 MiB.
+	MaxValueSize int64
+
+	// RequestTimeout bounds each shard request (one shard of one segment to
+	// or from one peer). Default 30 s.
+	RequestTimeout time.Duration
+	// HedgeAfter: a Get that has not received k shards of a segment this
+	// long after its last request asks one more holder. Default 2 s, a few
+	// times a typical round trip, so hedging costs little bandwidth.
+	HedgeAfter time.Duration
+	// StoreAttempts is how many peers Put tries for each shard index before
+	// giving up. Default 4.
+	StoreAttempts int
+	// QuotaBackoff is how long a peer that refused a shard for quota is not
+	// offered another. Default 10 min.
+	QuotaBackoff time.Duration
+	// Zone is this peer's own failure-domain label (--zone), used when it
+	// is a candidate holder itself.
+	Zone string
+
+	// Server configures the shard protocol server every peer runs.
+	Server ServerConfig
+	// Repair holds the repair thresholds.
+	Repair RepairPolicy
+	// Scheduler paces repair checks and repairs.
+	Scheduler SchedulerConfig
+	// RepairTick is how often the repair loop asks the scheduler for due
+	// objects. Default 10 s. DisableRepair turns the loop off (volunteers
+	// without the app key have nothing to repair).
+	RepairTick    time.Duration
+	DisableRepair bool
+	// RepublishInterval: the repair check re-puts an object's manifest at
+	// least this often, because DHT records expire (kad-dht drops records
+	// older than 48 h). Default 12 h.
+	RepublishInterval time.Duration
+	// GCInterval is how often the service garbage-collects its store (see
+	// Service.CollectGarbage); 0 disables the loop. Default 6 h: GC costs a
+	// DHT lookup per object held, and nothing is urgent about it until the
+	// store is full.
+	GCInterval time.Duration
+	// GCMinAge protects young shards from garbage collection: a shard is
+	// stored before the manifest that names it is published. Default 1 h.
+	GCMinAge time.Duration
+	// GCMissingGrace is how long an object's manifest must stay missing
+	// from the DHT before GC deletes its shards. Long, because a missing
+	// record may only mean the DHT lost it and the writer has not yet
+	// republished. Default 7 days.
+	GCMissingGrace time.Duration
+
+	// Logger defaults to slog.Default(); the service logs as
+	// logger=erasure.
+	Logger *slog.Logger
+	// Registerer receives the service's metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// Now is the clock for manifests, scheduling and availability. Default
+	// time.Now.
+	Now func() time.Time
+}
+
+// DefaultConfig returns the defaults for a peer on the open network.
+func DefaultConfig() Config {
+	return Config{
+		DataShards:        DefaultDataShards,
+		MinParity:         DefaultMinParity,
+		MaxShards:         MaxShards,
+		SegmentSize:       DefaultSegmentSize,
+		Target:            DefaultTarget,
+		MaxValueSize:      256 << 20,
+		RequestTimeout:    30 * time.Second,
+		HedgeAfter:        2 * time.Second,
+		StoreAttempts:     4,
+		QuotaBackoff:      10 * time.Minute,
+		Server:            DefaultServerConfig(),
+		Repair:            DefaultRepairPolicy(),
+		Scheduler:         DefaultSchedulerConfig(),
+		RepairTick:        10 * time.Second,
+		RepublishInterval: 12 * time.Hour,
+		GCInterval:        6 * time.Hour,
+		GCMinAge:          time.Hour,
+		GCMissingGrace:    7 * 24 * time.Hour,
+		Now:               time.Now,
+	}
+}
+
+// DevnetConfig returns defaults compressed for a devnet or a test on
+// loopback: every timer is short so repair and GC happen within seconds.
+func DevnetConfig() Config {
+	c := DefaultConfig()
+	c.RequestTimeout = 5 * time.Second
+	c.HedgeAfter = 500 * time.Millisecond
+	c.QuotaBackoff = time.Minute
+	c.Repair.GracePeriod = 30 * time.Second
+	c.Scheduler.Interval = 20 * time.Second
+	c.Scheduler.RetryAfter = 5 * time.Second
+	c.Scheduler.RepairsPerSecond = 5
+	c.RepairTick = time.Second
+	c.GCInterval = time.Minute
+	c.GCMinAge = 10 * time.Second
+	c.GCMissingGrace = time.Minute
+	return c
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.DataShards < 1 || c.DataShards > MaxShards:
+		return fmt.Errorf("config: DataShards %d must be in [1, %d]", c.DataShards, MaxShards)
+	case c.MinParity < 0:
+		return fmt.Errorf("config: MinParity %d must not be negative", c.MinParity)
+	case c.MaxShards < c.DataShards || c.MaxShards > MaxShards:
+		return fmt.Errorf("config: MaxShards %d must be in [DataShards, %d]", c.MaxShards, MaxShards)
+	case c.SegmentSize < MinSegmentSize || c.SegmentSize > MaxSegmentSize:
+		return fmt.Errorf("config: SegmentSize %d must be in [%d, %d]", c.SegmentSize, MinSegmentSize, MaxSegmentSize)
+	case c.Target <= 0 || c.Target >= 1:
+		return fmt.Errorf("config: Target %v must be in (0, 1)", c.Target)
+	case c.MaxValueSize < 0:
+		return fmt.Errorf("config: MaxValueSize %d must not be negative", c.MaxValueSize)
+	case c.RequestTimeout <= 0:
+		return fmt.Errorf("config: RequestTimeout %v must be positive", c.RequestTimeout)
+	case c.HedgeAfter <= 0:
+		return fmt.Errorf("config: HedgeAfter %v must be positive", c.HedgeAfter)
+	case c.StoreAttempts < 1:
+		return fmt.Errorf("config: StoreAttempts %d must be at least 1", c.StoreAttempts)
+	case c.QuotaBackoff < 0:
+		return fmt.Errorf("config: QuotaBackoff %v must not be negative", c.QuotaBackoff)
+	case c.Repair.Target <= 0 || c.Repair.Target >= 1:
+		return fmt.Errorf("config: Repair.Target %v must be in (0, 1)", c.Repair.Target)
+	case c.Repair.GracePeriod < 0:
+		return fmt.Errorf("config: Repair.GracePeriod %v must not be negative", c.Repair.GracePeriod)
+	case !c.DisableRepair && c.RepairTick <= 0:
+		return fmt.Errorf("config: RepairTick %v must be positive", c.RepairTick)
+	case c.RepublishInterval <= 0:
+		return fmt.Errorf("config: RepublishInterval %v must be positive", c.RepublishInterval)
+	case c.GCInterval < 0 || c.GCMinAge < 0 || c.GCMissingGrace < 0:
+		return fmt.Errorf("config: GCInterval %v, GCMinAge %v and GCMissingGrace %v must not be negative",
+			c.GCInterval, c.GCMinAge, c.GCMissingGrace)
+	}
+	if err := c.Server.validate(); err != nil {
+		return err
+	}
+	if err := c.Scheduler.validate(); err != nil {
+		return err
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}

@@ -1,0 +1,123 @@
+// Package erasure keeps application state alive on peers that are mostly
+// offline: values are encrypted, erasure-coded into shards spread over
+// distinct peers, described by a signed manifest in the DHT, and repaired
+// when holders go away. docs/state.md is the design document; this comment
+// is the reference for the formats.
+//
+// # Pieces
+//
+//   - AppKey (appkey.go): an Ed25519 signing key and a 32-byte secret. The
+//     namespace id is SHA-256 of the public key. Peers with the key read and
+//     write the namespace; peers without it only store shards.
+//   - Codec (codec.go): value -> segments of SegmentSize bytes -> each sealed
+//     with XChaCha20-Poly1305 -> Reed-Solomon k data + m parity shards, each
+//     named by its SHA-256.
+//   - Manifest (manifest.go): the signed, versioned record of one object
+//     version, and ManifestValidator for the DHT namespace "immense-state".
+//   - Store (store.go): shard files on disk with a quota.
+//   - ShardServer and Client (protocol.go, wire.go): the shard protocol.
+//   - Pure policy, no I/O, injected clocks (availability.go, redundancy.go,
+//     placement.go, repair.go): the simulator calls these directly.
+//   - Service (service.go): Put, Get, Delete, Health, repair and GC for one
+//     node, built from the pieces above and small interfaces (Records,
+//     Peers) that node/ implements over the overlay.
+//
+// # Keys and encryption
+//
+// For an object key K in the namespace of app key (seed, secret):
+//
+//	namespace id  N = SHA-256(Ed25519 public key)
+//	object id     O = HMAC-SHA256(HKDF-SHA256(secret, salt=N, info="immense-state v1 object-id"), K)
+//	object secret   = HKDF-SHA256(secret, salt=N, info="immense-state v1 object-key" || len(K) as u64 BE || K)
+//	DHT key         = "/immense-state/" + hex(N) + "/" + hex(O)
+//
+// Segment s (0-based) of a value written at data version V is sealed as
+//
+//	nonce (24 random bytes) || XChaCha20-Poly1305(object secret, nonce, plaintext,
+//	    ad = "immense-state v1 segment" || N || O || V as u64 BE || s as u32 BE)
+//
+// and the resulting segment-length+40 bytes are zero-padded to a multiple of
+// k and split into k data shards, from which Reed-Solomon (klauspost/
+// reedsolomon, Vandermonde-derived systematic matrix) computes m parity
+// shards. A value of size 0 still has one segment.
+//
+// # Manifest encoding (format 1)
+//
+// All integers big-endian. The encoding is canonical and strictly parsed:
+// no trailing bytes, no unknown flags, every length consistent, at most
+// MaxManifestSize (64 KiB).
+//
+//	"IMMF" | format u8 = 1 | flags u8 (bit 0: tombstone)
+//	public key [32] | object id [32]
+//	version u64 | data version u64 | created u64 (Unix ns) | size u64
+//	k u8 | m u8 | segment size u32 | segment count u32
+//	segment count * (k+m) shard hashes [32]   (segment-major)
+//	(k+m) * (len u8 | peer id bytes)           (placement; absent for tombstones)
+//	signature [64] = Ed25519(key, "immense-state manifest v1\x00" || everything before it)
+//
+// A tombstone has k = m = segment size = segment count = size = data
+// version = 0 and no placement. The DHT validator accepts a record only if
+// it parses, its signature verifies, SHA-256 of its public key is the
+// namespace id in the DHT key and its object id is the one in the key;
+// Select prefers the highest version (ties: the larger encoding).
+//
+// # Shard protocol /immense/shard/1.0.0
+//
+// One request and one response per stream. The client writes a frame and
+// closes its write side; the server answers with one frame and closes.
+// Both sides set a deadline on the stream (server: ServerConfig.
+// RequestTimeout; client: Config.RequestTimeout, also enforced by the
+// context). A frame is
+//
+//	length u32 BE | body (length bytes, at most 16 MiB + 409: the largest shard plus headers)
+//
+// and every body starts with version u8 = 1 and a type u8. Requests:
+//
+//	1 store:  hash [32] | ref | shard bytes (rest of the body)
+//	2 fetch:  hash [32]
+//	3 check:  flags u8 (bit 0: verify, i.e. read and hash) | count u16 (<= 1024) | count * hash [32]
+//	4 delete: hash [32] | public key [32] | signature [64]
+//	          signature = Ed25519("immense-state delete v1\x00" || hash)
+//
+//	ref = namespace [32] | object id [32] | data version u64 | segment u32 | index u16
+//
+// Responses carry the request type with bit 7 set:
+//
+//	type u8 | status u8 | message length u8 | message (UTF-8, for humans)
+//	then, only when status = 0 (OK):
+//	  fetch: ref | shard bytes
+//	  check: count u16 | count * (present u8 (0/1) | size u64)
+//	  store, delete: nothing
+//
+// Status codes: 0 OK, 1 not found, 2 quota exceeded, 3 bad request, 4 hash
+// mismatch, 5 unauthorized, 6 internal error, 7 busy. Clients map them to
+// ErrNotFound, ErrQuotaExceeded, ErrBadMessage, ErrHashMismatch,
+// ErrUnauthorized, ErrRemote and ErrBusy.
+//
+// A server stores a shard only if it hashes to the hash given and fits in
+// its quota (reserved before the write, so concurrent stores never exceed
+// it). It deletes a shard only on a delete request signed by a key whose
+// SHA-256 is the namespace the shard was stored under; garbage collection
+// (Service.CollectGarbage) removes the rest once their manifest is a
+// tombstone, no longer places the shard here, or has been missing for a
+// week. A client verifies every fetched shard against the hash it asked for.
+//
+// # Shard files
+//
+// Store keeps each shard in Dir/shards/<first 2 hex>/<64 hex of its hash>:
+//
+//	"IMSH" | version u8 = 1 | ref (78 bytes) | CRC-32C of the preceding bytes u32 | shard bytes
+//
+// written to Dir/tmp, fsynced, renamed into place, directory fsynced.
+// OpenStore deletes everything in Dir/tmp and every shard file that fails
+// verification.
+//
+// # Fuzzing
+//
+// FuzzWireDecode and FuzzManifestDecode have seed corpora in
+// testdata/fuzz. Run them with, e.g.,
+//
+//	go test ./erasure -run XXX -fuzz FuzzWireDecode -fuzztime 60s -fuzzminimizetime 2s
+//
+// (the default minimisation time of 60 s makes the run look stalled).
+package erasure

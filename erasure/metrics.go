@@ -1,0 +1,133 @@
+package erasure
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the Prometheus figures of the state service. Every method is
+// nil-safe so that parts used without a service (a bare ShardServer in a
+// test) need no registry.
+type metrics struct {
+	shardsStored   prometheus.Counter
+	shardsServed   prometheus.Counter
+	shardsRefused  *prometheus.CounterVec
+	badShards      prometheus.Counter
+	repairs        *prometheus.CounterVec
+	repairBytes    prometheus.Counter
+	repairedShards prometheus.Counter
+	gcRemoved      prometheus.Counter
+	puts, gets     *prometheus.CounterVec
+}
+
+// newMetrics creates the metrics and registers them, with gauges reading
+// the store, on reg (which may be nil: then nothing is registered).
+func newMetrics(reg prometheus.Registerer, store *Store) (*metrics, error) {
+	const ns, sub = "immense", "state"
+	m := &metrics{
+		shardsStored: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "shards_stored_total", Help: "Shards this peer accepted and stored for others."}),
+		shardsServed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "shards_served_total", Help: "Shards this peer served to fetch requests."}),
+		shardsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "shards_refused_total", Help: "Store requests refused, by reason."}, []string{"reason"}),
+		badShards: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "bad_shards_total", Help: "Shards received from peers that failed verification."}),
+		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "repairs_total", Help: "Repair checks of objects, by outcome."}, []string{"outcome"}),
+		repairBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "repair_bytes_total", Help: "Shard bytes regenerated and uploaded by repair."}),
+		repairedShards: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "repaired_shards_total", Help: "Shards regenerated onto new peers by repair."}),
+		gcRemoved: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "gc_removed_shards_total", Help: "Local shards removed by garbage collection."}),
+		puts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "puts_total", Help: "Put and Delete operations, by result."}, []string{"result"}),
+		gets: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "gets_total", Help: "Get operations, by result."}, []string{"result"}),
+	}
+	// Create the label values up front so that every series exists (at 0)
+	// from the start: a rate() over a series that appears late misleads.
+	for _, o := range []string{"healthy", "blocked", "deferred", "repaired", "failed", "error"} {
+		m.repairs.WithLabelValues(o)
+	}
+	for _, r := range []string{"quota", "hash", "busy", "error"} {
+		m.shardsRefused.WithLabelValues(r)
+	}
+	for _, r := range []string{"ok", "error"} {
+		m.puts.WithLabelValues(r)
+		m.gets.WithLabelValues(r)
+	}
+	m.gets.WithLabelValues("not_found")
+	if reg == nil {
+		return m, nil
+	}
+	cs := []prometheus.Collector{m.shardsStored, m.shardsServed, m.shardsRefused, m.badShards,
+		m.repairs, m.repairBytes, m.repairedShards, m.gcRemoved, m.puts, m.gets}
+	if store != nil {
+		cs = append(cs,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+				Name: "storage_used_bytes", Help: "Bytes of shard files held (in-flight writes included)."},
+				func() float64 { return float64(store.Used()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+				Name: "storage_quota_bytes", Help: "Configured storage quota."},
+				func() float64 { return float64(store.Quota()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+				Name: "shards", Help: "Shards held in the local store."},
+				func() float64 { return float64(store.Len()) }),
+		)
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) stored() {
+	if m != nil {
+		m.shardsStored.Inc()
+	}
+}
+
+func (m *metrics) served() {
+	if m != nil {
+		m.shardsServed.Inc()
+	}
+}
+
+func (m *metrics) refused(reason string) {
+	if m != nil {
+		m.shardsRefused.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *metrics) bad() {
+	if m != nil {
+		m.badShards.Inc()
+	}
+}
+
+func (m *metrics) repair(outcome string, shards int, bytes int64) {
+	if m != nil {
+		m.repairs.WithLabelValues(outcome).Inc()
+		m.repairedShards.Add(float64(shards))
+		m.repairBytes.Add(float64(bytes))
+	}
+}
+
+func (m *metrics) gc(removed int) {
+	if m != nil {
+		m.gcRemoved.Add(float64(removed))
+	}
+}
+
+func (m *metrics) put(result string) {
+	if m != nil {
+		m.puts.WithLabelValues(result).Inc()
+	}
+}
+
+func (m *metrics) get(result string) {
+	if m != nil {
+		m.gets.WithLabelValues(result).Inc()
+	}
+}

@@ -1,0 +1,307 @@
+package erasure
+
+import (
+	"fmt"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// fakeClock is a settable clock for the pure policy code.
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) Now() time.Time          { return c.t }
+func (c *fakeClock) Advance(d time.Duration) { c.t = c.t.Add(d) }
+
+func TestAvailabilityEWMA(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(0, 0)}
+	tr := NewAvailabilityTracker(AvailabilityConfig{HalfLife: time.Hour, Prior: 0.5, Now: clk.Now})
+	p := peer.ID("p")
+	if a := tr.Availability(p); a != 0.5 {
+		t.Fatalf("prior %v", a)
+	}
+	if _, ok := tr.LastSeen(p); ok {
+		t.Fatal("unseen peer has a last-seen time")
+	}
+	tr.Connected(p)
+	clk.Advance(time.Hour) // one half-life online: 0.5 -> 0.75
+	if a := tr.Availability(p); math.Abs(a-0.75) > 1e-9 {
+		t.Fatalf("after 1 half-life online: %v, want 0.75", a)
+	}
+	tr.Disconnected(p)
+	offAt := clk.t
+	clk.Advance(2 * time.Hour) // two half-lives offline: 0.75 -> 0.1875
+	if a := tr.Availability(p); math.Abs(a-0.1875) > 1e-9 {
+		t.Fatalf("after 2 half-lives offline: %v, want 0.1875", a)
+	}
+	if ls, ok := tr.LastSeen(p); !ok || !ls.Equal(offAt) {
+		t.Fatalf("last seen %v, want %v", ls, offAt)
+	}
+	// A peer on 20% of the time converges to ~0.2.
+	tr = NewAvailabilityTracker(AvailabilityConfig{HalfLife: 24 * time.Hour, Now: clk.Now})
+	q := peer.ID("q")
+	for range 500 {
+		tr.Succeeded(q)
+		clk.Advance(12 * time.Minute)
+		tr.Failed(q)
+		clk.Advance(48 * time.Minute)
+	}
+	if a := tr.Availability(q); math.Abs(a-0.2) > 0.05 {
+		t.Fatalf("20%% duty cycle estimated at %v", a)
+	}
+}
+
+func TestProbAtLeast(t *testing.T) {
+	// Binomial cross-check against the closed form.
+	binom := func(k, n int, p float64) float64 {
+		s := 0.0
+		for j := k; j <= n; j++ {
+			c := 1.0
+			for i := range j {
+				c = c * float64(n-i) / float64(i+1)
+			}
+			s += c * math.Pow(p, float64(j)) * math.Pow(1-p, float64(n-j))
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		k, n int
+		p    float64
+	}{{1, 1, 0.3}, {4, 8, 0.5}, {4, 32, 0.2}, {8, 16, 0.9}, {3, 3, 1}} {
+		got, want := BinomialAtLeast(tc.k, tc.n, tc.p), binom(tc.k, tc.n, tc.p)
+		if math.Abs(got-want) > 1e-12 {
+			t.Errorf("k=%d n=%d p=%v: %v, want %v", tc.k, tc.n, tc.p, got, want)
+		}
+	}
+	// Heterogeneous: P(at least 1 of {0.5, 0.2}) = 1 - 0.5*0.8.
+	if got := ProbAtLeast(1, []float64{0.5, 0.2}); math.Abs(got-0.6) > 1e-12 {
+		t.Errorf("poisson-binomial: %v", got)
+	}
+	if ProbAtLeast(0, nil) != 1 || ProbAtLeast(3, []float64{1, 1}) != 0 {
+		t.Error("edge cases")
+	}
+}
+
+func TestChooseParity(t *testing.T) {
+	servers := make([]float64, 32)
+	volunteers := make([]float64, 32)
+	for i := range servers {
+		servers[i], volunteers[i] = 0.99, 0.2
+	}
+	m, prob, ok := ChooseParity(4, servers, DefaultTarget, DefaultMinParity, MaxShards)
+	if !ok || m != 2 || prob < DefaultTarget {
+		t.Fatalf("servers: m=%d p=%v ok=%v, want the minimum parity 2", m, prob, ok)
+	}
+	m, _, ok = ChooseParity(4, volunteers, DefaultTarget, DefaultMinParity, MaxShards)
+	if ok || m != 28 {
+		t.Fatalf("20%% volunteers: m=%d ok=%v, want capped at 28 and not ok", m, ok)
+	}
+	half := volunteers[:0]
+	for range 32 {
+		half = append(half, 0.5)
+	}
+	m, prob, ok = ChooseParity(4, half, DefaultTarget, DefaultMinParity, MaxShards)
+	if !ok || prob < DefaultTarget || ProbAtLeast(4, half[:4+m-1]) >= DefaultTarget {
+		t.Fatalf("50%%: m=%d p=%v ok=%v is not the least m", m, prob, ok)
+	}
+	if m, _, ok := ChooseParity(4, servers[:3], DefaultTarget, 2, MaxShards); ok || m != 0 {
+		t.Fatalf("too few peers: m=%d ok=%v", m, ok)
+	}
+}
+
+func candidates(n int, zones ...string) []Candidate {
+	cs := make([]Candidate, n)
+	for i := range cs {
+		cs[i] = Candidate{ID: peer.ID(fmt.Sprintf("peer-%02d", i)), Availability: 0.5, HasQuota: true}
+		if len(zones) > 0 {
+			cs[i].Zone = zones[i%len(zones)]
+		}
+	}
+	return cs
+}
+
+func TestPlaceDeterministicDistinctPrefix(t *testing.T) {
+	obj := ObjectID{1}
+	cs := candidates(20)
+	a := Place(obj, 8, cs)
+	// Reverse the input order: same answer.
+	rev := make([]Candidate, len(cs))
+	for i := range cs {
+		rev[len(cs)-1-i] = cs[i]
+	}
+	b := Place(obj, 8, rev)
+	seen := map[peer.ID]bool{}
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatal("placement depends on candidate order")
+		}
+		if seen[a[i]] {
+			t.Fatal("peer chosen twice")
+		}
+		seen[a[i]] = true
+	}
+	c := Place(obj, 12, cs)
+	for i := range a {
+		if a[i] != c[i] {
+			t.Fatal("Place(8) is not a prefix of Place(12)")
+		}
+	}
+	if len(Place(obj, 30, cs)) != 20 {
+		t.Fatal("more shards than candidates")
+	}
+	// Equal weights: shard 0 goes to the XOR-closest peer.
+	tgt := ShardTarget(obj, 0)
+	best := cs[0].ID
+	for _, cd := range cs {
+		if xorLess(peerPoint(cd.ID), peerPoint(best), tgt) {
+			best = cd.ID
+		}
+	}
+	if a[0] != best {
+		t.Fatal("shard 0 not on the XOR-closest peer")
+	}
+}
+
+func xorLess(a, b, t [32]byte) bool {
+	for i := range a {
+		x, y := a[i]^t[i], b[i]^t[i]
+		if x != y {
+			return x < y
+		}
+	}
+	return false
+}
+
+func TestPlaceSkipsFullAndSpreadsZones(t *testing.T) {
+	cs := candidates(12, "a", "b", "c")
+	full := map[peer.ID]bool{}
+	for i := range cs {
+		if i%4 == 0 {
+			cs[i].HasQuota = false
+			full[cs[i].ID] = true
+		}
+	}
+	for o := range 50 {
+		got := Place(ObjectID{byte(o)}, 6, cs)
+		zones := map[string]int{}
+		for _, p := range got {
+			if full[p] {
+				t.Fatal("placed on a peer without quota")
+			}
+			for _, c := range cs {
+				if c.ID == p {
+					zones[c.Zone]++
+				}
+			}
+		}
+		if zones["a"] != 2 || zones["b"] != 2 || zones["c"] != 2 {
+			t.Fatalf("zones not spread: %v", zones)
+		}
+	}
+}
+
+func TestPlaceWeightsAvailability(t *testing.T) {
+	cs := candidates(10)
+	cs[0].Availability, cs[1].Availability = 1, 0.05
+	wins := map[peer.ID]int{}
+	for o := range 2000 {
+		wins[Place(ObjectID{byte(o), byte(o >> 8)}, 1, cs)[0]]++
+	}
+	if wins[cs[0].ID] <= 3*wins[cs[1].ID] || wins[cs[0].ID] < 200 {
+		t.Fatalf("availability not weighted: %d vs %d", wins[cs[0].ID], wins[cs[1].ID])
+	}
+}
+
+func TestPlanRepair(t *testing.T) {
+	now := time.Unix(1e6, 0)
+	p := Params{DataShards: 4, ParityShards: 4, SegmentSize: MinSegmentSize}
+	cs := candidates(20)
+	holders := make([]HolderStatus, 8)
+	for i := range holders {
+		holders[i] = HolderStatus{Peer: cs[i].ID, Reachable: true, Complete: true, LastSeen: now, Availability: 0.99}
+	}
+	pol := DefaultRepairPolicy()
+	plan := PlanRepair(ObjectID{}, p, holders, cs, pol, now)
+	if plan.Action != RepairNone {
+		t.Fatalf("healthy object: %v (%s)", plan.Action, plan.Reason)
+	}
+	// One shard gone, 7 present >= threshold 6, target met: lazy, no repair.
+	holders[0].Reachable, holders[0].LastSeen = false, now.Add(-48*time.Hour)
+	if plan = PlanRepair(ObjectID{}, p, holders, cs, pol, now); plan.Action != RepairNone || plan.Lost != 1 {
+		t.Fatalf("one lost: %v lost=%d (%s)", plan.Action, plan.Lost, plan.Reason)
+	}
+	// Three gone: 5 present < 6: repair exactly those, onto non-holders.
+	for i := 1; i < 3; i++ {
+		holders[i].Reachable, holders[i].LastSeen = false, time.Time{}
+	}
+	plan = PlanRepair(ObjectID{}, p, holders, cs, pol, now)
+	if plan.Action != RepairNow || fmt.Sprint(plan.Regenerate) != "[0 1 2]" || len(plan.Targets) != 3 {
+		t.Fatalf("three lost: %+v", plan)
+	}
+	for _, tgt := range plan.Targets {
+		for _, h := range holders {
+			if tgt == h.Peer {
+				t.Fatal("repair target is a current holder")
+			}
+		}
+	}
+	// Offline within the grace period is not lost.
+	for i := range 3 {
+		holders[i].LastSeen = now.Add(-time.Hour)
+	}
+	if plan = PlanRepair(ObjectID{}, p, holders, cs, pol, now); plan.Action != RepairNone || plan.Offline != 3 {
+		t.Fatalf("offline in grace: %+v", plan)
+	}
+	// Present but missing its shard: absent, lost.
+	holders[5].Complete = false
+	holders[6].Complete = false
+	holders[7].Reachable = false
+	holders[7].LastSeen = time.Time{}
+	plan = PlanRepair(ObjectID{}, p, holders, cs, pol, now)
+	if plan.Action != RepairBlocked {
+		t.Fatalf("2 healthy of k=4: want blocked, got %+v", plan)
+	}
+}
+
+func TestRepairSchedulerJitterAndRate(t *testing.T) {
+	cfg := DefaultSchedulerConfig()
+	cfg.Seed = 42
+	cfg.ChecksPerSecond, cfg.CheckBurst = 1, 10
+	s, err := NewRepairScheduler(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(0, 0)
+	for i := range 100 {
+		s.Add(ObjectID{byte(i)}, now)
+	}
+	// First checks spread over the interval: not all due at once.
+	if n := len(s.Due(now.Add(cfg.Interval / 10))); n == 0 || n > 10 {
+		t.Fatalf("%d due after a tenth of the interval", n)
+	}
+	// After the full interval all are due, but the bucket lets 1/s through.
+	later := now.Add(cfg.Interval)
+	got := len(s.Due(later))
+	if got > 10 {
+		t.Fatalf("%d checks in one instant, burst is 10", got)
+	}
+	total := got
+	for sec := 1; sec <= 200; sec++ {
+		total += len(s.Due(later.Add(time.Duration(sec) * time.Second)))
+	}
+	if total < 90 || total > 100+10 {
+		t.Fatalf("%d checks over 200 s", total)
+	}
+	// Repairs: burst, then one per 5 s.
+	allowed := 0
+	for range 10 {
+		if s.AllowRepair(ObjectID{}, later) {
+			allowed++
+		}
+	}
+	if allowed != cfg.RepairBurst {
+		t.Fatalf("%d repairs allowed at once, burst %d", allowed, cfg.RepairBurst)
+	}
+}

@@ -1,0 +1,322 @@
+package erasure
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+)
+
+// ShardProtocol is the libp2p protocol id of the shard protocol.
+const ShardProtocol protocol.ID = "/immense/shard/1.0.0"
+
+// ServerConfig configures a ShardServer.
+type ServerConfig struct {
+	// RequestTimeout bounds one request, from the stream opening to the
+	// last byte of the response. Default 60 s: a 16 MiB shard over a
+	// 4 Mbit/s uplink takes ~35 s.
+	RequestTimeout time.Duration
+	// MaxConcurrent caps requests served at once; more are answered
+	// StatusBusy at once. With shards of up to 16 MiB it also caps the
+	// memory requests can pin. Default 16.
+	MaxConcurrent int
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultServerConfig returns the server defaults.
+func DefaultServerConfig() ServerConfig {
+	return ServerConfig{RequestTimeout: 60 * time.Second, MaxConcurrent: 16}
+}
+
+func (c *ServerConfig) validate() error {
+	if c.RequestTimeout <= 0 {
+		return fmt.Errorf("server config: RequestTimeout %v must be positive", c.RequestTimeout)
+	}
+	if c.MaxConcurrent < 1 {
+		return fmt.Errorf("server config: MaxConcurrent %d must be at least 1", c.MaxConcurrent)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// ShardServer answers the shard protocol from a Store: every peer runs one,
+// whether or not it holds an app key.
+type ShardServer struct {
+	h       host.Host
+	store   *Store
+	cfg     ServerConfig
+	log     *slog.Logger
+	metrics *metrics
+	sem     chan struct{}
+
+	mu      sync.Mutex
+	closed  bool
+	streams map[network.Stream]struct{} // in progress, reset by Close
+	wg      sync.WaitGroup
+	once    sync.Once
+}
+
+// NewShardServer registers the shard protocol on h, serving from store.
+func NewShardServer(h host.Host, store *Store, cfg ServerConfig) (*ShardServer, error) {
+	return newShardServer(h, store, cfg, nil)
+}
+
+func newShardServer(h host.Host, store *Store, cfg ServerConfig, m *metrics) (*ShardServer, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	s := &ShardServer{h: h, store: store, cfg: cfg, metrics: m,
+		log: cfg.Logger.With("logger", "erasure.server"),
+		sem: make(chan struct{}, cfg.MaxConcurrent), streams: map[network.Stream]struct{}{}}
+	h.SetStreamHandler(ShardProtocol, s.handle)
+	return s, nil
+}
+
+// Close unregisters the protocol, resets the streams of requests in
+// progress and waits for their handlers to return.
+func (s *ShardServer) Close() error {
+	s.once.Do(func() {
+		s.h.RemoveStreamHandler(ShardProtocol)
+		s.mu.Lock()
+		s.closed = true
+		for st := range s.streams {
+			st.Reset()
+		}
+		s.mu.Unlock()
+		s.wg.Wait()
+	})
+	return nil
+}
+
+func (s *ShardServer) handle(st network.Stream) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		st.Reset()
+		return
+	}
+	s.wg.Add(1)
+	s.streams[st] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.streams, st)
+		s.mu.Unlock()
+		s.wg.Done()
+	}()
+
+	st.SetDeadline(time.Now().Add(s.cfg.RequestTimeout))
+	body, err := readFrame(st, maxFrame)
+	if err != nil {
+		s.log.Debug("read request", "peer", st.Conn().RemotePeer(), "err", err)
+		st.Reset()
+		return
+	}
+	q, err := decodeRequest(body)
+	var resp *response
+	if err != nil {
+		typ := byte(0)
+		if len(body) > 1 {
+			typ = body[1] &^ msgResponse
+		}
+		resp = &response{typ: typ, status: StatusBadRequest, msg: err.Error()}
+	} else {
+		select {
+		case s.sem <- struct{}{}:
+			resp = s.serve(st.Conn().RemotePeer(), q)
+			<-s.sem
+		default:
+			resp = &response{typ: q.typ, status: StatusBusy, msg: "server busy"}
+		}
+	}
+	if err := writeFrame(st, resp.encode()); err != nil {
+		s.log.Debug("write response", "peer", st.Conn().RemotePeer(), "err", err)
+		st.Reset()
+		return
+	}
+	st.Close()
+}
+
+func (s *ShardServer) serve(from peer.ID, q *request) *response {
+	r := &response{typ: q.typ}
+	fail := func(err error) *response {
+		r.status, r.msg = statusOf(err), err.Error()
+		return r
+	}
+	switch q.typ {
+	case msgStore:
+		if err := s.store.Put(q.hash, q.ref, q.data); err != nil {
+			s.metrics.refused(refuseReason(err))
+			if errors.Is(err, ErrQuotaExceeded) {
+				s.log.Debug("store refused: quota exceeded", "peer", from, "used", s.store.Used(), "quota", s.store.Quota())
+			}
+			return fail(err)
+		}
+		s.metrics.stored()
+	case msgFetch:
+		info, data, err := s.store.Get(q.hash)
+		if err != nil {
+			return fail(err)
+		}
+		r.ref, r.data = info.Ref, data
+		s.metrics.served()
+	case msgCheck:
+		r.checks = make([]CheckResult, len(q.hashes))
+		for i, h := range q.hashes {
+			info, ok := s.store.Stat(h)
+			if ok && q.verify {
+				ok = s.store.Verify(h) == nil
+			}
+			if ok {
+				r.checks[i] = CheckResult{Present: true, Size: info.Size}
+			}
+		}
+	case msgDelete:
+		info, ok := s.store.Stat(q.hash)
+		if !ok {
+			return fail(fmt.Errorf("shard %s: %w", q.hash, ErrNotFound))
+		}
+		if NamespaceOf(q.pub) != info.Ref.Namespace || !ed25519.Verify(q.pub, deleteMessage(q.hash), q.sig) {
+			return fail(fmt.Errorf("%w: delete of shard %s not signed by the owner of its namespace", ErrUnauthorized, q.hash))
+		}
+		if err := s.store.Delete(q.hash); err != nil {
+			return fail(err)
+		}
+	}
+	return r
+}
+
+func refuseReason(err error) string {
+	switch {
+	case errors.Is(err, ErrQuotaExceeded):
+		return "quota"
+	case errors.Is(err, ErrHashMismatch):
+		return "hash"
+	case errors.Is(err, ErrBusy):
+		return "busy"
+	}
+	return "error"
+}
+
+// Client speaks the shard protocol to other peers.
+type Client struct {
+	h       host.Host
+	timeout time.Duration
+}
+
+// NewClient returns a client that gives each request at most timeout.
+func NewClient(h host.Host, timeout time.Duration) *Client {
+	return &Client{h: h, timeout: timeout}
+}
+
+// roundTrip sends one request on a new stream and reads the response.
+func (c *Client) roundTrip(ctx context.Context, p peer.ID, q *request) (*response, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	// Relayed (limited) connections are not used: relays cap a circuit at
+	// about 128 KiB, less than one shard.
+	st, err := c.h.NewStream(ctx, p, ShardProtocol)
+	if err != nil {
+		return nil, err
+	}
+	deadline, _ := ctx.Deadline()
+	st.SetDeadline(deadline)
+	// A cancelled ctx must end a request stuck on a peer that hangs.
+	stop := context.AfterFunc(ctx, func() { st.Reset() })
+	defer stop()
+	if err := writeFrame(st, q.encode()); err != nil {
+		st.Reset()
+		return nil, err
+	}
+	// The server may already have read the whole frame, answered and closed
+	// its read side, in which case closing ours reports a cancelled stream;
+	// the response is what counts, so the error is not fatal.
+	_ = st.CloseWrite()
+	body, err := readFrame(st, maxFrame)
+	if err != nil {
+		st.Reset()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	st.Close()
+	return decodeResponse(body, q.typ)
+}
+
+// Store asks p to store a shard. A peer at its quota answers an error
+// wrapping ErrQuotaExceeded.
+func (c *Client) Store(ctx context.Context, p peer.ID, h Hash, ref ShardRef, data []byte) error {
+	r, err := c.roundTrip(ctx, p, &request{typ: msgStore, hash: h, ref: ref, data: data})
+	if err == nil {
+		err = r.err()
+	}
+	if err != nil {
+		return fmt.Errorf("store shard %s on %s: %w", h, p, err)
+	}
+	return nil
+}
+
+// Fetch gets a shard from p and checks it against h: bytes that do not
+// match give ErrHashMismatch, so the caller can blame p.
+func (c *Client) Fetch(ctx context.Context, p peer.ID, h Hash) ([]byte, error) {
+	r, err := c.roundTrip(ctx, p, &request{typ: msgFetch, hash: h})
+	if err == nil {
+		err = r.err()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fetch shard %s from %s: %w", h, p, err)
+	}
+	if HashShard(r.data) != h {
+		return nil, fmt.Errorf("fetch shard %s from %s: %w", h, p, ErrHashMismatch)
+	}
+	return r.data, nil
+}
+
+// Check asks p which of hashes it holds; with verify set, p reads and
+// hashes each shard first (and drops corrupt ones). More than
+// MaxCheckHashes hashes are asked in several requests.
+func (c *Client) Check(ctx context.Context, p peer.ID, hashes []Hash, verify bool) ([]CheckResult, error) {
+	out := make([]CheckResult, 0, len(hashes))
+	for len(hashes) > 0 {
+		n := min(len(hashes), MaxCheckHashes)
+		r, err := c.roundTrip(ctx, p, &request{typ: msgCheck, hashes: hashes[:n], verify: verify})
+		if err == nil {
+			err = r.err()
+		}
+		if err == nil && len(r.checks) != n {
+			err = fmt.Errorf("%w: %d answers to %d hashes", ErrBadMessage, len(r.checks), n)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("check shards on %s: %w", p, err)
+		}
+		out = append(out, r.checks...)
+		hashes = hashes[n:]
+	}
+	return out, nil
+}
+
+// Delete asks p to delete a shard, with a request signed by key; p obeys
+// only if key owns the namespace the shard was stored under.
+func (c *Client) Delete(ctx context.Context, p peer.ID, h Hash, key *AppKey) error {
+	q := &request{typ: msgDelete, hash: h, pub: key.PublicKey(), sig: key.Sign(deleteMessage(h))}
+	r, err := c.roundTrip(ctx, p, q)
+	if err == nil {
+		err = r.err()
+	}
+	if err != nil {
+		return fmt.Errorf("delete shard %s on %s: %w", h, p, err)
+	}
+	return nil
+}

@@ -1,0 +1,127 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/immense-p2p/immense/erasure"
+)
+
+// stateTimeout bounds one state request: a Get may have to try several
+// holders, a Put to place shards on new peers.
+const stateTimeout = 2 * time.Minute
+
+// putState stores the body: PUT /v1/state/{key}.
+func (a *api) putState(w http.ResponseWriter, r *http.Request) {
+	key := r.PathValue("key")
+	if err := ValidateKey(key); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	max := a.n.cfg.State.MaxValueSize
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("value exceeds the maximum of %s", erasure.FormatSize(max)))
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("read body: %w", err))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), stateTimeout)
+	defer cancel()
+	res, err := a.n.Put(ctx, key, body)
+	if err != nil {
+		writeStateError(w, err)
+		return
+	}
+	holders := make([]string, len(res.Holders))
+	for i, h := range res.Holders {
+		holders[i] = h.String()
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"key": key, "version": res.Version, "size": res.Size, "k": res.K, "m": res.M,
+		"holders": holders, "probability": res.Prob, "target_met": res.TargetMet,
+	})
+}
+
+// getState returns the value: GET /v1/state/{key}.
+func (a *api) getState(w http.ResponseWriter, r *http.Request) {
+	key := r.PathValue("key")
+	ctx, cancel := context.WithTimeout(r.Context(), stateTimeout)
+	defer cancel()
+	v, err := a.n.Get(ctx, key)
+	if err != nil {
+		writeStateError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", fmt.Sprint(len(v)))
+	w.Write(v)
+}
+
+// deleteState removes the value: DELETE /v1/state/{key}.
+func (a *api) deleteState(w http.ResponseWriter, r *http.Request) {
+	key := r.PathValue("key")
+	ctx, cancel := context.WithTimeout(r.Context(), stateTimeout)
+	defer cancel()
+	if err := a.n.Delete(ctx, key); err != nil {
+		writeStateError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"key": key, "deleted": true})
+}
+
+// stateHealth reports reachable vs needed shards: GET /v1/state/{key}/health.
+func (a *api) stateHealth(w http.ResponseWriter, r *http.Request) {
+	key := r.PathValue("key")
+	ctx, cancel := context.WithTimeout(r.Context(), stateTimeout)
+	defer cancel()
+	h, err := a.n.Health(ctx, key)
+	if err != nil {
+		writeStateError(w, err)
+		return
+	}
+	type holder struct {
+		Index        int     `json:"index"`
+		Peer         string  `json:"peer"`
+		Reachable    bool    `json:"reachable"`
+		Complete     bool    `json:"complete"`
+		Availability float64 `json:"availability"`
+	}
+	holders := make([]holder, len(h.Holders))
+	for i, hh := range h.Holders {
+		holders[i] = holder{hh.Index, hh.Peer.String(), hh.Reachable, hh.Complete, hh.Availability}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"key": key, "version": h.Version, "k": h.K, "m": h.M,
+		"reachable": h.Reachable, "needed": h.Needed, "total": h.Total,
+		"readable": h.Reachable >= h.Needed, "probability": h.Prob,
+		"repair": h.Repair.String(), "holders": holders,
+	})
+}
+
+func writeStateError(w http.ResponseWriter, err error) {
+	code := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, erasure.ErrInvalidKey):
+		code = http.StatusBadRequest
+	case errors.Is(err, erasure.ErrNotFound):
+		code = http.StatusNotFound
+	case errors.Is(err, erasure.ErrValueTooLarge):
+		code = http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrNoState):
+		code = http.StatusNotImplemented
+	case errors.Is(err, erasure.ErrNotEnoughPeers), errors.Is(err, erasure.ErrNotEnoughShards),
+		errors.Is(err, erasure.ErrClosed), errors.Is(err, ErrClosed):
+		code = http.StatusServiceUnavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		code = http.StatusGatewayTimeout
+	}
+	writeError(w, code, err)
+}
