@@ -42,7 +42,13 @@ func resourceManager(l Limits) (network.ResourceManager, error) {
 			FD:            rcmgr.LimitVal(l.MaxFD),
 		},
 	}
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(partial.Build(scaled)))
+	// libp2p allows 8 connections per IPv4 address by default; behind a
+	// campus or carrier NAT many peers share one address, and after a crash
+	// a whole household's dead connections still count for a while.
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(partial.Build(scaled)),
+		rcmgr.WithLimitPerSubnet(
+			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 32, ConnCount: 64}},
+			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 56, ConnCount: 64}}))
 	if err != nil {
 		return nil, fmt.Errorf("resource manager: %w", err)
 	}
@@ -72,6 +78,7 @@ func natOptions(c NATConfig, peers autorelay.PeerSource) []libp2p.Option {
 		res := relayv2.DefaultResources()
 		res.MaxReservations = c.MaxRelayedConns
 		res.MaxCircuits = min(res.MaxCircuits, c.MaxRelayedConns)
+		res.MaxReservationsPerIP = min(32, c.MaxRelayedConns) // shared addresses, as above
 		// Relayed connections exist to coordinate a hole punch or carry a
 		// little traffic until one succeeds: 2 minutes and 1 MiB each way.
 		res.Limit = &relayv2.RelayLimit{Duration: 2 * time.Minute, Data: 1 << 20}

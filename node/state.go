@@ -15,6 +15,7 @@ import (
 	"github.com/immense-p2p/immense/erasure"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	routedhost "github.com/libp2p/go-libp2p/p2p/host/routed"
 )
 
 // State files inside Config.DataDir.
@@ -87,7 +88,8 @@ func (n *Node) startState() error {
 		ecfg.Registerer = n.registry
 	}
 	svc, err := erasure.New(ecfg, erasure.Deps{
-		Host:    n.host,
+		// A routed host looks holders it has never met up in the DHT.
+		Host:    routedhost.Wrap(n.host, n.overlay.DHT()),
 		Key:     key,
 		Store:   store,
 		Records: n.overlay.DHT(),

@@ -107,6 +107,21 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 		pubsub.WithMaxMessageSize(cfg.MaxMessageSize+envelopeHeaderSize+64<<10),
 		pubsub.WithPeerScore(&score.Params, &score.Thresholds),
 		pubsub.WithDiscovery(o.disc),
+		// Deeper queues than pubsub's defaults (32): a peer that relays to
+		// many browsers is often busy for a moment, and a full queue drops
+		// messages that gossip would only partly recover, out of order.
+		// The origin sends to every subscriber it knows, not only its mesh
+		// (pubsub v0.17 defaults to mesh only): a message published before
+		// the next heartbeat has grafted a new subscriber still reaches it.
+		pubsub.WithFloodPublish(true),
+		pubsub.WithPeerOutboundQueueSize(256),
+		pubsub.WithValidateQueueSize(1024),
+		// One validation worker: with several (pubsub's default is one per
+		// CPU) messages from one publisher are verified in parallel and can
+		// overtake each other, and subscribers (browsers above all) are
+		// promised each publisher's messages in order. One worker still
+		// verifies tens of thousands of signatures a second.
+		pubsub.WithValidateWorkers(1),
 		pubsub.WithLogger(o.log.With("component", "gossipsub")),
 	)
 	if err != nil {

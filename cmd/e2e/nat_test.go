@@ -6,11 +6,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -133,6 +137,23 @@ func TestNATTopology(t *testing.T) {
 		t.Fatal("the internet counted no packet from home1 to home2")
 	}
 	lab.checkDirectFlows("udp")
+
+	// The symmetric variant maps one socket to a different public port for
+	// each destination, which is what defeats hole punching.
+	lab.makeSymmetric(1)
+	sym, err := h2.lan.listenUDP(":5002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sym.Close()
+	toRV := observe(sym)
+	if _, err := sym.WriteToUDP([]byte("who am I"), &net.UDPAddr{IP: net.ParseIP(publicIP), Port: 9999}); err != nil {
+		t.Fatal(err)
+	}
+	_, toStranger := readUDP(t, stranger, 5*time.Second)
+	if toStranger == nil || toRV.Port == toStranger.Port {
+		t.Fatalf("symmetric NAT: one socket seen as %v and %v, want two different ports", toRV, toStranger)
+	}
 }
 
 // checkDirectFlows checks that each home router holds a conntrack entry for
@@ -193,29 +214,29 @@ type natNet struct {
 	lab       *natLab
 	boot      *labNode
 	public    *labNode
-	homes     [2]*labNode
+	homes     []*labNode
 	bootAddrs string // --bootstrap value
 	started   time.Time
 }
 
-// startNATNet starts the four nodes and waits until all have joined.
-// homeFlags[i] are added to home peer i's flags (e.g. "--volunteer").
-func startNATNet(t *testing.T, lab *natLab, homeFlags [2][]string) *natNet {
+// startNATNet starts the nodes and waits until all have joined. The public
+// peer gets publicFlags; home peer i gets homeFlags(i) (e.g. "--volunteer").
+func startNATNet(t *testing.T, lab *natLab, publicFlags []string, homeFlags func(i int) []string) *natNet {
 	t.Helper()
 	peerBin, bootBin := binaries(t)
 	nn := &natNet{lab: lab, started: time.Now()}
 	nn.boot = startNode(t, lab.boot, "bootstrap", bootBin,
 		"--data-dir", t.TempDir(), "--listen", listenOn(bootIP, 4001), "--http", "127.0.0.1:0")
 	nn.bootAddrs = strings.Join(nn.boot.info.Addrs, ",")
-	nn.public = startNode(t, lab.public, "public-peer", peerBin,
+	nn.public = startNode(t, lab.public, "public-peer", peerBin, append([]string{
 		"--data-dir", t.TempDir(), "--listen", listenOn(publicIP, 4001), "--http", "127.0.0.1:0",
-		"--nat-portmap=false", "--bootstrap", nn.bootAddrs)
+		"--nat-portmap=false", "--bootstrap", nn.bootAddrs}, publicFlags...)...)
 	for i, h := range lab.homes {
 		args := append([]string{"--data-dir", t.TempDir(), "--listen", listenOn("0.0.0.0", 4001),
-			"--http", "127.0.0.1:0", "--nat-portmap=false", "--bootstrap", nn.bootAddrs}, homeFlags[i]...)
-		nn.homes[i] = startNode(t, h.lan, fmt.Sprintf("home%d", i+1), peerBin, args...)
+			"--http", "127.0.0.1:0", "--nat-portmap=false", "--bootstrap", nn.bootAddrs}, homeFlags(i)...)
+		nn.homes = append(nn.homes, startNode(t, h.lan, fmt.Sprintf("home%d", i+1), peerBin, args...))
 	}
-	for _, n := range []*labNode{nn.public, nn.homes[0], nn.homes[1]} {
+	for _, n := range append([]*labNode{nn.public}, nn.homes...) {
 		n.waitLog("joined overlay", 30*time.Second)
 	}
 	return nn
@@ -256,8 +277,7 @@ func (nn *natNet) waitRelayed(t *testing.T) {
 // punching; a message published by one reaches the other.
 func TestNATTraversal(t *testing.T) {
 	lab := newNATLab(t, 2)
-	volunteer := []string{"--volunteer"}
-	nn := startNATNet(t, lab, [2][]string{volunteer, volunteer})
+	nn := startNATNet(t, lab, nil, func(int) []string { return []string{"--volunteer"} })
 	nn.waitRelayed(t)
 	h1, h2 := nn.homes[0], nn.homes[1]
 
@@ -294,6 +314,8 @@ func TestNATTraversal(t *testing.T) {
 	p21, b21 := lab.counter(lab.pub, "internet", "home2_to_home1")
 	t.Logf("home-to-home traffic across the internet: %d packets/%d bytes one way, %d/%d the other", p12, b12, p21, b21)
 
+	// No other node follows the topic, so messages can only travel over
+	// the connection between the two homes.
 	waitTopicPeersNS(t, h1, topic, 1)
 	publishNS(t, h1, topic, "hello from behind NAT 1")
 	expectNS(t, h2, s2, "hello from behind NAT 1")
@@ -301,7 +323,91 @@ func TestNATTraversal(t *testing.T) {
 	publishNS(t, h2, topic, "and back from NAT 2")
 	expectNS(t, h1, s1, "and back from NAT 2")
 	expectNS(t, h2, s2, "and back from NAT 2")
-	logHolePunchMetrics(t, nn.homes[:])
+	logHolePunchMetrics(t, nn.homes)
+}
+
+// TestNATSymmetric: when one of the homes is behind a symmetric NAT, hole
+// punching fails (its public port for the other home cannot be known in
+// advance) and the two volunteers stay connected through the relay; a topic
+// message still reaches the other home, through a subscriber on the
+// internet.
+func TestNATSymmetric(t *testing.T) {
+	lab := newNATLab(t, 2)
+	lab.makeSymmetric(1)
+	nn := startNATNet(t, lab, nil, func(int) []string { return []string{"--volunteer"} })
+	nn.waitRelayed(t)
+	h1, h2 := nn.homes[0], nn.homes[1]
+
+	const topic = "nat/chat"
+	subscribeNS(t, nn.public, topic)
+	s1 := subscribeNS(t, h1, topic)
+	s2 := subscribeNS(t, h2, topic)
+	// Meeting on the topic makes them connect through the relay and try a
+	// hole punch; wait for libp2p to give up on it.
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		failed := 0.0
+		for _, h := range nn.homes {
+			failed += metricSum(t, h, "libp2p_holepunch_outcomes_total", `outcome="failed"`)
+		}
+		if failed > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			logHolePunchMetrics(t, nn.homes)
+			t.Fatalf("no failed hole punch reported within 90 s")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Logf("%s: hole punch failed, as it must through a symmetric NAT", nn.since())
+	logHolePunchMetrics(t, nn.homes)
+	for i, h := range nn.homes {
+		other := nn.homes[1-i]
+		st, err := h.status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		relayed := false
+		for _, c := range st.Connections {
+			if c.Peer != other.info.PeerID {
+				continue
+			}
+			if !c.Relayed || !strings.Contains(c.Addr, "/p2p-circuit") {
+				t.Errorf("%s has a direct connection to %s (%s) through a symmetric NAT", h.name, other.name, c.Addr)
+			}
+			relayed = true
+		}
+		t.Logf("%s connected to %s through the relay: %v", h.name, other.name, relayed)
+	}
+
+	waitTopicPeersNS(t, h1, topic, 1)
+	publishNS(t, h1, topic, "through the relay's neighbourhood")
+	expectNS(t, h2, s2, "through the relay's neighbourhood")
+	expectNS(t, h1, s1, "through the relay's neighbourhood")
+}
+
+// metricSum adds up the samples of a Prometheus metric on a node whose
+// labels contain match.
+func metricSum(t *testing.T, n *labNode, name, match string) float64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := n.get(ctx, "/metrics")
+	if err != nil {
+		t.Fatalf("%s: /metrics: %v", n.name, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	sum := 0.0
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(l, name+"{") && !strings.HasPrefix(l, name+" ") || !strings.Contains(l, match) {
+			continue
+		}
+		if v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
 }
 
 // logHolePunchMetrics puts libp2p's hole punching outcomes in the test log.
@@ -323,6 +429,9 @@ func logHolePunchMetrics(t *testing.T, nodes []*labNode) {
 			if strings.HasPrefix(l, "libp2p_holepunch_") && !strings.HasSuffix(l, " 0") {
 				lines = append(lines, l)
 			}
+		}
+		if len(lines) == 0 {
+			lines = []string{"none"}
 		}
 		t.Logf("%s hole punching metrics:\n  %s", n.name, strings.Join(lines, "\n  "))
 	}
@@ -431,9 +540,11 @@ func TestNATUploadCap(t *testing.T) {
 		window = 10 * time.Second
 	)
 	lab := newNATLab(t, 2)
-	nn := startNATNet(t, lab, [2][]string{
-		{"--volunteer", "--max-upload", "768KiB/s", "--log-level", "info"},
-		{"--log-level", "info"}, // default preset: no cap
+	nn := startNATNet(t, lab, nil, func(i int) []string {
+		if i == 0 {
+			return []string{"--volunteer", "--max-upload", "768KiB/s", "--log-level", "info"}
+		}
+		return []string{"--log-level", "info"} // default preset: no cap
 	})
 	capped, free := nn.homes[0], nn.homes[1]
 	if s, err := capped.status(); err != nil || s.Bandwidth.MaxUpload != limit {
@@ -450,7 +561,7 @@ func TestNATUploadCap(t *testing.T) {
 	// without unbounded memory. The homes only publish (they do not
 	// subscribe), so they do not forward each other's messages.
 	var wg sync.WaitGroup
-	var published [2]atomic.Int64
+	published := make([]atomic.Int64, len(nn.homes))
 	for i, h := range nn.homes {
 		wg.Add(1)
 		go func() {
@@ -737,4 +848,225 @@ func TestNATSharedAddress(t *testing.T) {
 	if st, err := boot.status(); err != nil || st.ConnectedPeers < peers {
 		t.Fatalf("bootstrap: %d connected peers (%v), want %d", st.ConnectedPeers, err, peers)
 	}
+}
+
+// TestNATState: state whose shards all live on volunteers behind home NATs
+// is read by a peer on the internet that has never met them, and a
+// volunteer serving shards to it keeps its uplink within --max-upload.
+//
+// The writer is a public peer with the app key; the only other storage
+// peers it knows are three volunteers, one per home, and it goes away after
+// writing, so every shard left lives behind a NAT. The reader is another
+// public peer with the same key, started after the write: it finds the
+// holders through the DHT and reaches them through their relays, from where
+// the volunteers dial it directly.
+func TestNATState(t *testing.T) {
+	const (
+		limit  = 512 << 10 // each volunteer's upload cap, bytes per second
+		window = 10 * time.Second
+	)
+	lab := newNATLab(t, 3)
+	peerBin, _ := binaries(t)
+	appKey := filepath.Join(t.TempDir(), "app.key")
+	if out, err := exec.Command(peerBin, "keygen", "--out", appKey).CombinedOutput(); err != nil {
+		t.Fatalf("peer keygen: %v: %s", err, out)
+	}
+	nn := startNATNet(t, lab, []string{"--app-key", appKey, "--log-level", "info"}, func(int) []string {
+		return []string{"--volunteer", "--max-upload", "512KiB/s", "--log-level", "info"}
+	})
+	nn.waitRelayed(t)
+	homeIDs := map[string]int{}
+	for i, h := range nn.homes {
+		homeIDs[h.info.PeerID] = i
+	}
+	nn.public.waitStatus("connections to every volunteer", 30*time.Second, func(s natStatus) bool {
+		seen := map[string]bool{}
+		for _, c := range s.Connections {
+			if _, ok := homeIDs[c.Peer]; ok {
+				seen[c.Peer] = true
+			}
+		}
+		return len(seen) == len(homeIDs)
+	})
+
+	small := randomBytes(t, 300<<10)
+	big := randomBytes(t, 4<<20)
+	for key, v := range map[string][]byte{"nat-small": small, "nat-big": big} {
+		res := putState(t, nn.public, key, v)
+		if len(res.Holders) == 0 {
+			t.Fatalf("put %s: no holders: %+v", key, res)
+		}
+		atHome := 0
+		for _, h := range res.Holders {
+			if _, ok := homeIDs[h]; ok {
+				atHome++
+			} else if h != nn.public.info.PeerID {
+				t.Fatalf("put %s: holder %s is neither a volunteer nor the writer (holders %v)", key, h, res.Holders)
+			}
+		}
+		if atHome < res.K {
+			t.Fatalf("put %s: volunteers hold %d shards, fewer than k=%d (holders %v)", key, atHome, res.K, res.Holders)
+		}
+		t.Logf("%s: put %s (%d bytes): k=%d m=%d, %d of %d shards behind NATs", nn.since(), key, len(v), res.K, res.M, atHome, len(res.Holders))
+	}
+	// The writer goes away (it may hold a shard itself): what the reader
+	// gets now can only come from behind the NATs.
+	nn.public.kill()
+
+	reader := startNode(t, lab.addServer("reader", "1.0.0.3"), "reader", peerBin,
+		"--data-dir", t.TempDir(), "--listen", listenOn("1.0.0.3", 4001), "--http", "127.0.0.1:0",
+		"--nat-portmap=false", "--bootstrap", nn.bootAddrs, "--app-key", appKey, "--log-level", "info")
+	reader.waitLog("joined overlay", 30*time.Second)
+
+	t.Run("fetch from behind NAT", func(t *testing.T) {
+		tx0 := lab.wanTx()
+		got := getState(t, reader, "nat-small")
+		if !bytes.Equal(got, small) {
+			t.Fatalf("reader got %d bytes, not the %d written", len(got), len(small))
+		}
+		var sent []string
+		var total uint64
+		for i, tx := range lab.wanTx() {
+			sent = append(sent, fmt.Sprintf("home%d %d", i+1, tx-tx0[i]))
+			total += tx - tx0[i]
+		}
+		t.Logf("%s: reader fetched %d bytes; the home routers sent %s bytes", nn.since(), len(got), strings.Join(sent, ", "))
+		// The value is encrypted and encoded into shards, each at least
+		// 1/k of it: with only volunteers holding shards, at least the
+		// value's size must have crossed their routers.
+		if total < uint64(len(small)) {
+			t.Errorf("the home routers sent %d bytes in all, less than the %d-byte value: it did not come from behind the NATs", total, len(small))
+		}
+		st, err := reader.status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range st.Connections {
+			if i, ok := homeIDs[c.Peer]; ok {
+				t.Logf("reader connection to home%d: %s (relayed %v)", i+1, c.Addr, c.Relayed)
+			}
+		}
+	})
+
+	t.Run("serving within upload cap", func(t *testing.T) {
+		// Four readers' worth of demand: far above one volunteer's cap.
+		// Once the window is over no read starts, and those under way
+		// finish: every read must return the value intact.
+		var stop atomic.Bool
+		var wg sync.WaitGroup
+		var reads atomic.Int64
+		errs := make(chan error, 4)
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for !stop.Load() {
+					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+					resp, err := reader.get(ctx, "/v1/state/nat-big")
+					if err != nil {
+						cancel()
+						errs <- err
+						return
+					}
+					b, err := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					cancel()
+					if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(b, big) {
+						errs <- fmt.Errorf("read: %s, %d bytes, %v: %.300s", resp.Status, len(b), err, b)
+						return
+					}
+					reads.Add(1)
+				}
+			}()
+		}
+		time.Sleep(2 * time.Second)
+		tx0 := lab.wanTx()
+		start := time.Now()
+		time.Sleep(window)
+		tx1 := lab.wanTx()
+		elapsed := time.Since(start).Seconds()
+		stop.Store(true)
+		busiest, rates := 0.0, []string{}
+		for i := range tx1 {
+			r := float64(tx1[i]-tx0[i]) / elapsed
+			busiest = max(busiest, r)
+			rates = append(rates, fmt.Sprintf("home%d %.0f KiB/s", i+1, r/1024))
+			if r > 1.2*limit {
+				t.Errorf("home%d sent %.0f KiB/s while serving shards, above its cap of %d KiB/s +20%%", i+1, r/1024, limit>>10)
+			}
+		}
+		t.Logf("serving %d-byte reads, uplinks over %.1f s: %s; cap %d KiB/s each", len(big), elapsed, strings.Join(rates, ", "), limit>>10)
+		if busiest < 0.8*limit {
+			t.Errorf("the busiest volunteer sent only %.0f KiB/s: the readers did not load any volunteer up to its cap of %d KiB/s", busiest/1024, limit>>10)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		t.Logf("%d reads complete and intact", reads.Load())
+	})
+}
+
+// wanTx returns each home router's uplink byte counter.
+func (lab *natLab) wanTx() []uint64 {
+	lab.t.Helper()
+	tx := make([]uint64, len(lab.homes))
+	for i, h := range lab.homes {
+		_, tx[i] = lab.linkBytes(h.router, "wan")
+	}
+	return tx
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// putResult is the JSON answer to PUT /v1/state/{key}.
+type putResult struct {
+	Version uint64   `json:"version"`
+	K       int      `json:"k"`
+	M       int      `json:"m"`
+	Holders []string `json:"holders"`
+}
+
+func putState(t *testing.T, n *labNode, key string, v []byte) putResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "PUT", n.info.HTTP+"/v1/state/"+key, bytes.NewReader(v))
+	resp, err := n.http.Do(req)
+	if err != nil {
+		t.Fatalf("%s: put %s: %v", n.name, key, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s: put %s: %s: %s", n.name, key, resp.Status, body)
+	}
+	var res putResult
+	if err := json.Unmarshal(body, &res); err != nil {
+		t.Fatalf("%s: put %s: %v: %s", n.name, key, err, body)
+	}
+	return res
+}
+
+func getState(t *testing.T, n *labNode, key string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	resp, err := n.get(ctx, "/v1/state/"+key)
+	if err != nil {
+		t.Fatalf("%s: get %s: %v", n.name, key, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s: get %s: %s: %.3000s", n.name, key, resp.Status, body)
+	}
+	return body
 }

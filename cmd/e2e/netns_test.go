@@ -300,6 +300,17 @@ func newNATLab(t *testing.T, nHomes int) *natLab {
 	return lab
 }
 
+// makeSymmetric turns home i's router into a symmetric NAT: each new flow
+// leaves from a random port, so a socket's public address depends on whom
+// it talks to, as on some carrier-grade and corporate NATs. Its filtering
+// stays that of home-router.nft.
+func (lab *natLab) makeSymmetric(i int) {
+	lab.t.Helper()
+	rt := lab.homes[i].router.name
+	lab.must("ip", "netns", "exec", rt, "nft", "flush", "chain", "ip", "nat", "postrouting")
+	lab.must("ip", "netns", "exec", rt, "nft", "add", "rule", "ip", "nat", "postrouting", "oifname", "wan", "masquerade", "random")
+}
+
 // mkNetns creates a namespace with its loopback up.
 func (lab *natLab) mkNetns(role string) netns {
 	lab.t.Helper()
@@ -476,7 +487,9 @@ func launch(t *testing.T, ns netns, name, bin string, args ...string) (*labNode,
 		p.cond.Broadcast()
 		p.mu.Unlock()
 	}()
-	return &labNode{proc: p, ns: ns, http: ns.client()}, infoFile
+	n := &labNode{proc: p, ns: ns, http: ns.client()}
+	t.Cleanup(n.http.CloseIdleConnections)
+	return n, infoFile
 }
 
 // waitStarted waits until the node has written its info file (it does so
