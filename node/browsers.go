@@ -47,9 +47,6 @@ func (n *Node) startBrowsers() error {
 	if wc.Registerer == nil {
 		wc.Registerer = n.registry
 	}
-	if wc.InsecureNoAuth {
-		n.log.Warn("browsers are accepted without a token (--insecure-no-auth): anyone who can reach the HTTP API can read and write every topic")
-	}
 	srv, err := webrtc.New(bus{n}, wc)
 	if err != nil {
 		return fmt.Errorf("start WebRTC bridge: %w", err)

@@ -132,6 +132,7 @@ func (b *bridge) run(f *feed, ch <-chan Message) {
 		case msg, ok = <-ch:
 		}
 		frames = frames[:0]
+	drain:
 		for ok {
 			if frame := b.encode(f, &msg); frame != nil {
 				frames = append(frames, frame)
@@ -142,10 +143,9 @@ func (b *bridge) run(f *feed, ch <-chan Message) {
 			select {
 			case msg, ok = <-ch:
 			default:
-				goto fanOut
+				break drain
 			}
 		}
-	fanOut:
 		if len(frames) > 0 {
 			wire := batchFrames(frames, b.srv.cfg.MaxFrameSize)
 			for _, s := range *f.subs.Load() {

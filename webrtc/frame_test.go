@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -235,4 +236,50 @@ func FuzzDecodeFrame(f *testing.F) {
 			t.Fatalf("re-encoding differs:\n in %x\nout %x", b, re)
 		}
 	})
+}
+
+// TestBatchFrames: the fan-out's packing keeps order, respects the frame
+// limit, and sends a lone frame as is.
+func TestBatchFrames(t *testing.T) {
+	var frames [][]byte
+	for i := range 50 {
+		b, err := encodeMessage(&Message{Topic: "t", ID: fmt.Sprint(i), Data: bytes.Repeat([]byte{byte(i)}, 10+i*7)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames = append(frames, b)
+	}
+	if w := batchFrames(frames[:1], 2000); len(w) != 1 || !bytes.Equal(w[0], frames[0]) {
+		t.Fatal("a lone frame must go as is")
+	}
+	const max = 2000
+	wire := batchFrames(frames, max)
+	var got []string
+	for _, w := range wire {
+		if len(w) > max {
+			t.Fatalf("wire frame of %d bytes, max %d", len(w), max)
+		}
+		f, err := decodeFrame(w, max)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.typ == frameMessage {
+			got = append(got, f.id)
+			continue
+		}
+		for _, it := range f.items {
+			got = append(got, it.id)
+		}
+	}
+	if len(got) != len(frames) {
+		t.Fatalf("%d messages in %d wire frames, want %d", len(got), len(wire), len(frames))
+	}
+	for i, id := range got {
+		if id != fmt.Sprint(i) {
+			t.Fatalf("message %d is %s: order lost", i, id)
+		}
+	}
+	if len(wire) < 5 || len(wire) > 15 {
+		t.Fatalf("%d wire frames for %d bytes of frames under a %d limit: packing is off", len(wire), 50*200, max)
+	}
 }
