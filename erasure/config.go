@@ -46,6 +46,12 @@ type Config struct {
 	// QuotaBackoff is how long a peer that refused a shard for quota is not
 	// offered another. Default 10 min.
 	QuotaBackoff time.Duration
+	// FailureBackoff is how long a peer whose shard request failed (no
+	// answer, dial error, timeout) is not chosen as a new holder, by Put or
+	// by repair. Placement is deterministic: without it, repair would pick
+	// the same unreachable peer (the DHT still lists departed peers) on
+	// every retry and never finish. Default 5 min.
+	FailureBackoff time.Duration
 	// Zone is this peer's own failure-domain label (--zone), used when it
 	// is a candidate holder itself.
 	Zone string
@@ -102,6 +108,7 @@ func DefaultConfig() Config {
 		HedgeAfter:        2 * time.Second,
 		StoreAttempts:     4,
 		QuotaBackoff:      10 * time.Minute,
+		FailureBackoff:    5 * time.Minute,
 		Server:            DefaultServerConfig(),
 		Repair:            DefaultRepairPolicy(),
 		Scheduler:         DefaultSchedulerConfig(),
@@ -121,6 +128,7 @@ func DevnetConfig() Config {
 	c.RequestTimeout = 5 * time.Second
 	c.HedgeAfter = 500 * time.Millisecond
 	c.QuotaBackoff = time.Minute
+	c.FailureBackoff = 30 * time.Second
 	c.Repair.GracePeriod = 30 * time.Second
 	c.Scheduler.Interval = 20 * time.Second
 	c.Scheduler.RetryAfter = 5 * time.Second
@@ -154,6 +162,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("config: StoreAttempts %d must be at least 1", c.StoreAttempts)
 	case c.QuotaBackoff < 0:
 		return fmt.Errorf("config: QuotaBackoff %v must not be negative", c.QuotaBackoff)
+	case c.FailureBackoff < 0:
+		return fmt.Errorf("config: FailureBackoff %v must not be negative", c.FailureBackoff)
 	case c.Repair.Target <= 0 || c.Repair.Target >= 1:
 		return fmt.Errorf("config: Repair.Target %v must be in (0, 1)", c.Repair.Target)
 	case c.Repair.GracePeriod < 0:

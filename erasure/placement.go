@@ -15,7 +15,7 @@ type Candidate struct {
 	ID           peer.ID
 	Availability float64 // estimated fraction of time online, in [0, 1]
 	Zone         string  // failure-domain label (--zone); "" when unknown
-	HasQuota     bool    // false when the peer recently refused for quota
+	HasQuota     bool    // false when the peer recently refused for quota (or failed a request): not to be chosen
 }
 
 // minPlacementWeight keeps peers with a zero estimate eligible (last

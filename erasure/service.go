@@ -125,6 +125,7 @@ type Service struct {
 
 	mu          sync.Mutex
 	full        map[peer.ID]time.Time  // peers out of quota, until
+	failing     map[peer.ID]time.Time  // peers whose last request failed, until
 	reports     map[peer.ID]PeerReport // misbehaviour seen
 	republished map[ObjectID]time.Time
 	missing     map[string]time.Time // GC: DHT key whose manifest is not found, since
@@ -161,7 +162,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		cfg: cfg, h: d.Host, key: d.Key, store: d.Store, records: d.Records, peers: d.Peers,
 		avail: d.Availability, log: cfg.Logger.With("logger", "erasure"), metrics: m,
 		client: NewClient(d.Host, cfg.RequestTimeout), sched: sched, started: cfg.Now(),
-		codecs: map[Params]*Codec{}, full: map[peer.ID]time.Time{}, reports: map[peer.ID]PeerReport{},
+		codecs: map[Params]*Codec{}, full: map[peer.ID]time.Time{}, failing: map[peer.ID]time.Time{}, reports: map[peer.ID]PeerReport{},
 		republished: map[ObjectID]time.Time{}, missing: map[string]time.Time{},
 		ctx: ctx, cancel: cancel,
 	}
@@ -302,6 +303,11 @@ func (s *Service) candidates(ctx context.Context, dhtKey string) ([]Candidate, e
 			delete(s.full, p)
 		}
 	}
+	for p, until := range s.failing {
+		if !now.Before(until) {
+			delete(s.failing, p)
+		}
+	}
 	seen := map[peer.ID]bool{}
 	var out []Candidate
 	add := func(id peer.ID, zone string) {
@@ -310,13 +316,25 @@ func (s *Service) candidates(ctx context.Context, dhtKey string) ([]Candidate, e
 		}
 		seen[id] = true
 		_, full := s.full[id]
-		out = append(out, Candidate{ID: id, Zone: zone, HasQuota: !full, Availability: s.avail.Availability(id)})
+		_, failing := s.failing[id]
+		out = append(out, Candidate{ID: id, Zone: zone, HasQuota: !full && !failing, Availability: s.avail.Availability(id)})
 	}
 	add(self, s.cfg.Zone)
 	for _, pi := range infos {
 		add(pi.ID, pi.Zone)
 	}
 	return out, nil
+}
+
+// setFailing starts (or, with ok, ends) p's failure backoff.
+func (s *Service) setFailing(p peer.ID, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ok {
+		delete(s.failing, p)
+	} else if s.cfg.FailureBackoff > 0 {
+		s.failing[p] = s.cfg.Now().Add(s.cfg.FailureBackoff)
+	}
 }
 
 func (s *Service) markFull(p peer.ID) {
@@ -357,6 +375,7 @@ func (s *Service) noteOutcome(ctx context.Context, p peer.ID, err error) {
 	switch {
 	case err == nil:
 		s.avail.Succeeded(p)
+		s.setFailing(p, true)
 	case errors.Is(err, ErrHashMismatch):
 		// Evidence against the peer even if we no longer needed the shard.
 		s.avail.Succeeded(p) // it answered: online, but lying or broken
@@ -367,8 +386,10 @@ func (s *Service) noteOutcome(ctx context.Context, p peer.ID, err error) {
 	case errors.Is(err, ErrQuotaExceeded), errors.Is(err, ErrNotFound), errors.Is(err, ErrBusy),
 		errors.Is(err, ErrUnauthorized), errors.Is(err, ErrBadMessage):
 		s.avail.Succeeded(p) // a clear answer: the peer is online
+		s.setFailing(p, true)
 	default:
 		s.avail.Failed(p)
+		s.setFailing(p, false)
 		s.report(p, func(r *PeerReport) { r.Failures++ })
 	}
 }
