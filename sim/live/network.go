@@ -1,0 +1,142 @@
+package live
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/immense-p2p/immense/erasure"
+	"github.com/immense-p2p/immense/node"
+	"github.com/immense-p2p/immense/overlay"
+	"github.com/immense-p2p/immense/sim/scenario"
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/x/simlibp2p"
+	"github.com/marcopolo/simnet"
+)
+
+// network is the simulated network and how to start a node on it.
+type network struct {
+	sc      *scenario.Scenario
+	sn      *simnet.Simnet
+	link    simnet.NodeBiDiLinkSettings
+	region  map[[4]byte]int // node IP -> region
+	dir     string
+	nodeLog *slog.Logger
+	// state configures erasure-coded storage on every node; nil when the
+	// scenario stores no objects (it then costs nothing).
+	state *erasure.Config
+}
+
+func newNetwork(sc *scenario.Scenario, regions []int, dir string, nodeLog *slog.Logger) *network {
+	nw := &network{sc: sc, dir: dir, nodeLog: nodeLog, region: map[[4]byte]int{}}
+	for i, r := range regions {
+		nw.region[ipKey(simnet.IntToPublicIPv4(i))] = r
+	}
+	bps := int(sc.Network.BandwidthMbps * simlibp2p.OneMbps)
+	nw.link = simnet.NodeBiDiLinkSettings{
+		Downlink: simnet.LinkSettings{BitsPerSecond: bps},
+		Uplink:   simnet.LinkSettings{BitsPerSecond: bps},
+	}
+	nw.sn = &simnet.Simnet{
+		LatencyFunc: nw.latency,
+		Logger:      nodeLog,
+	}
+	nw.sn.Start()
+	if sc.Storage.Objects > 0 {
+		nw.state = stateConfig(sc.Storage)
+	}
+	return nw
+}
+
+// stateConfig is erasure's default configuration with the scenario's
+// policy parameters, which for live runs compress hours into seconds.
+func stateConfig(s scenario.Storage) *erasure.Config {
+	c := erasure.DefaultConfig()
+	c.DataShards, c.MinParity, c.MaxShards = s.DataShards, s.MinParity, s.MaxShards
+	c.SegmentSize = int(s.SegmentSize)
+	c.Target = s.Target
+	c.Repair.Target = s.Target
+	c.Repair.GracePeriod = s.GracePeriod.D()
+	c.Scheduler.Interval = s.CheckInterval.D()
+	c.Scheduler.Jitter = s.Jitter
+	c.Scheduler.ChecksPerSecond, c.Scheduler.CheckBurst = s.ChecksPerSecond, s.CheckBurst
+	c.Scheduler.RepairsPerSecond, c.Scheduler.RepairBurst = s.RepairsPerSecond, s.RepairBurst
+	c.Scheduler.RetryAfter = s.RetryAfter.D()
+	c.RepairTick = min(c.RepairTick, s.CheckInterval.D()/4)
+	return &c
+}
+
+func ipKey(ip net.IP) (k [4]byte) {
+	copy(k[:], ip.To4())
+	return k
+}
+
+// latency is the one-way latency of a packet, from the regions of its ends.
+func (nw *network) latency(p *simnet.Packet) time.Duration {
+	from, to := 0, 0
+	if a, ok := p.From.(*net.UDPAddr); ok {
+		from = nw.region[ipKey(a.IP)]
+	}
+	if a, ok := p.To.(*net.UDPAddr); ok {
+		to = nw.region[ipKey(a.IP)]
+	}
+	return nw.sc.Network.Latency(from, to)
+}
+
+func (nw *network) close() { nw.sn.Close() }
+
+// start starts node i (generation gen) with the given bootstrap addresses.
+// Servers get node's DefaultConfig, volunteers its VolunteerConfig (the
+// limits a volunteer's laptop runs with); all are DHT servers, since every
+// simulated address is public.
+func (nw *network) start(ctx context.Context, i, gen int, server bool, bootstrap []string) (*node.Node, error) {
+	cfg := node.VolunteerConfig()
+	if server {
+		cfg = node.DefaultConfig()
+	}
+	cfg.DataDir = filepath.Join(nw.dir, fmt.Sprintf("node-%d-gen-%d", i, gen))
+	cfg.ListenAddrs = []string{fmt.Sprintf("/ip4/%s/udp/8000/quic-v1", simnet.IntToPublicIPv4(i))}
+	cfg.Mode = overlay.ModeServer
+	cfg.Bootstrap = bootstrap
+	// Every simulated address is public: no AutoNAT, hole punching or
+	// relays. The links' bandwidth is simnet's, so node's own traffic caps
+	// (a UDP wrapper simnet cannot carry) are off, and so are the
+	// process-wide traffic meters, which cannot live in a synctest bubble.
+	cfg.NAT = node.NATConfig{}
+	cfg.MaxUpload, cfg.MaxDownload = 0, 0
+	cfg.NoTrafficMeters = true
+	cfg.State = nw.state
+	cfg.Logger = nw.nodeLog
+	cfg.HostOptions = []libp2p.Option{
+		simlibp2p.QUICSimnet(nw.sn, nw.link),
+		// Identify's address discovery stalls synctest (see simlibp2p) and
+		// has nothing to discover on simulated public addresses.
+		libp2p.DisableIdentifyAddressDiscovery(),
+	}
+	g := nw.sc.GossipSub
+	cfg.Overlay = func(oc *overlay.Config) {
+		p := pubsub.DefaultGossipSubParams()
+		p.D, p.Dlo, p.Dhi, p.Dlazy = g.D, g.Dlo, g.Dhi, g.Dlazy
+		p.HeartbeatInterval = g.Heartbeat.D()
+		p.HistoryGossip = g.HistoryGossip
+		p.HistoryLength = max(p.HistoryLength, g.HistoryGossip)
+		if p.Dscore > p.Dhi {
+			p.Dscore = p.Dhi
+		}
+		// gossipsub requires Dout < Dlo and Dout < D/2.
+		p.Dout = max(0, min(p.Dout, p.Dlo-1, p.D/2-1))
+		oc.GossipSub = &p
+	}
+	return node.New(ctx, cfg)
+}
+
+// forget removes the data directory of node i generation gen (it left for
+// good; its newcomer gets a fresh identity).
+func (nw *network) forget(i, gen int) {
+	_ = os.RemoveAll(filepath.Join(nw.dir, fmt.Sprintf("node-%d-gen-%d", i, gen)))
+}

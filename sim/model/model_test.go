@@ -1,0 +1,176 @@
+package model
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/immense-p2p/immense/sim/scenario"
+)
+
+const small = `
+name: model-test
+mode: model
+seed: 7
+nodes: 3000
+warmup: 2d
+duration: 20d
+sample_every: 1d
+servers: {count: 3}
+volunteers:
+  availability: 0.2
+  availability_spread: 2
+  session: {dist: weibull, shape: 0.5, mean: 2h}
+  downtime: {dist: weibull, shape: 0.5}
+  lifetime: {dist: exponential, mean: 60d}
+network:
+  regions: [{name: a, share: 0.5}, {name: b, share: 0.5}]
+  latency_ms: [[10, 50], [50, 10]]
+events:
+  - {kind: region_dark, region: a, at: 5d, duration: 6h}
+  - {kind: mass_reboot, at: 10d, within: 1h, downtime: 5m}
+storage:
+  objects: 150
+  size_min: 64KiB
+  size_max: 4MiB
+topic: {publish_every: 1h, samples: 10}
+lookups: {every: 1h, samples: 100}
+`
+
+func parse(t *testing.T, doc string) *scenario.Scenario {
+	t.Helper()
+	sc, err := scenario.Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sc
+}
+
+// TestDeterministic: the same seed gives the same summary.json, byte for
+// byte; another seed gives another.
+func TestDeterministic(t *testing.T) {
+	run := func(seed uint64) []byte {
+		sc := parse(t, small)
+		sc.Seed = seed
+		res, err := Run(context.Background(), sc, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := res.Summary.JSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	a, b, c := run(7), run(7), run(8)
+	if !bytes.Equal(a, b) {
+		t.Fatalf("same seed, different summaries:\n%s\n%s", a, b)
+	}
+	if bytes.Equal(a, c) {
+		t.Fatal("different seeds gave identical summaries")
+	}
+	t.Logf("%s", a)
+}
+
+// TestModelFigures: a small network behaves as its scenario says:
+// availability near the volunteers' 20% (plus the servers), storage
+// repaired through erasure's policy without loss, messages delivered and
+// lookups successful.
+func TestModelFigures(t *testing.T) {
+	sc := parse(t, small)
+	res, err := Run(context.Background(), sc, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := res.Summary
+	want := (3 + 2997*0.2) / 3000.0
+	if a := *s.AvailabilityMean; a < want*0.85 || a > want*1.15 {
+		t.Errorf("availability_mean %.4f, want about %.4f", a, want)
+	}
+	if *s.Objects != 150 || *s.ObjectsLost != 0 {
+		t.Errorf("objects %v lost %v", *s.Objects, *s.ObjectsLost)
+	}
+	if s.Details["repairs"] == 0 || *s.RepairBytesPerNodePerDay <= 0 {
+		t.Errorf("no repair under 20%% availability and 60-day lifetimes: %v", s.Details)
+	}
+	if *s.Retrievability < 0.9 {
+		t.Errorf("retrievability %v", *s.Retrievability)
+	}
+	if *s.DeliveryRatio < 0.99 || *s.LatencyP50MS < 10 || *s.LatencyP99MS < *s.LatencyP50MS {
+		t.Errorf("delivery %v p50 %v p99 %v", *s.DeliveryRatio, *s.LatencyP50MS, *s.LatencyP99MS)
+	}
+	if *s.LookupSuccess < 0.9 || s.Details["lookup_hops_mean"] < 1 {
+		t.Errorf("lookup success %v hops %v", *s.LookupSuccess, s.Details["lookup_hops_mean"])
+	}
+	if len(res.Series.Rows) != 21 {
+		t.Errorf("%d time series rows, want 21 (days 0..20)", len(res.Series.Rows))
+	}
+}
+
+// TestFanout: every live member is reached, no earlier than one link
+// latency, and the per-hop cost adds at least its own value to every
+// delivery (two per hop: before forwarding and before delivering).
+func TestFanout(t *testing.T) {
+	ms := make([]member, 500)
+	for i := range ms {
+		ms[i] = member{alive: i%50 != 0}
+	}
+	f := fanout{D: 6, Dlazy: 6, HistoryGossip: 3, Heartbeat: time.Second, Tx: 100 * time.Microsecond,
+		Latency: func(a, b int) time.Duration { return 10 * time.Millisecond }}
+	base := f.publish(rand.New(rand.NewPCG(1, 1)), ms, 1)
+	f.PerHopCost = 5 * time.Millisecond
+	slow := f.publish(rand.New(rand.NewPCG(1, 1)), ms, 1)
+	for i, d := range base {
+		switch {
+		case i == 1 || !ms[i].alive:
+			if d != -1 {
+				t.Fatalf("member %d (publisher or dead) has latency %v", i, d)
+			}
+		case d < 10*time.Millisecond || d > time.Second:
+			t.Fatalf("member %d latency %v", i, d)
+		case slow[i] < d+2*f.PerHopCost:
+			t.Fatalf("member %d: %v with per-hop cost, %v without", i, slow[i], d)
+		}
+	}
+}
+
+// TestKeyIndex: closestOnline agrees with a brute-force sort.
+func TestKeyIndex(t *testing.T) {
+	sc := parse(t, small)
+	p, err := newPopulation(sc, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(4, 4))
+	for range 20 {
+		var tgt point
+		for i := range tgt {
+			tgt[i] = byte(r.IntN(256))
+		}
+		got := p.closestOnline(tgt, 20, nil)
+		var want []int32
+		for i := range sc.Nodes {
+			if p.isOnline(i) {
+				want = append(want, int32(i))
+			}
+		}
+		for i := 0; i < len(want); i++ { // selection of the 20 closest
+			for j := i + 1; j < len(want); j++ {
+				if xorLess(&p.points[want[j]], &p.points[want[i]], &tgt) {
+					want[i], want[j] = want[j], want[i]
+				}
+			}
+			if i == 19 {
+				break
+			}
+		}
+		want = want[:20]
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("closest %d: got slot %d, want %d", i, got[i], want[i])
+			}
+		}
+	}
+}

@@ -1,0 +1,393 @@
+package model
+
+import (
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/immense-p2p/immense/erasure"
+	"github.com/immense-p2p/immense/sim/scenario"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// holderRef is the holder of one shard index: a slot and the generation
+// (identity) that received the shard. Once the slot's occupant leaves for
+// good the shard is gone.
+type holderRef struct {
+	slot int32
+	gen  int32
+	id   peer.ID
+}
+
+type object struct {
+	id         erasure.ObjectID
+	key        point // DHT key of its manifest: candidates are found near it
+	owner      int   // index in storage.repairers
+	size       int64
+	params     erasure.Params
+	holders    []holderRef
+	shardBytes int64 // bytes of one shard index, all segments together
+	written    bool
+	lost       bool
+	targetMet  bool
+}
+
+// repairer is one app server's erasure service, as far as policy goes: its
+// repair scheduler and availability tracker, and when it (re)started.
+type repairer struct {
+	slot    int
+	sched   *erasure.RepairScheduler
+	tracker *erasure.AvailabilityTracker
+	started time.Duration
+}
+
+// storage runs erasure's policy over the population.
+type storage struct {
+	sc        *scenario.Scenario
+	pop       *population
+	now       func() time.Duration
+	epoch     time.Time
+	repairers []*repairer
+	objects   []*object
+	byID      map[erasure.ObjectID]*object
+	policy    erasure.RepairPolicy
+	rng       *rand.Rand
+	shared    *erasure.AvailabilityTracker // observe: full
+
+	// Counters.
+	repairBytes     float64 // network bytes moved by repairs
+	repairs         int
+	blocked         int
+	deferred        int
+	regenerated     int
+	checks          int
+	writeRetries    int
+	intervalBytes   float64 // since the last sample
+	intervalRepairs int
+	readableSamples float64
+	readableTotal   float64
+	lastReadable    float64
+}
+
+func newStorage(sc *scenario.Scenario, pop *population, now func() time.Duration, seed uint64) (*storage, error) {
+	s := &storage{
+		sc:     sc,
+		pop:    pop,
+		now:    now,
+		epoch:  time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		byID:   map[erasure.ObjectID]*object{},
+		policy: erasure.RepairPolicy{Target: sc.Storage.Target, GracePeriod: sc.Storage.GracePeriod.D()},
+		rng:    rand.New(rand.NewPCG(seed, 0x73746f72)), // "stor"
+		// No object is written before the first probe: nothing to report.
+		lastReadable: math.NaN(),
+	}
+	clock := func() time.Time { return s.clock() }
+	if sc.Storage.Observe == "full" {
+		s.shared = erasure.NewAvailabilityTracker(erasure.AvailabilityConfig{Now: clock})
+	}
+	st := sc.Storage
+	for i := range sc.Servers.Count {
+		cfg := erasure.DefaultSchedulerConfig()
+		cfg.Interval, cfg.Jitter = st.CheckInterval.D(), st.Jitter
+		cfg.ChecksPerSecond, cfg.CheckBurst = st.ChecksPerSecond, st.CheckBurst
+		cfg.RepairsPerSecond, cfg.RepairBurst = st.RepairsPerSecond, st.RepairBurst
+		cfg.RetryAfter = st.RetryAfter.D()
+		cfg.Seed = seed*1000 + uint64(i) + 1
+		sch, err := erasure.NewRepairScheduler(cfg)
+		if err != nil {
+			return nil, err
+		}
+		tr := s.shared
+		if tr == nil {
+			tr = erasure.NewAvailabilityTracker(erasure.AvailabilityConfig{Now: clock})
+		}
+		s.repairers = append(s.repairers, &repairer{slot: i, sched: sch, tracker: tr})
+	}
+	ns := erasure.NamespaceID(keyPoint("immense-sim-namespace"))
+	for i := range st.Objects {
+		o := &object{owner: i % len(s.repairers)}
+		for j := 0; j < 32; j += 8 {
+			v := s.rng.Uint64()
+			for b := range 8 {
+				o.id[j+b] = byte(v >> (8 * b))
+			}
+		}
+		o.key = keyPoint(erasure.DHTKey(ns, o.id))
+		// Log-uniform size between SizeMin and SizeMax.
+		lo, hi := math.Log(float64(st.SizeMin)), math.Log(float64(st.SizeMax))
+		o.size = int64(math.Exp(lo + s.rng.Float64()*(hi-lo)))
+		s.objects = append(s.objects, o)
+		s.byID[o.id] = o
+	}
+	return s, nil
+}
+
+func (s *storage) clock() time.Time { return s.epoch.Add(s.now()) }
+
+// transition feeds the shared tracker (observe: full) and restarts a
+// server's service when it comes back.
+func (s *storage) transition(slot int, up bool) {
+	if s.shared != nil {
+		if up {
+			s.shared.Connected(s.pop.ids[slot])
+		} else {
+			s.shared.Disconnected(s.pop.ids[slot])
+		}
+	}
+	if up && slot < len(s.repairers) {
+		s.repairers[slot].started = s.now()
+	}
+}
+
+// noteOutcome is erasure.Service.noteOutcome for a request to p.
+func (r *repairer) noteOutcome(p peer.ID, online bool) {
+	if online {
+		r.tracker.Succeeded(p)
+	} else {
+		r.tracker.Failed(p)
+	}
+}
+
+// candidates is what Service.candidates returns on the repairer: itself,
+// then node's StoragePeers (the DHT's closest peers to the key, then every
+// connected peer: the other servers, which bootstrap from each other, and
+// a sample of the volunteers that dialled in).
+func (s *storage) candidates(r *repairer, o *object) []erasure.Candidate {
+	st := s.sc.Storage
+	var out []erasure.Candidate
+	seen := map[int32]bool{}
+	add := func(slot int32) {
+		if seen[slot] {
+			return
+		}
+		seen[slot] = true
+		id := s.pop.ids[slot]
+		quota := slot >= int32(s.pop.servers) || *st.ServersHoldShards
+		out = append(out, erasure.Candidate{ID: id, Availability: r.tracker.Availability(id), HasQuota: quota})
+	}
+	add(int32(r.slot))
+	for _, slot := range s.pop.closestOnline(o.key, st.Candidates, nil) {
+		add(slot)
+	}
+	for i := range s.pop.servers {
+		if s.pop.isOnline(i) {
+			add(int32(i))
+		}
+	}
+	if n := s.pop.online.len(); n > 0 {
+		for range min(st.ConnectedPeers, n) {
+			add(s.pop.online.random(s.rng))
+		}
+	}
+	return out
+}
+
+func (s *storage) ref(id peer.ID) holderRef {
+	slot := s.pop.slotOf[id]
+	return holderRef{slot: slot, gen: s.pop.gens[slot], id: id}
+}
+
+// alive reports whether h still holds its shard (its identity is still in
+// the network, online or not).
+func (s *storage) alive(h holderRef) bool { return s.pop.gens[h.slot] == h.gen }
+
+func (s *storage) reachable(h holderRef) bool { return s.alive(h) && s.pop.isOnline(int(h.slot)) }
+
+// write stores object o as Service.put does. It returns false when the
+// owner is offline or has no candidate: the caller retries later.
+func (s *storage) write(o *object) bool {
+	r := s.repairers[o.owner]
+	if !s.pop.isOnline(r.slot) {
+		return false
+	}
+	st := s.sc.Storage
+	cands := s.candidates(r, o)
+	usable := 0
+	for _, c := range cands {
+		if c.HasQuota {
+			usable++
+		}
+	}
+	k := min(st.DataShards, usable)
+	if k < 1 {
+		return false
+	}
+	order := erasure.Place(o.id, min(st.MaxShards, usable), cands)
+	avails := make([]float64, len(order))
+	for i, p := range order {
+		avails[i] = r.tracker.Availability(p)
+	}
+	m, _, ok := erasure.ChooseParity(k, avails, st.Target, st.MinParity, st.MaxShards)
+	o.params = erasure.Params{DataShards: k, ParityShards: m, SegmentSize: int(st.SegmentSize)}
+	o.holders = o.holders[:0]
+	for _, p := range order[:k+m] {
+		o.holders = append(o.holders, s.ref(p))
+		if p != s.pop.ids[r.slot] {
+			r.noteOutcome(p, true) // the upload succeeded: it is online
+		}
+	}
+	o.shardBytes = 0
+	for seg := range o.params.Segments(o.size) {
+		o.shardBytes += int64(o.params.ShardSize(o.params.SegmentLen(o.size, seg)))
+	}
+	o.written, o.targetMet = true, ok
+	r.sched.Add(o.id, s.clock())
+	return true
+}
+
+// tick runs every repairer's due checks, as Service.repairLoop does.
+func (s *storage) tick() {
+	for _, r := range s.repairers {
+		if !s.pop.isOnline(r.slot) {
+			continue // its service is down; objects stay due
+		}
+		for _, id := range r.sched.Due(s.clock()) {
+			if o := s.byID[id]; o != nil {
+				s.check(r, o)
+			}
+		}
+	}
+}
+
+// check is Service.RepairObject for one object.
+func (s *storage) check(r *repairer, o *object) {
+	now := s.clock()
+	s.checks++
+	self := s.pop.ids[r.slot]
+	// Gone for good: fewer than k shards left anywhere.
+	aliveN := 0
+	for _, h := range o.holders {
+		if s.alive(h) {
+			aliveN++
+		}
+	}
+	if aliveN < o.params.DataShards {
+		o.lost = true
+		r.sched.Remove(o.id)
+		return
+	}
+	holders := make([]erasure.HolderStatus, len(o.holders))
+	selfHealthy := false
+	for i, h := range o.holders {
+		st := erasure.HolderStatus{Peer: h.id}
+		if h.id == self && s.alive(h) {
+			st.Reachable, st.Complete = true, true
+			selfHealthy = true
+		} else {
+			on := s.reachable(h)
+			r.noteOutcome(h.id, on)
+			st.Reachable, st.Complete = on, on
+		}
+		st.Availability = r.tracker.Availability(h.id)
+		if h.id == self {
+			st.Availability = max(st.Availability, 1)
+		}
+		st.LastSeen = s.epoch.Add(r.started)
+		if ls, ok := r.tracker.LastSeen(h.id); ok && ls.After(st.LastSeen) {
+			st.LastSeen = ls
+		}
+		if st.Reachable {
+			st.LastSeen = now
+		}
+		holders[i] = st
+	}
+	// PlanRepair decides whether repair is due before it looks at the
+	// candidates, so the common healthy case is settled without building
+	// them (the service's Health does the same); only when it is due are
+	// the candidates fetched and the plan made with them.
+	plan := erasure.PlanRepair(o.id, o.params, holders, nil, s.policy, now)
+	if plan.Action == erasure.RepairNone {
+		return
+	}
+	plan = erasure.PlanRepair(o.id, o.params, holders, s.candidates(r, o), s.policy, now)
+	switch plan.Action {
+	case erasure.RepairNone:
+		return
+	case erasure.RepairBlocked:
+		s.blocked++
+		r.sched.Retry(o.id, now)
+		return
+	}
+	if !r.sched.AllowRepair(o.id, now) {
+		s.deferred++
+		return
+	}
+	// Regenerate: fetch k shards of every segment from healthy holders (a
+	// local one costs no traffic), store each regenerated shard index on
+	// its new holder.
+	fetched := int64(o.params.DataShards)
+	if selfHealthy {
+		fetched--
+	}
+	bytes := float64(fetched * o.shardBytes)
+	for i, st := range plan.States {
+		if st == erasure.ShardHealthy && o.holders[i].id != self {
+			r.tracker.Succeeded(o.holders[i].id)
+		}
+	}
+	for j, t := range plan.Targets {
+		idx := plan.Regenerate[j]
+		if t != self {
+			bytes += float64(o.shardBytes)
+			r.noteOutcome(t, true)
+		}
+		o.holders[idx] = s.ref(t)
+		s.regenerated++
+	}
+	s.repairs++
+	s.intervalRepairs++
+	s.repairBytes += bytes
+	s.intervalBytes += bytes
+}
+
+// probeReadable counts the objects readable now: at least k holders online
+// with their shard.
+func (s *storage) probeReadable() {
+	total, readable := 0, 0
+	for _, o := range s.objects {
+		if !o.written {
+			continue
+		}
+		total++
+		if o.lost {
+			continue
+		}
+		up := 0
+		for _, h := range o.holders {
+			if s.reachable(h) {
+				up++
+			}
+		}
+		if up >= o.params.DataShards {
+			readable++
+		}
+	}
+	if total > 0 {
+		s.readableSamples += float64(readable)
+		s.readableTotal += float64(total)
+		s.lastReadable = float64(readable) / float64(total)
+	}
+}
+
+// finalLoss marks objects that have fewer than k shards left.
+func (s *storage) finalLoss() int {
+	lost := 0
+	for _, o := range s.objects {
+		if !o.written {
+			continue
+		}
+		aliveN := 0
+		for _, h := range o.holders {
+			if s.alive(h) {
+				aliveN++
+			}
+		}
+		if aliveN < o.params.DataShards {
+			o.lost = true
+		}
+		if o.lost {
+			lost++
+		}
+	}
+	return lost
+}
