@@ -106,7 +106,7 @@ func (n *Node) startState() error {
 		return err
 	}
 	n.state = st
-	n.log.Info("state service started", "namespace", fmt.Sprintf("%x", key.Namespace()), "quota", erasure.FormatSize(n.cfg.StorageQuota), "tracked_keys", len(st.keys))
+	n.log.Info("state service started", "namespace", key.Namespace().String(), "quota", erasure.FormatSize(n.cfg.StorageQuota), "tracked_keys", len(st.keys))
 	return nil
 }
 

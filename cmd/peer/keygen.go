@@ -38,6 +38,6 @@ func runKeygen(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "peer keygen:", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "wrote app key for namespace %x to %s\nGive it to your app's own peers with --app-key; never to volunteers.\n", k.Namespace(), *out)
+	fmt.Fprintf(stdout, "wrote app key for namespace %s to %s\nGive it to your app's own peers with --app-key; never to volunteers.\n", k.Namespace(), *out)
 	return 0
 }
