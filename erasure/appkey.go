@@ -249,12 +249,17 @@ func LoadOrGenerateAppKey(path string) (*AppKey, error) {
 	return k, nil
 }
 
-// writeFileAtomic writes data to a temp file next to path, fsyncs it,
-// renames it over path and fsyncs the directory, so that path holds either
-// its old content or all of data after a crash.
+// writeFileAtomic writes data to path durably: see writeAtomic.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	return writeAtomic(filepath.Dir(path), path, perm, data)
+}
+
+// writeAtomic writes parts, in order, to a temp file in tmpDir (on the same
+// file system as path), fsyncs it, renames it over path and fsyncs path's
+// directory, so that path holds either its old content or all of the new
+// after a crash. A failed write leaves no temp file behind.
+func writeAtomic(tmpDir, path string, perm os.FileMode, parts ...[]byte) error {
+	tmp, err := os.CreateTemp(tmpDir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
 	}
@@ -269,8 +274,10 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if err := tmp.Chmod(perm); err != nil {
 		return err
 	}
-	if _, err := tmp.Write(data); err != nil {
-		return err
+	for _, p := range parts {
+		if _, err := tmp.Write(p); err != nil {
+			return err
+		}
 	}
 	if err := tmp.Sync(); err != nil {
 		return err
@@ -282,7 +289,7 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 		return err
 	}
 	ok = true
-	return syncDir(dir)
+	return syncDir(filepath.Dir(path))
 }
 
 // syncDir fsyncs a directory so that a rename or unlink in it is durable.

@@ -365,35 +365,9 @@ func (s *Store) write(h Hash, ref ShardRef, data []byte) error {
 			return err
 		}
 	}
-	tmp, err := os.CreateTemp(s.tmpDir(), h.String()+".*")
-	if err != nil {
-		return err
-	}
-	name := tmp.Name()
-	done := false
-	defer func() {
-		if !done {
-			tmp.Close()
-			os.Remove(name)
-		}
-	}()
-	if _, err := tmp.Write(encodeShardHeader(ref)); err != nil {
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(name, final); err != nil {
-		return err
-	}
-	done = true
-	return syncDir(dir)
+	// The temp file lives in the store's tmp directory, which Open empties:
+	// a crash mid-write leaves nothing in the shard tree.
+	return writeAtomic(s.tmpDir(), final, 0o600, encodeShardHeader(ref), data)
 }
 
 // Get returns the shard stored under h, verified. A shard that fails
