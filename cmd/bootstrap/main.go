@@ -3,7 +3,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/immense-p2p/immense/cmd/internal/cli"
 	"github.com/immense-p2p/immense/node"
@@ -103,40 +101,5 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	var srv *node.HTTPServer
-	if *httpAddr != "" {
-		srv, err = node.ServeHTTP(*httpAddr, n.Handler(node.HTTPOptions{}), log)
-		if err != nil {
-			n.Close()
-			fmt.Fprintln(stderr, "bootstrap:", err)
-			return 1
-		}
-		log.Info("HTTP status listening", "url", srv.URL())
-	}
-	if *infoFile != "" {
-		info := cli.Info{PeerID: n.ID().String(), Addrs: lines}
-		if srv != nil {
-			info.HTTP = srv.URL()
-		}
-		b, _ := json.Marshal(info)
-		if err := cli.WriteFileAtomic(*infoFile, b); err != nil {
-			log.Error("write --info-file", "err", err)
-		}
-	}
-
-	fmt.Fprint(stdout, out)
-
-	<-ctx.Done()
-	log.Info("shutting down")
-	err = cli.ShutdownWithin(5*time.Second, log, func() error {
-		if srv != nil {
-			srv.Close()
-		}
-		return n.Close()
-	})
-	if err != nil {
-		log.Error("shutdown", "err", err)
-		return 1
-	}
-	return 0
+	return cli.Serve(ctx, "bootstrap", n, *httpAddr, node.HTTPOptions{}, *infoFile, stdout, stderr, log)
 }

@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -218,46 +217,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "peer:", err)
 		return 1
 	}
-	var srv *node.HTTPServer
-	if *httpAddr != "" {
-		srv, err = node.ServeHTTP(*httpAddr, n.Handler(node.HTTPOptions{Topics: true}), log)
-		if err != nil {
-			n.Close()
-			fmt.Fprintln(stderr, "peer:", err)
-			return 1
-		}
-		log.Info("HTTP API listening", "url", srv.URL())
-	}
-	info := cli.Info{PeerID: n.ID().String()}
-	for _, a := range n.Addrs() {
-		info.Addrs = append(info.Addrs, a.String())
-	}
-	if srv != nil {
-		info.HTTP = srv.URL()
-	}
-	if *infoFile != "" {
-		b, _ := json.Marshal(info)
-		if err := cli.WriteFileAtomic(*infoFile, b); err != nil {
-			log.Error("write --info-file", "err", err)
-		}
-	}
-	// Addresses go to stdout last: a supervisor that has read them knows the
-	// node, its HTTP API and its info file are all up.
-	fmt.Fprintln(stdout, strings.Join(info.Addrs, "\n"))
-
-	<-ctx.Done()
-	log.Info("shutting down")
-	err = cli.ShutdownWithin(5*time.Second, log, func() error {
-		if srv != nil {
-			srv.Close()
-		}
-		return n.Close()
-	})
-	if err != nil {
-		log.Error("shutdown", "err", err)
-		return 1
-	}
-	return 0
+	return cli.Serve(ctx, "peer", n, *httpAddr, node.HTTPOptions{Topics: true}, *infoFile, stdout, stderr, log)
 }
 
 func runDevnet(ctx context.Context, nodes int, dir, httpAddr string, stdout io.Writer, log *slog.Logger) int {

@@ -1,0 +1,61 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/immense-p2p/immense/node"
+)
+
+// Serve runs a started node until ctx ends, the way both commands do: it
+// serves the node's HTTP API on httpAddr (none if empty), writes infoFile
+// (if set), prints the node's multiaddrs to stdout one per line, and when
+// ctx ends closes everything within 5 s. The addresses are printed last: a
+// supervisor that has read them knows the node, its HTTP API and its info
+// file are all up. It returns the process exit code.
+func Serve(ctx context.Context, name string, n *node.Node, httpAddr string, opts node.HTTPOptions, infoFile string, stdout, stderr io.Writer, log *slog.Logger) int {
+	var srv *node.HTTPServer
+	if httpAddr != "" {
+		var err error
+		srv, err = node.ServeHTTP(httpAddr, n.Handler(opts), log)
+		if err != nil {
+			n.Close()
+			fmt.Fprintf(stderr, "%s: %v\n", name, err)
+			return 1
+		}
+		log.Info("HTTP API listening", "url", srv.URL())
+	}
+	info := Info{PeerID: n.ID().String()}
+	for _, a := range n.Addrs() {
+		info.Addrs = append(info.Addrs, a.String())
+	}
+	if srv != nil {
+		info.HTTP = srv.URL()
+	}
+	if infoFile != "" {
+		b, _ := json.Marshal(info)
+		if err := WriteFileAtomic(infoFile, b); err != nil {
+			log.Error("write --info-file", "err", err)
+		}
+	}
+	fmt.Fprintln(stdout, strings.Join(info.Addrs, "\n"))
+
+	<-ctx.Done()
+	log.Info("shutting down")
+	err := ShutdownWithin(5*time.Second, log, func() error {
+		if srv != nil {
+			srv.Close()
+		}
+		return n.Close()
+	})
+	if err != nil {
+		log.Error("shutdown", "err", err)
+		return 1
+	}
+	return 0
+}
