@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -467,30 +466,7 @@ func subscribeNS(t *testing.T, n *labNode, topic string) *sse {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("%s: subscribe: %s", n.name, resp.Status)
 	}
-	s := &sse{events: make(chan string, 100), cancel: cancel}
-	r := bufio.NewReader(resp.Body)
-	if line, err := r.ReadString('\n'); err != nil || line != ": subscribed\n" {
-		t.Fatalf("%s: subscribe: first line %q, %v", n.name, line, err)
-	}
-	go func() {
-		defer resp.Body.Close()
-		var data []string
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil {
-				return
-			}
-			line = strings.TrimRight(line, "\n")
-			switch {
-			case strings.HasPrefix(line, "data: "):
-				data = append(data, strings.TrimPrefix(line, "data: "))
-			case line == "" && data != nil:
-				s.events <- strings.Join(data, "\n")
-				data = nil
-			}
-		}
-	}()
-	return s
+	return readSSE(t, n.name, resp, cancel)
 }
 
 func publishNS(t *testing.T, n *labNode, topic, body string) {

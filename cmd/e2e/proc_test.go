@@ -225,11 +225,18 @@ func subscribe(t *testing.T, base, topic string) *sse {
 		cancel()
 		t.Fatalf("subscribe %s: %s", base, resp.Status)
 	}
-	s := &sse{events: make(chan string, 100), cancel: cancel}
 	t.Cleanup(cancel)
+	return readSSE(t, base, resp, cancel)
+}
+
+// readSSE checks that an SSE response opens with ": subscribed" and then
+// delivers the data of each event on the returned stream.
+func readSSE(t *testing.T, who string, resp *http.Response, cancel context.CancelFunc) *sse {
+	t.Helper()
+	s := &sse{events: make(chan string, 100), cancel: cancel}
 	r := bufio.NewReader(resp.Body)
 	if line, err := r.ReadString('\n'); err != nil || line != ": subscribed\n" {
-		t.Fatalf("subscribe %s: first line %q, %v", base, line, err)
+		t.Fatalf("%s: subscribe: first line %q, %v", who, line, err)
 	}
 	go func() {
 		defer resp.Body.Close()
