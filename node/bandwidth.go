@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"net"
+	"syscall"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -128,4 +129,35 @@ func (c *cappedPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		return 0, err
 	}
 	return c.PacketConn.WriteTo(p, addr)
+}
+
+// udpSocket is what quic-go tunes on a real UDP socket when it can: larger
+// receive and send buffers (without them, bursts overflow the kernel's
+// default and are lost) and the don't-fragment bit for path MTU discovery.
+type udpSocket interface {
+	SetReadBuffer(int) error
+	SetWriteBuffer(int) error
+	SyscallConn() (syscall.RawConn, error)
+}
+
+// cappedUDPConn is a cappedPacketConn over a real UDP socket, exposing the
+// socket options so that quic-go keeps its tuning on capped nodes. quic-go
+// still reads and writes through ReadFrom and WriteTo, where the caps
+// apply, because the wrapper offers neither ReadMsgUDP nor WriteMsgUDP.
+type cappedUDPConn struct {
+	cappedPacketConn
+	sock udpSocket
+}
+
+func (c *cappedUDPConn) SetReadBuffer(n int) error             { return c.sock.SetReadBuffer(n) }
+func (c *cappedUDPConn) SetWriteBuffer(n int) error            { return c.sock.SetWriteBuffer(n) }
+func (c *cappedUDPConn) SyscallConn() (syscall.RawConn, error) { return c.sock.SyscallConn() }
+
+// capPacketConn puts a datagram socket under the caps.
+func capPacketConn(c net.PacketConn, b *bandwidth) net.PacketConn {
+	pc := cappedPacketConn{PacketConn: c, b: b}
+	if sock, ok := c.(udpSocket); ok {
+		return &cappedUDPConn{cappedPacketConn: pc, sock: sock}
+	}
+	return &pc
 }

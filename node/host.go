@@ -133,7 +133,7 @@ func newHost(cfg *Config, priv crypto.PrivKey, counter *metrics.BandwidthCounter
 				if err != nil {
 					return nil, err
 				}
-				return &cappedPacketConn{PacketConn: c, b: bw}, nil
+				return capPacketConn(c, bw), nil
 			})))
 	}
 	opts = append(opts, natOptions(cfg.NAT, peerSource)...)
