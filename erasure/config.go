@@ -84,6 +84,13 @@ type Config struct {
 	// record may only mean the DHT lost it and the writer has not yet
 	// republished. Default 7 days.
 	GCMissingGrace time.Duration
+	// HandoffTimeout bounds Service.Handoff, which a peer leaving on purpose
+	// (SIGTERM) runs before it closes: it hands the shards it holds to other
+	// peers for at most this long. 0 disables the handoff. Default 20 s:
+	// enough to move a few hundred MiB over a fast link, well inside
+	// systemd's default 90 s stop timeout; shards not handed off in time are
+	// repaired the usual way once the grace period has passed.
+	HandoffTimeout time.Duration
 
 	// Logger defaults to slog.Default(); the service logs as
 	// logger=erasure.
@@ -117,6 +124,7 @@ func DefaultConfig() Config {
 		GCInterval:        6 * time.Hour,
 		GCMinAge:          time.Hour,
 		GCMissingGrace:    7 * 24 * time.Hour,
+		HandoffTimeout:    20 * time.Second,
 		Now:               time.Now,
 	}
 }
@@ -175,6 +183,8 @@ func (c *Config) validate() error {
 	case c.GCInterval < 0 || c.GCMinAge < 0 || c.GCMissingGrace < 0:
 		return fmt.Errorf("config: GCInterval %v, GCMinAge %v and GCMissingGrace %v must not be negative",
 			c.GCInterval, c.GCMinAge, c.GCMissingGrace)
+	case c.HandoffTimeout < 0:
+		return fmt.Errorf("config: HandoffTimeout %v must not be negative", c.HandoffTimeout)
 	}
 	if err := c.Server.validate(); err != nil {
 		return err

@@ -1,6 +1,7 @@
 package erasure
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"flag"
 	"fmt"
@@ -29,9 +30,11 @@ func seedCorpora(t *testing.T) map[string][][]byte {
 		wire = append(wire, r.encode())
 	}
 	wire = append(wire, []byte{1, msgCheck, 0, 0xff, 0xff}, []byte{0, 0, 0, 5, 1, 2})
+	_, hint, _ := testHint(t)
 	return map[string][][]byte{
 		"FuzzManifestDecode": {good, ts, truncated, []byte("IMMF\x01\x00")},
 		"FuzzWireDecode":     wire,
+		"FuzzHandoffDecode":  {hint, hint[:len(hint)-10], append(bytes.Clone(hint), 0), []byte("IMHO\x01")},
 	}
 }
 

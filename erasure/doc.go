@@ -14,13 +14,15 @@
 //     named by its SHA-256.
 //   - Manifest (manifest.go): the signed, versioned record of one object
 //     version, and ManifestValidator for the DHT namespace "immense-state".
+//   - Hint (hint.go): the signed record of a planned departure, and
+//     HintValidator for the DHT namespace "immense-handoff".
 //   - Store (store.go): shard files on disk with a quota.
 //   - ShardServer and Client (protocol.go, wire.go): the shard protocol.
 //   - Pure policy, no I/O, injected clocks (availability.go, redundancy.go,
 //     placement.go, repair.go): the simulator calls these directly.
-//   - Service (service.go): Put, Get, Delete, Health, repair and GC for one
-//     node, built from the pieces above and small interfaces (Records,
-//     Peers) that node/ implements over the overlay.
+//   - Service (service.go, handoff.go): Put, Get, Delete, Health, repair,
+//     GC and Handoff for one node, built from the pieces above and small
+//     interfaces (Records, Peers) that node/ implements over the overlay.
 //
 // # Keys and encryption
 //
@@ -61,6 +63,31 @@
 // namespace id in the DHT key and its object id is the one in the key;
 // Select prefers the highest version (ties: the larger encoding).
 //
+// # Handoff hints (format 1)
+//
+// A peer leaving on purpose (Service.Handoff) sends the shards of each index
+// it holds to a new peer, then publishes under
+//
+//	DHT key = "/immense-handoff/" + hex(N) + "/" + hex(O) + "/" + index (decimal) + "/" + old holder (base58 peer id)
+//
+// the record (integers big-endian, canonical, no trailing bytes, at most
+// MaxHintSize = 512 bytes)
+//
+//	"IMHO" | format u8 = 1 | namespace [32] | object id [32] | data version u64
+//	index u16 | created u64 (Unix ns) | len u8 | old holder id | len u8 | new holder id
+//	signature [64] = Ed25519(old holder's libp2p key, "immense-state handoff v1\x00" || everything before it)
+//
+// The old holder's id must embed an Ed25519 public key (identity multihash),
+// which verifies the signature; old and new differ; index < 32. The DHT
+// validator also requires namespace, object, index and old holder to be the
+// ones in the key; Select prefers the latest created (ties: the larger
+// encoding). Readers follow a hint only from the holder the current manifest
+// names for that index, for the manifest's data version, then from each new
+// holder in turn (at most MaxHandoffChain = 3 hops, no peer twice), and
+// verify every shard against the manifest as always. Repair adopts a hinted
+// holder that has every shard by writing the next manifest version with it
+// in the placement (same data version and hashes).
+//
 // # Shard protocol /immense/shard/1.0.0
 //
 // One request and one response per stream. The client writes a frame and
@@ -96,11 +123,14 @@
 //
 // A server stores a shard only if it hashes to the hash given and fits in
 // its quota (reserved before the write, so concurrent stores never exceed
-// it). It deletes a shard only on a delete request signed by a key whose
-// SHA-256 is the namespace the shard was stored under; garbage collection
-// (Service.CollectGarbage) removes the rest once their manifest is a
-// tombstone, no longer places the shard here, or has been missing for a
-// week. A client verifies every fetched shard against the hash it asked for.
+// it), and refuses every store with busy once a handoff has started (the
+// peer is about to leave). It deletes a shard only on a delete request
+// signed by a key whose SHA-256 is the namespace the shard was stored
+// under; garbage collection (Service.CollectGarbage) removes the rest once
+// their manifest is a tombstone, no longer places the shard here (and no
+// trusted hint chain ends here while the manifest's holder lacks it), or
+// has been missing for a week. A client verifies every fetched shard
+// against the hash it asked for.
 //
 // # Shard files
 //
@@ -114,7 +144,7 @@
 //
 // # Fuzzing
 //
-// FuzzWireDecode and FuzzManifestDecode have seed corpora in
+// FuzzWireDecode, FuzzManifestDecode and FuzzHandoffDecode have seed corpora in
 // testdata/fuzz. Run them with, e.g.,
 //
 //	go test ./erasure -run XXX -fuzz FuzzWireDecode -fuzztime 60s -fuzzminimizetime 2s

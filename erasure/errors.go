@@ -31,6 +31,9 @@ var (
 	// oversized, unsigned, badly signed, or signed by someone other than the
 	// owner of its namespace.
 	ErrInvalidManifest = errors.New("erasure: invalid manifest")
+	// ErrInvalidHint is returned for a handoff hint that is malformed,
+	// oversized, badly signed, or not signed by the old holder it names.
+	ErrInvalidHint = errors.New("erasure: invalid handoff hint")
 	// ErrStaleManifest is returned when a manifest is not newer than the one
 	// already stored (the highest version wins).
 	ErrStaleManifest = errors.New("erasure: stale manifest version")

@@ -14,6 +14,8 @@ type metrics struct {
 	repairBytes    prometheus.Counter
 	repairedShards prometheus.Counter
 	gcRemoved      prometheus.Counter
+	handoffShards  *prometheus.CounterVec
+	adoptions      prometheus.Counter
 	puts, gets     *prometheus.CounterVec
 }
 
@@ -38,6 +40,11 @@ func newMetrics(reg prometheus.Registerer, store *Store) (*metrics, error) {
 			Name: "repaired_shards_total", Help: "Shards regenerated onto new peers by repair."}),
 		gcRemoved: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "gc_removed_shards_total", Help: "Local shards removed by garbage collection."}),
+		handoffShards: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "handoff_shards_total", Help: "Shards this peer held when it left on purpose, by result: handed_off to another peer or failed (not handed off in time)."},
+			[]string{"result"}),
+		adoptions: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "handoff_adoptions_total", Help: "Shard indices repair moved in a manifest to the peer a departed holder handed them to, without regenerating them."}),
 		puts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "puts_total", Help: "Put and Delete operations, by result."}, []string{"result"}),
 		gets: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
@@ -45,11 +52,14 @@ func newMetrics(reg prometheus.Registerer, store *Store) (*metrics, error) {
 	}
 	// Create the label values up front so that every series exists (at 0)
 	// from the start: a rate() over a series that appears late misleads.
-	for _, o := range []string{"healthy", "blocked", "deferred", "repaired", "failed", "error"} {
+	for _, o := range []string{"healthy", "blocked", "deferred", "repaired", "adopted", "failed", "error"} {
 		m.repairs.WithLabelValues(o)
 	}
 	for _, r := range []string{"quota", "hash", "busy", "error"} {
 		m.shardsRefused.WithLabelValues(r)
+	}
+	for _, r := range []string{"handed_off", "failed"} {
+		m.handoffShards.WithLabelValues(r)
 	}
 	for _, r := range []string{"ok", "error"} {
 		m.puts.WithLabelValues(r)
@@ -60,7 +70,7 @@ func newMetrics(reg prometheus.Registerer, store *Store) (*metrics, error) {
 		return m, nil
 	}
 	cs := []prometheus.Collector{m.shardsStored, m.shardsServed, m.shardsRefused, m.badShards,
-		m.repairs, m.repairBytes, m.repairedShards, m.gcRemoved, m.puts, m.gets}
+		m.repairs, m.repairBytes, m.repairedShards, m.gcRemoved, m.handoffShards, m.adoptions, m.puts, m.gets}
 	if store != nil {
 		cs = append(cs,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
@@ -129,5 +139,17 @@ func (m *metrics) put(result string) {
 func (m *metrics) get(result string) {
 	if m != nil {
 		m.gets.WithLabelValues(result).Inc()
+	}
+}
+
+func (m *metrics) handoff(result string, shards int) {
+	if m != nil {
+		m.handoffShards.WithLabelValues(result).Add(float64(shards))
+	}
+}
+
+func (m *metrics) adopted(indices int) {
+	if m != nil {
+		m.adoptions.Add(float64(indices))
 	}
 }

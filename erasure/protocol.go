@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -59,6 +60,9 @@ type ShardServer struct {
 	log     *slog.Logger
 	metrics *metrics
 	sem     chan struct{}
+	// leaving makes the server refuse new shards (busy): set by a handoff,
+	// so that writers do not place shards on a peer about to exit.
+	leaving atomic.Bool
 
 	mu      sync.Mutex
 	closed  bool
@@ -156,6 +160,10 @@ func (s *ShardServer) serve(from peer.ID, q *request) *response {
 	}
 	switch q.typ {
 	case msgStore:
+		if s.leaving.Load() {
+			s.metrics.refused("busy")
+			return fail(fmt.Errorf("%w: leaving the network", ErrBusy))
+		}
 		if err := s.store.Put(q.hash, q.ref, q.data); err != nil {
 			s.metrics.refused(refuseReason(err))
 			if errors.Is(err, ErrQuotaExceeded) {

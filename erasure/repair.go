@@ -23,6 +23,10 @@ type HolderStatus struct {
 	// LastSeen is when the holder was last known online; zero if never.
 	LastSeen     time.Time
 	Availability float64
+	// HandedOff: Peer is not the holder the manifest names (which did not
+	// answer) but the peer a trusted handoff hint led to, which has every
+	// shard. Repair adopts it into the next manifest version.
+	HandedOff bool
 }
 
 // ShardState classifies one shard index for repair.

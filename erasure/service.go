@@ -81,6 +81,10 @@ type HolderHealth struct {
 	Complete     bool // has all its shards
 	Availability float64
 	State        ShardState
+	// HandedOff: Peer is not the manifest's holder of Index but the peer
+	// that holder handed its shards to when it left (see Service.Handoff);
+	// repair will adopt it.
+	HandedOff bool
 }
 
 // Health is the state of an object's redundancy right now.
@@ -129,6 +133,9 @@ type Service struct {
 	reports     map[peer.ID]PeerReport // misbehaviour seen
 	republished map[ObjectID]time.Time
 	missing     map[string]time.Time // GC: DHT key whose manifest is not found, since
+	// hintsRepublished: when GC last re-put a handoff hint that keeps a
+	// shard here, by hint key.
+	hintsRepublished map[string]time.Time
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -163,7 +170,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		avail: d.Availability, log: cfg.Logger.With("logger", "erasure"), metrics: m,
 		client: NewClient(d.Host, cfg.RequestTimeout), sched: sched, started: cfg.Now(),
 		codecs: map[Params]*Codec{}, full: map[peer.ID]time.Time{}, failing: map[peer.ID]time.Time{}, reports: map[peer.ID]PeerReport{},
-		republished: map[ObjectID]time.Time{}, missing: map[string]time.Time{},
+		republished: map[ObjectID]time.Time{}, missing: map[string]time.Time{}, hintsRepublished: map[string]time.Time{},
 		ctx: ctx, cancel: cancel,
 	}
 	srvCfg := cfg.Server
@@ -693,10 +700,23 @@ func (s *Service) Manifest(ctx context.Context, key string) (*Manifest, error) {
 }
 
 // fetchState orders the holders of one object for a multi-segment fetch,
-// moving those that fail to the back for the following segments.
+// moving those that fail to the back for the following segments, and
+// remembers where handoff hints led.
 type fetchState struct {
 	order  []int
 	demote map[int]bool
+	// hinted[i]: the hints of index i were followed (once per fetch, not
+	// per segment); via[i]: the holder they led to, which answered.
+	hinted map[int]bool
+	via    map[int]peer.ID
+}
+
+// holder returns the peer to ask for index i.
+func (f *fetchState) holder(m *Manifest, i int) peer.ID {
+	if p, ok := f.via[i]; ok {
+		return p
+	}
+	return m.Placement[i]
 }
 
 // newFetchState orders shard indices: peers with a clean record first, then
@@ -737,7 +757,7 @@ func (s *Service) newFetchState(m *Manifest, only []int) *fetchState {
 		}
 		return order[a] < order[b]
 	})
-	return &fetchState{order: order, demote: map[int]bool{}}
+	return &fetchState{order: order, demote: map[int]bool{}, hinted: map[int]bool{}, via: map[int]peer.ID{}}
 }
 
 func (f *fetchState) current() []int {
@@ -761,13 +781,16 @@ func (s *Service) fetchSegment(ctx context.Context, m *Manifest, seg int, fs *fe
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
-		idx  int
-		data []byte
-		err  error
+		idx    int
+		data   []byte
+		err    error
+		hinted bool    // fetched through handoff hints
+		via    peer.ID // the holder the hints led to
 	}
-	// Buffered for every possible request, so that abandoned ones finish
-	// without blocking after we return.
-	results := make(chan result, n)
+	// Buffered for every possible request (one to each holder, one through
+	// its hints), so that abandoned ones finish without blocking after we
+	// return.
+	results := make(chan result, 2*n)
 	order := fs.current()
 	started := map[int]time.Time{}
 	next, inflight, good := 0, 0, 0
@@ -779,11 +802,23 @@ func (s *Service) fetchSegment(ctx context.Context, m *Manifest, seg int, fs *fe
 		next++
 		inflight++
 		started[i] = time.Now()
+		p := fs.holder(m, i)
 		go func() {
-			data, err := s.fetchShard(ctx, m.Placement[i], m.Hashes[seg][i])
-			results <- result{i, data, err}
+			data, err := s.fetchShard(ctx, p, m.Hashes[seg][i])
+			results <- result{idx: i, data: data, err: err}
 		}()
 		return true
+	}
+	// launchHinted asks the peer the holder of i handed its shards to, if
+	// it left on purpose (Service.Handoff). In parallel with the next
+	// holder: most failed holders are merely offline and have no hint.
+	launchHinted := func(i int) {
+		fs.hinted[i] = true
+		inflight++
+		go func() {
+			data, via, err := s.fetchViaHints(ctx, m, seg, i)
+			results <- result{idx: i, data: data, err: err, hinted: true, via: via}
+		}()
 	}
 	for range k {
 		launch()
@@ -799,15 +834,28 @@ func (s *Service) fetchSegment(ctx context.Context, m *Manifest, seg int, fs *fe
 		select {
 		case r := <-results:
 			inflight--
-			delete(started, r.idx)
+			if !r.hinted {
+				delete(started, r.idx)
+			}
 			if r.err != nil {
 				lastErr = r.err
-				fs.demote[r.idx] = true
+				if !r.hinted {
+					fs.demote[r.idx] = true
+					if !fs.hinted[r.idx] && ctx.Err() == nil {
+						launchHinted(r.idx)
+					}
+				}
 				launch()
 				continue
 			}
-			shards[r.idx] = r.data
-			good++
+			if r.hinted {
+				fs.via[r.idx] = r.via
+				delete(fs.demote, r.idx)
+			}
+			if shards[r.idx] == nil {
+				shards[r.idx] = r.data
+				good++
+			}
 		case <-hedge.C:
 			launch()
 			hedge.Reset(s.cfg.HedgeAfter)
@@ -820,7 +868,7 @@ func (s *Service) fetchSegment(ctx context.Context, m *Manifest, seg int, fs *fe
 	for i, t := range started {
 		if time.Since(t) >= s.cfg.HedgeAfter {
 			fs.demote[i] = true
-			s.report(m.Placement[i], func(r *PeerReport) { r.Slow++ })
+			s.report(fs.holder(m, i), func(r *PeerReport) { r.Slow++ })
 		}
 	}
 	return shards, nil
@@ -890,52 +938,68 @@ func (s *Service) delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// checkHolders asks every holder of m whether it has all its shards.
+// checkHolders asks every holder of m whether it has all its shards. A
+// holder that does not answer is looked past: if it handed its shards to
+// another peer before leaving (a trusted hint chain, see hintChain) and
+// that peer has them all, the status is that peer's, marked HandedOff.
 func (s *Service) checkHolders(ctx context.Context, m *Manifest) []HolderStatus {
 	out := make([]HolderStatus, len(m.Placement))
 	var wg sync.WaitGroup
 	for i, p := range m.Placement {
 		wg.Go(func() {
-			hashes := make([]Hash, len(m.Hashes))
-			for seg := range m.Hashes {
-				hashes[seg] = m.Hashes[seg][i]
-			}
-			st := HolderStatus{Peer: p}
-			if p == s.h.ID() {
-				st.Reachable, st.Complete = true, true
-				for seg, h := range hashes {
-					info, ok := s.store.Stat(h)
-					if !ok || info.Size != int64(m.Params.ShardSize(m.Params.SegmentLen(m.Size, seg))) {
-						st.Complete = false
-					}
+			st := s.checkIndex(ctx, m, i, p)
+			// Only an unreachable holder may have left on purpose: one
+			// that answers without its shards has lost them.
+			if !st.Reachable {
+				if hs, ok := s.checkHandedOff(ctx, m, i); ok {
+					st = hs
 				}
-			} else {
-				res, err := s.client.Check(ctx, p, hashes, false)
-				s.noteOutcome(ctx, p, err)
-				if err == nil {
-					st.Reachable, st.Complete = true, true
-					for seg, r := range res {
-						if !r.Present || r.Size != int64(m.Params.ShardSize(m.Params.SegmentLen(m.Size, seg))) {
-							st.Complete = false
-						}
-					}
-				}
-			}
-			st.Availability = s.avail.Availability(p)
-			// A holder not seen since we started is given the benefit of the
-			// doubt from our start: after a restart we know nothing yet.
-			st.LastSeen = s.started
-			if ls, ok := s.avail.LastSeen(p); ok && ls.After(st.LastSeen) {
-				st.LastSeen = ls
-			}
-			if st.Reachable {
-				st.LastSeen = s.cfg.Now()
 			}
 			out[i] = st
 		})
 	}
 	wg.Wait()
 	return out
+}
+
+// checkIndex asks p whether it has shard i of every segment of m.
+func (s *Service) checkIndex(ctx context.Context, m *Manifest, i int, p peer.ID) HolderStatus {
+	hashes := make([]Hash, len(m.Hashes))
+	for seg := range m.Hashes {
+		hashes[seg] = m.Hashes[seg][i]
+	}
+	st := HolderStatus{Peer: p}
+	if p == s.h.ID() {
+		st.Reachable, st.Complete = true, true
+		for seg, h := range hashes {
+			info, ok := s.store.Stat(h)
+			if !ok || info.Size != int64(m.Params.ShardSize(m.Params.SegmentLen(m.Size, seg))) {
+				st.Complete = false
+			}
+		}
+	} else {
+		res, err := s.client.Check(ctx, p, hashes, false)
+		s.noteOutcome(ctx, p, err)
+		if err == nil {
+			st.Reachable, st.Complete = true, true
+			for seg, r := range res {
+				if !r.Present || r.Size != int64(m.Params.ShardSize(m.Params.SegmentLen(m.Size, seg))) {
+					st.Complete = false
+				}
+			}
+		}
+	}
+	st.Availability = s.avail.Availability(p)
+	// A holder not seen since we started is given the benefit of the
+	// doubt from our start: after a restart we know nothing yet.
+	st.LastSeen = s.started
+	if ls, ok := s.avail.LastSeen(p); ok && ls.After(st.LastSeen) {
+		st.LastSeen = ls
+	}
+	if st.Reachable {
+		st.LastSeen = s.cfg.Now()
+	}
+	return st
 }
 
 // Health reports how many holders of key are reachable with all their
@@ -968,7 +1032,7 @@ func (s *Service) Health(ctx context.Context, key string) (*Health, error) {
 			h.Reachable++
 		}
 		h.Holders = append(h.Holders, HolderHealth{Index: i, Peer: x.Peer, Reachable: x.Reachable,
-			Complete: x.Complete, Availability: x.Availability, State: plan.States[i]})
+			Complete: x.Complete, Availability: x.Availability, State: plan.States[i], HandedOff: x.HandedOff})
 	}
 	return h, nil
 }
@@ -1062,33 +1126,71 @@ func (s *Service) RepairObject(ctx context.Context, obj ObjectID) (*RepairPlan, 
 	}
 	holders := s.checkHolders(ctx, m)
 	plan := PlanRepair(obj, m.Params, holders, cands, s.cfg.Repair, s.cfg.Now())
+	// Shards a departed holder handed off are adopted: the next version
+	// places them where they are, and nothing is regenerated for them.
+	adopt := map[int]peer.ID{}
+	for i, h := range holders {
+		if h.HandedOff {
+			adopt[i] = h.Peer
+		}
+	}
+	base := m
+	if len(adopt) > 0 {
+		c := *m
+		c.Placement = append([]peer.ID(nil), m.Placement...)
+		for i, p := range adopt {
+			c.Placement[i] = p
+		}
+		base = &c
+	}
+	var (
+		moved   map[int]peer.ID
+		bytes   int64
+		regErr  error
+		outcome string
+	)
 	switch plan.Action {
 	case RepairNone:
-		s.metrics.repair("healthy", 0, 0)
-		s.republish(ctx, obj, dhtKey, rec)
-		return &plan, nil
+		outcome = "healthy"
 	case RepairBlocked:
-		s.metrics.repair("blocked", 0, 0)
-		s.sched.Retry(obj, s.cfg.Now())
+		outcome = "blocked"
 		s.log.Info("object needs repair but cannot be repaired now", "object", obj, "reason", plan.Reason)
-		return &plan, nil
-	}
-	if !s.sched.AllowRepair(obj, s.cfg.Now()) {
-		s.metrics.repair("deferred", 0, 0)
-		return &plan, nil
-	}
-	s.log.Info("repairing object", "object", obj, "reason", plan.Reason, "shards", plan.Regenerate, "targets", plan.Targets)
-	moved, bytes, err := s.regenerate(ctx, m, plan)
-	if len(moved) == 0 {
-		if err == nil {
-			err = errors.New("no shard could be regenerated")
+	default:
+		if !s.sched.AllowRepair(obj, s.cfg.Now()) {
+			outcome = "deferred"
+			break
 		}
-		s.metrics.repair("failed", 0, bytes)
-		s.sched.Retry(obj, s.cfg.Now())
-		return &plan, fmt.Errorf("repair object %s: %w", obj, err)
+		s.log.Info("repairing object", "object", obj, "reason", plan.Reason, "shards", plan.Regenerate, "targets", plan.Targets)
+		moved, bytes, regErr = s.regenerate(ctx, base, plan)
+		outcome = "repaired"
+		if len(moved) == 0 {
+			outcome = "failed"
+			if regErr == nil {
+				regErr = errors.New("no shard could be regenerated")
+			}
+		}
 	}
-	next := *m
-	next.Placement = append([]peer.ID(nil), m.Placement...)
+	if len(adopt) == 0 {
+		switch outcome {
+		case "healthy":
+			s.metrics.repair("healthy", 0, 0)
+			s.republish(ctx, obj, dhtKey, rec)
+			return &plan, nil
+		case "blocked":
+			s.metrics.repair("blocked", 0, 0)
+			s.sched.Retry(obj, s.cfg.Now())
+			return &plan, nil
+		case "deferred":
+			s.metrics.repair("deferred", 0, 0)
+			return &plan, nil
+		case "failed":
+			s.metrics.repair("failed", 0, bytes)
+			s.sched.Retry(obj, s.cfg.Now())
+			return &plan, fmt.Errorf("repair object %s: %w", obj, regErr)
+		}
+	}
+	next := *base
+	next.Placement = append([]peer.ID(nil), base.Placement...)
 	for i, p := range moved {
 		next.Placement[i] = p
 	}
@@ -1113,8 +1215,20 @@ func (s *Service) RepairObject(ctx context.Context, obj ObjectID) (*RepairPlan, 
 	s.mu.Lock()
 	s.republished[obj] = s.cfg.Now()
 	s.mu.Unlock()
-	s.metrics.repair("repaired", len(moved), bytes)
-	if err != nil {
+	if len(adopt) > 0 {
+		s.metrics.adopted(len(adopt))
+		s.log.Info("adopted handed-off shards", "object", obj, "version", next.Version, "indices", len(adopt))
+	}
+	if len(moved) > 0 {
+		s.metrics.repair("repaired", len(moved), bytes)
+	} else {
+		s.metrics.repair("adopted", 0, bytes)
+	}
+	switch {
+	case outcome == "failed":
+		s.sched.Retry(obj, s.cfg.Now())
+		return &plan, fmt.Errorf("repair object %s: handed-off shards adopted, but: %w", obj, regErr)
+	case outcome == "blocked", regErr != nil:
 		s.sched.Retry(obj, s.cfg.Now()) // partly done: come back for the rest
 	}
 	return &plan, nil
@@ -1195,16 +1309,22 @@ func (s *Service) regenerate(ctx context.Context, m *Manifest, plan RepairPlan) 
 
 // CollectGarbage removes local shards that no current manifest needs: the
 // object was deleted (tombstone), the manifest no longer places this shard
-// on this peer (superseded by a newer version or moved by repair), or the
-// manifest has been missing from the DHT for GCMissingGrace. Shards younger
-// than GCMinAge and shards whose manifest lookup fails are kept. It works
-// without the app key: manifests are public, only their content is not.
+// on this peer (superseded by a newer version or moved by repair) and no
+// handoff hint hands it here (see keepHandedOff), or the manifest has been
+// missing from the DHT for GCMissingGrace. Shards younger than GCMinAge and
+// shards whose manifest or hint lookup fails are kept. It works without the
+// app key: manifests and hints are public, only content is not.
 func (s *Service) CollectGarbage(ctx context.Context) (removed int, freed int64, err error) {
 	type lookup struct {
 		m   *Manifest
 		err error
 	}
 	cache := map[string]lookup{}
+	type handoff struct {
+		keep bool
+		err  error
+	}
+	handed := map[string]handoff{}
 	now := s.cfg.Now()
 	self := s.h.ID()
 	keep := func(ctx context.Context, info ShardInfo) (bool, error) {
@@ -1237,7 +1357,21 @@ func (s *Service) CollectGarbage(ctx context.Context) (removed int, freed int64,
 			return false, nil
 		}
 		_, idx, ok := l.m.HasShard(info.Hash)
-		return ok && l.m.Placement[idx] == self, nil
+		if !ok {
+			return false, nil
+		}
+		if l.m.Placement[idx] == self {
+			return true, nil
+		}
+		// Handed here by a holder that left, and not yet adopted by the
+		// writer: kept while the hint stands (one lookup per index).
+		hk := fmt.Sprintf("%s/%d", dhtKey, idx)
+		h, ok := handed[hk]
+		if !ok {
+			h.keep, h.err = s.keepHandedOff(ctx, l.m, idx)
+			handed[hk] = h
+		}
+		return h.keep, h.err
 	}
 	removed, freed, err = s.store.GC(ctx, keep)
 	s.metrics.gc(removed)

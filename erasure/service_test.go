@@ -37,7 +37,8 @@ type memRecords struct {
 }
 
 func newMemRecords() *memRecords {
-	return &memRecords{v: ManifestValidator{}, vals: map[string][]byte{}}
+	return &memRecords{v: record.NamespacedValidator{RecordNamespace: ManifestValidator{}, HandoffNamespace: HintValidator{}},
+		vals: map[string][]byte{}}
 }
 
 func (r *memRecords) PutValue(_ context.Context, key string, val []byte, _ ...routing.Option) error {

@@ -93,10 +93,13 @@ func (a *api) stateHealth(w http.ResponseWriter, r *http.Request) {
 		Reachable    bool    `json:"reachable"`
 		Complete     bool    `json:"complete"`
 		Availability float64 `json:"availability"`
+		// HandedOff: the manifest's holder left on purpose and this
+		// peer holds its shards now; repair will name it in the manifest.
+		HandedOff bool `json:"handed_off,omitempty"`
 	}
 	holders := make([]holder, len(h.Holders))
 	for i, hh := range h.Holders {
-		holders[i] = holder{hh.Index, hh.Peer.String(), hh.Reachable, hh.Complete, hh.Availability}
+		holders[i] = holder{hh.Index, hh.Peer.String(), hh.Reachable, hh.Complete, hh.Availability, hh.HandedOff}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"key": key, "version": h.Version, "k": h.K, "m": h.M,

@@ -91,7 +91,10 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	ocfg.MaxMessageSize = cfg.MaxMessageSize
 	ocfg.Logger = log
 	ocfg.Registerer = cfg.Registry
-	ocfg.Validators = map[string]record.Validator{erasure.RecordNamespace: erasure.ManifestValidator{}}
+	ocfg.Validators = map[string]record.Validator{
+		erasure.RecordNamespace:  erasure.ManifestValidator{},
+		erasure.HandoffNamespace: erasure.HintValidator{},
+	}
 	if cfg.Overlay != nil {
 		cfg.Overlay(&ocfg)
 	}

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/immense-p2p/immense/erasure"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -222,6 +223,26 @@ func (n *Node) Health(ctx context.Context, key string) (*erasure.Health, error) 
 		return nil, ErrNoState
 	}
 	return n.state.svc.Health(ctx, key)
+}
+
+// Handoff hands the shards this node holds to other peers before a planned
+// shutdown (see erasure.Service.Handoff), for at most the State config's
+// HandoffTimeout (or until ctx ends). Call it before Close; it does
+// nothing on a node without state or with HandoffTimeout 0.
+func (n *Node) Handoff(ctx context.Context) (erasure.HandoffResult, error) {
+	if n.HandoffTimeout() == 0 {
+		return erasure.HandoffResult{}, nil
+	}
+	return n.state.svc.Handoff(ctx)
+}
+
+// HandoffTimeout returns how long Handoff may take: 0 when the node does
+// not hand off. A shutdown deadline must allow for it.
+func (n *Node) HandoffTimeout() time.Duration {
+	if n.state == nil {
+		return 0
+	}
+	return n.cfg.State.HandoffTimeout
 }
 
 // storagePeers offers the erasure service candidate holders: the DHT's

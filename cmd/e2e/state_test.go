@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -432,4 +433,130 @@ func TestStateQuota(t *testing.T) {
 		}
 	}
 	t.Errorf("writer never logged the full peer's quota refusal")
+}
+
+type stateHealth struct {
+	Version   uint64 `json:"version"`
+	Reachable int    `json:"reachable"`
+	Total     int    `json:"total"`
+	Holders   []struct {
+		Index     int    `json:"index"`
+		Peer      string `json:"peer"`
+		Reachable bool   `json:"reachable"`
+		Complete  bool   `json:"complete"`
+		HandedOff bool   `json:"handed_off"`
+	} `json:"holders"`
+}
+
+func getStateHealth(t *testing.T, base, key string) stateHealth {
+	t.Helper()
+	resp, err := http.Get(base + "/v1/state/" + key + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("health of %s on %s: %s: %s", key, base, resp.Status, body)
+	}
+	var h stateHealth
+	if err := json.Unmarshal(body, &h); err != nil {
+		t.Fatalf("health of %s: %v in %s", key, err, body)
+	}
+	return h
+}
+
+// TestStateHandoff: a peer that holds shards and is stopped with SIGTERM
+// hands them to another peer before it exits ("handoff done" in its log,
+// exit code 0), and the writer's health endpoint then reports every value
+// at full redundancy, with no holder on the departed peer, and GETs return
+// the values. Five app peers take every value (k=3, m=2 on all of them); a
+// volunteer that joins after the writes is the only peer outside the
+// placements, so it is the one the shards go to.
+func TestStateHandoff(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs processes")
+	}
+	net := newStateNet(t)
+	// TCP only: a departed peer's port refuses at once, so the writer does
+	// not wait out a dial timeout before following the hint.
+	const listen = "/ip4/127.0.0.1/tcp/0"
+	flags := []string{"--app-key", net.keyFile, "--storage-quota", "1GiB"}
+	const peers = 5
+	var ps []*proc
+	for i := range peers {
+		ps = append(ps, net.peer(fmt.Sprintf("peer%d", i), t.TempDir(), listen, flags...))
+	}
+	writer, victim := ps[0], ps[2]
+	stateWaitConnected(t, writer, peers)
+
+	r := rand.New(rand.NewPCG(6, 6))
+	values := map[string][]byte{}
+	for i := range 3 {
+		key, v := fmt.Sprintf("handoff-%d", i), stateValue(r, 200<<10)
+		res, err := statePut(writer.info.HTTP, key, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(res.Holders, victim.info.PeerID) {
+			t.Fatalf("PUT %s: the victim is not among the holders %v", key, res.Holders)
+		}
+		values[key] = v
+	}
+	volunteer := net.peer("volunteer", t.TempDir(), listen, "--storage-quota", "1GiB")
+	stateWaitConnected(t, victim, peers+1) // the other peers, the volunteer and the bootstrap node
+
+	start := time.Now()
+	victim.cmd.Process.Signal(syscall.SIGTERM)
+	victim.waitLog("handoff done", 30*time.Second)
+	select {
+	case <-victim.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("victim still running 30 s after SIGTERM; logs:\n%s", victim.dump())
+	}
+	if code := victim.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("victim exit code %d; logs:\n%s", code, victim.dump())
+	}
+	victim.mu.Lock()
+	for _, l := range victim.logs {
+		if l["msg"] == "handoff done" {
+			elapsed, _ := l["elapsed"].(float64)
+			t.Logf("victim, %v after SIGTERM: handoff done, handed_off=%v failed=%v shards_sent=%v bytes_sent=%v in %v",
+				time.Since(start).Round(time.Millisecond), l["handed_off"], l["failed"], l["shards_sent"], l["bytes_sent"], time.Duration(elapsed))
+			if l["handed_off"] != float64(len(values)) || l["failed"] != float64(0) {
+				t.Errorf("victim handed off %v of %d values' shards, %v failed", l["handed_off"], len(values), l["failed"])
+			}
+		}
+	}
+	victim.mu.Unlock()
+	if n := stateMetric(t, volunteer.info.HTTP, "immense_state_shards"); int(n) != len(values) {
+		t.Errorf("the volunteer holds %v shards, want the victim's %d", n, len(values))
+	}
+
+	for key, v := range values {
+		h := getStateHealth(t, writer.info.HTTP, key)
+		if h.Reachable != h.Total || h.Version != 1 {
+			t.Errorf("%s after the handoff: %d of %d shards reachable, version %d; %+v", key, h.Reachable, h.Total, h.Version, h.Holders)
+		}
+		handedOff := 0
+		for _, hh := range h.Holders {
+			if hh.Peer == victim.info.PeerID {
+				t.Errorf("%s: shard %d still reported on the departed peer", key, hh.Index)
+			}
+			if hh.HandedOff {
+				handedOff++
+				if hh.Peer != volunteer.info.PeerID || !hh.Complete {
+					t.Errorf("%s: shard %d handed off to %s (complete %v), want the volunteer %s", key, hh.Index, hh.Peer, hh.Complete, volunteer.info.PeerID)
+				}
+			}
+		}
+		if handedOff != 1 {
+			t.Errorf("%s: %d holders reported as handed off, want 1: %+v", key, handedOff, h.Holders)
+		}
+		for _, p := range []*proc{writer, ps[1]} {
+			if got := stateGet(t, p.info.HTTP, key); !bytes.Equal(got, v) {
+				t.Fatalf("GET %s on %s differs", key, p.name)
+			}
+		}
+	}
 }

@@ -76,6 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		appKey            = fs.String("app-key", "", "app key file (peer keygen): read and write the app's state namespace (default: a key of this peer's own)")
 		zone              = fs.String("zone", "", "failure-domain label (region, data centre); shards of an object are spread over zones")
 		noState           = fs.Bool("no-state", false, "store no shards and offer no state API")
+		handoffTimeout    = fs.Duration("handoff-timeout", node.DefaultConfig().State.HandoffTimeout, "on SIGINT/SIGTERM, hand the shards this peer holds to other peers for at most this long before exiting (0: do not; a second signal cuts it short)")
 		storageQuota      cli.Size
 		secretFile        = fs.String("token-secret-file", "", "secret that browser tokens are signed with (see: peer secret, peer token)")
 		insecureNoAuth    = fs.Bool("insecure-no-auth", false, "accept browsers without a token: anyone who reaches --http can read and write every topic")
@@ -183,6 +184,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *noState {
 		cfg.State = nil
+	}
+	if *handoffTimeout < 0 {
+		fmt.Fprintln(stderr, "peer: --handoff-timeout must not be negative")
+		return 2
+	}
+	if cfg.State != nil {
+		cfg.State.HandoffTimeout = *handoffTimeout
 	}
 	if !*noBrowsers {
 		bc := webrtc.DefaultConfig()

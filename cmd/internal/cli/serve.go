@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/immense-p2p/immense/node"
@@ -15,7 +18,9 @@ import (
 // Serve runs a started node until ctx ends, the way both commands do: it
 // serves the node's HTTP API on httpAddr (none if empty), writes infoFile
 // (if set), prints the node's multiaddrs to stdout one per line, and when
-// ctx ends closes everything within 5 s. The addresses are printed last: a
+// ctx ends hands the node's shards to other peers (Node.Handoff, at most
+// its HandoffTimeout; a second SIGINT or SIGTERM cuts it short) and closes
+// everything within 5 s more. The addresses are printed last: a
 // supervisor that has read them knows the node, its HTTP API and its info
 // file are all up. It returns the process exit code.
 func Serve(ctx context.Context, name string, n *node.Node, httpAddr string, opts node.HTTPOptions, infoFile string, stdout, stderr io.Writer, log *slog.Logger) int {
@@ -47,7 +52,11 @@ func Serve(ctx context.Context, name string, n *node.Node, httpAddr string, opts
 
 	<-ctx.Done()
 	log.Info("shutting down")
-	err := ShutdownWithin(5*time.Second, log, func() error {
+	handoff := n.HandoffTimeout()
+	err := ShutdownWithin(handoff+5*time.Second, log, func() error {
+		if handoff > 0 {
+			handOff(n, log)
+		}
 		if srv != nil {
 			srv.Close()
 		}
@@ -58,4 +67,25 @@ func Serve(ctx context.Context, name string, n *node.Node, httpAddr string, opts
 		return 1
 	}
 	return 0
+}
+
+// handOff runs n's handoff until it finishes, its timeout passes or a
+// second SIGINT or SIGTERM arrives (the first ended ctx).
+func handOff(n *node.Node, log *slog.Logger) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	go func() {
+		select {
+		case <-sig:
+			log.Warn("second signal: cutting the handoff short")
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if _, err := n.Handoff(ctx); err != nil {
+		log.Warn("handoff stopped before the end", "err", err)
+	}
 }
