@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"time"
 
@@ -79,6 +80,15 @@ type Config struct {
 	// MaxUpload and MaxDownload cap the node's traffic, all protocols
 	// together, in bytes per second; 0 means no cap.
 	MaxUpload, MaxDownload int64
+
+	// JoinRate and JoinBurst bound how many newcomers a second this node
+	// admits when they join the overlay through it (a token bucket; see
+	// overlay.Config.JoinRate). Newcomers over the limit, or arriving
+	// while more than Limits.ConnHighWater peers are connected, get a busy
+	// answer: when to come back, and other peers to join through. JoinRate
+	// 0 admits everyone.
+	JoinRate  float64
+	JoinBurst int
 
 	// State, if set, runs erasure-coded storage: this node stores shards for
 	// others (up to StorageQuota) and reads and writes its app's namespace.
@@ -156,8 +166,12 @@ func DefaultConfig() Config {
 			MaxRelayedConns: 64,
 		},
 		MaxMessageSize: overlay.DefaultConfig().MaxMessageSize,
-		State:          ptr(erasure.DefaultConfig()),
-		StorageQuota:   10 << 30,
+		// Newcomers reach an ordinary peer when a busy bootstrap node
+		// refers them to it: 10 a second, 20 at once.
+		JoinRate:     10,
+		JoinBurst:    20,
+		State:        ptr(erasure.DefaultConfig()),
+		StorageQuota: 10 << 30,
 	}
 }
 
@@ -181,6 +195,14 @@ func BootstrapConfig() Config {
 	c.NAT.PortMap = false // a server has no home router
 	c.NAT.ForcePublic = true
 	c.NAT.MaxRelayedConns = 128
+	// Each admitted newcomer fills its routing table through the
+	// bootstrap node (a refresh is a dozen or so FIND_NODE requests),
+	// gets its reachability probed and often reserves a relay slot: 20
+	// newcomers a second keep that to a few hundred requests a second.
+	// The rest are told when to come back and referred to peers already
+	// in the overlay, so a mass return spreads over the whole network.
+	c.JoinRate = 20
+	c.JoinBurst = 40
 	c.State = nil // bootstrap nodes only route
 	return c
 }
@@ -202,6 +224,8 @@ func VolunteerConfig() Config {
 		ConnGracePeriod: 30 * time.Second,
 	}
 	c.NAT.MaxRelayedConns = 16
+	c.JoinRate = 2
+	c.JoinBurst = 5
 	c.MaxUpload = 1 << 20
 	c.MaxDownload = 4 << 20
 	c.StorageQuota = 2 << 30
@@ -260,6 +284,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxMessageSize < 1 || c.MaxMessageSize > 64<<20 {
 		errs = append(errs, fmt.Errorf("MaxMessageSize must be in [1, 64 MiB], got %d", c.MaxMessageSize))
+	}
+	if c.JoinRate < 0 || math.IsNaN(c.JoinRate) || math.IsInf(c.JoinRate, 0) || (c.JoinRate > 0 && c.JoinBurst < 1) {
+		errs = append(errs, fmt.Errorf("JoinRate (%v) must be 0 (no limit) or positive with JoinBurst (%d) >= 1", c.JoinRate, c.JoinBurst))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("node config: %w", err)

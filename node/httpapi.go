@@ -216,8 +216,17 @@ type Status struct {
 	Bandwidth        BandwidthStatus     `json:"bandwidth"`
 	Connections      []ConnStatus        `json:"connections"`
 	Storage          *StorageStatus      `json:"storage,omitempty"`
+	Joins            JoinStatus          `json:"joins"`
 	UptimeSeconds    float64             `json:"uptime_seconds"`
 	Version          string              `json:"version"`
+}
+
+// JoinStatus reports the join protocol: newcomers this node admitted or
+// refused (busy), under its limit, and busy answers it received itself.
+type JoinStatus struct {
+	Rate  float64 `json:"rate"` // joins admitted per second (0: no limit)
+	Burst int     `json:"burst"`
+	overlay.JoinStats
 }
 
 // BandwidthStatus reports caps and traffic, in bytes and bytes per second.
@@ -290,6 +299,7 @@ func (n *Node) Status() Status {
 			TotalIn: bw.TotalIn, TotalOut: bw.TotalOut, RateIn: bw.RateIn, RateOut: bw.RateOut,
 		},
 		Connections:   conns,
+		Joins:         JoinStatus{Rate: n.cfg.JoinRate, Burst: n.cfg.JoinBurst, JoinStats: n.overlay.JoinStats()},
 		UptimeSeconds: time.Since(n.started).Seconds(),
 		Version:       userAgent,
 	}

@@ -89,6 +89,8 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	ocfg.Mode = cfg.Mode
 	ocfg.Bootstrap = bootstrap
 	ocfg.MaxMessageSize = cfg.MaxMessageSize
+	ocfg.JoinRate, ocfg.JoinBurst = cfg.JoinRate, cfg.JoinBurst
+	ocfg.JoinMaxPeers = cfg.Limits.ConnHighWater
 	ocfg.Logger = log
 	ocfg.Registerer = cfg.Registry
 	ocfg.Validators = map[string]record.Validator{
@@ -233,7 +235,8 @@ func (n *Node) Overlay() *overlay.Overlay { return n.overlay }
 // Registry returns the registry holding the node's metrics.
 func (n *Node) Registry() *prometheus.Registry { return n.registry }
 
-// Joined is closed once the node has reached a bootstrap peer.
+// Joined is closed once the node has joined the overlay: a bootstrap peer,
+// or a peer a busy one referred it to, admitted it (see overlay.Joined).
 func (n *Node) Joined() <-chan struct{} { return n.overlay.Joined() }
 
 // Done is closed when the node has been closed.

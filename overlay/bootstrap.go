@@ -3,16 +3,19 @@ package overlay
 import (
 	"context"
 	"math/rand/v2"
-	"sync"
 	"time"
-
-	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // bootstrapLoop keeps the node joined: whenever it has no connection (at
-// start, after a network outage, after every bootstrap node restarted) it
-// dials the bootstrap peers, backing off exponentially with full jitter while
-// none answers, then refreshes the routing table.
+// start, after a network outage, after every bootstrap node restarted), or
+// none of its connections gives it a routing table, it asks the bootstrap
+// peers to admit it (joinRound), then refreshes the routing table.
+//
+// Between rounds that reached nobody it backs off exponentially with full
+// jitter. When a peer answered busy it waits the retry-after that peer
+// asked for, plus jitter, instead: the server has spread its refused
+// newcomers over time, and the jitter keeps those given nearby slots from
+// returning in step.
 func (o *Overlay) bootstrapLoop() {
 	defer o.wg.Done()
 	if len(o.cfg.Bootstrap) == 0 {
@@ -21,6 +24,7 @@ func (o *Overlay) bootstrapLoop() {
 	}
 	backoff := o.cfg.BootstrapBackoffMin
 	joined := false
+	var admittedAt time.Time
 	check := time.NewTimer(0)
 	defer check.Stop()
 	for {
@@ -40,51 +44,44 @@ func (o *Overlay) bootstrapLoop() {
 			check.Reset(o.cfg.BootstrapCheckInterval)
 			continue
 		}
-		if !connected && o.dialBootstrap() == 0 {
-			// Full jitter: wait uniformly in [0, backoff) so that peers
-			// that lost the bootstrap at the same moment spread out.
-			wait := time.Duration(rand.Int64N(int64(backoff))) + time.Millisecond
-			o.log.Debug("no bootstrap peer reachable", "retry_in", wait)
-			backoff = min(2*backoff, o.cfg.BootstrapBackoffMax)
-			check.Reset(wait)
+		if connected && time.Since(admittedAt) < o.cfg.BootstrapCheckInterval {
+			// Admitted a moment ago, but the routing table is still empty:
+			// identify has not yet told the DHT which peers speak it.
+			// Refresh and look again shortly.
+			o.refresh()
+			check.Reset(o.cfg.BootstrapBackoffMin)
 			continue
 		}
-		// Connected, but the routing table is empty: either we just dialled
-		// (identify has not told the DHT yet which peers speak it) or our
-		// peers do not serve the DHT. Refresh and look again shortly.
-		o.refresh()
-		check.Reset(o.cfg.BootstrapBackoffMin)
+		r := o.joinRound()
+		if r.admitted > 0 {
+			admittedAt = time.Now()
+			if r.referred != "" {
+				o.log.Info("bootstrap busy: joining through a referral", "referral", r.referred, "busy_answers", r.busy)
+			}
+			o.refresh()
+			check.Reset(o.cfg.BootstrapBackoffMin)
+			continue
+		}
+		var wait time.Duration
+		if r.busy > 0 {
+			hint := min(max(r.retryAfter, o.cfg.BootstrapBackoffMin), o.cfg.JoinRetryMax)
+			wait = hint + jitter(max(hint/4, o.cfg.BootstrapBackoffMin))
+			o.log.Info("bootstrap busy: retrying later", "retry_in", wait.Round(time.Millisecond),
+				"busy_answers", r.busy, "referrals_tried", r.tried)
+		} else {
+			// Full jitter: wait uniformly in [0, backoff) so that peers
+			// that lost the bootstrap at the same moment spread out.
+			wait = jitter(backoff)
+			o.log.Debug("no bootstrap peer reachable", "retry_in", wait)
+		}
+		backoff = min(2*backoff, o.cfg.BootstrapBackoffMax)
+		check.Reset(wait)
 	}
 }
 
-// dialBootstrap dials every bootstrap peer in parallel and returns how many
-// answered.
-func (o *Overlay) dialBootstrap() int {
-	var (
-		wg sync.WaitGroup
-		mu sync.Mutex
-		ok int
-	)
-	for _, ai := range o.cfg.Bootstrap {
-		if ai.ID == o.host.ID() {
-			continue
-		}
-		wg.Add(1)
-		go func(ai peer.AddrInfo) {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(o.ctx, o.cfg.DialTimeout)
-			defer cancel()
-			if err := o.host.Connect(ctx, ai); err != nil {
-				o.log.Debug("bootstrap dial failed", "peer", ai.ID, "err", err)
-				return
-			}
-			mu.Lock()
-			ok++
-			mu.Unlock()
-		}(ai)
-	}
-	wg.Wait()
-	return ok
+// jitter returns a random duration in [1 ms, d + 1 ms).
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(rand.Int64N(int64(max(d, 1)))) + time.Millisecond
 }
 
 // refresh fills the routing table through the peers we just reached.

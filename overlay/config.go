@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -90,6 +91,38 @@ type Config struct {
 	// DialTimeout bounds one dial to a bootstrap peer. Default 10 s.
 	DialTimeout time.Duration
 
+	// JoinRate and JoinBurst bound how many newcomers per second this node
+	// admits through the join protocol (join.go), as a token bucket. A
+	// newcomer over the limit gets a busy answer: when to ask again, and
+	// referrals to other DHT servers it can join through instead, after
+	// which this node closes its connection. JoinRate 0 admits everyone.
+	// Defaults 10/s and 20, for a peer that other peers are referred to;
+	// bootstrap nodes, which every newcomer asks first, set their own
+	// (node.BootstrapConfig).
+	JoinRate  float64
+	JoinBurst int
+
+	// JoinMaxPeers refuses joins while more peers than this are connected
+	// (the newcomer included): past the connection manager's high-water
+	// mark an admitted peer would only push another one out. 0, the
+	// default, sets no cap; package node sets its high-water mark.
+	JoinMaxPeers int
+
+	// JoinReferrals is how many other peers a busy answer names, at most
+	// 8. Default 8: enough that a newcomer finds a live one, small enough
+	// that the answer stays under 2 KiB.
+	JoinReferrals int
+
+	// JoinTimeout bounds one join exchange, on both sides. Default 10 s.
+	JoinTimeout time.Duration
+
+	// JoinRetryMax is the longest retry-after this node hands out, and the
+	// longest it waits when a busy peer asks for more. Default 5 min: a
+	// bootstrap node admitting 20 joins a second spreads 6000 refused
+	// newcomers over that time; further ones are refused again then.
+	// Retry-afters are never below BootstrapBackoffMin.
+	JoinRetryMax time.Duration
+
 	// MaxMessageSize is the largest payload accepted on publish and on
 	// receipt. Default 1 MiB: large state belongs in erasure-coded storage,
 	// not in every relay's memory.
@@ -139,6 +172,11 @@ func DefaultConfig() Config {
 		BootstrapBackoffMax:     time.Minute,
 		BootstrapCheckInterval:  10 * time.Second,
 		DialTimeout:             10 * time.Second,
+		JoinRate:                10,
+		JoinBurst:               20,
+		JoinReferrals:           maxReferrals,
+		JoinTimeout:             10 * time.Second,
+		JoinRetryMax:            5 * time.Minute,
 		MaxMessageSize:          1 << 20,
 		MaxTopics:               4096,
 		PublishDiscoveryTimeout: 2 * time.Second,
@@ -165,6 +203,24 @@ func (c *Config) validate() error {
 	}
 	if c.DialTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("DialTimeout must be > 0, got %v", c.DialTimeout))
+	}
+	if c.JoinRate < 0 || math.IsNaN(c.JoinRate) || math.IsInf(c.JoinRate, 0) {
+		errs = append(errs, fmt.Errorf("JoinRate must be a finite number >= 0, got %v", c.JoinRate))
+	}
+	if c.JoinRate > 0 && c.JoinBurst < 1 {
+		errs = append(errs, fmt.Errorf("JoinBurst must be >= 1 when JoinRate is set, got %d", c.JoinBurst))
+	}
+	if c.JoinMaxPeers < 0 {
+		errs = append(errs, fmt.Errorf("JoinMaxPeers must be >= 0, got %d", c.JoinMaxPeers))
+	}
+	if c.JoinReferrals < 0 || c.JoinReferrals > maxReferrals {
+		errs = append(errs, fmt.Errorf("JoinReferrals must be in [0, %d], got %d", maxReferrals, c.JoinReferrals))
+	}
+	if c.JoinTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("JoinTimeout must be > 0, got %v", c.JoinTimeout))
+	}
+	if c.JoinRetryMax < c.BootstrapBackoffMin || c.JoinRetryMax > maxRetryHint {
+		errs = append(errs, fmt.Errorf("JoinRetryMax must be in [BootstrapBackoffMin (%v), %v], got %v", c.BootstrapBackoffMin, maxRetryHint, c.JoinRetryMax))
 	}
 	if c.MaxMessageSize < 1 || c.MaxMessageSize > 64<<20 {
 		errs = append(errs, fmt.Errorf("MaxMessageSize must be in [1, 64 MiB], got %d", c.MaxMessageSize))

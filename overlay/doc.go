@@ -4,11 +4,60 @@
 //
 // # Joining
 //
-// A node is given zero or more bootstrap peers. The bootstrap loop dials them
-// with exponential backoff and full jitter until at least one answers, then
-// refreshes the routing table; it keeps watching and starts again whenever
-// the node loses all of its connections, so a peer that starts before its
-// bootstrap node, or survives a bootstrap restart, still joins.
+// A node is given zero or more bootstrap peers. The bootstrap loop asks them,
+// two at a time in random order, to admit it (the join protocol below) until
+// one does, then refreshes the routing table; it keeps watching and starts
+// again whenever the node loses all of its connections or its routing table
+// empties, so a peer that starts before its bootstrap node, or survives a
+// bootstrap restart, still joins. Between rounds that reached nobody it backs
+// off exponentially with full jitter. Only this loop dials bootstrap peers:
+// the DHT's own fallback to them is off, since it would not ask.
+//
+// # Join protocol /immense/join/1.0.0
+//
+// A mass return (every peer restarting at once after an outage) must not
+// take the bootstrap nodes down. Every node serves this protocol; a node
+// admits at most Config.JoinRate newcomers a second (a token bucket of
+// Config.JoinBurst), and none while more than Config.JoinMaxPeers peers are
+// connected. Past that it answers busy: when to come back, and other DHT
+// servers to join through instead.
+//
+// One request and one answer per stream. A frame is
+//
+//	length u16 BE | body (length bytes, at most 4096)
+//
+// and every body starts with version u8 = 1 and a type u8:
+//
+//	1 request:  nothing more
+//	2 ok:       nothing more
+//	3 busy:     retry-after u32 BE (milliseconds, at most 1 h) | count u8 (<= 8)
+//	            count * (len u8 | peer id | addr count u8 (1..4) | addr count * (len u8 | multiaddr bytes))
+//
+// Parsing is strict: no trailing bytes, no peer twice, valid peer IDs and
+// multiaddrs. The newcomer writes the request and keeps its side open until
+// it has read the answer, then closes the stream. Both sides give the
+// exchange Config.JoinTimeout. After a busy answer the server waits for the
+// newcomer's close (or the timeout) and then closes its connection to it, so
+// a refused newcomer holds nothing on the server.
+//
+// Retry-after: refusals are handed successive slots of a virtual queue that
+// drains at JoinRate (admission.go), from BootstrapBackoffMin up to
+// Config.JoinRetryMax, so a crowd refused at one instant comes back at the
+// pace the bucket refills. The newcomer waits the hint plus a random time of
+// up to a quarter of it (or of BootstrapBackoffMin, if longer), so that
+// neighbouring slots do not return in step, and meanwhile leaves that peer
+// alone:
+// the DHT neither queries it nor adds it to the routing table, and a
+// connection to it is closed at once.
+//
+// Referrals are up to Config.JoinReferrals routing-table peers, connected
+// ones first, in random order, with at most 4 addresses each: direct ones
+// (no relay circuit) at least as widely reachable as the address the
+// newcomer came from (a newcomer from the internet gets only public
+// addresses). The newcomer applies the same rule to what it receives, skips
+// itself and the bootstrap peers, and asks referrals one at a time until one
+// admits it; it does not follow a referral's own referrals. A peer that does
+// not speak the protocol (an older version) counts as admitting.
 //
 // # Topics
 //

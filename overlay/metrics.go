@@ -51,6 +51,24 @@ func newMetrics(reg prometheus.Registerer, maxTopics int, o *Overlay) (*metrics,
 			Namespace: "immense", Subsystem: "overlay", Name: "topics",
 			Help: "Topics this node has joined.",
 		}, func() float64 { return float64(len(o.Topics())) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "immense", Subsystem: "overlay", Name: "joins_total",
+			Help:        "Join requests this node answered, by result (admitted, or busy: refused with a retry-after and referrals).",
+			ConstLabels: prometheus.Labels{"result": "admitted"},
+		}, func() float64 { return float64(o.joinAdmitted.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "immense", Subsystem: "overlay", Name: "joins_total",
+			Help:        "Join requests this node answered, by result (admitted, or busy: refused with a retry-after and referrals).",
+			ConstLabels: prometheus.Labels{"result": "busy"},
+		}, func() float64 { return float64(o.joinBusy.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "immense", Subsystem: "overlay", Name: "join_busy_total",
+			Help: "Busy answers this node received while joining.",
+		}, func() float64 { return float64(o.joinBusyReceived.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "immense", Subsystem: "overlay", Name: "join_referred_total",
+			Help: "Times this node, refused by the bootstrap peers, joined through a peer they referred it to.",
+		}, func() float64 { return float64(o.joinReferred.Load()) }),
 	}
 	for _, c := range collectors {
 		if err := reg.Register(c); err != nil {

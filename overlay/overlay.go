@@ -12,6 +12,7 @@ import (
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
 )
@@ -37,6 +38,16 @@ type Overlay struct {
 	mu     sync.Mutex
 	topics map[string]*topicState
 	closed bool
+
+	// Join protocol (join.go).
+	admission        *admission
+	shed             shedLog
+	avoided          avoidList
+	shun             network.Notifiee
+	joinAdmitted     atomic.Uint64
+	joinBusy         atomic.Uint64
+	joinBusyReceived atomic.Uint64
+	joinReferred     atomic.Uint64
 }
 
 type topicState struct {
@@ -70,6 +81,8 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 		cancel: cancel,
 		joined: make(chan struct{}),
 		topics: make(map[string]*topicState),
+		admission: newAdmission(cfg.JoinRate, cfg.JoinBurst, cfg.JoinMaxPeers,
+			cfg.BootstrapBackoffMin, cfg.JoinRetryMax),
 	}
 	// Topics join at run time (topics.go sets their parameters), but
 	// pubsub needs the map to exist.
@@ -79,9 +92,16 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 	dhtOpts := []dht.Option{
 		dht.ProtocolPrefix(cfg.ProtocolPrefix),
 		dht.Mode(dhtMode(cfg.Mode)),
-		// Peers dial the bootstrap list themselves (bootstrap.go); the DHT's
-		// own fallback would otherwise reach for the public IPFS nodes.
-		dht.BootstrapPeers(cfg.Bootstrap...),
+		// Only the bootstrap loop dials bootstrap peers (bootstrap.go), and
+		// always asks them to admit it (join.go). The DHT's own fallback,
+		// which dials them when the routing table empties, would go round
+		// a busy bootstrap node's refusal (and, with no peers given, reach
+		// for the public IPFS nodes).
+		dht.BootstrapPeersFunc(func() []peer.AddrInfo { return nil }),
+		// Peers that answered a join busy are left alone until they said
+		// to come back (join.go).
+		dht.RoutingTableFilter(func(_ any, p peer.ID) bool { return !o.avoiding(p) }),
+		dht.QueryFilter(func(_ any, ai peer.AddrInfo) bool { return !o.avoiding(ai.ID) }),
 	}
 	for ns, v := range cfg.Validators {
 		dhtOpts = append(dhtOpts, dht.NamespacedValidator(ns, v))
@@ -139,6 +159,9 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 	}
 	o.metrics = m
 
+	h.SetStreamHandler(o.JoinProtocol(), o.handleJoin)
+	o.shun = o.shunAvoided()
+	h.Network().Notify(o.shun)
 	o.wg.Add(2)
 	go o.bootstrapLoop()
 	go o.janitor()
@@ -165,8 +188,9 @@ func (o *Overlay) DHT() *dht.IpfsDHT { return o.dht }
 // package does not wrap (benchmarks compare against it).
 func (o *Overlay) PubSub() *pubsub.PubSub { return o.ps }
 
-// Joined is closed once the node has reached at least one bootstrap peer
-// (immediately for a node with no bootstrap peers).
+// Joined is closed once the node is connected and has a peer in its
+// routing table: a bootstrap peer, or a peer a busy one referred it to,
+// has admitted it (immediately for a node with no bootstrap peers).
 func (o *Overlay) Joined() <-chan struct{} { return o.joined }
 
 // RoutingTableSize returns the number of peers in the DHT routing table.
@@ -204,6 +228,8 @@ func (o *Overlay) Close() error {
 		o.mu.Lock()
 		o.closed = true
 		o.mu.Unlock()
+		o.host.RemoveStreamHandler(o.JoinProtocol())
+		o.host.Network().StopNotify(o.shun)
 		o.cancel()
 		o.wg.Wait()
 		err = o.dht.Close()

@@ -72,6 +72,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		volunteer         = fs.Bool("volunteer", false, "same as --preset volunteer: gentle limits for a home machine")
 		relayService      = fs.Bool("relay-service", true, "offer circuit relay v2 to NAT'd peers once publicly reachable")
 		maxRelayed        = fs.Int("max-relayed-conns", 0, "relay reservations granted to other peers (0: preset)")
+		joinRate          = fs.Float64("join-rate", 0, "newcomers admitted per second when they join through this peer, the rest told to come back later (default: preset, 10/s, volunteer 2/s; 0: no limit)")
+		joinBurst         = fs.Int("join-burst", 0, "newcomers admitted at once before --join-rate applies (0: preset)")
 		natPortMap        = fs.Bool("nat-portmap", true, "ask the home router for a port mapping (UPnP/NAT-PMP)")
 		appKey            = fs.String("app-key", "", "app key file (peer keygen): read and write the app's state namespace (default: a key of this peer's own)")
 		zone              = fs.String("zone", "", "failure-domain label (region, data centre); shards of an object are spread over zones")
@@ -168,6 +170,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cfg.NAT.PortMap = *natPortMap
 	}
 	setInt(&cfg.NAT.MaxRelayedConns, *maxRelayed)
+	if flagSet(fs, "join-rate") {
+		cfg.JoinRate = *joinRate
+	}
+	setInt(&cfg.JoinBurst, *joinBurst)
 	if maxUpload > 0 {
 		cfg.MaxUpload = int64(maxUpload)
 	}
