@@ -125,7 +125,7 @@ type Service struct {
 	// objLocks serialise Put, Delete and repair of the same object within
 	// this service, so a repair never republishes old content over a Put
 	// that raced it. Striped: objects are uniformly spread by their id.
-	objLocks [64]sync.Mutex
+	objLocks [64]objLock
 
 	mu          sync.Mutex
 	full        map[peer.ID]time.Time  // peers out of quota, until
@@ -172,6 +172,9 @@ func New(cfg Config, d Deps) (*Service, error) {
 		codecs: map[Params]*Codec{}, full: map[peer.ID]time.Time{}, failing: map[peer.ID]time.Time{}, reports: map[peer.ID]PeerReport{},
 		republished: map[ObjectID]time.Time{}, missing: map[string]time.Time{}, hintsRepublished: map[string]time.Time{},
 		ctx: ctx, cancel: cancel,
+	}
+	for i := range s.objLocks {
+		s.objLocks[i] = make(objLock, 1)
 	}
 	srvCfg := cfg.Server
 	srvCfg.Logger = cfg.Logger
@@ -252,8 +255,27 @@ func (s *Service) checkOpen() error {
 	return nil
 }
 
-func (s *Service) objLock(obj ObjectID) *sync.Mutex {
-	return &s.objLocks[int(obj[0])%len(s.objLocks)]
+func (s *Service) objLock(obj ObjectID) objLock {
+	return s.objLocks[int(obj[0])%len(s.objLocks)]
+}
+
+// objLock is a mutex made of a channel. The holder of an object lock
+// waits on the network; a sync.Mutex waiter is not "durably blocked" for
+// testing/synctest, so a Put waiting behind a repair would stop virtual
+// time in simulations (sim/, the simnet tests) for good. A channel waiter
+// is durably blocked, and otherwise the two behave alike.
+type objLock chan struct{}
+
+func (l objLock) Lock()   { l <- struct{}{} }
+func (l objLock) Unlock() { <-l }
+
+func (l objLock) TryLock() bool {
+	select {
+	case l <- struct{}{}:
+		return true
+	default:
+		return false
+	}
 }
 
 func (s *Service) codec(p Params) (*Codec, error) {
