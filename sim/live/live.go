@@ -12,28 +12,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/immense-p2p/immense/erasure"
 	"github.com/immense-p2p/immense/node"
 	"github.com/immense-p2p/immense/sim/churn"
 	"github.com/immense-p2p/immense/sim/report"
 	"github.com/immense-p2p/immense/sim/scenario"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
-
-// Storage is the extension point for erasure-coded objects, which live
-// mode does not measure yet. The plan: an implementation backed by
-// node.Put and node.Get (node now offers them) lets Run write the
-// scenario's objects through the servers after the warm-up, read each one
-// from a random online node at every sample (retrievability) and add up
-// the nodes' repair traffic. Run does not call it yet: while
-// Options.Storage is nil, and until the calls are written, the storage
-// figures of a live summary are null, with a note.
-type Storage interface {
-	// Put stores value under key through n.
-	Put(ctx context.Context, n *node.Node, key string, value []byte) error
-	// Get reads key through n.
-	Get(ctx context.Context, n *node.Node, key string) ([]byte, error)
-	// RepairBytes returns the bytes of repair traffic n has sent so far.
-	RepairBytes(n *node.Node) int64
-}
 
 // Options tune a live run.
 type Options struct {
@@ -48,9 +33,6 @@ type Options struct {
 	NodeLogger *slog.Logger
 	// Progress, if set, is called with the fraction of the run done.
 	Progress func(frac float64, detail string)
-	// Storage measures objects when set (see Storage); nil until node
-	// wires erasure in.
-	Storage Storage
 }
 
 // ErrNoDataDir is returned when Options.DataDir is empty.
@@ -58,10 +40,12 @@ var ErrNoDataDir = errors.New("live: Options.DataDir is required")
 
 const topicName = "sim/delivery"
 
-// interval is a stretch of time a node was online and subscribed, relative
-// to the run's start; to < 0 while it lasts.
+// interval is a stretch of time a node (generation gen of its slot) was
+// online and subscribed, relative to the run's start; to < 0 while it
+// lasts.
 type interval struct {
 	from, to time.Duration
+	gen      int
 }
 
 // liveNode is one slot of the population; its generation changes when its
@@ -72,16 +56,21 @@ type liveNode struct {
 
 	actions chan action // to the node's worker, in order
 
-	mu     sync.Mutex // guards the fields below
-	n      *node.Node
-	gen    int
-	cancel context.CancelFunc
-	online []interval // every online stretch, any generation
+	mu      sync.Mutex // guards the fields below
+	n       *node.Node
+	closing *node.Node // being closed; its repair counters are not yet in repairDone
+	gen     int
+	cancel  context.CancelFunc
+	online  []interval // every online stretch, any generation
+	// repairDone sums the repair counters of the incarnations that have
+	// stopped (each node's registry starts from zero).
+	repairDone repairCounters
 }
 
 type action struct {
 	kind churn.Kind
 	gen  int
+	done chan struct{} // closed once applied, if set
 }
 
 // current returns the running node and since when it has been online, or
@@ -103,6 +92,9 @@ type publication struct {
 	// received maps a receiving slot to its latency (publish time from the
 	// envelope to delivery).
 	received map[int]time.Duration
+	// direct holds the receivers that got it straight from the publisher
+	// (gossipsub's flood publish) rather than through a forwarder.
+	direct map[int]bool
 }
 
 type lookup struct {
@@ -135,14 +127,25 @@ type run struct {
 	lookupErr int
 	samples   []sample
 	startErrs int
+	// ids maps every identity that ran to its slot and generation.
+	ids map[peer.ID]slotGen
+
+	// Storage (nil objects when the scenario stores none).
+	objects   []*object
+	reads     []readAttempt
+	noReader  int            // samples with no server online to read
+	repairEnd repairCounters // at the end of the measured window
 }
 
 type sample struct {
 	at      time.Duration
 	online  int
-	conns   float64 // mean connections per online node
-	rtSize  float64 // mean routing-table size per online node
 	servers int
+	// Mean connections per online node, server and volunteer, and mean
+	// routing-table size per online node.
+	conns, serverConns, volunteerConns, rtSize float64
+	// repair: the repair counters of all nodes so far (storage only).
+	repair repairCounters
 }
 
 // Run runs sc once in live mode and returns its measurements. It blocks
@@ -181,8 +184,18 @@ func Run(ctx context.Context, sc *scenario.Scenario, opt Options) (*report.Resul
 		end:    sc.Warmup.D() + sc.Duration.D(),
 		rng:    rand.New(rand.NewPCG(seed, 0x64726976)), // "driv"
 		pubs:   map[uint64]*publication{},
+		ids:    map[peer.ID]slotGen{},
 	}
-	r.nw = newNetwork(sc, regions, opt.DataDir, opt.NodeLogger)
+	var keyFile string
+	if sc.Storage.Objects > 0 {
+		var key *erasure.AppKey
+		if keyFile, key, err = appKey(opt.DataDir, seed); err != nil {
+			cancel()
+			return nil, fmt.Errorf("live: %w", err)
+		}
+		r.newObjects(key, seed)
+	}
+	r.nw = newNetwork(sc, regions, opt.DataDir, keyFile, opt.NodeLogger)
 	defer r.nw.close()
 	for i := range sc.Nodes {
 		r.nodes = append(r.nodes, &liveNode{idx: i, server: i < sc.Servers.Count, actions: make(chan action, 16)})
@@ -210,9 +223,23 @@ func Run(ctx context.Context, sc *scenario.Scenario, opt Options) (*report.Resul
 	r.wg.Add(2)
 	go r.sampler()
 	go r.traffic()
+	if len(r.objects) > 0 {
+		r.wg.Add(1)
+		go r.writeObjects()
+	}
 	r.drive(sched)
-	// Let the last messages arrive, then stop everything.
+	if len(r.objects) > 0 && sleepUntil(r.ctx, r.start.Add(r.end)) {
+		rc := r.repairTotals()
+		r.mu.Lock()
+		r.repairEnd = rc
+		r.mu.Unlock()
+	}
+	// Let the last messages arrive; then, with storage, bring every node
+	// still in the network back and read every object; stop everything.
 	sleepUntil(r.ctx, r.start.Add(r.end+sc.Topic.Deadline.D()))
+	if len(r.objects) > 0 {
+		r.recoverAll()
+	}
 	cancel()
 	for _, ln := range r.nodes {
 		close(ln.actions)
@@ -281,10 +308,12 @@ func (r *run) drive(sched *churn.Schedule) {
 func (r *run) worker(ln *liveNode) {
 	defer r.wg.Done()
 	for a := range ln.actions {
-		if r.ctx.Err() != nil {
-			continue // drain
+		if r.ctx.Err() == nil {
+			r.apply(ln.idx, a)
 		}
-		r.apply(ln.idx, a)
+		if a.done != nil {
+			close(a.done)
+		}
 	}
 }
 
@@ -335,8 +364,11 @@ func (r *run) up(ln *liveNode) {
 	}
 	ln.mu.Lock()
 	ln.n, ln.cancel = n, cancel
-	ln.online = append(ln.online, interval{from: r.now(), to: -1})
+	ln.online = append(ln.online, interval{from: r.now(), to: -1, gen: gen})
 	ln.mu.Unlock()
+	r.mu.Lock()
+	r.ids[n.ID()] = slotGen{slot: ln.idx, gen: gen}
+	r.mu.Unlock()
 	if ln.server {
 		r.mu.Lock()
 		for _, a := range n.Addrs() {
@@ -352,7 +384,7 @@ func (r *run) up(ln *liveNode) {
 func (r *run) stop(ln *liveNode) {
 	ln.mu.Lock()
 	n, cancel := ln.n, ln.cancel
-	ln.n, ln.cancel = nil, nil
+	ln.n, ln.cancel, ln.closing = nil, nil, n
 	if n != nil {
 		ln.online[len(ln.online)-1].to = r.now()
 	}
@@ -364,6 +396,14 @@ func (r *run) stop(ln *liveNode) {
 	if err := n.Close(); err != nil {
 		r.log.Debug("close node", "node", ln.idx, "err", err)
 	}
+	var c repairCounters
+	if r.nw.state != nil {
+		c = readRepairCounters(n)
+	}
+	ln.mu.Lock()
+	ln.repairDone.add(c)
+	ln.closing = nil
+	ln.mu.Unlock()
 }
 
 // receive records the deliveries of one node incarnation.
@@ -379,6 +419,9 @@ func (r *run) receive(i int, msgs <-chan *node.Message) {
 		if p, ok := r.pubs[seq]; ok {
 			if _, dup := p.received[i]; !dup {
 				p.received[i] = lat
+				if m.ReceivedFrom == m.From {
+					p.direct[i] = true
+				}
 			}
 		}
 		r.mu.Unlock()
@@ -407,20 +450,35 @@ func (r *run) sampler() {
 			return
 		}
 		s := sample{at: r.now()}
-		conns, rt := 0, 0
+		conns, rt, srvConns := 0, 0, 0
 		for _, ln := range r.nodes {
 			if n, _ := ln.current(); n != nil {
 				s.online++
+				c := len(n.Host().Network().Peers())
 				if ln.server {
 					s.servers++
+					srvConns += c
 				}
-				conns += len(n.Host().Network().Peers())
+				conns += c
 				rt += n.Overlay().RoutingTableSize()
 			}
 		}
 		if s.online > 0 {
 			s.conns = float64(conns) / float64(s.online)
 			s.rtSize = float64(rt) / float64(s.online)
+		}
+		if s.servers > 0 {
+			s.serverConns = float64(srvConns) / float64(s.servers)
+		}
+		if v := s.online - s.servers; v > 0 {
+			s.volunteerConns = float64(conns-srvConns) / float64(v)
+		}
+		if len(r.objects) > 0 {
+			s.repair = r.repairTotals()
+			if s.at >= r.sc.Warmup.D() && s.at <= r.end {
+				r.wg.Add(1)
+				go r.checkObjects()
+			}
 		}
 		r.mu.Lock()
 		r.samples = append(r.samples, s)
@@ -476,7 +534,7 @@ func (r *run) publish(seq uint64) {
 	}
 	r.mu.Lock()
 	k := r.rng.IntN(len(idx))
-	p := &publication{seq: seq, at: r.now(), publisher: idx[k], received: map[int]time.Duration{}}
+	p := &publication{seq: seq, at: r.now(), publisher: idx[k], received: map[int]time.Duration{}, direct: map[int]bool{}}
 	r.pubs[seq] = p
 	r.mu.Unlock()
 	data := make([]byte, max(8, int(r.sc.Topic.MessageSize)))

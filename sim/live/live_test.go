@@ -11,8 +11,9 @@ import (
 // TestLive30 runs sim/scenarios/live-30.yaml: 30 real nodes (3 servers, 27
 // volunteers online 60% of the time with heavy-tailed sessions) in virtual
 // time, and checks what the issue asks of live mode: messages reach the
-// subscribers that were online when they were published, and DHT lookups
-// for online peers find them.
+// subscribers that were online when they were published, DHT lookups for
+// online peers find them, and every object the servers wrote reads back
+// whenever at least k of its holders are online.
 func TestLive30(t *testing.T) {
 	sc, err := scenario.Load("../scenarios/live-30.yaml")
 	if err != nil {
@@ -44,8 +45,25 @@ func TestLive30(t *testing.T) {
 		if a := *s.AvailabilityMean; a < 0.5 || a > 0.8 {
 			t.Errorf("availability %.3f, scenario says 0.1+0.9*0.6 = 0.64", a)
 		}
-		if s.Objects != nil || s.Retrievability != nil || len(s.Notes) == 0 {
-			t.Error("storage figures must be null, with a note, while live mode stores no objects")
+		// Storage: the servers wrote every object, and every read made
+		// while at least k of an object's holders were online returned it.
+		t.Logf("objects %v (k %.1f, m at put %.1f), reads %v (%v with >= k holders online), retrievability %.3f, when available %.3f, lost %v, repair %v bytes",
+			*s.Objects, d["data_shards_mean"], d["parity_per_object_mean"], d["reads"], d["reads_when_available"], *s.Retrievability,
+			d["retrievability_when_available"], *s.ObjectsLost, d["repair_bytes_total"])
+		if *s.Objects != float64(sc.Storage.Objects) {
+			t.Errorf("%v of %d objects written (%v put errors)", *s.Objects, sc.Storage.Objects, d["put_errors"])
+		}
+		if d["reads_when_available"] < 2*float64(sc.Storage.Objects) {
+			t.Fatalf("too few reads measured: %v, %v with the object available", d["reads"], d["reads_when_available"])
+		}
+		if v := d["retrievability_when_available"]; v != 1 {
+			t.Errorf("retrievability when at least k holders were online: %.4f, want 1 (%v reads failed); notes: %q", v, d["reads_failed_when_available"], s.Notes)
+		}
+		if *s.ObjectsLost != 0 || d["objects_lost_placement"] != 0 {
+			t.Errorf("%v objects unreadable with every node back online, %v with fewer than k holders left", *s.ObjectsLost, d["objects_lost_placement"])
+		}
+		if d["reads_ok_when_unavailable"] != 0 {
+			t.Errorf("%v reads succeeded with fewer than k holders online: the availability oracle is wrong", d["reads_ok_when_unavailable"])
 		}
 		if len(res.Series.Rows) < 8 {
 			t.Errorf("%d time series rows", len(res.Series.Rows))

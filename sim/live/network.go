@@ -30,10 +30,13 @@ type network struct {
 	// state configures erasure-coded storage on every node; nil when the
 	// scenario stores no objects (it then costs nothing).
 	state *erasure.Config
+	// appKeyFile is the app key the servers share (they write, read and
+	// repair the objects); volunteers store shards under keys of their own.
+	appKeyFile string
 }
 
-func newNetwork(sc *scenario.Scenario, regions []int, dir string, nodeLog *slog.Logger) *network {
-	nw := &network{sc: sc, dir: dir, nodeLog: nodeLog, region: map[[4]byte]int{}}
+func newNetwork(sc *scenario.Scenario, regions []int, dir, appKeyFile string, nodeLog *slog.Logger) *network {
+	nw := &network{sc: sc, dir: dir, nodeLog: nodeLog, region: map[[4]byte]int{}, appKeyFile: appKeyFile}
 	for i, r := range regions {
 		nw.region[ipKey(simnet.IntToPublicIPv4(i))] = r
 	}
@@ -67,7 +70,7 @@ func stateConfig(s scenario.Storage) *erasure.Config {
 	c.Scheduler.ChecksPerSecond, c.Scheduler.CheckBurst = s.ChecksPerSecond, s.CheckBurst
 	c.Scheduler.RepairsPerSecond, c.Scheduler.RepairBurst = s.RepairsPerSecond, s.RepairBurst
 	c.Scheduler.RetryAfter = s.RetryAfter.D()
-	c.RepairTick = min(c.RepairTick, s.CheckInterval.D()/4)
+	c.RepairTick = s.RepairTick.D()
 	return &c
 }
 
@@ -111,12 +114,22 @@ func (nw *network) start(ctx context.Context, i, gen int, server bool, bootstrap
 	cfg.MaxUpload, cfg.MaxDownload = 0, 0
 	cfg.NoTrafficMeters = true
 	cfg.State = nw.state
+	if server && nw.state != nil {
+		cfg.AppKeyFile = nw.appKeyFile
+	}
 	cfg.Logger = nw.nodeLog
 	cfg.HostOptions = []libp2p.Option{
 		simlibp2p.QUICSimnet(nw.sn, nw.link),
 		// Identify's address discovery stalls synctest (see simlibp2p) and
 		// has nothing to discover on simulated public addresses.
 		libp2p.DisableIdentifyAddressDiscovery(),
+		// libp2p stops dialling UDP once fewer than 5 of its last 100 UDP
+		// dials succeeded ("black hole"). Under churn most dials to departed
+		// peers (DHT entries, shard holders) fail, and in this QUIC-only
+		// network the detector would then cut a node off from everyone;
+		// real nodes fall back to TCP, which it leaves alone.
+		libp2p.UDPBlackHoleSuccessCounter(nil),
+		libp2p.IPv6BlackHoleSuccessCounter(nil),
 	}
 	g := nw.sc.GossipSub
 	cfg.Overlay = func(oc *overlay.Config) {

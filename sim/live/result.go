@@ -61,7 +61,7 @@ func (r *run) result(seed uint64) *report.Result {
 	}
 	bk := make([]agg, buckets)
 	var lat []float64
-	expected, delivered, strictExp, strictDel, msgs := 0, 0, 0, 0, 0
+	expected, delivered, strictExp, strictDel, msgs, direct := 0, 0, 0, 0, 0, 0
 	seqs := make([]uint64, 0, len(r.pubs))
 	for s := range r.pubs {
 		seqs = append(seqs, s)
@@ -92,6 +92,9 @@ func (r *run) result(seed uint64) *report.Result {
 			expected++
 			b.expected++
 			if ok {
+				if p.direct[i] {
+					direct++
+				}
 				delivered++
 				b.delivered++
 				ms := float64(d) / float64(time.Millisecond)
@@ -127,16 +130,36 @@ func (r *run) result(seed uint64) *report.Result {
 		m, _ := report.MeanStd(xs)
 		return m
 	}
-	series := report.NewSeries("t_s", "online", "servers_online", "delivery_ratio", "latency_p50_ms", "latency_p99_ms",
-		"lookup_success", "lookup_hops_mean", "conns_per_node", "routing_table_per_node")
-	var conns []float64
+	cols := []string{"t_s", "online", "servers_online", "delivery_ratio", "latency_p50_ms", "latency_p99_ms",
+		"lookup_success", "lookup_hops_mean", "conns_per_node", "routing_table_per_node"}
+	var st *storageFigures
+	if len(r.objects) > 0 {
+		st = r.storageFigures(online)
+		cols = append(cols, "objects_read_share", "objects_available_share", "repair_bytes_per_node_per_day")
+	}
+	series := report.NewSeries(cols...)
+	var conns, srvConns, volConns []float64
+	var prevRepair repairCounters
+	var prevAt time.Duration
 	for _, s := range r.samples {
 		b := bk[min(int((s.at-1)/step), buckets-1)] // the interval that just ended
-		series.Add(s.at.Seconds(), float64(s.online), float64(s.servers),
+		row := []float64{s.at.Seconds(), float64(s.online), float64(s.servers),
 			ratio(b.delivered, b.expected), report.Quantile(b.lat, 0.5), report.Quantile(b.lat, 0.99),
-			ratio(b.lookupsOK, b.lookups), mean(b.hops), s.conns, s.rtSize)
+			ratio(b.lookupsOK, b.lookups), mean(b.hops), s.conns, s.rtSize}
+		if st != nil {
+			// The reads launched at this sample, and the repair traffic of
+			// the interval that just ended.
+			g := st.bySample[int(s.at/step)]
+			days := (s.at - prevAt).Hours() / 24
+			row = append(row, ratio(g.ok, g.n), ratio(g.available, g.n),
+				(s.repair.bytes-prevRepair.bytes)/float64(sc.Nodes)/days)
+			prevRepair, prevAt = s.repair, s.at
+		}
+		series.Add(row...)
 		if s.at > w {
 			conns = append(conns, s.conns)
+			srvConns = append(srvConns, s.serverConns)
+			volConns = append(volConns, s.volunteerConns)
 		}
 	}
 
@@ -161,12 +184,25 @@ func (r *run) result(seed uint64) *report.Result {
 			"lookup_hops_mean":                 mean(hops),
 			"lookup_hops_p99":                  report.Quantile(hops, 0.99),
 			"conns_per_node":                   mean(conns),
+			"conns_per_server":                 mean(srvConns),
+			"conns_per_volunteer":              mean(volConns),
+			"delivery_direct_share":            ratio(direct, delivered),
 			"node_start_errors":                float64(r.startErrs),
 		},
 	}
-	if r.opt.Storage == nil {
-		sum.Notes = append(sum.Notes, "objects, objects_lost, retrievability and repair_bytes_per_node_per_day are null: "+
-			"live mode does not store objects yet (extension point: live.Storage, to be backed by node.Put/Get)")
+	charts := []report.Chart{
+		{File: "online.png", Title: "nodes online", YLabel: "nodes", Lines: []string{"online", "servers_online"}},
+		{File: "delivery.png", Title: "delivery ratio per interval", YLabel: "ratio", Lines: []string{"delivery_ratio", "lookup_success"}, YMin: 0, YMax: 1.02},
+		{File: "latency.png", Title: "publish → deliver latency per interval", YLabel: "ms", Lines: []string{"latency_p50_ms", "latency_p99_ms"}},
+		{File: "lookup.png", Title: "DHT lookup hops and routing table", YLabel: "count", Lines: []string{"lookup_hops_mean", "conns_per_node", "routing_table_per_node"}},
+	}
+	if st != nil {
+		st.summarize(&sum, sc.Nodes, (end-w).Hours()/24)
+		charts = append(charts,
+			report.Chart{File: "objects.png", Title: "objects read back, objects with ≥ k holders online, per sample", YLabel: "share", Lines: []string{"objects_read_share", "objects_available_share"}, YMin: 0, YMax: 1.02},
+			report.Chart{File: "repair.png", Title: "repair upload per node per day (compressed time)", YLabel: "bytes", Lines: []string{"repair_bytes_per_node_per_day"}})
+	} else {
+		sum.Notes = append(sum.Notes, "no objects in this scenario: storage figures are null")
 	}
 	return &report.Result{
 		Title:       fmt.Sprintf("%s (live, seed %d)", sc.Name, seed),
@@ -175,11 +211,6 @@ func (r *run) result(seed uint64) *report.Result {
 		Series:      series,
 		XLabel:      "seconds since start (warm-up " + sc.Warmup.String() + ")",
 		Latencies:   lat,
-		Charts: []report.Chart{
-			{File: "online.png", Title: "nodes online", YLabel: "nodes", Lines: []string{"online", "servers_online"}},
-			{File: "delivery.png", Title: "delivery ratio per interval", YLabel: "ratio", Lines: []string{"delivery_ratio", "lookup_success"}, YMin: 0, YMax: 1.02},
-			{File: "latency.png", Title: "publish → deliver latency per interval", YLabel: "ms", Lines: []string{"latency_p50_ms", "latency_p99_ms"}},
-			{File: "lookup.png", Title: "DHT lookup hops and routing table", YLabel: "count", Lines: []string{"lookup_hops_mean", "conns_per_node", "routing_table_per_node"}},
-		},
+		Charts:      charts,
 	}
 }

@@ -8,19 +8,25 @@ import (
 )
 
 // fanout models gossipsub delivering one message to the subscribers of a
-// topic.
+// topic, as the overlay runs it (go-libp2p-pubsub's GossipSubRouter.rpcs).
 //
 // The mesh is a random graph in which every subscriber has degree D
 // (random pairing of D stubs per node: gossipsub keeps each mesh between
-// Dlo and Dhi around D). A node that receives the message spends PerHopCost
-// (validation, signature check, queues), delivers it, and sends it to its
-// mesh peers one after another on its uplink: the j-th copy leaves after
-// j transmission times and arrives a link latency later. A node also
-// gossips: at each of its next HistoryGossip heartbeats (its heartbeat
-// phase is random) it sends IHAVE to Dlazy random subscribers, which ask
-// with IWANT and get the message: three link latencies and a transmission
-// after that heartbeat. Delivery times are the earliest arrival over all
-// these paths (Dijkstra; every edge is FIFO, so earliest arrival is exact).
+// Dlo and Dhi around D). The publisher floods: the overlay publishes with
+// pubsub.WithFloodPublish(true), so it sends the message to every
+// subscriber it is connected to, not only to its mesh peers; its
+// connections are its mesh peers and random other subscribers, as many as
+// the publish call is given. A node that receives the message spends
+// PerHopCost (validation, signature check, queues), delivers it, and
+// forwards it to its mesh peers except the one it came from and the
+// publisher. Every node sends its copies one after another on its uplink:
+// the j-th copy leaves after j transmission times and arrives a link
+// latency later. A node also gossips: at each of its next HistoryGossip
+// heartbeats (its heartbeat phase is random) it sends IHAVE to Dlazy random
+// subscribers, which ask with IWANT and get the message: three link
+// latencies and a transmission after that heartbeat. Delivery times are the
+// earliest arrival over all these paths (Dijkstra; every edge is FIFO, so
+// earliest arrival is exact).
 //
 // Members that are gone since the mesh last changed (offline now, online at
 // their neighbours' last heartbeat) stay in the mesh but never forward.
@@ -33,6 +39,13 @@ type fanout struct {
 	Latency func(a, b int) time.Duration
 }
 
+// delivery is when a member got the message, and whether it got it
+// straight from the publisher.
+type delivery struct {
+	at     time.Duration // -1: not delivered (publisher, dead, unreached)
+	direct bool
+}
+
 // member is one subscriber in the mesh.
 type member struct {
 	region int
@@ -40,8 +53,9 @@ type member struct {
 }
 
 // publish returns, for every member, the time from publication to
-// delivery; -1 for the publisher, dead members and members never reached.
-func (f *fanout) publish(r *rand.Rand, ms []member, src int) []time.Duration {
+// delivery. The publisher src is connected to conns other members (its
+// flood-publish reach; at least its mesh peers, at most every member).
+func (f *fanout) publish(r *rand.Rand, ms []member, src, conns int) []delivery {
 	n := len(ms)
 	// Random D-regular-ish mesh: pair up D stubs per node at random.
 	stubs := make([]int32, 0, n*f.D)
@@ -79,7 +93,10 @@ func (f *fanout) publish(r *rand.Rand, ms []member, src int) []time.Duration {
 		arr[i] = inf
 	}
 	done := make([]bool, n)
+	direct := make([]bool, n)
+	from := make([]int32, n) // whom the earliest copy came from
 	arr[src] = 0
+	from[src] = -1
 	h := &timeHeap{{0, int32(src)}}
 	for h.Len() > 0 {
 		it := heap.Pop(h).(timeItem)
@@ -92,18 +109,30 @@ func (f *fanout) publish(r *rand.Rand, ms []member, src int) []time.Duration {
 			continue
 		}
 		ready := arr[u] + f.PerHopCost
-		relax := func(v int, at time.Duration) {
+		relax := func(v int, at time.Duration, eager bool) {
 			if ms[v].alive && at < arr[v] {
 				arr[v] = at
+				from[v] = int32(u)
+				direct[v] = eager && u == src
 				heap.Push(h, timeItem{at, int32(v)})
 			}
 		}
-		// Eager push along the mesh, copies in random order on the uplink.
-		nb := adj[deg[u]:deg[u+1]]
-		order := r.Perm(len(nb))
-		for j, k := range order {
-			v := int(nb[k])
-			relax(v, ready+time.Duration(j+1)*f.Tx+f.Latency(ms[u].region, ms[v].region))
+		// Eager push, copies in random order on the uplink: the publisher
+		// to every member it is connected to, a forwarder to its mesh
+		// peers but the one it got the message from and the publisher.
+		var to []int32
+		if u == src {
+			to = f.floodTargets(r, ms, adj[deg[u]:deg[u+1]], src, conns)
+		} else {
+			for _, v := range adj[deg[u]:deg[u+1]] {
+				if v != from[u] && int(v) != src && ms[v].alive {
+					to = append(to, v)
+				}
+			}
+		}
+		r.Shuffle(len(to), func(a, b int) { to[a], to[b] = to[b], to[a] })
+		for j, v := range to {
+			relax(int(v), ready+time.Duration(j+1)*f.Tx+f.Latency(ms[u].region, ms[v].region), true)
 		}
 		// Lazy gossip at the next heartbeats.
 		if f.Dlazy > 0 && f.Heartbeat > 0 {
@@ -116,20 +145,49 @@ func (f *fanout) publish(r *rand.Rand, ms []member, src int) []time.Duration {
 					if v == u {
 						continue
 					}
-					relax(v, hb+3*f.Latency(ms[u].region, ms[v].region)+f.Tx)
+					relax(v, hb+3*f.Latency(ms[u].region, ms[v].region)+f.Tx, false)
 				}
 			}
 		}
 	}
-	out := make([]time.Duration, n)
+	out := make([]delivery, n)
 	for i := range out {
 		if i == src || !ms[i].alive || arr[i] == inf {
-			out[i] = -1
+			out[i] = delivery{at: -1}
 			continue
 		}
-		out[i] = arr[i] + f.PerHopCost // validated before delivery
+		out[i] = delivery{at: arr[i] + f.PerHopCost, direct: direct[i]} // validated before delivery
 	}
 	return out
+}
+
+// floodTargets returns the members the publisher is connected to: its mesh
+// peers, then random other live members up to conns in all. A member gone
+// since the last heartbeat has closed its connections: the publisher no
+// longer sends to it, even if its mesh still lists it.
+func (f *fanout) floodTargets(r *rand.Rand, ms []member, mesh []int32, src, conns int) []int32 {
+	in := map[int32]bool{int32(src): true}
+	var to []int32
+	for _, v := range mesh {
+		if !in[v] && ms[v].alive {
+			in[v] = true
+			to = append(to, v)
+		}
+	}
+	var rest []int32
+	for i := range ms {
+		if !in[int32(i)] && ms[i].alive {
+			rest = append(rest, int32(i))
+		}
+	}
+	need := min(conns-len(to), len(rest))
+	// A partial Fisher-Yates shuffle picks need of rest at random.
+	for j := 0; j < need; j++ {
+		k := j + r.IntN(len(rest)-j)
+		rest[j], rest[k] = rest[k], rest[j]
+		to = append(to, rest[j])
+	}
+	return to
 }
 
 type timeItem struct {

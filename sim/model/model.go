@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/immense-p2p/immense/node"
 	"github.com/immense-p2p/immense/sim/churn"
 	"github.com/immense-p2p/immense/sim/event"
 	"github.com/immense-p2p/immense/sim/report"
@@ -35,8 +36,10 @@ type ev struct {
 	obj  int32
 }
 
-// readProbeEvery is how often the model checks which objects are readable.
-const readProbeEvery = time.Hour
+// readProbeEvery is how often the model checks which objects are readable:
+// every hour, or every sample when samples are closer (live scenarios,
+// whose reads happen at every sample).
+func (r *run) readProbeEvery() time.Duration { return min(time.Hour, r.sc.SampleEvery.D()) }
 
 // run is one model run.
 type run struct {
@@ -60,10 +63,10 @@ type run struct {
 	lastRow time.Duration
 
 	// Topic and lookups.
-	lat                   []float64
-	expected, delivered   int
-	lookups, lookupsFound int
-	hops                  []float64
+	lat                         []float64
+	expected, delivered, direct int
+	lookups, lookupsFound       int
+	hops                        []float64
 }
 
 // Run runs sc in model mode.
@@ -84,7 +87,7 @@ func Run(ctx context.Context, sc *scenario.Scenario, opt Options) (*report.Resul
 			r.q.Push(at, ev{kind: evWrite, obj: int32(i)})
 		}
 		r.q.Push(sc.Storage.RepairTick.D(), ev{kind: evRepairTick})
-		r.q.Push(w+readProbeEvery, ev{kind: evReadProbe})
+		r.q.Push(w+r.readProbeEvery(), ev{kind: evReadProbe})
 	}
 	r.series = report.NewSeries("t_days", "online_share", "volunteers_online_share", "objects_lost",
 		"objects_readable_share", "repair_bytes_per_node_per_day", "repairs")
@@ -188,7 +191,7 @@ func (r *run) handle(e ev) {
 		r.q.Push(r.now+r.sc.Storage.RepairTick.D(), e)
 	case evReadProbe:
 		r.st.probeReadable()
-		r.q.Push(r.now+readProbeEvery, e)
+		r.q.Push(r.now+r.readProbeEvery(), e)
 	case evSample:
 		r.sample()
 		if next := r.now + r.sc.SampleEvery.D(); next <= r.end {
@@ -285,18 +288,36 @@ func (r *run) publish() {
 		return
 	}
 	src := alive[r.rng.IntN(len(alive))]
-	res := r.fanoutModel().publish(r.rng, ms, src)
+	res := r.fanoutModel().publish(r.rng, ms, src, r.publisherConns(int(slots[src])))
 	deadline := r.sc.Topic.Deadline.D()
 	for i, d := range res {
 		if i == src || !ms[i].alive || slots[i] < 0 {
 			continue
 		}
 		r.expected++
-		if d >= 0 && d <= deadline {
+		if d.at >= 0 && d.at <= deadline {
 			r.delivered++
-			r.lat = append(r.lat, float64(d)/float64(time.Millisecond))
+			if d.direct {
+				r.direct++
+			}
+			r.lat = append(r.lat, float64(d.at)/float64(time.Millisecond))
 		}
 	}
+}
+
+// publisherConns is how many peers the publisher in slot is connected to,
+// all of them subscribers (every node subscribes to the topic), which is
+// how far its flood publish reaches: the high-water mark of its node
+// preset's connection manager (VolunteerConfig: 96; servers run
+// DefaultConfig: 400). Live mode measures it: in live-200 volunteers hold
+// 98 connections on average, servers one to every online node. The
+// manager trims a node back to its low-water mark (48) only once it passes
+// the high one, and DHT and gossip traffic fill it up again within seconds.
+func (r *run) publisherConns(slot int) int {
+	if slot < r.pop.servers {
+		return node.DefaultConfig().Limits.ConnHighWater
+	}
+	return node.VolunteerConfig().Limits.ConnHighWater
 }
 
 func (r *run) lookup() {
@@ -375,10 +396,15 @@ func (r *run) result() *report.Result {
 		sum.ObjectsLost = report.F(float64(lost))
 		if s.readableTotal > 0 {
 			sum.Retrievability = report.F(s.readableSamples / s.readableTotal)
+			// The same figure under live mode's name: live reads the
+			// objects, and reports this share separately.
+			d := sum.Details
+			d["object_available_share"] = s.readableSamples / s.readableTotal
 		}
 		sum.RepairBytesPerNodePerDay = report.F(s.repairBytes / float64(sc.Nodes) / days)
 		d := sum.Details
 		d["repair_bytes_per_server_per_day"] = s.repairBytes / float64(max(1, sc.Servers.Count)) / days
+		d["repair_upload_bytes_per_node_per_day"] = s.repairUpload / float64(sc.Nodes) / days
 		d["repairs"] = float64(s.repairs)
 		d["repairs_blocked"] = float64(s.blocked)
 		d["repairs_deferred"] = float64(s.deferred)
@@ -397,6 +423,7 @@ func (r *run) result() *report.Result {
 		sum.LatencyP50MS = report.F(report.Quantile(r.lat, 0.5))
 		sum.LatencyP99MS = report.F(report.Quantile(r.lat, 0.99))
 		sum.Details["deliveries_expected"] = float64(r.expected)
+		sum.Details["delivery_direct_share"] = ratio(r.direct, r.delivered)
 		sum.Details["per_hop_cost_ms"] = float64(sc.GossipSub.PerHopCost.D()) / float64(time.Millisecond)
 	}
 	if sc.Lookups.Every > 0 {

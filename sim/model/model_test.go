@@ -119,20 +119,78 @@ func TestFanout(t *testing.T) {
 	}
 	f := fanout{D: 6, Dlazy: 6, HistoryGossip: 3, Heartbeat: time.Second, Tx: 100 * time.Microsecond,
 		Latency: func(a, b int) time.Duration { return 10 * time.Millisecond }}
-	base := f.publish(rand.New(rand.NewPCG(1, 1)), ms, 1)
+	base := f.publish(rand.New(rand.NewPCG(1, 1)), ms, 1, 0)
 	f.PerHopCost = 5 * time.Millisecond
-	slow := f.publish(rand.New(rand.NewPCG(1, 1)), ms, 1)
+	slow := f.publish(rand.New(rand.NewPCG(1, 1)), ms, 1, 0)
+	direct := 0
 	for i, d := range base {
 		switch {
 		case i == 1 || !ms[i].alive:
-			if d != -1 {
-				t.Fatalf("member %d (publisher or dead) has latency %v", i, d)
+			if d.at != -1 {
+				t.Fatalf("member %d (publisher or dead) has latency %v", i, d.at)
 			}
-		case d < 10*time.Millisecond || d > time.Second:
-			t.Fatalf("member %d latency %v", i, d)
-		case slow[i] < d+2*f.PerHopCost:
-			t.Fatalf("member %d: %v with per-hop cost, %v without", i, slow[i], d)
+		case d.at < 10*time.Millisecond || d.at > time.Second:
+			t.Fatalf("member %d latency %v", i, d.at)
+		case slow[i].at < d.at+2*f.PerHopCost:
+			t.Fatalf("member %d: %v with per-hop cost, %v without", i, slow[i].at, d.at)
 		}
+		if d.direct {
+			direct++
+		}
+	}
+	// Without connections beyond its mesh, the publisher reaches its mesh
+	// peers directly and nobody else.
+	if direct < 1 || direct > f.D {
+		t.Errorf("%d members reached directly through a mesh of degree %d", direct, f.D)
+	}
+}
+
+// TestFloodPublish: a publisher connected to every member sends to each
+// directly, one copy after another on its uplink, so every live member
+// gets the message at most one link latency plus its place in the queue
+// after publication (the last in the queue may get it sooner through a
+// forwarder, two hops away); with 100 connections, 100 members get it
+// directly at most.
+func TestFloodPublish(t *testing.T) {
+	ms := make([]member, 300)
+	alive := 0
+	for i := range ms {
+		ms[i] = member{alive: i%30 != 0}
+		if ms[i].alive {
+			alive++
+		}
+	}
+	f := fanout{D: 6, Dlazy: 6, HistoryGossip: 3, Heartbeat: time.Second, Tx: 100 * time.Microsecond,
+		Latency: func(a, b int) time.Duration { return 10 * time.Millisecond }}
+	res := f.publish(rand.New(rand.NewPCG(2, 2)), ms, 1, len(ms))
+	slots := map[time.Duration]bool{}
+	for i, d := range res {
+		if i == 1 || !ms[i].alive {
+			continue
+		}
+		q := d.at - 10*time.Millisecond
+		if q < f.Tx || q > time.Duration(alive-1)*f.Tx {
+			t.Fatalf("member %d: %v: want 10 ms + 1 to %d times %v", i, d.at, alive-1, f.Tx)
+		}
+		if d.direct {
+			if q%f.Tx != 0 || slots[q] {
+				t.Fatalf("member %d got it directly at %v: not a free slot of the publisher's uplink", i, d.at)
+			}
+			slots[q] = true
+		}
+	}
+	if len(slots) < (alive-1)/2 {
+		t.Errorf("only %d of %d members got it directly", len(slots), alive-1)
+	}
+	res = f.publish(rand.New(rand.NewPCG(2, 2)), ms, 1, 100)
+	direct := 0
+	for _, d := range res {
+		if d.direct {
+			direct++
+		}
+	}
+	if direct < 50 || direct > 100 {
+		t.Errorf("%d members reached directly with 100 connections", direct)
 	}
 }
 

@@ -55,7 +55,11 @@ type storage struct {
 	shared    *erasure.AvailabilityTracker // observe: full
 
 	// Counters.
-	repairBytes     float64 // network bytes moved by repairs
+	repairBytes float64 // network bytes moved by repairs
+	// repairUpload counts only the regenerated shards stored on their new
+	// holders (the holder itself included), which is what erasure's
+	// immense_state_repair_bytes_total counts and live mode reports.
+	repairUpload    float64
 	repairs         int
 	blocked         int
 	deferred        int
@@ -327,6 +331,7 @@ func (s *storage) check(r *repairer, o *object) {
 	}
 	for j, t := range plan.Targets {
 		idx := plan.Regenerate[j]
+		s.repairUpload += float64(o.shardBytes)
 		if t != self {
 			bytes += float64(o.shardBytes)
 			r.noteOutcome(t, true)

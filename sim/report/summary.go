@@ -24,14 +24,19 @@ type Summary struct {
 	// AvailabilityMean is the time-averaged share of nodes online.
 	AvailabilityMean *float64 `json:"availability_mean"`
 	Objects          *float64 `json:"objects"`
-	// ObjectsLost counts objects with fewer than k shards left on nodes that
-	// will ever come back: gone for good.
+	// ObjectsLost counts objects gone for good. Model: fewer than k shards
+	// left on nodes still in the network. Live: not readable at the end of
+	// the run with every node still in the network back online.
 	ObjectsLost *float64 `json:"objects_lost"`
-	// Retrievability is the share of (object, sample time) pairs at which at
-	// least k holders of the object were online with their shard.
+	// Retrievability: model, the share of (object, sample time) pairs at
+	// which at least k holders of the object were online with their shard;
+	// live, the share of reads (one per object and sample) that returned
+	// the object.
 	Retrievability *float64 `json:"retrievability"`
-	// RepairBytesPerNodePerDay is the repair traffic (shards fetched to
-	// rebuild plus shards stored on new holders) over all nodes and days.
+	// RepairBytesPerNodePerDay is the repair traffic over all nodes and
+	// days. Model: shards fetched to rebuild plus shards stored on new
+	// holders. Live: shards stored on new holders, which is what erasure
+	// counts (details repair_upload_bytes_per_node_per_day in both modes).
 	RepairBytesPerNodePerDay *float64 `json:"repair_bytes_per_node_per_day"`
 	// DeliveryRatio is the share of (message, subscriber) pairs delivered
 	// within the deadline, over subscribers online and settled at publish

@@ -247,7 +247,7 @@ type Storage struct {
 	SizeMin ByteSize `yaml:"size_min"`
 	SizeMax ByteSize `yaml:"size_max"`
 	// WriteWithin spreads the writes over this long after the warm-up.
-	// Default 1d.
+	// Default 1d in model mode, 10s live.
 	WriteWithin Duration `yaml:"write_within"`
 
 	DataShards  int      `yaml:"data_shards"`  // k; default erasure.DefaultDataShards
@@ -265,9 +265,10 @@ type Storage struct {
 	RepairsPerSecond float64  `yaml:"repairs_per_second"`
 	RepairBurst      int      `yaml:"repair_burst"`
 	RetryAfter       Duration `yaml:"retry_after"`
-	// RepairTick is how often the model asks each scheduler for due
-	// objects. Default 1m (the service ticks every 10 s; checks are rate
-	// limited either way, and a coarser tick keeps year-long runs fast).
+	// RepairTick is how often each app server asks its scheduler for due
+	// objects (erasure.Config.RepairTick). Default 10s live, erasure's
+	// default; 1m in the model (checks are rate limited either way, and a
+	// coarser tick keeps year-long runs fast).
 	RepairTick Duration `yaml:"repair_tick"`
 
 	// Candidates is how many online peers closest to an object's key (what
@@ -457,7 +458,7 @@ func (sc *Scenario) setDefaults() {
 	if s.SizeMax == 0 {
 		s.SizeMax = max(s.SizeMin, 1<<20)
 	}
-	setD(&s.WriteWithin, 24*time.Hour)
+	pick(&s.WriteWithin, 24*time.Hour, 10*time.Second)
 	setInt(&s.DataShards, ed.DataShards)
 	if s.MinParity == 0 {
 		s.MinParity = ed.MinParity
@@ -475,7 +476,7 @@ func (sc *Scenario) setDefaults() {
 	setF(&s.RepairsPerSecond, ed.Scheduler.RepairsPerSecond)
 	setInt(&s.RepairBurst, ed.Scheduler.RepairBurst)
 	setD(&s.RetryAfter, ed.Scheduler.RetryAfter)
-	setD(&s.RepairTick, time.Minute)
+	pick(&s.RepairTick, time.Minute, ed.RepairTick)
 	setInt(&s.Candidates, 20)
 	if s.ConnectedPeers == 0 {
 		s.ConnectedPeers = 200

@@ -96,6 +96,18 @@ func TestDefaults(t *testing.T) {
 	if sc.VolunteerCount() != 98 {
 		t.Errorf("VolunteerCount = %d", sc.VolunteerCount())
 	}
+	if s.RepairTick.D() != time.Minute || s.WriteWithin.D() != 24*time.Hour {
+		t.Errorf("model storage timing defaults: repair_tick %v, write_within %v", s.RepairTick, s.WriteWithin)
+	}
+	// Live runs last minutes: the repair loop ticks as erasure's does, and
+	// the objects are written within seconds of the warm-up.
+	live, err := Parse([]byte(strings.Replace(minimal, "mode: model", "mode: live", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if live.Storage.RepairTick.D() != ed.RepairTick || live.Storage.WriteWithin.D() != 10*time.Second {
+		t.Errorf("live storage timing defaults: repair_tick %v, write_within %v", live.Storage.RepairTick, live.Storage.WriteWithin)
+	}
 }
 
 // TestInvalid: mistakes are reported with the field they concern.
