@@ -217,9 +217,13 @@ func TestHandoff(t *testing.T) {
 		if n := counterValue(writer.svc.metrics.adoptions); int(n) != len(affected) {
 			t.Fatalf("%v adoptions, want %d", n, len(affected))
 		}
-		// Another app peer reads every object.
+		// Another app peer (not the writer, not the leaver) reads every object.
+		reader := tn.nodes[9]
+		if reader == leaver {
+			reader = tn.nodes[8]
+		}
 		for _, o := range objs {
-			if got, err := tn.nodes[9].svc.Get(ctx, o.key); err != nil || !bytes.Equal(got, o.value) {
+			if got, err := reader.svc.Get(ctx, o.key); err != nil || !bytes.Equal(got, o.value) {
 				t.Fatalf("%s read after adoption: %v", o.key, err)
 			}
 		}
@@ -271,6 +275,58 @@ func TestHandoffHolderReturns(t *testing.T) {
 		h, err := writer.svc.Health(ctx, "obj")
 		if err != nil || h.Reachable != h.Total || h.Holders[idx].HandedOff || h.Holders[idx].Peer != holder.h.ID() {
 			t.Fatalf("health: %+v %v", h, err)
+		}
+	})
+}
+
+// TestHandoffDelete: deleting an object whose holder handed its shards off
+// and left deletes them on the peer the hint names, not only on the holders
+// the manifest places.
+func TestHandoffDelete(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tn := newTestNet(t, 6, netOpts{config: func(i int, c *Config, sc *StoreConfig) {
+			c.DataShards, c.MinParity, c.MaxShards = 2, 2, 4
+		}})
+		ctx := context.Background()
+		writer := tn.nodes[0]
+		res, err := writer.svc.Put(ctx, "obj", testValue(rand.New(rand.NewPCG(8, 8)), 200<<10, "d"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var leaver *testNode
+		for _, p := range res.Holders {
+			if p != writer.h.ID() {
+				leaver = tn.node(p)
+				break
+			}
+		}
+		if hr, err := leaver.svc.Handoff(ctx); err != nil || hr.HandedOff != 1 {
+			t.Fatalf("handoff: %+v %v", hr, err)
+		}
+		m, _ := writer.svc.Manifest(ctx, "obj")
+		idx := slices.Index(m.Placement, leaver.h.ID())
+		b, err := tn.records.GetValue(ctx, HintKey(m.Namespace(), m.Object, idx, leaver.h.ID()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hint, _ := ParseHint(b)
+		receiver := tn.node(hint.New)
+		tn.takeDown(leaver.h.ID())
+		if err := writer.svc.Delete(ctx, "obj"); err != nil {
+			t.Fatal(err)
+		}
+		for seg := range m.Hashes {
+			if _, ok := receiver.store.Stat(m.Hashes[seg][idx]); ok {
+				t.Fatalf("the handed-off shard of segment %d survived the delete", seg)
+			}
+		}
+		for i, p := range m.Placement {
+			if p == leaver.h.ID() {
+				continue
+			}
+			if _, ok := tn.node(p).store.Stat(m.Hashes[0][i]); ok {
+				t.Fatalf("holder %d kept its shard", i)
+			}
 		}
 	})
 }

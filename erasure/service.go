@@ -940,24 +940,40 @@ func (s *Service) delete(ctx context.Context, key string) error {
 	var wg sync.WaitGroup
 	for i, p := range m.Placement {
 		wg.Go(func() {
-			for seg := range m.Hashes {
-				h := m.Hashes[seg][i]
-				var err error
-				if p == s.h.ID() {
-					err = s.store.Delete(h)
-				} else {
-					err = s.client.Delete(ctx, p, h, s.key)
-					s.noteOutcome(ctx, p, err)
-				}
-				if err != nil && !errors.Is(err, ErrNotFound) {
-					s.log.Debug("delete shard", "peer", p, "hash", h, "err", err)
-					return // the holder is unreachable: GC will do it
-				}
+			if s.deleteIndex(ctx, m, i, p) {
+				return
+			}
+			// The holder did not answer: if it left on purpose, hints say
+			// who holds its shards now; delete them there too. What stays
+			// behind, GC removes once it sees the tombstone.
+			chain, _, _ := s.hintChain(ctx, m, i)
+			for _, q := range chain {
+				s.deleteIndex(ctx, m, i, q)
 			}
 		})
 	}
 	wg.Wait()
 	return nil
+}
+
+// deleteIndex deletes index i of m (its shard of every segment) from
+// holder p. It reports false if p could not be reached.
+func (s *Service) deleteIndex(ctx context.Context, m *Manifest, i int, p peer.ID) bool {
+	for seg := range m.Hashes {
+		h := m.Hashes[seg][i]
+		var err error
+		if p == s.h.ID() {
+			err = s.store.Delete(h)
+		} else {
+			err = s.client.Delete(ctx, p, h, s.key)
+			s.noteOutcome(ctx, p, err)
+		}
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			s.log.Debug("delete shard", "peer", p, "hash", h, "err", err)
+			return false
+		}
+	}
+	return true
 }
 
 // checkHolders asks every holder of m whether it has all its shards. A
