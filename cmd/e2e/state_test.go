@@ -559,4 +559,38 @@ func TestStateHandoff(t *testing.T) {
 			}
 		}
 	}
+
+	// A second SIGTERM cuts a handoff short: a peer with a slow uplink
+	// and a long handoff timeout exits soon after it, not when the handoff
+	// would have ended.
+	slow := net.peer("slow", t.TempDir(), listen, "--storage-quota", "1GiB", "--max-upload", "16KiB/s", "--handoff-timeout", "10m")
+	stateWaitConnected(t, slow, peers+1) // writer, peers 1, 3, 4, the volunteer, the bootstrap node
+	held := 0
+	for i := 0; held == 0 && i < 3; i++ {
+		res, err := statePut(writer.info.HTTP, fmt.Sprintf("slow-%d", i), stateValue(r, 1<<20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(res.Holders, slow.info.PeerID) {
+			held++
+		}
+	}
+	if held == 0 {
+		t.Fatal("three puts placed nothing on the slow peer")
+	}
+	slow.cmd.Process.Signal(syscall.SIGTERM)
+	slow.waitLog("handing shards off before exit; a second SIGINT or SIGTERM cuts it short", 30*time.Second)
+	cut := time.Now()
+	slow.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-slow.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the slow peer still runs 30 s after a second SIGTERM; logs:\n%s", slow.dump())
+	}
+	t.Logf("slow peer: exited %v after the second SIGTERM", time.Since(cut).Round(time.Millisecond))
+	if code := slow.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("slow peer exit code %d; logs:\n%s", code, slow.dump())
+	}
+	slow.waitLog("second signal: cutting the handoff short", time.Second)
+	slow.waitLog("handoff stopped before the end", time.Second)
 }

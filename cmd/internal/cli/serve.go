@@ -77,6 +77,7 @@ func handOff(n *node.Node, log *slog.Logger) {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sig)
+	log.Info("handing shards off before exit; a second SIGINT or SIGTERM cuts it short", "timeout", n.HandoffTimeout())
 	go func() {
 		select {
 		case <-sig:
