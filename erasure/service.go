@@ -1129,6 +1129,23 @@ func (s *Service) gcLoop() {
 	}
 }
 
+// Repair checks the object under key now and repairs it if it needs it,
+// as the background loop would (see RepairObject), for an operator who
+// knows a holder left. Shards a departed holder handed off are adopted.
+func (s *Service) Repair(ctx context.Context, key string) (*RepairPlan, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	plan, err := s.RepairObject(ctx, s.key.ObjectID(key))
+	if err != nil {
+		return plan, fmt.Errorf("repair %q: %w", key, err)
+	}
+	return plan, nil
+}
+
 // RepairObject checks one object of this namespace now and repairs it if
 // PlanRepair says so and the scheduler's rate limit allows. Only a peer
 // holding the app key can repair: the new placement must be signed into a

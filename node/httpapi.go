@@ -60,6 +60,7 @@ func (n *Node) Handler(opts HTTPOptions) http.Handler {
 		mux.HandleFunc("GET /v1/state/{key}", a.getState)
 		mux.HandleFunc("DELETE /v1/state/{key}", a.deleteState)
 		mux.HandleFunc("GET /v1/state/{key}/health", a.stateHealth)
+		mux.HandleFunc("POST /v1/state/{key}/repair", a.repairState)
 	}
 	notFound := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))

@@ -109,6 +109,28 @@ func (a *api) stateHealth(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// repairState checks and, if needed, repairs an object now:
+// POST /v1/state/{key}/repair.
+func (a *api) repairState(w http.ResponseWriter, r *http.Request) {
+	key := r.PathValue("key")
+	ctx, cancel := context.WithTimeout(r.Context(), stateTimeout)
+	defer cancel()
+	plan, version, err := a.n.Repair(ctx, key)
+	if err != nil {
+		writeStateError(w, err)
+		return
+	}
+	regen := plan.Regenerate
+	if regen == nil {
+		regen = []int{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"key": key, "version": version, "action": plan.Action.String(), "reason": plan.Reason,
+		"healthy": plan.Healthy, "offline": plan.Offline, "lost": plan.Lost,
+		"probability": plan.Prob, "probability_after": plan.ProbAfter, "regenerated": regen,
+	})
+}
+
 func writeStateError(w http.ResponseWriter, err error) {
 	code := http.StatusInternalServerError
 	switch {
@@ -121,7 +143,7 @@ func writeStateError(w http.ResponseWriter, err error) {
 	case errors.Is(err, ErrNoState):
 		code = http.StatusNotImplemented
 	case errors.Is(err, erasure.ErrNotEnoughPeers), errors.Is(err, erasure.ErrNotEnoughShards),
-		errors.Is(err, erasure.ErrClosed), errors.Is(err, ErrClosed):
+		errors.Is(err, erasure.ErrClosed), errors.Is(err, ErrClosed), errors.Is(err, erasure.ErrBusy):
 		code = http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		code = http.StatusGatewayTimeout

@@ -225,6 +225,27 @@ func (n *Node) Health(ctx context.Context, key string) (*erasure.Health, error) 
 	return n.state.svc.Health(ctx, key)
 }
 
+// Repair checks key's shards now and repairs them if erasure's policy says
+// so (the repair loop does the same for every object, about hourly). It
+// returns the plan acted on and the object's manifest version afterwards.
+func (n *Node) Repair(ctx context.Context, key string) (*erasure.RepairPlan, uint64, error) {
+	if err := ValidateKey(key); err != nil {
+		return nil, 0, err
+	}
+	if n.state == nil {
+		return nil, 0, ErrNoState
+	}
+	plan, err := n.state.svc.Repair(ctx, key)
+	if err != nil {
+		return nil, 0, err
+	}
+	m, err := n.state.svc.Manifest(ctx, key)
+	if err != nil {
+		return plan, 0, err
+	}
+	return plan, m.Version, nil
+}
+
 // Handoff hands the shards this node holds to other peers before a planned
 // shutdown (see erasure.Service.Handoff), for at most the State config's
 // HandoffTimeout (or until ctx ends). Call it before Close; it does

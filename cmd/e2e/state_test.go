@@ -466,13 +466,44 @@ func getStateHealth(t *testing.T, base, key string) stateHealth {
 	return h
 }
 
+// stateRepair is the JSON answer to POST /v1/state/{key}/repair.
+type stateRepair struct {
+	Version     uint64 `json:"version"`
+	Action      string `json:"action"`
+	Reason      string `json:"reason"`
+	Regenerated []int  `json:"regenerated"`
+}
+
+// postStateRepair asks base to repair key now and checks the status code.
+func postStateRepair(t *testing.T, base, key string, want int) stateRepair {
+	t.Helper()
+	resp, err := http.Post(base+"/v1/state/"+key+"/repair", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		t.Fatalf("repair of %s on %s: %s (want %d): %s", key, base, resp.Status, want, body)
+	}
+	var r stateRepair
+	if want == http.StatusOK {
+		if err := json.Unmarshal(body, &r); err != nil {
+			t.Fatalf("repair of %s: %v in %s", key, err, body)
+		}
+	}
+	return r
+}
+
 // TestStateHandoff: a peer that holds shards and is stopped with SIGTERM
 // hands them to another peer before it exits ("handoff done" in its log,
 // exit code 0), and the writer's health endpoint then reports every value
 // at full redundancy, with no holder on the departed peer, and GETs return
 // the values. Five app peers take every value (k=3, m=2 on all of them); a
 // volunteer that joins after the writes is the only peer outside the
-// placements, so it is the one the shards go to.
+// placements, so it is the one the shards go to. A repair asked for over
+// HTTP then adopts the volunteer into the manifest, and a second SIGTERM
+// cuts a slow peer's handoff short.
 func TestStateHandoff(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs processes")
@@ -559,6 +590,29 @@ func TestStateHandoff(t *testing.T) {
 			}
 		}
 	}
+
+	// A repair asked for now (POST .../repair, what the hourly loop does)
+	// adopts the volunteer: a new manifest version names it, and nothing
+	// is regenerated.
+	for key := range values {
+		rep := postStateRepair(t, writer.info.HTTP, key, http.StatusOK)
+		if rep.Action != "none" || len(rep.Regenerated) != 0 || rep.Version != 2 {
+			t.Errorf("repair of %s: %+v, want action none, nothing regenerated, version 2", key, rep)
+		}
+		h := getStateHealth(t, writer.info.HTTP, key)
+		named := false
+		for _, hh := range h.Holders {
+			named = named || hh.Peer == volunteer.info.PeerID
+			if hh.HandedOff || hh.Peer == victim.info.PeerID {
+				t.Errorf("%s after adoption: holder %+v", key, hh)
+			}
+		}
+		if !named || h.Reachable != h.Total || h.Version != 2 {
+			t.Errorf("%s after adoption: version %d, %d of %d reachable, volunteer named %v", key, h.Version, h.Reachable, h.Total, named)
+		}
+	}
+	postStateRepair(t, writer.info.HTTP, "no-such-key", http.StatusNotFound)
+	postStateRepair(t, writer.info.HTTP, "bad%20key", http.StatusBadRequest)
 
 	// A second SIGTERM cuts a handoff short: a peer with a slow uplink
 	// and a long handoff timeout exits soon after it, not when the handoff
