@@ -12,21 +12,12 @@ import (
 
 // runKeygen writes a new app key: peer keygen --out FILE.
 func runKeygen(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("peer keygen", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	out := fs.String("out", "", "file to create (mode 0600); it must not exist")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	out, code, ok := outFileArgs("peer keygen", args, stderr)
+	if !ok {
+		return code
 	}
-	if *out == "" {
-		fmt.Fprintln(stderr, "peer keygen: --out is required")
-		return 2
-	}
-	if _, err := os.Stat(*out); err == nil {
-		fmt.Fprintf(stderr, "peer keygen: %s exists; refusing to overwrite an app key (its state would become unreadable)\n", *out)
+	if _, err := os.Stat(out); err == nil {
+		fmt.Fprintf(stderr, "peer keygen: %s exists; refusing to overwrite an app key (its state would become unreadable)\n", out)
 		return 1
 	}
 	k, err := erasure.GenerateAppKey()
@@ -34,10 +25,34 @@ func runKeygen(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "peer keygen:", err)
 		return 1
 	}
-	if err := erasure.SaveAppKey(*out, k); err != nil {
+	if err := erasure.SaveAppKey(out, k); err != nil {
 		fmt.Fprintln(stderr, "peer keygen:", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "wrote app key for namespace %s to %s\nGive it to your app's own peers with --app-key; never to volunteers.\n", k.Namespace(), *out)
+	fmt.Fprintf(stdout, "wrote app key for namespace %s to %s\nGive it to your app's own peers with --app-key; never to volunteers.\n", k.Namespace(), out)
 	return 0
+}
+
+// outFileArgs parses the arguments of a subcommand whose only flag is
+// --out FILE, the file it creates. When ok is false the subcommand stops
+// with code: 0 after --help, 2 on a usage error (already reported).
+func outFileArgs(cmd string, args []string, stderr io.Writer) (out string, code int, ok bool) {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&out, "out", "", "file to create (mode 0600); it must not exist")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return "", 0, false
+		}
+		return "", 2, false
+	}
+	if out == "" {
+		fmt.Fprintf(stderr, "%s: --out is required\n", cmd)
+		return "", 2, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected arguments %q\n", cmd, fs.Args())
+		return "", 2, false
+	}
+	return out, 0, true
 }

@@ -63,22 +63,13 @@ func runToken(args []string, stdout, stderr io.Writer) int {
 
 // runSecret writes a new random token secret: peer secret --out FILE.
 func runSecret(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("peer secret", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	out := fs.String("out", "", "file to create (mode 0600); it must not exist")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if *out == "" {
-		fmt.Fprintln(stderr, "peer secret: --out is required")
-		return 2
+	out, code, ok := outFileArgs("peer secret", args, stderr)
+	if !ok {
+		return code
 	}
 	b := make([]byte, 32)
 	rand.Read(b)
-	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		fmt.Fprintln(stderr, "peer secret:", err)
 		return 1
@@ -92,6 +83,6 @@ func runSecret(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "peer secret:", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "wrote a new token secret to %s; give it to your peers with --token-secret-file\n", *out)
+	fmt.Fprintf(stdout, "wrote a new token secret to %s; give it to your peers with --token-secret-file\n", out)
 	return 0
 }
