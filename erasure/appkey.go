@@ -16,7 +16,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
+
+	"github.com/immense-p2p/immense/erasure/durable"
 )
 
 // AppKeyFileVersion is the only app key file format version this package
@@ -226,7 +227,7 @@ func SaveAppKey(path string, k *AppKey) error {
 	if err != nil {
 		return fmt.Errorf("save app key: %w", err)
 	}
-	if err := writeFileAtomic(path, data, 0o600); err != nil {
+	if err := durable.WriteFile(path, data, 0o600); err != nil {
 		return fmt.Errorf("save app key: %w", err)
 	}
 	return nil
@@ -247,57 +248,4 @@ func LoadOrGenerateAppKey(path string) (*AppKey, error) {
 		return nil, err
 	}
 	return k, nil
-}
-
-// writeFileAtomic writes data to path durably: see writeAtomic.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	return writeAtomic(filepath.Dir(path), path, perm, data)
-}
-
-// writeAtomic writes parts, in order, to a temp file in tmpDir (on the same
-// file system as path), fsyncs it, renames it over path and fsyncs path's
-// directory, so that path holds either its old content or all of the new
-// after a crash. A failed write leaves no temp file behind.
-func writeAtomic(tmpDir, path string, perm os.FileMode, parts ...[]byte) error {
-	tmp, err := os.CreateTemp(tmpDir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	name := tmp.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			tmp.Close()
-			os.Remove(name)
-		}
-	}()
-	if err := tmp.Chmod(perm); err != nil {
-		return err
-	}
-	for _, p := range parts {
-		if _, err := tmp.Write(p); err != nil {
-			return err
-		}
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(name, path); err != nil {
-		return err
-	}
-	ok = true
-	return syncDir(filepath.Dir(path))
-}
-
-// syncDir fsyncs a directory so that a rename or unlink in it is durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -16,6 +16,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/immense-p2p/immense/erasure/durable"
 )
 
 // ShardRef says which object a stored shard claims to belong to. It comes
@@ -189,7 +191,7 @@ func (s *Store) scan() error {
 		}
 	}
 	if len(tmps) > 0 {
-		if err := syncDir(s.tmpDir()); err != nil {
+		if err := durable.SyncDir(s.tmpDir()); err != nil {
 			return err
 		}
 	}
@@ -226,7 +228,7 @@ func (s *Store) scan() error {
 			s.used += info.Size + shardHeaderLen
 		}
 		if removed {
-			if err := syncDir(dir); err != nil {
+			if err := durable.SyncDir(dir); err != nil {
 				return err
 			}
 		}
@@ -361,13 +363,13 @@ func (s *Store) write(h Hash, ref ShardRef, data []byte) error {
 		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 			return err
 		}
-		if err := syncDir(s.shardsDir()); err != nil {
+		if err := durable.SyncDir(s.shardsDir()); err != nil {
 			return err
 		}
 	}
 	// The temp file lives in the store's tmp directory, which Open empties:
 	// a crash mid-write leaves nothing in the shard tree.
-	return writeAtomic(s.tmpDir(), final, 0o600, encodeShardHeader(ref), data)
+	return durable.Write(s.tmpDir(), final, 0o600, encodeShardHeader(ref), data)
 }
 
 // Get returns the shard stored under h, verified. A shard that fails
@@ -447,7 +449,7 @@ func (s *Store) remove(h Hash) error {
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	return syncDir(filepath.Dir(p))
+	return durable.SyncDir(filepath.Dir(p))
 }
 
 // List returns every shard in the store, sorted by hash.

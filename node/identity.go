@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 
+	"github.com/immense-p2p/immense/erasure/durable"
 	"github.com/libp2p/go-libp2p/core/crypto"
 )
 
@@ -49,45 +49,8 @@ func loadOrCreateIdentity(path string) (crypto.PrivKey, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("marshal identity: %w", err)
 	}
-	if err := writeFileAtomic(path, b, 0o600); err != nil {
+	if err := durable.WriteFile(path, b, 0o600); err != nil {
 		return nil, false, fmt.Errorf("write identity: %w", err)
 	}
 	return k, true, nil
-}
-
-// writeFileAtomic writes data to path so that a crash leaves either the old
-// file or the new one, never a partial one: temp file, fsync, rename, fsync
-// of the directory.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

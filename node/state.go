@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/immense-p2p/immense/erasure"
+	"github.com/immense-p2p/immense/erasure/durable"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	routedhost "github.com/libp2p/go-libp2p/p2p/host/routed"
@@ -159,7 +160,7 @@ func (s *state) remember(key string, keep bool) error {
 	}
 	sort.Strings(keys)
 	b, _ := json.Marshal(keys)
-	return writeFileAtomic(s.path, b, 0o600)
+	return durable.WriteFile(s.path, b, 0o600)
 }
 
 // ErrNoState is returned by state operations on a node run without state

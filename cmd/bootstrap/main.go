@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/immense-p2p/immense/cmd/internal/cli"
+	"github.com/immense-p2p/immense/erasure/durable"
 	"github.com/immense-p2p/immense/node"
 )
 
@@ -98,7 +99,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	out := strings.Join(lines, "\n") + "\n"
 	if *addrFile != "" {
-		if err := cli.WriteFileAtomic(*addrFile, []byte(out)); err != nil {
+		if err := durable.WriteFile(*addrFile, []byte(out), 0o644); err != nil {
 			n.Close()
 			fmt.Fprintln(stderr, "bootstrap: --addr-file:", err)
 			return 1

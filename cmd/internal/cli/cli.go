@@ -128,16 +128,6 @@ func ShutdownWithin(d time.Duration, log *slog.Logger, stop func() error) error 
 	}
 }
 
-// WriteFileAtomic writes data to path through a temporary file and a rename,
-// so that a reader polling for the file never sees it half-written.
-func WriteFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
 // Info is what --info-file holds: enough for a supervisor or a test to find
 // a running node.
 type Info struct {

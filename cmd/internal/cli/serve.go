@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/immense-p2p/immense/erasure/durable"
 	"github.com/immense-p2p/immense/node"
 )
 
@@ -44,7 +45,7 @@ func Serve(ctx context.Context, name string, n *node.Node, httpAddr string, opts
 	}
 	if infoFile != "" {
 		b, _ := json.Marshal(info)
-		if err := WriteFileAtomic(infoFile, b); err != nil {
+		if err := durable.WriteFile(infoFile, b, 0o644); err != nil {
 			log.Error("write --info-file", "err", err)
 		}
 	}
