@@ -451,42 +451,7 @@ func launch(t *testing.T, ns netns, name, bin string, args ...string) (*labNode,
 	}
 	cmd := ns.cmd(append([]string{bin}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{t: t, name: name, cmd: cmd, done: make(chan struct{})}
-	p.cond = sync.NewCond(&p.mu)
-	t.Cleanup(func() {
-		p.kill()
-		if dir := os.Getenv("IMMENSE_E2E_LOGDIR"); dir != "" {
-			os.WriteFile(filepath.Join(dir, t.Name()[strings.LastIndex(t.Name(), "/")+1:]+"-"+name+".log"), []byte(p.dump()), 0o644)
-		}
-	})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var rec map[string]any
-			if json.Unmarshal(sc.Bytes(), &rec) != nil {
-				rec = map[string]any{"msg": sc.Text()}
-			}
-			p.mu.Lock()
-			p.logs = append(p.logs, rec)
-			p.cond.Broadcast()
-			p.mu.Unlock()
-		}
-	}()
-	go func() {
-		cmd.Wait()
-		close(p.done)
-		p.mu.Lock()
-		p.cond.Broadcast()
-		p.mu.Unlock()
-	}()
+	p := follow(t, name, cmd, nil)
 	n := &labNode{proc: p, ns: ns, http: ns.client()}
 	t.Cleanup(n.http.CloseIdleConnections)
 	return n, infoFile

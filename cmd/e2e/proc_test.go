@@ -77,49 +77,13 @@ func start(t *testing.T, name, bin string, args ...string) *proc {
 	infoFile := filepath.Join(t.TempDir(), "info.json")
 	args = append(args, "--info-file", infoFile, "--log-format", "json", "--log-level", "debug")
 	cmd := exec.Command(bin, args...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{t: t, name: name, cmd: cmd, done: make(chan struct{})}
-	p.cond = sync.NewCond(&p.mu)
-	t.Cleanup(func() { p.kill() })
-
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var rec map[string]any
-			if json.Unmarshal(sc.Bytes(), &rec) != nil {
-				rec = map[string]any{"msg": sc.Text()}
-			}
-			p.mu.Lock()
-			p.logs = append(p.logs, rec)
-			p.cond.Broadcast()
-			p.mu.Unlock()
-		}
-	}()
 	firstLine := make(chan error, 1)
-	go func() {
+	p := follow(t, name, cmd, func(stdout io.Reader) {
 		r := bufio.NewReader(stdout)
 		_, err := r.ReadString('\n')
 		firstLine <- err
 		io.Copy(io.Discard, r)
-	}()
-	go func() {
-		cmd.Wait()
-		close(p.done)
-		p.mu.Lock()
-		p.cond.Broadcast()
-		p.mu.Unlock()
-	}()
+	})
 	select {
 	case err := <-firstLine:
 		if err != nil {
@@ -135,6 +99,63 @@ func start(t *testing.T, name, bin string, args ...string) *proc {
 	if err := json.Unmarshal(b, &p.info); err != nil {
 		t.Fatalf("%s: info file: %v", name, err)
 	}
+	return p
+}
+
+// follow starts cmd and follows it: its log lines on stderr (JSON, or
+// kept as "msg" otherwise) go to p.logs; its stdout goes to onStdout, which
+// must read it to the end (nil: discarded). p.done closes once the process
+// has exited and both streams are read, so no last log line is lost. The
+// process is killed in t.Cleanup, and its logs are saved to
+// $IMMENSE_E2E_LOGDIR if set.
+func follow(t *testing.T, name string, cmd *exec.Cmd, onStdout func(io.Reader)) *proc {
+	t.Helper()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{t: t, name: name, cmd: cmd, done: make(chan struct{})}
+	p.cond = sync.NewCond(&p.mu)
+	t.Cleanup(func() {
+		p.kill()
+		if dir := os.Getenv("IMMENSE_E2E_LOGDIR"); dir != "" {
+			os.WriteFile(filepath.Join(dir, t.Name()[strings.LastIndex(t.Name(), "/")+1:]+"-"+name+".log"), []byte(p.dump()), 0o644)
+		}
+	})
+	if onStdout == nil {
+		onStdout = func(r io.Reader) { io.Copy(io.Discard, r) }
+	}
+	var read sync.WaitGroup
+	read.Go(func() { onStdout(stdout) })
+	read.Go(func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var rec map[string]any
+			if json.Unmarshal(sc.Bytes(), &rec) != nil {
+				rec = map[string]any{"msg": sc.Text()}
+			}
+			p.mu.Lock()
+			p.logs = append(p.logs, rec)
+			p.cond.Broadcast()
+			p.mu.Unlock()
+		}
+	})
+	go func() {
+		read.Wait() // Wait closes the pipes: read them to the end first
+		cmd.Wait()
+		close(p.done)
+		p.mu.Lock()
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	}()
 	return p
 }
 
