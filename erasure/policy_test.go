@@ -305,3 +305,103 @@ func TestRepairSchedulerJitterAndRate(t *testing.T) {
 		t.Fatalf("%d repairs allowed at once, burst %d", allowed, cfg.RepairBurst)
 	}
 }
+
+// TestPlanPut: Put's plan keeps MinParity parity shards in a small network
+// by lowering k, never chooses a peer without quota or the same peer twice,
+// picks the least m that reaches the target, and does not depend on the
+// order of the candidates.
+func TestPlanPut(t *testing.T) {
+	obj := ObjectID{7}
+	pol := PutPolicy{DataShards: 4, MinParity: 2, MaxShards: 32, Target: 0.9999}
+	if _, err := PlanPut(obj, nil, pol); err != ErrNotEnoughPeers {
+		t.Fatalf("no candidates: %v", err)
+	}
+	full := candidates(3)
+	for i := range full {
+		full[i].HasQuota = false
+	}
+	if _, err := PlanPut(obj, full, pol); err != ErrNotEnoughPeers {
+		t.Fatalf("no candidate with quota: %v", err)
+	}
+
+	// Four usable peers (one listed twice, one without quota): k = 2, m = 2.
+	small := candidates(5)
+	small[4].HasQuota = false
+	small = append(small, small[0])
+	for i := range small {
+		small[i].Availability = 1
+	}
+	p, err := PlanPut(obj, small, pol)
+	if err != nil || p.K != 2 || p.M != 2 || len(p.Holders) != 4 || !p.TargetMet {
+		t.Fatalf("small network: %+v %v, want k=2 m=2 on 4 holders", p, err)
+	}
+	seen := map[peer.ID]bool{}
+	for _, h := range p.Holders {
+		if seen[h] || h == small[4].ID {
+			t.Fatalf("holders %v: repeated or without quota", p.Holders)
+		}
+		seen[h] = true
+	}
+
+	// Many peers online half of the time: k = 4 and the least m reaching
+	// the target, as ChooseParity computes it on the holders in order.
+	many := candidates(40)
+	for i := range many {
+		many[i].Availability = 0.5
+	}
+	p, err = PlanPut(obj, many, pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	avails := make([]float64, 32)
+	for i := range avails {
+		avails[i] = 0.5
+	}
+	m, prob, ok := ChooseParity(4, avails, pol.Target, pol.MinParity, pol.MaxShards)
+	if p.K != 4 || p.M != m || p.Prob != prob || p.TargetMet != ok || len(p.Holders) != 4+m {
+		t.Fatalf("large network: %+v, want k=4 m=%d prob %v", p, m, prob)
+	}
+	if want := Place(obj, 32, many)[:4+m]; fmt.Sprint(want) != fmt.Sprint(p.Holders) {
+		t.Fatalf("holders %v, Place says %v", p.Holders, want)
+	}
+	rev := make([]Candidate, len(many))
+	for i, c := range many {
+		rev[len(many)-1-i] = c
+	}
+	if q, _ := PlanPut(obj, rev, pol); fmt.Sprint(q) != fmt.Sprint(p) {
+		t.Fatalf("candidate order changed the plan: %+v vs %+v", q, p)
+	}
+}
+
+// TestCheckedHolder: the checker counts itself as always available; a
+// reachable holder is seen now; an unreachable one keeps the tracker's
+// last sighting, or the checker's start if that is later.
+func TestCheckedHolder(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	tr := NewAvailabilityTracker(AvailabilityConfig{HalfLife: time.Hour, Prior: 0.5, Now: clk.Now})
+	self, a, b := peer.ID("self"), peer.ID("a"), peer.ID("b")
+	tr.Connected(a)
+	clk.Advance(time.Minute)
+	tr.Disconnected(a)
+	seenA := clk.t
+	started := time.Unix(500, 0)
+	clk.Advance(time.Hour)
+	now := clk.t
+
+	if st := CheckedHolder(self, self, true, true, tr, started, now); st.Availability != 1 || !st.LastSeen.Equal(now) || !st.Complete {
+		t.Errorf("self: %+v", st)
+	}
+	if st := CheckedHolder(a, self, false, true, tr, started, now); st.Reachable || st.Complete || !st.LastSeen.Equal(seenA) || st.Availability != tr.Availability(a) {
+		t.Errorf("a (offline, seen at %v): %+v", seenA, st)
+	}
+	if st := CheckedHolder(b, self, false, false, tr, started, now); !st.LastSeen.Equal(started) || st.Availability != 0.5 {
+		t.Errorf("b (never seen): %+v", st)
+	}
+	late := now.Add(-time.Second) // the checker restarted after a was last seen
+	if st := CheckedHolder(a, self, false, false, tr, late, now); !st.LastSeen.Equal(late) {
+		t.Errorf("a after a restart: %+v", st)
+	}
+	if st := CheckedHolder(b, self, true, false, tr, started, now); !st.Reachable || st.Complete || !st.LastSeen.Equal(now) {
+		t.Errorf("b reachable without its shards: %+v", st)
+	}
+}

@@ -1,6 +1,11 @@
 package erasure
 
-import "math"
+import (
+	"math"
+	"slices"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
 
 // Redundancy defaults.
 const (
@@ -81,4 +86,58 @@ func ChooseParity(k int, avail []float64, target float64, minParity, maxShards i
 		}
 	}
 	return maxM, prob, false
+}
+
+// PutPolicy is the part of Config that decides how a new object is stored.
+type PutPolicy struct {
+	DataShards, MinParity, MaxShards int
+	Target                           float64
+}
+
+// PutPolicy returns c's put policy.
+func (c Config) PutPolicy() PutPolicy {
+	return PutPolicy{DataShards: c.DataShards, MinParity: c.MinParity, MaxShards: c.MaxShards, Target: c.Target}
+}
+
+// PutPlan is how a new object is stored.
+type PutPlan struct {
+	K, M int
+	// Holders are the k+m distinct peers that take the shards, in shard
+	// index order.
+	Holders []peer.ID
+	// Prob is the estimated probability that at least K holders are online;
+	// TargetMet says whether it reaches the policy's target (if not, M is
+	// the most the candidates allow).
+	Prob      float64
+	TargetMet bool
+}
+
+// PlanPut decides how Put stores object obj on cands (those without quota
+// are never chosen): k is the policy's DataShards, lowered in a small
+// network to keep MinParity parity shards (down to 1); Place orders the
+// candidates; ChooseParity picks m from the availability estimates of the
+// holders in that order. It is pure: the simulator calls it too. It returns
+// ErrNotEnoughPeers when no candidate has quota.
+func PlanPut(obj ObjectID, cands []Candidate, pol PutPolicy) (PutPlan, error) {
+	usable := 0
+	avail := map[peer.ID]float64{}
+	for _, c := range cands {
+		if c.HasQuota {
+			if _, dup := avail[c.ID]; !dup {
+				usable++
+			}
+			avail[c.ID] = c.Availability
+		}
+	}
+	if usable < 1 {
+		return PutPlan{}, ErrNotEnoughPeers
+	}
+	k := max(1, min(pol.DataShards, min(usable, pol.MaxShards)-pol.MinParity))
+	order := Place(obj, min(pol.MaxShards, usable), cands)
+	avails := make([]float64, len(order))
+	for i, p := range order {
+		avails[i] = avail[p]
+	}
+	m, prob, ok := ChooseParity(k, avails, pol.Target, pol.MinParity, pol.MaxShards)
+	return PutPlan{K: k, M: m, Holders: slices.Clone(order[:k+m]), Prob: prob, TargetMet: ok}, nil
 }

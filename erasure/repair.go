@@ -29,6 +29,28 @@ type HolderStatus struct {
 	HandedOff bool
 }
 
+// CheckedHolder is the status PlanRepair needs of holder p, from what a
+// check found (reachable: p answered; complete: with its shard of every
+// segment) and the checking peer's tracker. The checking peer (self) is
+// online whenever it checks, so its own availability counts as 1. A
+// holder not seen since the checker started (started) is given the
+// benefit of the doubt from then: after a restart nothing is known yet.
+// It is pure: the simulator calls it too.
+func CheckedHolder(p, self peer.ID, reachable, complete bool, t *AvailabilityTracker, started, now time.Time) HolderStatus {
+	st := HolderStatus{Peer: p, Reachable: reachable, Complete: reachable && complete, LastSeen: started}
+	st.Availability = t.Availability(p)
+	if p == self {
+		st.Availability = 1
+	}
+	if ls, ok := t.LastSeen(p); ok && ls.After(st.LastSeen) {
+		st.LastSeen = ls
+	}
+	if reachable {
+		st.LastSeen = now
+	}
+	return st
+}
+
 // ShardState classifies one shard index for repair.
 type ShardState int
 

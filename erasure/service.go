@@ -499,32 +499,20 @@ func (s *Service) putOnce(ctx context.Context, key string, obj ObjectID, version
 	if err != nil {
 		return nil, err
 	}
-	var usable int
 	for i := range cands {
 		if failed[cands[i].ID] {
 			cands[i].HasQuota = false
 		}
-		if cands[i].HasQuota {
-			usable++
-		}
 	}
-	if usable < 1 {
-		return nil, ErrNotEnoughPeers
+	plan, err := PlanPut(obj, cands, s.cfg.PutPolicy())
+	if err != nil {
+		return nil, err
 	}
-	// In a small network keep MinParity parity shards by lowering k rather
-	// than storing without redundancy.
-	k := max(1, min(s.cfg.DataShards, min(usable, s.cfg.MaxShards)-s.cfg.MinParity))
-	order := Place(obj, min(s.cfg.MaxShards, usable), cands)
-	avails := make([]float64, len(order))
-	for i, p := range order {
-		avails[i] = s.avail.Availability(p)
-	}
-	m, prob, ok := ChooseParity(k, avails, s.cfg.Target, s.cfg.MinParity, s.cfg.MaxShards)
-	if !ok {
+	k, m, holders := plan.K, plan.M, plan.Holders
+	if !plan.TargetMet {
 		s.log.Info("redundancy target not reachable with the peers available; storing with the most shards possible",
-			"key", key, "k", k, "m", m, "prob", prob, "target", s.cfg.Target, "candidates", usable)
+			"key", key, "k", k, "m", m, "prob", plan.Prob, "target", s.cfg.Target, "candidates", len(cands))
 	}
-	holders := append([]peer.ID(nil), order[:k+m]...)
 	segSize, err := fitSegmentSize(int64(len(value)), s.cfg.SegmentSize, k+m, holders)
 	if err != nil {
 		return nil, err
@@ -562,9 +550,9 @@ func (s *Service) putOnce(ctx context.Context, key string, obj ObjectID, version
 	s.republished[obj] = s.cfg.Now()
 	s.mu.Unlock()
 	s.sched.Add(obj, s.cfg.Now())
-	s.log.Debug("put", "key", key, "version", version, "size", len(value), "k", k, "m", m, "prob", prob)
+	s.log.Debug("put", "key", key, "version", version, "size", len(value), "k", k, "m", m, "prob", plan.Prob)
 	return &PutResult{Object: obj, Version: version, Size: int64(len(value)), K: k, M: m,
-		Holders: holders, Prob: prob, TargetMet: ok}, nil
+		Holders: holders, Prob: plan.Prob, TargetMet: plan.TargetMet}, nil
 }
 
 // discard deletes, best effort, the shards of a Put that will not be
@@ -1006,38 +994,28 @@ func (s *Service) checkIndex(ctx context.Context, m *Manifest, i int, p peer.ID)
 	for seg := range m.Hashes {
 		hashes[seg] = m.Hashes[seg][i]
 	}
-	st := HolderStatus{Peer: p}
+	var reachable, complete bool
 	if p == s.h.ID() {
-		st.Reachable, st.Complete = true, true
+		reachable, complete = true, true
 		for seg, h := range hashes {
 			info, ok := s.store.Stat(h)
 			if !ok || info.Size != int64(m.Params.ShardSize(m.Params.SegmentLen(m.Size, seg))) {
-				st.Complete = false
+				complete = false
 			}
 		}
 	} else {
 		res, err := s.client.Check(ctx, p, hashes, false)
 		s.noteOutcome(ctx, p, err)
 		if err == nil {
-			st.Reachable, st.Complete = true, true
+			reachable, complete = true, true
 			for seg, r := range res {
 				if !r.Present || r.Size != int64(m.Params.ShardSize(m.Params.SegmentLen(m.Size, seg))) {
-					st.Complete = false
+					complete = false
 				}
 			}
 		}
 	}
-	st.Availability = s.avail.Availability(p)
-	// A holder not seen since we started is given the benefit of the
-	// doubt from our start: after a restart we know nothing yet.
-	st.LastSeen = s.started
-	if ls, ok := s.avail.LastSeen(p); ok && ls.After(st.LastSeen) {
-		st.LastSeen = ls
-	}
-	if st.Reachable {
-		st.LastSeen = s.cfg.Now()
-	}
-	return st
+	return CheckedHolder(p, s.h.ID(), reachable, complete, s.avail, s.started, s.cfg.Now())
 }
 
 // Health reports how many holders of key are reachable with all their

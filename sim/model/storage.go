@@ -205,26 +205,14 @@ func (s *storage) write(o *object) bool {
 		return false
 	}
 	st := s.sc.Storage
-	cands := s.candidates(r, o)
-	usable := 0
-	for _, c := range cands {
-		if c.HasQuota {
-			usable++
-		}
-	}
-	k := min(st.DataShards, usable)
-	if k < 1 {
+	plan, err := erasure.PlanPut(o.id, s.candidates(r, o), erasure.PutPolicy{
+		DataShards: st.DataShards, MinParity: st.MinParity, MaxShards: st.MaxShards, Target: st.Target})
+	if err != nil {
 		return false
 	}
-	order := erasure.Place(o.id, min(st.MaxShards, usable), cands)
-	avails := make([]float64, len(order))
-	for i, p := range order {
-		avails[i] = r.tracker.Availability(p)
-	}
-	m, _, ok := erasure.ChooseParity(k, avails, st.Target, st.MinParity, st.MaxShards)
-	o.params = erasure.Params{DataShards: k, ParityShards: m, SegmentSize: int(st.SegmentSize)}
+	o.params = erasure.Params{DataShards: plan.K, ParityShards: plan.M, SegmentSize: int(st.SegmentSize)}
 	o.holders = o.holders[:0]
-	for _, p := range order[:k+m] {
+	for _, p := range plan.Holders {
 		o.holders = append(o.holders, s.ref(p))
 		if p != s.pop.ids[r.slot] {
 			r.noteOutcome(p, true) // the upload succeeded: it is online
@@ -234,7 +222,7 @@ func (s *storage) write(o *object) bool {
 	for seg := range o.params.Segments(o.size) {
 		o.shardBytes += int64(o.params.ShardSize(o.params.SegmentLen(o.size, seg)))
 	}
-	o.written, o.targetMet = true, ok
+	o.written, o.targetMet = true, plan.TargetMet
 	r.sched.Add(o.id, s.clock())
 	return true
 }
@@ -273,27 +261,14 @@ func (s *storage) check(r *repairer, o *object) {
 	holders := make([]erasure.HolderStatus, len(o.holders))
 	selfHealthy := false
 	for i, h := range o.holders {
-		st := erasure.HolderStatus{Peer: h.id}
+		var on bool
 		if h.id == self && s.alive(h) {
-			st.Reachable, st.Complete = true, true
-			selfHealthy = true
+			on, selfHealthy = true, true
 		} else {
-			on := s.reachable(h)
+			on = s.reachable(h)
 			r.noteOutcome(h.id, on)
-			st.Reachable, st.Complete = on, on
 		}
-		st.Availability = r.tracker.Availability(h.id)
-		if h.id == self {
-			st.Availability = max(st.Availability, 1)
-		}
-		st.LastSeen = s.epoch.Add(r.started)
-		if ls, ok := r.tracker.LastSeen(h.id); ok && ls.After(st.LastSeen) {
-			st.LastSeen = ls
-		}
-		if st.Reachable {
-			st.LastSeen = now
-		}
-		holders[i] = st
+		holders[i] = erasure.CheckedHolder(h.id, self, on, on, r.tracker, s.epoch.Add(r.started), now)
 	}
 	// PlanRepair decides whether repair is due before it looks at the
 	// candidates, so the common healthy case is settled without building
