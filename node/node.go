@@ -68,18 +68,16 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	bootstrap, _ := ParseBootstrap(cfg.Bootstrap) // validated above
 
-	// Autorelay asks for candidates only after the host exists; the source
-	// reads it through this pointer.
-	var hostRef atomic.Pointer[host.Host]
+	relays := &relaySource{bootstrap: bootstrap}
 	var bw *metrics.BandwidthCounter
 	if !cfg.NoTrafficMeters {
 		bw = metrics.NewBandwidthCounter()
 	}
-	h, err := newHost(&cfg, priv, bw, relayCandidates(&hostRef, bootstrap))
+	h, err := newHost(&cfg, priv, bw, relays.candidates)
 	if err != nil {
 		return nil, err
 	}
-	hostRef.Store(&h)
+	relays.host.Store(&h)
 	log := cfg.Logger.With("peer", h.ID().String())
 	if created {
 		log.Info("created new identity", "file", filepath.Join(cfg.DataDir, identityFile))
@@ -105,6 +103,8 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		h.Close()
 		return nil, err
 	}
+	avoid := ov.Avoiding
+	relays.avoid.Store(&avoid)
 	nctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n := &Node{
 		cfg:      cfg,

@@ -429,7 +429,7 @@ func (o *Overlay) avoid(p peer.ID, t time.Time) {
 func (o *Overlay) shunAvoided() network.Notifiee {
 	return &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
 		p := c.RemotePeer()
-		if c.Stat().Direction != network.DirOutbound || !o.avoiding(p) {
+		if c.Stat().Direction != network.DirOutbound || !o.Avoiding(p) {
 			return
 		}
 		// Not from the notification itself: closing there would stall
@@ -448,8 +448,10 @@ func (o *Overlay) shunAvoided() network.Notifiee {
 	}}
 }
 
-// avoiding reports whether p asked us to stay away for now.
-func (o *Overlay) avoiding(p peer.ID) bool {
+// Avoiding reports whether p answered our join request busy and asked us
+// to stay away, and that time has not passed yet. Nothing of ours should
+// dial it meanwhile (node leaves it out of autorelay's candidates).
+func (o *Overlay) Avoiding(p peer.ID) bool {
 	a := &o.avoided
 	a.mu.Lock()
 	defer a.mu.Unlock()

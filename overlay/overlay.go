@@ -100,8 +100,8 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 		dht.BootstrapPeersFunc(func() []peer.AddrInfo { return nil }),
 		// Peers that answered a join busy are left alone until they said
 		// to come back (join.go).
-		dht.RoutingTableFilter(func(_ any, p peer.ID) bool { return !o.avoiding(p) }),
-		dht.QueryFilter(func(_ any, ai peer.AddrInfo) bool { return !o.avoiding(ai.ID) }),
+		dht.RoutingTableFilter(func(_ any, p peer.ID) bool { return !o.Avoiding(p) }),
+		dht.QueryFilter(func(_ any, ai peer.AddrInfo) bool { return !o.Avoiding(ai.ID) }),
 	}
 	for ns, v := range cfg.Validators {
 		dhtOpts = append(dhtOpts, dht.NamespacedValidator(ns, v))
