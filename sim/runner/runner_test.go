@@ -56,6 +56,10 @@ func TestSweep(t *testing.T) {
 	if !strings.Contains(string(md), "[1000](n-1000/report.md)") {
 		t.Errorf("report.md does not link the sizes:\n%s", md)
 	}
+	// One run per size: the sweep is not a mean over seeds.
+	if res.Summary.Runs != 1 || strings.Contains(string(md), "mean of") {
+		t.Errorf("the sweep claims %d runs:\n%s", res.Summary.Runs, md)
+	}
 }
 
 // TestCompareWithModel: a live summary gets the model's figures beside it

@@ -83,7 +83,7 @@ func Sweep(ctx context.Context, base *scenario.Scenario, counts []int, opt Optio
 		Description: base.Description + fmt.Sprintf("\n\nThe model at %d network sizes, with %.3g objects and %.3g servers per node "+
 			"(at least %d servers), everything else as in `%s`. Figures are per run; each size's full report is linked.",
 			len(counts), base.Sweep.ObjectsPerNode, base.Sweep.ServersPerNode, base.Servers.Count, base.Path),
-		Summary: report.Summary{Mode: "model-sweep", Scenario: base.Name, Seed: base.Seed, Runs: len(counts), Nodes: counts[len(counts)-1]},
+		Summary: report.Summary{Mode: "model-sweep", Scenario: base.Name, Seed: base.Seed, Runs: 1, Nodes: counts[len(counts)-1]},
 		Series:  series,
 		XLabel:  "nodes (log scale)",
 		Charts: []report.Chart{
