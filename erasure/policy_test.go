@@ -3,6 +3,7 @@ package erasure
 import (
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -303,6 +304,60 @@ func TestRepairSchedulerJitterAndRate(t *testing.T) {
 	}
 	if allowed != cfg.RepairBurst {
 		t.Fatalf("%d repairs allowed at once, burst %d", allowed, cfg.RepairBurst)
+	}
+}
+
+// TestRepairSchedulerOrder: Due returns due objects earliest first (ties
+// by id), each once, and reschedules them; Remove and Retry keep the queue
+// right; NextDue tells when the next one is due.
+func TestRepairSchedulerOrder(t *testing.T) {
+	cfg := DefaultSchedulerConfig()
+	cfg.Seed = 7
+	cfg.ChecksPerSecond, cfg.CheckBurst = 1000, 1000
+	cfg.Jitter = 0 // a check reschedules exactly one interval later
+	s, err := NewRepairScheduler(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.NextDue(); ok {
+		t.Fatal("NextDue on an empty scheduler")
+	}
+	now := time.Unix(0, 0)
+	const n = 200
+	for i := range n {
+		s.Add(ObjectID{byte(i), byte(i >> 8)}, now)
+	}
+	s.Add(ObjectID{0}, now.Add(time.Hour)) // already scheduled: keeps its time
+	removed := ObjectID{5}
+	s.Remove(removed)
+	retried := ObjectID{6}
+	s.Retry(retried, now) // due again after about RetryAfter (1 min), well before most
+	first, ok := s.NextDue()
+	if !ok || first.Before(now) || first.After(now.Add(cfg.Interval)) {
+		t.Fatalf("NextDue %v %v", first, ok)
+	}
+	early := s.Due(now.Add(2 * cfg.RetryAfter))
+	if !slices.Contains(early, retried) || len(early) > n/3 {
+		t.Fatalf("%d due after 2 RetryAfter, the retried object among them: %v", len(early), slices.Contains(early, retried))
+	}
+	at := now.Add(cfg.Interval)
+	due := append(early, s.Due(at)...)
+	if len(due) != n-1 || s.Len() != n-1 {
+		t.Fatalf("%d due of %d scheduled, want %d", len(due), s.Len(), n-1)
+	}
+	seen := map[ObjectID]bool{}
+	for _, o := range due {
+		if seen[o] || o == removed {
+			t.Fatalf("%v returned twice or after Remove", o)
+		}
+		seen[o] = true
+	}
+	if more := s.Due(at); len(more) != 0 {
+		t.Fatalf("%d due again at once", len(more))
+	}
+	next, _ := s.NextDue()
+	if want := now.Add(2*cfg.RetryAfter + cfg.Interval); next.After(want) || !next.After(at) {
+		t.Fatalf("next check %v, want after %v and no later than %v (an early one, an interval on)", next, at, want)
 	}
 }
 

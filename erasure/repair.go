@@ -1,9 +1,9 @@
 package erasure
 
 import (
+	"container/heap"
 	"fmt"
 	"math/rand/v2"
-	"sort"
 	"sync"
 	"time"
 
@@ -290,7 +290,8 @@ type RepairScheduler struct {
 	cfg     SchedulerConfig
 	mu      sync.Mutex
 	rnd     *rand.Rand
-	due     map[ObjectID]time.Time
+	due     map[ObjectID]*schedEntry
+	queue   schedQueue // the entries of due, earliest first
 	checks  *rate.Limiter
 	repairs *rate.Limiter
 }
@@ -307,7 +308,7 @@ func NewRepairScheduler(cfg SchedulerConfig) (*RepairScheduler, error) {
 	return &RepairScheduler{
 		cfg:     cfg,
 		rnd:     rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
-		due:     map[ObjectID]time.Time{},
+		due:     map[ObjectID]*schedEntry{},
 		checks:  rate.NewLimiter(rate.Limit(cfg.ChecksPerSecond), cfg.CheckBurst),
 		repairs: rate.NewLimiter(rate.Limit(cfg.RepairsPerSecond), cfg.RepairBurst),
 	}, nil
@@ -319,7 +320,9 @@ func (s *RepairScheduler) Add(obj ObjectID, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.due[obj]; !ok {
-		s.due[obj] = now.Add(time.Duration(s.rnd.Float64() * float64(s.cfg.Interval)))
+		e := &schedEntry{obj: obj, at: now.Add(time.Duration(s.rnd.Float64() * float64(s.cfg.Interval)))}
+		s.due[obj] = e
+		heap.Push(&s.queue, e)
 	}
 }
 
@@ -327,7 +330,10 @@ func (s *RepairScheduler) Add(obj ObjectID, now time.Time) {
 func (s *RepairScheduler) Remove(obj ObjectID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.due, obj)
+	if e, ok := s.due[obj]; ok {
+		heap.Remove(&s.queue, e.idx)
+		delete(s.due, obj)
+	}
 }
 
 // Len returns the number of objects scheduled.
@@ -348,35 +354,75 @@ func (s *RepairScheduler) Objects() []ObjectID {
 	return out
 }
 
-// Due returns the objects to check now, earliest first, as many as the
-// check rate allows, and schedules each one's next check an interval (with
-// jitter) later. Objects left out stay due for the next call.
+// NextDue returns when the earliest object is due, or false when none is
+// scheduled.
+func (s *RepairScheduler) NextDue() (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) == 0 {
+		return time.Time{}, false
+	}
+	return s.queue[0].at, true
+}
+
+// Due returns the objects to check now, earliest first (ties by object id),
+// as many as the check rate allows, and schedules each one's next check an
+// interval (with jitter) later. Objects left out stay due for the next
+// call. It costs O(log n) per object returned, not a scan of all n.
 func (s *RepairScheduler) Due(now time.Time) []ObjectID {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var ready []ObjectID
-	for o, t := range s.due {
-		if !t.After(now) {
-			ready = append(ready, o)
+	// Interval > 0 and Jitter <= 1 (validate) put every rescheduled object
+	// after now, so none is returned twice; the length bound is a backstop.
+	for len(s.queue) > 0 && len(ready) < len(s.queue) {
+		e := s.queue[0]
+		if e.at.After(now) {
+			break
 		}
-	}
-	sort.Slice(ready, func(i, j int) bool {
-		ti, tj := s.due[ready[i]], s.due[ready[j]]
-		if !ti.Equal(tj) {
-			return ti.Before(tj)
-		}
-		return string(ready[i][:]) < string(ready[j][:])
-	})
-	n := 0
-	for _, o := range ready {
 		if !s.checks.AllowN(now, 1) {
 			break
 		}
-		s.due[o] = now.Add(s.jittered(s.cfg.Interval))
-		ready[n] = o
-		n++
+		e.at = now.Add(s.jittered(s.cfg.Interval))
+		heap.Fix(&s.queue, 0)
+		ready = append(ready, e.obj)
 	}
-	return ready[:n]
+	return ready
+}
+
+// schedEntry is one scheduled object.
+type schedEntry struct {
+	obj ObjectID
+	at  time.Time
+	idx int // position in the queue
+}
+
+// schedQueue is a min-heap of entries by due time, then object id (so
+// that the order, and with it a seeded simulation, is deterministic).
+type schedQueue []*schedEntry
+
+func (q schedQueue) Len() int { return len(q) }
+func (q schedQueue) Less(i, j int) bool {
+	if !q[i].at.Equal(q[j].at) {
+		return q[i].at.Before(q[j].at)
+	}
+	return string(q[i].obj[:]) < string(q[j].obj[:])
+}
+func (q schedQueue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].idx, q[j].idx = i, j
+}
+func (q *schedQueue) Push(x any) {
+	e := x.(*schedEntry)
+	e.idx = len(*q)
+	*q = append(*q, e)
+}
+func (q *schedQueue) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	return e
 }
 
 // jittered returns d scaled by a factor uniform in [1-J/2, 1+J/2].
@@ -406,7 +452,8 @@ func (s *RepairScheduler) Retry(obj ObjectID, now time.Time) {
 }
 
 func (s *RepairScheduler) retryLocked(obj ObjectID, now time.Time) {
-	if _, ok := s.due[obj]; ok {
-		s.due[obj] = now.Add(s.jittered(s.cfg.RetryAfter))
+	if e, ok := s.due[obj]; ok {
+		e.at = now.Add(s.jittered(s.cfg.RetryAfter))
+		heap.Fix(&s.queue, e.idx)
 	}
 }
