@@ -563,20 +563,7 @@ func (s *Service) discard(ctx context.Context, enc *Encoded, holders []peer.ID, 
 		if skip[p] {
 			continue
 		}
-		wg.Go(func() {
-			for seg := range enc.Hashes {
-				h := enc.Hashes[seg][i]
-				var err error
-				if p == s.h.ID() {
-					err = s.store.Delete(h)
-				} else {
-					err = s.client.Delete(ctx, p, h, s.key)
-				}
-				if err != nil && !errors.Is(err, ErrNotFound) {
-					return
-				}
-			}
-		})
+		wg.Go(func() { s.deleteIndex(ctx, enc.Hashes, i, p) })
 	}
 	wg.Wait()
 }
@@ -928,7 +915,7 @@ func (s *Service) delete(ctx context.Context, key string) error {
 	var wg sync.WaitGroup
 	for i, p := range m.Placement {
 		wg.Go(func() {
-			if s.deleteIndex(ctx, m, i, p) {
+			if s.deleteIndex(ctx, m.Hashes, i, p) {
 				return
 			}
 			// The holder did not answer: if it left on purpose, hints say
@@ -936,7 +923,7 @@ func (s *Service) delete(ctx context.Context, key string) error {
 			// behind, GC removes once it sees the tombstone.
 			chain, _, _ := s.hintChain(ctx, m, i)
 			for _, q := range chain {
-				s.deleteIndex(ctx, m, i, q)
+				s.deleteIndex(ctx, m.Hashes, i, q)
 			}
 		})
 	}
@@ -944,11 +931,12 @@ func (s *Service) delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// deleteIndex deletes index i of m (its shard of every segment) from
-// holder p. It reports false if p could not be reached.
-func (s *Service) deleteIndex(ctx context.Context, m *Manifest, i int, p peer.ID) bool {
-	for seg := range m.Hashes {
-		h := m.Hashes[seg][i]
+// deleteIndex deletes shard index i (its shard of every segment; hashes
+// is per segment, per index) from holder p. It reports false if p could
+// not be reached.
+func (s *Service) deleteIndex(ctx context.Context, hashes [][]Hash, i int, p peer.ID) bool {
+	for seg := range hashes {
+		h := hashes[seg][i]
 		var err error
 		if p == s.h.ID() {
 			err = s.store.Delete(h)
