@@ -235,35 +235,9 @@ func TestHandoff(t *testing.T) {
 // serves them, and the receiver's GC then drops its redundant copy.
 func TestHandoffHolderReturns(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		tn := newTestNet(t, 6, netOpts{config: func(i int, c *Config, sc *StoreConfig) {
-			c.DataShards, c.MinParity, c.MaxShards = 2, 2, 4
-		}})
+		tn, writer, m := smallHandoffNet(t, testValue(rand.New(rand.NewPCG(7, 7)), 1<<20+10, "r"))
 		ctx := context.Background()
-		writer := tn.nodes[0]
-		value := testValue(rand.New(rand.NewPCG(7, 7)), 1<<20+10, "r")
-		res, err := writer.svc.Put(ctx, "obj", value)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var holder *testNode
-		for _, p := range res.Holders {
-			if p != writer.h.ID() {
-				holder = tn.node(p)
-				break
-			}
-		}
-		hr, err := holder.svc.Handoff(ctx)
-		if err != nil || hr.HandedOff != 1 {
-			t.Fatalf("handoff: %+v %v", hr, err)
-		}
-		m, _ := writer.svc.Manifest(ctx, "obj")
-		idx := slices.Index(m.Placement, holder.h.ID())
-		b, err := tn.records.GetValue(ctx, HintKey(m.Namespace(), m.Object, idx, holder.h.ID()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		hint, _ := ParseHint(b)
-		receiver := tn.node(hint.New)
+		holder, idx, receiver := handOffOne(t, tn, writer, m)
 		time.Sleep(DevnetConfig().GCMinAge + time.Second)
 		removed, _, err := receiver.svc.CollectGarbage(ctx)
 		if err != nil || removed != len(m.Hashes) {
@@ -284,33 +258,9 @@ func TestHandoffHolderReturns(t *testing.T) {
 // the manifest places.
 func TestHandoffDelete(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		tn := newTestNet(t, 6, netOpts{config: func(i int, c *Config, sc *StoreConfig) {
-			c.DataShards, c.MinParity, c.MaxShards = 2, 2, 4
-		}})
+		tn, writer, m := smallHandoffNet(t, testValue(rand.New(rand.NewPCG(8, 8)), 200<<10, "d"))
 		ctx := context.Background()
-		writer := tn.nodes[0]
-		res, err := writer.svc.Put(ctx, "obj", testValue(rand.New(rand.NewPCG(8, 8)), 200<<10, "d"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var leaver *testNode
-		for _, p := range res.Holders {
-			if p != writer.h.ID() {
-				leaver = tn.node(p)
-				break
-			}
-		}
-		if hr, err := leaver.svc.Handoff(ctx); err != nil || hr.HandedOff != 1 {
-			t.Fatalf("handoff: %+v %v", hr, err)
-		}
-		m, _ := writer.svc.Manifest(ctx, "obj")
-		idx := slices.Index(m.Placement, leaver.h.ID())
-		b, err := tn.records.GetValue(ctx, HintKey(m.Namespace(), m.Object, idx, leaver.h.ID()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		hint, _ := ParseHint(b)
-		receiver := tn.node(hint.New)
+		leaver, idx, receiver := handOffOne(t, tn, writer, m)
 		tn.takeDown(leaver.h.ID())
 		if err := writer.svc.Delete(ctx, "obj"); err != nil {
 			t.Fatal(err)
@@ -329,6 +279,49 @@ func TestHandoffDelete(t *testing.T) {
 			}
 		}
 	})
+}
+
+// smallHandoffNet starts 6 peers storing with k=2, m=2, and has the first
+// write value as "obj". It returns the object's manifest.
+func smallHandoffNet(t *testing.T, value []byte) (*testNet, *testNode, *Manifest) {
+	t.Helper()
+	tn := newTestNet(t, 6, netOpts{config: func(i int, c *Config, sc *StoreConfig) {
+		c.DataShards, c.MinParity, c.MaxShards = 2, 2, 4
+	}})
+	writer := tn.nodes[0]
+	if _, err := writer.svc.Put(context.Background(), "obj", value); err != nil {
+		t.Fatal(err)
+	}
+	m, err := writer.svc.Manifest(context.Background(), "obj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tn, writer, m
+}
+
+// handOffOne has the first holder of m other than the writer hand its
+// shards off, and returns it, its shard index and the peer its hint names.
+func handOffOne(t *testing.T, tn *testNet, writer *testNode, m *Manifest) (holder *testNode, idx int, receiver *testNode) {
+	t.Helper()
+	ctx := context.Background()
+	for i, p := range m.Placement {
+		if p != writer.h.ID() {
+			holder, idx = tn.node(p), i
+			break
+		}
+	}
+	if hr, err := holder.svc.Handoff(ctx); err != nil || hr.HandedOff != 1 {
+		t.Fatalf("handoff: %+v %v", hr, err)
+	}
+	b, err := tn.records.GetValue(ctx, HintKey(m.Namespace(), m.Object, idx, holder.h.ID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hint, err := ParseHint(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return holder, idx, tn.node(hint.New)
 }
 
 // TestHandoffNoTarget: when every peer already holds a shard of the object
