@@ -215,7 +215,10 @@ func PlanRepair(obj ObjectID, p Params, holders []HolderStatus, cands []Candidat
 	}
 	plan.ProbAfter = ProbAtLeast(k, after)
 	if len(plan.Regenerate) == 0 {
-		plan.Reason = "below target, but no shard is lost: offline holders are waited for"
+		plan.Reason = "below target, but no shard is lost: nothing to regenerate"
+		if plan.Offline > 0 {
+			plan.Reason = "below target, but no shard is lost: offline holders are waited for"
+		}
 		return plan
 	}
 	if plan.Healthy < k {
