@@ -117,7 +117,7 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	if err := a.n.Publish(ctx, topic, body); err != nil {
 		code := http.StatusInternalServerError
-		if errors.Is(err, ErrClosed) || errors.Is(err, overlay.ErrClosed) {
+		if errors.Is(err, ErrClosed) || errors.Is(err, overlay.ErrClosed) || errors.Is(err, overlay.ErrBacklogFull) {
 			code = http.StatusServiceUnavailable
 		}
 		writeError(w, code, err)

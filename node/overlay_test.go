@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"testing/synctest"
@@ -150,4 +151,91 @@ func metricSum(t *testing.T, n *Node, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// TestLonePeerPublish: a peer with no other peer delivers each publish to
+// its local subscriber at once. Publish used to wait
+// PublishDiscoveryTimeout (2 s) for a remote subscriber on every call; in
+// virtual time ten publishes then took 20 s.
+func TestLonePeerPublish(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nd := simNetwork(t, 1, nil)[0]
+		<-nd.Joined()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		ch, err := nd.Subscribe(ctx, "demo/chat")
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		for i := range 10 {
+			want := fmt.Sprintf("message %d", i)
+			if err := nd.Publish(ctx, "demo/chat", []byte(want)); err != nil {
+				t.Fatal(err)
+			}
+			if m := <-ch; string(m.Data) != want {
+				t.Fatalf("got %q, want %q", m.Data, want)
+			}
+		}
+		if d := time.Since(start); d != 0 {
+			t.Errorf("10 publishes to a local subscriber took %v of virtual time, want 0", d)
+		}
+	})
+}
+
+// TestPublishBacklog: on a topic a node only publishes to, Publish returns
+// at once and the messages wait, in order, until discovery has found the
+// remote subscriber; a publisher far ahead of discovery is told to slow
+// down, and publishing works again once the backlog has gone out.
+func TestPublishBacklog(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nodes := simNetwork(t, 3, nil)
+		for _, nd := range nodes {
+			<-nd.Joined()
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		ch, err := nodes[2].Subscribe(ctx, "news")
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Second) // the subscriber provides the topic in the DHT
+
+		pub := nodes[1]
+		start := time.Now()
+		const n = 20
+		for i := range n {
+			if err := pub.Publish(ctx, "news", fmt.Appendf(nil, "news %d", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if d := time.Since(start); d != 0 {
+			t.Errorf("publishing while discovery ran took %v of virtual time, want 0", d)
+		}
+		for i := range n {
+			want := fmt.Sprintf("news %d", i)
+			select {
+			case m := <-ch:
+				if string(m.Data) != want {
+					t.Fatalf("got %q, want %q", m.Data, want)
+				}
+			case <-time.After(time.Minute):
+				t.Fatalf("no %q", want)
+			}
+		}
+
+		// Nobody subscribes to "void": the backlog fills, then drains
+		// after PublishDiscoveryTimeout with nobody to send to.
+		var full error
+		for i := 0; full == nil && i < 1000; i++ {
+			full = pub.Publish(ctx, "void", []byte("x"))
+		}
+		if !errors.Is(full, overlay.ErrBacklogFull) {
+			t.Fatalf("publishing far ahead of discovery: %v, want ErrBacklogFull", full)
+		}
+		time.Sleep(overlay.DefaultConfig().PublishDiscoveryTimeout + time.Second)
+		if err := pub.Publish(ctx, "void", []byte("x")); err != nil {
+			t.Errorf("publish after the backlog drained: %v", err)
+		}
+	})
 }

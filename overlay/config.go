@@ -132,9 +132,10 @@ type Config struct {
 	// (subscribed or published to). Default 4096.
 	MaxTopics int
 
-	// PublishDiscoveryTimeout is how long Publish waits, on a topic where it
-	// knows no subscriber yet, for discovery to find one before it sends
-	// anyway. Default 2 s.
+	// PublishDiscoveryTimeout is how long messages to a topic this node
+	// only publishes to, and knows no subscriber of yet, wait in a backlog
+	// for discovery to find one before they are sent anyway. Publish itself
+	// never waits (publish.go). 0 sends them at once. Default 2 s.
 	PublishDiscoveryTimeout time.Duration
 
 	// Validator, if set, is called for every message of every topic.

@@ -11,4 +11,7 @@ var (
 	ErrMessageTooLarge = errors.New("overlay: message too large")
 	// ErrEmptyMessage is returned when publishing an empty payload.
 	ErrEmptyMessage = errors.New("overlay: empty message")
+	// ErrBacklogFull is returned by Publish when too many messages already
+	// wait for a subscriber of their topic to be found: slow down.
+	ErrBacklogFull = errors.New("overlay: publish backlog full")
 )

@@ -38,6 +38,9 @@ type Overlay struct {
 	mu     sync.Mutex
 	topics map[string]*topicState
 	closed bool
+	// Publish backlogs (publish.go).
+	backlogBytes int
+	discoveries  int
 
 	// Join protocol (join.go).
 	admission        *admission
@@ -54,6 +57,9 @@ type topicState struct {
 	topic    *pubsub.Topic
 	subs     int       // guarded by Overlay.mu
 	lastUsed time.Time // guarded by Overlay.mu
+	// backlog holds messages waiting for a subscriber to be found, while
+	// a discovery runs (publish.go); guarded by Overlay.mu.
+	backlog *backlog
 	// peersSeen is when a subscriber was last known (Unix ns).
 	peersSeen atomic.Int64
 }

@@ -3,7 +3,6 @@ package overlay
 import (
 	"context"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"time"
 
@@ -162,84 +161,6 @@ func (s *Subscription) Cancel() {
 	}
 }
 
-// Publish signs and sends data to every subscriber of topic. If this node
-// knows no subscriber of the topic yet it first gives DHT discovery up to
-// Config.PublishDiscoveryTimeout to find one. A nil error means the message
-// left this node, not that anyone received it.
-func (o *Overlay) Publish(ctx context.Context, topic string, data []byte) error {
-	if err := ValidateTopic(topic); err != nil {
-		return err
-	}
-	if len(data) == 0 {
-		return ErrEmptyMessage
-	}
-	if len(data) > o.cfg.MaxMessageSize {
-		return fmt.Errorf("%w: %d bytes, at most %d allowed", ErrMessageTooLarge, len(data), o.cfg.MaxMessageSize)
-	}
-	o.mu.Lock()
-	ts, err := o.join(topic)
-	o.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	if o.cfg.PublishDiscoveryTimeout > 0 && !ts.peersKnown(time.Now()) {
-		o.awaitSubscriber(ctx, topic, ts.topic)
-	}
-	if err := ts.topic.Publish(ctx, encodeEnvelope(time.Now(), data)); err != nil {
-		if errors.Is(err, pubsub.ErrTopicClosed) {
-			return ErrClosed
-		}
-		return fmt.Errorf("publish to %q: %w", topic, err)
-	}
-	o.metrics.published.WithLabelValues(o.metrics.label(topic)).Inc()
-	return nil
-}
-
-// peersKnown reports whether gossipsub knows a subscriber of the topic.
-// ListPeers is a round trip through gossipsub's event loop, so a positive
-// answer is trusted for a second rather than asked again on every publish.
-func (ts *topicState) peersKnown(now time.Time) bool {
-	if now.Sub(time.Unix(0, ts.peersSeen.Load())) < time.Second {
-		return true
-	}
-	if len(ts.topic.ListPeers()) == 0 {
-		return false
-	}
-	ts.peersSeen.Store(now.UnixNano())
-	return true
-}
-
-// awaitSubscriber gives a topic with no known subscriber up to
-// PublishDiscoveryTimeout to get one: it looks the topic's providers up in
-// the DHT and dials them, and returns as soon as gossipsub reports a peer on
-// the topic (whether found that way or announced by a neighbour).
-func (o *Overlay) awaitSubscriber(ctx context.Context, name string, t *pubsub.Topic) {
-	ctx, cancel := context.WithTimeout(ctx, o.cfg.PublishDiscoveryTimeout)
-	defer cancel()
-	events, err := t.EventHandler()
-	if err != nil {
-		return
-	}
-	defer events.Cancel()
-	go func() {
-		found, err := o.disc.FindPeers(ctx, wireTopic(name))
-		if err != nil {
-			return
-		}
-		for ai := range found {
-			if ai.ID != o.host.ID() {
-				go o.host.Connect(ctx, ai)
-			}
-		}
-	}()
-	for len(t.ListPeers()) == 0 {
-		ev, err := events.NextPeerEvent(ctx)
-		if err != nil || ev.Type == pubsub.PeerJoin {
-			return
-		}
-	}
-}
-
 // janitor leaves topics this node only published to and has not used for
 // idleTopicTTL, so that publishing to many topics does not pin them all.
 func (o *Overlay) janitor() {
@@ -255,7 +176,7 @@ func (o *Overlay) janitor() {
 		}
 		o.mu.Lock()
 		for name, ts := range o.topics {
-			if ts.subs == 0 && time.Since(ts.lastUsed) > idleTopicTTL {
+			if ts.subs == 0 && ts.backlog == nil && time.Since(ts.lastUsed) > idleTopicTTL {
 				o.leave(name, ts)
 			}
 		}

@@ -157,3 +157,30 @@ func TestBadInput(t *testing.T) {
 	}
 	p.stop()
 }
+
+// TestLonePeer runs the one-laptop deployment: one peer process with no
+// bootstrap and no other peer. Each HTTP publish reaches the local SSE
+// subscriber before the next is sent. Publish used to wait 2 s per call for
+// a remote subscriber (40 s for these 20). The bound, 1 s a message, is
+// half that wait and far above a loopback round trip on a loaded machine.
+func TestLonePeer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs processes")
+	}
+	peerBin, _ := binaries(t)
+	p := start(t, "lone-peer", peerBin, append([]string{"--data-dir", t.TempDir()}, loopback...)...)
+	s := subscribe(t, p.info.HTTP, "demo/chat")
+	start := time.Now()
+	const n = 20
+	for i := range n {
+		body := fmt.Sprintf("message %d", i)
+		if resp := publish(t, p.info.HTTP, "demo/chat", body); resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("publish %d: %s", i, resp.Status)
+		}
+		s.expect(t, p.name, body)
+	}
+	if d := time.Since(start); d > n*time.Second {
+		t.Errorf("%d publish-and-deliver round trips on a lone peer took %v (the 2 s discovery wait is back?)", n, d)
+	}
+	p.stop()
+}
