@@ -17,7 +17,7 @@ import (
 	"io/fs"
 	"os"
 
-	"github.com/immense-p2p/immense/erasure/durable"
+	"github.com/immense-p2p/immense/internal/durable"
 )
 
 // AppKeyFileVersion is the only app key file format version this package

@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/immense-p2p/immense/erasure/durable"
+	"github.com/immense-p2p/immense/internal/durable"
 )
 
 // ShardRef says which object a stored shard claims to belong to. It comes

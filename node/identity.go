@@ -7,7 +7,7 @@ import (
 	"io/fs"
 	"os"
 
-	"github.com/immense-p2p/immense/erasure/durable"
+	"github.com/immense-p2p/immense/internal/durable"
 	"github.com/libp2p/go-libp2p/core/crypto"
 )
 

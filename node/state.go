@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/immense-p2p/immense/erasure"
-	"github.com/immense-p2p/immense/erasure/durable"
+	"github.com/immense-p2p/immense/internal/durable"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	routedhost "github.com/libp2p/go-libp2p/p2p/host/routed"

@@ -12,7 +12,7 @@ import (
 	"strings"
 
 	"github.com/immense-p2p/immense/cmd/internal/cli"
-	"github.com/immense-p2p/immense/erasure/durable"
+	"github.com/immense-p2p/immense/internal/durable"
 	"github.com/immense-p2p/immense/node"
 )
 
