@@ -1,6 +1,7 @@
 package webrtc
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -61,10 +62,21 @@ type ICEServer struct {
 // Config configures a Server. Start from DefaultConfig or DevnetConfig;
 // the zero value is not valid.
 type Config struct {
-	// Secret verifies browser tokens (HS256, at least MinSecretSize
-	// bytes); load it with LoadSecret. Without a secret every offer is
+	// PublicKeys verify EdDSA browser tokens: the public half of the app's
+	// token key (at most MaxPublicKeys, for rotation). A peer holding only
+	// these can admit browsers but cannot mint tokens, so volunteers get
+	// them freely. See MintEdDSA.
+	PublicKeys []ed25519.PublicKey
+	// Secret verifies HS256 browser tokens (at least MinSecretSize bytes);
+	// load it with LoadSecret. Whoever holds it can mint tokens: give it
+	// only to peers you run. Without a secret or public keys every offer is
 	// refused, unless InsecureNoAuth is set.
 	Secret []byte
+	// MaxTokenTTL is the longest lifetime (exp - iat) of a token accepted;
+	// 0 means DefaultMaxTokenTTL (24 h).
+	MaxTokenTTL time.Duration
+	// RevokedTokens lists token ids (jti) refused before they expire.
+	RevokedTokens []string
 	// InsecureNoAuth admits browsers without a token and lets them read and
 	// write every topic. For devnets only; the server logs a warning.
 	InsecureNoAuth bool
@@ -198,6 +210,9 @@ func (c *Config) validate() error {
 	}
 	if len(c.Secret) > 0 && len(c.Secret) < MinSecretSize {
 		bad("Secret", "%d bytes, at least %d required", len(c.Secret), MinSecretSize)
+	}
+	if _, err := NewVerifier(c.Secret, c.PublicKeys, c.MaxTokenTTL, c.RevokedTokens); err != nil {
+		bad("PublicKeys/MaxTokenTTL", "%v", err)
 	}
 	for i, s := range c.ICEServers {
 		if len(s.URLs) == 0 {

@@ -29,13 +29,18 @@
 //
 // # Tokens
 //
-// A token is an HS256 JWT (RFC 7519) signed with the peer's secret (see
-// Mint, Verify, LoadSecret). Its claims: iat and exp (required, whole
-// seconds; exp ends the session), nbf and sub (optional), and "read" and
-// "write": lists of topic patterns. A pattern is an exact topic name or a
-// prefix followed by one trailing "*" ("chat/*", or "*" for every topic).
-// Only alg HS256 is accepted, signatures are compared in constant time,
-// clocks may differ by ClockSkew, and tokens are capped at MaxTokenSize.
+// A token is a JWT (RFC 7519) signed with EdDSA (Ed25519: the app mints
+// with its private key, MintEdDSA, and peers verify with the public key,
+// Config.PublicKeys, so a volunteer can admit browsers but not mint) or
+// HS256 (a secret shared by every peer, Mint and LoadSecret). Its claims:
+// iat and exp (required, whole seconds, at most Config.MaxTokenTTL apart;
+// exp ends the session), nbf, sub and jti (optional; a jti can be revoked),
+// and "read" and "write": lists of topic patterns. A pattern is an exact
+// topic name or a prefix followed by one trailing "*" ("chat/*", or "*"
+// for every topic). Only the algorithms the peer has a key for are
+// accepted (see Verifier.Verify), JSON names must be exact and unique,
+// HMACs are compared in constant time, clocks may differ by ClockSkew, and
+// tokens are capped at MaxTokenSize.
 // Every subscribe and publish frame is checked against the token.
 //
 // # Frames

@@ -7,16 +7,22 @@ var (
 	ErrClosed = errors.New("webrtc: closed")
 
 	// ErrTokenMalformed is returned for a token that is not a well-formed
-	// HS256 JWT carrying valid Immense claims.
+	// JWT carrying valid Immense claims.
 	ErrTokenMalformed = errors.New("webrtc: malformed token")
-	// ErrTokenSignature is returned for a token whose algorithm is not HS256
-	// or whose signature does not match the secret.
+	// ErrTokenSignature is returned for a token whose algorithm the peer
+	// has no key for, or whose signature does not match the key.
 	ErrTokenSignature = errors.New("webrtc: token signature invalid")
 	// ErrTokenExpired is returned for a token past its expiry.
 	ErrTokenExpired = errors.New("webrtc: token expired")
 	// ErrTokenNotYetValid is returned for a token issued in the future or
 	// used before its nbf claim.
 	ErrTokenNotYetValid = errors.New("webrtc: token not yet valid")
+	// ErrTokenTTL is returned for a token valid for longer (exp - iat) than
+	// the peer accepts (Config.MaxTokenTTL).
+	ErrTokenTTL = errors.New("webrtc: token lifetime too long")
+	// ErrTokenRevoked is returned for a token whose jti the peer was told to
+	// refuse (Config.RevokedTokens).
+	ErrTokenRevoked = errors.New("webrtc: token revoked")
 
 	// ErrSecretTooShort is returned for a token secret shorter than
 	// MinSecretSize bytes.

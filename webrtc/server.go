@@ -2,6 +2,7 @@ package webrtc
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"log/slog"
 	"sync"
@@ -22,6 +23,7 @@ type Server struct {
 	metrics    *metrics
 	bridge     *bridge
 	now        func() time.Time
+	tokens     *Verifier
 
 	// ctx ends when the server closes; every session and feed derives
 	// from it.
@@ -79,6 +81,11 @@ func New(bus Bus, cfg Config) (*Server, error) {
 	}
 	// Copy what callers might mutate after New returns.
 	cfg.Secret = append([]byte(nil), cfg.Secret...)
+	cfg.PublicKeys = append([]ed25519.PublicKey(nil), cfg.PublicKeys...)
+	tokens, err := NewVerifier(cfg.Secret, cfg.PublicKeys, cfg.MaxTokenTTL, cfg.RevokedTokens)
+	if err != nil {
+		return nil, err
+	}
 	cfg.AllowedOrigins = append([]string(nil), cfg.AllowedOrigins...)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
@@ -89,6 +96,7 @@ func New(bus Bus, cfg Config) (*Server, error) {
 		iceServers: toPionICEServers(cfg.ICEServers, cfg.LoopbackOnly),
 		metrics:    m,
 		now:        now,
+		tokens:     tokens,
 		ctx:        ctx,
 		cancel:     cancel,
 		sessions:   make(map[uint64]*session),
@@ -97,8 +105,8 @@ func New(bus Bus, cfg Config) (*Server, error) {
 	switch {
 	case cfg.InsecureNoAuth:
 		log.Warn("browsers are admitted without a token and may read and write every topic (insecure-no-auth); never do this outside a devnet")
-	case len(cfg.Secret) == 0:
-		log.Warn("no token secret configured: every browser will be refused (set a token secret file)")
+	case len(cfg.Secret) == 0 && len(cfg.PublicKeys) == 0:
+		log.Warn("no app public key or token secret configured: every browser will be refused")
 	}
 	return s, nil
 }

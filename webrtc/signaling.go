@@ -56,7 +56,7 @@ func decodeOfferRequest(body io.Reader, max int) (offerRequest, error) {
 	if len(b) > max {
 		return req, errRequestTooLarge
 	}
-	if err := decodeStrictJSON(b, &req); err != nil {
+	if err := decodeStrictJSON(b, &req, []string{"type", "sdp", "token"}); err != nil {
 		return req, fmt.Errorf("request is not a JSON object {\"sdp\", \"token\"}: %w", err)
 	}
 	if req.Type != "" && req.Type != "offer" {
@@ -133,13 +133,13 @@ func (s *Server) authorize(token string) (Claims, error) {
 	if s.cfg.InsecureNoAuth {
 		return Claims{Subject: "insecure-no-auth", Read: []string{"*"}, Write: []string{"*"}}, nil
 	}
-	if len(s.cfg.Secret) == 0 {
-		return Claims{}, errors.New("this peer accepts no browsers: it has no token secret")
+	if len(s.cfg.Secret) == 0 && len(s.cfg.PublicKeys) == 0 {
+		return Claims{}, errors.New("this peer accepts no browsers: it has no app public key and no token secret")
 	}
 	if token == "" {
 		return Claims{}, errors.New("token required")
 	}
-	return Verify(s.cfg.Secret, token, s.now())
+	return s.tokens.Verify(token, s.now())
 }
 
 func (s *Server) cors(w http.ResponseWriter, r *http.Request) {

@@ -1,6 +1,8 @@
 package webrtc
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -212,4 +214,165 @@ func TestLoadSecret(t *testing.T) {
 	if _, err := LoadSecret(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "missing") {
 		t.Errorf("missing: %v", err)
 	}
+}
+
+var testEdKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
+
+func edVerifier(t *testing.T, secret []byte, pubs ...ed25519.PublicKey) *Verifier {
+	t.Helper()
+	v, err := NewVerifier(secret, pubs, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// signEd builds an EdDSA token from raw header and payload JSON.
+func signEd(priv ed25519.PrivateKey, header, payload string) string {
+	s := b64url(header) + "." + b64url(payload)
+	return s + "." + base64.RawURLEncoding.EncodeToString(ed25519.Sign(priv, []byte(s)))
+}
+
+// TestTokenEdDSA: a peer holding only the app's public key admits the
+// app's EdDSA tokens, and can mint nothing that another such peer takes.
+func TestTokenEdDSA(t *testing.T) {
+	pub := testEdKey.Public().(ed25519.PublicKey)
+	c := Claims{Subject: "alice", ID: "t-1", IssuedAt: testNow, ExpiresAt: testNow.Add(time.Hour), Read: []string{"chat/*"}, Write: []string{"chat/*"}}
+	tok, err := MintEdDSA(testEdKey, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := edVerifier(t, nil, pub).Verify(tok, testNow)
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if got.Subject != "alice" || got.ID != "t-1" || !got.CanWrite("chat/lobby") || got.CanWrite("admin/x") {
+		t.Fatalf("claims changed in transit: %+v", got)
+	}
+
+	// Rotation: the right key is picked by kid among several, and a token
+	// without kid is tried against each.
+	_, other, _ := ed25519.GenerateKey(nil)
+	rotating := edVerifier(t, nil, other.Public().(ed25519.PublicKey), pub)
+	if _, err := rotating.Verify(tok, testNow); err != nil {
+		t.Errorf("with two keys: %v", err)
+	}
+	payload := `{"iat":1893553445,"exp":1893557045,"read":["a"]}`
+	if _, err := rotating.Verify(signEd(testEdKey, `{"alg":"EdDSA"}`, payload), testNow); err != nil {
+		t.Errorf("without kid: %v", err)
+	}
+
+	otherTok, _ := MintEdDSA(other, c)
+	hsWithPub := signRaw(pub, `{"alg":"HS256"}`, payload) // algorithm confusion: the public key as HMAC secret
+	for name, tc := range map[string]struct {
+		v     *Verifier
+		token string
+	}{
+		"another app's key":       {edVerifier(t, nil, pub), otherTok},
+		"wrong kid":               {edVerifier(t, nil, pub), signEd(testEdKey, `{"alg":"EdDSA","kid":"AAAAAAAAAAA"}`, payload)},
+		"HS256 on a pub-key peer": {edVerifier(t, nil, pub), mustMint(t, c)},
+		"public key as secret":    {edVerifier(t, nil, pub), hsWithPub},
+		"EdDSA on a secret peer":  {edVerifier(t, testSecret), tok},
+		"tampered":                {edVerifier(t, nil, pub), strings.Replace(tok, ".", ".e", 1)},
+	} {
+		if _, err := tc.v.Verify(tc.token, testNow); !errors.Is(err, ErrTokenSignature) && !errors.Is(err, ErrTokenMalformed) {
+			t.Errorf("%s: Verify = %v, want a signature error", name, err)
+		}
+	}
+}
+
+// TestTokenStrictJSON: a name in another case, or given twice, means
+// different things to different parsers; both are refused.
+func TestTokenStrictJSON(t *testing.T) {
+	v := edVerifier(t, testSecret, testEdKey.Public().(ed25519.PublicKey))
+	for name, tc := range map[string][2]string{
+		"EXP in capitals":  {`{"alg":"HS256"}`, `{"iat":1893553445,"EXP":1893557045,"exp":1893557045}`},
+		"Read in capitals": {`{"alg":"HS256"}`, `{"iat":1893553445,"exp":1893557045,"Read":["*"]}`},
+		"write twice":      {`{"alg":"HS256"}`, `{"iat":1893553445,"exp":1893557045,"write":["a"],"write":["*"]}`},
+		"exp twice":        {`{"alg":"HS256"}`, `{"iat":1893553445,"exp":1893557045,"exp":1999999999}`},
+		"Alg in header":    {`{"Alg":"none","alg":"HS256"}`, `{"iat":1893553445,"exp":1893557045}`},
+		"alg twice":        {`{"alg":"HS256","alg":"none"}`, `{"iat":1893553445,"exp":1893557045}`},
+	} {
+		if _, err := v.Verify(signRaw(testSecret, tc[0], tc[1]), testNow); !errors.Is(err, ErrTokenMalformed) {
+			t.Errorf("%s: Verify = %v, want ErrTokenMalformed", name, err)
+		}
+	}
+	// Unknown names stay allowed.
+	if _, err := v.Verify(signRaw(testSecret, `{"alg":"HS256","x5u":"n/a"}`, `{"iss":"app","aud":["x"],"iat":1893553445,"exp":1893557045}`), testNow); err != nil {
+		t.Errorf("other claims: %v", err)
+	}
+}
+
+// TestTokenLimits: a token valid for longer than the peer's maximum, or
+// revoked by its jti, is refused.
+func TestTokenLimits(t *testing.T) {
+	long := mustMint(t, Claims{IssuedAt: testNow, ExpiresAt: testNow.Add(DefaultMaxTokenTTL + time.Second)})
+	if _, err := Verify(testSecret, long, testNow); !errors.Is(err, ErrTokenTTL) {
+		t.Errorf("TTL over the default: %v", err)
+	}
+	v, err := NewVerifier(testSecret, nil, 10*time.Minute, []string{"stolen"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hour := mustMint(t, Claims{IssuedAt: testNow, ExpiresAt: testNow.Add(time.Hour)})
+	if _, err := v.Verify(hour, testNow); !errors.Is(err, ErrTokenTTL) {
+		t.Errorf("TTL over a configured 10 min: %v", err)
+	}
+	stolen := mustMint(t, Claims{ID: "stolen", IssuedAt: testNow, ExpiresAt: testNow.Add(time.Minute)})
+	if _, err := v.Verify(stolen, testNow); !errors.Is(err, ErrTokenRevoked) {
+		t.Errorf("revoked jti: %v", err)
+	}
+	fine := mustMint(t, Claims{ID: "fine", IssuedAt: testNow, ExpiresAt: testNow.Add(time.Minute)})
+	if _, err := v.Verify(fine, testNow); err != nil {
+		t.Errorf("other jti: %v", err)
+	}
+	for name, f := range map[string]func() (*Verifier, error){
+		"negative TTL": func() (*Verifier, error) { return NewVerifier(testSecret, nil, -time.Second, nil) },
+		"short key":    func() (*Verifier, error) { return NewVerifier(nil, []ed25519.PublicKey{make([]byte, 31)}, 0, nil) },
+		"too many keys": func() (*Verifier, error) {
+			return NewVerifier(nil, make([]ed25519.PublicKey, MaxPublicKeys+1), 0, nil)
+		},
+	} {
+		if _, err := f(); err == nil {
+			t.Errorf("%s: NewVerifier accepted it", name)
+		}
+	}
+}
+
+// TestLoadSecretMode: a secret other users can read is refused, as the
+// identity is: whoever reads it can mint tokens.
+func TestLoadSecretMode(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(p, testSecret, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadSecret(p); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("mode 0644: %v", err)
+	}
+}
+
+// FuzzVerify: no input makes Verify panic, and what it accepts is a token
+// Mint or MintEdDSA could have made (a valid signature by our keys).
+func FuzzVerify(f *testing.F) {
+	pub := testEdKey.Public().(ed25519.PublicKey)
+	c := Claims{Subject: "s", ID: "j", IssuedAt: testNow, ExpiresAt: testNow.Add(time.Hour), Read: []string{"a/*"}, Write: []string{"a"}}
+	hs, _ := Mint(testSecret, c)
+	ed, _ := MintEdDSA(testEdKey, c)
+	f.Add(hs)
+	f.Add(ed)
+	f.Add(signRaw(testSecret, `{"alg":"HS256","alg":"none"}`, `{"iat":1893553445,"exp":1893557045}`))
+	f.Add(b64url(`{"alg":"none"}`) + "." + b64url(`{"iat":1,"exp":2}`) + ".")
+	v, err := NewVerifier(testSecret, []ed25519.PublicKey{pub}, 0, []string{"revoked"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, token string) {
+		got, err := v.Verify(token, testNow)
+		if err != nil {
+			return
+		}
+		if got.ExpiresAt.Sub(got.IssuedAt) > DefaultMaxTokenTTL || got.ID == "revoked" {
+			t.Fatalf("accepted %+v", got)
+		}
+	})
 }
