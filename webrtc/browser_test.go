@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os/exec"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,7 +17,8 @@ import (
 )
 
 // TestBrowserClient runs the demo page and immense.js in headless
-// Chromium against a Server: a token from the query string, chat both
+// Chromium against a Server: a token pasted into the page (one in the query
+// string is ignored, a token URL on another origin refused), chat both
 // ways with a Go client, and after the server drops the session, the
 // browser's reconnect and resubscribe. (The node package's browser test
 // covers two browsers on two peers of a real overlay.)
@@ -96,7 +99,12 @@ func TestBrowserClient(t *testing.T) {
 		}
 	}
 
-	run("open the demo", chromedp.Navigate(hs.URL+"/?room="+room+"&token="+tok),
+	// A token in the query string is not taken (it would land in history,
+	// logs and Referer headers); one pasted into the page is.
+	run("a token in the query string is ignored", chromedp.Navigate(hs.URL+"/?room="+room+"&token="+tok),
+		chromedp.WaitVisible(`#state[data-state="closed"]`, chromedp.ByQuery))
+	run("open the demo with a pasted token", chromedp.Click("details summary", chromedp.ByQuery),
+		chromedp.SetValue("#token", tok, chromedp.ByID), chromedp.Click("#token-form button", chromedp.ByQuery),
 		chromedp.WaitVisible(`#state[data-state="open"]`, chromedp.ByQuery))
 	run("chat", chromedp.SetValue("#name", "chromium", chromedp.ByID), chromedp.SendKeys("#text", "hello from the browser\n", chromedp.ByID))
 	goHears("hello from the browser")
@@ -138,5 +146,20 @@ func TestBrowserClient(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the browser did not resubscribe after reconnecting")
 		}
+	}
+
+	// A link naming a token URL on another origin must neither fetch it
+	// (with the user's cookies) nor send what it returns anywhere.
+	var foreignHits atomic.Int32
+	foreign := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		foreignHits.Add(1)
+		fmt.Fprint(w, tok)
+	}))
+	t.Cleanup(foreign.Close)
+	var refused bool
+	run("a foreign tokenURL is refused", chromedp.Navigate(hs.URL+"/?room="+room+"&tokenURL="+url.QueryEscape(foreign.URL+"/token")),
+		chromedp.Poll(`document.getElementById("error").textContent.includes("must be on this page's origin")`, &refused))
+	if n := foreignHits.Load(); n != 0 {
+		t.Errorf("the demo page fetched a token from another origin %d times", n)
 	}
 }

@@ -2,37 +2,58 @@
 // client served by the same peer.
 //
 // Query parameters:
-//   token=...     a token minted by `peer token` (not needed on a devnet)
-//   tokenURL=...  an app-server URL returning a token (text, or JSON {"token"}),
-//                 fetched again on every reconnect
 //   room=...      the chat topic (default demo/chat)
-//   peer=...      another peer's base URL (default: this page's peer)
+//   tokenURL=...  a path on this page's own origin returning a token (text,
+//                 or JSON {"token"}), fetched again on every reconnect
+//
+// The page connects only to the peer that served it, and takes a token
+// only from its own origin: the tokenURL path above, or a token pasted
+// into the form (kept in this tab's sessionStorage). Never from the query
+// string, where it would land in history, logs and Referer headers, and
+// never fetched from or sent to another origin: a link such as
+// ?tokenURL=https://app.example/token&peer=https://evil.example would
+// otherwise hand the user's token to a stranger.
 
 import { connect, ErrorCode } from "./client.js";
 
 const params = new URLSearchParams(location.search);
 const room = params.get("room") || "demo/chat";
 const pulse = "demo/pulse";
-const peer = params.get("peer") || location.origin;
+const peer = location.origin;
 const $ = (id) => document.getElementById(id);
+const tokenKey = "immense-token";
 
 $("room").textContent = room;
 $("peer").textContent = peer;
 
-let token = params.get("token") || "";
+let token = sessionStorage.getItem(tokenKey) || "";
 const tokenURL = params.get("tokenURL");
 if (tokenURL) {
-  token = async () => {
-    const res = await fetch(tokenURL, { credentials: "include" });
-    if (!res.ok) throw new Error(`token: ${res.status} from ${tokenURL}`);
-    const body = await res.text();
-    try {
-      return JSON.parse(body).token;
-    } catch {
-      return body.trim();
-    }
-  };
+  const url = new URL(tokenURL, location.href);
+  if (url.origin !== location.origin) {
+    token = async () => {
+      throw new Error(`tokenURL must be on this page's origin (${location.origin}), not ${url.origin}`);
+    };
+  } else {
+    token = async () => {
+      const res = await fetch(url, { credentials: "same-origin" });
+      if (!res.ok) throw new Error(`token: ${res.status} from ${url.pathname}`);
+      const body = await res.text();
+      try {
+        return JSON.parse(body).token;
+      } catch {
+        return body.trim();
+      }
+    };
+  }
 }
+$("token-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const t = $("token").value.trim();
+  if (t) sessionStorage.setItem(tokenKey, t);
+  else sessionStorage.removeItem(tokenKey);
+  location.reload();
+});
 
 const client = connect(peer, { token });
 window.immense = client; // for the console, and for browser tests
