@@ -51,7 +51,9 @@ func BenchmarkLonePeerPublish(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer srv.Close()
+		auth := "Bearer " + n.APIToken()
 		req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL()+"/v1/topics/bench/http", nil)
+		req.Header.Set("Authorization", auth)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			b.Fatal(err)
@@ -62,7 +64,9 @@ func BenchmarkLonePeerPublish(b *testing.B) {
 			b.Fatalf("SSE opened with %q, %v", line, err)
 		}
 		for b.Loop() {
-			pr, err := http.Post(srv.URL()+"/v1/topics/bench/http", "text/plain", strings.NewReader(string(msg)))
+			preq, _ := http.NewRequest("POST", srv.URL()+"/v1/topics/bench/http", strings.NewReader(string(msg)))
+			preq.Header.Set("Authorization", auth)
+			pr, err := http.DefaultClient.Do(preq)
 			if err != nil {
 				b.Fatal(err)
 			}

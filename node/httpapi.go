@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -17,7 +20,9 @@ import (
 	"github.com/immense-p2p/immense/webrtc"
 	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/semaphore"
 )
 
 // HTTPOptions configures the HTTP API.
@@ -27,40 +32,82 @@ type HTTPOptions struct {
 	Topics bool
 	// MaxStreams caps concurrent Server-Sent Events streams. Default 1024.
 	MaxStreams int
+	// MaxStreamsPerClient caps concurrent SSE streams from one IP address,
+	// so that one client cannot take every stream. Default 64.
+	MaxStreamsPerClient int
 	// KeepAlive is the interval of SSE comment lines that keep idle proxies
 	// from closing the stream. Default 15 s.
 	KeepAlive time.Duration
+	// AllowedHosts are further host names (lower case, no port) the control
+	// API answers to, besides localhost and IP literals of this server: the
+	// name of a peer reached through DNS or a reverse proxy. See apiauth.go.
+	AllowedHosts []string
+	// NoAPIToken serves the control API without its bearer token. Host and
+	// Origin are still checked, so web pages stay out, but any local user
+	// can publish and read state: for throwaway devnets only.
+	NoAPIToken bool
 }
 
-// Handler returns the node's HTTP API:
+// Handler returns the node's HTTP API. The control API, which needs the
+// bearer token of APIToken and is refused to web pages (apiauth.go):
 //
 //	POST /v1/topics/{topic}   publish the request body
 //	GET  /v1/topics/{topic}   Server-Sent Events stream of the topic
+//	PUT, GET, DELETE /v1/state/{key}, GET .../health, POST .../repair
 //	GET  /v1/status           JSON status
 //	GET  /metrics             Prometheus metrics
 //
+// and the endpoints for browsers, open to any page (browsers bring their
+// own tokens): POST /v1/webrtc/offer, and GET /, /app.js, /client.js and
+// /immense.d.ts (the demo page and the client library).
+//
 // Errors are JSON objects {"error": "..."} with a 4xx or 5xx status.
 func (n *Node) Handler(opts HTTPOptions) http.Handler {
+	return n.newAPI(opts).routes()
+}
+
+func (n *Node) newAPI(opts HTTPOptions) *api {
 	if opts.MaxStreams <= 0 {
 		opts.MaxStreams = 1024
+	}
+	if opts.MaxStreamsPerClient <= 0 {
+		opts.MaxStreamsPerClient = 64
 	}
 	if opts.KeepAlive <= 0 {
 		opts.KeepAlive = 15 * time.Second
 	}
-	a := &api{n: n, opts: opts, streams: make(chan struct{}, opts.MaxStreams), log: n.log.With("component", "http")}
+	opts.AllowedHosts = slices.Clone(opts.AllowedHosts)
+	for i, h := range opts.AllowedHosts {
+		opts.AllowedHosts[i] = strings.ToLower(h)
+	}
+	a := &api{
+		n: n, opts: opts, streams: make(chan struct{}, opts.MaxStreams), perClient: make(map[string]int),
+		log: n.log.With("component", "http"), refused: n.apiRefusedCounter(),
+	}
+	if n.state != nil {
+		a.puts = semaphore.NewWeighted(a.putBudget())
+	}
+	return a
+}
+
+func (a *api) routes() http.Handler {
+	n, opts := a.n, a.opts
+	if opts.NoAPIToken {
+		a.log.Warn("the control API takes requests without a token: any local user can publish and read state (Host and Origin are still checked)")
+	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", a.status)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}))
+	mux.HandleFunc("GET /v1/status", a.guard(a.status))
+	mux.Handle("GET /metrics", a.guard(promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}).ServeHTTP))
 	if opts.Topics {
-		mux.HandleFunc("POST /v1/topics/{topic...}", a.publish)
-		mux.HandleFunc("GET /v1/topics/{topic...}", a.subscribe)
+		mux.HandleFunc("POST /v1/topics/{topic...}", a.guard(a.publish))
+		mux.HandleFunc("GET /v1/topics/{topic...}", a.guard(a.subscribe))
 	}
 	if n.state != nil && opts.Topics {
-		mux.HandleFunc("PUT /v1/state/{key}", a.putState)
-		mux.HandleFunc("GET /v1/state/{key}", a.getState)
-		mux.HandleFunc("DELETE /v1/state/{key}", a.deleteState)
-		mux.HandleFunc("GET /v1/state/{key}/health", a.stateHealth)
-		mux.HandleFunc("POST /v1/state/{key}/repair", a.repairState)
+		mux.HandleFunc("PUT /v1/state/{key}", a.guard(a.putState))
+		mux.HandleFunc("GET /v1/state/{key}", a.guard(a.getState))
+		mux.HandleFunc("DELETE /v1/state/{key}", a.guard(a.deleteState))
+		mux.HandleFunc("GET /v1/state/{key}/health", a.guard(a.stateHealth))
+		mux.HandleFunc("POST /v1/state/{key}/repair", a.guard(a.repairState))
 	}
 	notFound := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
@@ -76,11 +123,33 @@ func (n *Node) Handler(opts HTTPOptions) http.Handler {
 	return mux
 }
 
+// apiRefusedCounter returns the counter of refused control requests,
+// registering it with the node's first Handler.
+func (n *Node) apiRefusedCounter() *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "immense", Subsystem: "http", Name: "control_refused_total",
+		Help: "Control API requests refused, by reason: host (not this server's name: DNS rebinding), origin (from a web page elsewhere), token (missing or wrong bearer token).",
+	}, []string{"reason"})
+	if err := n.registry.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			return are.ExistingCollector.(*prometheus.CounterVec)
+		}
+	}
+	return c
+}
+
 type api struct {
 	n       *Node
 	opts    HTTPOptions
 	streams chan struct{}
 	log     *slog.Logger
+	refused *prometheus.CounterVec
+	// puts reserves the body bytes of PUT /v1/state requests in flight.
+	puts *semaphore.Weighted
+
+	mu        sync.Mutex
+	perClient map[string]int // open SSE streams by remote IP
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -100,6 +169,7 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	max := a.n.cfg.MaxMessageSize
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(transferTime(int64(max))))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(max)))
 	var tooBig *http.MaxBytesError
 	switch {
@@ -148,13 +218,12 @@ func (a *api) subscribe(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, errors.New("streaming unsupported by this connection"))
 		return
 	}
-	select {
-	case a.streams <- struct{}{}:
-		defer func() { <-a.streams }()
-	default:
-		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("too many open streams (%d)", a.opts.MaxStreams))
+	release, err := a.openStream(r.RemoteAddr)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err)
 		return
 	}
+	defer release()
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	msgs, err := a.n.Subscribe(ctx, topic)
@@ -186,6 +255,34 @@ func (a *api) subscribe(w http.ResponseWriter, r *http.Request) {
 		}
 		flusher.Flush()
 	}
+}
+
+// openStream takes one of the SSE stream slots, of which one client (by
+// IP) may hold MaxStreamsPerClient, and everyone MaxStreams.
+func (a *api) openStream(remote string) (release func(), err error) {
+	ip := remote
+	if h, _, err := net.SplitHostPort(remote); err == nil {
+		ip = h
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.perClient[ip] >= a.opts.MaxStreamsPerClient {
+		return nil, fmt.Errorf("too many open streams from %s (%d)", ip, a.opts.MaxStreamsPerClient)
+	}
+	select {
+	case a.streams <- struct{}{}:
+	default:
+		return nil, fmt.Errorf("too many open streams (%d)", a.opts.MaxStreams)
+	}
+	a.perClient[ip]++
+	return func() {
+		<-a.streams
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.perClient[ip]--; a.perClient[ip] == 0 {
+			delete(a.perClient, ip)
+		}
+	}, nil
 }
 
 func writeEvent(w io.Writer, m *Message, forceBase64 bool) {

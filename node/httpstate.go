@@ -15,6 +15,21 @@ import (
 // holders, a Put to place shards on new peers.
 const stateTimeout = 2 * time.Minute
 
+// maxPutBytes bounds the request bodies of state writes buffered at once.
+const maxPutBytes = 512 << 20
+
+func (a *api) putBudget() int64 { return max(maxPutBytes, a.n.cfg.State.MaxValueSize) }
+
+// minTransferRate is the slowest a client may send or receive a body: a
+// client trickling bytes (slowloris) is cut off rather than holding its
+// buffer and connection for ever.
+const minTransferRate = 64 << 10 // bytes per second
+
+// transferTime is how long a body of n bytes may take.
+func transferTime(n int64) time.Duration {
+	return 30*time.Second + time.Duration(n/minTransferRate)*time.Second
+}
+
 // putState stores the body: PUT /v1/state/{key}.
 func (a *api) putState(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("key")
@@ -23,6 +38,20 @@ func (a *api) putState(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	max := a.n.cfg.State.MaxValueSize
+	// Reserve the body's bytes before reading it: PUTs in flight buffer at
+	// most maxPutBytes between them (one maximum-size value if larger).
+	reserve := max
+	if r.ContentLength >= 0 && r.ContentLength < max {
+		reserve = r.ContentLength
+	}
+	reserve = min(reserve, a.putBudget())
+	if !a.puts.TryAcquire(reserve) {
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("too many state writes in flight (%s buffered at most): retry later", erasure.FormatSize(a.putBudget())))
+		return
+	}
+	defer a.puts.Release(reserve)
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(transferTime(reserve)))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
@@ -62,6 +91,7 @@ func (a *api) getState(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Length", fmt.Sprint(len(v)))
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(transferTime(int64(len(v)))))
 	w.Write(v)
 }
 

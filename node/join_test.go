@@ -38,7 +38,7 @@ func TestJoinStatus(t *testing.T) {
 			t.Errorf("peers received %d busy answers, the bootstrap sent %d", received, st.Busy)
 		}
 		rec := httptest.NewRecorder()
-		nodes[0].Handler(HTTPOptions{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		nodes[0].Handler(HTTPOptions{}).ServeHTTP(rec, controlReq(nodes[0], "GET", "/metrics", ""))
 		body, _ := io.ReadAll(rec.Body)
 		if !strings.Contains(string(body), `immense_overlay_joins_total{result="busy"}`) {
 			t.Errorf("/metrics has no busy join counter")

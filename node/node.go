@@ -44,6 +44,7 @@ type Node struct {
 	state        *state         // nil without Config.State
 	bw           *metrics.BandwidthCounter
 	reachability atomic.Value // network.Reachability
+	apiToken     string       // the control API's bearer token (apiauth.go)
 }
 
 // New starts a node: it loads or creates the identity in cfg.DataDir, starts
@@ -63,6 +64,10 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
 	priv, created, err := loadOrCreateIdentity(filepath.Join(cfg.DataDir, identityFile))
+	if err != nil {
+		return nil, err
+	}
+	apiToken, err := loadOrCreateAPIToken(filepath.Join(cfg.DataDir, apiTokenFile))
 	if err != nil {
 		return nil, err
 	}
@@ -115,6 +120,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		ctx:      nctx,
 		cancel:   cancel,
 		started:  time.Now(),
+		apiToken: apiToken,
 	}
 	n.bw = bw
 	n.reachability.Store(network.ReachabilityUnknown)

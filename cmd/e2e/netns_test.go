@@ -453,6 +453,7 @@ func launch(t *testing.T, ns netns, name, bin string, args ...string) (*labNode,
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	p := follow(t, name, cmd, nil)
 	n := &labNode{proc: p, ns: ns, http: ns.client()}
+	n.http.Transport = bearer{base: n.http.Transport, token: dataDirToken(args)}
 	t.Cleanup(n.http.CloseIdleConnections)
 	return n, infoFile
 }

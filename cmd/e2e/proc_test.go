@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,11 +44,58 @@ func binaries(t *testing.T) (peer, bootstrap string) {
 }
 
 func TestMain(m *testing.M) {
+	// The nodes' control APIs need their bearer tokens (node/apiauth.go),
+	// as an operator's curl does: requests through the default client carry
+	// the token of the node they go to.
+	http.DefaultClient.Transport = bearer{base: http.DefaultTransport, token: func(r *http.Request) string {
+		tok, _ := apiTokens.Load(r.URL.Host)
+		s, _ := tok.(string)
+		return s
+	}}
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
 	os.Exit(code)
+}
+
+// apiTokens maps the host:port of a started node's HTTP API to its control
+// API token.
+var apiTokens sync.Map
+
+// bearer adds the control API token that token finds for a request, unless
+// the request carries an Authorization header of its own.
+type bearer struct {
+	base  http.RoundTripper
+	token func(*http.Request) string
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	if tok := b.token(r); tok != "" && r.Header.Get("Authorization") == "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+tok)
+	}
+	return b.base.RoundTrip(r)
+}
+
+// dataDirToken returns the control API token in the data dir that args
+// name (--data-dir), once the node has written it.
+func dataDirToken(args []string) func(*http.Request) string {
+	dir := ""
+	for i, a := range args {
+		if a == "--data-dir" && i+1 < len(args) {
+			dir = args[i+1]
+		} else if v, ok := strings.CutPrefix(a, "--data-dir="); ok {
+			dir = v
+		}
+	}
+	return func(*http.Request) string {
+		if dir == "" {
+			return ""
+		}
+		b, _ := os.ReadFile(filepath.Join(dir, "api-token"))
+		return strings.TrimSpace(string(b))
+	}
 }
 
 // info mirrors cli.Info (--info-file).
@@ -98,6 +146,9 @@ func start(t *testing.T, name, bin string, args ...string) *proc {
 	}
 	if err := json.Unmarshal(b, &p.info); err != nil {
 		t.Fatalf("%s: info file: %v", name, err)
+	}
+	if u, err := url.Parse(p.info.HTTP); err == nil && u.Host != "" {
+		apiTokens.Store(u.Host, dataDirToken(args)(nil))
 	}
 	return p
 }
