@@ -5,11 +5,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/immense-p2p/immense/overlay"
 	"github.com/immense-p2p/immense/webrtc"
@@ -64,7 +68,7 @@ func loopbackNet(t *testing.T, n int, adjust func(*Config)) ([]*Node, []*HTTPSer
 }
 
 // browser starts a headless Chromium of its own (profile and all).
-func browser(t *testing.T) context.Context {
+func browser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	path, err := exec.LookPath("chromium")
 	if err != nil {
@@ -84,6 +88,7 @@ func browser(t *testing.T) context.Context {
 		chromedp.Flag("allow-loopback-in-peer-connection", true),
 		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns"),
 	)
+	opts = append(opts, extra...)
 	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancel)
 	ctx, cancel2 := chromedp.NewContext(actx)
@@ -153,4 +158,102 @@ func TestBrowsersChat(t *testing.T) {
 	say(b, "bob", "hi alice, bob here")
 	hears(b, "bob", "hi alice, bob here")
 	hears(a, "alice", "hi alice, bob here")
+}
+
+// attackPage is a page on another origin that tries the control API of the
+// peer named in its query string: a form-like cross-origin POST (no CORS
+// preflight needed), and a read of state.
+const attackPage = `<!doctype html><script>
+window.results = (async () => {
+  const peer = new URLSearchParams(location.search).get("peer");
+  const out = {};
+  try {
+    await fetch(peer + "/v1/topics/victim", {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"}, body: "from a web page"});
+    out.post = "sent";
+  } catch (e) { out.post = "error"; }
+  try {
+    const r = await fetch(peer + "/v1/state/secret");
+    out.read = "read " + r.status;
+  } catch (e) { out.read = "blocked"; }
+  return out;
+})();
+</script>`
+
+// TestControlAPIFromWebPages: in Chromium, a page from another origin and a
+// page whose DNS name was rebound to 127.0.0.1 can neither publish nor read
+// through a local peer, even one whose control API needs no token: the
+// Host and Origin checks alone keep them out. The operator, beside them,
+// publishes as usual.
+func TestControlAPIFromWebPages(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Chromium")
+	}
+	peers, servers := loopbackNet(t, 1, nil)
+	nd := peers[0]
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	open, err := ServeHTTP("127.0.0.1:0", nd.Handler(HTTPOptions{Topics: true, NoAPIToken: true}), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { open.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	msgs, err := nd.Subscribe(ctx, "victim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		io.WriteString(w, attackPage)
+	}))
+	t.Cleanup(evil.Close)
+
+	// evil.test resolves to 127.0.0.1, as a rebinding attacker's name does
+	// once the page has loaded.
+	b := browser(t, chromedp.Flag("host-resolver-rules", "MAP evil.test 127.0.0.1"))
+	run := func(what string, actions ...chromedp.Action) {
+		t.Helper()
+		sctx, cancel := context.WithTimeout(b, 30*time.Second)
+		defer cancel()
+		if err := chromedp.Run(sctx, actions...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	await := func(p *runtime.EvaluateParams) *runtime.EvaluateParams { return p.WithAwaitPromise(true) }
+
+	var cross map[string]string
+	run("cross-origin page", chromedp.Navigate(evil.URL+"/?peer="+open.URL()),
+		chromedp.Evaluate(`window.results`, &cross, await))
+	t.Logf("cross-origin page: %v", cross)
+
+	var rebound []int
+	port := open.Addr()[strings.LastIndex(open.Addr(), ":")+1:]
+	run("rebound page", chromedp.Navigate("http://evil.test:"+port+"/"),
+		chromedp.Evaluate(`(async () => [
+			(await fetch("/v1/state/secret")).status,
+			(await fetch("/v1/topics/victim", {method: "POST", body: "rebound"})).status,
+			(await fetch("/v1/status")).status,
+		])()`, &rebound, await))
+	for i, code := range rebound {
+		if code != http.StatusForbidden {
+			t.Errorf("rebound page, request %d: status %d, want 403", i, code)
+		}
+	}
+
+	req, _ := http.NewRequest("POST", servers[0].URL()+"/v1/topics/victim", strings.NewReader("honest"))
+	req.Header.Set("Authorization", "Bearer "+nd.APIToken())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("operator's publish: %s", resp.Status)
+	}
+	if m := <-msgs; string(m.Data) != "honest" {
+		t.Fatalf("first message on the topic: %q, want the operator's", m.Data)
+	}
+	if got := metricSum(t, nd, "immense_http_control_refused_total"); got < 4 {
+		t.Errorf("refusals counted: %v, want at least 4 (1 origin, 3 host)", got)
+	}
 }
