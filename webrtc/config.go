@@ -101,6 +101,23 @@ type Config struct {
 	// Default 1000: at ~100-300 KiB of WebRTC state per session that is a
 	// few hundred MiB, which a small server can afford.
 	MaxSessions int
+	// MaxSessionsPerSubject caps the sessions one token subject (sub, or
+	// the token itself when it names none) holds at once, so that one
+	// token holder cannot take every slot. 0: no cap. Default 16 (tabs and
+	// devices of one user). Not applied with InsecureNoAuth.
+	MaxSessionsPerSubject int
+	// MaxPendingSessions caps sessions answered but not yet open (ICE and
+	// DTLS under way): a handshake that never finishes holds its slot for
+	// ConnectTimeout, and a flood of them must not crowd out open
+	// sessions. 0: no cap beyond MaxSessions. Default 64.
+	MaxPendingSessions int
+	// OfferRate and OfferBurst limit the offers from one IP address (one
+	// /64 for IPv6), per second and in a burst; further ones get 429.
+	// Each offer costs ICE gathering and a DTLS key, and needs no token to
+	// send. 0: no limit. Defaults 5/s, burst 20. Behind a reverse proxy
+	// every browser shares the proxy's address: raise them there.
+	OfferRate  float64
+	OfferBurst int
 	// GatherTimeout bounds ICE candidate gathering while answering an
 	// offer. Host candidates gather in milliseconds; STUN may take a round
 	// trip or two. Default 5s.
@@ -170,29 +187,34 @@ type Config struct {
 // required (set Secret), every network interface, OS-chosen ports.
 func DefaultConfig() Config {
 	return Config{
-		MaxSessions:       1000,
-		GatherTimeout:     5 * time.Second,
-		ConnectTimeout:    20 * time.Second,
-		MaxOfferSize:      64 << 10,
-		AllowedOrigins:    []string{"*"},
-		MaxFrameSize:      65535,
-		MaxSubscriptions:  64,
-		PublishRate:       100,
-		PublishBurst:      200,
-		PublishTimeout:    5 * time.Second,
-		QueueLength:       1024,
-		QueueBytes:        1 << 20,
-		MaxBufferedAmount: 128 << 10,
-		SlowPolicy:        DropOldest,
-		StallTimeout:      30 * time.Second,
+		MaxSessions:           1000,
+		MaxSessionsPerSubject: 16,
+		MaxPendingSessions:    64,
+		OfferRate:             5,
+		OfferBurst:            20,
+		GatherTimeout:         5 * time.Second,
+		ConnectTimeout:        20 * time.Second,
+		MaxOfferSize:          64 << 10,
+		AllowedOrigins:        []string{"*"},
+		MaxFrameSize:          65535,
+		MaxSubscriptions:      64,
+		PublishRate:           100,
+		PublishBurst:          200,
+		PublishTimeout:        5 * time.Second,
+		QueueLength:           1024,
+		QueueBytes:            1 << 20,
+		MaxBufferedAmount:     128 << 10,
+		SlowPolicy:            DropOldest,
+		StallTimeout:          30 * time.Second,
 	}
 }
 
 // DevnetConfig returns DefaultConfig with InsecureNoAuth set: any browser
-// may connect and use any topic.
+// may connect and use any topic; offers are not rate-limited.
 func DevnetConfig() Config {
 	c := DefaultConfig()
 	c.InsecureNoAuth = true
+	c.OfferRate = 0 // every browser of a devnet comes from 127.0.0.1
 	return c
 }
 
@@ -237,6 +259,12 @@ func (c *Config) validate() error {
 	}
 	if c.GatherTimeout <= 0 {
 		bad("GatherTimeout", "%v, must be positive", c.GatherTimeout)
+	}
+	if c.MaxSessionsPerSubject < 0 || c.MaxPendingSessions < 0 {
+		bad("MaxSessionsPerSubject/MaxPendingSessions", "negative (0 means no cap)")
+	}
+	if c.OfferRate < 0 || c.OfferBurst < 0 || (c.OfferRate > 0 && c.OfferBurst < 1) {
+		bad("OfferRate/OfferBurst", "%v/s burst %d: both positive, or OfferRate 0 for no limit", c.OfferRate, c.OfferBurst)
 	}
 	if c.ConnectTimeout <= 0 {
 		bad("ConnectTimeout", "%v, must be positive", c.ConnectTimeout)

@@ -30,6 +30,7 @@ const (
 	offerBadRequest   = "bad_request"
 	offerFull         = "full"
 	offerFailed       = "failed"
+	offerRateLimited  = "rate_limited"
 
 	closeClient         = "client"          // browser closed the channel or connection
 	closeConnectTimeout = "connect_timeout" // never opened a data channel

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -35,10 +36,14 @@ type Server struct {
 	// sessions map, so no Add can race with Close's Wait.
 	wg sync.WaitGroup
 
-	mu       sync.Mutex
-	sessions map[uint64]*session
-	nextID   uint64
-	closed   bool
+	offers *offerLimiter // nil: offers not rate-limited
+
+	mu        sync.Mutex
+	sessions  map[uint64]*session
+	pending   map[uint64]struct{} // sessions not yet open
+	bySubject map[string]int      // sessions per token subject
+	nextID    uint64
+	closed    bool
 
 	closeOnce sync.Once
 
@@ -100,6 +105,9 @@ func New(bus Bus, cfg Config) (*Server, error) {
 		ctx:        ctx,
 		cancel:     cancel,
 		sessions:   make(map[uint64]*session),
+		pending:    make(map[uint64]struct{}),
+		bySubject:  make(map[string]int),
+		offers:     newOfferLimiter(cfg.OfferRate, cfg.OfferBurst),
 	}
 	s.bridge = newBridge(s)
 	switch {
@@ -140,8 +148,9 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// addSession registers a new session for claims, or reports why not.
-func (s *Server) addSession(claims Claims) (*session, error) {
+// addSession registers a new session for claims, counted against subject
+// ("" for none), or reports why not.
+func (s *Server) addSession(claims Claims, subject string) (*session, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -150,11 +159,29 @@ func (s *Server) addSession(claims Claims) (*session, error) {
 	if len(s.sessions) >= s.cfg.MaxSessions {
 		return nil, errFull
 	}
+	if max := s.cfg.MaxPendingSessions; max > 0 && len(s.pending) >= max {
+		return nil, fmt.Errorf("%w: %d sessions are still connecting", errFull, len(s.pending))
+	}
+	if max := s.cfg.MaxSessionsPerSubject; max > 0 && subject != "" && s.bySubject[subject] >= max {
+		return nil, fmt.Errorf("%w: this token's subject already has %d sessions", errSubjectFull, max)
+	}
 	s.nextID++
 	sess := newSession(s, s.nextID, claims)
+	sess.subject = subject
 	s.sessions[sess.id] = sess
+	s.pending[sess.id] = struct{}{}
+	if subject != "" {
+		s.bySubject[subject]++
+	}
 	s.metrics.sessions.Inc()
 	return sess, nil
+}
+
+// sessionOpened takes sess off the connecting count.
+func (s *Server) sessionOpened(sess *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.pending, sess.id)
 }
 
 func (s *Server) removeSession(sess *session) {
@@ -162,8 +189,17 @@ func (s *Server) removeSession(sess *session) {
 	defer s.mu.Unlock()
 	if _, ok := s.sessions[sess.id]; ok {
 		delete(s.sessions, sess.id)
+		delete(s.pending, sess.id)
+		if sess.subject != "" {
+			if s.bySubject[sess.subject]--; s.bySubject[sess.subject] <= 0 {
+				delete(s.bySubject, sess.subject)
+			}
+		}
 		s.metrics.sessions.Dec()
 	}
 }
 
-var errFull = errors.New("webrtc: too many sessions")
+var (
+	errFull        = errors.New("webrtc: too many sessions")
+	errSubjectFull = errors.New("webrtc: too many sessions for one token")
+)

@@ -36,6 +36,7 @@ type session struct {
 	srv     *Server
 	id      uint64
 	claims  Claims
+	subject string // what the session counts against (Server.bySubject)
 	log     *slog.Logger
 	limiter *rate.Limiter // nil: unlimited
 
@@ -149,6 +150,7 @@ func (s *session) onDataChannel(dc *pion.DataChannel) {
 		}
 		s.srv.wg.Add(1)
 		s.mu.Unlock()
+		s.srv.sessionOpened(s)
 		s.log.Debug("data channel open")
 		go s.writeLoop(dc)
 	})

@@ -3,6 +3,8 @@ package webrtc
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -90,6 +92,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusMethodNotAllowed, "use POST")
 		return
 	}
+	if !s.offers.allow(r.RemoteAddr, s.now()) {
+		s.metrics.offers.WithLabelValues(offerRateLimited).Inc()
+		w.Header().Set("Retry-After", "1")
+		httpError(w, http.StatusTooManyRequests, "too many offers from this address: slow down")
+		return
+	}
 	req, err := decodeOfferRequest(http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxOfferSize)), s.cfg.MaxOfferSize)
 	if err != nil {
 		s.metrics.offers.WithLabelValues(offerBadRequest).Inc()
@@ -108,7 +116,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusUnauthorized, err.Error())
 		return
 	}
-	sess, err := s.addSession(claims)
+	sess, err := s.addSession(claims, s.budgetSubject(claims, req.Token))
 	if err != nil {
 		s.metrics.offers.WithLabelValues(offerFull).Inc()
 		w.Header().Set("Retry-After", "5")
@@ -126,6 +134,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.metrics.offers.WithLabelValues(offerAccepted).Inc()
 	s.log.Debug("session answered", "remote", r.RemoteAddr, "session", sess.id, "sub", claims.Subject)
 	writeJSON(w, http.StatusOK, offerResponse{Type: "answer", SDP: answer})
+}
+
+// budgetSubject is what a session counts against for MaxSessionsPerSubject:
+// the token's subject, or the token itself when it names none.
+func (s *Server) budgetSubject(claims Claims, token string) string {
+	switch {
+	case s.cfg.InsecureNoAuth:
+		return ""
+	case claims.Subject != "":
+		return "sub:" + claims.Subject
+	}
+	h := sha256.Sum256([]byte(token))
+	return "token:" + hex.EncodeToString(h[:8])
 }
 
 // authorize turns a request's token into the session's claims.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -264,5 +265,120 @@ func TestUDPPortRange(t *testing.T) {
 	}
 	if n == 0 {
 		t.Fatalf("no candidates in answer:\n%s", ans.SDP)
+	}
+}
+
+func subjectToken(t *testing.T, sub string) string {
+	t.Helper()
+	now := time.Now()
+	tok, err := Mint(testSecret, Claims{Subject: sub, IssuedAt: now, ExpiresAt: now.Add(time.Hour), Read: []string{"*"}, Write: []string{"*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// TestSessionBudgets: one token holder cannot take every session slot,
+// handshakes that never finish cannot crowd out open sessions, and a
+// session already open keeps working beside the flood.
+func TestSessionBudgets(t *testing.T) {
+	e := newTestEnv(t, func(c *Config) { c.MaxSessionsPerSubject = 2; c.MaxPendingSessions = 3 })
+	ctx := testContext(t)
+	bob := e.dial(ctx, subjectToken(t, "bob"))
+	if err := bob.Subscribe(ctx, "room"); err != nil {
+		t.Fatal(err)
+	}
+
+	offer := func(tok string) (int, string) {
+		_, sdp := rawOffer(t) // never connects: stays pending
+		resp, body := postOffer(t, e.url, offerRequest{SDP: sdp, Token: tok})
+		return resp.StatusCode, string(body)
+	}
+	alice := subjectToken(t, "alice")
+	for i := range 2 {
+		if code, body := offer(alice); code != http.StatusOK {
+			t.Fatalf("alice's offer %d: %d %s", i, code, body)
+		}
+	}
+	if code, body := offer(alice); code != http.StatusServiceUnavailable || !strings.Contains(body, "one token") {
+		t.Errorf("alice's third session: %d %s, want 503 for her token", code, body)
+	}
+	if code, body := offer(subjectToken(t, "carol")); code != http.StatusOK {
+		t.Fatalf("carol: %d %s", code, body)
+	}
+	// Three handshakes are under way: the pending cap is reached.
+	if code, body := offer(subjectToken(t, "dave")); code != http.StatusServiceUnavailable || !strings.Contains(body, "still connecting") {
+		t.Errorf("a fourth pending session: %d %s, want 503", code, body)
+	}
+	// A token without sub counts as itself.
+	now := time.Now()
+	anon, _ := Mint(testSecret, Claims{IssuedAt: now, ExpiresAt: now.Add(time.Hour), Read: []string{"*"}})
+	if got := e.srv.budgetSubject(Claims{}, anon); !strings.HasPrefix(got, "token:") {
+		t.Errorf("budget subject of a token without sub: %q", got)
+	}
+
+	// Bob's open session is unaffected.
+	if err := e.bus.Publish(ctx, "room", []byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-bob.Messages():
+		if string(m.Data) != "still here" {
+			t.Fatalf("bob got %q", m.Data)
+		}
+	case <-ctx.Done():
+		t.Fatal("bob's session stopped receiving during the flood")
+	}
+}
+
+// TestOfferRateLimit: offers from one address beyond its burst get 429
+// with a Retry-After, and are counted.
+func TestOfferRateLimit(t *testing.T) {
+	frozen := time.Now()
+	e := newTestEnv(t, func(c *Config) {
+		c.OfferRate, c.OfferBurst = 1, 2
+		c.Now = func() time.Time { return frozen } // no refill during the test
+	})
+	tok := e.token([]string{"a"}, nil)
+	for i := range 2 {
+		if resp, body := postOffer(t, e.url, offerRequest{SDP: "not an offer", Token: tok}); resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("offer %d within the burst: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	resp, body := postOffer(t, e.url, offerRequest{SDP: "not an offer", Token: tok})
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("offer beyond the burst: %d %s, want 429 with Retry-After", resp.StatusCode, body)
+	}
+	if got := value(t, e.srv.metrics.offers.WithLabelValues(offerRateLimited)); got != 1 {
+		t.Errorf("rate-limited offers counted %v, want 1", got)
+	}
+}
+
+func TestOfferLimiterClients(t *testing.T) {
+	for remote, want := range map[string]string{
+		"192.0.2.7:5000":             "192.0.2.7",
+		"[2001:db8:1:2:3:4:5:6]:443": "2001:db8:1:2::/64",
+		"[2001:db8:1:2:ffff::1]:443": "2001:db8:1:2::/64",
+		"[::ffff:192.0.2.7]:80":      "192.0.2.7",
+		"not an address":             "not an address",
+	} {
+		if got := clientKey(remote); got != want {
+			t.Errorf("clientKey(%q) = %q, want %q", remote, got, want)
+		}
+	}
+	// Idle clients whose bucket has refilled are forgotten when the map
+	// is full; while none has, new addresses are refused.
+	l := newOfferLimiter(1, 1)
+	now := time.Now()
+	for i := range maxTrackedClients {
+		if !l.allow(fmt.Sprintf("10.%d.%d.%d:1", i>>16, (i>>8)&255, i&255), now) {
+			t.Fatalf("client %d refused", i)
+		}
+	}
+	if l.allow("192.0.2.1:1", now) {
+		t.Error("a new address was tracked beyond maxTrackedClients")
+	}
+	if !l.allow("192.0.2.1:1", now.Add(2*time.Second)) || len(l.clients) != 1 {
+		t.Errorf("after refill: %d clients tracked, want the idle ones forgotten", len(l.clients))
 	}
 }
