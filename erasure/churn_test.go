@@ -13,24 +13,19 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
-	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/immense-p2p/immense/internal/simtest"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
-	"github.com/libp2p/go-libp2p/x/simlibp2p"
-	"github.com/marcopolo/simnet"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
-// churnNet is a simnet network whose nodes can go offline and come back
-// with the same identity, address and data directory, as a restarted
-// process would.
+// churnNet is a simulated network (internal/simtest) whose nodes can go
+// offline and come back with the same identity, address and data
+// directory, as a restarted process would.
 type churnNet struct {
 	t       *testing.T
-	sn      *simnet.Simnet
-	link    simnet.NodeBiDiLinkSettings
+	hosts   *simtest.Hosts
 	records *memRecords
 	key     *AppKey
 	config  func(i int, c *Config)
@@ -41,9 +36,7 @@ type churnNet struct {
 
 type churnNode struct {
 	i     int
-	priv  crypto.PrivKey
 	id    peer.ID
-	addr  string
 	dir   string
 	up    bool
 	h     host.Host
@@ -72,12 +65,7 @@ func (p churnPeers) StoragePeers(context.Context, string) ([]PeerInfo, error) {
 }
 
 func newChurnNet(t *testing.T, n int, config func(i int, c *Config)) *churnNet {
-	c := &churnNet{t: t, sn: &simnet.Simnet{LatencyFunc: simnet.StaticLatency(5 * time.Millisecond)},
-		link: simnet.NodeBiDiLinkSettings{
-			Downlink: simnet.LinkSettings{BitsPerSecond: 1000 * simlibp2p.OneMbps},
-			Uplink:   simnet.LinkSettings{BitsPerSecond: 1000 * simlibp2p.OneMbps},
-		},
-		records: newMemRecords(), config: config}
+	c := &churnNet{t: t, records: newMemRecords(), config: config}
 	// Seeded identities and app key: placement, and so which objects keep
 	// enough holders online, is the same on every run.
 	seeded := rand.NewChaCha8([32]byte{'c', 'h', 'u', 'r', 'n'})
@@ -85,16 +73,13 @@ func newChurnNet(t *testing.T, n int, config func(i int, c *Config)) *churnNet {
 	seeded.Read(seed[:])
 	seeded.Read(secret[:])
 	c.key = newAppKey(seed[:], secret)
-	c.sn.Start()
-	for i := range n {
-		priv, _, err := crypto.GenerateEd25519Key(seeded)
-		if err != nil {
-			t.Fatal(err)
-		}
-		id, _ := peer.IDFromPrivateKey(priv)
-		c.nodes = append(c.nodes, &churnNode{i: i, priv: priv, id: id,
-			addr: fmt.Sprintf("/ip4/%s/udp/8000/quic-v1", simnet.IntToPublicIPv4(i)),
-			dir:  filepath.Join(t.TempDir(), fmt.Sprintf("node%d", i))})
+	keys := simtest.Keys(t, seeded, n)
+	net := simtest.New(t, simtest.Config{Bandwidth: 1000 * simtest.Mbps, Latency: 5 * time.Millisecond})
+	c.hosts = simtest.NewHosts(t, net, keys...)
+	for i, k := range keys {
+		id, _ := peer.IDFromPrivateKey(k)
+		c.nodes = append(c.nodes, &churnNode{i: i, id: id,
+			dir: filepath.Join(t.TempDir(), fmt.Sprintf("node%d", i))})
 	}
 	for _, nd := range c.nodes {
 		c.start(nd)
@@ -103,28 +88,18 @@ func newChurnNet(t *testing.T, n int, config func(i int, c *Config)) *churnNet {
 		for _, nd := range c.nodes {
 			c.stop(nd)
 		}
-		c.sn.Close()
 	})
 	return c
 }
 
-// start brings a node up: a new host with its identity and address, its
-// store reopened from disk, a new service.
+// start brings a node up: its host back with its identity and address,
+// its store reopened from disk, a new service.
 func (c *churnNet) start(nd *churnNode) {
 	t := c.t
-	h, err := libp2p.New(
-		libp2p.Identity(nd.priv),
-		libp2p.ListenAddrStrings(nd.addr),
-		simlibp2p.QUICSimnet(c.sn, c.link),
-		libp2p.DisableIdentifyAddressDiscovery(),
-		libp2p.ResourceManager(&network.NullResourceManager{}),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := c.hosts.Start(nd.i)
 	for _, o := range c.nodes {
 		if o != nd {
-			h.Peerstore().AddAddr(o.id, ma.StringCast(o.addr), peerstore.PermanentAddrTTL)
+			h.Peerstore().AddAddr(o.id, ma.StringCast(simtest.Addr(o.i)), peerstore.PermanentAddrTTL)
 		}
 	}
 	cfg := DevnetConfig()
@@ -159,7 +134,7 @@ func (c *churnNet) stop(nd *churnNode) {
 	c.mu.Unlock()
 	nd.svc.Close()
 	nd.store.Close()
-	nd.h.Close()
+	c.hosts.Stop(nd.i)
 }
 
 // TestChurnReadAndRepair is the erasure-level version of issue 3's churn

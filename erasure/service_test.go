@@ -16,14 +16,13 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/immense-p2p/immense/internal/simtest"
 	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/routing"
-	"github.com/libp2p/go-libp2p/x/simlibp2p"
-	"github.com/marcopolo/simnet"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -73,8 +72,9 @@ func (r *memRecords) GetValue(_ context.Context, key string, _ ...routing.Option
 	return bytes.Clone(v), nil
 }
 
-// testNet is a network of real libp2p hosts on simnet, each with a store
-// and a service; it must be created inside a synctest bubble.
+// testNet is a network of real libp2p hosts, each with a store and a
+// service: simulated ones from newTestNet, inside a synctest bubble, or
+// loopback ones in benchmarks.
 type testNet struct {
 	t       testing.TB
 	records *memRecords
@@ -113,28 +113,17 @@ type netOpts struct {
 	config func(i int, c *Config, sc *StoreConfig)
 }
 
-// newTestNet builds n nodes on a simnet network; call it inside a synctest
-// bubble.
+// newTestNet builds n nodes on a simulated network (1 Gbit/s links, 5 ms
+// one way); call it inside a synctest bubble.
 func newTestNet(t *testing.T, n int, o netOpts) *testNet {
 	t.Helper()
-	sn, meta, err := simlibp2p.SimpleLibp2pNetwork(
-		[]simlibp2p.NodeLinkSettingsAndCount{{
-			LinkSettings: simnet.NodeBiDiLinkSettings{
-				Downlink: simnet.LinkSettings{BitsPerSecond: 1000 * simlibp2p.OneMbps},
-				Uplink:   simnet.LinkSettings{BitsPerSecond: 1000 * simlibp2p.OneMbps},
-			},
-			Count: n,
-		}},
-		simnet.StaticLatency(5*time.Millisecond),
-		simlibp2p.NetworkSettings{},
-	)
-	if err != nil {
-		t.Fatal(err)
+	net := simtest.New(t, simtest.Config{Bandwidth: 1000 * simtest.Mbps, Latency: 5 * time.Millisecond})
+	hs := simtest.NewHosts(t, net)
+	hosts := make([]host.Host, n)
+	for i := range hosts {
+		hosts[i] = hs.Start(i)
 	}
-	sn.Start()
-	tn := buildTestNet(t, meta.Nodes, o)
-	t.Cleanup(func() { sn.Close() })
-	return tn
+	return buildTestNet(t, hosts, o)
 }
 
 // buildTestNet gives each host a store and a service.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/immense-p2p/immense/erasure"
+	"github.com/immense-p2p/immense/internal/connlimit"
 	"github.com/immense-p2p/immense/overlay"
 	"github.com/immense-p2p/immense/webrtc"
 	"github.com/libp2p/go-libp2p"
@@ -156,7 +157,7 @@ func DefaultConfig() Config {
 			// 200-400 connections keep the DHT routing table (20 per bucket)
 			// and a few gossipsub meshes (8-12 each) well fed.
 			ConnLowWater:    200,
-			ConnHighWater:   400,
+			ConnHighWater:   connlimit.ServerHighWater,
 			ConnGracePeriod: time.Minute,
 		},
 		NAT: NATConfig{
@@ -220,7 +221,7 @@ func VolunteerConfig() Config {
 		MaxInboundConns: 100,
 		MaxStreams:      1024,
 		ConnLowWater:    48,
-		ConnHighWater:   96,
+		ConnHighWater:   connlimit.VolunteerHighWater,
 		ConnGracePeriod: 30 * time.Second,
 	}
 	c.NAT.MaxRelayedConns = 16

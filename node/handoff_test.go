@@ -39,7 +39,7 @@ func TestStateHandoff(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var leaver *stateNode
+		var leaver *simNode
 		for _, p := range res.Holders {
 			if i := net.index(p); i != writer.i && leaver == nil {
 				leaver = net.nodes[i]

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -19,156 +18,12 @@ import (
 
 	"github.com/immense-p2p/immense/erasure"
 	"github.com/immense-p2p/immense/overlay"
-	"github.com/libp2p/go-libp2p"
 	dhtpb "github.com/libp2p/go-libp2p-kad-dht/pb"
 	recpb "github.com/libp2p/go-libp2p-record/pb"
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
-	"github.com/libp2p/go-libp2p/x/simlibp2p"
 	"github.com/libp2p/go-msgio/pbio"
-	"github.com/marcopolo/simnet"
 )
-
-// stateNet is a simulated network of full nodes that can be taken offline
-// and brought back as a restarted process would be: same data directory
-// (so same identity, shards and tracked keys) and same simulated address.
-type stateNet struct {
-	t      *testing.T
-	sn     *simnet.Simnet
-	link   simnet.NodeBiDiLinkSettings
-	adjust func(i int, c *Config)
-	nodes  []*stateNode
-}
-
-type stateNode struct {
-	i    int
-	dir  string
-	addr string
-	id   peer.ID
-	n    *Node // nil while offline
-}
-
-// newStateNet starts n nodes; node 0 is the first bootstrap node. Call it
-// inside synctest.Test.
-func newStateNet(t *testing.T, n int, adjust func(i int, c *Config)) *stateNet {
-	t.Helper()
-	s := &stateNet{
-		t:  t,
-		sn: &simnet.Simnet{LatencyFunc: simnet.StaticLatency(10 * time.Millisecond)},
-		// Fast links keep an 8 MiB Put (22 shards of every 1 MiB segment
-		// leaving one uplink) well inside the request timeout. Bandwidth
-		// costs nothing in virtual time; bytes cost CPU either way.
-		link: simnet.NodeBiDiLinkSettings{
-			Downlink: simnet.LinkSettings{BitsPerSecond: 200 * simlibp2p.OneMbps},
-			Uplink:   simnet.LinkSettings{BitsPerSecond: 200 * simlibp2p.OneMbps},
-		},
-		adjust: adjust,
-	}
-	s.sn.Start()
-	root := t.TempDir()
-	// Seeded identities: placement, and so which nodes hold what, is the
-	// same on every run. With this seed, repair used to retry a departed
-	// peer the DHT still listed forever (fixed by erasure's FailureBackoff).
-	seeded := rand.NewChaCha8([32]byte{'s', 't', 'a', 't', 'e', '4'})
-	for i := range n {
-		nd := &stateNode{i: i, dir: filepath.Join(root, fmt.Sprintf("node%02d", i)),
-			addr: fmt.Sprintf("/ip4/%s/udp/8000/quic-v1", simnet.IntToPublicIPv4(i))}
-		priv, _, err := crypto.GenerateEd25519Key(seeded)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := crypto.MarshalPrivateKey(priv)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.MkdirAll(nd.dir, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(nd.dir, identityFile), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		s.nodes = append(s.nodes, nd)
-	}
-	t.Cleanup(func() {
-		for _, nd := range s.nodes {
-			s.stop(nd)
-		}
-		s.sn.Close()
-	})
-	// Each node bootstraps from every node already up, so all are
-	// connected to all: every node is a storage candidate of every writer.
-	s.start(s.nodes[0], nil)
-	for _, nd := range s.nodes[1:] {
-		s.start(nd, s.bootstrapAddrs())
-	}
-	return s
-}
-
-// index returns the index of the node with peer id p, or -1.
-func (s *stateNet) index(p peer.ID) int {
-	for _, nd := range s.nodes {
-		if nd.id == p {
-			return nd.i
-		}
-	}
-	return -1
-}
-
-// bootstrapAddrs returns the addresses of every node online.
-func (s *stateNet) bootstrapAddrs() []string {
-	var out []string
-	for _, nd := range s.nodes {
-		if nd.n != nil {
-			for _, a := range nd.n.Addrs() {
-				out = append(out, a.String())
-			}
-		}
-	}
-	return out
-}
-
-func (s *stateNet) start(nd *stateNode, bootstrap []string) {
-	s.t.Helper()
-	cfg := DefaultConfig()
-	cfg.DataDir = nd.dir
-	cfg.ListenAddrs = []string{nd.addr}
-	cfg.Mode = overlay.ModeServer
-	cfg.Bootstrap = bootstrap
-	cfg.NAT = NATConfig{}
-	cfg.NoTrafficMeters = true
-	cfg.Logger = slog.New(slog.NewTextHandler(s.t.Output(), &slog.HandlerOptions{Level: slog.LevelError})).With("node", nd.i)
-	cfg.HostOptions = []libp2p.Option{
-		simlibp2p.QUICSimnet(s.sn, s.link),
-		libp2p.DisableIdentifyAddressDiscovery(),
-		// libp2p refuses UDP dials once fewer than 5 of the last 100
-		// succeeded ("black hole"). Checking holders that are down is
-		// nearly all the dialling a node does once connected to everyone
-		// online, so in this QUIC-only network it would soon be unable to
-		// reach a new repair target at all. Real nodes fall back to TCP,
-		// which the detector leaves alone.
-		libp2p.UDPBlackHoleSuccessCounter(nil),
-		libp2p.IPv6BlackHoleSuccessCounter(nil),
-	}
-	if s.adjust != nil {
-		s.adjust(nd.i, &cfg)
-	}
-	n, err := New(context.Background(), cfg)
-	if err != nil {
-		s.t.Fatalf("start node %d: %v", nd.i, err)
-	}
-	if nd.id != "" && nd.id != n.ID() {
-		s.t.Fatalf("node %d restarted as %s, was %s", nd.i, n.ID(), nd.id)
-	}
-	nd.n, nd.id = n, n.ID()
-}
-
-func (s *stateNet) stop(nd *stateNode) {
-	if nd.n != nil {
-		nd.n.Close()
-		nd.n = nil
-	}
-}
 
 // seededAppKey writes an app key derived from seed to a temp file and
 // returns its path: object ids, and so placement, repeat from run to run.
@@ -413,7 +268,7 @@ func TestStateChurn(t *testing.T) {
 }
 
 // assertNoPlaintext greps every node's data directory for marker.
-func assertNoPlaintext(t *testing.T, net *stateNet, marker []byte) {
+func assertNoPlaintext(t *testing.T, net *simNet, marker []byte) {
 	t.Helper()
 	// The grep must be able to find what it looks for.
 	probe := t.TempDir()

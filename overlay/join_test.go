@@ -3,7 +3,6 @@ package overlay
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -12,52 +11,31 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
+	"github.com/immense-p2p/immense/internal/simtest"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/x/simlibp2p"
-	"github.com/marcopolo/simnet"
 	"github.com/multiformats/go-multiaddr"
 )
 
-// simNet is a go-libp2p simulated network (real QUIC over simulated links,
-// 20 Mbit/s, 10 ms one way) for overlays in virtual time. Use it inside
-// synctest.Test; everything is closed by t.Cleanup.
+// simNet starts hosts on a simulated network (internal/simtest: real QUIC
+// over 20 Mbit/s links, 10 ms one way) for overlays in virtual time. Use it
+// inside synctest.Test; everything is closed by t.Cleanup.
 type simNet struct {
 	t     *testing.T
-	sn    *simnet.Simnet
-	link  simnet.NodeBiDiLinkSettings
-	hosts int
+	hosts *simtest.Hosts
+	n     int
 }
 
 func newSimNet(t *testing.T) *simNet {
-	s := &simNet{t: t,
-		sn: &simnet.Simnet{LatencyFunc: simnet.StaticLatency(10 * time.Millisecond)},
-		link: simnet.NodeBiDiLinkSettings{
-			Downlink: simnet.LinkSettings{BitsPerSecond: 20 * simlibp2p.OneMbps},
-			Uplink:   simnet.LinkSettings{BitsPerSecond: 20 * simlibp2p.OneMbps},
-		}}
-	s.sn.Start()
-	t.Cleanup(func() { s.sn.Close() })
-	return s
+	return &simNet{t: t, hosts: simtest.NewHosts(t, simtest.New(t, simtest.Config{}))}
 }
 
-// host starts a host on the next public address.
+// host starts a host on the next address.
 func (s *simNet) host() host.Host {
 	s.t.Helper()
-	h, err := libp2p.New(
-		libp2p.ListenAddrStrings(fmt.Sprintf("/ip4/%s/udp/8000/quic-v1", simnet.IntToPublicIPv4(s.hosts))),
-		simlibp2p.QUICSimnet(s.sn, s.link),
-		// Identify's address discovery stalls synctest (see simlibp2p).
-		libp2p.DisableIdentifyAddressDiscovery(),
-		libp2p.ResourceManager(&network.NullResourceManager{}),
-	)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	s.hosts++
-	s.t.Cleanup(func() { h.Close() })
+	h := s.hosts.Start(s.n)
+	s.n++
 	return h
 }
 

@@ -2,7 +2,8 @@
 // (libp2p host, Kademlia DHT, gossipsub, erasure-coded storage, exactly as
 // cmd/peer runs them) in this process, connected through go-libp2p's
 // simulated network (x/simlibp2p + simnet: real QUIC over links with the
-// scenario's latency and bandwidth). The scenario's churn starts and stops
+// scenario's latency and bandwidth), built by internal/simtest as the
+// many-node tests build theirs. The scenario's churn starts and stops
 // nodes: a node going offline is closed, one coming back is started again
 // from its data directory (same identity, shards and address), and one
 // leaving for good is replaced by a newcomer with a fresh identity.

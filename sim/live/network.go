@@ -10,20 +10,18 @@ import (
 	"time"
 
 	"github.com/immense-p2p/immense/erasure"
+	"github.com/immense-p2p/immense/internal/simtest"
 	"github.com/immense-p2p/immense/node"
 	"github.com/immense-p2p/immense/overlay"
 	"github.com/immense-p2p/immense/sim/scenario"
-	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
-	"github.com/libp2p/go-libp2p/x/simlibp2p"
 	"github.com/marcopolo/simnet"
 )
 
 // network is the simulated network and how to start a node on it.
 type network struct {
 	sc      *scenario.Scenario
-	sn      *simnet.Simnet
-	link    simnet.NodeBiDiLinkSettings
+	net     *simtest.Network
 	region  map[[4]byte]int // node IP -> region
 	dir     string
 	nodeLog *slog.Logger
@@ -38,18 +36,15 @@ type network struct {
 func newNetwork(sc *scenario.Scenario, regions []int, dir, appKeyFile string, nodeLog *slog.Logger) *network {
 	nw := &network{sc: sc, dir: dir, nodeLog: nodeLog, region: map[[4]byte]int{}, appKeyFile: appKeyFile}
 	for i, r := range regions {
-		nw.region[ipKey(simnet.IntToPublicIPv4(i))] = r
+		nw.region[ipKey(simtest.IP(i))] = r
 	}
-	bps := int(sc.Network.BandwidthMbps * simlibp2p.OneMbps)
-	nw.link = simnet.NodeBiDiLinkSettings{
-		Downlink: simnet.LinkSettings{BitsPerSecond: bps},
-		Uplink:   simnet.LinkSettings{BitsPerSecond: bps},
-	}
-	nw.sn = &simnet.Simnet{
+	// The tests' harness, started without a test: a live run also runs on
+	// the real clock, outside `go test`, and closes the network itself.
+	nw.net = simtest.Start(simtest.Config{
+		Bandwidth:   int(sc.Network.BandwidthMbps * simtest.Mbps),
 		LatencyFunc: nw.latency,
 		Logger:      nodeLog,
-	}
-	nw.sn.Start()
+	})
 	if sc.Storage.Objects > 0 {
 		nw.state = stateConfig(sc.Storage)
 	}
@@ -91,7 +86,7 @@ func (nw *network) latency(p *simnet.Packet) time.Duration {
 	return nw.sc.Network.Latency(from, to)
 }
 
-func (nw *network) close() { nw.sn.Close() }
+func (nw *network) close() { nw.net.Close() }
 
 // start starts node i (generation gen) with the given bootstrap addresses.
 // Servers get node's DefaultConfig, volunteers its VolunteerConfig (the
@@ -103,7 +98,7 @@ func (nw *network) start(ctx context.Context, i, gen int, server bool, bootstrap
 		cfg = node.DefaultConfig()
 	}
 	cfg.DataDir = filepath.Join(nw.dir, fmt.Sprintf("node-%d-gen-%d", i, gen))
-	cfg.ListenAddrs = []string{fmt.Sprintf("/ip4/%s/udp/8000/quic-v1", simnet.IntToPublicIPv4(i))}
+	cfg.ListenAddrs = []string{simtest.Addr(i)}
 	cfg.Mode = overlay.ModeServer
 	cfg.Bootstrap = bootstrap
 	// Every simulated address is public: no AutoNAT, hole punching or
@@ -118,19 +113,7 @@ func (nw *network) start(ctx context.Context, i, gen int, server bool, bootstrap
 		cfg.AppKeyFile = nw.appKeyFile
 	}
 	cfg.Logger = nw.nodeLog
-	cfg.HostOptions = []libp2p.Option{
-		simlibp2p.QUICSimnet(nw.sn, nw.link),
-		// Identify's address discovery stalls synctest (see simlibp2p) and
-		// has nothing to discover on simulated public addresses.
-		libp2p.DisableIdentifyAddressDiscovery(),
-		// libp2p stops dialling UDP once fewer than 5 of its last 100 UDP
-		// dials succeeded ("black hole"). Under churn most dials to departed
-		// peers (DHT entries, shard holders) fail, and in this QUIC-only
-		// network the detector would then cut a node off from everyone;
-		// real nodes fall back to TCP, which it leaves alone.
-		libp2p.UDPBlackHoleSuccessCounter(nil),
-		libp2p.IPv6BlackHoleSuccessCounter(nil),
-	}
+	cfg.HostOptions = nw.net.HostOptions()
 	g := nw.sc.GossipSub
 	cfg.Overlay = func(oc *overlay.Config) {
 		p := pubsub.DefaultGossipSubParams()

@@ -7,7 +7,7 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/immense-p2p/immense/node"
+	"github.com/immense-p2p/immense/internal/connlimit"
 	"github.com/immense-p2p/immense/sim/churn"
 	"github.com/immense-p2p/immense/sim/event"
 	"github.com/immense-p2p/immense/sim/report"
@@ -315,9 +315,9 @@ func (r *run) publish() {
 // the high one, and DHT and gossip traffic fill it up again within seconds.
 func (r *run) publisherConns(slot int) int {
 	if slot < r.pop.servers {
-		return node.DefaultConfig().Limits.ConnHighWater
+		return connlimit.ServerHighWater
 	}
-	return node.VolunteerConfig().Limits.ConnHighWater
+	return connlimit.VolunteerHighWater
 }
 
 func (r *run) lookup() {
