@@ -3,8 +3,10 @@ package erasure
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -25,13 +27,19 @@ type ServerConfig struct {
 	// last byte of the response. Default 60 s: a 16 MiB shard over a
 	// 4 Mbit/s uplink takes ~35 s.
 	RequestTimeout time.Duration
-	// MaxConcurrent caps requests served at once; more are answered
-	// StatusBusy at once. With shards of up to 16 MiB it also caps the
-	// memory requests can pin. Default 16.
+	// MaxConcurrent caps requests read and served at once; more are
+	// answered StatusBusy before their body is read. With frames of up to
+	// 16 MiB it also caps the memory requests can pin (16 x 16 MiB).
+	// Default 16.
 	MaxConcurrent int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
+
+// headerTimeout is how long a peer may take to send the first bytes of its
+// request once it opened the stream: a stream that says nothing is
+// dropped long before RequestTimeout.
+const headerTimeout = 10 * time.Second
 
 // DefaultServerConfig returns the server defaults.
 func DefaultServerConfig() ServerConfig {
@@ -120,28 +128,38 @@ func (s *ShardServer) handle(st network.Stream) {
 		s.wg.Done()
 	}()
 
-	st.SetDeadline(time.Now().Add(s.cfg.RequestTimeout))
-	body, err := readFrame(st, maxFrame)
-	if err != nil {
-		s.log.Debug("read request", "peer", st.Conn().RemotePeer(), "err", err)
+	// Memory is reserved before a request is read: the frame's length, the
+	// version and the type come first, within headerTimeout; a request is
+	// read only into one of MaxConcurrent slots (so at most MaxConcurrent
+	// frames of up to maxFrame bytes are held), and otherwise answered
+	// busy without reading its body.
+	st.SetDeadline(time.Now().Add(min(headerTimeout, s.cfg.RequestTimeout)))
+	var head [4 + 2]byte
+	if _, err := io.ReadFull(st, head[:]); err != nil {
+		s.log.Debug("read request header", "peer", st.Conn().RemotePeer(), "err", err)
 		st.Reset()
 		return
 	}
-	q, err := decodeRequest(body)
+	n := binary.BigEndian.Uint32(head[:4])
+	typ := head[5] &^ msgResponse
 	var resp *response
-	if err != nil {
-		typ := byte(0)
-		if len(body) > 1 {
-			typ = body[1] &^ msgResponse
-		}
-		resp = &response{typ: typ, status: StatusBadRequest, msg: err.Error()}
-	} else {
+	switch {
+	case n < 2 || n > maxFrame:
+		s.log.Debug("read request", "peer", st.Conn().RemotePeer(), "err", badf("frame of %d bytes, over %d", n, maxFrame))
+		st.Reset()
+		return
+	default:
 		select {
 		case s.sem <- struct{}{}:
-			resp = s.serve(st.Conn().RemotePeer(), q)
+			resp = s.readAndServe(st, head, int(n))
 			<-s.sem
+			if resp == nil {
+				st.Reset()
+				return
+			}
 		default:
-			resp = &response{typ: q.typ, status: StatusBusy, msg: "server busy"}
+			s.metrics.refused("busy")
+			resp = &response{typ: typ, status: StatusBusy, msg: "server busy"}
 		}
 	}
 	if err := writeFrame(st, resp.encode()); err != nil {
@@ -150,6 +168,24 @@ func (s *ShardServer) handle(st network.Stream) {
 		return
 	}
 	st.Close()
+}
+
+// readAndServe reads the rest of a request whose first bytes are head and
+// whose frame is n bytes long, and serves it. A nil response means the
+// stream failed and is to be reset.
+func (s *ShardServer) readAndServe(st network.Stream, head [6]byte, n int) *response {
+	st.SetDeadline(time.Now().Add(s.cfg.RequestTimeout))
+	body := make([]byte, n)
+	copy(body, head[4:])
+	if _, err := io.ReadFull(st, body[2:]); err != nil {
+		s.log.Debug("read request", "peer", st.Conn().RemotePeer(), "err", err)
+		return nil
+	}
+	q, err := decodeRequest(body)
+	if err != nil {
+		return &response{typ: body[1] &^ msgResponse, status: StatusBadRequest, msg: err.Error()}
+	}
+	return s.serve(st.Conn().RemotePeer(), q)
 }
 
 func (s *ShardServer) serve(from peer.ID, q *request) *response {
