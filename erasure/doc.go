@@ -20,9 +20,13 @@
 //   - ShardServer and Client (protocol.go, wire.go): the shard protocol.
 //   - Pure policy, no I/O, injected clocks (availability.go, redundancy.go,
 //     placement.go, repair.go): the simulator calls these directly.
-//   - Service (service.go, handoff.go): Put, Get, Delete, Health, repair,
-//     GC and Handoff for one node, built from the pieces above and small
-//     interfaces (Records, Peers) that node/ implements over the overlay.
+//   - Service: Put, Get, Delete, Health, repair, GC and Handoff for one
+//     node, built from the pieces above and small interfaces (Records,
+//     Peers) that node/ implements over the overlay. One file per concern:
+//     service.go (construction, manifest lookup, candidates), put.go,
+//     get.go, delete.go, health.go, repairloop.go, gc.go, handoff.go, and
+//     requests.go and peerbook.go (what requests to peers teach the
+//     service about them).
 //
 // # Keys and encryption
 //
