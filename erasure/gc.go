@@ -59,20 +59,15 @@ func (s *Service) CollectGarbage(ctx context.Context) (removed int, freed int64,
 		}
 		switch {
 		case errors.Is(l.err, ErrNotFound):
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			since, seen := s.missing[dhtKey]
+			since, seen := s.missing.setFirst(dhtKey, now)
 			if !seen {
-				s.missing[dhtKey] = now
 				return true, nil
 			}
 			return now.Sub(since) < s.cfg.GCMissingGrace, nil
 		case l.err != nil:
 			return true, l.err
 		}
-		s.mu.Lock()
-		delete(s.missing, dhtKey)
-		s.mu.Unlock()
+		s.missing.remove(dhtKey)
 		if l.m.Tombstone {
 			return false, nil
 		}

@@ -110,7 +110,7 @@ func (s *Service) newFetchState(m *Manifest, only []int) *fetchState {
 			idx[i] = i
 		}
 	}
-	reports := s.PeerReports()
+	reports := s.book.peerReports()
 	type key struct {
 		bad    int
 		online bool
@@ -248,7 +248,7 @@ func (s *Service) fetchSegment(ctx context.Context, m *Manifest, seg int, fs *fe
 	for i, t := range started {
 		if time.Since(t) >= s.cfg.HedgeAfter {
 			fs.demote[i] = true
-			s.report(fs.holder(m, i), func(r *PeerReport) { r.Slow++ })
+			s.book.slow(fs.holder(m, i))
 		}
 	}
 	return shards, nil

@@ -404,16 +404,11 @@ func (s *Service) keepHandedOff(ctx context.Context, m *Manifest, i int) (bool, 
 		key = HintKey(m.Namespace(), m.Object, i, chain[len(chain)-2])
 	}
 	now := s.cfg.Now()
-	s.mu.Lock()
-	due := now.Sub(s.hintsRepublished[key]) >= s.cfg.RepublishInterval
-	s.mu.Unlock()
-	if due {
+	if prev, _ := s.hintsRepublished.get(key); now.Sub(prev) >= s.cfg.RepublishInterval {
 		if err := s.records.PutValue(ctx, key, last); err != nil {
 			s.log.Debug("republish handoff hint", "key", key, "err", err)
 		} else {
-			s.mu.Lock()
-			s.hintsRepublished[key] = now
-			s.mu.Unlock()
+			s.hintsRepublished.set(key, now)
 		}
 	}
 	return true, nil

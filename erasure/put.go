@@ -130,9 +130,7 @@ func (s *Service) putOnce(ctx context.Context, key string, obj ObjectID, version
 		s.discard(ctx, enc, holders, nil)
 		return nil, fmt.Errorf("publish manifest: %w", err)
 	}
-	s.mu.Lock()
-	s.republished[obj] = s.cfg.Now()
-	s.mu.Unlock()
+	s.republished.set(obj, s.cfg.Now())
 	s.sched.Add(obj, s.cfg.Now())
 	s.log.Debug("put", "key", key, "version", version, "size", len(value), "k", k, "m", m, "prob", plan.Prob)
 	return &PutResult{Object: obj, Version: version, Size: int64(len(value)), K: k, M: m,

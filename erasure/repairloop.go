@@ -183,9 +183,7 @@ func (s *Service) RepairObject(ctx context.Context, obj ObjectID) (*RepairPlan, 
 		s.sched.Retry(obj, s.cfg.Now())
 		return &plan, fmt.Errorf("repair object %s: publish manifest: %w", obj, serr)
 	}
-	s.mu.Lock()
-	s.republished[obj] = s.cfg.Now()
-	s.mu.Unlock()
+	s.republished.set(obj, s.cfg.Now())
 	if len(adopt) > 0 {
 		s.metrics.adopted(len(adopt))
 		s.log.Info("adopted handed-off shards", "object", obj, "version", next.Version, "indices", len(adopt))
@@ -263,9 +261,7 @@ func (s *Service) regenerate(ctx context.Context, m *Manifest, plan RepairPlan) 
 // RepublishInterval, so that the DHT does not expire it.
 func (s *Service) republish(ctx context.Context, obj ObjectID, dhtKey string, rec []byte) {
 	now := s.cfg.Now()
-	s.mu.Lock()
-	last, ok := s.republished[obj]
-	s.mu.Unlock()
+	last, ok := s.republished.get(obj)
 	if ok && now.Sub(last) < s.cfg.RepublishInterval {
 		return
 	}
@@ -273,7 +269,5 @@ func (s *Service) republish(ctx context.Context, obj ObjectID, dhtKey string, re
 		s.log.Debug("republish manifest", "object", obj, "err", err)
 		return
 	}
-	s.mu.Lock()
-	s.republished[obj] = now
-	s.mu.Unlock()
+	s.republished.set(obj, now)
 }

@@ -17,7 +17,7 @@ func (s *Service) storeShard(ctx context.Context, p peer.ID, h Hash, ref ShardRe
 		s.noteOutcome(ctx, p, err)
 	}
 	if errors.Is(err, ErrQuotaExceeded) {
-		s.markFull(p)
+		s.book.outOfQuota(p)
 	}
 	return err
 }
@@ -39,21 +39,20 @@ func (s *Service) noteOutcome(ctx context.Context, p peer.ID, err error) {
 	switch {
 	case err == nil:
 		s.avail.Succeeded(p)
-		s.setFailing(p, true)
+		s.book.answered(p)
 	case errors.Is(err, ErrHashMismatch):
 		// Evidence against the peer even if we no longer needed the shard.
 		s.avail.Succeeded(p) // it answered: online, but lying or broken
 		s.metrics.bad()
-		s.report(p, func(r *PeerReport) { r.Corrupt++ })
+		s.book.corrupt(p)
 		s.log.Warn("peer sent a shard that fails verification", "peer", p, "err", err)
 	case ctx.Err() != nil:
 	case errors.Is(err, ErrQuotaExceeded), errors.Is(err, ErrNotFound), errors.Is(err, ErrBusy),
 		errors.Is(err, ErrUnauthorized), errors.Is(err, ErrBadMessage):
 		s.avail.Succeeded(p) // a clear answer: the peer is online
-		s.setFailing(p, true)
+		s.book.answered(p)
 	default:
 		s.avail.Failed(p)
-		s.setFailing(p, false)
-		s.report(p, func(r *PeerReport) { r.Failures++ })
+		s.book.failed(p)
 	}
 }

@@ -77,15 +77,14 @@ type Service struct {
 	// that raced it. Striped: objects are uniformly spread by their id.
 	objLocks [64]objLock
 
-	mu          sync.Mutex
-	full        map[peer.ID]time.Time  // peers out of quota, until
-	failing     map[peer.ID]time.Time  // peers whose last request failed, until
-	reports     map[peer.ID]PeerReport // misbehaviour seen
-	republished map[ObjectID]time.Time
-	missing     map[string]time.Time // GC: DHT key whose manifest is not found, since
+	book *peerBook
+	// republished: when a manifest was last put, by object.
+	republished stamps[ObjectID]
+	// missing: since when GC has not found the manifest under a DHT key.
+	missing stamps[string]
 	// hintsRepublished: when GC last re-put a handoff hint that keeps a
 	// shard here, by hint key.
-	hintsRepublished map[string]time.Time
+	hintsRepublished stamps[string]
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -119,9 +118,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		cfg: cfg, h: d.Host, key: d.Key, store: d.Store, records: d.Records, peers: d.Peers,
 		avail: d.Availability, log: cfg.Logger.With("logger", "erasure"), metrics: m,
 		client: NewClient(d.Host, cfg.RequestTimeout), sched: sched, started: cfg.Now(),
-		codecs: map[Params]*Codec{}, full: map[peer.ID]time.Time{}, failing: map[peer.ID]time.Time{}, reports: map[peer.ID]PeerReport{},
-		republished: map[ObjectID]time.Time{}, missing: map[string]time.Time{}, hintsRepublished: map[string]time.Time{},
-		ctx: ctx, cancel: cancel,
+		codecs: map[Params]*Codec{}, book: newPeerBook(cfg), ctx: ctx, cancel: cancel,
 	}
 	for i := range s.objLocks {
 		s.objLocks[i] = make(objLock, 1)
@@ -254,20 +251,7 @@ func (s *Service) candidates(ctx context.Context, dhtKey string) ([]Candidate, e
 	if err != nil {
 		return nil, fmt.Errorf("find storage peers: %w", err)
 	}
-	now := s.cfg.Now()
 	self := s.h.ID()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for p, until := range s.full {
-		if !now.Before(until) {
-			delete(s.full, p)
-		}
-	}
-	for p, until := range s.failing {
-		if !now.Before(until) {
-			delete(s.failing, p)
-		}
-	}
 	seen := map[peer.ID]bool{}
 	var out []Candidate
 	add := func(id peer.ID, zone string) {
@@ -275,13 +259,57 @@ func (s *Service) candidates(ctx context.Context, dhtKey string) ([]Candidate, e
 			return
 		}
 		seen[id] = true
-		_, full := s.full[id]
-		_, failing := s.failing[id]
-		out = append(out, Candidate{ID: id, Zone: zone, HasQuota: !full && !failing, Availability: s.avail.Availability(id)})
+		out = append(out, Candidate{ID: id, Zone: zone, Availability: s.avail.Availability(id)})
 	}
 	add(self, s.cfg.Zone)
 	for _, pi := range infos {
 		add(pi.ID, pi.Zone)
 	}
+	s.book.setQuota(out, s.cfg.Now())
 	return out, nil
+}
+
+// stamps records a time per key. Each set has its own lock: none has to
+// change together with another.
+type stamps[K comparable] struct {
+	mu sync.Mutex
+	m  map[K]time.Time
+}
+
+// get returns k's time, or false if it has none.
+func (s *stamps[K]) get(k K) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.m[k]
+	return t, ok
+}
+
+func (s *stamps[K]) set(k K, t time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[K]time.Time{}
+	}
+	s.m[k] = t
+}
+
+// setFirst returns k's time, first setting it to t if it has none (then
+// with false).
+func (s *stamps[K]) setFirst(k K, t time.Time) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.m[k]; ok {
+		return old, true
+	}
+	if s.m == nil {
+		s.m = map[K]time.Time{}
+	}
+	s.m[k] = t
+	return t, false
+}
+
+func (s *stamps[K]) remove(k K) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.m, k)
 }
