@@ -62,6 +62,98 @@ func (s *Service) Repair(ctx context.Context, key string) (*RepairPlan, error) {
 	return plan, nil
 }
 
+// repairOutcome is how a repair check of one object ended. Its String is
+// the outcome label of immense_state_repairs_total.
+type repairOutcome int
+
+const (
+	// outcomeHealthy: nothing to repair; the manifest is re-put when
+	// RepublishInterval has passed.
+	outcomeHealthy repairOutcome = iota
+	// outcomeBlocked: repair is needed but impossible now (see
+	// RepairBlocked); checked again after RetryAfter.
+	outcomeBlocked
+	// outcomeDeferred: repair is needed but the rate limit said later; the
+	// scheduler has already moved the next check.
+	outcomeDeferred
+	// outcomeRepaired: lost shards were regenerated onto new holders and a
+	// new manifest version published.
+	outcomeRepaired
+	// outcomeAdopted: a new version places handed-off shards where they
+	// are; nothing was regenerated.
+	outcomeAdopted
+	// outcomeFailed: regeneration or publication failed; checked again
+	// after RetryAfter.
+	outcomeFailed
+	// outcomeError: the manifest could not be read.
+	outcomeError
+	numOutcomes
+)
+
+func (o repairOutcome) String() string {
+	if o < 0 || o >= numOutcomes {
+		return fmt.Sprintf("repairOutcome(%d)", int(o))
+	}
+	return [...]string{"healthy", "blocked", "deferred", "repaired", "adopted", "failed", "error"}[o]
+}
+
+// repairWork is what a repair check found and did before deciding what to
+// publish.
+type repairWork struct {
+	action  RepairAction // PlanRepair's
+	allowed bool         // RepairNow only: the rate limit let the repair start
+	adopted int          // handed-off indices to adopt into the next version
+	moved   int          // indices regeneration moved to new holders
+	regErr  error        // why regeneration (partly) failed, if it did
+}
+
+// repairDecision is what a repair check does once its work is done.
+type repairDecision struct {
+	outcome   repairOutcome
+	publish   bool  // sign and publish the next manifest version
+	republish bool  // re-put the current manifest if RepublishInterval passed
+	retry     bool  // check again after RetryAfter
+	err       error // what the check reports, once published if publish
+}
+
+// decideRepair turns a check's work into its outcome. It is pure, so that
+// every case can be tested without a network: a repair that moved shards,
+// or any adoption, publishes a new version; adoption is worth publishing
+// even when regeneration failed, was refused or was never needed, and is
+// counted as such unless shards moved too.
+func decideRepair(w repairWork) repairDecision {
+	var d repairDecision
+	switch {
+	case w.action == RepairNone:
+		d.outcome = outcomeHealthy
+	case w.action == RepairBlocked:
+		d.outcome, d.retry = outcomeBlocked, true
+	case !w.allowed:
+		d.outcome = outcomeDeferred
+	case w.moved > 0:
+		d.outcome, d.publish = outcomeRepaired, true
+		d.retry = w.regErr != nil // partly done: come back for the rest
+	default:
+		d.outcome, d.retry, d.err = outcomeFailed, true, w.regErr
+		if d.err == nil {
+			d.err = errors.New("no shard could be regenerated")
+		}
+	}
+	if w.adopted == 0 {
+		d.republish = d.outcome == outcomeHealthy
+		return d
+	}
+	d.publish = true
+	switch d.outcome {
+	case outcomeRepaired:
+	case outcomeFailed:
+		d.outcome, d.err = outcomeAdopted, fmt.Errorf("handed-off shards adopted, but: %w", d.err)
+	default:
+		d.outcome = outcomeAdopted
+	}
+	return d
+}
+
 // RepairObject checks one object of this namespace now and repairs it if
 // PlanRepair says so and the scheduler's rate limit allows. Only a peer
 // holding the app key can repair: the new placement must be signed into a
@@ -83,7 +175,7 @@ func (s *Service) RepairObject(ctx context.Context, obj ObjectID) (*RepairPlan, 
 	}
 	if err != nil {
 		s.sched.Retry(obj, s.cfg.Now())
-		s.metrics.repair("error", 0, 0)
+		s.metrics.repair(outcomeError, 0, 0)
 		return nil, err
 	}
 	if m.Tombstone {
@@ -97,69 +189,75 @@ func (s *Service) RepairObject(ctx context.Context, obj ObjectID) (*RepairPlan, 
 	}
 	holders := s.checkHolders(ctx, m)
 	plan := PlanRepair(obj, m.Params, holders, cands, s.cfg.Repair, s.cfg.Now())
-	// Shards a departed holder handed off are adopted: the next version
-	// places them where they are, and nothing is regenerated for them.
+	base, adopted := adoptHandedOff(m, holders)
+	w := repairWork{action: plan.Action, adopted: adopted}
+	var (
+		moved map[int]peer.ID
+		bytes int64
+	)
+	switch plan.Action {
+	case RepairBlocked:
+		s.log.Info("object needs repair but cannot be repaired now", "object", obj, "reason", plan.Reason)
+	case RepairNow:
+		if w.allowed = s.sched.AllowRepair(obj, s.cfg.Now()); w.allowed {
+			s.log.Info("repairing object", "object", obj, "reason", plan.Reason, "shards", plan.Regenerate, "targets", plan.Targets)
+			moved, bytes, w.regErr = s.regenerate(ctx, base, plan)
+			w.moved = len(moved)
+		}
+	}
+	d := decideRepair(w)
+	if d.publish {
+		version, err := s.publishRepair(ctx, obj, dhtKey, m, base, moved)
+		switch {
+		case err != nil:
+			d = repairDecision{outcome: outcomeFailed, retry: true, err: err}
+		case adopted > 0:
+			s.metrics.adopted(adopted)
+			s.log.Info("adopted handed-off shards", "object", obj, "version", version, "indices", adopted)
+		}
+	}
+	if d.republish {
+		s.republish(ctx, obj, dhtKey, rec)
+	}
+	shards := 0
+	if d.outcome == outcomeRepaired {
+		shards = len(moved)
+	}
+	s.metrics.repair(d.outcome, shards, bytes)
+	if d.retry {
+		s.sched.Retry(obj, s.cfg.Now())
+	}
+	if d.err != nil {
+		return &plan, fmt.Errorf("repair object %s: %w", obj, d.err)
+	}
+	return &plan, nil
+}
+
+// adoptHandedOff returns m with every index whose holder handed its shards
+// off placed on the peer that has them now, and how many such indices
+// there are (m itself when none). Nothing is regenerated for them.
+func adoptHandedOff(m *Manifest, holders []HolderStatus) (*Manifest, int) {
 	adopt := map[int]peer.ID{}
 	for i, h := range holders {
 		if h.HandedOff {
 			adopt[i] = h.Peer
 		}
 	}
-	base := m
-	if len(adopt) > 0 {
-		c := *m
-		c.Placement = append([]peer.ID(nil), m.Placement...)
-		for i, p := range adopt {
-			c.Placement[i] = p
-		}
-		base = &c
-	}
-	var (
-		moved   map[int]peer.ID
-		bytes   int64
-		regErr  error
-		outcome string
-	)
-	switch plan.Action {
-	case RepairNone:
-		outcome = "healthy"
-	case RepairBlocked:
-		outcome = "blocked"
-		s.log.Info("object needs repair but cannot be repaired now", "object", obj, "reason", plan.Reason)
-	default:
-		if !s.sched.AllowRepair(obj, s.cfg.Now()) {
-			outcome = "deferred"
-			break
-		}
-		s.log.Info("repairing object", "object", obj, "reason", plan.Reason, "shards", plan.Regenerate, "targets", plan.Targets)
-		moved, bytes, regErr = s.regenerate(ctx, base, plan)
-		outcome = "repaired"
-		if len(moved) == 0 {
-			outcome = "failed"
-			if regErr == nil {
-				regErr = errors.New("no shard could be regenerated")
-			}
-		}
-	}
 	if len(adopt) == 0 {
-		switch outcome {
-		case "healthy":
-			s.metrics.repair("healthy", 0, 0)
-			s.republish(ctx, obj, dhtKey, rec)
-			return &plan, nil
-		case "blocked":
-			s.metrics.repair("blocked", 0, 0)
-			s.sched.Retry(obj, s.cfg.Now())
-			return &plan, nil
-		case "deferred":
-			s.metrics.repair("deferred", 0, 0)
-			return &plan, nil
-		case "failed":
-			s.metrics.repair("failed", 0, bytes)
-			s.sched.Retry(obj, s.cfg.Now())
-			return &plan, fmt.Errorf("repair object %s: %w", obj, regErr)
-		}
+		return m, 0
 	}
+	c := *m
+	c.Placement = append([]peer.ID(nil), m.Placement...)
+	for i, p := range adopt {
+		c.Placement[i] = p
+	}
+	return &c, len(adopt)
+}
+
+// publishRepair signs and publishes the version after m: base's placement
+// (m's, with handed-off shards adopted) with the moved indices on their
+// new holders. It returns the version published.
+func (s *Service) publishRepair(ctx context.Context, obj ObjectID, dhtKey string, m, base *Manifest, moved map[int]peer.ID) (uint64, error) {
 	next := *base
 	next.Placement = append([]peer.ID(nil), base.Placement...)
 	for i, p := range moved {
@@ -169,38 +267,18 @@ func (s *Service) RepairObject(ctx context.Context, obj ObjectID) (*RepairPlan, 
 	next.Created = s.cfg.Now()
 	// Another app peer may have written the object meanwhile: publishing
 	// our version+1 over theirs would revert their write.
-	if cur, _, lerr := s.latest(ctx, dhtKey); lerr == nil && cur.Version != m.Version {
-		s.metrics.repair("failed", 0, bytes)
-		s.sched.Retry(obj, s.cfg.Now())
-		return &plan, fmt.Errorf("repair object %s: superseded by version %d during repair", obj, cur.Version)
+	if cur, _, err := s.latest(ctx, dhtKey); err == nil && cur.Version != m.Version {
+		return 0, fmt.Errorf("superseded by version %d during repair", cur.Version)
 	}
-	newRec, serr := next.Sign(s.key)
-	if serr == nil {
-		serr = s.records.PutValue(ctx, dhtKey, newRec)
+	rec, err := next.Sign(s.key)
+	if err == nil {
+		err = s.records.PutValue(ctx, dhtKey, rec)
 	}
-	if serr != nil {
-		s.metrics.repair("failed", 0, bytes)
-		s.sched.Retry(obj, s.cfg.Now())
-		return &plan, fmt.Errorf("repair object %s: publish manifest: %w", obj, serr)
+	if err != nil {
+		return 0, fmt.Errorf("publish manifest: %w", err)
 	}
 	s.republished.set(obj, s.cfg.Now())
-	if len(adopt) > 0 {
-		s.metrics.adopted(len(adopt))
-		s.log.Info("adopted handed-off shards", "object", obj, "version", next.Version, "indices", len(adopt))
-	}
-	if len(moved) > 0 {
-		s.metrics.repair("repaired", len(moved), bytes)
-	} else {
-		s.metrics.repair("adopted", 0, bytes)
-	}
-	switch {
-	case outcome == "failed":
-		s.sched.Retry(obj, s.cfg.Now())
-		return &plan, fmt.Errorf("repair object %s: handed-off shards adopted, but: %w", obj, regErr)
-	case outcome == "blocked", regErr != nil:
-		s.sched.Retry(obj, s.cfg.Now()) // partly done: come back for the rest
-	}
-	return &plan, nil
+	return next.Version, nil
 }
 
 // regenerate rebuilds the shards plan.Regenerate from healthy holders,
