@@ -181,7 +181,7 @@ func (s *Service) fetchSegment(ctx context.Context, m *Manifest, seg int, fs *fe
 		i := order[next]
 		next++
 		inflight++
-		started[i] = time.Now()
+		started[i] = s.cfg.Now()
 		p := fs.holder(m, i)
 		go func() {
 			data, err := s.fetchShard(ctx, p, m.Hashes[seg][i])
@@ -245,8 +245,9 @@ func (s *Service) fetchSegment(ctx context.Context, m *Manifest, seg int, fs *fe
 	}
 	// Whoever is still busy after a hedge interval was overtaken: note it
 	// and ask it last for the next segment.
+	now := s.cfg.Now()
 	for i, t := range started {
-		if time.Since(t) >= s.cfg.HedgeAfter {
+		if now.Sub(t) >= s.cfg.HedgeAfter {
 			fs.demote[i] = true
 			s.book.slow(fs.holder(m, i))
 		}

@@ -65,7 +65,7 @@ func (s *Service) Handoff(ctx context.Context) (HandoffResult, error) {
 		defer cancel()
 	}
 	s.server.leaving.Store(true)
-	start := time.Now()
+	start := s.cfg.Now()
 
 	type objKey struct {
 		ns  NamespaceID
@@ -116,7 +116,7 @@ feed:
 	res.Unvisited += len(local) - done
 	s.log.Info("handoff done", "handed_off", res.HandedOff, "failed", res.Failed, "held", res.Held,
 		"stale_objects", res.Stale, "unvisited_objects", res.Unvisited, "shards_sent", res.Shards,
-		"bytes_sent", res.Bytes, "elapsed", time.Since(start).Round(time.Millisecond))
+		"bytes_sent", res.Bytes, "elapsed", s.cfg.Now().Sub(start).Round(time.Millisecond))
 	return res, ctx.Err()
 }
 
