@@ -26,7 +26,7 @@ func (s *Service) delete(ctx context.Context, key string) error {
 	if err := s.checkOpen(); err != nil {
 		return err
 	}
-	if err := checkKey(key); err != nil {
+	if err := ValidateKey(key); err != nil {
 		return err
 	}
 	obj := s.key.ObjectID(key)

@@ -35,7 +35,7 @@ func (s *Service) get(ctx context.Context, key string) ([]byte, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, err
 	}
-	if err := checkKey(key); err != nil {
+	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
 	m, _, err := s.latest(ctx, DHTKey(s.key.Namespace(), s.key.ObjectID(key)))
@@ -72,7 +72,7 @@ func (s *Service) get(ctx context.Context, key string) ([]byte, error) {
 // Manifest returns the current verified manifest of key (possibly a
 // tombstone), e.g. for an HTTP handler that reports version and holders.
 func (s *Service) Manifest(ctx context.Context, key string) (*Manifest, error) {
-	if err := checkKey(key); err != nil {
+	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
 	m, _, err := s.latest(ctx, DHTKey(s.key.Namespace(), s.key.ObjectID(key)))

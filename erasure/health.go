@@ -41,7 +41,7 @@ func (s *Service) Health(ctx context.Context, key string) (*Health, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, err
 	}
-	if err := checkKey(key); err != nil {
+	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
 	obj := s.key.ObjectID(key)

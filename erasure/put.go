@@ -41,7 +41,7 @@ func (s *Service) put(ctx context.Context, key string, value []byte) (*PutResult
 	if err := s.checkOpen(); err != nil {
 		return nil, err
 	}
-	if err := checkKey(key); err != nil {
+	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
 	if int64(len(value)) > s.cfg.MaxValueSize {

@@ -13,7 +13,7 @@ import (
 // Track makes this service responsible for repairing key (e.g. keys this
 // app peer wrote before a restart). Put tracks the keys it writes.
 func (s *Service) Track(key string) error {
-	if err := checkKey(key); err != nil {
+	if err := ValidateKey(key); err != nil {
 		return err
 	}
 	s.sched.Add(s.key.ObjectID(key), s.cfg.Now())
@@ -52,7 +52,7 @@ func (s *Service) Repair(ctx context.Context, key string) (*RepairPlan, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, err
 	}
-	if err := checkKey(key); err != nil {
+	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
 	plan, err := s.RepairObject(ctx, s.key.ObjectID(key))

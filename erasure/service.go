@@ -220,13 +220,6 @@ func (s *Service) codec(p Params) (*Codec, error) {
 	return c, nil
 }
 
-func checkKey(key string) error {
-	if key == "" || len(key) > MaxObjectKeyLen {
-		return fmt.Errorf("%w: object key of %d bytes (want 1..%d)", ErrInvalidKey, len(key), MaxObjectKeyLen)
-	}
-	return nil
-}
-
 // latest fetches and verifies the current manifest under dhtKey. It returns
 // an error wrapping ErrNotFound when the DHT has none.
 func (s *Service) latest(ctx context.Context, dhtKey string) (*Manifest, []byte, error) {

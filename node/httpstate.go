@@ -18,7 +18,7 @@ const stateTimeout = 2 * time.Minute
 // putState stores the body: PUT /v1/state/{key}.
 func (a *api) putState(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("key")
-	if err := ValidateKey(key); err != nil {
+	if err := erasure.ValidateKey(key); err != nil {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}

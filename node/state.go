@@ -27,26 +27,6 @@ const (
 	stateKeyFile = "state-keys.json"
 )
 
-// MaxKeyLength is the longest state key, in bytes.
-const MaxKeyLength = 256
-
-// ValidateKey checks a state key: 1 to 256 bytes of [A-Za-z0-9._:-]. No
-// slash, so that /v1/state/{key}/health is never ambiguous.
-func ValidateKey(key string) error {
-	if key == "" || len(key) > MaxKeyLength {
-		return fmt.Errorf("%w: want 1 to %d bytes, got %d", erasure.ErrInvalidKey, MaxKeyLength, len(key))
-	}
-	for i := 0; i < len(key); i++ {
-		c := key[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == ':', c == '-':
-		default:
-			return fmt.Errorf("%w: byte %q at offset %d is not one of [A-Za-z0-9._:-]", erasure.ErrInvalidKey, c, i)
-		}
-	}
-	return nil
-}
-
 // state is the node's erasure-coded storage: the shard store it serves to
 // others and, with its app key, the namespace it reads and writes.
 type state struct {
@@ -131,7 +111,7 @@ func (s *state) loadKeys() error {
 		return fmt.Errorf("%s is corrupt (%v): move it away to start over; the keys it lists will no longer be repaired by this node", s.path, err)
 	}
 	for _, k := range keys {
-		if ValidateKey(k) != nil {
+		if erasure.ValidateKey(k) != nil {
 			continue
 		}
 		s.keys[k] = true
@@ -170,7 +150,7 @@ var ErrNoState = errors.New("node: state storage is not enabled on this node")
 // Put stores value under key in the node's namespace, erasure-coded over
 // other peers, and returns where it went.
 func (n *Node) Put(ctx context.Context, key string, value []byte) (*erasure.PutResult, error) {
-	if err := ValidateKey(key); err != nil {
+	if err := erasure.ValidateKey(key); err != nil {
 		return nil, err
 	}
 	if n.state == nil {
@@ -188,7 +168,7 @@ func (n *Node) Put(ctx context.Context, key string, value []byte) (*erasure.PutR
 
 // Get reads key from the node's namespace.
 func (n *Node) Get(ctx context.Context, key string) ([]byte, error) {
-	if err := ValidateKey(key); err != nil {
+	if err := erasure.ValidateKey(key); err != nil {
 		return nil, err
 	}
 	if n.state == nil {
@@ -199,7 +179,7 @@ func (n *Node) Get(ctx context.Context, key string) ([]byte, error) {
 
 // Delete removes key from the node's namespace.
 func (n *Node) Delete(ctx context.Context, key string) error {
-	if err := ValidateKey(key); err != nil {
+	if err := erasure.ValidateKey(key); err != nil {
 		return err
 	}
 	if n.state == nil {
@@ -217,7 +197,7 @@ func (n *Node) Delete(ctx context.Context, key string) error {
 // Health reports how many shards of key are reachable against how many are
 // needed.
 func (n *Node) Health(ctx context.Context, key string) (*erasure.Health, error) {
-	if err := ValidateKey(key); err != nil {
+	if err := erasure.ValidateKey(key); err != nil {
 		return nil, err
 	}
 	if n.state == nil {
@@ -230,7 +210,7 @@ func (n *Node) Health(ctx context.Context, key string) (*erasure.Health, error) 
 // so (the repair loop does the same for every object, about hourly). It
 // returns the plan acted on and the object's manifest version afterwards.
 func (n *Node) Repair(ctx context.Context, key string) (*erasure.RepairPlan, uint64, error) {
-	if err := ValidateKey(key); err != nil {
+	if err := erasure.ValidateKey(key); err != nil {
 		return nil, 0, err
 	}
 	if n.state == nil {
