@@ -12,7 +12,8 @@ import (
 // Delete removes key: it publishes a signed tombstone (a manifest with a
 // higher version and no content), then asks every holder to delete its
 // shards with a signed request. Holders that are offline keep theirs until
-// their garbage collection sees the tombstone.
+// their garbage collection sees the tombstone. The key leaves the list of
+// keys this service repairs (see Deps.KeysFile).
 func (s *Service) Delete(ctx context.Context, key string) error {
 	if err := s.delete(ctx, key); err != nil {
 		s.metrics.put("error")
@@ -50,6 +51,12 @@ func (s *Service) delete(ctx context.Context, key string) error {
 		return fmt.Errorf("publish tombstone: %w", err)
 	}
 	s.sched.Remove(obj)
+	if err := s.keys.remove(key); err != nil {
+		// The object is deleted all the same; the stale entry costs one
+		// check after a restart (repair finds the tombstone) and goes with
+		// the next successful write of the list.
+		s.log.Error("forget deleted key", "key", key, "err", err)
+	}
 	var wg sync.WaitGroup
 	for i, p := range m.Placement {
 		wg.Go(func() {

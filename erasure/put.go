@@ -26,7 +26,9 @@ type PutResult struct {
 // Put stores value under key as a new version and returns where it went.
 // It encodes the value, chooses m from the candidates' availability,
 // uploads each shard index to its holder (replacing holders that refuse or
-// fail), and only then publishes the signed manifest.
+// fail), records key in the list of keys this service repairs (see
+// Deps.KeysFile), and only then publishes the signed manifest. If any step
+// fails, the shards already uploaded are deleted again, best effort.
 func (s *Service) Put(ctx context.Context, key string, value []byte) (*PutResult, error) {
 	res, err := s.put(ctx, key, value)
 	if err != nil {
@@ -126,8 +128,21 @@ func (s *Service) putOnce(ctx context.Context, key string, obj ObjectID, version
 	if err != nil {
 		return nil, err
 	}
+	// The key is on disk before the manifest makes the object visible: an
+	// object readers can see is never one a restart drops from repair.
+	added, err := s.keys.add(key)
+	if err != nil {
+		s.discard(ctx, enc, holders, nil)
+		return nil, fmt.Errorf("record key: %w", err)
+	}
 	if err := s.records.PutValue(ctx, dhtKey, rec); err != nil {
 		s.discard(ctx, enc, holders, nil)
+		if added {
+			if ferr := s.keys.remove(key); ferr != nil {
+				// Harmless: repair finds no manifest and stops checking it.
+				s.log.Debug("put: forget key of a failed put", "key", key, "err", ferr)
+			}
+		}
 		return nil, fmt.Errorf("publish manifest: %w", err)
 	}
 	s.republished.set(obj, s.cfg.Now())

@@ -10,18 +10,29 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// Track makes this service responsible for repairing key (e.g. keys this
-// app peer wrote before a restart). Put tracks the keys it writes.
+// Track makes this service responsible for repairing key (e.g. a key
+// another app peer wrote). Put tracks the keys it writes. Like Put's, the
+// key is recorded durably (see Deps.KeysFile) before Track returns.
 func (s *Service) Track(key string) error {
 	if err := ValidateKey(key); err != nil {
 		return err
+	}
+	if _, err := s.keys.add(key); err != nil {
+		return fmt.Errorf("track %q: %w", key, err)
 	}
 	s.sched.Add(s.key.ObjectID(key), s.cfg.Now())
 	return nil
 }
 
-// Untrack stops repairing key.
-func (s *Service) Untrack(key string) { s.sched.Remove(s.key.ObjectID(key)) }
+// Untrack stops repairing key. It returns an error if the key list could
+// not be written; the key is no longer repaired by this run either way.
+func (s *Service) Untrack(key string) error {
+	s.sched.Remove(s.key.ObjectID(key))
+	if err := s.keys.remove(key); err != nil {
+		return fmt.Errorf("untrack %q: %w", key, err)
+	}
+	return nil
+}
 
 // repairLoop checks due objects on every tick until the service closes.
 func (s *Service) repairLoop() {

@@ -48,6 +48,11 @@ type Deps struct {
 	// the service feeds it with connect/disconnect events and request
 	// outcomes.
 	Availability *AvailabilityTracker
+	// KeysFile is where the service keeps the keys it repairs (those it
+	// writes and those given to Track) across restarts: a JSON array,
+	// written durably before a Put publishes its manifest. New loads it and
+	// schedules every key in it. Empty keeps the list in memory only.
+	KeysFile string
 }
 
 // Service stores, reads, deletes and repairs objects of one namespace, and
@@ -78,6 +83,7 @@ type Service struct {
 	objLocks [64]objLock
 
 	book *peerBook
+	keys *keyList
 	// republished: when a manifest was last put, by object.
 	republished stamps[ObjectID]
 	// missing: since when GC has not found the manifest under a DHT key.
@@ -102,6 +108,10 @@ func New(cfg Config, d Deps) (*Service, error) {
 	if d.Host == nil || d.Key == nil || d.Store == nil || d.Records == nil || d.Peers == nil {
 		return nil, errors.New("erasure: New needs Host, Key, Store, Records and Peers")
 	}
+	keys, err := loadKeyList(d.KeysFile)
+	if err != nil {
+		return nil, err
+	}
 	if d.Availability == nil {
 		d.Availability = NewAvailabilityTracker(AvailabilityConfig{Now: cfg.Now})
 	}
@@ -118,10 +128,13 @@ func New(cfg Config, d Deps) (*Service, error) {
 		cfg: cfg, h: d.Host, key: d.Key, store: d.Store, records: d.Records, peers: d.Peers,
 		avail: d.Availability, log: cfg.Logger.With("logger", "erasure"), metrics: m,
 		client: NewClient(d.Host, cfg.RequestTimeout), sched: sched, started: cfg.Now(),
-		codecs: map[Params]*Codec{}, book: newPeerBook(cfg), ctx: ctx, cancel: cancel,
+		codecs: map[Params]*Codec{}, book: newPeerBook(cfg), keys: keys, ctx: ctx, cancel: cancel,
 	}
 	for i := range s.objLocks {
 		s.objLocks[i] = make(objLock, 1)
+	}
+	for _, k := range keys.list() {
+		sched.Add(d.Key.ObjectID(k), cfg.Now())
 	}
 	srvCfg := cfg.Server
 	srvCfg.Logger = cfg.Logger

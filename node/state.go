@@ -2,25 +2,21 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/immense-p2p/immense/erasure"
-	"github.com/immense-p2p/immense/internal/durable"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	routedhost "github.com/libp2p/go-libp2p/p2p/host/routed"
 )
 
-// State files inside Config.DataDir.
+// State files inside Config.DataDir. stateKeyFile is the erasure
+// service's list of the keys it repairs (erasure.Deps.KeysFile).
 const (
 	shardDir     = "shards"
 	appKeyFile   = "app.key"
@@ -32,10 +28,6 @@ const (
 type state struct {
 	svc   *erasure.Service
 	store *erasure.Store
-
-	mu   sync.Mutex
-	keys map[string]bool // keys this node wrote: it repairs them
-	path string
 }
 
 // startState opens the shard store and starts the erasure service.
@@ -71,76 +63,24 @@ func (n *Node) startState() error {
 	}
 	svc, err := erasure.New(ecfg, erasure.Deps{
 		// A routed host looks holders it has never met up in the DHT.
-		Host:    routedhost.Wrap(n.host, n.overlay.DHT()),
-		Key:     key,
-		Store:   store,
-		Records: n.overlay.DHT(),
-		Peers:   storagePeers{n},
+		Host:     routedhost.Wrap(n.host, n.overlay.DHT()),
+		Key:      key,
+		Store:    store,
+		Records:  n.overlay.DHT(),
+		Peers:    storagePeers{n},
+		KeysFile: filepath.Join(n.cfg.DataDir, stateKeyFile),
 	})
 	if err != nil {
 		store.Close()
 		return fmt.Errorf("start state service: %w", err)
 	}
-	st := &state{svc: svc, store: store, keys: map[string]bool{}, path: filepath.Join(n.cfg.DataDir, stateKeyFile)}
-	if err := st.loadKeys(); err != nil {
-		svc.Close()
-		store.Close()
-		return err
-	}
-	n.state = st
-	n.log.Info("state service started", "namespace", key.Namespace().String(), "quota", erasure.FormatSize(n.cfg.StorageQuota), "tracked_keys", len(st.keys))
+	n.state = &state{svc: svc, store: store}
+	n.log.Info("state service started", "namespace", key.Namespace().String(), "quota", erasure.FormatSize(n.cfg.StorageQuota), "tracked_keys", len(svc.Keys()))
 	return nil
 }
 
 func (s *state) close() error {
 	return errors.Join(s.svc.Close(), s.store.Close())
-}
-
-// loadKeys restores the keys this node wrote, so that it keeps repairing
-// them after a restart.
-func (s *state) loadKeys() error {
-	b, err := os.ReadFile(s.path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read %s: %w", s.path, err)
-	}
-	var keys []string
-	if err := json.Unmarshal(b, &keys); err != nil {
-		return fmt.Errorf("%s is corrupt (%v): move it away to start over; the keys it lists will no longer be repaired by this node", s.path, err)
-	}
-	for _, k := range keys {
-		if erasure.ValidateKey(k) != nil {
-			continue
-		}
-		s.keys[k] = true
-		if err := s.svc.Track(k); err != nil {
-			return fmt.Errorf("track %q: %w", k, err)
-		}
-	}
-	return nil
-}
-
-// remember records (or forgets) a key this node is responsible for.
-func (s *state) remember(key string, keep bool) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.keys[key] == keep {
-		return nil
-	}
-	if keep {
-		s.keys[key] = true
-	} else {
-		delete(s.keys, key)
-	}
-	keys := make([]string, 0, len(s.keys))
-	for k := range s.keys {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	b, _ := json.Marshal(keys)
-	return durable.WriteFile(s.path, b, 0o600)
 }
 
 // ErrNoState is returned by state operations on a node run without state
@@ -156,14 +96,7 @@ func (n *Node) Put(ctx context.Context, key string, value []byte) (*erasure.PutR
 	if n.state == nil {
 		return nil, ErrNoState
 	}
-	res, err := n.state.svc.Put(ctx, key, value)
-	if err != nil {
-		return nil, err
-	}
-	if err := n.state.remember(key, true); err != nil {
-		n.log.Error("record written key", "key", key, "err", err)
-	}
-	return res, nil
+	return n.state.svc.Put(ctx, key, value)
 }
 
 // Get reads key from the node's namespace.
@@ -185,13 +118,7 @@ func (n *Node) Delete(ctx context.Context, key string) error {
 	if n.state == nil {
 		return ErrNoState
 	}
-	if err := n.state.svc.Delete(ctx, key); err != nil {
-		return err
-	}
-	if err := n.state.remember(key, false); err != nil {
-		n.log.Error("forget deleted key", "key", key, "err", err)
-	}
-	return nil
+	return n.state.svc.Delete(ctx, key)
 }
 
 // Health reports how many shards of key are reachable against how many are
