@@ -24,9 +24,10 @@
 //     node, built from the pieces above and small interfaces (Records,
 //     Peers) that node/ implements over the overlay. One file per concern:
 //     service.go (construction, manifest lookup, candidates), put.go,
-//     get.go, delete.go, health.go, repairloop.go, gc.go, handoff.go, and
-//     requests.go and peerbook.go (what requests to peers teach the
-//     service about them).
+//     get.go, delete.go, health.go, repairloop.go, gc.go, handoff.go,
+//     requests.go and peerbook.go (what requests to peers teach the service
+//     about them), and keys.go (ValidateKey, the one rule for object keys,
+//     and the durable list of the keys the service repairs).
 //
 // # Keys and encryption
 //
