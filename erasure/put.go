@@ -128,22 +128,9 @@ func (s *Service) putOnce(ctx context.Context, key string, obj ObjectID, version
 	if err != nil {
 		return nil, err
 	}
-	// The key is on disk before the manifest makes the object visible: an
-	// object readers can see is never one a restart drops from repair.
-	added, err := s.keys.add(key)
-	if err != nil {
+	if err := s.commit(ctx, key, dhtKey, rec); err != nil {
 		s.discard(ctx, enc, holders, nil)
-		return nil, fmt.Errorf("record key: %w", err)
-	}
-	if err := s.records.PutValue(ctx, dhtKey, rec); err != nil {
-		s.discard(ctx, enc, holders, nil)
-		if added {
-			if ferr := s.keys.remove(key); ferr != nil {
-				// Harmless: repair finds no manifest and stops checking it.
-				s.log.Debug("put: forget key of a failed put", "key", key, "err", ferr)
-			}
-		}
-		return nil, fmt.Errorf("publish manifest: %w", err)
+		return nil, err
 	}
 	s.republished.set(obj, s.cfg.Now())
 	s.sched.Add(obj, s.cfg.Now())
@@ -224,6 +211,28 @@ func (s *Service) sendColumn(ctx context.Context, p peer.ID, obj ObjectID, versi
 		if err := s.storeShard(ctx, p, enc.Hashes[seg][i], ref, enc.Shards[seg][i]); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// commit records key in the list of keys this service repairs, then
+// publishes the manifest rec: the key is on disk before the manifest makes
+// the object visible, so an object readers can see is never one a restart
+// drops from repair. A key it added is forgotten again if the publication
+// fails.
+func (s *Service) commit(ctx context.Context, key, dhtKey string, rec []byte) error {
+	added, err := s.keys.add(key)
+	if err != nil {
+		return fmt.Errorf("record key: %w", err)
+	}
+	if err := s.records.PutValue(ctx, dhtKey, rec); err != nil {
+		if added {
+			if ferr := s.keys.remove(key); ferr != nil {
+				// Harmless: repair finds no manifest and stops checking it.
+				s.log.Debug("put: forget key of a failed put", "key", key, "err", ferr)
+			}
+		}
+		return fmt.Errorf("publish manifest: %w", err)
 	}
 	return nil
 }
