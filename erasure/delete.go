@@ -51,7 +51,7 @@ func (s *Service) delete(ctx context.Context, key string) error {
 		return fmt.Errorf("publish tombstone: %w", err)
 	}
 	s.sched.Remove(obj)
-	if err := s.keys.remove(key); err != nil {
+	if err := s.tracked.remove(key); err != nil {
 		// The object is deleted all the same; the stale entry costs one
 		// check after a restart (repair finds the tombstone) and goes with
 		// the next successful write of the list.

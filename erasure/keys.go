@@ -134,4 +134,4 @@ func (l *keyList) save() error {
 
 // Keys returns the keys this service repairs (those it wrote and those
 // tracked with Track), sorted.
-func (s *Service) Keys() []string { return s.keys.list() }
+func (s *Service) Keys() []string { return s.tracked.list() }

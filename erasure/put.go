@@ -221,13 +221,13 @@ func (s *Service) sendColumn(ctx context.Context, p peer.ID, obj ObjectID, versi
 // drops from repair. A key it added is forgotten again if the publication
 // fails.
 func (s *Service) commit(ctx context.Context, key, dhtKey string, rec []byte) error {
-	added, err := s.keys.add(key)
+	added, err := s.tracked.add(key)
 	if err != nil {
 		return fmt.Errorf("record key: %w", err)
 	}
 	if err := s.records.PutValue(ctx, dhtKey, rec); err != nil {
 		if added {
-			if ferr := s.keys.remove(key); ferr != nil {
+			if ferr := s.tracked.remove(key); ferr != nil {
 				// Harmless: repair finds no manifest and stops checking it.
 				s.log.Debug("put: forget key of a failed put", "key", key, "err", ferr)
 			}

@@ -17,7 +17,7 @@ func (s *Service) Track(key string) error {
 	if err := ValidateKey(key); err != nil {
 		return err
 	}
-	if _, err := s.keys.add(key); err != nil {
+	if _, err := s.tracked.add(key); err != nil {
 		return fmt.Errorf("track %q: %w", key, err)
 	}
 	s.sched.Add(s.key.ObjectID(key), s.cfg.Now())
@@ -28,7 +28,7 @@ func (s *Service) Track(key string) error {
 // not be written; the key is no longer repaired by this run either way.
 func (s *Service) Untrack(key string) error {
 	s.sched.Remove(s.key.ObjectID(key))
-	if err := s.keys.remove(key); err != nil {
+	if err := s.tracked.remove(key); err != nil {
 		return fmt.Errorf("untrack %q: %w", key, err)
 	}
 	return nil

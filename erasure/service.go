@@ -82,8 +82,8 @@ type Service struct {
 	// that raced it. Striped: objects are uniformly spread by their id.
 	objLocks [64]objLock
 
-	book *peerBook
-	keys *keyList
+	book    *peerBook // what requests taught the service about peers
+	tracked *keyList  // the keys this service repairs
 	// republished: when a manifest was last put, by object.
 	republished stamps[ObjectID]
 	// missing: since when GC has not found the manifest under a DHT key.
@@ -108,7 +108,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	if d.Host == nil || d.Key == nil || d.Store == nil || d.Records == nil || d.Peers == nil {
 		return nil, errors.New("erasure: New needs Host, Key, Store, Records and Peers")
 	}
-	keys, err := loadKeyList(d.KeysFile)
+	tracked, err := loadKeyList(d.KeysFile)
 	if err != nil {
 		return nil, err
 	}
@@ -128,12 +128,12 @@ func New(cfg Config, d Deps) (*Service, error) {
 		cfg: cfg, h: d.Host, key: d.Key, store: d.Store, records: d.Records, peers: d.Peers,
 		avail: d.Availability, log: cfg.Logger.With("logger", "erasure"), metrics: m,
 		client: NewClient(d.Host, cfg.RequestTimeout), sched: sched, started: cfg.Now(),
-		codecs: map[Params]*Codec{}, book: newPeerBook(cfg), keys: keys, ctx: ctx, cancel: cancel,
+		codecs: map[Params]*Codec{}, book: newPeerBook(cfg), tracked: tracked, ctx: ctx, cancel: cancel,
 	}
 	for i := range s.objLocks {
 		s.objLocks[i] = make(objLock, 1)
 	}
-	for _, k := range keys.list() {
+	for _, k := range tracked.list() {
 		sched.Add(d.Key.ObjectID(k), cfg.Now())
 	}
 	srvCfg := cfg.Server
