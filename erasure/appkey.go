@@ -31,9 +31,6 @@ const appKeyFileType = "immense-app-key"
 // maxAppKeyFile caps what LoadAppKey reads: a valid file is ~200 bytes.
 const maxAppKeyFile = 4 << 10
 
-// MaxObjectKeyLen caps the length of an object key in bytes.
-const MaxObjectKeyLen = 512
-
 // NamespaceID names an application namespace: SHA-256 of the namespace's
 // Ed25519 public signing key. Anyone can check that a manifest was written by
 // the namespace owner by hashing the public key the manifest carries.

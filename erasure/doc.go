@@ -20,9 +20,14 @@
 //   - ShardServer and Client (protocol.go, wire.go): the shard protocol.
 //   - Pure policy, no I/O, injected clocks (availability.go, redundancy.go,
 //     placement.go, repair.go): the simulator calls these directly.
-//   - Service (service.go, handoff.go): Put, Get, Delete, Health, repair,
-//     GC and Handoff for one node, built from the pieces above and small
-//     interfaces (Records, Peers) that node/ implements over the overlay.
+//   - Service: Put, Get, Delete, Health, repair, GC and Handoff for one
+//     node, built from the pieces above and small interfaces (Records,
+//     Peers) that node/ implements over the overlay. One file per concern:
+//     service.go (construction, manifest lookup, candidates), put.go,
+//     get.go, delete.go, health.go, repairloop.go, gc.go, handoff.go,
+//     requests.go and peerbook.go (what requests to peers teach the service
+//     about them), and keys.go (ValidateKey, the one rule for object keys,
+//     and the durable list of the keys the service repairs).
 //
 // # Keys and encryption
 //

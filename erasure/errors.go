@@ -37,7 +37,7 @@ var (
 	// ErrStaleManifest is returned when a manifest is not newer than the one
 	// already stored (the highest version wins).
 	ErrStaleManifest = errors.New("erasure: stale manifest version")
-	// ErrInvalidKey is returned for an empty or oversized object key, or a
+	// ErrInvalidKey is returned for an object key ValidateKey refuses, or a
 	// DHT key that is not of the form /immense-state/<namespace>/<object>.
 	ErrInvalidKey = errors.New("erasure: invalid key")
 	// ErrValueTooLarge is returned by Put for values over Config.MaxValueSize.

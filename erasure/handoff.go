@@ -65,7 +65,7 @@ func (s *Service) Handoff(ctx context.Context) (HandoffResult, error) {
 		defer cancel()
 	}
 	s.server.leaving.Store(true)
-	start := time.Now()
+	start := s.cfg.Now()
 
 	type objKey struct {
 		ns  NamespaceID
@@ -116,7 +116,7 @@ feed:
 	res.Unvisited += len(local) - done
 	s.log.Info("handoff done", "handed_off", res.HandedOff, "failed", res.Failed, "held", res.Held,
 		"stale_objects", res.Stale, "unvisited_objects", res.Unvisited, "shards_sent", res.Shards,
-		"bytes_sent", res.Bytes, "elapsed", time.Since(start).Round(time.Millisecond))
+		"bytes_sent", res.Bytes, "elapsed", s.cfg.Now().Sub(start).Round(time.Millisecond))
 	return res, ctx.Err()
 }
 
@@ -404,16 +404,11 @@ func (s *Service) keepHandedOff(ctx context.Context, m *Manifest, i int) (bool, 
 		key = HintKey(m.Namespace(), m.Object, i, chain[len(chain)-2])
 	}
 	now := s.cfg.Now()
-	s.mu.Lock()
-	due := now.Sub(s.hintsRepublished[key]) >= s.cfg.RepublishInterval
-	s.mu.Unlock()
-	if due {
+	if prev, _ := s.hintsRepublished.get(key); now.Sub(prev) >= s.cfg.RepublishInterval {
 		if err := s.records.PutValue(ctx, key, last); err != nil {
 			s.log.Debug("republish handoff hint", "key", key, "err", err)
 		} else {
-			s.mu.Lock()
-			s.hintsRepublished[key] = now
-			s.mu.Unlock()
+			s.hintsRepublished.set(key, now)
 		}
 	}
 	return true, nil

@@ -52,8 +52,8 @@ func newMetrics(reg prometheus.Registerer, store *Store) (*metrics, error) {
 	}
 	// Create the label values up front so that every series exists (at 0)
 	// from the start: a rate() over a series that appears late misleads.
-	for _, o := range []string{"healthy", "blocked", "deferred", "repaired", "adopted", "failed", "error"} {
-		m.repairs.WithLabelValues(o)
+	for o := range numOutcomes {
+		m.repairs.WithLabelValues(o.String())
 	}
 	for _, r := range []string{"quota", "hash", "busy", "error"} {
 		m.shardsRefused.WithLabelValues(r)
@@ -116,9 +116,9 @@ func (m *metrics) bad() {
 	}
 }
 
-func (m *metrics) repair(outcome string, shards int, bytes int64) {
+func (m *metrics) repair(outcome repairOutcome, shards int, bytes int64) {
 	if m != nil {
-		m.repairs.WithLabelValues(outcome).Inc()
+		m.repairs.WithLabelValues(outcome.String()).Inc()
 		m.repairedShards.Add(float64(shards))
 		m.repairBytes.Add(float64(bytes))
 	}

@@ -33,7 +33,7 @@ func transferTime(n int64) time.Duration {
 // putState stores the body: PUT /v1/state/{key}.
 func (a *api) putState(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("key")
-	if err := ValidateKey(key); err != nil {
+	if err := erasure.ValidateKey(key); err != nil {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}

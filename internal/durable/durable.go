@@ -1,8 +1,8 @@
 // Package durable writes files so that a crash or power cut leaves either
 // their old content or all of the new, never a torn mix: a temporary file
 // on the same file system, fsync, rename over the target, fsync of the
-// directory. The shard store, app keys, peer identities and the node's
-// key lists use it.
+// directory. The shard store, app keys, the erasure service's key list and
+// peer identities use it.
 package durable
 
 import (

@@ -1,0 +1,98 @@
+package erasure
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Delete removes key: it publishes a signed tombstone (a manifest with a
+// higher version and no content), then asks every holder to delete its
+// shards with a signed request. Holders that are offline keep theirs until
+// their garbage collection sees the tombstone. The key leaves the list of
+// keys this service repairs (see Deps.KeysFile).
+func (s *Service) Delete(ctx context.Context, key string) error {
+	if err := s.delete(ctx, key); err != nil {
+		s.metrics.put("error")
+		return fmt.Errorf("delete %q: %w", key, err)
+	}
+	s.metrics.put("ok")
+	return nil
+}
+
+func (s *Service) delete(ctx context.Context, key string) error {
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	if err := ValidateKey(key); err != nil {
+		return err
+	}
+	obj := s.key.ObjectID(key)
+	dhtKey := DHTKey(s.key.Namespace(), obj)
+	mu := s.objLock(obj)
+	mu.Lock()
+	defer mu.Unlock()
+	m, _, err := s.latest(ctx, dhtKey)
+	if err != nil {
+		return err
+	}
+	if m.Tombstone {
+		return fmt.Errorf("already deleted at version %d: %w", m.Version, ErrNotFound)
+	}
+	ts := &Manifest{Object: obj, Version: m.Version + 1, Tombstone: true, Created: s.cfg.Now()}
+	rec, err := ts.Sign(s.key)
+	if err != nil {
+		return err
+	}
+	if err := s.records.PutValue(ctx, dhtKey, rec); err != nil {
+		return fmt.Errorf("publish tombstone: %w", err)
+	}
+	s.sched.Remove(obj)
+	if err := s.tracked.remove(key); err != nil {
+		// The object is deleted all the same; the stale entry costs one
+		// check after a restart (repair finds the tombstone) and goes with
+		// the next successful write of the list.
+		s.log.Error("forget deleted key", "key", key, "err", err)
+	}
+	var wg sync.WaitGroup
+	for i, p := range m.Placement {
+		wg.Go(func() {
+			if s.deleteIndex(ctx, m.Hashes, i, p) {
+				return
+			}
+			// The holder did not answer: if it left on purpose, hints say
+			// who holds its shards now; delete them there too. What stays
+			// behind, GC removes once it sees the tombstone.
+			chain, _, _ := s.hintChain(ctx, m, i)
+			for _, q := range chain {
+				s.deleteIndex(ctx, m.Hashes, i, q)
+			}
+		})
+	}
+	wg.Wait()
+	return nil
+}
+
+// deleteIndex deletes shard index i (its shard of every segment; hashes
+// is per segment, per index) from holder p. It reports false if p could
+// not be reached.
+func (s *Service) deleteIndex(ctx context.Context, hashes [][]Hash, i int, p peer.ID) bool {
+	for seg := range hashes {
+		h := hashes[seg][i]
+		var err error
+		if p == s.h.ID() {
+			err = s.store.Delete(h)
+		} else {
+			err = s.client.Delete(ctx, p, h, s.key)
+			s.noteOutcome(ctx, p, err)
+		}
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			s.log.Debug("delete shard", "peer", p, "hash", h, "err", err)
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,97 @@
+package erasure
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// gcLoop runs CollectGarbage every GCInterval (with ±25% jitter, so that
+// peers started together do not all query the DHT at once).
+func (s *Service) gcLoop() {
+	defer s.wg.Done()
+	for {
+		d := time.Duration(float64(s.cfg.GCInterval) * (0.75 + 0.5*rand.Float64()))
+		t := time.NewTimer(d)
+		select {
+		case <-s.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if _, _, err := s.CollectGarbage(s.ctx); err != nil && s.ctx.Err() == nil {
+			s.log.Warn("garbage collection", "err", err)
+		}
+	}
+}
+
+// CollectGarbage removes local shards that no current manifest needs: the
+// object was deleted (tombstone), the manifest no longer places this shard
+// on this peer (superseded by a newer version or moved by repair) and no
+// handoff hint hands it here (see keepHandedOff), or the manifest has been
+// missing from the DHT for GCMissingGrace. Shards younger than GCMinAge and
+// shards whose manifest or hint lookup fails are kept. It works without the
+// app key: manifests and hints are public, only content is not.
+func (s *Service) CollectGarbage(ctx context.Context) (removed int, freed int64, err error) {
+	type lookup struct {
+		m   *Manifest
+		err error
+	}
+	cache := map[string]lookup{}
+	type handoff struct {
+		keep bool
+		err  error
+	}
+	handed := map[string]handoff{}
+	now := s.cfg.Now()
+	self := s.h.ID()
+	keep := func(ctx context.Context, info ShardInfo) (bool, error) {
+		if now.Sub(info.Stored) < s.cfg.GCMinAge {
+			return true, nil
+		}
+		dhtKey := DHTKey(info.Ref.Namespace, info.Ref.Object)
+		l, ok := cache[dhtKey]
+		if !ok {
+			l.m, _, l.err = s.latest(ctx, dhtKey)
+			cache[dhtKey] = l
+		}
+		switch {
+		case errors.Is(l.err, ErrNotFound):
+			since, seen := s.missing.setFirst(dhtKey, now)
+			if !seen {
+				return true, nil
+			}
+			return now.Sub(since) < s.cfg.GCMissingGrace, nil
+		case l.err != nil:
+			return true, l.err
+		}
+		s.missing.remove(dhtKey)
+		if l.m.Tombstone {
+			return false, nil
+		}
+		_, idx, ok := l.m.HasShard(info.Hash)
+		if !ok {
+			return false, nil
+		}
+		if l.m.Placement[idx] == self {
+			return true, nil
+		}
+		// Handed here by a holder that left, and not yet adopted by the
+		// writer: kept while the hint stands (one lookup per index).
+		hk := fmt.Sprintf("%s/%d", dhtKey, idx)
+		h, ok := handed[hk]
+		if !ok {
+			h.keep, h.err = s.keepHandedOff(ctx, l.m, idx)
+			handed[hk] = h
+		}
+		return h.keep, h.err
+	}
+	removed, freed, err = s.store.GC(ctx, keep)
+	s.metrics.gc(removed)
+	if removed > 0 {
+		s.log.Info("garbage collected shards", "removed", removed, "freed", freed)
+	}
+	return removed, freed, err
+}
