@@ -206,6 +206,14 @@ func LoadAppKey(path string) (*AppKey, error) {
 		return nil, fmt.Errorf("load app key: %w", err)
 	}
 	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("load app key: %w", err)
+	}
+	// Whoever reads the app key can read and write the namespace.
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("app key %s is accessible by other users (mode %04o): run chmod 600 %s", path, st.Mode().Perm(), path)
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxAppKeyFile+1))
 	if err != nil {
 		return nil, fmt.Errorf("load app key %s: %w", path, err)

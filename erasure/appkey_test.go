@@ -90,3 +90,19 @@ func TestParseAppKeyRejects(t *testing.T) {
 		t.Fatalf("missing file: %v", err)
 	}
 }
+
+// TestAppKeyFileMode: an app key other users can read is refused, as the
+// identity is: whoever reads it can read and write the namespace.
+func TestAppKeyFileMode(t *testing.T) {
+	k, _ := GenerateAppKey()
+	path := filepath.Join(t.TempDir(), "app.key")
+	if err := SaveAppKey(path, k); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadAppKey(path); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("mode 0640: %v", err)
+	}
+}
