@@ -2,6 +2,7 @@ package erasure
 
 import (
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,7 +21,19 @@ type AvailabilityConfig struct {
 	Prior float64
 	// Now is the clock. Default time.Now; the simulator passes virtual time.
 	Now func() time.Time
+	// MaxPeers caps the peers remembered. Any peer that connects is
+	// observed, and a stranger can connect under ever new identities, so a
+	// live node caps the map (Service: DefaultMaxTrackedPeers); reaching
+	// it forgets a tenth of the peers, those offline and least recently
+	// observed or consulted first, which come back at Prior if they
+	// return. 0: no cap (the simulator's model tracks a whole population).
+	MaxPeers int
 }
+
+// DefaultMaxTrackedPeers is the cap a Service puts on its tracker: at about
+// 150 bytes a peer, 7 MiB, and far more peers than one node meets in the
+// half-lives that matter.
+const DefaultMaxTrackedPeers = 50_000
 
 // DefaultAvailabilityConfig returns the defaults.
 func DefaultAvailabilityConfig() AvailabilityConfig {
@@ -88,6 +101,9 @@ func (t *AvailabilityTracker) observe(p peer.ID, online bool) {
 	defer t.mu.Unlock()
 	pa, ok := t.peers[p]
 	if !ok {
+		if t.cfg.MaxPeers > 0 && len(t.peers) >= t.cfg.MaxPeers {
+			t.prune()
+		}
 		pa = &peerAvail{estimate: t.cfg.Prior, since: now}
 		t.peers[p] = pa
 	}
@@ -151,4 +167,37 @@ func (t *AvailabilityTracker) Forget(p peer.ID) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.peers, p)
+}
+
+// prune forgets a tenth of MaxPeers: offline peers before online ones,
+// each group by oldest observation. t.mu must be held.
+func (t *AvailabilityTracker) prune() {
+	type entry struct {
+		id     peer.ID
+		online bool
+		since  time.Time
+	}
+	all := make([]entry, 0, len(t.peers))
+	for id, pa := range t.peers {
+		all = append(all, entry{id, pa.online, pa.since})
+	}
+	slices.SortFunc(all, func(a, b entry) int {
+		if a.online != b.online {
+			if a.online {
+				return 1
+			}
+			return -1
+		}
+		return a.since.Compare(b.since)
+	})
+	for _, e := range all[:max(1, t.cfg.MaxPeers/10)] {
+		delete(t.peers, e.id)
+	}
+}
+
+// Len returns the number of peers remembered.
+func (t *AvailabilityTracker) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.peers)
 }

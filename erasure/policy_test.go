@@ -460,3 +460,40 @@ func TestCheckedHolder(t *testing.T) {
 		t.Errorf("b reachable without its shards: %+v", st)
 	}
 }
+
+// TestAvailabilityTrackerBounded: a stranger connecting under ever new
+// identities cannot grow the tracker past MaxPeers; the peers forgotten are
+// offline ones, least recently observed first, never a connected one.
+func TestAvailabilityTrackerBounded(t *testing.T) {
+	now := time.Unix(0, 0)
+	tr := NewAvailabilityTracker(AvailabilityConfig{Now: func() time.Time { return now }, MaxPeers: 10})
+	ids := make([]peer.ID, 30)
+	for i := range ids {
+		ids[i] = peer.ID(fmt.Sprintf("peer-%02d", i))
+	}
+	tr.Connected(ids[0]) // the oldest entry, but connected
+	for i := 1; i < 10; i++ {
+		now = now.Add(time.Minute)
+		tr.Connected(ids[i])
+		tr.Disconnected(ids[i])
+	}
+	now = now.Add(time.Minute)
+	tr.Connected(ids[10])
+	if tr.Len() != 10 {
+		t.Fatalf("%d peers tracked, want 10", tr.Len())
+	}
+	if _, ok := tr.LastSeen(ids[1]); ok {
+		t.Error("the least recently observed offline peer is still tracked")
+	}
+	if !tr.Online(ids[0]) {
+		t.Error("a connected peer was forgotten")
+	}
+	for _, id := range ids[11:] {
+		now = now.Add(time.Minute)
+		tr.Connected(id)
+		tr.Disconnected(id)
+	}
+	if tr.Len() > 10 || !tr.Online(ids[0]) {
+		t.Errorf("after 30 identities: %d tracked, connected peer kept: %v", tr.Len(), tr.Online(ids[0]))
+	}
+}

@@ -113,7 +113,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		return nil, err
 	}
 	if d.Availability == nil {
-		d.Availability = NewAvailabilityTracker(AvailabilityConfig{Now: cfg.Now})
+		d.Availability = NewAvailabilityTracker(AvailabilityConfig{Now: cfg.Now, MaxPeers: DefaultMaxTrackedPeers})
 	}
 	m, err := newMetrics(cfg.Registerer, d.Store)
 	if err != nil {
