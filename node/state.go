@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/immense-p2p/immense/erasure"
+	"github.com/immense-p2p/immense/internal/bytesize"
 	"github.com/immense-p2p/immense/internal/durable"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -108,7 +109,7 @@ func (n *Node) startState() error {
 		return err
 	}
 	n.state = st
-	n.log.Info("state service started", "namespace", key.Namespace().String(), "quota", erasure.FormatSize(n.cfg.StorageQuota), "tracked_keys", len(st.keys))
+	n.log.Info("state service started", "namespace", key.Namespace().String(), "quota", bytesize.Format(n.cfg.StorageQuota), "tracked_keys", len(st.keys))
 	return nil
 }
 

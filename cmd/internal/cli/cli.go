@@ -10,11 +10,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/immense-p2p/immense/internal/bytesize"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -66,45 +66,12 @@ func (s *Size) String() string { return fmt.Sprint(int64(*s)) }
 
 // Set parses a size such as "10GiB", or a rate such as "2MiB/s".
 func (s *Size) Set(v string) error {
-	n, err := ParseSize(strings.TrimSuffix(v, "/s"))
+	n, err := bytesize.Parse(strings.TrimSuffix(v, "/s"))
 	if err != nil {
 		return err
 	}
 	*s = Size(n)
 	return nil
-}
-
-var units = []struct {
-	suffix string
-	mult   float64
-}{
-	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
-	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
-	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40},
-	{"B", 1},
-}
-
-// ParseSize parses a byte count with an optional unit (KiB, MiB, GiB, TiB
-// are powers of 1024; KB, MB, GB, TB powers of 1000; K, M, G, T as KiB...).
-func ParseSize(v string) (int64, error) {
-	t := strings.TrimSpace(v)
-	mult := 1.0
-	for _, u := range units {
-		if strings.HasSuffix(strings.ToUpper(t), strings.ToUpper(u.suffix)) && (u.suffix != "B" || len(t) > 1) {
-			t = strings.TrimSpace(t[:len(t)-len(u.suffix)])
-			mult = u.mult
-			break
-		}
-	}
-	f, err := strconv.ParseFloat(t, 64)
-	if err != nil {
-		return 0, fmt.Errorf("size %q: want a number with an optional unit, e.g. 512MiB or 10GiB", v)
-	}
-	n := f * mult
-	if !(n >= 0 && n <= 1<<62) { // also refuses NaN
-		return 0, fmt.Errorf("size %q out of range", v)
-	}
-	return int64(n), nil
 }
 
 // SignalContext returns a context cancelled on SIGINT or SIGTERM.
