@@ -148,6 +148,12 @@ func DevnetConfig() Config {
 	return c
 }
 
+// Validate reports the first thing wrong with c, as New would; package
+// node calls it to check a whole node configuration before it starts
+// anything. It leaves c as it is (New fills in the defaults of nil
+// fields).
+func (c Config) Validate() error { return c.validate() }
+
 func (c *Config) validate() error {
 	switch {
 	case c.DataShards < 1 || c.DataShards > MaxShards:

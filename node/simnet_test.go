@@ -38,7 +38,7 @@ func simNetwork(t *testing.T, n int, adjust func(i int, c *Config)) []*Node {
 		cfg := DefaultConfig()
 		cfg.DataDir = t.TempDir()
 		cfg.ListenAddrs = []string{fmt.Sprintf("/ip4/%s/udp/8000/quic-v1", simnet.IntToPublicIPv4(i))}
-		cfg.Mode = overlay.ModeServer
+		cfg.Overlay.Mode = overlay.ModeServer
 		cfg.Bootstrap = bootstrap
 		cfg.NAT = NATConfig{} // every simulated node is public
 		cfg.NoTrafficMeters = true

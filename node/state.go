@@ -83,7 +83,6 @@ func (n *Node) startState() error {
 		return err
 	}
 	ecfg := *n.cfg.State
-	ecfg.Zone = n.cfg.Zone
 	if ecfg.Logger == nil {
 		ecfg.Logger = n.log
 	}

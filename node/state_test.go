@@ -133,7 +133,7 @@ func (s *stateNet) start(nd *stateNode, bootstrap []string) {
 	cfg := DefaultConfig()
 	cfg.DataDir = nd.dir
 	cfg.ListenAddrs = []string{nd.addr}
-	cfg.Mode = overlay.ModeServer
+	cfg.Overlay.Mode = overlay.ModeServer
 	cfg.Bootstrap = bootstrap
 	cfg.NAT = NATConfig{}
 	cfg.NoTrafficMeters = true

@@ -42,8 +42,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		relayService      = fs.Bool("relay-service", true, "offer circuit relay v2 to NAT'd peers")
 		natPortMap        = fs.Bool("nat-portmap", false, "ask the router for a port mapping (UPnP/NAT-PMP); a server rarely needs it")
 		maxRelayed        = fs.Int("max-relayed-conns", 0, "relay reservations granted (0: preset, 128)")
-		joinRate          = fs.Float64("join-rate", node.BootstrapConfig().JoinRate, "newcomers admitted per second; the rest are told when to come back and referred to other peers (0: no limit)")
-		joinBurst         = fs.Int("join-burst", node.BootstrapConfig().JoinBurst, "newcomers admitted at once before --join-rate applies")
+		joinRate          = fs.Float64("join-rate", node.BootstrapConfig().Overlay.JoinRate, "newcomers admitted per second; the rest are told when to come back and referred to other peers (0: no limit)")
+		joinBurst         = fs.Int("join-burst", node.BootstrapConfig().Overlay.JoinBurst, "newcomers admitted at once before --join-rate applies")
 		infoFile          = fs.String("info-file", "", "write {peer_id, addrs, http} as JSON to this file once started")
 		logFormat         = fs.String("log-format", "text", "log format: text or json")
 		logLevel          = fs.String("log-level", "info", "log level: debug, info, warn or error")
@@ -85,7 +85,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *maxRelayed > 0 {
 		cfg.NAT.MaxRelayedConns = *maxRelayed
 	}
-	cfg.JoinRate, cfg.JoinBurst = *joinRate, *joinBurst
+	cfg.Overlay.JoinRate, cfg.Overlay.JoinBurst = *joinRate, *joinBurst
 	cfg.Logger = log
 	cfg.Registry = cli.NewRegistry()
 	n, err := node.New(ctx, cfg)

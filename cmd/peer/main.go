@@ -152,7 +152,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(listen) > 0 {
 		cfg.ListenAddrs = listen
 	}
-	if cfg.Mode, err = overlay.ParseMode(*mode); err != nil {
+	if cfg.Overlay.Mode, err = overlay.ParseMode(*mode); err != nil {
 		fmt.Fprintln(stderr, "peer: --mode:", err)
 		return 2
 	}
@@ -171,9 +171,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	setInt(&cfg.NAT.MaxRelayedConns, *maxRelayed)
 	if flagSet(fs, "join-rate") {
-		cfg.JoinRate = *joinRate
+		cfg.Overlay.JoinRate = *joinRate
 	}
-	setInt(&cfg.JoinBurst, *joinBurst)
+	setInt(&cfg.Overlay.JoinBurst, *joinBurst)
 	if maxUpload > 0 {
 		cfg.MaxUpload = int64(maxUpload)
 	}
@@ -181,10 +181,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cfg.MaxDownload = int64(maxDownload)
 	}
 	if maxMessage > 0 {
-		cfg.MaxMessageSize = int(maxMessage)
+		cfg.Overlay.MaxMessageSize = int(maxMessage)
 	}
 	cfg.AppKeyFile = *appKey
-	cfg.Zone = *zone
 	if storageQuota > 0 {
 		cfg.StorageQuota = int64(storageQuota)
 	}
@@ -197,6 +196,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if cfg.State != nil {
 		cfg.State.HandoffTimeout = *handoffTimeout
+		cfg.State.Zone = *zone
 	}
 	if !*noBrowsers {
 		bc := webrtc.DefaultConfig()
@@ -238,7 +238,7 @@ func runDevnet(ctx context.Context, nodes int, dir, httpAddr string, stdout io.W
 	if httpAddr == "" {
 		httpAddr = "127.0.0.1:0"
 	}
-	d, err := node.StartDevnet(ctx, node.DevnetConfig{Nodes: nodes, DataDir: dir, HTTPAddr: httpAddr, Logger: log})
+	d, err := node.StartDevnet(ctx, node.DevnetOptions{Nodes: nodes, DataDir: dir, HTTPAddr: httpAddr, Logger: log, Peer: node.DevnetConfig()})
 	if err != nil {
 		log.Error("devnet failed to start", "err", err)
 		return 1
