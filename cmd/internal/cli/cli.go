@@ -1,5 +1,6 @@
-// Package cli holds what cmd/peer and cmd/bootstrap share: logging set-up,
-// flag value types and graceful shutdown.
+// Package cli holds what cmd/peer and cmd/bootstrap share: the flag
+// binder (flags.go) and node.Config's flag table (nodeflags.go), logging
+// set-up, and serving a node until a graceful shutdown (serve.go).
 package cli
 
 import (
@@ -10,11 +11,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
-	"github.com/immense-p2p/immense/internal/bytesize"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -42,36 +41,6 @@ func NewRegistry() *prometheus.Registry {
 	r := prometheus.NewRegistry()
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
-}
-
-// List is a comma-separated list flag; it may also be repeated.
-type List []string
-
-func (l *List) String() string { return strings.Join(*l, ",") }
-
-// Set appends the comma-separated values of s.
-func (l *List) Set(s string) error {
-	for _, v := range strings.Split(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			*l = append(*l, v)
-		}
-	}
-	return nil
-}
-
-// Size is a byte-count flag accepting units: 512MiB, 10GiB, 1.5GB, 4096.
-type Size int64
-
-func (s *Size) String() string { return fmt.Sprint(int64(*s)) }
-
-// Set parses a size such as "10GiB", or a rate such as "2MiB/s".
-func (s *Size) Set(v string) error {
-	n, err := bytesize.Parse(strings.TrimSuffix(v, "/s"))
-	if err != nil {
-		return err
-	}
-	*s = Size(n)
-	return nil
 }
 
 // SignalContext returns a context cancelled on SIGINT or SIGTERM.
