@@ -53,7 +53,9 @@ type Config struct {
 	// every retry and never finish. Default 5 min.
 	FailureBackoff time.Duration
 	// Zone is this peer's own failure-domain label (--zone), used when it
-	// is a candidate holder itself.
+	// is a candidate holder itself. It is the node's only zone field:
+	// package node announces it to other peers too, in its identify agent
+	// version, so that they spread shards over zones.
 	Zone string
 
 	// Server configures the shard protocol server every peer runs.
