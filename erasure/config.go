@@ -53,7 +53,9 @@ type Config struct {
 	// every retry and never finish. Default 5 min.
 	FailureBackoff time.Duration
 	// Zone is this peer's own failure-domain label (--zone), used when it
-	// is a candidate holder itself.
+	// is a candidate holder itself. It is the node's only zone field:
+	// package node announces it to other peers too, in its identify agent
+	// version, so that they spread shards over zones.
 	Zone string
 
 	// Server configures the shard protocol server every peer runs.
@@ -147,6 +149,12 @@ func DevnetConfig() Config {
 	c.GCMissingGrace = time.Minute
 	return c
 }
+
+// Validate reports the first thing wrong with c, as New would; package
+// node calls it to check a whole node configuration before it starts
+// anything. It leaves c as it is (New fills in the defaults of nil
+// fields).
+func (c Config) Validate() error { return c.validate() }
 
 func (c *Config) validate() error {
 	switch {

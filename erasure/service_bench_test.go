@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/immense-p2p/immense/internal/bytesize"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 )
@@ -20,7 +21,7 @@ import (
 // (e.g. 10x): each 64 MiB round is ~200 MiB of shard traffic.
 func BenchmarkServicePutGet(b *testing.B) {
 	for _, size := range []int{1 << 10, 64 << 20} {
-		b.Run(fmt.Sprintf("%s", FormatSize(int64(size))), func(b *testing.B) {
+		b.Run(bytesize.Format(int64(size)), func(b *testing.B) {
 			hosts := make([]host.Host, 12)
 			for i := range hosts {
 				h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/udp/0/quic-v1"))

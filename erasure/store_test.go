@@ -171,24 +171,3 @@ func TestStoreGC(t *testing.T) {
 		t.Fatalf("gc: removed %d freed %d err %v len %d", removed, freed, err, s.Len())
 	}
 }
-
-func TestParseSize(t *testing.T) {
-	cases := map[string]int64{
-		"10GiB": 10 << 30, "500MB": 500e6, "4096": 4096, "1.5 KiB": 1536, "2k": 2000,
-		"3mi": 3 << 20, "7b": 7, " 1TB ": 1e12, "0": 0,
-	}
-	for in, want := range cases {
-		got, err := ParseSize(in)
-		if err != nil || got != want {
-			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "GiB", "-1MB", "ten", "1e30", "NaN", "1XB"} {
-		if _, err := ParseSize(in); err == nil {
-			t.Errorf("ParseSize(%q) accepted", in)
-		}
-	}
-	if FormatSize(10<<30) != "10GiB" || FormatSize(1536) != "1.5KiB" || FormatSize(1234567) != "1.18MiB" {
-		t.Errorf("FormatSize: %s %s", FormatSize(10<<30), FormatSize(1536))
-	}
-}

@@ -40,7 +40,7 @@ func loopbackNet(t *testing.T, n int, adjust func(*Config)) ([]*Node, []*HTTPSer
 		cfg := DefaultConfig()
 		cfg.DataDir = t.TempDir()
 		cfg.ListenAddrs = loopback
-		cfg.Mode = overlay.ModeServer
+		cfg.Overlay.Mode = overlay.ModeServer
 		cfg.NAT.PortMap = false
 		cfg.Bootstrap = []string{boot.Addrs()[0].String()}
 		cfg.Logger = quiet

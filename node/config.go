@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
+	"maps"
 	"strings"
 	"time"
 
@@ -13,6 +13,7 @@ import (
 	"github.com/immense-p2p/immense/overlay"
 	"github.com/immense-p2p/immense/webrtc"
 	"github.com/libp2p/go-libp2p"
+	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,7 +60,16 @@ type NATConfig struct {
 }
 
 // Config configures a Node. Start from one of the presets (DefaultConfig,
-// BootstrapConfig, VolunteerConfig); cmd/peer's flags map onto its fields.
+// BootstrapConfig, VolunteerConfig, DevnetConfig); cmd/peer's and
+// cmd/bootstrap's flags map onto its fields one to one.
+//
+// Each part the node wires together has its own package's Config, nested
+// whole: Overlay, State and Browsers. Nothing is copied between them by
+// hand, so a field has one place only. Overlay is a value because every
+// node runs an overlay. State and Browsers are pointers because they are
+// optional: nil turns the part off, so a node without it carries no
+// settings that look live. Presets make fresh ones, so configs from two
+// preset calls never share them; a Config copied by assignment does.
 type Config struct {
 	// DataDir holds the node's identity (identity.key, mode 0600). Required:
 	// without it the node would get a new peer ID on every start.
@@ -68,11 +78,9 @@ type Config struct {
 	// ListenAddrs are libp2p multiaddrs to listen on.
 	ListenAddrs []string
 
-	// Bootstrap peers, as multiaddrs ending in /p2p/<peer id>.
+	// Bootstrap peers, as multiaddrs ending in /p2p/<peer id>. The node
+	// parses them into Overlay.Bootstrap.
 	Bootstrap []string
-
-	// Mode of the DHT (see overlay.Mode).
-	Mode overlay.Mode
 
 	Limits Limits
 
@@ -82,18 +90,23 @@ type Config struct {
 	// together, in bytes per second; 0 means no cap.
 	MaxUpload, MaxDownload int64
 
-	// JoinRate and JoinBurst bound how many newcomers a second this node
-	// admits when they join the overlay through it (a token bucket; see
-	// overlay.Config.JoinRate). Newcomers over the limit, or arriving
-	// while more than Limits.ConnHighWater peers are connected, get a busy
-	// answer: when to come back, and other peers to join through. JoinRate
-	// 0 admits everyone.
-	JoinRate  float64
-	JoinBurst int
+	// Overlay configures DHT mode, gossipsub, message size and joins (see
+	// overlay.Config; JoinRate and JoinBurst bound how many newcomers a
+	// second this node admits when they join through it). The node fills
+	// in what it wires itself, and validate refuses them if set:
+	// Overlay.Bootstrap (from Bootstrap), Overlay.JoinMaxPeers
+	// (Limits.ConnHighWater: past the connection manager's high-water
+	// mark an admitted newcomer would only push another peer out) and the
+	// DHT record validators of erasure's namespaces. A nil Logger or
+	// Registerer becomes the node's.
+	Overlay overlay.Config
 
 	// State, if set, runs erasure-coded storage: this node stores shards for
 	// others (up to StorageQuota) and reads and writes its app's namespace.
-	// Bootstrap nodes run without it.
+	// State.Zone labels the node's failure domain (a region, a data centre,
+	// a home ISP); shards of one object are spread over zones, and the
+	// node announces it to others in its identify agent version. Bootstrap
+	// nodes run without State.
 	State *erasure.Config
 	// AppKeyFile is the app key (made by `peer keygen`) that gives access
 	// to the application's namespace. Empty: a key of the node's own,
@@ -101,17 +114,11 @@ type Config struct {
 	AppKeyFile string
 	// StorageQuota is the most shard bytes this node keeps for others.
 	StorageQuota int64
-	// Zone labels the node's failure domain (a region, a data centre, a
-	// home ISP); shards of one object are spread over zones.
-	Zone string
 
 	// Browsers, if set, runs the WebRTC bridge for browsers: signaling at
 	// POST /v1/webrtc/offer, the demo page at / and the client library at
 	// /client.js.
 	Browsers *webrtc.Config
-
-	// MaxMessageSize is the largest topic message, in bytes.
-	MaxMessageSize int
 
 	// Logger; default slog.Default().
 	Logger *slog.Logger
@@ -129,25 +136,21 @@ type Config struct {
 	// HostOptions are appended to the libp2p options the node builds. Tests
 	// and the simulator use them to run on a simulated network.
 	HostOptions []libp2p.Option
-
-	// Overlay, if set, may adjust the overlay configuration after the node
-	// has filled it in (timers for the simulator, a message Validator).
-	Overlay func(*overlay.Config)
 }
 
 // DefaultConfig is the preset for a peer run by an operator on a server or a
 // well-connected machine: DHT mode decided by reachability, listening on
 // port 4001 over TCP and QUIC, with limits sized for a small server
-// (1 GiB for libp2p, 1000 connections).
+// (1 GiB for libp2p, 1000 connections), and storage. It serves no browsers
+// unless Browsers is set (cmd/peer sets it).
 func DefaultConfig() Config {
-	return Config{
+	c := Config{
 		ListenAddrs: []string{
 			"/ip4/0.0.0.0/tcp/4001",
 			"/ip4/0.0.0.0/udp/4001/quic-v1",
 			"/ip6/::/tcp/4001",
 			"/ip6/::/udp/4001/quic-v1",
 		},
-		Mode: overlay.ModeAuto,
 		Limits: Limits{
 			MaxMemory:       1 << 30,
 			MaxFD:           4096,
@@ -166,14 +169,16 @@ func DefaultConfig() Config {
 			RelayService:    true,
 			MaxRelayedConns: 64,
 		},
-		MaxMessageSize: overlay.DefaultConfig().MaxMessageSize,
-		// Newcomers reach an ordinary peer when a busy bootstrap node
-		// refers them to it: 10 a second, 20 at once.
-		JoinRate:     10,
-		JoinBurst:    20,
+		// DHT mode auto, 1 MiB messages: see overlay.DefaultConfig.
+		Overlay:      overlay.DefaultConfig(),
 		State:        ptr(erasure.DefaultConfig()),
 		StorageQuota: 10 << 30,
 	}
+	// Newcomers reach an ordinary peer when a busy bootstrap node
+	// refers them to it: 10 a second, 20 at once.
+	c.Overlay.JoinRate = 10
+	c.Overlay.JoinBurst = 20
+	return c
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -182,7 +187,7 @@ func ptr[T any](v T) *T { return &v }
 // with more room for connections because every newcomer dials it first.
 func BootstrapConfig() Config {
 	c := DefaultConfig()
-	c.Mode = overlay.ModeServer
+	c.Overlay.Mode = overlay.ModeServer
 	c.Limits.MaxMemory = 2 << 30
 	c.Limits.MaxFD = 8192
 	c.Limits.MaxConns = 4000
@@ -202,8 +207,8 @@ func BootstrapConfig() Config {
 	// newcomers a second keep that to a few hundred requests a second.
 	// The rest are told when to come back and referred to peers already
 	// in the overlay, so a mass return spreads over the whole network.
-	c.JoinRate = 20
-	c.JoinBurst = 40
+	c.Overlay.JoinRate = 20
+	c.Overlay.JoinBurst = 40
 	c.State = nil // bootstrap nodes only route
 	return c
 }
@@ -225,14 +230,37 @@ func VolunteerConfig() Config {
 		ConnGracePeriod: 30 * time.Second,
 	}
 	c.NAT.MaxRelayedConns = 16
-	c.JoinRate = 2
-	c.JoinBurst = 5
+	c.Overlay.JoinRate = 2
+	c.Overlay.JoinBurst = 5
 	c.MaxUpload = 1 << 20
 	c.MaxDownload = 4 << 20
 	c.StorageQuota = 2 << 30
 	return c
 }
 
+// DevnetConfig is the preset for a peer of a local network on one machine
+// (StartDevnet, peer --devnet): the DefaultConfig peer on loopback, a DHT
+// server, with storage timers compressed to seconds and browsers admitted
+// without a token.
+func DevnetConfig() Config {
+	c := DefaultConfig()
+	c.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+	c.NAT.PortMap = false // nothing to map on loopback
+	// Loopback is reachable by every node of the devnet: no need to wait
+	// for AutoNAT before answering DHT queries.
+	c.Overlay.Mode = overlay.ModeServer
+	// Browsers need no token on a devnet (the HTTP API is on loopback).
+	// ICE uses every interface: a desktop browser hides its loopback
+	// candidates, so loopback-only would leave it nothing to pair with.
+	c.Browsers = ptr(webrtc.DevnetConfig())
+	c.State = ptr(erasure.DevnetConfig())
+	c.StorageQuota = 1 << 30
+	return c
+}
+
+// validate checks the whole configuration, the nested parts' own rules
+// included, so that a bad one fails before the node creates anything. Each
+// error names its field.
 func (c *Config) validate() error {
 	var errs []error
 	if c.DataDir == "" {
@@ -268,12 +296,6 @@ func (c *Config) validate() error {
 	if l.ConnGracePeriod < 0 {
 		errs = append(errs, fmt.Errorf("Limits.ConnGracePeriod must be >= 0, got %v", l.ConnGracePeriod))
 	}
-	if c.State != nil && c.StorageQuota < 0 {
-		errs = append(errs, fmt.Errorf("StorageQuota must be >= 0, got %d", c.StorageQuota))
-	}
-	if strings.ContainsAny(c.Zone, " \t\n") || len(c.Zone) > 64 {
-		errs = append(errs, fmt.Errorf("Zone %q: at most 64 bytes, no spaces", c.Zone))
-	}
 	if c.NAT.MaxRelayedConns < 0 {
 		errs = append(errs, fmt.Errorf("NAT.MaxRelayedConns must be >= 0, got %d", c.NAT.MaxRelayedConns))
 	}
@@ -283,16 +305,73 @@ func (c *Config) validate() error {
 	if c.MaxDownload < 0 || (c.MaxDownload > 0 && c.MaxDownload < 16<<10) {
 		errs = append(errs, fmt.Errorf("MaxDownload must be 0 (no cap) or at least 16 KiB/s, got %d", c.MaxDownload))
 	}
-	if c.MaxMessageSize < 1 || c.MaxMessageSize > 64<<20 {
-		errs = append(errs, fmt.Errorf("MaxMessageSize must be in [1, 64 MiB], got %d", c.MaxMessageSize))
+	o := c.Overlay
+	if len(o.Bootstrap) > 0 {
+		errs = append(errs, errors.New("Overlay.Bootstrap is filled in by the node: set Bootstrap"))
 	}
-	if c.JoinRate < 0 || math.IsNaN(c.JoinRate) || math.IsInf(c.JoinRate, 0) || (c.JoinRate > 0 && c.JoinBurst < 1) {
-		errs = append(errs, fmt.Errorf("JoinRate (%v) must be 0 (no limit) or positive with JoinBurst (%d) >= 1", c.JoinRate, c.JoinBurst))
+	if o.JoinMaxPeers != 0 {
+		errs = append(errs, errors.New("Overlay.JoinMaxPeers is filled in by the node from Limits.ConnHighWater: leave it 0"))
+	}
+	for _, ns := range []string{erasure.RecordNamespace, erasure.HandoffNamespace} {
+		if _, ok := o.Validators[ns]; ok {
+			errs = append(errs, fmt.Errorf("Overlay.Validators: namespace %q is the node's own", ns))
+		}
+	}
+	if err := o.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("Overlay: %w", err))
+	}
+	if s := c.State; s != nil {
+		if c.StorageQuota < 0 {
+			errs = append(errs, fmt.Errorf("StorageQuota must be >= 0, got %d", c.StorageQuota))
+		}
+		// The zone travels in the identify agent version, after a space.
+		if strings.ContainsAny(s.Zone, " \t\n") || len(s.Zone) > 64 {
+			errs = append(errs, fmt.Errorf("State.Zone %q: at most 64 bytes, no spaces", s.Zone))
+		}
+		if err := s.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("State: %w", err))
+		}
+	}
+	if c.Browsers != nil {
+		if err := c.Browsers.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("Browsers: %w", err))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("node config: %w", err)
 	}
 	return nil
+}
+
+// overlayConfig is Overlay with what the node wires itself filled in.
+func (c *Config) overlayConfig(bootstrap []peer.AddrInfo, log *slog.Logger) overlay.Config {
+	o := c.Overlay
+	o.Bootstrap = bootstrap
+	o.JoinMaxPeers = c.Limits.ConnHighWater
+	o.Validators = maps.Clone(o.Validators)
+	if o.Validators == nil {
+		o.Validators = map[string]record.Validator{}
+	}
+	// Every node keeps DHT records for others, storage or not, so every
+	// node checks erasure's.
+	o.Validators[erasure.RecordNamespace] = erasure.ManifestValidator{}
+	o.Validators[erasure.HandoffNamespace] = erasure.HintValidator{}
+	if o.Logger == nil {
+		o.Logger = log
+	}
+	if o.Registerer == nil {
+		o.Registerer = c.Registry
+	}
+	return o
+}
+
+// zone is the failure-domain label the node announces: State.Zone, none
+// without storage (a node that stores nothing is never a holder).
+func (c *Config) zone() string {
+	if c.State == nil {
+		return ""
+	}
+	return c.State.Zone
 }
 
 // ParseBootstrap parses bootstrap multiaddrs, each ending in /p2p/<peer id>.

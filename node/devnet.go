@@ -7,15 +7,15 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 
 	"github.com/immense-p2p/immense/erasure"
-	"github.com/immense-p2p/immense/overlay"
-	"github.com/immense-p2p/immense/webrtc"
 )
 
-// DevnetConfig configures a local network run in one process.
-type DevnetConfig struct {
+// DevnetOptions are the launcher's options for a local network run in one
+// process (StartDevnet). The preset its peers start from is DevnetConfig.
+type DevnetOptions struct {
 	// Nodes is the number of nodes, the bootstrap node included (>= 2).
 	Nodes int
 	// DataDir holds one sub-directory per node, so identities survive restarts.
@@ -24,6 +24,13 @@ type DevnetConfig struct {
 	// port+i-1. Port 0 gives every peer a free port.
 	HTTPAddr string
 	Logger   *slog.Logger
+	// Peer is the configuration every peer starts from, normally
+	// DevnetConfig(). Each peer gets its own DataDir (under DataDir), logger
+	// and metrics registry, and the devnet's bootstrap node added to
+	// Bootstrap. Without an AppKeyFile the peers share one app key, made
+	// in DataDir: what one writes, the others read, as the peers of one
+	// application do.
+	Peer Config
 }
 
 // Devnet is a bootstrap node and peers on loopback, each with its HTTP API.
@@ -34,66 +41,54 @@ type Devnet struct {
 	HTTP []*HTTPServer
 }
 
-// StartDevnet starts a bootstrap node and cfg.Nodes-1 peers on 127.0.0.1,
-// every one a DHT server (loopback is reachable by all of them), and serves
-// each peer's HTTP API.
-func StartDevnet(ctx context.Context, cfg DevnetConfig) (*Devnet, error) {
-	if cfg.Nodes < 2 {
-		return nil, fmt.Errorf("devnet needs at least 2 nodes (a bootstrap and a peer), got %d", cfg.Nodes)
+// StartDevnet starts a bootstrap node on 127.0.0.1 and opts.Nodes-1 peers
+// configured by opts.Peer, and serves each peer's HTTP API.
+func StartDevnet(ctx context.Context, opts DevnetOptions) (*Devnet, error) {
+	if opts.Nodes < 2 {
+		return nil, fmt.Errorf("devnet needs at least 2 nodes (a bootstrap and a peer), got %d", opts.Nodes)
 	}
-	if cfg.DataDir == "" {
+	if opts.DataDir == "" {
 		return nil, errors.New("devnet: DataDir is required")
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
 	}
-	host, portStr, err := net.SplitHostPort(cfg.HTTPAddr)
+	host, portStr, err := net.SplitHostPort(opts.HTTPAddr)
 	if err != nil {
-		return nil, fmt.Errorf("devnet HTTP address %q: %w", cfg.HTTPAddr, err)
+		return nil, fmt.Errorf("devnet HTTP address %q: %w", opts.HTTPAddr, err)
 	}
 	basePort, err := strconv.Atoi(portStr)
 	if err != nil {
 		return nil, fmt.Errorf("devnet HTTP port %q: %w", portStr, err)
 	}
-	loopback := []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
 
-	// Every devnet peer shares one app key, as the peers of one application
-	// do: what one writes, the others read.
-	appKey := filepath.Join(cfg.DataDir, "app.key")
-	if _, err := erasure.LoadOrGenerateAppKey(appKey); err != nil {
-		return nil, err
+	appKey := opts.Peer.AppKeyFile
+	if appKey == "" {
+		appKey = filepath.Join(opts.DataDir, "app.key")
+		if _, err := erasure.LoadOrGenerateAppKey(appKey); err != nil {
+			return nil, err
+		}
 	}
 	d := &Devnet{}
 	bcfg := BootstrapConfig()
-	bcfg.DataDir = filepath.Join(cfg.DataDir, "bootstrap")
-	bcfg.ListenAddrs = loopback
-	bcfg.NAT.PortMap = false
-	bcfg.Logger = cfg.Logger.With("devnet", "bootstrap")
+	bcfg.DataDir = filepath.Join(opts.DataDir, "bootstrap")
+	bcfg.ListenAddrs = DevnetConfig().ListenAddrs
+	bcfg.Logger = opts.Logger.With("devnet", "bootstrap")
 	d.Bootstrap, err = New(ctx, bcfg)
 	if err != nil {
 		return nil, err
 	}
-	var boot []string
+	boot := slices.Clone(opts.Peer.Bootstrap)
 	for _, a := range d.Bootstrap.Addrs() {
 		boot = append(boot, a.String())
 	}
-	for i := 1; i < cfg.Nodes; i++ {
-		pcfg := DefaultConfig()
-		pcfg.DataDir = filepath.Join(cfg.DataDir, fmt.Sprintf("peer%d", i))
-		pcfg.ListenAddrs = loopback
-		pcfg.NAT.PortMap = false // nothing to map on loopback
-		// Browsers need no token on a devnet (the HTTP API is on loopback).
-		// ICE uses every interface: a desktop browser hides its loopback
-		// candidates, so loopback-only would leave it nothing to pair with.
-		bc := webrtc.DevnetConfig()
-		pcfg.Browsers = &bc
-		ec := erasure.DevnetConfig()
-		pcfg.State = &ec
-		pcfg.StorageQuota = 1 << 30
+	for i := 1; i < opts.Nodes; i++ {
+		pcfg := opts.Peer
+		pcfg.DataDir = filepath.Join(opts.DataDir, fmt.Sprintf("peer%d", i))
 		pcfg.AppKeyFile = appKey
 		pcfg.Bootstrap = boot
-		pcfg.Mode = overlay.ModeServer
-		pcfg.Logger = cfg.Logger.With("devnet", fmt.Sprintf("peer%d", i))
+		pcfg.Logger = opts.Logger.With("devnet", fmt.Sprintf("peer%d", i))
+		pcfg.Registry = nil
 		p, err := New(ctx, pcfg)
 		if err != nil {
 			d.Close()

@@ -5,8 +5,12 @@
 // Subscribe on topics. It also serves the HTTP API of cmd/peer and
 // cmd/bootstrap and runs local devnets.
 //
-// Most applications embed a Node in their own back-end:
+// Most applications embed a Node in their own back-end, configured from a
+// preset (DefaultConfig, VolunteerConfig, BootstrapConfig, DevnetConfig):
 //
+//	cfg := node.DefaultConfig()
+//	cfg.DataDir = "/var/lib/myapp/immense"
+//	cfg.Overlay.MaxMessageSize = 256 << 10 // each part's config is nested whole
 //	n, err := node.New(ctx, cfg)
 //	defer n.Close()
 //	msgs, err := n.Subscribe(ctx, "chat")

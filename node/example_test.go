@@ -27,7 +27,7 @@ func Example() {
 		cfg := node.DefaultConfig()
 		cfg.DataDir = filepath.Join(dir, name) // identity.key lives here
 		cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
-		cfg.Mode = overlay.ModeServer
+		cfg.Overlay.Mode = overlay.ModeServer
 		cfg.NAT.PortMap = false
 		cfg.Bootstrap = bootstrap
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

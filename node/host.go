@@ -115,7 +115,7 @@ func newHost(cfg *Config, priv crypto.PrivKey, counter *metrics.BandwidthCounter
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
 		libp2p.PrometheusRegisterer(cfg.Registry),
-		libp2p.UserAgent(agentVersion(cfg.Zone)),
+		libp2p.UserAgent(agentVersion(cfg.zone())),
 		// libp2p stops dialling QUIC once fewer than 5 of the last 100 UDP
 		// dials succeeded, taking it for a network that blocks UDP. Here
 		// most dials that fail do so because volunteers are offline, and

@@ -168,7 +168,7 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	max := a.n.cfg.MaxMessageSize
+	max := a.n.cfg.Overlay.MaxMessageSize
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(transferTime(int64(max))))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(max)))
 	var tooBig *http.MaxBytesError
@@ -386,7 +386,7 @@ func (n *Node) Status() Status {
 		ListenAddrs:      addrs,
 		ConnectedPeers:   len(n.host.Network().Peers()),
 		RoutingTableSize: n.overlay.RoutingTableSize(),
-		DHTMode:          n.cfg.Mode.String(),
+		DHTMode:          n.cfg.Overlay.Mode.String(),
 		Topics:           n.overlay.Topics(),
 		Limits:           n.cfg.Limits,
 		NAT:              n.cfg.NAT,
@@ -397,7 +397,7 @@ func (n *Node) Status() Status {
 			TotalIn: bw.TotalIn, TotalOut: bw.TotalOut, RateIn: bw.RateIn, RateOut: bw.RateOut,
 		},
 		Connections:   conns,
-		Joins:         JoinStatus{Rate: n.cfg.JoinRate, Burst: n.cfg.JoinBurst, JoinStats: n.overlay.JoinStats()},
+		Joins:         JoinStatus{Rate: n.cfg.Overlay.JoinRate, Burst: n.cfg.Overlay.JoinBurst, JoinStats: n.overlay.JoinStats()},
 		UptimeSeconds: time.Since(n.started).Seconds(),
 		Version:       userAgent,
 	}
@@ -408,7 +408,7 @@ func (n *Node) storageStatus() *StorageStatus {
 		return nil
 	}
 	st := n.state.store
-	return &StorageStatus{Used: st.Used(), Quota: st.Quota(), Shards: st.Len(), Zone: n.cfg.Zone}
+	return &StorageStatus{Used: st.Used(), Quota: st.Quota(), Shards: st.Len(), Zone: n.cfg.State.Zone}
 }
 
 func (a *api) status(w http.ResponseWriter, _ *http.Request) {

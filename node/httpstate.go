@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/immense-p2p/immense/erasure"
+	"github.com/immense-p2p/immense/internal/bytesize"
 )
 
 // stateTimeout bounds one state request: a Get may have to try several
@@ -47,7 +48,7 @@ func (a *api) putState(w http.ResponseWriter, r *http.Request) {
 	reserve = min(reserve, a.putBudget())
 	if !a.puts.TryAcquire(reserve) {
 		w.Header().Set("Retry-After", "5")
-		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("too many state writes in flight (%s buffered at most): retry later", erasure.FormatSize(a.putBudget())))
+		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("too many state writes in flight (%s buffered at most): retry later", bytesize.Format(a.putBudget())))
 		return
 	}
 	defer a.puts.Release(reserve)
@@ -55,7 +56,7 @@ func (a *api) putState(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("value exceeds the maximum of %s", erasure.FormatSize(max)))
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("value exceeds the maximum of %s", bytesize.Format(max)))
 		return
 	}
 	if err != nil {

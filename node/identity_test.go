@@ -71,7 +71,7 @@ func TestConfigValidate(t *testing.T) {
 		"MaxMemory":      func(c *Config) { c.Limits.MaxMemory = 1 },
 		"ConnHighWater":  func(c *Config) { c.Limits.ConnHighWater = c.Limits.ConnLowWater },
 		"MaxInbound":     func(c *Config) { c.Limits.MaxInboundConns = c.Limits.MaxConns + 1 },
-		"MaxMessageSize": func(c *Config) { c.MaxMessageSize = 0 },
+		"MaxMessageSize": func(c *Config) { c.Overlay.MaxMessageSize = 0 },
 	} {
 		c := DefaultConfig()
 		c.DataDir = t.TempDir()

@@ -15,7 +15,7 @@ func TestJoinStatus(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		nodes := simNetwork(t, 8, func(i int, c *Config) {
 			if i == 0 {
-				c.JoinRate, c.JoinBurst = 0.5, 2
+				c.Overlay.JoinRate, c.Overlay.JoinBurst = 0.5, 2
 			}
 		})
 		deadline := time.After(time.Minute)
@@ -55,7 +55,7 @@ func TestJoinConfigValidate(t *testing.T) {
 	}{{20, 40, true}, {0, 0, true}, {-1, 40, false}, {5, 0, false}} {
 		cfg := DefaultConfig()
 		cfg.DataDir = t.TempDir()
-		cfg.JoinRate, cfg.JoinBurst = c.rate, c.burst
+		cfg.Overlay.JoinRate, cfg.Overlay.JoinBurst = c.rate, c.burst
 		if err := cfg.validate(); (err == nil) != c.ok {
 			t.Errorf("JoinRate %v, JoinBurst %d: validate = %v", c.rate, c.burst, err)
 		}

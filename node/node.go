@@ -10,10 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/immense-p2p/immense/erasure"
 	"github.com/immense-p2p/immense/overlay"
 	"github.com/immense-p2p/immense/webrtc"
-	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/metrics"
@@ -88,22 +86,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		log.Info("created new identity", "file", filepath.Join(cfg.DataDir, identityFile))
 	}
 
-	ocfg := overlay.DefaultConfig()
-	ocfg.Mode = cfg.Mode
-	ocfg.Bootstrap = bootstrap
-	ocfg.MaxMessageSize = cfg.MaxMessageSize
-	ocfg.JoinRate, ocfg.JoinBurst = cfg.JoinRate, cfg.JoinBurst
-	ocfg.JoinMaxPeers = cfg.Limits.ConnHighWater
-	ocfg.Logger = log
-	ocfg.Registerer = cfg.Registry
-	ocfg.Validators = map[string]record.Validator{
-		erasure.RecordNamespace:  erasure.ManifestValidator{},
-		erasure.HandoffNamespace: erasure.HintValidator{},
-	}
-	if cfg.Overlay != nil {
-		cfg.Overlay(&ocfg)
-	}
-	ov, err := overlay.New(ctx, h, ocfg)
+	ov, err := overlay.New(ctx, h, cfg.overlayConfig(bootstrap, log))
 	if err != nil {
 		h.Close()
 		return nil, err
@@ -140,7 +123,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
-	log.Info("node started", "addrs", n.Addrs(), "mode", cfg.Mode.String())
+	log.Info("node started", "addrs", n.Addrs(), "mode", cfg.Overlay.Mode.String())
 	return n, nil
 }
 

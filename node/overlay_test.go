@@ -92,13 +92,11 @@ func TestValidatorHook(t *testing.T) {
 			if i == 1 {
 				return // the publisher does not check; its neighbours do
 			}
-			c.Overlay = func(oc *overlay.Config) {
-				oc.Validator = func(_ context.Context, topic string, _ peer.ID, data []byte) error {
-					if bytes.Contains(data, []byte("spam")) {
-						return errors.New("no spam")
-					}
-					return nil
+			c.Overlay.Validator = func(_ context.Context, topic string, _ peer.ID, data []byte) error {
+				if bytes.Contains(data, []byte("spam")) {
+					return errors.New("no spam")
 				}
+				return nil
 			}
 		})
 		for _, nd := range nodes {

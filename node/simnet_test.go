@@ -130,7 +130,7 @@ func (s *simNet) start(nd *simNode, bootstrap []string) {
 	cfg := DefaultConfig()
 	cfg.DataDir = nd.dir
 	cfg.ListenAddrs = []string{simtest.Addr(nd.i)}
-	cfg.Mode = overlay.ModeServer
+	cfg.Overlay.Mode = overlay.ModeServer
 	cfg.Bootstrap = bootstrap
 	cfg.NAT = NATConfig{} // every simulated node is public
 	cfg.NoTrafficMeters = true

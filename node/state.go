@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/immense-p2p/immense/erasure"
+	"github.com/immense-p2p/immense/internal/bytesize"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	routedhost "github.com/libp2p/go-libp2p/p2p/host/routed"
@@ -54,7 +55,6 @@ func (n *Node) startState() error {
 		return err
 	}
 	ecfg := *n.cfg.State
-	ecfg.Zone = n.cfg.Zone
 	if ecfg.Logger == nil {
 		ecfg.Logger = n.log
 	}
@@ -75,7 +75,7 @@ func (n *Node) startState() error {
 		return fmt.Errorf("start state service: %w", err)
 	}
 	n.state = &state{svc: svc, store: store}
-	n.log.Info("state service started", "namespace", key.Namespace().String(), "quota", erasure.FormatSize(n.cfg.StorageQuota), "tracked_keys", len(svc.Keys()))
+	n.log.Info("state service started", "namespace", key.Namespace().String(), "quota", bytesize.Format(n.cfg.StorageQuota), "tracked_keys", len(svc.Keys()))
 	return nil
 }
 

@@ -185,6 +185,11 @@ func DefaultConfig() Config {
 	}
 }
 
+// Validate reports what is wrong with c, every field at once, as New
+// would; package node calls it to check a whole node configuration before
+// it starts anything.
+func (c Config) Validate() error { return c.validate() }
+
 func (c *Config) validate() error {
 	var errs []error
 	if c.ProtocolPrefix == "" || c.ProtocolPrefix[0] != '/' {

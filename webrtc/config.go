@@ -225,6 +225,11 @@ const (
 	maxFrameSizeLimit = 256 << 10
 )
 
+// Validate reports what is wrong with c, every field at once, as New
+// would; package node calls it to check a whole node configuration before
+// it starts anything.
+func (c Config) Validate() error { return c.validate() }
+
 func (c *Config) validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/immense-p2p/immense/cmd/internal/cli"
+	"github.com/immense-p2p/immense/internal/bytesize"
 	"github.com/immense-p2p/immense/node"
-	"github.com/immense-p2p/immense/overlay"
 	"github.com/immense-p2p/immense/webrtc"
 )
 
@@ -39,6 +39,9 @@ Runs an Immense peer. Examples:
 HTTP API (--http): POST/GET /v1/topics/{topic}, GET /v1/status, GET /metrics,
 POST /v1/webrtc/offer (browsers), the demo page at / and the client at /client.js.
 
+Defaults are the chosen preset's: compare peer --help with peer --volunteer --help.
+Sizes and rates take a unit: ` + bytesize.Units + `.
+
 Flags:
 `
 
@@ -53,67 +56,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return runKeygen(args[1:], stdout, stderr)
 		}
 	}
-	fs := flag.NewFlagSet("peer", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
-
-	var (
-		bootstrap, listen cli.List
-		home, _           = os.UserHomeDir()
-		dataDir           = fs.String("data-dir", filepath.Join(home, ".immense", "peer"), "directory for the node's identity and state")
-		httpAddr          = fs.String("http", "127.0.0.1:8080", "HTTP API address (host:port); empty disables it")
-		devnet            = fs.Int("devnet", 0, "run a local network of N nodes (a bootstrap node and N-1 peers) on 127.0.0.1")
-		mode              = fs.String("mode", "auto", "DHT mode: auto (server once publicly reachable), server or client")
-		preset            = fs.String("preset", "default", "limits preset: default (a server) or volunteer (a home machine)")
-		maxConns          = fs.Int("max-conns", 0, "hard cap on connections (0: preset)")
-		maxInbound        = fs.Int("max-inbound-conns", 0, "hard cap on inbound connections (0: preset)")
-		connLow           = fs.Int("conn-low", 0, "connection manager low water mark (0: preset)")
-		connHigh          = fs.Int("conn-high", 0, "connection manager high water mark (0: preset)")
-		volunteer         = fs.Bool("volunteer", false, "same as --preset volunteer: gentle limits for a home machine")
-		relayService      = fs.Bool("relay-service", true, "offer circuit relay v2 to NAT'd peers once publicly reachable")
-		maxRelayed        = fs.Int("max-relayed-conns", 0, "relay reservations granted to other peers (0: preset)")
-		joinRate          = fs.Float64("join-rate", 0, "newcomers admitted per second when they join through this peer, the rest told to come back later (default: preset, 10/s, volunteer 2/s; 0: no limit)")
-		joinBurst         = fs.Int("join-burst", 0, "newcomers admitted at once before --join-rate applies (0: preset)")
-		natPortMap        = fs.Bool("nat-portmap", true, "ask the home router for a port mapping (UPnP/NAT-PMP)")
-		appKey            = fs.String("app-key", "", "app key file (peer keygen): read and write the app's state namespace (default: a key of this peer's own)")
-		zone              = fs.String("zone", "", "failure-domain label (region, data centre); shards of an object are spread over zones")
-		noState           = fs.Bool("no-state", false, "store no shards and offer no state API")
-		handoffTimeout    = fs.Duration("handoff-timeout", node.DefaultConfig().State.HandoffTimeout, "on SIGINT/SIGTERM, hand the shards this peer holds to other peers for at most this long before exiting (0: do not; a second signal cuts it short)")
-		storageQuota      cli.Size
-		secretFile        = fs.String("token-secret-file", "", "secret that browser tokens are signed with (see: peer secret, peer token)")
-		insecureNoAuth    = fs.Bool("insecure-no-auth", false, "accept browsers without a token: anyone who reaches --http can read and write every topic")
-		noBrowsers        = fs.Bool("no-browsers", false, "turn the WebRTC bridge for browsers off")
-		udpPorts          = fs.String("webrtc-udp-ports", "", "UDP port range for browser connections, e.g. 50000-50999 (default: any)")
-		iceServers        cli.List
-		publicIPs         cli.List
-		maxUpload         cli.Size
-		maxDownload       cli.Size
-		maxMemory         cli.Size
-		maxMessage        cli.Size
-		infoFile          = fs.String("info-file", "", "write {peer_id, addrs, http} as JSON to this file once started")
-		logFormat         = fs.String("log-format", "text", "log format: text or json")
-		logLevel          = fs.String("log-level", "info", "log level: debug, info, warn or error")
-	)
-	fs.Var(&bootstrap, "bootstrap", "bootstrap peers: comma-separated multiaddrs ending in /p2p/<peer id>")
-	fs.Var(&listen, "listen", "comma-separated libp2p listen multiaddrs (default: TCP and QUIC on port 4001)")
-	fs.Var(&storageQuota, "storage-quota", "most shard bytes kept for others, e.g. 10GiB (0: preset: 10GiB, volunteer 2GiB)")
-	fs.Var(&iceServers, "ice-server", "STUN/TURN server for browsers' ICE, e.g. stun:stun.example.org:3478 (repeatable)")
-	fs.Var(&publicIPs, "webrtc-public-ip", "public IP to announce to browsers when behind 1:1 NAT (repeatable)")
-	fs.Var(&maxUpload, "max-upload", "upload cap for all traffic, e.g. 2MiB/s (0: preset; the volunteer preset caps at 1MiB/s)")
-	fs.Var(&maxDownload, "max-download", "download cap for all traffic, e.g. 8MiB/s (0: preset)")
-	fs.Var(&maxMemory, "max-memory", "memory libp2p may use, e.g. 512MiB (0: preset)")
-	fs.Var(&maxMessage, "max-message-size", "largest topic message, e.g. 1MiB (0: default 1 MiB)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	o, err := parseArgs(args, stderr)
+	if err != nil {
+		return cli.ExitCode(err)
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "peer: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	log, err := cli.NewLogger(stderr, *logFormat, *logLevel)
+	log, err := cli.NewLogger(stderr, o.logFormat, o.logLevel)
 	if err != nil {
 		fmt.Fprintln(stderr, "peer:", err)
 		return 2
@@ -121,130 +68,132 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := cli.SignalContext()
 	defer stop()
 
-	if *devnet != 0 {
-		dir := *dataDir
-		if !flagSet(fs, "data-dir") {
-			dir, err = os.MkdirTemp("", "immense-devnet-")
-			if err != nil {
-				fmt.Fprintln(stderr, "peer:", err)
-				return 1
-			}
-			defer os.RemoveAll(dir)
-		}
-		return runDevnet(ctx, *devnet, dir, *httpAddr, stdout, log)
+	if o.devnet.Nodes != 0 {
+		return runDevnet(ctx, o, stdout, log)
 	}
-
-	var cfg node.Config
-	if *volunteer {
-		*preset = "volunteer"
+	if b := o.node.Browsers; b != nil && len(b.Secret) == 0 && !b.InsecureNoAuth {
+		log.Warn("no --token-secret-file: browsers will be refused (give one, or --insecure-no-auth for a trusted network)")
 	}
-	switch *preset {
-	case "default":
-		cfg = node.DefaultConfig()
-	case "volunteer":
-		cfg = node.VolunteerConfig()
-	default:
-		fmt.Fprintf(stderr, "peer: --preset %q: want default or volunteer\n", *preset)
-		return 2
-	}
-	cfg.DataDir = *dataDir
-	cfg.Bootstrap = bootstrap
-	if len(listen) > 0 {
-		cfg.ListenAddrs = listen
-	}
-	if cfg.Mode, err = overlay.ParseMode(*mode); err != nil {
-		fmt.Fprintln(stderr, "peer: --mode:", err)
-		return 2
-	}
-	setInt(&cfg.Limits.MaxConns, *maxConns)
-	setInt(&cfg.Limits.MaxInboundConns, *maxInbound)
-	setInt(&cfg.Limits.ConnLowWater, *connLow)
-	setInt(&cfg.Limits.ConnHighWater, *connHigh)
-	if maxMemory > 0 {
-		cfg.Limits.MaxMemory = int64(maxMemory)
-	}
-	if flagSet(fs, "relay-service") {
-		cfg.NAT.RelayService = *relayService
-	}
-	if flagSet(fs, "nat-portmap") {
-		cfg.NAT.PortMap = *natPortMap
-	}
-	setInt(&cfg.NAT.MaxRelayedConns, *maxRelayed)
-	if flagSet(fs, "join-rate") {
-		cfg.JoinRate = *joinRate
-	}
-	setInt(&cfg.JoinBurst, *joinBurst)
-	if maxUpload > 0 {
-		cfg.MaxUpload = int64(maxUpload)
-	}
-	if maxDownload > 0 {
-		cfg.MaxDownload = int64(maxDownload)
-	}
-	if maxMessage > 0 {
-		cfg.MaxMessageSize = int(maxMessage)
-	}
-	cfg.AppKeyFile = *appKey
-	cfg.Zone = *zone
-	if storageQuota > 0 {
-		cfg.StorageQuota = int64(storageQuota)
-	}
-	if *noState {
-		cfg.State = nil
-	}
-	if *handoffTimeout < 0 {
-		fmt.Fprintln(stderr, "peer: --handoff-timeout must not be negative")
-		return 2
-	}
-	if cfg.State != nil {
-		cfg.State.HandoffTimeout = *handoffTimeout
-	}
-	if !*noBrowsers {
-		bc := webrtc.DefaultConfig()
-		bc.InsecureNoAuth = *insecureNoAuth
-		if *secretFile != "" {
-			if bc.Secret, err = webrtc.LoadSecret(*secretFile); err != nil {
-				fmt.Fprintln(stderr, "peer:", err)
-				return 2
-			}
-		} else if !*insecureNoAuth {
-			log.Warn("no --token-secret-file: browsers will be refused (give one, or --insecure-no-auth for a trusted network)")
-		}
-		for _, u := range iceServers {
-			bc.ICEServers = append(bc.ICEServers, webrtc.ICEServer{URLs: []string{u}})
-		}
-		bc.PublicIPs = publicIPs
-		if *udpPorts != "" {
-			var lo, hi uint16
-			if _, err := fmt.Sscanf(*udpPorts, "%d-%d", &lo, &hi); err != nil || lo == 0 || hi < lo {
-				fmt.Fprintf(stderr, "peer: --webrtc-udp-ports %q: want MIN-MAX, e.g. 50000-50999\n", *udpPorts)
-				return 2
-			}
-			bc.UDPPortMin, bc.UDPPortMax = lo, hi
-		}
-		cfg.Browsers = &bc
-	}
-	cfg.Logger = log
-	cfg.Registry = cli.NewRegistry()
-
-	n, err := node.New(ctx, cfg)
+	o.node.Logger = log
+	o.node.Registry = cli.NewRegistry()
+	n, err := node.New(ctx, o.node)
 	if err != nil {
 		fmt.Fprintln(stderr, "peer:", err)
 		return 1
 	}
-	return cli.Serve(ctx, "peer", n, *httpAddr, node.HTTPOptions{Topics: true}, *infoFile, stdout, stderr, log)
+	return cli.Serve(ctx, "peer", n, o.http, node.HTTPOptions{Topics: true}, o.infoFile, stdout, stderr, log)
 }
 
-func runDevnet(ctx context.Context, nodes int, dir, httpAddr string, stdout io.Writer, log *slog.Logger) int {
-	if httpAddr == "" {
-		httpAddr = "127.0.0.1:0"
+// options is what peer's command line sets: the node's configuration (or,
+// with --devnet, every devnet peer's), and how to serve and log.
+type options struct {
+	preset    string
+	volunteer bool
+	devnet    node.DevnetOptions // Nodes is --devnet
+	node      node.Config
+	http      string
+	infoFile  string
+	logFormat string
+	logLevel  string
+}
+
+// presets are the node presets --preset names.
+var presets = map[string]func() node.Config{
+	"default":   node.DefaultConfig,
+	"volunteer": node.VolunteerConfig,
+}
+
+// newOptions starts from the preset the command line chose: --devnet N
+// (node.DevnetConfig), otherwise --preset.
+func newOptions(preset string, devnet int) options {
+	o := options{preset: preset, http: "127.0.0.1:8080", logFormat: "text", logLevel: "info"}
+	o.devnet.Nodes = devnet
+	if devnet != 0 {
+		o.node = node.DevnetConfig()
+		return o
 	}
-	d, err := node.StartDevnet(ctx, node.DevnetConfig{Nodes: nodes, DataDir: dir, HTTPAddr: httpAddr, Logger: log})
+	o.node = presets[preset]()
+	home, _ := os.UserHomeDir()
+	o.node.DataDir = filepath.Join(home, ".immense", "peer")
+	// A peer serves browsers unless told not to; without a token secret
+	// (or --insecure-no-auth) it refuses them all.
+	bc := webrtc.DefaultConfig()
+	o.node.Browsers = &bc
+	return o
+}
+
+// flags is peer's flag table, bound to o: the command's own flags, then
+// node.Config's. With --devnet, --data-dir is the devnet's directory.
+func (o *options) flags() []cli.Flag {
+	dataDir := cli.Flag{Name: "data-dir", Usage: "directory for the node's identity and state", Value: cli.String(&o.node.DataDir)}
+	if o.devnet.Nodes != 0 {
+		dataDir = cli.Flag{Name: "data-dir", Usage: "directory for the devnet, one sub-directory per node (default: a temporary directory, removed on exit)", Value: cli.String(&o.devnet.DataDir)}
+	}
+	return append([]cli.Flag{
+		dataDir,
+		{Name: "devnet", Usage: "run a local network of `N` nodes (a bootstrap node and N-1 peers) on 127.0.0.1", Value: cli.Int(&o.devnet.Nodes)},
+		{Name: "preset", Usage: "limits preset: default (a server) or volunteer (a home machine); the flags below show its values", Value: cli.String(&o.preset)},
+		{Name: "volunteer", Usage: "same as --preset volunteer: gentle limits for a home machine", Value: cli.Bool(&o.volunteer)},
+		{Name: "http", Usage: "HTTP API address (host:port); empty disables it", Value: cli.String(&o.http)},
+		{Name: "info-file", Usage: "write {peer_id, addrs, http} as JSON to this file once started", Value: cli.String(&o.infoFile)},
+		{Name: "log-format", Usage: "log format: text or json", Value: cli.String(&o.logFormat)},
+		{Name: "log-level", Usage: "log level: debug, info, warn or error", Value: cli.String(&o.logLevel)},
+	}, cli.NodeFlags(&o.node)...)
+}
+
+// parseArgs reads the command line twice. The first pass, silent, only
+// learns which preset it chooses (--devnet, --volunteer, --preset); the
+// second binds every flag to that preset, so that --help shows the
+// defaults that will apply, and parses for real.
+func parseArgs(args []string, stderr io.Writer) (*options, error) {
+	probe := newOptions("default", 0)
+	pfs := flag.NewFlagSet("peer", flag.ContinueOnError)
+	pfs.SetOutput(io.Discard)
+	cli.Bind(pfs, probe.flags()...)
+	_ = pfs.Parse(args) // the second pass reports what is wrong
+	if probe.volunteer {
+		probe.preset = "volunteer"
+	}
+	if _, ok := presets[probe.preset]; !ok && probe.devnet.Nodes == 0 {
+		fmt.Fprintf(stderr, "peer: --preset %q: want default or volunteer\n", probe.preset)
+		return nil, errors.New("unknown preset")
+	}
+
+	o := newOptions(probe.preset, probe.devnet.Nodes)
+	fs := flag.NewFlagSet("peer", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage); cli.PrintDefaults(fs) }
+	cli.Bind(fs, o.flags()...)
+	if err := cli.Parse(fs, args, &o.node.Limits); err != nil {
+		return nil, err
+	}
+	return &o, nil
+}
+
+func runDevnet(ctx context.Context, o *options, stdout io.Writer, log *slog.Logger) int {
+	opts := o.devnet
+	opts.Peer = o.node
+	opts.Logger = log
+	opts.HTTPAddr = o.http
+	if opts.HTTPAddr == "" {
+		opts.HTTPAddr = "127.0.0.1:0"
+	}
+	if opts.DataDir == "" {
+		dir, err := os.MkdirTemp("", "immense-devnet-")
+		if err != nil {
+			log.Error("devnet failed to start", "err", err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		opts.DataDir = dir
+	}
+	d, err := node.StartDevnet(ctx, opts)
 	if err != nil {
 		log.Error("devnet failed to start", "err", err)
 		return 1
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nImmense devnet: a bootstrap node and %d peers on 127.0.0.1 (data in %s)\n\n", len(d.Peers), dir)
+	fmt.Fprintf(&b, "\nImmense devnet: a bootstrap node and %d peers on 127.0.0.1 (data in %s)\n\n", len(d.Peers), opts.DataDir)
 	fmt.Fprintf(&b, "  bootstrap  %s\n", d.Bootstrap.Addrs()[0])
 	for i, s := range d.HTTP {
 		fmt.Fprintf(&b, "  peer%-5d  %s   (%s)\n", i+1, s.URL(), d.Peers[i].ID())
@@ -264,16 +213,4 @@ func runDevnet(ctx context.Context, nodes int, dir, httpAddr string, stdout io.W
 		return 1
 	}
 	return 0
-}
-
-func flagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
-}
-
-func setInt(dst *int, v int) {
-	if v > 0 {
-		*dst = v
-	}
 }

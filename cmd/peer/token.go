@@ -18,12 +18,12 @@ import (
 func runToken(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("peer token", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var read, write cli.List
+	var read, write []string
 	secretFile := fs.String("secret-file", "", "file holding the token secret (the peers' --token-secret-file)")
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
 	sub := fs.String("sub", "", "whom the token is for (shows in peer logs)")
-	fs.Var(&read, "read", "topics the holder may subscribe to (comma-separated; a trailing * matches a prefix)")
-	fs.Var(&write, "write", "topics the holder may publish to (comma-separated; a trailing * matches a prefix)")
+	fs.Var(cli.Strings(&read), "read", "topics the holder may subscribe to (comma-separated; a trailing * matches a prefix)")
+	fs.Var(cli.Strings(&write), "write", "topics the holder may publish to (comma-separated; a trailing * matches a prefix)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: peer token --secret-file FILE [--read TOPICS] [--write TOPICS] [--ttl 1h]\n\nPrints a token for browsers.\n\n")
 		fs.PrintDefaults()

@@ -99,7 +99,7 @@ func (nw *network) start(ctx context.Context, i, gen int, server bool, bootstrap
 	}
 	cfg.DataDir = filepath.Join(nw.dir, fmt.Sprintf("node-%d-gen-%d", i, gen))
 	cfg.ListenAddrs = []string{simtest.Addr(i)}
-	cfg.Mode = overlay.ModeServer
+	cfg.Overlay.Mode = overlay.ModeServer
 	cfg.Bootstrap = bootstrap
 	// Every simulated address is public: no AutoNAT, hole punching or
 	// relays. The links' bandwidth is simnet's, so node's own traffic caps
@@ -115,19 +115,17 @@ func (nw *network) start(ctx context.Context, i, gen int, server bool, bootstrap
 	cfg.Logger = nw.nodeLog
 	cfg.HostOptions = nw.net.HostOptions()
 	g := nw.sc.GossipSub
-	cfg.Overlay = func(oc *overlay.Config) {
-		p := pubsub.DefaultGossipSubParams()
-		p.D, p.Dlo, p.Dhi, p.Dlazy = g.D, g.Dlo, g.Dhi, g.Dlazy
-		p.HeartbeatInterval = g.Heartbeat.D()
-		p.HistoryGossip = g.HistoryGossip
-		p.HistoryLength = max(p.HistoryLength, g.HistoryGossip)
-		if p.Dscore > p.Dhi {
-			p.Dscore = p.Dhi
-		}
-		// gossipsub requires Dout < Dlo and Dout < D/2.
-		p.Dout = max(0, min(p.Dout, p.Dlo-1, p.D/2-1))
-		oc.GossipSub = &p
+	p := pubsub.DefaultGossipSubParams()
+	p.D, p.Dlo, p.Dhi, p.Dlazy = g.D, g.Dlo, g.Dhi, g.Dlazy
+	p.HeartbeatInterval = g.Heartbeat.D()
+	p.HistoryGossip = g.HistoryGossip
+	p.HistoryLength = max(p.HistoryLength, g.HistoryGossip)
+	if p.Dscore > p.Dhi {
+		p.Dscore = p.Dhi
 	}
+	// gossipsub requires Dout < Dlo and Dout < D/2.
+	p.Dout = max(0, min(p.Dout, p.Dlo-1, p.D/2-1))
+	cfg.Overlay.GossipSub = &p
 	return node.New(ctx, cfg)
 }
 

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/immense-p2p/immense/internal/bytesize"
 	"gopkg.in/yaml.v3"
 )
 
@@ -75,31 +76,14 @@ func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
 // ByteSize is a size in bytes, written as a number or with a unit: "256",
-// "4KiB", "8MiB", "1GB".
+// "4KiB", "8MiB", "1GB" (the units of bytesize.Units, as on the commands'
+// flags).
 type ByteSize int64
 
 // ParseByteSize parses a ByteSize.
 func ParseByteSize(s string) (ByteSize, error) {
-	s = strings.TrimSpace(s)
-	units := []struct {
-		suffix string
-		mult   int64
-	}{
-		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
-		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1},
-	}
-	mult := int64(1)
-	for _, u := range units {
-		if strings.HasSuffix(s, u.suffix) {
-			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
-			break
-		}
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f < 0 {
-		return 0, fmt.Errorf("size %q: want a non-negative number with an optional unit (B, KiB, MiB, GiB, KB, MB, GB)", s)
-	}
-	return ByteSize(f * float64(mult)), nil
+	n, err := bytesize.Parse(s)
+	return ByteSize(n), err
 }
 
 // UnmarshalYAML accepts a number of bytes or a string with a unit.

@@ -1,5 +1,6 @@
-// Package cli holds what cmd/peer and cmd/bootstrap share: logging set-up,
-// flag value types and graceful shutdown.
+// Package cli holds what cmd/peer and cmd/bootstrap share: the flag
+// binder (flags.go) and node.Config's flag table (nodeflags.go), logging
+// set-up, and serving a node until a graceful shutdown (serve.go).
 package cli
 
 import (
@@ -10,8 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -42,69 +41,6 @@ func NewRegistry() *prometheus.Registry {
 	r := prometheus.NewRegistry()
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
-}
-
-// List is a comma-separated list flag; it may also be repeated.
-type List []string
-
-func (l *List) String() string { return strings.Join(*l, ",") }
-
-// Set appends the comma-separated values of s.
-func (l *List) Set(s string) error {
-	for _, v := range strings.Split(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			*l = append(*l, v)
-		}
-	}
-	return nil
-}
-
-// Size is a byte-count flag accepting units: 512MiB, 10GiB, 1.5GB, 4096.
-type Size int64
-
-func (s *Size) String() string { return fmt.Sprint(int64(*s)) }
-
-// Set parses a size such as "10GiB", or a rate such as "2MiB/s".
-func (s *Size) Set(v string) error {
-	n, err := ParseSize(strings.TrimSuffix(v, "/s"))
-	if err != nil {
-		return err
-	}
-	*s = Size(n)
-	return nil
-}
-
-var units = []struct {
-	suffix string
-	mult   float64
-}{
-	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
-	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
-	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40},
-	{"B", 1},
-}
-
-// ParseSize parses a byte count with an optional unit (KiB, MiB, GiB, TiB
-// are powers of 1024; KB, MB, GB, TB powers of 1000; K, M, G, T as KiB...).
-func ParseSize(v string) (int64, error) {
-	t := strings.TrimSpace(v)
-	mult := 1.0
-	for _, u := range units {
-		if strings.HasSuffix(strings.ToUpper(t), strings.ToUpper(u.suffix)) && (u.suffix != "B" || len(t) > 1) {
-			t = strings.TrimSpace(t[:len(t)-len(u.suffix)])
-			mult = u.mult
-			break
-		}
-	}
-	f, err := strconv.ParseFloat(t, 64)
-	if err != nil {
-		return 0, fmt.Errorf("size %q: want a number with an optional unit, e.g. 512MiB or 10GiB", v)
-	}
-	n := f * mult
-	if !(n >= 0 && n <= 1<<62) { // also refuses NaN
-		return 0, fmt.Errorf("size %q out of range", v)
-	}
-	return int64(n), nil
 }
 
 // SignalContext returns a context cancelled on SIGINT or SIGTERM.

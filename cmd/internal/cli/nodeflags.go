@@ -1,0 +1,147 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/immense-p2p/immense/node"
+	"github.com/immense-p2p/immense/overlay"
+	"github.com/immense-p2p/immense/webrtc"
+)
+
+// NodeFlags is the flag table of a node.Config, bound to c: one flag per
+// field, each showing c's value as its default, so bind it to the preset
+// the command runs. The storage flags are there only if c.State is set,
+// the browser flags only if c.Browsers is: a preset without the part has
+// nothing for them to set. Both commands use it; DataDir is theirs to
+// bind, because its default is the command's.
+func NodeFlags(c *node.Config) []Flag {
+	t := []Flag{
+		{"listen", "comma-separated libp2p listen `multiaddrs`", Strings(&c.ListenAddrs)},
+		{"bootstrap", "bootstrap peers: comma-separated `multiaddrs` ending in /p2p/<peer id>", Strings(&c.Bootstrap)},
+
+		{"max-conns", "hard cap on connections; lowers the inbound cap and --conn-high/--conn-low to fit unless they are given too", Int(&c.Limits.MaxConns)},
+		{"max-inbound-conns", "hard cap on inbound connections", Int(&c.Limits.MaxInboundConns)},
+		{"conn-low", "connection manager low water mark", Int(&c.Limits.ConnLowWater)},
+		{"conn-high", "connection manager high water mark; joins through this node are refused above it", Int(&c.Limits.ConnHighWater)},
+		{"max-memory", "memory libp2p may use, e.g. 512MiB", Size(&c.Limits.MaxMemory)},
+		{"max-upload", "upload cap for all traffic, e.g. 2MiB/s (0: no cap)", Rate(&c.MaxUpload)},
+		{"max-download", "download cap for all traffic, e.g. 8MiB/s (0: no cap)", Rate(&c.MaxDownload)},
+
+		{"relay-service", "offer circuit relay v2 to NAT'd peers once publicly reachable", Bool(&c.NAT.RelayService)},
+		{"max-relayed-conns", "relay reservations granted to other peers", Int(&c.NAT.MaxRelayedConns)},
+		{"nat-portmap", "ask the router for a port mapping (UPnP/NAT-PMP)", Bool(&c.NAT.PortMap)},
+
+		{"mode", "DHT `mode`: auto (server once publicly reachable), server or client", Parsed(&c.Overlay.Mode, overlay.ParseMode, overlay.Mode.String)},
+		{"join-rate", "newcomers admitted per second when they join through this node; the rest are told when to come back and referred to other peers (0: no limit)", Float(&c.Overlay.JoinRate)},
+		{"join-burst", "newcomers admitted at once before --join-rate applies", Int(&c.Overlay.JoinBurst)},
+		{"max-message-size", "largest topic message, e.g. 1MiB", Size(&c.Overlay.MaxMessageSize)},
+	}
+	if c.State != nil {
+		t = append(t,
+			Flag{"no-state", "store no shards and offer no state API", Off(&c.State)},
+			Flag{"storage-quota", "most shard bytes kept for others, e.g. 10GiB", Size(&c.StorageQuota)},
+			Flag{"app-key", "app key `file` (peer keygen): read and write the app's state namespace (default: a key of this node's own)", String(&c.AppKeyFile)},
+			Flag{"zone", "failure-domain label (region, data centre); shards of an object are spread over zones", String(&c.State.Zone)},
+			Flag{"handoff-timeout", "on SIGINT/SIGTERM, hand the shards this peer holds to other peers for at most this long before exiting (0: do not; a second signal cuts it short)", Duration(&c.State.HandoffTimeout)},
+		)
+	}
+	if b := c.Browsers; b != nil {
+		t = append(t,
+			Flag{"no-browsers", "turn the WebRTC bridge for browsers off", Off(&c.Browsers)},
+			Flag{"token-secret-file", "secret that browser tokens are signed with (see: peer secret, peer token); without it or --insecure-no-auth browsers are refused", secretFile{p: &b.Secret}},
+			Flag{"insecure-no-auth", "accept browsers without a token: anyone who reaches --http can read and write every topic", Bool(&b.InsecureNoAuth)},
+			Flag{"ice-server", "STUN/TURN server for browsers' ICE, e.g. stun:stun.example.org:3478 (repeatable)", iceServers{&b.ICEServers}},
+			Flag{"webrtc-public-ip", "public IP to announce to browsers when behind 1:1 NAT (repeatable)", Strings(&b.PublicIPs)},
+			Flag{"webrtc-udp-ports", "UDP port `range` for browser connections, e.g. 50000-50999 (default: any)", portRange{&b.UDPPortMin, &b.UDPPortMax}},
+		)
+	}
+	return t
+}
+
+// fitConns is the one rule both commands apply to --max-conns: limits the
+// preset sets above it are lowered to fit (the inbound cap and the high
+// water mark to --max-conns, the low water mark to half the high water
+// mark), unless they were given on the command line too, in which case
+// they are kept and validated as given. Without it, --max-conns below a
+// preset's inbound cap or high water mark could never pass validation.
+func fitConns(l *node.Limits, given map[string]bool) {
+	if !given["max-conns"] {
+		return
+	}
+	if !given["max-inbound-conns"] {
+		l.MaxInboundConns = min(l.MaxInboundConns, l.MaxConns)
+	}
+	if !given["conn-high"] {
+		l.ConnHighWater = min(l.ConnHighWater, l.MaxConns)
+	}
+	if !given["conn-low"] {
+		l.ConnLowWater = min(l.ConnLowWater, l.ConnHighWater/2)
+	}
+}
+
+// secretFile reads the browser token secret from the file named on the
+// command line. The file name is all it shows: never the secret.
+type secretFile struct {
+	p    *[]byte
+	path string
+}
+
+func (v secretFile) arg() string { return "file" }
+
+func (v secretFile) String() string { return v.path }
+
+func (v secretFile) Set(path string) error {
+	s, err := webrtc.LoadSecret(path)
+	if err != nil {
+		return err
+	}
+	*v.p = s
+	return nil
+}
+
+// iceServers adds one ICE server per comma-separated URL.
+type iceServers struct{ p *[]webrtc.ICEServer }
+
+func (v iceServers) arg() string { return "url" }
+
+func (v iceServers) String() string {
+	if v.p == nil {
+		return ""
+	}
+	var urls []string
+	for _, s := range *v.p {
+		urls = append(urls, s.URLs...)
+	}
+	return strings.Join(urls, ",")
+}
+
+func (v iceServers) Set(s string) error {
+	for _, u := range splitList(s) {
+		*v.p = append(*v.p, webrtc.ICEServer{URLs: []string{u}})
+	}
+	return nil
+}
+
+// portRange sets both ends of a UDP port range from "MIN-MAX".
+type portRange struct{ lo, hi *uint16 }
+
+func (v portRange) String() string {
+	if v.lo == nil || (*v.lo == 0 && *v.hi == 0) {
+		return ""
+	}
+	return fmt.Sprintf("%d-%d", *v.lo, *v.hi)
+}
+
+func (v portRange) Set(s string) error {
+	var lo, hi uint16
+	if s == "" { // any port, as the preset has it
+		*v.lo, *v.hi = 0, 0
+		return nil
+	}
+	if _, err := fmt.Sscanf(s, "%d-%d", &lo, &hi); err != nil || lo == 0 || hi < lo {
+		return fmt.Errorf("%q: want MIN-MAX, e.g. 50000-50999", s)
+	}
+	*v.lo, *v.hi = lo, hi
+	return nil
+}
