@@ -40,7 +40,7 @@ const apiTokenSize = 32
 
 // Errors of the control API's checks, for tests and logs.
 var (
-	errAPIHost   = errors.New("this host name is not served (a DNS rebinding page?): use 127.0.0.1, localhost, or add it to the peer's allowed HTTP hosts")
+	errAPIHost   = errors.New("this host name is not served (a DNS rebinding page?): use 127.0.0.1, localhost, or add it with --http-allowed-hosts")
 	errAPIOrigin = errors.New("cross-origin requests to the control API are refused")
 	errAPIToken  = errors.New("the control API needs Authorization: Bearer <token>, with the token in the data dir's api-token file")
 )

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 
 	"github.com/immense-p2p/immense/erasure"
+	"github.com/immense-p2p/immense/internal/durable"
 )
 
 // DevnetOptions are the launcher's options for a local network run in one
@@ -39,6 +41,9 @@ type Devnet struct {
 	Peers     []*Node
 	// HTTP[i] serves Peers[i].
 	HTTP []*HTTPServer
+	// APIToken is every node's control API token, kept in APITokenFile.
+	APIToken     string
+	APITokenFile string
 }
 
 // StartDevnet starts a bootstrap node on 127.0.0.1 and opts.Nodes-1 peers
@@ -69,11 +74,25 @@ func StartDevnet(ctx context.Context, opts DevnetOptions) (*Devnet, error) {
 			return nil, err
 		}
 	}
-	d := &Devnet{}
+	// One control API token for the whole devnet, so that one exported
+	// variable serves the curls to every peer.
+	d := &Devnet{APITokenFile: filepath.Join(opts.DataDir, apiTokenFile)}
+	if d.APIToken, err = loadOrCreateAPIToken(d.APITokenFile); err != nil {
+		return nil, err
+	}
+	shareToken := func(dir string) error {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create data dir: %w", err)
+		}
+		return durable.WriteFile(filepath.Join(dir, apiTokenFile), []byte(d.APIToken+"\n"), 0o600)
+	}
 	bcfg := BootstrapConfig()
 	bcfg.DataDir = filepath.Join(opts.DataDir, "bootstrap")
 	bcfg.ListenAddrs = DevnetConfig().ListenAddrs
 	bcfg.Logger = opts.Logger.With("devnet", "bootstrap")
+	if err := shareToken(bcfg.DataDir); err != nil {
+		return nil, err
+	}
 	d.Bootstrap, err = New(ctx, bcfg)
 	if err != nil {
 		return nil, err
@@ -89,6 +108,10 @@ func StartDevnet(ctx context.Context, opts DevnetOptions) (*Devnet, error) {
 		pcfg.Bootstrap = boot
 		pcfg.Logger = opts.Logger.With("devnet", fmt.Sprintf("peer%d", i))
 		pcfg.Registry = nil
+		if err := shareToken(pcfg.DataDir); err != nil {
+			d.Close()
+			return nil, err
+		}
 		p, err := New(ctx, pcfg)
 		if err != nil {
 			d.Close()

@@ -81,7 +81,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "peer:", err)
 		return 1
 	}
-	return cli.Serve(ctx, "peer", n, o.http, node.HTTPOptions{Topics: true}, o.infoFile, stdout, stderr, log)
+	return cli.Serve(ctx, "peer", n, o.http, node.HTTPOptions{Topics: true, AllowedHosts: o.httpHosts}, o.infoFile, stdout, stderr, log)
 }
 
 // options is what peer's command line sets: the node's configuration (or,
@@ -92,6 +92,7 @@ type options struct {
 	devnet    node.DevnetOptions // Nodes is --devnet
 	node      node.Config
 	http      string
+	httpHosts []string
 	infoFile  string
 	logFormat string
 	logLevel  string
@@ -135,6 +136,7 @@ func (o *options) flags() []cli.Flag {
 		{Name: "preset", Usage: "limits preset: default (a server) or volunteer (a home machine); the flags below show its values", Value: cli.String(&o.preset)},
 		{Name: "volunteer", Usage: "same as --preset volunteer: gentle limits for a home machine", Value: cli.Bool(&o.volunteer)},
 		{Name: "http", Usage: "HTTP API address (host:port); empty disables it", Value: cli.String(&o.http)},
+		{Name: "http-allowed-hosts", Usage: "further host names the HTTP control API answers to (comma-separated), besides localhost and this server's IP addresses: a name it is reached by through DNS or a proxy", Value: cli.Strings(&o.httpHosts)},
 		{Name: "info-file", Usage: "write {peer_id, addrs, http} as JSON to this file once started", Value: cli.String(&o.infoFile)},
 		{Name: "log-format", Usage: "log format: text or json", Value: cli.String(&o.logFormat)},
 		{Name: "log-level", Usage: "log level: debug, info, warn or error", Value: cli.String(&o.logLevel)},
@@ -200,10 +202,13 @@ func runDevnet(ctx context.Context, o *options, stdout io.Writer, log *slog.Logg
 	}
 	first, last := d.HTTP[0].URL(), d.HTTP[len(d.HTTP)-1].URL()
 	fmt.Fprintf(&b, "\nOpen %s/ in a browser for the demo chat (open it twice, or on another peer's port).\n", first)
-	fmt.Fprintf(&b, "\nTry, in another terminal:\n")
-	fmt.Fprintf(&b, "  curl -N %s/v1/topics/chat                 # follow a topic on one peer\n", last)
-	fmt.Fprintf(&b, "  curl -d 'hello, overlay' %s/v1/topics/chat   # publish on another\n", first)
-	fmt.Fprintf(&b, "  curl %s/v1/status\n\nCtrl-C stops the devnet.\n", first)
+	fmt.Fprintf(&b, "\nThe control API (topics, state, status, metrics) needs the devnet's token, so that web pages\n")
+	fmt.Fprintf(&b, "cannot use it. Try, in another terminal:\n")
+	fmt.Fprintf(&b, "  export IMMENSE_TOKEN=%s\n", d.APIToken)
+	fmt.Fprintf(&b, "  curl -N -H \"Authorization: Bearer $IMMENSE_TOKEN\" %s/v1/topics/demo/chat &                 # follow the demo chat\n", last)
+	fmt.Fprintf(&b, "  curl -H \"Authorization: Bearer $IMMENSE_TOKEN\" -d 'hello, overlay' %s/v1/topics/demo/chat   # it shows in the page\n", first)
+	fmt.Fprintf(&b, "  curl -H \"Authorization: Bearer $IMMENSE_TOKEN\" %s/v1/status\n", first)
+	fmt.Fprintf(&b, "(The token is also in %s.)\n\nCtrl-C stops the devnet.\n", d.APITokenFile)
 	fmt.Fprint(stdout, b.String())
 
 	<-ctx.Done()

@@ -34,7 +34,7 @@ func Serve(ctx context.Context, name string, n *node.Node, httpAddr string, opts
 			fmt.Fprintf(stderr, "%s: %v\n", name, err)
 			return 1
 		}
-		log.Info("HTTP API listening", "url", srv.URL())
+		log.Info("HTTP API listening", "url", srv.URL(), "token_file", n.APITokenFile(), "note", "the control API needs Authorization: Bearer <the token in token_file>")
 	}
 	info := Info{PeerID: n.ID().String()}
 	for _, a := range n.Addrs() {
