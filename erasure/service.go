@@ -167,7 +167,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
 		cfg: cfg, h: d.Host, key: d.Key, store: d.Store, records: d.Records, peers: d.Peers,
-		avail: d.Availability, log: cfg.Logger.With("logger", "erasure"), metrics: m,
+		avail: d.Availability, log: cfg.Logger.With("component", "erasure"), metrics: m,
 		client: NewClient(d.Host, cfg.RequestTimeout), sched: sched, started: cfg.Now(),
 		codecs: map[Params]*Codec{}, full: map[peer.ID]time.Time{}, failing: map[peer.ID]time.Time{}, reports: map[peer.ID]PeerReport{},
 		republished: map[ObjectID]time.Time{}, missing: map[string]time.Time{}, hintsRepublished: map[string]time.Time{},

@@ -42,7 +42,7 @@ func (n *Node) startBrowsers() error {
 	}
 	wc := *n.cfg.Browsers
 	if wc.Logger == nil {
-		wc.Logger = n.log
+		wc.Logger = n.plog
 	}
 	if wc.Registerer == nil {
 		wc.Registerer = n.registry

@@ -47,7 +47,7 @@ func (n *Node) Handler(opts HTTPOptions) http.Handler {
 	if opts.KeepAlive <= 0 {
 		opts.KeepAlive = 15 * time.Second
 	}
-	a := &api{n: n, opts: opts, streams: make(chan struct{}, opts.MaxStreams), log: n.log.With("component", "http")}
+	a := &api{n: n, opts: opts, streams: make(chan struct{}, opts.MaxStreams), log: n.plog.With("component", "node.http")}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", a.status)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}))

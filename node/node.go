@@ -29,7 +29,8 @@ type Message = overlay.Message
 // Node is one member of the overlay.
 type Node struct {
 	cfg      Config
-	log      *slog.Logger
+	log      *slog.Logger // the node's own lines: component=node
+	plog     *slog.Logger // for the parts, which add their own component
 	host     host.Host
 	overlay  *overlay.Overlay
 	registry *prometheus.Registry
@@ -78,7 +79,8 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	relays.host.Store(&h)
-	log := cfg.Logger.With("peer", h.ID().String())
+	plog := cfg.Logger.With("peer", h.ID().String())
+	log := plog.With("component", "node")
 	if created {
 		log.Info("created new identity", "file", filepath.Join(cfg.DataDir, identityFile))
 	}
@@ -89,7 +91,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	ocfg.MaxMessageSize = cfg.MaxMessageSize
 	ocfg.JoinRate, ocfg.JoinBurst = cfg.JoinRate, cfg.JoinBurst
 	ocfg.JoinMaxPeers = cfg.Limits.ConnHighWater
-	ocfg.Logger = log
+	ocfg.Logger = plog
 	ocfg.Registerer = cfg.Registry
 	ocfg.Validators = map[string]record.Validator{
 		erasure.RecordNamespace:  erasure.ManifestValidator{},
@@ -109,6 +111,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n := &Node{
 		cfg:      cfg,
 		log:      log,
+		plog:     plog,
 		host:     h,
 		overlay:  ov,
 		registry: cfg.Registry,
