@@ -265,8 +265,9 @@ func (n *Node) Publish(ctx context.Context, topic string, data []byte) error {
 
 // Subscribe subscribes to topic and returns its messages on a channel,
 // which is closed when ctx ends or the node closes. A consumer that falls
-// far behind loses messages (gossipsub drops them for slow subscriptions)
-// rather than slowing the node down.
+// far behind loses messages rather than slowing the node down: the
+// overlay subscription's queue drops what does not fit
+// (immense_overlay_messages_dropped_total).
 func (n *Node) Subscribe(ctx context.Context, topic string) (<-chan *Message, error) {
 	if n.ctx.Err() != nil {
 		return nil, ErrClosed
@@ -277,20 +278,16 @@ func (n *Node) Subscribe(ctx context.Context, topic string) (<-chan *Message, er
 	}
 	out := make(chan *Message, 64)
 	sctx, cancel := context.WithCancel(ctx)
+	// End the subscription with the node too. AfterFunc's goroutine only
+	// cancels sctx, and stop keeps it from starting once we are done.
+	stop := context.AfterFunc(n.ctx, cancel)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
 		defer close(out)
 		defer sub.Cancel()
 		defer cancel()
-		go func() {
-			// End the subscription with the node too.
-			select {
-			case <-n.ctx.Done():
-				cancel()
-			case <-sctx.Done():
-			}
-		}()
+		defer stop()
 		for {
 			m, err := sub.Next(sctx)
 			if err != nil {
