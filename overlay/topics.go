@@ -36,14 +36,16 @@ type Message struct {
 //
 // gossipsub fills the queue from its event loop, through the
 // subscription's message filter, which queues the message and declines it,
-// so gossipsub's own channel stays empty. Reading that channel instead
-// (pubsub.Subscription.Next) would allow no non-blocking read, and the
-// browser fan-out takes whatever is waiting as one batch (TryNext).
+// so gossipsub's own channel stays empty. That channel is read only through
+// pubsub.Subscription.Next, which blocks (with a done context it picks at
+// random between a waiting message and the error), and the browser fan-out
+// must take whatever is waiting as one batch without blocking (TryNext).
+//
+// Next and TryNext may be called from several goroutines.
 type Subscription struct {
 	o     *Overlay
 	topic string
 	sub   *pubsub.Subscription
-	once  bool // Cancel ran; guarded by Overlay.mu
 
 	// ready holds a signal while the queue may hold messages; done is
 	// closed by Cancel.
@@ -59,8 +61,7 @@ type Subscription struct {
 // subscriber that has not taken them yet; beyond it they are dropped.
 // gossipsub's own default is 32; 256 absorbs a burst of a busy topic while
 // the subscriber is busy for a moment (a browser fan-out writing to
-// hundreds of data channels) at a cost of pointers only, the messages
-// being in memory anyway.
+// hundreds of data channels), for a pointer per message.
 const SubscriptionQueue = 256
 
 // idleTopicTTL is how long a topic we only published to stays joined.
@@ -166,16 +167,21 @@ func (s *Subscription) offer(m *pubsub.Message) bool {
 	}
 	s.mu.Unlock()
 	if queued {
-		select {
-		case s.ready <- struct{}{}:
-		default: // a signal is already pending
-		}
+		s.signal()
 	}
 	if dropped {
 		s.o.metrics.dropped.WithLabelValues(s.o.metrics.label(s.topic)).Inc()
 		s.o.log.Debug("message dropped: subscriber too slow", "topic", s.topic, "queued", SubscriptionQueue)
 	}
 	return false
+}
+
+// signal leaves a signal in s.ready unless one is pending.
+func (s *Subscription) signal() {
+	select {
+	case s.ready <- struct{}{}:
+	default:
+	}
 }
 
 // Topic returns the topic name.
@@ -211,7 +217,11 @@ func (s *Subscription) TryNext() (*Message, bool) {
 			return nil, false
 		}
 		m := s.queue.pop()
+		more := s.queue.n > 0
 		s.mu.Unlock()
+		if more {
+			s.signal() // for another goroutine waiting in Next
+		}
 		published, payload, err := decodeEnvelope(m.Data)
 		if err != nil {
 			continue // the validator already refused it; cannot happen
@@ -233,11 +243,11 @@ func (s *Subscription) TryNext() (*Message, bool) {
 func (s *Subscription) Cancel() {
 	s.o.mu.Lock()
 	defer s.o.mu.Unlock()
-	if s.once {
+	s.mu.Lock()
+	if s.cancelled {
+		s.mu.Unlock()
 		return
 	}
-	s.once = true
-	s.mu.Lock()
 	s.cancelled = true
 	s.queue = msgQueue{}
 	s.mu.Unlock()
