@@ -94,8 +94,8 @@ type Config struct {
 	// repaired the usual way once the grace period has passed.
 	HandoffTimeout time.Duration
 
-	// Logger defaults to slog.Default(); the service logs as
-	// logger=erasure.
+	// Logger defaults to slog.Default(); the service logs with
+	// component=erasure.
 	Logger *slog.Logger
 	// Registerer receives the service's metrics; nil registers none.
 	Registerer prometheus.Registerer

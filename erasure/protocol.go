@@ -89,7 +89,7 @@ func newShardServer(h host.Host, store *Store, cfg ServerConfig, m *metrics) (*S
 		return nil, err
 	}
 	s := &ShardServer{h: h, store: store, cfg: cfg, metrics: m,
-		log: cfg.Logger.With("logger", "erasure.server"),
+		log: cfg.Logger.With("component", "erasure.server"),
 		sem: make(chan struct{}, cfg.MaxConcurrent), streams: map[network.Stream]struct{}{}}
 	h.SetStreamHandler(ShardProtocol, s.handle)
 	return s, nil

@@ -126,7 +126,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
 		cfg: cfg, h: d.Host, key: d.Key, store: d.Store, records: d.Records, peers: d.Peers,
-		avail: d.Availability, log: cfg.Logger.With("logger", "erasure"), metrics: m,
+		avail: d.Availability, log: cfg.Logger.With("component", "erasure"), metrics: m,
 		client: NewClient(d.Host, cfg.RequestTimeout), sched: sched, started: cfg.Now(),
 		codecs: map[Params]*Codec{}, book: newPeerBook(cfg), tracked: tracked, ctx: ctx, cancel: cancel,
 	}

@@ -52,7 +52,7 @@ type StoreConfig struct {
 	// whole store at startup (about 1 s per GiB with SHA-NI). With it off,
 	// OpenStore checks headers and sizes only, and reads still verify.
 	VerifyOnOpen bool
-	// Logger defaults to slog.Default() with logger=erasure.store.
+	// Logger defaults to slog.Default() with component=erasure.store.
 	Logger *slog.Logger
 	// Now stamps ShardInfo.Stored of new shards (shards found at open are
 	// stamped with their file's mtime). Default time.Now; GC compares it
@@ -78,7 +78,7 @@ func (c *StoreConfig) validate() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	c.Logger = c.Logger.With("logger", "erasure.store")
+	c.Logger = c.Logger.With("component", "erasure.store")
 	return nil
 }
 

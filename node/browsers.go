@@ -4,35 +4,54 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/immense-p2p/immense/overlay"
 	"github.com/immense-p2p/immense/webrtc"
 )
 
-// bus adapts the node's topics to what the browser bridge needs.
+// bus adapts the node's topics to what the browser bridge needs. Its
+// subscriptions are the overlay's own: the bridge's fan-out reads the
+// overlay subscription's queue directly, so between gossipsub and the
+// browsers there is one hand-off, with the overlay's drop rule.
 type bus struct{ n *Node }
 
 func (b bus) Publish(ctx context.Context, topic string, data []byte) error {
 	return b.n.Publish(ctx, topic, data)
 }
 
-func (b bus) Subscribe(ctx context.Context, topic string) (<-chan webrtc.Message, error) {
-	in, err := b.n.Subscribe(ctx, topic)
+func (b bus) Subscribe(_ context.Context, topic string) (webrtc.Subscription, error) {
+	if b.n.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
+	sub, err := b.n.overlay.Subscribe(topic)
 	if err != nil {
 		return nil, err
 	}
-	out := make(chan webrtc.Message, cap(in))
-	b.n.wg.Add(1)
-	go func() {
-		defer b.n.wg.Done()
-		defer close(out)
-		for m := range in { // closed when ctx ends or the node closes
-			select {
-			case out <- webrtc.Message{Topic: m.Topic, ID: m.ID, Data: m.Data, From: m.From.String(), Time: m.Published}:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return out, nil
+	return busSubscription{sub}, nil
+}
+
+// busSubscription is an overlay subscription seen as a webrtc.Subscription.
+type busSubscription struct{ sub *overlay.Subscription }
+
+func (s busSubscription) Next(ctx context.Context) (webrtc.Message, error) {
+	m, err := s.sub.Next(ctx)
+	if err != nil {
+		return webrtc.Message{}, err
+	}
+	return browserMessage(m), nil
+}
+
+func (s busSubscription) TryNext() (webrtc.Message, bool) {
+	m, ok := s.sub.TryNext()
+	if !ok {
+		return webrtc.Message{}, false
+	}
+	return browserMessage(m), true
+}
+
+func (s busSubscription) Close() { s.sub.Cancel() }
+
+func browserMessage(m *Message) webrtc.Message {
+	return webrtc.Message{Topic: m.Topic, ID: m.ID, Data: m.Data, From: m.From.String(), Time: m.Published}
 }
 
 // startBrowsers starts the WebRTC bridge if the config asks for one.
@@ -42,7 +61,7 @@ func (n *Node) startBrowsers() error {
 	}
 	wc := *n.cfg.Browsers
 	if wc.Logger == nil {
-		wc.Logger = n.log
+		wc.Logger = n.plog
 	}
 	if wc.Registerer == nil {
 		wc.Registerer = n.registry

@@ -82,7 +82,7 @@ func (n *Node) newAPI(opts HTTPOptions) *api {
 	}
 	a := &api{
 		n: n, opts: opts, streams: make(chan struct{}, opts.MaxStreams), perClient: make(map[string]int),
-		log: n.log.With("component", "http"), refused: n.apiRefusedCounter(),
+		log: n.plog.With("component", "node.http"), refused: n.apiRefusedCounter(),
 	}
 	if n.state != nil {
 		a.puts = semaphore.NewWeighted(a.putBudget())

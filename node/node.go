@@ -27,7 +27,8 @@ type Message = overlay.Message
 // Node is one member of the overlay.
 type Node struct {
 	cfg      Config
-	log      *slog.Logger
+	log      *slog.Logger // the node's own lines: component=node
+	plog     *slog.Logger // for the parts, which add their own component
 	host     host.Host
 	overlay  *overlay.Overlay
 	registry *prometheus.Registry
@@ -81,12 +82,13 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	relays.host.Store(&h)
-	log := cfg.Logger.With("peer", h.ID().String())
+	plog := cfg.Logger.With("peer", h.ID().String())
+	log := plog.With("component", "node")
 	if created {
 		log.Info("created new identity", "file", filepath.Join(cfg.DataDir, identityFile))
 	}
 
-	ov, err := overlay.New(ctx, h, cfg.overlayConfig(bootstrap, log))
+	ov, err := overlay.New(ctx, h, cfg.overlayConfig(bootstrap, plog))
 	if err != nil {
 		h.Close()
 		return nil, err
@@ -97,6 +99,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n := &Node{
 		cfg:      cfg,
 		log:      log,
+		plog:     plog,
 		host:     h,
 		overlay:  ov,
 		registry: cfg.Registry,
@@ -251,8 +254,9 @@ func (n *Node) Publish(ctx context.Context, topic string, data []byte) error {
 
 // Subscribe subscribes to topic and returns its messages on a channel,
 // which is closed when ctx ends or the node closes. A consumer that falls
-// far behind loses messages (gossipsub drops them for slow subscriptions)
-// rather than slowing the node down.
+// far behind loses messages rather than slowing the node down: the
+// overlay subscription's queue drops what does not fit
+// (immense_overlay_messages_dropped_total).
 func (n *Node) Subscribe(ctx context.Context, topic string) (<-chan *Message, error) {
 	if n.ctx.Err() != nil {
 		return nil, ErrClosed
@@ -263,20 +267,16 @@ func (n *Node) Subscribe(ctx context.Context, topic string) (<-chan *Message, er
 	}
 	out := make(chan *Message, 64)
 	sctx, cancel := context.WithCancel(ctx)
+	// End the subscription with the node too. AfterFunc's goroutine only
+	// cancels sctx, and stop keeps it from starting once we are done.
+	stop := context.AfterFunc(n.ctx, cancel)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
 		defer close(out)
 		defer sub.Cancel()
 		defer cancel()
-		go func() {
-			// End the subscription with the node too.
-			select {
-			case <-n.ctx.Done():
-				cancel()
-			case <-sctx.Done():
-			}
-		}()
+		defer stop()
 		for {
 			m, err := sub.Next(sctx)
 			if err != nil {

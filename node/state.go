@@ -38,7 +38,7 @@ func (n *Node) startState() error {
 	}
 	scfg := erasure.DefaultStoreConfig(filepath.Join(n.cfg.DataDir, shardDir))
 	scfg.Quota = n.cfg.StorageQuota
-	scfg.Logger = n.log
+	scfg.Logger = n.plog
 	store, err := erasure.OpenStore(scfg)
 	if err != nil {
 		return fmt.Errorf("open shard store: %w", err)
@@ -56,7 +56,7 @@ func (n *Node) startState() error {
 	}
 	ecfg := *n.cfg.State
 	if ecfg.Logger == nil {
-		ecfg.Logger = n.log
+		ecfg.Logger = n.plog
 	}
 	if ecfg.Registerer == nil {
 		ecfg.Registerer = n.registry

@@ -152,7 +152,9 @@ type Config struct {
 	// first path component of a record key, e.g. "immense-state").
 	Validators map[string]record.Validator
 
-	// Logger; default slog.Default().
+	// Logger; default slog.Default(). The overlay logs with
+	// component=overlay, and gossipsub's own lines with
+	// component=overlay.gossipsub.
 	Logger *slog.Logger
 
 	// Registerer receives the overlay's metrics; nil disables them.

@@ -11,6 +11,7 @@ type metrics struct {
 	published *prometheus.CounterVec
 	received  *prometheus.CounterVec
 	rejected  *prometheus.CounterVec
+	dropped   *prometheus.CounterVec
 
 	mu     sync.Mutex
 	labels map[string]struct{}
@@ -31,6 +32,10 @@ func newMetrics(reg prometheus.Registerer, maxTopics int, o *Overlay) (*metrics,
 			Namespace: "immense", Subsystem: "overlay", Name: "messages_rejected_total",
 			Help: "Messages from the network refused by validation, per topic.",
 		}, []string{"topic"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "immense", Subsystem: "overlay", Name: "messages_dropped_total",
+			Help: "Messages not delivered to a local subscription because its queue was full (the subscriber reads slower than the topic publishes), per topic, counted per subscription.",
+		}, []string{"topic"}),
 		labels: make(map[string]struct{}),
 		max:    maxTopics,
 	}
@@ -38,7 +43,7 @@ func newMetrics(reg prometheus.Registerer, maxTopics int, o *Overlay) (*metrics,
 		return m, nil
 	}
 	collectors := []prometheus.Collector{
-		m.published, m.received, m.rejected,
+		m.published, m.received, m.rejected, m.dropped,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "immense", Subsystem: "overlay", Name: "connected_peers",
 			Help: "Peers with at least one open connection.",

@@ -148,7 +148,7 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 		// promised each publisher's messages in order. One worker still
 		// verifies tens of thousands of signatures a second.
 		pubsub.WithValidateWorkers(1),
-		pubsub.WithLogger(o.log.With("component", "gossipsub")),
+		pubsub.WithLogger(cfg.Logger.With("component", "overlay.gossipsub")),
 	)
 	if err != nil {
 		kad.Close()

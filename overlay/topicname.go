@@ -1,32 +1,23 @@
 package overlay
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/immense-p2p/immense/internal/topicname"
+)
 
 // MaxTopicLength is the longest topic name accepted, in bytes.
-const MaxTopicLength = 128
+const MaxTopicLength = topicname.MaxLength
 
 // wirePrefix is prepended to topic names to form gossipsub topic names.
 const wirePrefix = "immense/"
 
 // ValidateTopic reports whether name is an acceptable topic name: 1 to
-// MaxTopicLength bytes of ASCII letters, digits and . _ : / -.
-// The alphabet is deliberately small: topic names end up in URLs, metric
-// labels, log lines and DHT keys, and none of those should need escaping.
+// MaxTopicLength bytes of ASCII letters, digits and . _ : / -. The rule is
+// internal/topicname's, which webrtc checks browsers' frames with too.
 func ValidateTopic(name string) error {
-	if name == "" {
-		return fmt.Errorf("%w: empty", ErrInvalidTopic)
-	}
-	if len(name) > MaxTopicLength {
-		return fmt.Errorf("%w: %d bytes, at most %d allowed", ErrInvalidTopic, len(name), MaxTopicLength)
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case c == '.', c == '_', c == ':', c == '/', c == '-':
-		default:
-			return fmt.Errorf("%w: byte %q at offset %d is not one of [A-Za-z0-9._:/-]", ErrInvalidTopic, c, i)
-		}
+	if err := topicname.Check(name); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidTopic, err)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"sync"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -26,12 +27,42 @@ type Message struct {
 }
 
 // Subscription is a local subscription to a topic. Cancel it when done.
+//
+// Between gossipsub and the subscriber there is one bounded queue of
+// SubscriptionQueue messages and one drop rule: when the queue is full, the
+// arriving message is dropped and counted in
+// immense_overlay_messages_dropped_total. A subscriber that falls behind
+// loses messages; it never slows the node down.
+//
+// gossipsub fills the queue from its event loop, through the
+// subscription's message filter, which queues the message and declines it,
+// so gossipsub's own channel stays empty. That channel is read only through
+// pubsub.Subscription.Next, which blocks (with a done context it picks at
+// random between a waiting message and the error), and the browser fan-out
+// must take whatever is waiting as one batch without blocking (TryNext).
+//
+// Next and TryNext may be called from several goroutines.
 type Subscription struct {
 	o     *Overlay
 	topic string
 	sub   *pubsub.Subscription
-	once  bool
+
+	// ready holds a signal while the queue may hold messages; done is
+	// closed by Cancel.
+	ready chan struct{}
+	done  chan struct{}
+
+	mu        sync.Mutex
+	queue     msgQueue
+	cancelled bool
 }
+
+// SubscriptionQueue is how many messages a subscription holds for a
+// subscriber that has not taken them yet; beyond it they are dropped.
+// gossipsub's own default is 32; 256 absorbs a burst of a busy topic while
+// the subscriber is busy for a moment (a browser fan-out writing to
+// hundreds of data channels), for a pointer per message.
+const SubscriptionQueue = 256
 
 // idleTopicTTL is how long a topic we only published to stays joined.
 const idleTopicTTL = 5 * time.Minute
@@ -108,27 +139,88 @@ func (o *Overlay) Subscribe(topic string) (*Subscription, error) {
 	if err != nil {
 		return nil, err
 	}
-	sub, err := ts.topic.Subscribe(pubsub.WithBufferSize(256))
+	s := &Subscription{o: o, topic: topic, ready: make(chan struct{}, 1), done: make(chan struct{})}
+	// gossipsub's channel stays empty (see Subscription): one slot will do.
+	sub, err := ts.topic.Subscribe(pubsub.WithBufferSize(1), pubsub.WithMessageFilter(s.offer))
 	if err != nil {
 		return nil, fmt.Errorf("subscribe %q: %w", topic, err)
 	}
+	s.sub = sub
 	ts.subs++
-	return &Subscription{o: o, topic: topic, sub: sub}, nil
+	return s, nil
+}
+
+// offer queues m for the subscriber, or drops it if the queue is full. It
+// runs on gossipsub's event loop, for every message of the topic, so it
+// must never block; it returns false so that gossipsub does not deliver m
+// a second time through its own channel.
+func (s *Subscription) offer(m *pubsub.Message) bool {
+	s.mu.Lock()
+	queued, dropped := false, false
+	switch {
+	case s.cancelled:
+	case s.queue.n >= SubscriptionQueue:
+		dropped = true
+	default:
+		s.queue.push(m)
+		queued = true
+	}
+	s.mu.Unlock()
+	if queued {
+		s.signal()
+	}
+	if dropped {
+		s.o.metrics.dropped.WithLabelValues(s.o.metrics.label(s.topic)).Inc()
+		s.o.log.Debug("message dropped: subscriber too slow", "topic", s.topic, "queued", SubscriptionQueue)
+	}
+	return false
+}
+
+// signal leaves a signal in s.ready unless one is pending.
+func (s *Subscription) signal() {
+	select {
+	case s.ready <- struct{}{}:
+	default:
+	}
 }
 
 // Topic returns the topic name.
 func (s *Subscription) Topic() string { return s.topic }
 
 // Next blocks until the next message, ctx ends (ctx.Err()) or the
-// subscription or overlay is closed (ErrClosed).
+// subscription or overlay is closed (ErrClosed). Messages already queued
+// are returned first.
 func (s *Subscription) Next(ctx context.Context) (*Message, error) {
 	for {
-		m, err := s.sub.Next(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
+		if m, ok := s.TryNext(); ok {
+			return m, nil
+		}
+		select {
+		case <-s.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-s.done:
 			return nil, ErrClosed
+		case <-s.o.ctx.Done():
+			return nil, ErrClosed
+		}
+	}
+}
+
+// TryNext returns the next queued message, or false at once if none is
+// waiting.
+func (s *Subscription) TryNext() (*Message, bool) {
+	for {
+		s.mu.Lock()
+		if s.queue.n == 0 {
+			s.mu.Unlock()
+			return nil, false
+		}
+		m := s.queue.pop()
+		more := s.queue.n > 0
+		s.mu.Unlock()
+		if more {
+			s.signal() // for another goroutine waiting in Next
 		}
 		published, payload, err := decodeEnvelope(m.Data)
 		if err != nil {
@@ -142,23 +234,57 @@ func (s *Subscription) Next(ctx context.Context) (*Message, error) {
 			ReceivedFrom: m.ReceivedFrom,
 			Published:    published,
 			Data:         payload,
-		}, nil
+		}, true
 	}
 }
 
-// Cancel ends the subscription. It is idempotent.
+// Cancel ends the subscription; messages still queued are discarded. It
+// is idempotent.
 func (s *Subscription) Cancel() {
 	s.o.mu.Lock()
 	defer s.o.mu.Unlock()
-	if s.once {
+	s.mu.Lock()
+	if s.cancelled {
+		s.mu.Unlock()
 		return
 	}
-	s.once = true
+	s.cancelled = true
+	s.queue = msgQueue{}
+	s.mu.Unlock()
+	close(s.done)
 	s.sub.Cancel()
 	if ts, ok := s.o.topics[s.topic]; ok {
 		ts.subs--
 		ts.lastUsed = time.Now()
 	}
+}
+
+// msgQueue is a FIFO of messages that grows as needed up to
+// SubscriptionQueue, so that an idle subscription costs nothing.
+type msgQueue struct {
+	buf  []*pubsub.Message
+	head int
+	n    int
+}
+
+func (q *msgQueue) push(m *pubsub.Message) {
+	if q.n == len(q.buf) {
+		grown := make([]*pubsub.Message, min(max(8, 2*len(q.buf)), SubscriptionQueue))
+		for i := 0; i < q.n; i++ {
+			grown[i] = q.buf[(q.head+i)%len(q.buf)]
+		}
+		q.buf, q.head = grown, 0
+	}
+	q.buf[(q.head+q.n)%len(q.buf)] = m
+	q.n++
+}
+
+func (q *msgQueue) pop() *pubsub.Message {
+	m := q.buf[q.head]
+	q.buf[q.head] = nil
+	q.head = (q.head + 1) % len(q.buf)
+	q.n--
+	return m
 }
 
 // janitor leaves topics this node only published to and has not used for

@@ -85,7 +85,7 @@ func logger(w io.Writer, verbose bool) *slog.Logger {
 	if verbose {
 		lvl = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})).With("logger", "sim")
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})).With("component", "sim")
 }
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -43,7 +43,7 @@ func (b *bridge) join(topic string, s *session) error {
 	f, ok := b.feeds[topic]
 	if !ok {
 		ctx, cancel := context.WithCancel(b.srv.ctx)
-		ch, err := b.srv.bus.Subscribe(ctx, topic)
+		sub, err := b.srv.bus.Subscribe(ctx, topic)
 		if err != nil {
 			cancel()
 			return err
@@ -53,7 +53,7 @@ func (b *bridge) join(topic string, s *session) error {
 		b.feeds[topic] = f
 		b.srv.metrics.topics.Inc()
 		b.srv.wg.Add(1)
-		go b.run(f, ch)
+		go b.run(f, sub)
 	}
 	// A session that closed meanwhile has already left its topics; it
 	// must not be added back behind its close.
@@ -117,33 +117,28 @@ const maxDrain = 256
 // Delivering never blocks, so one slow browser cannot hold up the others.
 //
 // When the fan-out falls behind (the overlay delivers faster than it
-// writes), messages wait in the subscription's channel; each round takes
+// writes), messages wait in the subscription's queue; each round takes
 // all of them and sends them as one BATCH to every idle session, so the
 // cost per delivery falls as the load rises instead of latency growing.
-func (b *bridge) run(f *feed, ch <-chan Message) {
+func (b *bridge) run(f *feed, sub Subscription) {
 	defer b.srv.wg.Done()
+	defer sub.Close()
 	var frames [][]byte
 	for {
-		var msg Message
-		var ok bool
-		select {
-		case <-f.ctx.Done():
+		msg, err := sub.Next(f.ctx)
+		if err != nil {
+			if f.ctx.Err() == nil {
+				b.lost(f)
+			}
 			return
-		case msg, ok = <-ch:
 		}
 		frames = frames[:0]
-	drain:
-		for ok {
+		for ok := true; ok; msg, ok = sub.TryNext() {
 			if frame := b.encode(f, &msg); frame != nil {
 				frames = append(frames, frame)
 			}
 			if len(frames) >= maxDrain {
 				break
-			}
-			select {
-			case msg, ok = <-ch:
-			default:
-				break drain
 			}
 		}
 		if len(frames) > 0 {
@@ -151,12 +146,6 @@ func (b *bridge) run(f *feed, ch <-chan Message) {
 			for _, s := range *f.subs.Load() {
 				s.deliver(f.topic, wire, frames)
 			}
-		}
-		if !ok {
-			if f.ctx.Err() == nil {
-				b.lost(f)
-			}
-			return
 		}
 	}
 }

@@ -13,13 +13,27 @@ type Bus interface {
 	// Publish sends data to every subscriber of topic in the overlay,
 	// including this peer's own subscribers.
 	Publish(ctx context.Context, topic string, data []byte) error
-	// Subscribe delivers the messages of topic on the returned channel in
-	// the order this peer receives them. The implementation closes the
-	// channel when ctx ends (and must not block forever sending on it after
-	// that), or earlier if the subscription is lost, for example because
-	// the overlay shut down. Subscribe must not block for long: the bridge
-	// calls it while a browser waits for its ACK.
-	Subscribe(ctx context.Context, topic string) (<-chan Message, error)
+	// Subscribe subscribes to topic; ctx bounds the call, not the
+	// subscription, which lasts until its Close. Subscribe must not block
+	// for long: the bridge calls it while a browser waits for its ACK.
+	Subscribe(ctx context.Context, topic string) (Subscription, error)
+}
+
+// Subscription delivers the messages of one topic, in the order this peer
+// receives them, to the bridge's fan-out, which reads it directly. It is
+// the one hand-off between the overlay and the browsers: the Bus queues
+// messages as they arrive, in a bounded queue, and drops (and counts) what
+// does not fit rather than wait for the fan-out.
+type Subscription interface {
+	// Next blocks until the next message, or until ctx ends (returning
+	// ctx.Err()) or the subscription is lost (another error), for example
+	// because the overlay shut down.
+	Next(ctx context.Context) (Message, error)
+	// TryNext returns the next message if one is waiting, without
+	// blocking: the fan-out takes everything waiting as one batch.
+	TryNext() (Message, bool)
+	// Close ends the subscription.
+	Close()
 }
 
 // Message is a message of a topic, as delivered by a Bus to the bridge and

@@ -2,6 +2,7 @@ package webrtc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -10,7 +11,8 @@ import (
 
 // memBus is an in-memory Bus: every Publish is delivered, in order, to
 // every current subscriber of the topic, as the overlay delivers to a
-// peer's local subscribers.
+// peer's local subscribers. Unlike the overlay it never drops a message:
+// Publish waits for room, so tests and benchmarks can count deliveries.
 type memBus struct {
 	from string
 
@@ -23,42 +25,64 @@ type memBus struct {
 }
 
 type memSub struct {
-	ctx context.Context
-	mu  sync.Mutex // held while sending, so close cannot race a send
-	ch  chan Message
-	end bool
+	b     *memBus
+	topic string
+	ch    chan Message
+	done  chan struct{} // closed by Close, which ends a Publish waiting to send
+	once  sync.Once
+	lost  chan struct{} // closed by memBus.lose
 }
 
 func newMemBus() *memBus {
 	return &memBus{from: "12D3KooWmembus", subs: make(map[string]map[*memSub]struct{})}
 }
 
-func (b *memBus) Subscribe(ctx context.Context, topic string) (<-chan Message, error) {
+func (b *memBus) Subscribe(ctx context.Context, topic string) (Subscription, error) {
 	if err := ValidateTopic(topic); err != nil {
 		return nil, err
 	}
 	b.subscribes.Add(1)
-	s := &memSub{ctx: ctx, ch: make(chan Message, 64)}
+	s := &memSub{b: b, topic: topic, ch: make(chan Message, 64), done: make(chan struct{}), lost: make(chan struct{})}
 	b.mu.Lock()
 	if b.subs[topic] == nil {
 		b.subs[topic] = make(map[*memSub]struct{})
 	}
 	b.subs[topic][s] = struct{}{}
 	b.mu.Unlock()
-	// Close the channel when ctx ends, as the Bus contract requires.
-	context.AfterFunc(ctx, func() {
-		b.mu.Lock()
-		delete(b.subs[topic], s)
-		if len(b.subs[topic]) == 0 {
-			delete(b.subs, topic)
-		}
-		b.mu.Unlock()
-		s.mu.Lock()
-		s.end = true
-		close(s.ch)
-		s.mu.Unlock()
-	})
-	return s.ch, nil
+	return s, nil
+}
+
+func (s *memSub) Next(ctx context.Context) (Message, error) {
+	select {
+	case m := <-s.ch:
+		return m, nil
+	case <-ctx.Done():
+		return Message{}, ctx.Err()
+	case <-s.done:
+		return Message{}, ErrClosed
+	case <-s.lost:
+		return Message{}, errLost
+	}
+}
+
+func (s *memSub) TryNext() (Message, bool) {
+	select {
+	case m := <-s.ch:
+		return m, true
+	default:
+		return Message{}, false
+	}
+}
+
+func (s *memSub) Close() {
+	b := s.b
+	b.mu.Lock()
+	delete(b.subs[s.topic], s)
+	if len(b.subs[s.topic]) == 0 {
+		delete(b.subs, s.topic)
+	}
+	b.mu.Unlock()
+	s.once.Do(func() { close(s.done) })
 }
 
 func (b *memBus) Publish(ctx context.Context, topic string, data []byte) error {
@@ -77,17 +101,27 @@ func (b *memBus) Publish(ctx context.Context, topic string, data []byte) error {
 	// Subscribe; it keeps each subscriber's order because tests publish
 	// from one goroutine per topic.
 	for _, s := range subs {
-		s.mu.Lock()
-		if !s.end {
-			select {
-			case s.ch <- m:
-			case <-s.ctx.Done():
-			case <-ctx.Done():
-			}
+		select {
+		case s.ch <- m:
+		case <-s.done:
+		case <-ctx.Done():
 		}
-		s.mu.Unlock()
 	}
 	return ctx.Err()
+}
+
+var errLost = errors.New("membus: subscription lost")
+
+// lose ends every subscription to topic as the overlay would if it shut
+// down under the bridge: their Next fails.
+func (b *memBus) lose(topic string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for s := range b.subs[topic] {
+		close(s.lost)
+		delete(b.subs[topic], s)
+	}
+	delete(b.subs, topic)
 }
 
 // subscribers returns the number of live subscriptions to topic.

@@ -121,7 +121,7 @@ func Dial(ctx context.Context, offerURL, token string, opts ...ClientOption) (*C
 	if log == nil {
 		log = slog.Default()
 	}
-	log = log.With("component", "webrtc-client")
+	log = log.With("component", "webrtc.client")
 	api, err := newAPI(transportOptions{
 		loopbackOnly:      cfg.loopbackOnly,
 		maxMessageSize:    maxFrameSizeLimit,

@@ -4,8 +4,9 @@
 //
 // The package depends on the overlay only through the Bus interface
 // (Publish and Subscribe on topics), which the node implements; it holds
-// one Bus subscription per topic however many browsers follow it, and
-// drops it when the last one leaves. docs/browser-protocol.md is the
+// one Bus subscription per topic however many browsers follow it, read
+// directly by that topic's fan-out goroutine, and drops it when the last
+// one leaves. docs/browser-protocol.md is the
 // reference for client authors; this comment summarises it.
 //
 // # Signaling

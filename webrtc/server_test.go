@@ -110,6 +110,53 @@ func TestFanOutInOrder(t *testing.T) {
 	}
 }
 
+// TestSubscriptionLost: when the overlay ends a topic's subscription on its
+// own, every browser following the topic is told (an unsolicited ERROR
+// subscription-lost), the bridge lets the topic go, and a browser may
+// subscribe again.
+func TestSubscriptionLost(t *testing.T) {
+	const topic = "news"
+	e := newTestEnv(t, nil)
+	ctx := testContext(t)
+	tok := e.token([]string{topic}, nil)
+	lost := make(chan *ServerError, 4)
+	c := e.dial(ctx, tok, WithErrorHandler(func(err error) {
+		var se *ServerError
+		if errors.As(err, &se) {
+			lost <- se
+		}
+	}))
+	if err := c.Subscribe(ctx, topic); err != nil {
+		t.Fatal(err)
+	}
+	e.bus.lose(topic)
+	select {
+	case se := <-lost:
+		if se.Code != CodeSubscriptionLost || se.Topic != topic {
+			t.Fatalf("got %v, want subscription-lost for %q", se, topic)
+		}
+	case <-ctx.Done():
+		t.Fatal("no subscription-lost error")
+	}
+	if v := value(t, e.srv.metrics.topics); v != 0 {
+		t.Fatalf("%v bridged topics after the overlay ended the only one", v)
+	}
+	if err := c.Subscribe(ctx, topic); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.bus.Publish(ctx, topic, seqPayload(7, 10)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-c.Messages():
+		if payloadSeq(m.Data) != 7 {
+			t.Fatalf("got seq %d after subscribing again", payloadSeq(m.Data))
+		}
+	case <-ctx.Done():
+		t.Fatal("no message after subscribing again")
+	}
+}
+
 // TestSlowConsumer: a client that stops reading neither delays the others
 // nor makes the server queue without bound. Publishing is in lockstep with
 // the fast clients (message i+1 goes out once every fast client has

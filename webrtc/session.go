@@ -62,6 +62,7 @@ type session struct {
 	closeAfter   string   // close with this reason once control is written
 	connectTimer *time.Timer
 	expiryTimer  *time.Timer
+	flushTimer   *time.Timer // closes an expired session its writer cannot
 
 	closeOnce sync.Once
 }
@@ -282,11 +283,11 @@ func (s *session) expire() {
 	}
 	s.closeAfter = closeTokenExpired
 	s.control = append(s.control, b)
+	// The writer closes the session once the frame is out; this is in
+	// case it cannot (a stalled channel). close stops it.
+	s.flushTimer = time.AfterFunc(2*closeGrace, func() { s.close(closeTokenExpired) })
 	s.mu.Unlock()
 	signal(s.wake)
-	// The writer closes the session once the frame is out; this is in
-	// case it cannot (a stalled channel).
-	time.AfterFunc(2*closeGrace, func() { s.close(closeTokenExpired) })
 }
 
 func (s *session) ack(req uint32) {
@@ -352,7 +353,7 @@ func (s *session) close(reason string) {
 		s.queue = ring{}
 		s.control = nil
 		pc := s.pc
-		for _, t := range []*time.Timer{s.connectTimer, s.expiryTimer} {
+		for _, t := range []*time.Timer{s.connectTimer, s.expiryTimer, s.flushTimer} {
 			if t != nil {
 				t.Stop()
 			}

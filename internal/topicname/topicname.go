@@ -1,0 +1,52 @@
+// Package topicname is the rule for topic names, written once. The overlay
+// owns topics and the WebRTC bridge checks browsers' frames against the
+// same rule before anything reaches the overlay; each exposes it as its own
+// ValidateTopic wrapping its own ErrInvalidTopic. The rule lives here, a
+// leaf, rather than in overlay, so that webrtc (and the Go WebRTC client
+// built from it) does not pull in the DHT and gossipsub for twenty lines.
+package topicname
+
+import (
+	"errors"
+	"fmt"
+)
+
+// MaxLength is the longest topic name accepted, in bytes.
+const MaxLength = 128
+
+// Alphabet describes the bytes a topic name may contain, for messages.
+const Alphabet = "[A-Za-z0-9._:/-]"
+
+// Check returns nil if name is 1 to MaxLength bytes of Alphabet, or an
+// error saying what is wrong with it (without a sentinel: callers wrap
+// their own). The alphabet is deliberately small: topic names end up in
+// URLs, metric labels, log lines and DHT keys, and none of those should
+// need escaping.
+func Check(name string) error {
+	if name == "" {
+		return errors.New("empty")
+	}
+	if len(name) > MaxLength {
+		return fmt.Errorf("%d bytes, at most %d allowed", len(name), MaxLength)
+	}
+	if i := InvalidByte(name); i >= 0 {
+		return fmt.Errorf("byte %q at offset %d is not one of %s", name[i], i, Alphabet)
+	}
+	return nil
+}
+
+// InvalidByte returns the offset of the first byte of s outside Alphabet,
+// or -1. Unlike Check it accepts any length, for callers checking a part
+// of a name (a token's "chat/*" pattern).
+func InvalidByte(s string) int {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '.', c == '_', c == ':', c == '/', c == '-':
+		default:
+			return i
+		}
+	}
+	return -1
+}
