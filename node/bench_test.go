@@ -17,16 +17,7 @@ import (
 // README's curls and a browser-facing app do. Before publishes stopped
 // waiting for discovery, each took 2 s (0.5/s).
 func BenchmarkLonePeerPublish(b *testing.B) {
-	cfg := DefaultConfig()
-	cfg.DataDir = b.TempDir()
-	cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
-	cfg.NAT.PortMap = false
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	n, err := New(context.Background(), cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer n.Close()
+	n := loneNode(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	msg := []byte(strings.Repeat("x", 100))
@@ -46,7 +37,7 @@ func BenchmarkLonePeerPublish(b *testing.B) {
 	})
 
 	b.Run("http", func(b *testing.B) {
-		srv, err := ServeHTTP("127.0.0.1:0", n.Handler(HTTPOptions{Topics: true}), cfg.Logger)
+		srv, err := ServeHTTP("127.0.0.1:0", n.Handler(HTTPOptions{Topics: true}), n.log)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -87,4 +78,20 @@ func BenchmarkLonePeerPublish(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 	})
+}
+
+// loneNode starts a node on 127.0.0.1 with no other peer, closed when b
+// ends: the one-laptop deployment the benchmarks here measure.
+func loneNode(b *testing.B) *Node {
+	cfg := DefaultConfig()
+	cfg.DataDir = b.TempDir()
+	cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
+	cfg.NAT.PortMap = false
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	n, err := New(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { n.Close() })
+	return n
 }

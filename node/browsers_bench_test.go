@@ -2,8 +2,6 @@ package node
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 )
@@ -13,16 +11,7 @@ import (
 // the bridge's side of the bus, "burst" publishes 100 and then takes them
 // all as the fan-out does (Next, then TryNext while messages wait).
 func BenchmarkBrowserBus(b *testing.B) {
-	cfg := DefaultConfig()
-	cfg.DataDir = b.TempDir()
-	cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
-	cfg.NAT.PortMap = false
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	n, err := New(context.Background(), cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer n.Close()
+	n := loneNode(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	msg := []byte(strings.Repeat("x", 100))
