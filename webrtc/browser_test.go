@@ -7,13 +7,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os/exec"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/immense-p2p/immense/internal/browsertest"
 )
 
 // TestBrowserClient runs the demo page and immense.js in headless
@@ -26,10 +25,7 @@ func TestBrowserClient(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Chromium")
 	}
-	path, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium not installed")
-	}
+	opts := browsertest.Options(t)
 	e := newTestEnv(t, nil)
 	mux := http.NewServeMux()
 	mux.Handle(OfferPath, e.srv)
@@ -45,18 +41,6 @@ func TestBrowserClient(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(path),
-		chromedp.UserDataDir(filepath.Join(t.TempDir(), "profile")),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		// WebRTC on loopback only: 127.0.0.1 candidates, no mDNS names.
-		chromedp.Flag("allow-loopback-in-peer-connection", true),
-		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns"),
-	)
 	actx, cancel := chromedp.NewExecAllocator(ctx, opts...)
 	defer cancel()
 	bctx, cancel := chromedp.NewContext(actx)
