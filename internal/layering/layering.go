@@ -29,6 +29,14 @@ var layers = map[string][]string{
 	"internal": nil,
 }
 
+// narrower lists packages held to less than their layer allows: the
+// model is the policy code and its bookkeeping, and must stay light enough
+// to simulate millions of nodes (importing node would bring pion and
+// libp2p's transports along).
+var narrower = map[string][]string{
+	"sim/model": {"node", "webrtc"},
+}
+
 // layer returns the layer of a package path relative to the module root:
 // its first element.
 func layer(rel string) string {
@@ -69,6 +77,9 @@ func Check(module string, pkgs []Package) []string {
 			}
 			if !slices.Contains(allowed, tl) {
 				bad = append(bad, fmt.Sprintf("%s imports %s: %s may import only %s", from, to, fl, list(fl, allowed)))
+			}
+			if slices.Contains(narrower[from], tl) {
+				bad = append(bad, fmt.Sprintf("%s imports %s: %s must not import %s", from, to, from, strings.Join(narrower[from], " or ")))
 			}
 		}
 	}

@@ -65,6 +65,7 @@ func TestCheck(t *testing.T) {
 		{"erasure", "node", false},
 		{"node", "cmd/internal/cli", false},
 		{"node", "sim/model", false},
+		{"sim/model", "node", false},
 		{"sim/model", "cmd/peer", false},
 		{"sim/live", "webrtc", false},
 		{"internal/durable", "overlay", false},
