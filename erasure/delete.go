@@ -84,7 +84,7 @@ func (s *Service) deleteIndex(ctx context.Context, hashes [][]Hash, i int, p pee
 		h := hashes[seg][i]
 		var err error
 		if p == s.h.ID() {
-			err = s.store.Delete(h)
+			_, err = s.store.Unref(h, s.key.Namespace())
 		} else {
 			err = s.client.Delete(ctx, p, h, s.key)
 			s.noteOutcome(ctx, p, err)

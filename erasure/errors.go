@@ -1,6 +1,9 @@
 package erasure
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Sentinel errors. Callers test them with errors.Is; the package wraps them
 // with context ("fetch shard 3 from 12D3...: %w").
@@ -13,6 +16,10 @@ var (
 	// ErrQuotaExceeded is returned by a store (local or remote) that would go
 	// over its configured quota by accepting a shard.
 	ErrQuotaExceeded = errors.New("erasure: quota exceeded")
+	// ErrTooManyRefs is returned by a store asked to add a ref to a shard
+	// that already has MaxShardRefs. It is a quota refusal: the writer
+	// places the shard elsewhere.
+	ErrTooManyRefs = fmt.Errorf("%w: too many refs to one shard", ErrQuotaExceeded)
 	// ErrHashMismatch is returned when shard bytes do not match their content hash.
 	ErrHashMismatch = errors.New("erasure: shard hash mismatch")
 	// ErrCorrupt is returned when a stored shard fails verification; the store
