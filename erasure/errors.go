@@ -44,6 +44,11 @@ var (
 	// ErrStaleManifest is returned when a manifest is not newer than the one
 	// already stored (the highest version wins).
 	ErrStaleManifest = errors.New("erasure: stale manifest version")
+	// ErrRolledBack is returned when the DHT serves a manifest older than
+	// one this service verified or published before: a replayed old
+	// record, e.g. after the current one expired. Readers refuse it rather
+	// than return stale data or bring back a deleted object.
+	ErrRolledBack = errors.New("erasure: manifest older than one verified before")
 	// ErrInvalidKey is returned for an object key ValidateKey refuses, or a
 	// DHT key that is not of the form /immense-state/<namespace>/<object>.
 	ErrInvalidKey = errors.New("erasure: invalid key")

@@ -14,6 +14,7 @@ type metrics struct {
 	repairBytes    prometheus.Counter
 	repairedShards prometheus.Counter
 	gcRemoved      prometheus.Counter
+	rollbacks      prometheus.Counter
 	deletes        *prometheus.CounterVec
 	handoffShards  *prometheus.CounterVec
 	adoptions      prometheus.Counter
@@ -41,6 +42,8 @@ func newMetrics(reg prometheus.Registerer, store *Store) (*metrics, error) {
 			Name: "repaired_shards_total", Help: "Shards regenerated onto new peers by repair."}),
 		gcRemoved: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "gc_removed_shards_total", Help: "Local shards removed by garbage collection."}),
+		rollbacks: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "rollbacks_refused_total", Help: "Manifests refused because a higher version of the object was verified before (a replayed or stale record)."}),
 		deletes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "shard_deletes_total", Help: "Delete requests from peers, by result: removed (the shard went), unref (the signer's refs went; other namespaces' keep the shard), unauthorized (not signed by the owner of a namespace the shard is stored under)."},
 			[]string{"result"}),
@@ -77,7 +80,7 @@ func newMetrics(reg prometheus.Registerer, store *Store) (*metrics, error) {
 		return m, nil
 	}
 	cs := []prometheus.Collector{m.shardsStored, m.shardsServed, m.shardsRefused, m.badShards,
-		m.repairs, m.repairBytes, m.repairedShards, m.gcRemoved, m.deletes, m.handoffShards, m.adoptions, m.puts, m.gets}
+		m.repairs, m.repairBytes, m.repairedShards, m.gcRemoved, m.rollbacks, m.deletes, m.handoffShards, m.adoptions, m.puts, m.gets}
 	if store != nil {
 		cs = append(cs,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
@@ -134,6 +137,12 @@ func (m *metrics) repair(outcome repairOutcome, shards int, bytes int64) {
 func (m *metrics) gc(removed int) {
 	if m != nil {
 		m.gcRemoved.Add(float64(removed))
+	}
+}
+
+func (m *metrics) rolledBack() {
+	if m != nil {
+		m.rollbacks.Inc()
 	}
 }
 
