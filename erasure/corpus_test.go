@@ -36,6 +36,7 @@ func seedCorpora(t *testing.T) map[string][][]byte {
 		"FuzzManifestDecode": {good, ts, truncated, []byte("IMMF\x01\x00")},
 		"FuzzWireDecode":     wire,
 		"FuzzHandoffDecode":  {hint, hint[:len(hint)-10], append(bytes.Clone(hint), 0), []byte("IMHO\x01")},
+		"FuzzKeyFileDecode":  keyFileSeeds(),
 		"FuzzRefsDecode":     {refs, refs[:len(refs)-3], encodeRefs(sampleRefs()[:1]), []byte("IMSR\x01\x00")},
 	}
 }

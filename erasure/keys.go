@@ -142,6 +142,9 @@ func parseKeyFile(b []byte) ([]*keyEntry, error) {
 // set puts e in the list (or, if it holds nothing worth keeping, takes
 // its key out); l.mu must be held or l not yet shared.
 func (l *keyList) set(e *keyEntry) {
+	if len(e.Tombstone) == 0 {
+		e.Tombstone = nil // "" in a file: none (it is not written back)
+	}
 	if !e.Tracked && e.Version == 0 && e.Tombstone == nil {
 		delete(l.keys, e.Key)
 		if l.objOf != nil {

@@ -205,3 +205,47 @@ func TestServiceKeysFile(t *testing.T) {
 		}
 	})
 }
+
+func FuzzKeyFileDecode(f *testing.F) {
+	for _, s := range keyFileSeeds() {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		entries, err := parseKeyFile(b)
+		if err != nil {
+			return
+		}
+		// What loads is saved and loads again alike.
+		l := &keyList{keys: map[string]*keyEntry{}, byObj: map[ObjectID]string{}}
+		for _, e := range entries {
+			if ValidateKey(e.Key) == nil {
+				l.set(e)
+			}
+		}
+		l.path = filepath.Join(t.TempDir(), "keys.json")
+		if err := l.save(); err != nil {
+			t.Fatal(err)
+		}
+		again, err := loadKeyList(l.path, nil)
+		if err != nil {
+			t.Fatalf("saved list does not load: %v", err)
+		}
+		if !slices.Equal(again.list(), l.list()) || len(again.keys) != len(l.keys) {
+			t.Fatalf("reloaded %v, saved %v", again.list(), l.list())
+		}
+		for k, e := range l.keys {
+			if again.floor(k) != e.Version {
+				t.Fatalf("key %q: floor %d, saved %d", k, again.floor(k), e.Version)
+			}
+		}
+	})
+}
+
+func keyFileSeeds() [][]byte {
+	return [][]byte{
+		[]byte(`["doc","obj-01","not/a/key"]`),
+		[]byte(`{"format":2,"keys":[{"key":"a","version":3,"tracked":true},{"key":"b","version":7,"deleted":"2026-12-01T10:00:00Z","tombstone":"SU1NRg=="}]}`),
+		[]byte(`{"format":3,"keys":[]}`),
+		[]byte(`{"format":2,"keys":[null]}`),
+	}
+}
