@@ -31,10 +31,13 @@ func seedCorpora(t *testing.T) map[string][][]byte {
 	}
 	wire = append(wire, []byte{1, msgCheck, 0, 0xff, 0xff}, []byte{0, 0, 0, 5, 1, 2})
 	_, hint, _ := testHint(t)
+	refs := encodeRefs(sampleRefs())
 	return map[string][][]byte{
 		"FuzzManifestDecode": {good, ts, truncated, []byte("IMMF\x01\x00")},
 		"FuzzWireDecode":     wire,
 		"FuzzHandoffDecode":  {hint, hint[:len(hint)-10], append(bytes.Clone(hint), 0), []byte("IMHO\x01")},
+		"FuzzKeyFileDecode":  keyFileSeeds(),
+		"FuzzRefsDecode":     {refs, refs[:len(refs)-3], encodeRefs(sampleRefs()[:1]), []byte("IMSR\x01\x00")},
 	}
 }
 

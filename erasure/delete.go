@@ -35,28 +35,33 @@ func (s *Service) delete(ctx context.Context, key string) error {
 	mu := s.objLock(obj)
 	mu.Lock()
 	defer mu.Unlock()
-	m, _, err := s.latest(ctx, dhtKey)
+	// Not latest: a rolled-back live manifest is deleted over, above the
+	// versions this service published (nextVersion).
+	m, _, err := s.fetchManifest(ctx, dhtKey)
 	if err != nil {
 		return err
 	}
 	if m.Tombstone {
 		return fmt.Errorf("already deleted at version %d: %w", m.Version, ErrNotFound)
 	}
-	ts := &Manifest{Object: obj, Version: m.Version + 1, Tombstone: true, Created: s.cfg.Now()}
+	now := s.cfg.Now()
+	ts := &Manifest{Object: obj, Version: s.nextVersion(key, dhtKey, m), Tombstone: true, Created: now}
 	rec, err := ts.Sign(s.key)
 	if err != nil {
 		return err
 	}
+	// On disk before it is published, like a Put's version: the key leaves
+	// repair, its version floor stays, and the tombstone is republished
+	// (also after a restart) until holders' GC is done with the object.
+	if err := s.tracked.recordDelete(key, ts.Version, rec, now); err != nil {
+		return fmt.Errorf("record delete: %w", err)
+	}
 	if err := s.records.PutValue(ctx, dhtKey, rec); err != nil {
 		return fmt.Errorf("publish tombstone: %w", err)
 	}
+	s.published(dhtKey, ts.Version)
+	s.republished.set(obj, now)
 	s.sched.Remove(obj)
-	if err := s.tracked.remove(key); err != nil {
-		// The object is deleted all the same; the stale entry costs one
-		// check after a restart (repair finds the tombstone) and goes with
-		// the next successful write of the list.
-		s.log.Error("forget deleted key", "key", key, "err", err)
-	}
 	var wg sync.WaitGroup
 	for i, p := range m.Placement {
 		wg.Go(func() {
@@ -84,7 +89,7 @@ func (s *Service) deleteIndex(ctx context.Context, hashes [][]Hash, i int, p pee
 		h := hashes[seg][i]
 		var err error
 		if p == s.h.ID() {
-			err = s.store.Delete(h)
+			_, err = s.store.Unref(h, s.key.Namespace())
 		} else {
 			err = s.client.Delete(ctx, p, h, s.key)
 			s.noteOutcome(ctx, p, err)

@@ -26,8 +26,12 @@
 //     service.go (construction, manifest lookup, candidates), put.go,
 //     get.go, delete.go, health.go, repairloop.go, gc.go, handoff.go,
 //     requests.go and peerbook.go (what requests to peers teach the service
-//     about them), and keys.go (ValidateKey, the one rule for object keys,
-//     and the durable list of the keys the service repairs).
+//     about them), keys.go (ValidateKey, the one rule for object keys,
+//     and the durable list of the keys the service repairs, with their
+//     version floors and tombstones), versions.go (versions never go
+//     back: the readers' memory of versions, the writers' next version,
+//     tombstone republication) and refs.go (the refs a stored shard
+//     carries).
 //
 // # Keys and encryption
 //
@@ -67,6 +71,16 @@
 // it parses, its signature verifies, SHA-256 of its public key is the
 // namespace id in the DHT key and its object id is the one in the key;
 // Select prefers the highest version (ties: the larger encoding).
+//
+// Versions never go back. A writer publishes above the highest version it
+// published of the key (kept in its key list, below, across restarts and
+// after a Delete), the highest it verified, and the DHT's: a record that
+// expired from the DHT does not restart the key at version 1. A reader
+// remembers the highest version it verified per object (an LRU of
+// 16384 objects) and refuses an older manifest with ErrRolledBack
+// (immense_state_rollbacks_refused_total): a signed old manifest put back
+// after expiry is not served as current. The writer republishes a deleted
+// key's tombstone every RepublishInterval until GCMissingGrace has passed.
 //
 // # Handoff hints (format 1)
 //
@@ -129,9 +143,13 @@
 // A server stores a shard only if it hashes to the hash given and fits in
 // its quota (reserved before the write, so concurrent stores never exceed
 // it), and refuses every store with busy once a handoff has started (the
-// peer is about to leave). It deletes a shard only on a delete request
-// signed by a key whose SHA-256 is the namespace the shard was stored
-// under; garbage collection (Service.CollectGarbage) removes the rest once
+// peer is about to leave). A store of a shard already held adds the
+// request's ref to the shard's refs (at most MaxShardRefs = 16; beyond,
+// quota exceeded), so that the same bytes stored under several namespaces
+// keep a ref for each. A delete request signed by a key whose SHA-256 is
+// one of those namespaces removes that namespace's refs only, and the
+// shard with the last ref; one signed by anyone else is refused
+// (unauthorized). Garbage collection (Service.CollectGarbage) removes the rest once
 // their manifest is a tombstone, no longer places the shard here (and no
 // trusted hint chain ends here while the manifest's holder lacks it), or
 // has been missing for a week. A client verifies every fetched shard
@@ -145,11 +163,36 @@
 //
 // written to Dir/tmp, fsynced, renamed into place, directory fsynced.
 // OpenStore deletes everything in Dir/tmp and every shard file that fails
-// verification.
+// verification. The header's ref is the shard's only ref until a second
+// one is added; then Dir/shards/<2 hex>/<64 hex>.refs, written the same
+// way, holds the whole set and overrides the header:
+//
+//	"IMSR" | version u8 = 1 | count u8 (1..16) |
+//	count * (ref (78 bytes) | added u64 (Unix ns)) | CRC-32C of the preceding bytes u32
+//
+// Refs are distinct. A shard's quota cost is its file plus its refs file.
+// OpenStore removes a refs file without a shard file (a removal cut short:
+// the shard file goes first) and one that fails to parse (the shard keeps
+// its header's ref). GC decides on each ref, by the ref's own age; the
+// shard goes when no ref is left.
+//
+// # Key list
+//
+// Deps.KeysFile (node/: <data-dir>/state-keys.json) is JSON, written
+// durably before the manifest or tombstone it records is published:
+//
+//	{"format": 2, "keys": [{"key": K, "version": V, "tracked": true},
+//	  {"key": K2, "version": V2, "deleted": RFC 3339 time, "tombstone": base64 record}]}
+//
+// version is the highest the service published for the key; tracked keys
+// are repaired; a tombstone is republished until GCMissingGrace after
+// deleted, then dropped (the version stays). A JSON array of key names
+// (format 1, written by node/ before) loads as those keys tracked.
 //
 // # Fuzzing
 //
-// FuzzWireDecode, FuzzManifestDecode and FuzzHandoffDecode have seed corpora in
+// FuzzWireDecode, FuzzManifestDecode, FuzzHandoffDecode, FuzzRefsDecode and
+// FuzzKeyFileDecode have seed corpora in
 // testdata/fuzz. Run them with, e.g.,
 //
 //	go test ./erasure -run XXX -fuzz FuzzWireDecode -fuzztime 60s -fuzzminimizetime 2s

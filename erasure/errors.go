@@ -1,6 +1,9 @@
 package erasure
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Sentinel errors. Callers test them with errors.Is; the package wraps them
 // with context ("fetch shard 3 from 12D3...: %w").
@@ -13,6 +16,10 @@ var (
 	// ErrQuotaExceeded is returned by a store (local or remote) that would go
 	// over its configured quota by accepting a shard.
 	ErrQuotaExceeded = errors.New("erasure: quota exceeded")
+	// ErrTooManyRefs is returned by a store asked to add a ref to a shard
+	// that already has MaxShardRefs. It is a quota refusal: the writer
+	// places the shard elsewhere.
+	ErrTooManyRefs = fmt.Errorf("%w: too many refs to one shard", ErrQuotaExceeded)
 	// ErrHashMismatch is returned when shard bytes do not match their content hash.
 	ErrHashMismatch = errors.New("erasure: shard hash mismatch")
 	// ErrCorrupt is returned when a stored shard fails verification; the store
@@ -37,6 +44,11 @@ var (
 	// ErrStaleManifest is returned when a manifest is not newer than the one
 	// already stored (the highest version wins).
 	ErrStaleManifest = errors.New("erasure: stale manifest version")
+	// ErrRolledBack is returned when the DHT serves a manifest older than
+	// one this service verified or published before: a replayed old
+	// record, e.g. after the current one expired. Readers refuse it rather
+	// than return stale data or bring back a deleted object.
+	ErrRolledBack = errors.New("erasure: manifest older than one verified before")
 	// ErrInvalidKey is returned for an object key ValidateKey refuses, or a
 	// DHT key that is not of the form /immense-state/<namespace>/<object>.
 	ErrInvalidKey = errors.New("erasure: invalid key")

@@ -74,11 +74,13 @@ func (s *Service) Handoff(ctx context.Context) (HandoffResult, error) {
 	local := map[objKey]map[Hash]bool{}
 	shards := s.store.List()
 	for _, info := range shards {
-		k := objKey{info.Ref.Namespace, info.Ref.Object}
-		if local[k] == nil {
-			local[k] = map[Hash]bool{}
+		for _, r := range info.Refs {
+			k := objKey{r.Namespace, r.Object}
+			if local[k] == nil {
+				local[k] = map[Hash]bool{}
+			}
+			local[k][info.Hash] = true
 		}
-		local[k][info.Hash] = true
 	}
 	res.Objects = len(local)
 	s.log.Info("handing off shards", "shards", len(shards), "objects", len(local))

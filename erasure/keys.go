@@ -1,12 +1,14 @@
 package erasure
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/immense-p2p/immense/internal/durable"
 )
@@ -32,23 +34,59 @@ func ValidateKey(key string) error {
 	return nil
 }
 
-// keyList is the set of keys a service wrote or was asked to track, which
-// it repairs. With a file (Deps.KeysFile) a key is written there durably
-// before it counts, so that a restart never silently drops it from repair.
+// keyList is what a service remembers durably about the keys of its
+// namespace: which it repairs (those it wrote or was asked to track), the
+// highest manifest version it published of each, and the tombstones of
+// those it deleted, which it republishes for a while. With a file
+// (Deps.KeysFile) each change is written there durably before it counts,
+// so that a restart never silently drops a key from repair, never starts
+// a key's versions again from 1 (an expired record and a replayed old
+// manifest would then win), and keeps republishing tombstones.
 //
-// The file is a JSON array of the keys, sorted: node/ wrote the same file
-// (state-keys.json) before the service kept it, so data directories of
-// either era load alike.
+// The file is JSON:
+//
+//	{"format": 2, "keys": [
+//	  {"key": "a", "version": 3, "tracked": true},
+//	  {"key": "b", "version": 7, "deleted": "2026-12-01T10:00:00Z", "tombstone": "<base64 signed record>"}]}
+//
+// sorted by key. A JSON array of key names, the format node/ wrote
+// (state-keys.json) before the service kept the list, loads as those keys
+// tracked, with no version known.
 type keyList struct {
-	path string // "" keeps the list in memory only
+	path  string // "" keeps the list in memory only
+	objOf func(key string) ObjectID
 
-	mu   sync.Mutex
-	keys map[string]bool
+	mu    sync.Mutex
+	keys  map[string]*keyEntry
+	byObj map[ObjectID]string
 }
 
+// keyEntry is what the list holds of one key.
+type keyEntry struct {
+	Key string `json:"key"`
+	// Version is the highest manifest version this service published (or
+	// was about to) for the key: the floor of its next one.
+	Version uint64 `json:"version,omitempty"`
+	// Tracked: the service repairs the key.
+	Tracked bool `json:"tracked,omitempty"`
+	// Deleted and Tombstone: when the key was deleted, and the signed
+	// tombstone to republish until GCMissingGrace has passed since.
+	Deleted   *time.Time `json:"deleted,omitempty"`
+	Tombstone []byte     `json:"tombstone,omitempty"`
+}
+
+// keyFile is the file's layout.
+type keyFile struct {
+	Format int         `json:"format"`
+	Keys   []*keyEntry `json:"keys"`
+}
+
+const keyFileFormat = 2
+
 // loadKeyList reads the list at path; a missing file is an empty list.
-func loadKeyList(path string) (*keyList, error) {
-	l := &keyList{path: path, keys: map[string]bool{}}
+// objOf maps a key to its object id (the app key's ObjectID).
+func loadKeyList(path string, objOf func(string) ObjectID) (*keyList, error) {
+	l := &keyList{path: path, objOf: objOf, keys: map[string]*keyEntry{}, byObj: map[ObjectID]string{}}
 	if path == "" {
 		return l, nil
 	}
@@ -59,55 +97,234 @@ func loadKeyList(path string) (*keyList, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	var keys []string
-	if err := json.Unmarshal(b, &keys); err != nil {
+	entries, err := parseKeyFile(b)
+	if err != nil {
 		return nil, fmt.Errorf("%s is corrupt (%v): move it away to start over; the keys it lists will no longer be repaired by this node", path, err)
 	}
-	for _, k := range keys {
+	for _, e := range entries {
 		// Put never wrote a key the rule refuses: a hand edit, skipped
 		// rather than fatal.
-		if ValidateKey(k) == nil {
-			l.keys[k] = true
+		if ValidateKey(e.Key) == nil {
+			l.set(e)
 		}
 	}
 	return l, nil
 }
 
-// add records key and reports whether it is new. If the file cannot be
-// written the list is left as it was.
-func (l *keyList) add(key string) (bool, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.keys[key] {
-		return false, nil
+// parseKeyFile reads either format of the key list.
+func parseKeyFile(b []byte) ([]*keyEntry, error) {
+	if t := bytes.TrimSpace(b); len(t) > 0 && t[0] == '[' {
+		var keys []string
+		if err := json.Unmarshal(b, &keys); err != nil {
+			return nil, err
+		}
+		out := make([]*keyEntry, len(keys))
+		for i, k := range keys {
+			out[i] = &keyEntry{Key: k, Tracked: true}
+		}
+		return out, nil
 	}
-	l.keys[key] = true
-	if err := l.save(); err != nil {
-		delete(l.keys, key)
-		return false, err
+	var f keyFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, err
 	}
-	return true, nil
+	if f.Format != keyFileFormat {
+		return nil, fmt.Errorf("format %d, want %d", f.Format, keyFileFormat)
+	}
+	for _, e := range f.Keys {
+		if e == nil {
+			return nil, errors.New("null entry")
+		}
+	}
+	return f.Keys, nil
 }
 
-// remove forgets key. It is forgotten even if the file cannot be written:
-// the next write that succeeds leaves it out.
+// set puts e in the list (or, if it holds nothing worth keeping, takes
+// its key out); l.mu must be held or l not yet shared.
+func (l *keyList) set(e *keyEntry) {
+	if len(e.Tombstone) == 0 {
+		e.Tombstone = nil // "" in a file: none (it is not written back)
+	}
+	if !e.Tracked && e.Version == 0 && e.Tombstone == nil {
+		delete(l.keys, e.Key)
+		if l.objOf != nil {
+			delete(l.byObj, l.objOf(e.Key))
+		}
+		return
+	}
+	l.keys[e.Key] = e
+	if l.objOf != nil {
+		l.byObj[l.objOf(e.Key)] = e.Key
+	}
+}
+
+// update applies change to a copy of key's entry and saves the list; if
+// the file cannot be written the entry is left as it was.
+func (l *keyList) update(key string, change func(e *keyEntry)) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := l.keys[key]
+	e := &keyEntry{Key: key}
+	if old != nil {
+		c := *old
+		e = &c
+	}
+	change(e)
+	l.set(e)
+	if err := l.save(); err != nil {
+		if old != nil {
+			l.set(old)
+		} else {
+			l.set(&keyEntry{Key: key})
+		}
+		return err
+	}
+	return nil
+}
+
+// add records key as tracked and reports whether it is new. If the file
+// cannot be written the list is left as it was.
+func (l *keyList) add(key string) (bool, error) {
+	l.mu.Lock()
+	if e := l.keys[key]; e != nil && e.Tracked {
+		l.mu.Unlock()
+		return false, nil
+	}
+	l.mu.Unlock()
+	err := l.update(key, func(e *keyEntry) { e.Tracked = true })
+	return err == nil, err
+}
+
+// recordPut records key as tracked and live at version (at least), before
+// its manifest is published, and reports whether the key was not tracked
+// before. If the file cannot be written the list is left as it was.
+func (l *keyList) recordPut(key string, version uint64) (bool, error) {
+	l.mu.Lock()
+	e := l.keys[key]
+	added := e == nil || !e.Tracked
+	l.mu.Unlock()
+	err := l.update(key, func(e *keyEntry) {
+		e.Tracked, e.Version = true, max(e.Version, version)
+		e.Deleted, e.Tombstone = nil, nil
+	})
+	if err != nil {
+		return false, err
+	}
+	return added, nil
+}
+
+// recordDelete records that key was deleted at time at with the signed
+// tombstone rec of version, before the tombstone is published: the key is
+// no longer repaired, its version floor stays, and the tombstone is
+// republished until the GC grace has passed.
+func (l *keyList) recordDelete(key string, version uint64, rec []byte, at time.Time) error {
+	return l.update(key, func(e *keyEntry) {
+		e.Tracked, e.Version = false, max(e.Version, version)
+		e.Deleted, e.Tombstone = &at, bytes.Clone(rec)
+	})
+}
+
+// raise lifts the version floor of the key of obj (a repair published
+// version), if the list knows the key.
+func (l *keyList) raise(obj ObjectID, version uint64) error {
+	l.mu.Lock()
+	key, ok := l.byObj[obj]
+	if ok && l.keys[key].Version >= version {
+		ok = false
+	}
+	l.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	return l.update(key, func(e *keyEntry) { e.Version = max(e.Version, version) })
+}
+
+// floorObj returns the highest version recorded for the key of obj, 0 if
+// the list does not know it.
+func (l *keyList) floorObj(obj ObjectID) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if key, ok := l.byObj[obj]; ok {
+		return l.keys[key].Version
+	}
+	return 0
+}
+
+// floor returns the highest version recorded for key, 0 if none.
+func (l *keyList) floor(key string) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e := l.keys[key]; e != nil {
+		return e.Version
+	}
+	return 0
+}
+
+// remove stops tracking key; its version floor stays. It is forgotten
+// even if the file cannot be written: the next write that succeeds leaves
+// it out.
 func (l *keyList) remove(key string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !l.keys[key] {
+	e := l.keys[key]
+	if e == nil || !e.Tracked {
 		return nil
 	}
-	delete(l.keys, key)
+	c := *e
+	c.Tracked = false
+	l.set(&c)
 	return l.save()
 }
 
-// list returns the keys, sorted.
+// tombstone is a deleted key whose tombstone is still republished.
+type tombstone struct {
+	key     string
+	deleted time.Time
+	rec     []byte
+}
+
+// tombstones returns the tombstones deleted less than grace before now,
+// and drops (from the list and its file) those older: by then holders'
+// GC has removed the shards anyway, and the version floor stays.
+func (l *keyList) tombstones(now time.Time, grace time.Duration) ([]tombstone, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []tombstone
+	expired := false
+	for _, k := range l.sorted() {
+		e := l.keys[k]
+		if e.Tombstone == nil {
+			continue
+		}
+		if e.Deleted != nil && now.Sub(*e.Deleted) < grace {
+			out = append(out, tombstone{key: k, deleted: *e.Deleted, rec: e.Tombstone})
+			continue
+		}
+		c := *e
+		c.Deleted, c.Tombstone = nil, nil
+		l.set(&c)
+		expired = true
+	}
+	if expired {
+		return out, l.save()
+	}
+	return out, nil
+}
+
+// list returns the tracked keys, sorted.
 func (l *keyList) list() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.sorted()
+	var keys []string
+	for _, k := range l.sorted() {
+		if l.keys[k].Tracked {
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
 
+// sorted returns every key in the list, sorted; l.mu must be held.
 func (l *keyList) sorted() []string {
 	keys := make([]string, 0, len(l.keys))
 	for k := range l.keys {
@@ -122,7 +339,11 @@ func (l *keyList) save() error {
 	if l.path == "" {
 		return nil
 	}
-	b, err := json.Marshal(l.sorted())
+	f := keyFile{Format: keyFileFormat, Keys: []*keyEntry{}}
+	for _, k := range l.sorted() {
+		f.Keys = append(f.Keys, l.keys[k])
+	}
+	b, err := json.Marshal(f)
 	if err != nil {
 		return err
 	}

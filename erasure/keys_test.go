@@ -41,7 +41,7 @@ func TestValidateKey(t *testing.T) {
 func TestKeyListFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "state-keys.json")
-	l, err := loadKeyList(path)
+	l, err := loadKeyList(path, nil)
 	if err != nil || len(l.list()) != 0 {
 		t.Fatalf("missing file: %v %v", l.list(), err)
 	}
@@ -53,14 +53,13 @@ func TestKeyListFile(t *testing.T) {
 	if err := l.remove("nothing"); err != nil {
 		t.Fatal(err)
 	}
-	// The format node/ wrote before the service kept the list.
-	if b, _ := os.ReadFile(path); string(b) != `["a","b"]` {
-		t.Fatalf("file %s", b)
+	if got := fileKeys(t, path); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("file lists %v", got)
 	}
 	if err := l.remove("a"); err != nil {
 		t.Fatal(err)
 	}
-	if l, err = loadKeyList(path); err != nil || !slices.Equal(l.list(), []string{"b"}) {
+	if l, err = loadKeyList(path, nil); err != nil || !slices.Equal(l.list(), []string{"b"}) {
 		t.Fatalf("reloaded %v %v", l.list(), err)
 	}
 
@@ -68,7 +67,7 @@ func TestKeyListFile(t *testing.T) {
 	if err := os.WriteFile(path, []byte(`["doc","obj-01","not/a/key"]`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if l, err = loadKeyList(path); err != nil || !slices.Equal(l.list(), []string{"doc", "obj-01"}) {
+	if l, err = loadKeyList(path, nil); err != nil || !slices.Equal(l.list(), []string{"doc", "obj-01"}) {
 		t.Fatalf("legacy file: %v %v", l.list(), err)
 	}
 
@@ -81,16 +80,26 @@ func TestKeyListFile(t *testing.T) {
 		t.Fatalf("after a failed add: %v", l.list())
 	}
 	undo()
-	if l, err = loadKeyList(path); err != nil || !slices.Equal(l.list(), []string{"doc", "obj-01"}) {
+	if l, err = loadKeyList(path, nil); err != nil || !slices.Equal(l.list(), []string{"doc", "obj-01"}) {
 		t.Fatalf("after a failed add, the file lists %v %v", l.list(), err)
 	}
 
 	if err := os.WriteFile(path, []byte(`["doc",`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := loadKeyList(path); err == nil || !strings.Contains(err.Error(), "is corrupt") {
+	if _, err := loadKeyList(path, nil); err == nil || !strings.Contains(err.Error(), "is corrupt") {
 		t.Fatalf("corrupt file: %v", err)
 	}
+}
+
+// fileKeys returns the keys the list in path tracks.
+func fileKeys(t *testing.T, path string) []string {
+	t.Helper()
+	l, err := loadKeyList(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.list()
 }
 
 // breakWrites makes every file write in dir fail until the returned
@@ -153,8 +162,8 @@ func TestServiceKeysFile(t *testing.T) {
 		if err := svc.Delete(ctx, "a"); err != nil {
 			t.Fatal(err)
 		}
-		if b, _ := os.ReadFile(path); string(b) != `["b"]` {
-			t.Fatalf("after put a, put b, delete a: file %s", b)
+		if got := fileKeys(t, path); !slices.Equal(got, []string{"b"}) {
+			t.Fatalf("after put a, put b, delete a: file lists %v", got)
 		}
 
 		undo := breakWrites(t, dir)
@@ -191,8 +200,52 @@ func TestServiceKeysFile(t *testing.T) {
 		if err := svc.Untrack("b"); err != nil {
 			t.Fatal(err)
 		}
-		if b, _ := os.ReadFile(path); string(b) != `["c"]` {
-			t.Fatalf("after untrack b: file %s", b)
+		if got := fileKeys(t, path); !slices.Equal(got, []string{"c"}) {
+			t.Fatalf("after untrack b: file lists %v", got)
 		}
 	})
+}
+
+func FuzzKeyFileDecode(f *testing.F) {
+	for _, s := range keyFileSeeds() {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		entries, err := parseKeyFile(b)
+		if err != nil {
+			return
+		}
+		// What loads is saved and loads again alike.
+		l := &keyList{keys: map[string]*keyEntry{}, byObj: map[ObjectID]string{}}
+		for _, e := range entries {
+			if ValidateKey(e.Key) == nil {
+				l.set(e)
+			}
+		}
+		l.path = filepath.Join(t.TempDir(), "keys.json")
+		if err := l.save(); err != nil {
+			t.Fatal(err)
+		}
+		again, err := loadKeyList(l.path, nil)
+		if err != nil {
+			t.Fatalf("saved list does not load: %v", err)
+		}
+		if !slices.Equal(again.list(), l.list()) || len(again.keys) != len(l.keys) {
+			t.Fatalf("reloaded %v, saved %v", again.list(), l.list())
+		}
+		for k, e := range l.keys {
+			if again.floor(k) != e.Version {
+				t.Fatalf("key %q: floor %d, saved %d", k, again.floor(k), e.Version)
+			}
+		}
+	})
+}
+
+func keyFileSeeds() [][]byte {
+	return [][]byte{
+		[]byte(`["doc","obj-01","not/a/key"]`),
+		[]byte(`{"format":2,"keys":[{"key":"a","version":3,"tracked":true},{"key":"b","version":7,"deleted":"2026-12-01T10:00:00Z","tombstone":"SU1NRg=="}]}`),
+		[]byte(`{"format":3,"keys":[]}`),
+		[]byte(`{"format":2,"keys":[null]}`),
+	}
 }

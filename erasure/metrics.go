@@ -14,6 +14,8 @@ type metrics struct {
 	repairBytes    prometheus.Counter
 	repairedShards prometheus.Counter
 	gcRemoved      prometheus.Counter
+	rollbacks      prometheus.Counter
+	deletes        *prometheus.CounterVec
 	handoffShards  *prometheus.CounterVec
 	adoptions      prometheus.Counter
 	puts, gets     *prometheus.CounterVec
@@ -40,6 +42,11 @@ func newMetrics(reg prometheus.Registerer, store *Store) (*metrics, error) {
 			Name: "repaired_shards_total", Help: "Shards regenerated onto new peers by repair."}),
 		gcRemoved: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "gc_removed_shards_total", Help: "Local shards removed by garbage collection."}),
+		rollbacks: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "rollbacks_refused_total", Help: "Manifests refused because a higher version of the object was verified before (a replayed or stale record)."}),
+		deletes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "shard_deletes_total", Help: "Delete requests from peers, by result: removed (the shard went), unref (the signer's refs went; other namespaces' keep the shard), unauthorized (not signed by the owner of a namespace the shard is stored under)."},
+			[]string{"result"}),
 		handoffShards: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "handoff_shards_total", Help: "Shards this peer held when it left on purpose, by result: handed_off to another peer or failed (not handed off in time)."},
 			[]string{"result"}),
@@ -55,8 +62,11 @@ func newMetrics(reg prometheus.Registerer, store *Store) (*metrics, error) {
 	for o := range numOutcomes {
 		m.repairs.WithLabelValues(o.String())
 	}
-	for _, r := range []string{"quota", "hash", "busy", "error"} {
+	for _, r := range []string{"quota", "refs", "hash", "busy", "error"} {
 		m.shardsRefused.WithLabelValues(r)
+	}
+	for _, r := range []string{"removed", "unref", "unauthorized"} {
+		m.deletes.WithLabelValues(r)
 	}
 	for _, r := range []string{"handed_off", "failed"} {
 		m.handoffShards.WithLabelValues(r)
@@ -70,7 +80,7 @@ func newMetrics(reg prometheus.Registerer, store *Store) (*metrics, error) {
 		return m, nil
 	}
 	cs := []prometheus.Collector{m.shardsStored, m.shardsServed, m.shardsRefused, m.badShards,
-		m.repairs, m.repairBytes, m.repairedShards, m.gcRemoved, m.handoffShards, m.adoptions, m.puts, m.gets}
+		m.repairs, m.repairBytes, m.repairedShards, m.gcRemoved, m.rollbacks, m.deletes, m.handoffShards, m.adoptions, m.puts, m.gets}
 	if store != nil {
 		cs = append(cs,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
@@ -127,6 +137,18 @@ func (m *metrics) repair(outcome repairOutcome, shards int, bytes int64) {
 func (m *metrics) gc(removed int) {
 	if m != nil {
 		m.gcRemoved.Add(float64(removed))
+	}
+}
+
+func (m *metrics) rolledBack() {
+	if m != nil {
+		m.rollbacks.Inc()
+	}
+}
+
+func (m *metrics) deleted(result string) {
+	if m != nil {
+		m.deletes.WithLabelValues(result).Inc()
 	}
 }
 

@@ -231,18 +231,43 @@ func (s *ShardServer) serve(from peer.ID, q *request) *response {
 		if !ok {
 			return fail(fmt.Errorf("shard %s: %w", q.hash, ErrNotFound))
 		}
-		if NamespaceOf(q.pub) != info.Ref.Namespace || !ed25519.Verify(q.pub, deleteMessage(q.hash), q.sig) {
-			return fail(fmt.Errorf("%w: delete of shard %s not signed by the owner of its namespace", ErrUnauthorized, q.hash))
+		// A delete removes only the refs of the signer's namespace: the
+		// same bytes stored under another namespace (by a peer that
+		// fetched them, say) neither block the owner's delete nor can be
+		// used to delete the owner's copy.
+		ns := NamespaceOf(q.pub)
+		if !hasNamespace(info.Refs, ns) || !ed25519.Verify(q.pub, deleteMessage(q.hash), q.sig) {
+			s.metrics.deleted("unauthorized")
+			s.log.Debug("delete refused: not signed by the owner of a namespace the shard is stored under", "peer", from, "hash", q.hash)
+			return fail(fmt.Errorf("%w: delete of shard %s not signed by the owner of a namespace it is stored under", ErrUnauthorized, q.hash))
 		}
-		if err := s.store.Delete(q.hash); err != nil {
+		gone, err := s.store.Unref(q.hash, ns)
+		if err != nil {
 			return fail(err)
+		}
+		if gone {
+			s.metrics.deleted("removed")
+		} else {
+			s.metrics.deleted("unref")
 		}
 	}
 	return r
 }
 
+// hasNamespace reports whether a ref of ns is among refs.
+func hasNamespace(refs []StoredRef, ns NamespaceID) bool {
+	for _, r := range refs {
+		if r.Namespace == ns {
+			return true
+		}
+	}
+	return false
+}
+
 func refuseReason(err error) string {
 	switch {
+	case errors.Is(err, ErrTooManyRefs):
+		return "refs"
 	case errors.Is(err, ErrQuotaExceeded):
 		return "quota"
 	case errors.Is(err, ErrHashMismatch):

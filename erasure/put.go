@@ -54,14 +54,14 @@ func (s *Service) put(ctx context.Context, key string, value []byte) (*PutResult
 	mu := s.objLock(obj)
 	mu.Lock()
 	defer mu.Unlock()
-	var version uint64 = 1
-	prev, _, err := s.latest(ctx, dhtKey)
-	switch {
-	case err == nil:
-		version = prev.Version + 1
-	case !errors.Is(err, ErrNotFound):
+	// Not latest: a writer overwrites a rolled-back manifest rather than
+	// refuse it; nextVersion puts the new one above it and above all it
+	// published before.
+	prev, _, err := s.fetchManifest(ctx, dhtKey)
+	if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
+	version := s.nextVersion(key, dhtKey, prev)
 	// Round one plans with what we know. If holders fail and no spare peer
 	// is left, round two plans again without them: fewer candidates may
 	// mean a smaller m, which needs a fresh encoding.
@@ -128,7 +128,7 @@ func (s *Service) putOnce(ctx context.Context, key string, obj ObjectID, version
 	if err != nil {
 		return nil, err
 	}
-	if err := s.commit(ctx, key, dhtKey, rec); err != nil {
+	if err := s.commit(ctx, key, dhtKey, version, rec); err != nil {
 		s.discard(ctx, enc, holders, nil)
 		return nil, err
 	}
@@ -215,13 +215,14 @@ func (s *Service) sendColumn(ctx context.Context, p peer.ID, obj ObjectID, versi
 	return nil
 }
 
-// commit records key in the list of keys this service repairs, then
-// publishes the manifest rec: the key is on disk before the manifest makes
-// the object visible, so an object readers can see is never one a restart
-// drops from repair. A key it added is forgotten again if the publication
-// fails.
-func (s *Service) commit(ctx context.Context, key, dhtKey string, rec []byte) error {
-	added, err := s.tracked.add(key)
+// commit records key and version in the list of keys this service
+// repairs, then publishes the manifest rec: the key is on disk before the
+// manifest makes the object visible, so an object readers can see is never
+// one a restart drops from repair, nor one whose versions a restart starts
+// again from 1. A key it added is untracked again if the publication
+// fails; its version floor stays (skipping a version is harmless).
+func (s *Service) commit(ctx context.Context, key, dhtKey string, version uint64, rec []byte) error {
+	added, err := s.tracked.recordPut(key, version)
 	if err != nil {
 		return fmt.Errorf("record key: %w", err)
 	}
@@ -234,6 +235,7 @@ func (s *Service) commit(ctx context.Context, key, dhtKey string, rec []byte) er
 		}
 		return fmt.Errorf("publish manifest: %w", err)
 	}
+	s.published(dhtKey, version)
 	return nil
 }
 

@@ -44,6 +44,7 @@ func (s *Service) repairLoop() {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
+			s.republishTombstones(s.ctx)
 			for _, obj := range s.sched.Due(s.cfg.Now()) {
 				if s.ctx.Err() != nil {
 					return
@@ -193,6 +194,15 @@ func (s *Service) RepairObject(ctx context.Context, obj ObjectID) (*RepairPlan, 
 		s.sched.Remove(obj)
 		return nil, fmt.Errorf("object %s: deleted: %w", obj, ErrNotFound)
 	}
+	if floor := s.tracked.floorObj(obj); m.Version < floor {
+		// This service published a newer version (e.g. before a restart
+		// emptied its memory of versions seen): repairing this one would
+		// publish old content above it. The next Put overwrites it.
+		s.sched.Retry(obj, s.cfg.Now())
+		s.metrics.rolledBack()
+		s.metrics.repair(outcomeError, 0, 0)
+		return nil, fmt.Errorf("object %s: manifest version %d, but this peer published version %d: %w", obj, m.Version, floor, ErrRolledBack)
+	}
 	cands, err := s.candidates(ctx, dhtKey)
 	if err != nil {
 		s.sched.Retry(obj, s.cfg.Now())
@@ -274,11 +284,11 @@ func (s *Service) publishRepair(ctx context.Context, obj ObjectID, dhtKey string
 	for i, p := range moved {
 		next.Placement[i] = p
 	}
-	next.Version = m.Version + 1
+	next.Version = max(m.Version, s.tracked.floorObj(obj)) + 1
 	next.Created = s.cfg.Now()
 	// Another app peer may have written the object meanwhile: publishing
 	// our version+1 over theirs would revert their write.
-	if cur, _, err := s.latest(ctx, dhtKey); err == nil && cur.Version != m.Version {
+	if cur, _, err := s.fetchManifest(ctx, dhtKey); err == nil && cur.Version != m.Version {
 		return 0, fmt.Errorf("superseded by version %d during repair", cur.Version)
 	}
 	rec, err := next.Sign(s.key)
@@ -289,6 +299,12 @@ func (s *Service) publishRepair(ctx context.Context, obj ObjectID, dhtKey string
 		return 0, fmt.Errorf("publish manifest: %w", err)
 	}
 	s.republished.set(obj, s.cfg.Now())
+	s.published(dhtKey, next.Version)
+	if err := s.tracked.raise(obj, next.Version); err != nil {
+		// The DHT has the version; the floor catches up with the next
+		// write of the list.
+		s.log.Debug("record repaired version", "object", obj, "err", err)
+	}
 	return next.Version, nil
 }
 

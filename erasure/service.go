@@ -83,7 +83,9 @@ type Service struct {
 	objLocks [64]objLock
 
 	book    *peerBook // what requests taught the service about peers
-	tracked *keyList  // the keys this service repairs
+	tracked *keyList  // the keys this service repairs, their versions, tombstones
+	// seen: the highest manifest version verified per DHT key (bounded).
+	seen *versionMemory
 	// republished: when a manifest was last put, by object.
 	republished stamps[ObjectID]
 	// missing: since when GC has not found the manifest under a DHT key.
@@ -108,7 +110,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	if d.Host == nil || d.Key == nil || d.Store == nil || d.Records == nil || d.Peers == nil {
 		return nil, errors.New("erasure: New needs Host, Key, Store, Records and Peers")
 	}
-	tracked, err := loadKeyList(d.KeysFile)
+	tracked, err := loadKeyList(d.KeysFile, d.Key.ObjectID)
 	if err != nil {
 		return nil, err
 	}
@@ -129,6 +131,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		avail: d.Availability, log: cfg.Logger.With("component", "erasure"), metrics: m,
 		client: NewClient(d.Host, cfg.RequestTimeout), sched: sched, started: cfg.Now(),
 		codecs: map[Params]*Codec{}, book: newPeerBook(cfg), tracked: tracked, ctx: ctx, cancel: cancel,
+		seen: newVersionMemory(maxRememberedVersions),
 	}
 	for i := range s.objLocks {
 		s.objLocks[i] = make(objLock, 1)
@@ -233,9 +236,10 @@ func (s *Service) codec(p Params) (*Codec, error) {
 	return c, nil
 }
 
-// latest fetches and verifies the current manifest under dhtKey. It returns
-// an error wrapping ErrNotFound when the DHT has none.
-func (s *Service) latest(ctx context.Context, dhtKey string) (*Manifest, []byte, error) {
+// fetchManifest fetches and verifies the current manifest under dhtKey,
+// whatever its version (see latest). It returns an error wrapping
+// ErrNotFound when the DHT has none.
+func (s *Service) fetchManifest(ctx context.Context, dhtKey string) (*Manifest, []byte, error) {
 	b, err := s.records.GetValue(ctx, dhtKey)
 	if errors.Is(err, routing.ErrNotFound) {
 		return nil, nil, fmt.Errorf("manifest %s: %w", dhtKey, ErrNotFound)

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,10 +34,35 @@ type ShardRef struct {
 
 // ShardInfo describes a shard in a Store.
 type ShardInfo struct {
-	Hash   Hash
-	Ref    ShardRef
+	Hash Hash
+	// Ref is the first of Refs. During GC (KeepFunc) it is the one ref
+	// being decided on, and Stored is when that ref was added.
+	Ref ShardRef
+	// Refs are every object that stored these bytes here, at least one:
+	// the same bytes can be claimed by several namespaces, and each keeps
+	// the shard until its own owner deletes it or GC finds its manifest
+	// no longer places it here (see MaxShardRefs).
+	Refs   []StoredRef
 	Size   int64     // shard bytes, without the file header
 	Stored time.Time // when the file was written (its mtime)
+	// refsFile: the refs are in a <hash>.refs file beside the shard.
+	refsFile bool
+}
+
+// diskBytes is what the shard costs against the quota: its file and, if
+// it has one, its refs file.
+func (i *ShardInfo) diskBytes() int64 {
+	n := i.Size + shardHeaderLen
+	if i.refsFile {
+		n += refsFileLen(len(i.Refs))
+	}
+	return n
+}
+
+// clone returns info with its own copy of Refs.
+func (i ShardInfo) clone() ShardInfo {
+	i.Refs = append([]StoredRef(nil), i.Refs...)
+	return i
 }
 
 // StoreConfig configures a Store.
@@ -177,6 +203,8 @@ func (s *Store) path(h Hash) string {
 	return filepath.Join(s.shardsDir(), x[:2], x)
 }
 
+func (s *Store) refsPath(h Hash) string { return s.path(h) + refsSuffix }
+
 // scan rebuilds the index from disk, removing temp files (writes a crash
 // interrupted) and files that are not valid shards.
 func (s *Store) scan() error {
@@ -213,8 +241,13 @@ func (s *Store) scan() error {
 			return err
 		}
 		removed := false
+		var refsFiles []fs.DirEntry
 		for _, f := range files {
 			p := filepath.Join(dir, f.Name())
+			if strings.HasSuffix(f.Name(), refsSuffix) {
+				refsFiles = append(refsFiles, f) // once the shards are known
+				continue
+			}
 			info, err := s.load(fan.Name(), f)
 			if err != nil {
 				s.log.Warn("removing unverifiable shard file", "path", p, "err", err)
@@ -225,7 +258,17 @@ func (s *Store) scan() error {
 				continue
 			}
 			s.index[info.Hash] = info
-			s.used += info.Size + shardHeaderLen
+			s.used += info.diskBytes()
+		}
+		for _, f := range refsFiles {
+			if err := s.loadRefs(dir, f); err != nil {
+				p := filepath.Join(dir, f.Name())
+				s.log.Warn("removing refs file; the shard keeps the ref in its header", "path", p, "err", err)
+				if err := os.RemoveAll(p); err != nil {
+					return err
+				}
+				removed = true
+			}
 		}
 		if removed {
 			if err := durable.SyncDir(dir); err != nil {
@@ -233,6 +276,33 @@ func (s *Store) scan() error {
 			}
 		}
 	}
+	return nil
+}
+
+// loadRefs applies a refs file found by scan to its shard, which must
+// have been loaded.
+func (s *Store) loadRefs(dir string, f fs.DirEntry) error {
+	var h Hash
+	name := strings.TrimSuffix(f.Name(), refsSuffix)
+	if _, err := hex.Decode(h[:], []byte(name)); err != nil || h.String() != name || !f.Type().IsRegular() {
+		return errors.New("not a refs file name")
+	}
+	info, ok := s.index[h]
+	if !ok {
+		return errors.New("no shard file for it (a removal a crash interrupted)")
+	}
+	b, err := os.ReadFile(filepath.Join(dir, f.Name()))
+	if err != nil {
+		return err
+	}
+	refs, err := decodeRefs(b)
+	if err != nil {
+		return err
+	}
+	s.used -= info.diskBytes()
+	info.Refs, info.Ref, info.refsFile = refs, refs[0].ShardRef, true
+	s.used += info.diskBytes()
+	s.index[h] = info
 	return nil
 }
 
@@ -257,6 +327,7 @@ func (s *Store) load(fan string, f fs.DirEntry) (ShardInfo, error) {
 			return info, err
 		}
 		info.Ref, info.Size = ref, int64(len(data))
+		info.Refs = []StoredRef{{ShardRef: ref, Added: info.Stored}}
 		return info, nil
 	}
 	if fi.Size() < shardHeaderLen || fi.Size() > shardHeaderLen+MaxShardSize {
@@ -275,6 +346,7 @@ func (s *Store) load(fan string, f fs.DirEntry) (ShardInfo, error) {
 		return info, err
 	}
 	info.Size = fi.Size() - shardHeaderLen
+	info.Refs = []StoredRef{{ShardRef: info.Ref, Added: info.Stored}}
 	return info, nil
 }
 
@@ -307,10 +379,12 @@ func (s *Store) readFile(h Hash) (ShardRef, []byte, error) {
 	return ref, data, nil
 }
 
-// Put stores data under its hash h. It returns ErrHashMismatch if data does
-// not hash to h, ErrQuotaExceeded if the store cannot take it without going
-// over its quota, and ErrBusy if the same shard is being written right now.
-// Storing a shard that is already present succeeds without writing.
+// Put stores data under its hash h for ref. It returns ErrHashMismatch if
+// data does not hash to h, ErrQuotaExceeded if the store cannot take it
+// without going over its quota, and ErrBusy if the same shard is being
+// written right now. Storing a shard that is already present adds ref to
+// its refs (durably, before Put returns) unless it is there already;
+// ErrTooManyRefs if it has MaxShardRefs.
 func (s *Store) Put(h Hash, ref ShardRef, data []byte) error {
 	if len(data) > MaxShardSize {
 		return fmt.Errorf("put shard %s: %d bytes, over %d: %w", h, len(data), MaxShardSize, ErrQuotaExceeded)
@@ -328,9 +402,9 @@ func (s *Store) Put(h Hash, ref ShardRef, data []byte) error {
 		s.mu.Unlock()
 		return fmt.Errorf("put shard %s: being written: %w", h, ErrBusy)
 	}
-	if _, ok := s.index[h]; ok {
-		s.mu.Unlock()
-		return nil
+	if info, ok := s.index[h]; ok {
+		defer s.mu.Unlock()
+		return s.addRef(info, ref)
 	}
 	if s.used+need > s.cfg.Quota {
 		used := s.used
@@ -351,8 +425,46 @@ func (s *Store) Put(h Hash, ref ShardRef, data []byte) error {
 		s.used -= need
 		return fmt.Errorf("put shard %s: %w", h, err)
 	}
-	s.index[h] = ShardInfo{Hash: h, Ref: ref, Size: int64(len(data)), Stored: stored}
+	s.index[h] = ShardInfo{Hash: h, Ref: ref, Refs: []StoredRef{{ShardRef: ref, Added: stored}},
+		Size: int64(len(data)), Stored: stored}
 	return nil
+}
+
+// addRef adds ref to the stored shard info, writing its refs file. s.mu
+// is held on entry and on return, but not while writing: the shard is
+// marked pending meanwhile, so no other change to it runs.
+func (s *Store) addRef(info ShardInfo, ref ShardRef) error {
+	h := info.Hash
+	if refIndex(info.Refs, ref) >= 0 {
+		return nil
+	}
+	if len(info.Refs) >= MaxShardRefs {
+		return fmt.Errorf("put shard %s: %w (%d)", h, ErrTooManyRefs, MaxShardRefs)
+	}
+	next := info.clone()
+	next.Refs = append(next.Refs, StoredRef{ShardRef: ref, Added: s.cfg.Now()})
+	next.refsFile = true
+	need := next.diskBytes() - info.diskBytes()
+	if s.used+need > s.cfg.Quota {
+		return fmt.Errorf("put shard %s: add ref: %w (%d of %d bytes used, ref needs %d)", h, ErrQuotaExceeded, s.used, s.cfg.Quota, need)
+	}
+	s.used += need
+	s.pending[h] = true
+	s.mu.Unlock()
+	err := s.writeRefs(h, next.Refs)
+	s.mu.Lock()
+	delete(s.pending, h)
+	if err != nil {
+		s.used -= need
+		return fmt.Errorf("put shard %s: add ref: %w", h, err)
+	}
+	s.index[h] = next
+	return nil
+}
+
+// writeRefs replaces the refs file of h durably.
+func (s *Store) writeRefs(h Hash, refs []StoredRef) error {
+	return durable.Write(s.tmpDir(), s.refsPath(h), 0o600, encodeRefs(refs))
 }
 
 // write puts the file in place durably: temp file, fsync, rename, fsync dir.
@@ -378,6 +490,7 @@ func (s *Store) write(h Hash, ref ShardRef, data []byte) error {
 func (s *Store) Get(h Hash) (ShardInfo, []byte, error) {
 	s.mu.Lock()
 	info, ok := s.index[h]
+	info = info.clone()
 	closed := s.closed
 	s.mu.Unlock()
 	if closed {
@@ -417,10 +530,11 @@ func (s *Store) Stat(h Hash) (ShardInfo, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	info, ok := s.index[h]
-	return info, ok
+	return info.clone(), ok
 }
 
-// Delete removes the shard under h; deleting a missing shard gives ErrNotFound.
+// Delete removes the shard under h with all its refs; deleting a missing
+// shard gives ErrNotFound. A delete on behalf of a namespace is Unref.
 func (s *Store) Delete(h Hash) error {
 	s.mu.Lock()
 	closed := s.closed
@@ -434,20 +548,108 @@ func (s *Store) Delete(h Hash) error {
 	return nil
 }
 
+// Unref removes the refs of namespace ns from the shard under h, and the
+// shard itself when no other namespace's ref is left. It reports whether
+// the shard went. A shard without a ref of ns gives ErrNotFound.
+func (s *Store) Unref(h Hash, ns NamespaceID) (bool, error) {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return false, ErrClosed
+	}
+	n := 0
+	gone, _, err := s.dropRefs(h, func(r StoredRef) bool {
+		if r.Namespace == ns {
+			n++
+			return true
+		}
+		return false
+	})
+	if err == nil && n == 0 {
+		err = fmt.Errorf("no ref of namespace %s: %w", ns, ErrNotFound)
+	}
+	if err != nil {
+		return false, fmt.Errorf("delete shard %s: %w", h, err)
+	}
+	return gone, nil
+}
+
+// dropRefs removes the refs of h for which drop says true, and the shard
+// when none is left. It reports whether the shard went and the bytes
+// freed; dropping no ref changes nothing.
+func (s *Store) dropRefs(h Hash, drop func(StoredRef) bool) (gone bool, freed int64, err error) {
+	s.mu.Lock()
+	info, ok := s.index[h]
+	switch {
+	case !ok:
+		s.mu.Unlock()
+		return false, 0, ErrNotFound
+	case s.pending[h]:
+		s.mu.Unlock()
+		return false, 0, fmt.Errorf("being written: %w", ErrBusy)
+	}
+	next := info.clone()
+	next.Refs = next.Refs[:0]
+	for _, r := range info.Refs {
+		if !drop(r) {
+			next.Refs = append(next.Refs, r)
+		}
+	}
+	switch len(next.Refs) {
+	case len(info.Refs):
+		s.mu.Unlock()
+		return false, 0, nil
+	case 0:
+		s.mu.Unlock()
+		freed = info.diskBytes()
+		if err := s.remove(h); err != nil {
+			return false, 0, err
+		}
+		return true, freed, nil
+	}
+	next.Ref = next.Refs[0].ShardRef
+	freed = info.diskBytes() - next.diskBytes()
+	s.pending[h] = true
+	s.mu.Unlock()
+	err = s.writeRefs(h, next.Refs)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.pending, h)
+	if err != nil {
+		return false, 0, err
+	}
+	s.index[h] = next
+	s.used -= freed
+	return false, freed, nil
+}
+
+// remove forgets h and removes its files: the shard file first, so that
+// a crash in between leaves only a refs file without a shard, which the
+// next open removes.
 func (s *Store) remove(h Hash) error {
 	s.mu.Lock()
 	info, ok := s.index[h]
-	if ok {
+	pending := s.pending[h]
+	if ok && !pending {
 		delete(s.index, h)
-		s.used -= info.Size + shardHeaderLen
+		s.used -= info.diskBytes()
 	}
 	s.mu.Unlock()
-	if !ok {
+	switch {
+	case !ok:
 		return ErrNotFound
+	case pending:
+		return fmt.Errorf("being written: %w", ErrBusy)
 	}
 	p := s.path(h)
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
+	}
+	if info.refsFile {
+		if err := os.Remove(s.refsPath(h)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
 	}
 	return durable.SyncDir(filepath.Dir(p))
 }
@@ -457,7 +659,7 @@ func (s *Store) List() []ShardInfo {
 	s.mu.Lock()
 	out := make([]ShardInfo, 0, len(s.index))
 	for _, info := range s.index {
-		out = append(out, info)
+		out = append(out, info.clone())
 	}
 	s.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return bytes.Compare(out[i].Hash[:], out[j].Hash[:]) < 0 })
@@ -484,30 +686,44 @@ func (s *Store) Quota() int64 { return s.cfg.Quota }
 // Dir returns the store's directory.
 func (s *Store) Dir() string { return s.cfg.Dir }
 
-// KeepFunc decides during GC whether a shard is still needed. An error
-// keeps the shard: GC never deletes on doubt.
+// KeepFunc decides during GC whether a ref of a shard is still needed:
+// info.Ref is that ref and info.Stored when it was added. An error keeps
+// the ref: GC never deletes on doubt.
 type KeepFunc func(ctx context.Context, info ShardInfo) (bool, error)
 
-// GC removes every shard for which keep says false, and returns how many
-// shards and bytes it removed. The caller's keep function typically looks up
-// the shard's manifest (see Service.CollectGarbage).
+// GC asks keep about every ref of every shard, drops the refs it says
+// false for, and removes a shard once none of its refs is left. It
+// returns how many shards it removed and the bytes freed. The caller's
+// keep function typically looks up the ref's manifest (see
+// Service.CollectGarbage).
 func (s *Store) GC(ctx context.Context, keep KeepFunc) (removed int, freed int64, err error) {
 	for _, info := range s.List() {
-		if err := ctx.Err(); err != nil {
-			return removed, freed, err
+		drop := map[ShardRef]bool{}
+		for _, r := range info.Refs {
+			if err := ctx.Err(); err != nil {
+				return removed, freed, err
+			}
+			one := info
+			one.Ref, one.Stored = r.ShardRef, r.Added
+			ok, kerr := keep(ctx, one)
+			if kerr == nil && !ok {
+				drop[r.ShardRef] = true
+			}
 		}
-		ok, kerr := keep(ctx, info)
-		if kerr != nil || ok {
+		if len(drop) == 0 {
 			continue
 		}
-		if err := s.remove(info.Hash); err != nil {
-			if errors.Is(err, ErrNotFound) {
+		gone, n, err := s.dropRefs(info.Hash, func(r StoredRef) bool { return drop[r.ShardRef] })
+		if err != nil {
+			if errors.Is(err, ErrNotFound) || errors.Is(err, ErrBusy) {
 				continue
 			}
 			return removed, freed, fmt.Errorf("gc: %w", err)
 		}
-		removed++
-		freed += info.Size + shardHeaderLen
+		if gone {
+			removed++
+		}
+		freed += n
 	}
 	return removed, freed, nil
 }

@@ -1,0 +1,213 @@
+package erasure
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// expire drops the record under key, as DHT servers do once it has not
+// been re-put for 48 h.
+func (r *memRecords) expire(key string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.vals, key)
+}
+
+// TestManifestRollback: once an object's record has expired from the DHT,
+// a peer without the app key puts back an older signed manifest it kept.
+// A reader that verified a newer version refuses it (ErrRolledBack,
+// counted); the writer's next Put goes above every version it published,
+// also after a restart; a deleted object's tombstone is republished (also
+// after a restart), so a replayed live manifest does not bring the object
+// back. Another object is read throughout.
+func TestManifestRollback(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const n = 7
+		appKey, _ := GenerateAppKey()
+		attackerKey, _ := GenerateAppKey()
+		reg := prometheus.NewRegistry()
+		tn := newTestNet(t, n, netOpts{
+			key: func(i int) *AppKey {
+				if i == n-1 {
+					return attackerKey
+				}
+				return appKey
+			},
+			config: func(i int, c *Config, _ *StoreConfig) {
+				c.MaxShards = 6
+				switch i {
+				case 0: // the writer republishes
+					c.DisableRepair = false
+					c.RepublishInterval = 10 * time.Second
+				case 1:
+					c.Registerer = reg
+				}
+			},
+		})
+		ctx := context.Background()
+		dir := t.TempDir()
+		keysFile := filepath.Join(dir, "state-keys.json")
+		writer := withKeysFile(t, tn, 0, keysFile)
+		reader := tn.nodes[1].svc
+		dhtKey := DHTKey(appKey.Namespace(), appKey.ObjectID("obj"))
+		// The attacker reads records from the DHT like anyone, and puts
+		// them back later.
+		kept := func() []byte {
+			b, err := tn.records.GetValue(ctx, dhtKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}
+		replay := func(rec []byte) {
+			tn.records.expire(dhtKey)
+			if err := tn.records.PutValue(ctx, dhtKey, rec); err != nil {
+				t.Fatalf("the DHT refused the replay: %v", err)
+			}
+		}
+		get := func(svc *Service, key string) (string, error) {
+			b, err := svc.Get(ctx, key)
+			return string(b), err
+		}
+		steady := func() {
+			t.Helper()
+			if v, err := get(reader, "other"); err != nil || v != "steady" {
+				t.Fatalf("honest read of another object: %q %v", v, err)
+			}
+		}
+		rollbacks := func() float64 { return counterValue(reader.metrics.rollbacks) }
+
+		if _, err := writer.Put(ctx, "other", []byte("steady")); err != nil {
+			t.Fatal(err)
+		}
+		var old []byte
+		for _, v := range []string{"v1", "v2", "v3"} {
+			if v == "v3" {
+				old = kept() // version 2
+			}
+			if _, err := writer.Put(ctx, "obj", []byte(v)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if v, err := get(reader, "obj"); err != nil || v != "v3" {
+			t.Fatalf("read: %q %v", v, err)
+		}
+
+		replay(old)
+		if _, err := get(reader, "obj"); !errors.Is(err, ErrRolledBack) || rollbacks() != 1 {
+			t.Fatalf("read of a replayed version 2 after version 3: %v (rollbacks counted %v)", err, rollbacks())
+		}
+		steady()
+		res, err := writer.Put(ctx, "obj", []byte("v4"))
+		if err != nil || res.Version != 4 {
+			t.Fatalf("put over the replay: %+v %v", res, err)
+		}
+		if v, err := get(reader, "obj"); err != nil || v != "v4" {
+			t.Fatalf("read: %q %v", v, err)
+		}
+
+		// Versions survive a restart of the writer and the record's expiry.
+		writer = withKeysFile(t, tn, 0, keysFile)
+		tn.records.expire(dhtKey)
+		if res, err = writer.Put(ctx, "obj", []byte("v5")); err != nil || res.Version != 5 {
+			t.Fatalf("put after a restart and an expiry: %+v %v", res, err)
+		}
+
+		// Delete, then the attacker replays the live version 5.
+		live := kept()
+		if err := writer.Delete(ctx, "obj"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := get(reader, "obj"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("read after delete: %v", err)
+		}
+		replay(live)
+		if _, err := get(reader, "obj"); !errors.Is(err, ErrRolledBack) || rollbacks() != 2 {
+			t.Fatalf("read of a replayed live version after the tombstone: %v (rollbacks counted %v)", err, rollbacks())
+		}
+		steady()
+		// The writer republishes its tombstone: a reader that never saw
+		// the object finds it deleted again.
+		time.Sleep(10*time.Second + 2*time.Second)
+		synctest.Wait()
+		if _, err := get(tn.nodes[2].svc, "obj"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("fresh read after the tombstone's republication: %v", err)
+		}
+
+		// And after a restart too.
+		writer = withKeysFile(t, tn, 0, keysFile)
+		replay(live)
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if _, err := get(tn.nodes[3].svc, "obj"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("fresh read after a restart's republication: %v", err)
+		}
+		// A new Put after the delete goes above the tombstone, even with
+		// the record expired.
+		tn.records.expire(dhtKey)
+		if res, err = writer.Put(ctx, "obj", []byte("v7")); err != nil || res.Version != 7 {
+			t.Fatalf("put after delete and expiry: %+v %v", res, err)
+		}
+		if v, err := get(reader, "obj"); err != nil || v != "v7" {
+			t.Fatalf("read: %q %v", v, err)
+		}
+		steady()
+		if _, err := os.Stat(keysFile); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestTombstonesExpire: the list republishes a tombstone until the GC
+// grace has passed, then keeps only the version floor, on disk too.
+func TestTombstonesExpire(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.json")
+	l, err := loadKeyList(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(1_800_000_000, 0)
+	if _, err := l.recordPut("k", 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.recordDelete("k", 4, []byte("tombstone"), at); err != nil {
+		t.Fatal(err)
+	}
+	if l, err = loadKeyList(path, nil); err != nil {
+		t.Fatal(err)
+	}
+	ts, err := l.tombstones(at.Add(time.Minute), time.Hour)
+	if err != nil || len(ts) != 1 || string(ts[0].rec) != "tombstone" || len(l.list()) != 0 {
+		t.Fatalf("tombstones %v %v, tracked %v", ts, err, l.list())
+	}
+	if ts, err = l.tombstones(at.Add(time.Hour), time.Hour); err != nil || len(ts) != 0 {
+		t.Fatalf("after the grace: %v %v", ts, err)
+	}
+	if l, err = loadKeyList(path, nil); err != nil || l.floor("k") != 4 {
+		t.Fatalf("reloaded floor %d %v", l.floor("k"), err)
+	}
+	if ts, _ = l.tombstones(at, time.Hour); len(ts) != 0 {
+		t.Fatal("an expired tombstone came back from disk")
+	}
+}
+
+// TestVersionMemoryBounded: the reader's memory of versions is an LRU.
+func TestVersionMemoryBounded(t *testing.T) {
+	v := newVersionMemory(2)
+	v.observe("a", 5)
+	v.observe("b", 1)
+	if prev := v.observe("a", 3); prev != 5 || v.get("a") != 5 {
+		t.Fatalf("older version: prev %d, kept %d", prev, v.get("a"))
+	}
+	v.observe("c", 1) // evicts b, the least recently used
+	if v.len() != 2 || v.get("b") != 0 || v.get("a") != 5 {
+		t.Fatalf("len %d, a %d, b %d", v.len(), v.get("a"), v.get("b"))
+	}
+}
