@@ -313,3 +313,33 @@ func (s *simNet) hostAt(ip net.IP) host.Host {
 	s.n++
 	return h
 }
+
+// FuzzDHTStoreKeys: record keys as a peer sends them (any bytes) and
+// provider keys go through the store's key parsing (namespace, owner)
+// without a panic, and storing then deleting leaves nothing counted.
+func FuzzDHTStoreKeys(f *testing.F) {
+	f.Add([]byte("/immense-state/ns/obj"), 100, false)
+	f.Add([]byte("/providers/x"), 0, true)
+	f.Add([]byte("//"), 1, false)
+	f.Add([]byte{0xff, '/', 0}, 5, true)
+	f.Fuzz(func(t *testing.T, key []byte, size int, provider bool) {
+		ctx := context.Background()
+		self, from := testPeerID(t, 1), testPeerID(t, 2)
+		s := newDHTStore(self, DefaultDHTBudget(), []string{"immense-state", "immense-handoff"})
+		size = size & 0xffff
+		var dk ds.Key
+		if provider {
+			dk = ds.NewKey("/providers/" + string(key) + "/" + string(from))
+		} else {
+			dk = valueDsKey(string(key))
+			s.note(string(key), from)
+		}
+		_ = s.Put(ctx, dk, make([]byte, size))
+		if err := s.Delete(ctx, dk); err != nil && !errors.Is(err, ds.ErrNotFound) {
+			t.Fatal(err)
+		}
+		if u := s.usage(); u.bytes != 0 || u.records != 0 || len(s.peers) != 0 || len(s.nss) != 0 {
+			t.Fatalf("after delete: %+v, %d peers, %d namespaces", u, len(s.peers), len(s.nss))
+		}
+	})
+}
