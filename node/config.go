@@ -40,6 +40,11 @@ type Limits struct {
 	ConnHighWater int `json:"conn_high_water"`
 	// ConnGracePeriod protects new connections from trimming.
 	ConnGracePeriod time.Duration `json:"conn_grace_period_ns"`
+	// MaxConnsPerIP caps the connections open with one IPv4 address (one
+	// /56 for IPv6); loopback is not limited. It bounds what one machine
+	// with many identities takes of MaxInboundConns, and so how much of
+	// the routing table and of gossip meshes it can reach for.
+	MaxConnsPerIP int `json:"max_conns_per_ip"`
 }
 
 // NATConfig controls reachability detection, hole punching and relays.
@@ -162,6 +167,10 @@ func DefaultConfig() Config {
 			ConnLowWater:    200,
 			ConnHighWater:   connlimit.ServerHighWater,
 			ConnGracePeriod: time.Minute,
+			// libp2p's default, and enough for the peers of one
+			// household or small office, each with one connection;
+			// a machine with many identities gets no more.
+			MaxConnsPerIP: 8,
 		},
 		NAT: NATConfig{
 			Enabled:         true,
@@ -198,6 +207,11 @@ func BootstrapConfig() Config {
 	c.Limits.ConnLowWater = 500
 	c.Limits.ConnHighWater = 1500
 	c.Limits.ConnGracePeriod = 20 * time.Second
+	// Every newcomer of a campus or carrier-grade NAT joins through a
+	// bootstrap node first, all from one address (TestNATSharedAddress);
+	// the join rate and the routing-table diversity filter, not this,
+	// bound what they get.
+	c.Limits.MaxConnsPerIP = 32
 	c.NAT.PortMap = false // a server has no home router
 	c.NAT.ForcePublic = true
 	c.NAT.MaxRelayedConns = 128
@@ -228,6 +242,7 @@ func VolunteerConfig() Config {
 		ConnLowWater:    48,
 		ConnHighWater:   connlimit.VolunteerHighWater,
 		ConnGracePeriod: 30 * time.Second,
+		MaxConnsPerIP:   8, // as DefaultConfig
 	}
 	c.NAT.MaxRelayedConns = 16
 	c.Overlay.JoinRate = 2
@@ -292,6 +307,9 @@ func (c *Config) validate() error {
 	}
 	if l.ConnLowWater < 0 || l.ConnHighWater <= l.ConnLowWater || l.ConnHighWater > l.MaxConns {
 		errs = append(errs, fmt.Errorf("Limits: need 0 <= ConnLowWater (%d) < ConnHighWater (%d) <= MaxConns (%d)", l.ConnLowWater, l.ConnHighWater, l.MaxConns))
+	}
+	if l.MaxConnsPerIP < 1 {
+		errs = append(errs, fmt.Errorf("Limits.MaxConnsPerIP must be >= 1, got %d", l.MaxConnsPerIP))
 	}
 	if l.ConnGracePeriod < 0 {
 		errs = append(errs, fmt.Errorf("Limits.ConnGracePeriod must be >= 0, got %v", l.ConnGracePeriod))

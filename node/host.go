@@ -42,13 +42,13 @@ func resourceManager(l Limits) (network.ResourceManager, error) {
 			FD:            rcmgr.LimitVal(l.MaxFD),
 		},
 	}
-	// libp2p allows 8 connections per IPv4 address by default; behind a
-	// campus or carrier NAT many peers share one address, and after a crash
-	// a whole household's dead connections still count for a while.
+	// Connections per IPv4 address and IPv6 /56 (Limits.MaxConnsPerIP):
+	// identities are free, addresses are not. Loopback stays unlimited
+	// (libp2p's network prefix limits), for devnets.
 	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(partial.Build(scaled)),
 		rcmgr.WithLimitPerSubnet(
-			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 32, ConnCount: 64}},
-			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 56, ConnCount: 64}}))
+			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 32, ConnCount: l.MaxConnsPerIP}},
+			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 56, ConnCount: l.MaxConnsPerIP}}))
 	if err != nil {
 		return nil, fmt.Errorf("resource manager: %w", err)
 	}

@@ -152,6 +152,15 @@ type Config struct {
 	// first path component of a record key, e.g. "immense-state").
 	Validators map[string]record.Validator
 
+	// DHTBudget bounds the records other peers can make this node keep
+	// in its DHT store (dhtstore.go). Default DefaultDHTBudget().
+	DHTBudget DHTBudget
+
+	// Diversity bounds the DHT routing-table entries of one /24 and one
+	// /16 (diversity.go). Default DefaultDiversity(); the zero value turns
+	// the filter off.
+	Diversity Diversity
+
 	// Logger; default slog.Default(). The overlay logs with
 	// component=overlay, and gossipsub's own lines with
 	// component=overlay.gossipsub.
@@ -184,6 +193,8 @@ func DefaultConfig() Config {
 		MaxTopics:               4096,
 		PublishDiscoveryTimeout: 2 * time.Second,
 		MaxTopicMetrics:         256,
+		DHTBudget:               DefaultDHTBudget(),
+		Diversity:               DefaultDiversity(),
 	}
 }
 
@@ -241,6 +252,17 @@ func (c *Config) validate() error {
 	}
 	if c.MaxTopicMetrics < 0 {
 		errs = append(errs, fmt.Errorf("MaxTopicMetrics must be >= 0, got %d", c.MaxTopicMetrics))
+	}
+	if err := c.DHTBudget.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Diversity.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	for ns := range c.Validators {
+		if ns == "" || ns == providersNamespace || ns == "pk" || ns == "ipns" {
+			errs = append(errs, fmt.Errorf("Validators: namespace %q is reserved", ns))
+		}
 	}
 	for _, ai := range c.Bootstrap {
 		if err := ai.ID.Validate(); err != nil {

@@ -15,3 +15,7 @@ var (
 	// wait for a subscriber of their topic to be found: slow down.
 	ErrBacklogFull = errors.New("overlay: publish backlog full")
 )
+
+// ErrDHTBudget is returned by the DHT datastore for a record that would
+// overrun one of its budgets (Config.DHTBudget): it is refused, not stored.
+var ErrDHTBudget = errors.New("overlay: DHT store budget")

@@ -11,6 +11,7 @@ import (
 
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -21,13 +22,18 @@ import (
 // gossipsub router. It does not own the host; closing the overlay leaves the
 // host open.
 type Overlay struct {
-	cfg     Config
-	host    host.Host
-	dht     *dht.IpfsDHT
-	disc    *drouting.RoutingDiscovery
-	ps      *pubsub.PubSub
-	log     *slog.Logger
-	metrics *metrics
+	cfg  Config
+	host host.Host
+	dht  *dht.IpfsDHT
+	// dhtStore bounds what others store in the DHT (dhtstore.go);
+	// diversity, nil when off, bounds routing-table entries per network
+	// (diversity.go).
+	dhtStore  *dhtStore
+	diversity *diversityFilter
+	disc      *drouting.RoutingDiscovery
+	ps        *pubsub.PubSub
+	log       *slog.Logger
+	metrics   *metrics
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -109,8 +115,22 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 		dht.RoutingTableFilter(func(_ any, p peer.ID) bool { return !o.Avoiding(p) }),
 		dht.QueryFilter(func(_ any, ai peer.AddrInfo) bool { return !o.Avoiding(ai.ID) }),
 	}
+	// Only our own record namespaces: kad-dht's defaults (pk, ipns) would
+	// let anyone store records nothing here reads.
+	validators := record.NamespacedValidator{}
+	namespaces := make([]string, 0, len(cfg.Validators))
 	for ns, v := range cfg.Validators {
-		dhtOpts = append(dhtOpts, dht.NamespacedValidator(ns, v))
+		validators[ns] = v
+		namespaces = append(namespaces, ns)
+	}
+	o.dhtStore = newDHTStore(h.ID(), cfg.DHTBudget, namespaces)
+	dhtOpts = append(dhtOpts,
+		dht.Validator(validators),
+		dht.Datastore(o.dhtStore),
+		dht.OnRequestHook(o.dhtStore.onRequest))
+	if cfg.Diversity != (Diversity{}) {
+		o.diversity = newDiversityFilter(h, cfg.Diversity)
+		dhtOpts = append(dhtOpts, dht.RoutingTablePeerDiversityFilter(o.diversity))
 	}
 	kad, err := dht.New(h, dhtOpts...)
 	if err != nil {
@@ -164,6 +184,11 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 		return nil, fmt.Errorf("register overlay metrics: %w", err)
 	}
 	o.metrics = m
+	if err := o.registerDHTMetrics(cfg.Registerer); err != nil {
+		kad.Close()
+		cancel()
+		return nil, fmt.Errorf("register DHT metrics: %w", err)
+	}
 
 	h.SetStreamHandler(o.JoinProtocol(), o.handleJoin)
 	o.shun = o.shunAvoided()

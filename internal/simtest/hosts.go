@@ -2,7 +2,9 @@ package simtest
 
 import (
 	"crypto/rand"
+	"fmt"
 	"io"
+	"net"
 	"sync"
 	"testing"
 
@@ -21,15 +23,16 @@ type Hosts struct {
 	tb  testing.TB
 	net *Network
 
-	mu   sync.Mutex
-	keys map[int]crypto.PrivKey // host i's identity, kept across restarts
-	up   map[int]host.Host      // the hosts running
+	mu    sync.Mutex
+	keys  map[int]crypto.PrivKey // host i's identity, kept across restarts
+	addrs map[int]string         // host i's address, if not Addr(i)
+	up    map[int]host.Host      // the hosts running
 }
 
 // NewHosts starts no host yet. Host i < len(keys) has identity keys[i];
 // any other gets a random one when first started.
 func NewHosts(tb testing.TB, net *Network, keys ...crypto.PrivKey) *Hosts {
-	hs := &Hosts{tb: tb, net: net, keys: map[int]crypto.PrivKey{}, up: map[int]host.Host{}}
+	hs := &Hosts{tb: tb, net: net, keys: map[int]crypto.PrivKey{}, addrs: map[int]string{}, up: map[int]host.Host{}}
 	for i, k := range keys {
 		hs.keys[i] = k
 	}
@@ -58,9 +61,13 @@ func (hs *Hosts) Start(i int) host.Host {
 		key = Keys(hs.tb, rand.Reader, 1)[0]
 		hs.keys[i] = key
 	}
+	addr, ok := hs.addrs[i]
+	if !ok {
+		addr = Addr(i)
+	}
 	opts := append(hs.net.HostOptions(),
 		libp2p.Identity(key),
-		libp2p.ListenAddrStrings(Addr(i)),
+		libp2p.ListenAddrStrings(addr),
 		// Tests measure the protocols, not libp2p's limits.
 		libp2p.ResourceManager(&network.NullResourceManager{}),
 	)
@@ -70,6 +77,18 @@ func (hs *Hosts) Start(i int) host.Host {
 	}
 	hs.up[i] = h
 	return h
+}
+
+// StartAt starts host i on ip instead of IP(i), and keeps it there
+// across restarts: for tests that put several hosts in one subnet (many
+// identities on one machine or one hoster's network), or on one address
+// with different ports.
+func (hs *Hosts) StartAt(i int, ip net.IP, port int) host.Host {
+	hs.tb.Helper()
+	hs.mu.Lock()
+	hs.addrs[i] = fmt.Sprintf("/ip4/%s/udp/%d/quic-v1", ip, port)
+	hs.mu.Unlock()
+	return hs.Start(i)
 }
 
 // Stop closes host i if it runs.

@@ -88,8 +88,30 @@ func Start(cfg Config) *Network {
 func (n *Network) Close() { n.once.Do(n.sn.Close) }
 
 // IP is host i's address: public, so that libp2p dials it and the DHT
-// keeps it.
-func IP(i int) net.IP { return simnet.IntToPublicIPv4(i) }
+// keeps it, and each host in a /16 of its own (for the first 20,000 or
+// so; beyond, each in a /24 of its own), as peers spread over the
+// internet are: the DHT's routing-table diversity filter limits the
+// entries of one /24 and one /16, and would trim a network of hosts
+// side by side. Tests that want hosts in one subnet give them addresses
+// of their own.
+func IP(i int) net.IP {
+	n := len(publicOctets)
+	return net.IPv4(publicOctets[(i/256)%n], byte(i%256), byte(i/(256*n)%256), 1)
+}
+
+// publicOctets are first octets of public IPv4 space outside the blocks
+// kad-dht groups as one /8 (the legacy class A allocations) and outside
+// private, shared and reserved ranges.
+var publicOctets = func() []byte {
+	skip := map[int]bool{10: true, 12: true, 17: true, 19: true, 38: true, 48: true, 53: true, 56: true, 73: true}
+	var out []byte
+	for o := 1; o < 100; o++ {
+		if !skip[o] {
+			out = append(out, byte(o))
+		}
+	}
+	return out
+}()
 
 // Addr is the multiaddr host i listens on.
 func Addr(i int) string { return fmt.Sprintf("/ip4/%s/udp/8000/quic-v1", IP(i)) }
