@@ -129,8 +129,21 @@ type Config struct {
 	MaxMessageSize int
 
 	// MaxTopics caps the number of topics this node has joined at once
-	// (subscribed or published to). Default 4096.
+	// (subscribed or published to). Default 4096: a pubsub topic costs a
+	// few KiB (validator, mesh, score state), so the table stays in tens
+	// of MiB.
 	MaxTopics int
+
+	// MaxPublishTopics caps the topics joined only to publish (no local
+	// subscriber). They are kept in a least-recently-used list: a publish
+	// to a further topic leaves the least recently used one that holds no
+	// backlog, so publishing to fresh names (which anyone with the control
+	// API or a wildcard write token can do) never fills the table and
+	// subscriptions always find room. Must be below MaxTopics. Default
+	// 256: a peer publishes to a handful of topics it does not read, and a
+	// topic left this way costs only a new join (and a discovery) if it is
+	// used again.
+	MaxPublishTopics int
 
 	// PublishDiscoveryTimeout is how long messages to a topic this node
 	// only publishes to, and knows no subscriber of yet, wait in a backlog
@@ -182,6 +195,7 @@ func DefaultConfig() Config {
 		JoinRetryMax:            5 * time.Minute,
 		MaxMessageSize:          1 << 20,
 		MaxTopics:               4096,
+		MaxPublishTopics:        256,
 		PublishDiscoveryTimeout: 2 * time.Second,
 		MaxTopicMetrics:         256,
 	}
@@ -235,6 +249,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxTopics < 1 {
 		errs = append(errs, fmt.Errorf("MaxTopics must be >= 1, got %d", c.MaxTopics))
+	}
+	if c.MaxPublishTopics < 1 || c.MaxPublishTopics >= c.MaxTopics {
+		errs = append(errs, fmt.Errorf("MaxPublishTopics must be in [1, MaxTopics (%d)), got %d", c.MaxTopics, c.MaxPublishTopics))
 	}
 	if c.PublishDiscoveryTimeout < 0 {
 		errs = append(errs, fmt.Errorf("PublishDiscoveryTimeout must be >= 0, got %v", c.PublishDiscoveryTimeout))

@@ -14,4 +14,8 @@ var (
 	// ErrBacklogFull is returned by Publish when too many messages already
 	// wait for a subscriber of their topic to be found: slow down.
 	ErrBacklogFull = errors.New("overlay: publish backlog full")
+	// ErrTooManyTopics is returned by Subscribe and Publish when the topic
+	// table (Config.MaxTopics, Config.MaxPublishTopics) is full of topics
+	// that cannot be left yet: try again later.
+	ErrTooManyTopics = errors.New("overlay: topic table full")
 )

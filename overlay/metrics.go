@@ -13,6 +13,10 @@ type metrics struct {
 	rejected  *prometheus.CounterVec
 	dropped   *prometheus.CounterVec
 
+	// Budgets (topics.go, ratelimit.go).
+	topicsEvicted prometheus.Counter
+	topicsRefused prometheus.Counter
+
 	mu     sync.Mutex
 	labels map[string]struct{}
 	max    int
@@ -36,6 +40,14 @@ func newMetrics(reg prometheus.Registerer, maxTopics int, o *Overlay) (*metrics,
 			Namespace: "immense", Subsystem: "overlay", Name: "messages_dropped_total",
 			Help: "Messages not delivered to a local subscription because its queue was full (the subscriber reads slower than the topic publishes), per topic, counted per subscription.",
 		}, []string{"topic"}),
+		topicsEvicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "immense", Subsystem: "overlay", Name: "topics_evicted_total",
+			Help: "Topics without a local subscriber left to make room in the topic table (MaxPublishTopics, MaxTopics).",
+		}),
+		topicsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "immense", Subsystem: "overlay", Name: "topics_refused_total",
+			Help: "Subscribes and publishes refused because the topic table was full of topics that could not be left.",
+		}),
 		labels: make(map[string]struct{}),
 		max:    maxTopics,
 	}
@@ -43,7 +55,7 @@ func newMetrics(reg prometheus.Registerer, maxTopics int, o *Overlay) (*metrics,
 		return m, nil
 	}
 	collectors := []prometheus.Collector{
-		m.published, m.received, m.rejected, m.dropped,
+		m.published, m.received, m.rejected, m.dropped, m.topicsEvicted, m.topicsRefused,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "immense", Subsystem: "overlay", Name: "connected_peers",
 			Help: "Peers with at least one open connection.",

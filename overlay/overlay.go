@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"container/list"
 	"context"
 	"fmt"
 	"log/slog"
@@ -37,7 +38,10 @@ type Overlay struct {
 
 	mu     sync.Mutex
 	topics map[string]*topicState
-	closed bool
+	// publishOnly lists the topics without a local subscriber, most
+	// recently used first (topics.go).
+	publishOnly *list.List
+	closed      bool
 	// Publish backlogs (publish.go).
 	backlogBytes int
 	discoveries  int
@@ -54,9 +58,13 @@ type Overlay struct {
 }
 
 type topicState struct {
+	name     string
 	topic    *pubsub.Topic
 	subs     int       // guarded by Overlay.mu
 	lastUsed time.Time // guarded by Overlay.mu
+	// lru is ts's element in Overlay.publishOnly while subs is 0;
+	// guarded by Overlay.mu.
+	lru *list.Element
 	// backlog holds messages waiting for a subscriber to be found, while
 	// a discovery runs (publish.go); guarded by Overlay.mu.
 	backlog *backlog
@@ -80,13 +88,14 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 	}
 	octx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	o := &Overlay{
-		cfg:    cfg,
-		host:   h,
-		log:    cfg.Logger.With("component", "overlay"),
-		ctx:    octx,
-		cancel: cancel,
-		joined: make(chan struct{}),
-		topics: make(map[string]*topicState),
+		cfg:         cfg,
+		host:        h,
+		log:         cfg.Logger.With("component", "overlay"),
+		ctx:         octx,
+		cancel:      cancel,
+		joined:      make(chan struct{}),
+		topics:      make(map[string]*topicState),
+		publishOnly: list.New(),
 		admission: newAdmission(cfg.JoinRate, cfg.JoinBurst, cfg.JoinMaxPeers,
 			cfg.BootstrapBackoffMin, cfg.JoinRetryMax),
 	}
