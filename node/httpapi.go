@@ -198,6 +198,9 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, overlay.ErrBacklogFull), errors.Is(err, overlay.ErrTooManyTopics):
 			w.Header().Set("Retry-After", retryAfterBusy)
 			code = http.StatusServiceUnavailable
+		case errors.Is(err, overlay.ErrRateLimited):
+			w.Header().Set("Retry-After", "1") // the budget refills within a second
+			code = http.StatusTooManyRequests
 		case errors.Is(err, ErrClosed), errors.Is(err, overlay.ErrClosed):
 			code = http.StatusServiceUnavailable
 		}

@@ -29,6 +29,8 @@ type Overlay struct {
 	ps      *pubsub.PubSub
 	log     *slog.Logger
 	metrics *metrics
+	spam    *spamGuard // ratelimit.go
+	scores  scoreBoard
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -94,10 +96,21 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 		ctx:         octx,
 		cancel:      cancel,
 		joined:      make(chan struct{}),
+		spam:        newSpamGuard(&cfg),
 		topics:      make(map[string]*topicState),
 		publishOnly: list.New(),
 		admission: newAdmission(cfg.JoinRate, cfg.JoinBurst, cfg.JoinMaxPeers,
 			cfg.BootstrapBackoffMin, cfg.JoinRetryMax),
+	}
+	// Spam strikes (ratelimit.go) lower a peer's score through its
+	// application-specific part, on top of any the caller configured.
+	appScore := score.Params.AppSpecificScore
+	score.Params.AppSpecificScore = func(p peer.ID) float64 {
+		v := o.spam.penalty(p, time.Now())
+		if appScore != nil {
+			v += appScore(p)
+		}
+		return v
 	}
 	// Topics join at run time (topics.go sets their parameters), but
 	// pubsub needs the map to exist.
@@ -129,6 +142,17 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 	o.dht = kad
 	o.disc = drouting.NewRoutingDiscovery(kad)
 
+	// Before gossipsub: its RPC inspector counts into them from the first
+	// RPC on.
+	m, err := newMetrics(cfg.Registerer, cfg.MaxTopicMetrics, o)
+	if err != nil {
+		kad.Close()
+		cancel()
+		return nil, fmt.Errorf("register overlay metrics: %w", err)
+	}
+	o.metrics = m
+	o.spam.strikeCounter = m.spam.WithLabelValues(spamStrikes)
+
 	gsParams := pubsub.DefaultGossipSubParams()
 	if cfg.GossipSub != nil {
 		gsParams = *cfg.GossipSub
@@ -141,6 +165,13 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 		// exactly by our validator.
 		pubsub.WithMaxMessageSize(cfg.MaxMessageSize+envelopeHeaderSize+64<<10),
 		pubsub.WithPeerScore(&score.Params, &score.Thresholds),
+		// After WithPeerScore, which it needs.
+		pubsub.WithPeerScoreInspect(pubsub.PeerScoreInspectFn(o.scores.update), time.Second),
+		// Spam budgets (ratelimit.go): only our topics' announcements are
+		// kept, at most MaxRPCSubscriptions per RPC, and each RPC is
+		// inspected before its messages enter the validation queue.
+		pubsub.WithSubscriptionFilter(pubsub.WrapLimitSubscriptionFilter(subscriptionFilter{o}, cfg.MaxRPCSubscriptions)),
+		pubsub.WithAppSpecificRpcInspector(o.inspectRPC),
 		pubsub.WithDiscovery(o.disc),
 		// Deeper queues than pubsub's defaults (32): a peer that relays to
 		// many browsers is often busy for a moment, and a full queue drops
@@ -165,14 +196,6 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 		return nil, fmt.Errorf("start gossipsub: %w", err)
 	}
 	o.ps = ps
-
-	m, err := newMetrics(cfg.Registerer, cfg.MaxTopicMetrics, o)
-	if err != nil {
-		kad.Close()
-		cancel()
-		return nil, fmt.Errorf("register overlay metrics: %w", err)
-	}
-	o.metrics = m
 
 	h.SetStreamHandler(o.JoinProtocol(), o.handleJoin)
 	o.shun = o.shunAvoided()

@@ -58,6 +58,9 @@ func (o *Overlay) Publish(ctx context.Context, topic string, data []byte) error 
 	if len(data) > o.cfg.MaxMessageSize {
 		return fmt.Errorf("%w: %d bytes, at most %d allowed", ErrMessageTooLarge, len(data), o.cfg.MaxMessageSize)
 	}
+	if !o.spam.self.allow(struct{}{}, time.Now()) {
+		return fmt.Errorf("%w: more than %v messages a second (PublisherMessageRate)", ErrRateLimited, o.cfg.PublisherMessageRate)
+	}
 	env := encodeEnvelope(time.Now(), data)
 	// A topic without a subscriber can be left (to make room for another,
 	// topics.go) between the join and the send: join it again, once.

@@ -160,6 +160,9 @@ func (o *Overlay) unsubscribed(ts *topicState) {
 // score.
 func (o *Overlay) validator(name string) pubsub.ValidatorEx {
 	return func(ctx context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+		if res, ok := o.admitRate(name, from, msg); !ok {
+			return res
+		}
 		_, payload, err := decodeEnvelope(msg.Data)
 		if err == nil && len(payload) > o.cfg.MaxMessageSize {
 			err = fmt.Errorf("%w: %d bytes", ErrMessageTooLarge, len(payload))

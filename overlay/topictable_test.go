@@ -35,6 +35,7 @@ func TestPublishDoesNotPinTopics(t *testing.T) {
 			if err := o.Publish(ctx, fmt.Sprintf("fresh/%d", i), []byte("x")); err != nil {
 				t.Fatalf("publish %d: %v", i, err)
 			}
+			time.Sleep(time.Millisecond) // within PublisherMessageRate
 		}
 		if n := len(o.Topics()); n > o.cfg.MaxPublishTopics {
 			t.Errorf("%d topics joined after the flood, want at most MaxPublishTopics (%d)", n, o.cfg.MaxPublishTopics)
