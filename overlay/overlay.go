@@ -43,7 +43,10 @@ type Overlay struct {
 	// publishOnly lists the topics without a local subscriber, most
 	// recently used first (topics.go).
 	publishOnly *list.List
-	closed      bool
+	// wireTopics holds the gossipsub names of the topics in o.topics, for
+	// the RPC inspector, which must not take o.mu (ratelimit.go).
+	wireTopics sync.Map
+	closed     bool
 	// Publish backlogs (publish.go).
 	backlogBytes int
 	discoveries  int

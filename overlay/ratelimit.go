@@ -270,7 +270,11 @@ func (o *Overlay) inspectRPC(from peer.ID, rpc *pubsub.RPC) error {
 				// own): the peer floods us itself (see strike).
 				o.spam.strike(from, now)
 			}
-		case !o.spam.topics.allow(m.GetTopic(), now):
+		case o.joinedTopic(m.GetTopic()) && !o.spam.topics.allow(m.GetTopic(), now):
+			// Only topics we are in have a bucket: gossipsub drops the
+			// others' messages before the queue, and a stranger naming
+			// invented topics could otherwise push out the bucket of
+			// the topic it floods.
 			topicDropped++
 		default:
 			kept = append(kept, m)
@@ -289,6 +293,13 @@ func (o *Overlay) inspectRPC(from peer.ID, rpc *pubsub.RPC) error {
 	}
 	o.log.Debug("messages over budget dropped", "from", from, "peer_rate", peerDropped, "topic_rate", topicDropped)
 	return nil
+}
+
+// joinedTopic reports whether wire is the gossipsub name of a topic we
+// have joined, without o.mu (see inspectRPC).
+func (o *Overlay) joinedTopic(wire string) bool {
+	_, ok := o.wireTopics.Load(wire)
+	return ok
 }
 
 // controlSize counts the entries of a control message: topics and message

@@ -183,6 +183,28 @@ func TestRPCInspector(t *testing.T) {
 				t.Errorf("spam_refused_total{reason=%q} = %v, want %v", reason, got, want)
 			}
 		}
+		// The topic budget applies to topics we are in: another peer's
+		// messages to "t" are cut at its burst, those to a topic we are
+		// not in are left for gossipsub to drop.
+		o.spam.topics = newLimiter[string](1, 2, maxRateBuckets)
+		o.spam.forwarders = newLimiter[peer.ID](0, 0, maxRateBuckets) // off
+		if _, err := o.Subscribe("t"); err != nil {
+			t.Fatal(err)
+		}
+		other := wireTopic("not-joined")
+		mixed := &pubsub.RPC{RPC: pb.RPC{Publish: []*pb.Message{
+			{Topic: &topic}, {Topic: &other}, {Topic: &topic}, {Topic: &other}, {Topic: &topic},
+		}}}
+		if err := o.inspectRPC(peer.ID("another"), mixed); err != nil {
+			t.Fatal(err)
+		}
+		if got := len(mixed.Publish); got != 4 {
+			t.Errorf("%d messages kept of 5 (3 to a topic with a burst of 2), want 4", got)
+		}
+		if got := spamCount(t, o, spamTopicRate); got != 1 {
+			t.Errorf("spam_refused_total{reason=%q} = %v, want 1", spamTopicRate, got)
+		}
+
 		// Our own topics pass the subscription filter; others do not.
 		f := subscriptionFilter{o}
 		for wire, want := range map[string]bool{topic: true, "t": false, "immense/": false, "immense/a b": false, "/meshsub": false} {

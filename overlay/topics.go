@@ -119,6 +119,7 @@ func (o *Overlay) join(name string, forSubscribe bool) (*topicState, error) {
 	ts := &topicState{name: name, topic: t, lastUsed: time.Now()}
 	ts.lru = o.publishOnly.PushFront(ts)
 	o.topics[name] = ts
+	o.wireTopics.Store(wire, struct{}{})
 	return ts, nil
 }
 
@@ -380,6 +381,7 @@ func (o *Overlay) leave(name string, ts *topicState) bool {
 		ts.lru = nil
 	}
 	delete(o.topics, name)
+	o.wireTopics.Delete(wireTopic(name))
 	return true
 }
 
