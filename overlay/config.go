@@ -131,7 +131,9 @@ type Config struct {
 	// MaxTopics caps the number of topics this node has joined at once
 	// (subscribed or published to). Default 4096: a pubsub topic costs a
 	// few KiB (validator, mesh, score state), so the table stays in tens
-	// of MiB.
+	// of MiB. It also caps the topics each peer may have announced to us
+	// at once (ratelimit.go), since an honest peer cannot subscribe to
+	// more.
 	MaxTopics int
 
 	// MaxPublishTopics caps the topics joined only to publish (no local

@@ -30,7 +30,11 @@ type Overlay struct {
 	log     *slog.Logger
 	metrics *metrics
 	spam    *spamGuard // ratelimit.go
-	scores  scoreBoard
+	// subFilter bounds what peers announce (ratelimit.go); subNotifiee
+	// forgets a peer's announcements when it disconnects.
+	subFilter   *subscriptionFilter
+	subNotifiee network.Notifiee
+	scores      scoreBoard
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -155,6 +159,9 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 	}
 	o.metrics = m
 	o.spam.strikeCounter = m.spam.WithLabelValues(spamStrikes)
+	o.subFilter = newSubscriptionFilter(o, cfg.MaxTopics)
+	o.subNotifiee = o.subFilter.notifiee()
+	h.Network().Notify(o.subNotifiee)
 
 	gsParams := pubsub.DefaultGossipSubParams()
 	if cfg.GossipSub != nil {
@@ -173,7 +180,7 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 		// Spam budgets (ratelimit.go): only our topics' announcements are
 		// kept, at most MaxRPCSubscriptions per RPC, and each RPC is
 		// inspected before its messages enter the validation queue.
-		pubsub.WithSubscriptionFilter(pubsub.WrapLimitSubscriptionFilter(subscriptionFilter{o}, cfg.MaxRPCSubscriptions)),
+		pubsub.WithSubscriptionFilter(pubsub.WrapLimitSubscriptionFilter(o.subFilter, cfg.MaxRPCSubscriptions)),
 		pubsub.WithAppSpecificRpcInspector(o.inspectRPC),
 		pubsub.WithDiscovery(o.disc),
 		// Deeper queues than pubsub's defaults (32): a peer that relays to
@@ -271,6 +278,7 @@ func (o *Overlay) Close() error {
 		o.mu.Unlock()
 		o.host.RemoveStreamHandler(o.JoinProtocol())
 		o.host.Network().StopNotify(o.shun)
+		o.host.Network().StopNotify(o.subNotifiee)
 		o.cancel()
 		o.wg.Wait()
 		err = o.dht.Close()

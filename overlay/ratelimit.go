@@ -11,6 +11,7 @@ import (
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -20,8 +21,9 @@ import (
 // slot in the validation queue or a byte of memory:
 //
 //  1. The subscription filter (gossipsub, before any state is kept) keeps
-//     only announcements of our own topics (immense/ and a valid name) and
-//     drops an RPC announcing more than MaxRPCSubscriptions at once.
+//     only announcements of our own topics (immense/ and a valid name), at
+//     most MaxTopics per peer at once, and drops an RPC announcing more
+//     than MaxRPCSubscriptions at once.
 //  2. The RPC inspector (inspectRPC, on gossipsub's event loop, before the
 //     validation queue, without crypto) drops an RPC whose control part is
 //     larger than any honest peer sends, then removes from it the messages
@@ -78,18 +80,19 @@ const (
 
 // Spam counter reasons (immense_overlay_spam_refused_total{reason}).
 const (
-	spamPeerRate         = "peer_rate"
-	spamTopicRate        = "topic_rate"
-	spamPublisherStrike  = "publisher_rate_direct"
-	spamStrikes          = "strikes"
-	spamPublisherIgnore  = "publisher_rate_relayed"
-	spamRPCSubscriptions = "rpc_subscriptions"
-	spamRPCControl       = "rpc_control"
-	spamForeignTopic     = "foreign_subscription"
+	spamPeerRate          = "peer_rate"
+	spamTopicRate         = "topic_rate"
+	spamPublisherStrike   = "publisher_rate_direct"
+	spamStrikes           = "strikes"
+	spamPublisherIgnore   = "publisher_rate_relayed"
+	spamRPCSubscriptions  = "rpc_subscriptions"
+	spamRPCControl        = "rpc_control"
+	spamForeignTopic      = "foreign_subscription"
+	spamPeerSubscriptions = "peer_subscriptions"
 )
 
 var spamReasons = []string{spamPeerRate, spamTopicRate, spamPublisherStrike, spamPublisherIgnore, spamStrikes,
-	spamRPCSubscriptions, spamRPCControl, spamForeignTopic}
+	spamRPCSubscriptions, spamRPCControl, spamForeignTopic, spamPeerSubscriptions}
 
 var (
 	errRPCSubscriptions = errors.New("overlay: RPC announces too many subscriptions")
@@ -346,26 +349,82 @@ func (o *Overlay) admitRate(topic string, from peer.ID, msg *pubsub.Message) (pu
 // subscriptionFilter keeps the subscriptions peers announce to ours (step
 // 1 above): gossipsub remembers every topic any peer says it reads, so a
 // stranger announcing invented topics would otherwise grow that memory.
-// Our own joins pass the same check. pubsub.WrapLimitSubscriptionFilter
+// Each peer may have at most max topics announced at once (MaxTopics: an
+// honest peer cannot subscribe to more), over any number of RPCs; further
+// announcements are dropped until it unsubscribes some or disconnects.
+// Our own joins pass the same name check. pubsub.WrapLimitSubscriptionFilter
 // adds the per-RPC cap around it.
-type subscriptionFilter struct{ o *Overlay }
+type subscriptionFilter struct {
+	o   *Overlay
+	max int
 
-func (f subscriptionFilter) CanSubscribe(wire string) bool {
+	mu    sync.Mutex
+	peers map[peer.ID]map[string]struct{}
+}
+
+func newSubscriptionFilter(o *Overlay, max int) *subscriptionFilter {
+	return &subscriptionFilter{o: o, max: max, peers: make(map[peer.ID]map[string]struct{})}
+}
+
+func (f *subscriptionFilter) CanSubscribe(wire string) bool {
 	name, ok := strings.CutPrefix(wire, wirePrefix)
 	return ok && ValidateTopic(name) == nil
 }
 
-func (f subscriptionFilter) FilterIncomingSubscriptions(_ peer.ID, subs []*pb.RPC_SubOpts) ([]*pb.RPC_SubOpts, error) {
+func (f *subscriptionFilter) FilterIncomingSubscriptions(from peer.ID, subs []*pb.RPC_SubOpts) ([]*pb.RPC_SubOpts, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	kept := make([]*pb.RPC_SubOpts, 0, len(subs))
+	foreign, over := 0, 0
 	for _, s := range subs {
-		if f.CanSubscribe(s.GetTopicid()) {
-			kept = append(kept, s)
+		wire := s.GetTopicid()
+		if !f.CanSubscribe(wire) {
+			foreign++
+			continue
 		}
+		topics := f.peers[from]
+		if !s.GetSubscribe() {
+			delete(topics, wire)
+			kept = append(kept, s)
+			continue
+		}
+		if _, ok := topics[wire]; !ok {
+			if len(topics) >= f.max {
+				over++
+				continue
+			}
+			if topics == nil {
+				topics = make(map[string]struct{})
+				f.peers[from] = topics
+			}
+			topics[wire] = struct{}{}
+		}
+		kept = append(kept, s)
 	}
-	if n := len(subs) - len(kept); n > 0 {
-		f.o.metrics.spam.WithLabelValues(spamForeignTopic).Add(float64(n))
+	if foreign > 0 {
+		f.o.metrics.spam.WithLabelValues(spamForeignTopic).Add(float64(foreign))
+	}
+	if over > 0 {
+		f.o.metrics.spam.WithLabelValues(spamPeerSubscriptions).Add(float64(over))
 	}
 	return kept, nil
+}
+
+// forget drops what p announced; gossipsub forgets it too once p has no
+// connection left.
+func (f *subscriptionFilter) forget(p peer.ID) {
+	f.mu.Lock()
+	delete(f.peers, p)
+	f.mu.Unlock()
+}
+
+// notifiee forgets a peer's announcements when its last connection closes.
+func (f *subscriptionFilter) notifiee() network.Notifiee {
+	return &network.NotifyBundle{DisconnectedF: func(n network.Network, c network.Conn) {
+		if n.Connectedness(c.RemotePeer()) != network.Connected {
+			f.forget(c.RemotePeer())
+		}
+	}}
 }
 
 // scoreBoard keeps the last peer scores gossipsub reported

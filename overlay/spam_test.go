@@ -206,11 +206,41 @@ func TestRPCInspector(t *testing.T) {
 		}
 
 		// Our own topics pass the subscription filter; others do not.
-		f := subscriptionFilter{o}
+		f := newSubscriptionFilter(o, 2)
 		for wire, want := range map[string]bool{topic: true, "t": false, "immense/": false, "immense/a b": false, "/meshsub": false} {
 			if got := f.CanSubscribe(wire); got != want {
 				t.Errorf("CanSubscribe(%q) = %v, want %v", wire, got, want)
 			}
+		}
+		// A peer has at most max topics announced at once, over any
+		// number of RPCs; unsubscribing or leaving frees room.
+		sub := func(name string, on bool) *pb.RPC_SubOpts {
+			wire := wireTopic(name)
+			return &pb.RPC_SubOpts{Topicid: &wire, Subscribe: &on}
+		}
+		announce := func(subs ...*pb.RPC_SubOpts) int {
+			kept, err := f.FilterIncomingSubscriptions(p, subs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(kept)
+		}
+		foreign := "floodsub-topic"
+		if n := announce(sub("a", true), sub("b", true), &pb.RPC_SubOpts{Topicid: &foreign}); n != 2 {
+			t.Errorf("kept %d of a, b and a foreign topic, want 2", n)
+		}
+		if n := announce(sub("c", true)); n != 0 {
+			t.Error("a third topic announced with a cap of 2")
+		}
+		if n := announce(sub("a", false), sub("c", true), sub("b", true)); n != 3 {
+			t.Errorf("kept %d of unsubscribe a, subscribe c, b again; want 3", n)
+		}
+		f.forget(p)
+		if n := announce(sub("d", true), sub("e", true)); n != 2 {
+			t.Errorf("kept %d after the peer was forgotten, want 2", n)
+		}
+		if got := spamCount(t, o, spamPeerSubscriptions); got != 1 {
+			t.Errorf("spam_refused_total{reason=%q} = %v, want 1", spamPeerSubscriptions, got)
 		}
 	})
 }
