@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"testing/synctest"
+	"time"
 )
 
 // controlReq is a request an operator's curl on this machine would send:
@@ -210,5 +211,50 @@ func TestHTTPBudgets(t *testing.T) {
 			t.Errorf("PUT with the budget taken: %d %q", rec.Code, rec.Body)
 		}
 		a.puts.Release(a.putBudget())
+	})
+}
+
+// TestHTTPTopicBudgets: a full topic table answers 503 with Retry-After
+// (it was 500 for a publish), on publish and on subscribe, and a publisher
+// over its own rate gets 429 with Retry-After, while publishing to a
+// subscribed topic goes on.
+func TestHTTPTopicBudgets(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nd := simNetwork(t, 1, func(_ int, c *Config) {
+			c.Overlay.MaxTopics, c.Overlay.MaxPublishTopics = 2, 1
+			c.Overlay.PublisherMessageRate, c.Overlay.PublisherMessageBurst = 1, 2
+		})[0]
+		for _, topic := range []string{"a", "b"} {
+			sub, err := nd.overlay.Subscribe(topic)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Cancel()
+		}
+		a := nd.newAPI(HTTPOptions{Topics: true})
+		for _, req := range []*http.Request{
+			controlReq(nd, "POST", "/v1/topics/fresh", "x"),
+			controlReq(nd, "GET", "/v1/topics/fresh", ""),
+		} {
+			rec := httptest.NewRecorder()
+			a.routes().ServeHTTP(rec, req)
+			if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
+				t.Errorf("%s with the topic table full: %d %q (Retry-After %q), want 503 with Retry-After",
+					req.Method, rec.Code, rec.Body, rec.Header().Get("Retry-After"))
+			}
+		}
+		time.Sleep(2 * time.Second) // the publish budget refills
+		codes := []int{}
+		for range 2 {
+			rec := httptest.NewRecorder()
+			a.routes().ServeHTTP(rec, controlReq(nd, "POST", "/v1/topics/a", "x"))
+			codes = append(codes, rec.Code)
+			if rec.Code == http.StatusTooManyRequests && rec.Header().Get("Retry-After") == "" {
+				t.Error("429 without Retry-After")
+			}
+		}
+		if codes[0] != http.StatusAccepted || codes[1] != http.StatusTooManyRequests {
+			t.Errorf("two publishes at once with a burst of 1: %v, want [202 429]", codes)
+		}
 	})
 }

@@ -158,6 +158,13 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// retryAfterBusy is the Retry-After, in seconds, of a 503 for a full
+// publish backlog or topic table: a backlog drains within the overlay's
+// PublishDiscoveryTimeout (2 s by default), and a topic table full of
+// subscriptions needs one to end, which a client retrying every few
+// seconds notices soon enough without hammering the peer.
+const retryAfterBusy = "5"
+
 func writeError(w http.ResponseWriter, code int, err error) {
 	writeJSON(w, code, map[string]string{"error": err.Error()})
 }
@@ -187,7 +194,14 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	if err := a.n.Publish(ctx, topic, body); err != nil {
 		code := http.StatusInternalServerError
-		if errors.Is(err, ErrClosed) || errors.Is(err, overlay.ErrClosed) || errors.Is(err, overlay.ErrBacklogFull) {
+		switch {
+		case errors.Is(err, overlay.ErrBacklogFull), errors.Is(err, overlay.ErrTooManyTopics):
+			w.Header().Set("Retry-After", retryAfterBusy)
+			code = http.StatusServiceUnavailable
+		case errors.Is(err, overlay.ErrRateLimited):
+			w.Header().Set("Retry-After", "1") // the budget refills within a second
+			code = http.StatusTooManyRequests
+		case errors.Is(err, ErrClosed), errors.Is(err, overlay.ErrClosed):
 			code = http.StatusServiceUnavailable
 		}
 		writeError(w, code, err)
@@ -228,6 +242,9 @@ func (a *api) subscribe(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	msgs, err := a.n.Subscribe(ctx, topic)
 	if err != nil {
+		if errors.Is(err, overlay.ErrTooManyTopics) {
+			w.Header().Set("Retry-After", retryAfterBusy)
+		}
 		writeError(w, http.StatusServiceUnavailable, err)
 		return
 	}

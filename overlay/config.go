@@ -129,8 +129,71 @@ type Config struct {
 	MaxMessageSize int
 
 	// MaxTopics caps the number of topics this node has joined at once
-	// (subscribed or published to). Default 4096.
+	// (subscribed or published to). Default 4096: a pubsub topic costs a
+	// few KiB (validator, mesh, score state), so the table stays in tens
+	// of MiB. It also caps the topics each peer may have announced to us
+	// at once (ratelimit.go), since an honest peer cannot subscribe to
+	// more.
 	MaxTopics int
+
+	// MaxPublishTopics caps the topics joined only to publish (no local
+	// subscriber). They are kept in a least-recently-used list: a publish
+	// to a further topic leaves the least recently used one that holds no
+	// backlog, so publishing to fresh names (which anyone with the control
+	// API or a wildcard write token can do) never fills the table and
+	// subscriptions always find room. Must be below MaxTopics. Default
+	// 256: a peer publishes to a handful of topics it does not read, and a
+	// topic left this way costs only a new join (and a discovery) if it is
+	// used again.
+	MaxPublishTopics int
+
+	// Gossip spam budgets (ratelimit.go describes the three steps). A
+	// rate of 0 turns that limiter off.
+	//
+	// PeerMessageRate and PeerMessageBurst bound the messages, duplicates
+	// included, one connected peer may hand us per second; the excess is
+	// dropped before validation. Defaults 2000/s and 4000: an honest
+	// neighbour forwards each message of the topics we share once, and
+	// 2000/s is several busy chat topics; one validation worker checks
+	// about ten times that, so it takes many flooding neighbours to fill
+	// it.
+	PeerMessageRate  float64
+	PeerMessageBurst int
+
+	// TopicMessageRate and TopicMessageBurst bound the messages of one
+	// topic, from all peers and duplicates included, that enter the shared
+	// validation queue per second; the excess is dropped before
+	// validation, so a flood on one topic leaves the others their share of
+	// the validation worker. Defaults 5000/s and 10000: a topic of 400
+	// messages a second reaching us from a full mesh (12 neighbours), a
+	// quarter of the worker.
+	TopicMessageRate  float64
+	TopicMessageBurst int
+
+	// PublisherMessageRate and PublisherMessageBurst bound the messages one
+	// publisher may have delivered and forwarded per second. Over it, a
+	// message the publisher sent us itself is rejected (its score drops,
+	// and a few such graylist it); one relayed by another peer is ignored
+	// without penalty. Defaults 1000/s and 2000: a peer publishes for all
+	// the browsers it relays, so its rate is theirs together; under
+	// PeerMessageRate, so that a flooding publisher meets this limit, and
+	// its penalty, before the silent one.
+	PublisherMessageRate  float64
+	PublisherMessageBurst int
+
+	// MaxRPCSubscriptions caps the subscriptions one RPC may announce; a
+	// larger RPC is dropped whole. Default 4096, the default MaxTopics: a
+	// peer announces all its subscriptions in one RPC when it connects,
+	// and an honest one has at most that many.
+	MaxRPCSubscriptions int
+
+	// MaxRPCControl caps the control entries of one RPC (GRAFT and PRUNE,
+	// IHAVE, IWANT and IDONTWANT with their message ids, PRUNE's peers); a
+	// larger RPC is dropped whole. Default 20000: gossipsub itself sends
+	// at most 5000 message ids per IHAVE round (MaxIHaveLength), and asks
+	// for no more in IWANT; four times that leaves room for a heartbeat's
+	// worth of several kinds together.
+	MaxRPCControl int
 
 	// PublishDiscoveryTimeout is how long messages to a topic this node
 	// only publishes to, and knows no subscriber of yet, wait in a backlog
@@ -191,6 +254,15 @@ func DefaultConfig() Config {
 		JoinRetryMax:            5 * time.Minute,
 		MaxMessageSize:          1 << 20,
 		MaxTopics:               4096,
+		MaxPublishTopics:        256,
+		PeerMessageRate:         2000,
+		PeerMessageBurst:        4000,
+		TopicMessageRate:        5000,
+		TopicMessageBurst:       10000,
+		PublisherMessageRate:    1000,
+		PublisherMessageBurst:   2000,
+		MaxRPCSubscriptions:     4096,
+		MaxRPCControl:           20000,
 		PublishDiscoveryTimeout: 2 * time.Second,
 		MaxTopicMetrics:         256,
 		DHTBudget:               DefaultDHTBudget(),
@@ -246,6 +318,31 @@ func (c *Config) validate() error {
 	}
 	if c.MaxTopics < 1 {
 		errs = append(errs, fmt.Errorf("MaxTopics must be >= 1, got %d", c.MaxTopics))
+	}
+	if c.MaxPublishTopics < 1 || c.MaxPublishTopics >= c.MaxTopics {
+		errs = append(errs, fmt.Errorf("MaxPublishTopics must be in [1, MaxTopics (%d)), got %d", c.MaxTopics, c.MaxPublishTopics))
+	}
+	for _, r := range []struct {
+		name  string
+		rate  float64
+		burst int
+	}{
+		{"PeerMessage", c.PeerMessageRate, c.PeerMessageBurst},
+		{"TopicMessage", c.TopicMessageRate, c.TopicMessageBurst},
+		{"PublisherMessage", c.PublisherMessageRate, c.PublisherMessageBurst},
+	} {
+		if r.rate < 0 || math.IsNaN(r.rate) || math.IsInf(r.rate, 0) {
+			errs = append(errs, fmt.Errorf("%sRate must be a finite number >= 0, got %v", r.name, r.rate))
+		}
+		if r.rate > 0 && r.burst < 1 {
+			errs = append(errs, fmt.Errorf("%sBurst must be >= 1 when %sRate is set, got %d", r.name, r.name, r.burst))
+		}
+	}
+	if c.MaxRPCSubscriptions < 1 {
+		errs = append(errs, fmt.Errorf("MaxRPCSubscriptions must be >= 1, got %d", c.MaxRPCSubscriptions))
+	}
+	if c.MaxRPCControl < 1 {
+		errs = append(errs, fmt.Errorf("MaxRPCControl must be >= 1, got %d", c.MaxRPCControl))
 	}
 	if c.PublishDiscoveryTimeout < 0 {
 		errs = append(errs, fmt.Errorf("PublishDiscoveryTimeout must be >= 0, got %v", c.PublishDiscoveryTimeout))

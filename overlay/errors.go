@@ -14,6 +14,13 @@ var (
 	// ErrBacklogFull is returned by Publish when too many messages already
 	// wait for a subscriber of their topic to be found: slow down.
 	ErrBacklogFull = errors.New("overlay: publish backlog full")
+	// ErrRateLimited is returned by Publish beyond Config.PublisherMessageRate:
+	// other peers would drop the excess and count it against this one.
+	ErrRateLimited = errors.New("overlay: publish rate exceeded")
+	// ErrTooManyTopics is returned by Subscribe and Publish when the topic
+	// table (Config.MaxTopics, Config.MaxPublishTopics) is full of topics
+	// that cannot be left yet: try again later.
+	ErrTooManyTopics = errors.New("overlay: topic table full")
 )
 
 // ErrDHTBudget is returned by the DHT datastore for a record that would

@@ -13,6 +13,11 @@ type metrics struct {
 	rejected  *prometheus.CounterVec
 	dropped   *prometheus.CounterVec
 
+	// Budgets (topics.go, ratelimit.go).
+	topicsEvicted prometheus.Counter
+	topicsRefused prometheus.Counter
+	spam          *prometheus.CounterVec
+
 	mu     sync.Mutex
 	labels map[string]struct{}
 	max    int
@@ -36,14 +41,33 @@ func newMetrics(reg prometheus.Registerer, maxTopics int, o *Overlay) (*metrics,
 			Namespace: "immense", Subsystem: "overlay", Name: "messages_dropped_total",
 			Help: "Messages not delivered to a local subscription because its queue was full (the subscriber reads slower than the topic publishes), per topic, counted per subscription.",
 		}, []string{"topic"}),
+		topicsEvicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "immense", Subsystem: "overlay", Name: "topics_evicted_total",
+			Help: "Topics without a local subscriber left to make room in the topic table (MaxPublishTopics, MaxTopics).",
+		}),
+		topicsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "immense", Subsystem: "overlay", Name: "topics_refused_total",
+			Help: "Subscribes and publishes refused because the topic table was full of topics that could not be left.",
+		}),
+		spam: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "immense", Subsystem: "overlay", Name: "spam_refused_total",
+			Help: "Gossip refused by the spam budgets, by reason: peer_rate and topic_rate (messages dropped before validation), publisher_rate_direct and publisher_rate_relayed (ignored after validation), strikes (score penalties: messages of its own a peer sent over budget), rpc_subscriptions and rpc_control (whole RPCs dropped), foreign_subscription (announcements of topics outside immense/).",
+		}, []string{"reason"}),
 		labels: make(map[string]struct{}),
 		max:    maxTopics,
+	}
+	for _, r := range spamReasons {
+		m.spam.WithLabelValues(r) // exported at 0 from the start
 	}
 	if reg == nil {
 		return m, nil
 	}
 	collectors := []prometheus.Collector{
-		m.published, m.received, m.rejected, m.dropped,
+		m.published, m.received, m.rejected, m.dropped, m.topicsEvicted, m.topicsRefused, m.spam,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "immense", Subsystem: "overlay", Name: "graylisted_peers",
+			Help: "Connected peers whose gossipsub score is below the graylist threshold: everything they send is ignored.",
+		}, func() float64 { return float64(o.scores.below(o.cfg.Score.Thresholds.GraylistThreshold)) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "immense", Subsystem: "overlay", Name: "connected_peers",
 			Help: "Peers with at least one open connection.",

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"container/list"
 	"context"
 	"fmt"
 	"log/slog"
@@ -34,6 +35,12 @@ type Overlay struct {
 	ps        *pubsub.PubSub
 	log       *slog.Logger
 	metrics   *metrics
+	spam      *spamGuard // ratelimit.go
+	// subFilter bounds what peers announce (ratelimit.go); subNotifiee
+	// forgets a peer's announcements when it disconnects.
+	subFilter   *subscriptionFilter
+	subNotifiee network.Notifiee
+	scores      scoreBoard
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -43,7 +50,13 @@ type Overlay struct {
 
 	mu     sync.Mutex
 	topics map[string]*topicState
-	closed bool
+	// publishOnly lists the topics without a local subscriber, most
+	// recently used first (topics.go).
+	publishOnly *list.List
+	// wireTopics holds the gossipsub names of the topics in o.topics, for
+	// the RPC inspector, which must not take o.mu (ratelimit.go).
+	wireTopics sync.Map
+	closed     bool
 	// Publish backlogs (publish.go).
 	backlogBytes int
 	discoveries  int
@@ -60,9 +73,13 @@ type Overlay struct {
 }
 
 type topicState struct {
+	name     string
 	topic    *pubsub.Topic
 	subs     int       // guarded by Overlay.mu
 	lastUsed time.Time // guarded by Overlay.mu
+	// lru is ts's element in Overlay.publishOnly while subs is 0;
+	// guarded by Overlay.mu.
+	lru *list.Element
 	// backlog holds messages waiting for a subscriber to be found, while
 	// a discovery runs (publish.go); guarded by Overlay.mu.
 	backlog *backlog
@@ -86,15 +103,27 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 	}
 	octx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	o := &Overlay{
-		cfg:    cfg,
-		host:   h,
-		log:    cfg.Logger.With("component", "overlay"),
-		ctx:    octx,
-		cancel: cancel,
-		joined: make(chan struct{}),
-		topics: make(map[string]*topicState),
+		cfg:         cfg,
+		host:        h,
+		log:         cfg.Logger.With("component", "overlay"),
+		ctx:         octx,
+		cancel:      cancel,
+		joined:      make(chan struct{}),
+		spam:        newSpamGuard(&cfg),
+		topics:      make(map[string]*topicState),
+		publishOnly: list.New(),
 		admission: newAdmission(cfg.JoinRate, cfg.JoinBurst, cfg.JoinMaxPeers,
 			cfg.BootstrapBackoffMin, cfg.JoinRetryMax),
+	}
+	// Spam strikes (ratelimit.go) lower a peer's score through its
+	// application-specific part, on top of any the caller configured.
+	appScore := score.Params.AppSpecificScore
+	score.Params.AppSpecificScore = func(p peer.ID) float64 {
+		v := o.spam.penalty(p, time.Now())
+		if appScore != nil {
+			v += appScore(p)
+		}
+		return v
 	}
 	// Topics join at run time (topics.go sets their parameters), but
 	// pubsub needs the map to exist.
@@ -140,6 +169,20 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 	o.dht = kad
 	o.disc = drouting.NewRoutingDiscovery(kad)
 
+	// Before gossipsub: its RPC inspector counts into them from the first
+	// RPC on.
+	m, err := newMetrics(cfg.Registerer, cfg.MaxTopicMetrics, o)
+	if err != nil {
+		kad.Close()
+		cancel()
+		return nil, fmt.Errorf("register overlay metrics: %w", err)
+	}
+	o.metrics = m
+	o.spam.strikeCounter = m.spam.WithLabelValues(spamStrikes)
+	o.subFilter = newSubscriptionFilter(o, cfg.MaxTopics)
+	o.subNotifiee = o.subFilter.notifiee()
+	h.Network().Notify(o.subNotifiee)
+
 	gsParams := pubsub.DefaultGossipSubParams()
 	if cfg.GossipSub != nil {
 		gsParams = *cfg.GossipSub
@@ -152,6 +195,13 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 		// exactly by our validator.
 		pubsub.WithMaxMessageSize(cfg.MaxMessageSize+envelopeHeaderSize+64<<10),
 		pubsub.WithPeerScore(&score.Params, &score.Thresholds),
+		// After WithPeerScore, which it needs.
+		pubsub.WithPeerScoreInspect(pubsub.PeerScoreInspectFn(o.scores.update), time.Second),
+		// Spam budgets (ratelimit.go): only our topics' announcements are
+		// kept, at most MaxRPCSubscriptions per RPC, and each RPC is
+		// inspected before its messages enter the validation queue.
+		pubsub.WithSubscriptionFilter(pubsub.WrapLimitSubscriptionFilter(o.subFilter, cfg.MaxRPCSubscriptions)),
+		pubsub.WithAppSpecificRpcInspector(o.inspectRPC),
 		pubsub.WithDiscovery(o.disc),
 		// Deeper queues than pubsub's defaults (32): a peer that relays to
 		// many browsers is often busy for a moment, and a full queue drops
@@ -172,19 +222,14 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 	)
 	if err != nil {
 		kad.Close()
+		h.Network().StopNotify(o.subNotifiee)
 		cancel()
 		return nil, fmt.Errorf("start gossipsub: %w", err)
 	}
 	o.ps = ps
 
-	m, err := newMetrics(cfg.Registerer, cfg.MaxTopicMetrics, o)
-	if err != nil {
-		kad.Close()
-		cancel()
-		return nil, fmt.Errorf("register overlay metrics: %w", err)
-	}
-	o.metrics = m
 	if err := o.registerDHTMetrics(cfg.Registerer); err != nil {
+		h.Network().StopNotify(o.subNotifiee)
 		kad.Close()
 		cancel()
 		return nil, fmt.Errorf("register DHT metrics: %w", err)
@@ -261,6 +306,7 @@ func (o *Overlay) Close() error {
 		o.mu.Unlock()
 		o.host.RemoveStreamHandler(o.JoinProtocol())
 		o.host.Network().StopNotify(o.shun)
+		o.host.Network().StopNotify(o.subNotifiee)
 		o.cancel()
 		o.wg.Wait()
 		err = o.dht.Close()

@@ -58,10 +58,29 @@ func (o *Overlay) Publish(ctx context.Context, topic string, data []byte) error 
 	if len(data) > o.cfg.MaxMessageSize {
 		return fmt.Errorf("%w: %d bytes, at most %d allowed", ErrMessageTooLarge, len(data), o.cfg.MaxMessageSize)
 	}
+	if !o.spam.self.allow(struct{}{}, time.Now()) {
+		return fmt.Errorf("%w: more than %v messages a second (PublisherMessageRate)", ErrRateLimited, o.cfg.PublisherMessageRate)
+	}
 	env := encodeEnvelope(time.Now(), data)
+	// A topic without a subscriber can be left (to make room for another,
+	// topics.go) between the join and the send: join it again, once.
+	for attempt := 0; ; attempt++ {
+		err := o.publish(ctx, topic, env)
+		if !errors.Is(err, errTopicLeft) {
+			return err
+		}
+		if attempt == 1 {
+			return fmt.Errorf("publish to %q: %w: topics are being left as fast as they are joined", topic, ErrTooManyTopics)
+		}
+	}
+}
 
+// errTopicLeft says that the topic was left while a publish used it.
+var errTopicLeft = errors.New("overlay: topic left")
+
+func (o *Overlay) publish(ctx context.Context, topic string, env []byte) error {
 	o.mu.Lock()
-	ts, err := o.join(topic)
+	ts, err := o.join(topic, false)
 	if err != nil {
 		o.mu.Unlock()
 		return err
@@ -78,6 +97,10 @@ func (o *Overlay) Publish(ctx context.Context, topic string, data []byte) error 
 	if o.closed {
 		o.mu.Unlock()
 		return ErrClosed
+	}
+	if o.topics[topic] != ts {
+		o.mu.Unlock()
+		return errTopicLeft
 	}
 	if ts.backlog == nil {
 		if o.discoveries >= maxDiscoveries {
@@ -111,7 +134,13 @@ func (o *Overlay) enqueue(topic string, b *backlog, env []byte) error {
 func (o *Overlay) send(ctx context.Context, topic string, ts *topicState, env []byte) error {
 	if err := ts.topic.Publish(ctx, env); err != nil {
 		if errors.Is(err, pubsub.ErrTopicClosed) {
-			return ErrClosed
+			o.mu.Lock()
+			closed := o.closed
+			o.mu.Unlock()
+			if closed {
+				return ErrClosed
+			}
+			return errTopicLeft
 		}
 		return fmt.Errorf("publish to %q: %w", topic, err)
 	}

@@ -26,7 +26,15 @@ type ScoreConfig struct {
 //     (-1000) and we ignore everything it sends until it decays.
 //   - Positive score comes from time in the mesh (up to +3) and first
 //     deliveries (up to +10), capped at +10 per topic overall, so an attacker
-//     cannot bank credit to spend on spam.
+//     cannot bank credit to spend on spam: valid spam earns at most +10 in
+//     all, one invalid message's worth. Messages over a publisher's rate
+//     are ignored (ratelimit.go), which earns nothing.
+//   - A peer flooding us with its own messages collects strikes
+//     (ratelimit.go), -10 each through AppSpecificScore (weight 1; New
+//     adds them to any AppSpecificScore configured here, scaled by
+//     AppSpecificWeight), so about a hundred graylist it. They are not
+//     invalid-message penalties, which gossipsub would also charge to
+//     honest peers relaying the same message later.
 //   - Mesh delivery-rate penalties are off: application topics are often
 //     quiet, and a quiet topic would otherwise punish honest peers.
 //   - IP colocation is penalised beyond 8 peers per IP, except on loopback

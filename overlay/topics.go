@@ -67,17 +67,37 @@ const SubscriptionQueue = 256
 // idleTopicTTL is how long a topic we only published to stays joined.
 const idleTopicTTL = 5 * time.Minute
 
-// join returns the joined topic, joining it if needed. o.mu must be held.
-func (o *Overlay) join(name string) (*topicState, error) {
+// join returns the joined topic, joining it if needed; forSubscribe says
+// whether the caller is about to subscribe (else it publishes). o.mu must
+// be held.
+//
+// Topics without a local subscriber sit in o.publishOnly, most recently
+// used first. A topic is joined only if there is room: fewer than
+// MaxTopics topics in all and, to publish, fewer than MaxPublishTopics
+// without a subscriber; else the least recently used topic without a
+// subscriber or a backlog is left to make room. Publishing therefore never
+// takes the room subscriptions need.
+func (o *Overlay) join(name string, forSubscribe bool) (*topicState, error) {
 	if o.closed {
 		return nil, ErrClosed
 	}
 	if ts, ok := o.topics[name]; ok {
 		ts.lastUsed = time.Now()
+		if ts.lru != nil {
+			o.publishOnly.MoveToFront(ts.lru)
+		}
 		return ts, nil
 	}
-	if len(o.topics) >= o.cfg.MaxTopics {
-		return nil, fmt.Errorf("overlay: already in %d topics, the configured maximum", len(o.topics))
+	for len(o.topics) >= o.cfg.MaxTopics || (!forSubscribe && o.publishOnly.Len() >= o.cfg.MaxPublishTopics) {
+		if !o.evictPublishOnly() {
+			o.metrics.topicsRefused.Inc()
+			if len(o.topics) >= o.cfg.MaxTopics {
+				return nil, fmt.Errorf("%w: %d topics joined, the configured maximum (MaxTopics), %d of them subscribed and the rest waiting for a subscriber to be found",
+					ErrTooManyTopics, len(o.topics), len(o.topics)-o.publishOnly.Len())
+			}
+			return nil, fmt.Errorf("%w: %d topics published to without a subscriber all wait for one to be found (MaxPublishTopics %d)",
+				ErrTooManyTopics, o.publishOnly.Len(), o.cfg.MaxPublishTopics)
+		}
 	}
 	wire := wireTopic(name)
 	// Inline: our checks are cheap and must not block, so they run on the
@@ -96,9 +116,43 @@ func (o *Overlay) join(name string) (*topicState, error) {
 		_ = o.ps.UnregisterTopicValidator(wire)
 		return nil, fmt.Errorf("topic %q score params: %w", name, err)
 	}
-	ts := &topicState{topic: t, lastUsed: time.Now()}
+	ts := &topicState{name: name, topic: t, lastUsed: time.Now()}
+	ts.lru = o.publishOnly.PushFront(ts)
 	o.topics[name] = ts
+	o.wireTopics.Store(wire, struct{}{})
 	return ts, nil
+}
+
+// evictPublishOnly leaves the least recently used topic that has no local
+// subscriber and no backlog, and reports whether there was one. o.mu must
+// be held.
+func (o *Overlay) evictPublishOnly() bool {
+	for e := o.publishOnly.Back(); e != nil; e = e.Prev() {
+		ts := e.Value.(*topicState)
+		if ts.backlog == nil && o.leave(ts.name, ts) {
+			o.metrics.topicsEvicted.Inc()
+			return true
+		}
+	}
+	return false
+}
+
+// subscribed and unsubscribed keep ts.subs and o.publishOnly in step. o.mu
+// must be held.
+func (o *Overlay) subscribed(ts *topicState) {
+	ts.subs++
+	if ts.lru != nil {
+		o.publishOnly.Remove(ts.lru)
+		ts.lru = nil
+	}
+}
+
+func (o *Overlay) unsubscribed(ts *topicState) {
+	ts.subs--
+	ts.lastUsed = time.Now()
+	if ts.subs == 0 && ts.lru == nil {
+		ts.lru = o.publishOnly.PushFront(ts)
+	}
 }
 
 // validator checks every message of topic name, ours and the network's:
@@ -107,6 +161,9 @@ func (o *Overlay) join(name string) (*topicState, error) {
 // score.
 func (o *Overlay) validator(name string) pubsub.ValidatorEx {
 	return func(ctx context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+		if res, ok := o.admitRate(name, from, msg); !ok {
+			return res
+		}
 		_, payload, err := decodeEnvelope(msg.Data)
 		if err == nil && len(payload) > o.cfg.MaxMessageSize {
 			err = fmt.Errorf("%w: %d bytes", ErrMessageTooLarge, len(payload))
@@ -135,7 +192,7 @@ func (o *Overlay) Subscribe(topic string) (*Subscription, error) {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	ts, err := o.join(topic)
+	ts, err := o.join(topic, true)
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +203,7 @@ func (o *Overlay) Subscribe(topic string) (*Subscription, error) {
 		return nil, fmt.Errorf("subscribe %q: %w", topic, err)
 	}
 	s.sub = sub
-	ts.subs++
+	o.subscribed(ts)
 	return s, nil
 }
 
@@ -254,8 +311,7 @@ func (s *Subscription) Cancel() {
 	close(s.done)
 	s.sub.Cancel()
 	if ts, ok := s.o.topics[s.topic]; ok {
-		ts.subs--
-		ts.lastUsed = time.Now()
+		s.o.unsubscribed(ts)
 	}
 }
 
@@ -310,14 +366,23 @@ func (o *Overlay) janitor() {
 	}
 }
 
-// leave closes topic name. o.mu must be held.
-func (o *Overlay) leave(name string, ts *topicState) {
+// leave closes topic name and reports whether it could. o.mu must be
+// held.
+func (o *Overlay) leave(name string, ts *topicState) bool {
 	if err := ts.topic.Close(); err != nil {
+		// A subscription just cancelled may still be registered in
+		// gossipsub's event loop; the janitor tries again later.
 		o.log.Debug("leave topic", "topic", name, "err", err)
-		return
+		return false
 	}
 	_ = o.ps.UnregisterTopicValidator(wireTopic(name))
+	if ts.lru != nil {
+		o.publishOnly.Remove(ts.lru)
+		ts.lru = nil
+	}
 	delete(o.topics, name)
+	o.wireTopics.Delete(wireTopic(name))
+	return true
 }
 
 func (o *Overlay) leaveAll() {
