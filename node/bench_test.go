@@ -61,10 +61,10 @@ func BenchmarkLonePeerPublish(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			io.Copy(io.Discard, pr.Body)
+			body, _ := io.ReadAll(pr.Body)
 			pr.Body.Close()
 			if pr.StatusCode != http.StatusAccepted {
-				b.Fatalf("publish: %s", pr.Status)
+				b.Fatalf("publish: %s: %s", pr.Status, body)
 			}
 			for { // one event ends with a blank line
 				line, err := events.ReadString('\n')

@@ -329,10 +329,13 @@ func controlSize(ctl *pb.ControlMessage) int {
 // topic: it limits each publisher's messages, and says what to do with one
 // over the rate. Our own messages are never limited here.
 func (o *Overlay) admitRate(topic string, from peer.ID, msg *pubsub.Message) (pubsub.ValidationResult, bool) {
-	if msg.Local {
+	publisher := msg.GetFrom()
+	// Message.Local only marks in-process-only publications: our own
+	// messages are recognised by their publisher, and Publish has held
+	// them to the rate already (when anyone could count them).
+	if msg.Local || publisher == o.host.ID() {
 		return pubsub.ValidationAccept, true
 	}
-	publisher := msg.GetFrom()
 	if o.spam.publishers.allow(publisher, time.Now()) {
 		return pubsub.ValidationAccept, true
 	}
