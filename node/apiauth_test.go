@@ -220,10 +220,13 @@ func TestHTTPBudgets(t *testing.T) {
 // subscribed topic goes on.
 func TestHTTPTopicBudgets(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		nd := simNetwork(t, 1, func(_ int, c *Config) {
+		// Node 1 has a neighbour (node 0), so its own publishes count
+		// against its publisher rate (a lone node's do not).
+		nd := simNetwork(t, 2, func(_ int, c *Config) {
 			c.Overlay.MaxTopics, c.Overlay.MaxPublishTopics = 2, 1
 			c.Overlay.PublisherMessageRate, c.Overlay.PublisherMessageBurst = 1, 2
-		})[0]
+		})[1]
+		<-nd.Joined()
 		for _, topic := range []string{"a", "b"} {
 			sub, err := nd.overlay.Subscribe(topic)
 			if err != nil {
