@@ -5,8 +5,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
-	"errors"
 	"fmt"
+	"github.com/immense-p2p/immense/internal/simtest"
 	"io/fs"
 	"math"
 	"math/rand/v2"
@@ -18,11 +18,8 @@ import (
 
 	"github.com/immense-p2p/immense/erasure"
 	"github.com/immense-p2p/immense/overlay"
-	dhtpb "github.com/libp2p/go-libp2p-kad-dht/pb"
-	recpb "github.com/libp2p/go-libp2p-record/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
-	"github.com/libp2p/go-msgio/pbio"
 )
 
 // seededAppKey writes an app key derived from seed to a temp file and
@@ -394,24 +391,5 @@ func TestStateManifestRejected(t *testing.T) {
 // whether p accepted it (a DHT server echoes a record it stored and resets
 // the stream otherwise).
 func rawPutValue(ctx context.Context, a *Node, p peer.ID, key string, value []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	s, err := a.Host().NewStream(ctx, p, overlay.DefaultConfig().ProtocolPrefix+"/kad/1.0.0")
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	msg := dhtpb.NewMessage(dhtpb.Message_PUT_VALUE, []byte(key), 0)
-	msg.Record = &recpb.Record{Key: []byte(key), Value: value}
-	if err := pbio.NewDelimitedWriter(s).WriteMsg(msg); err != nil {
-		return err
-	}
-	var resp dhtpb.Message
-	if err := pbio.NewDelimitedReader(s, 1<<20).ReadMsg(&resp); err != nil {
-		return fmt.Errorf("refused: %w", err)
-	}
-	if !bytes.Equal(resp.GetRecord().GetValue(), value) {
-		return errors.New("answer does not echo the record")
-	}
-	return nil
+	return simtest.RawPutValue(ctx, a.Host(), p, overlay.DefaultConfig().ProtocolPrefix, key, value)
 }

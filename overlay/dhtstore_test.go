@@ -5,18 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/immense-p2p/immense/internal/simtest"
 	"net"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
-	dhtpb "github.com/libp2p/go-libp2p-kad-dht/pb"
 	record "github.com/libp2p/go-libp2p-record"
-	recpb "github.com/libp2p/go-libp2p-record/pb"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-msgio/pbio"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -128,26 +126,7 @@ func TestDHTStoreBudgets(t *testing.T) {
 // rawPutValue sends one PUT_VALUE to p as any peer can, with no DHT of
 // its own, and reports whether p stored it (it echoes the record).
 func rawPutValue(ctx context.Context, h host.Host, p peer.ID, key string, value []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	s, err := h.NewStream(ctx, p, DefaultConfig().ProtocolPrefix+"/kad/1.0.0")
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	msg := dhtpb.NewMessage(dhtpb.Message_PUT_VALUE, []byte(key), 0)
-	msg.Record = &recpb.Record{Key: []byte(key), Value: value}
-	if err := pbio.NewDelimitedWriter(s).WriteMsg(msg); err != nil {
-		return err
-	}
-	var resp dhtpb.Message
-	if err := pbio.NewDelimitedReader(s, 1<<20).ReadMsg(&resp); err != nil {
-		return fmt.Errorf("refused: %w", err)
-	}
-	if !bytes.Equal(resp.GetRecord().GetValue(), value) {
-		return errors.New("answer does not echo the record")
-	}
-	return nil
+	return simtest.RawPutValue(ctx, h, p, DefaultConfig().ProtocolPrefix, key, value)
 }
 
 // TestDHTRecordFlood: a peer with no keys and no DHT of its own sends
