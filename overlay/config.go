@@ -141,6 +141,11 @@ type Config struct {
 	// Validator, if set, is called for every message of every topic.
 	Validator Validator
 
+	// Auth says who may publish to which topic (authorize.go). Off unless
+	// a key is set: then every topic but Auth.OpenTopics needs an app
+	// peer's certificate or a browser's token.
+	Auth Authorization
+
 	// GossipSub parameters; nil means pubsub.DefaultGossipSubParams(). The
 	// simulator shortens the heartbeat here to compress time.
 	GossipSub *pubsub.GossipSubParams
@@ -184,6 +189,11 @@ func DefaultConfig() Config {
 		MaxTopics:               4096,
 		PublishDiscoveryTimeout: 2 * time.Second,
 		MaxTopicMetrics:         256,
+		Auth: Authorization{
+			CertificateTTL: 24 * time.Hour,
+			MaxClockSkew:   time.Minute,
+			MessageMaxAge:  2 * time.Minute,
+		},
 	}
 }
 
@@ -242,6 +252,7 @@ func (c *Config) validate() error {
 	if c.MaxTopicMetrics < 0 {
 		errs = append(errs, fmt.Errorf("MaxTopicMetrics must be >= 0, got %d", c.MaxTopicMetrics))
 	}
+	errs = append(errs, c.Auth.validate()...)
 	for _, ai := range c.Bootstrap {
 		if err := ai.ID.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("bootstrap peer: %w", err))

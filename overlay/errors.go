@@ -14,4 +14,7 @@ var (
 	// ErrBacklogFull is returned by Publish when too many messages already
 	// wait for a subscriber of their topic to be found: slow down.
 	ErrBacklogFull = errors.New("overlay: publish backlog full")
+	// ErrUnauthorized is returned, and messages are refused, when a
+	// publish on an app topic lacks a valid credential (authorize.go).
+	ErrUnauthorized = errors.New("overlay: not authorized to publish")
 )

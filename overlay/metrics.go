@@ -12,6 +12,8 @@ type metrics struct {
 	received  *prometheus.CounterVec
 	rejected  *prometheus.CounterVec
 	dropped   *prometheus.CounterVec
+	// unauthorized counts messages refused by authorization, by reason.
+	unauthorized *prometheus.CounterVec
 
 	mu     sync.Mutex
 	labels map[string]struct{}
@@ -36,6 +38,10 @@ func newMetrics(reg prometheus.Registerer, maxTopics int, o *Overlay) (*metrics,
 			Namespace: "immense", Subsystem: "overlay", Name: "messages_dropped_total",
 			Help: "Messages not delivered to a local subscription because its queue was full (the subscriber reads slower than the topic publishes), per topic, counted per subscription.",
 		}, []string{"topic"}),
+		unauthorized: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "immense", Subsystem: "overlay", Name: "messages_unauthorized_total",
+			Help: "Messages refused because their publisher had no right to the topic, by reason: no-credential, bad-certificate, bad-token, token-scope (the token does not grant the topic), clock (dated outside the accepted window; ignored, not penalised).",
+		}, []string{"reason"}),
 		labels: make(map[string]struct{}),
 		max:    maxTopics,
 	}
@@ -43,7 +49,7 @@ func newMetrics(reg prometheus.Registerer, maxTopics int, o *Overlay) (*metrics,
 		return m, nil
 	}
 	collectors := []prometheus.Collector{
-		m.published, m.received, m.rejected, m.dropped,
+		m.published, m.received, m.rejected, m.dropped, m.unauthorized,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "immense", Subsystem: "overlay", Name: "connected_peers",
 			Help: "Peers with at least one open connection.",

@@ -28,6 +28,7 @@ type Overlay struct {
 	ps      *pubsub.PubSub
 	log     *slog.Logger
 	metrics *metrics
+	auth    *authorizer // publish authorization (authorize.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -87,6 +88,7 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 		cancel: cancel,
 		joined: make(chan struct{}),
 		topics: make(map[string]*topicState),
+		auth:   newAuthorizer(cfg.Auth, h.ID()),
 		admission: newAdmission(cfg.JoinRate, cfg.JoinBurst, cfg.JoinMaxPeers,
 			cfg.BootstrapBackoffMin, cfg.JoinRetryMax),
 	}

@@ -49,6 +49,12 @@ type backlog struct {
 // subscriber of yet, queued until discovery finds one; see above), not that
 // anyone received it. The message carries the time of this call.
 func (o *Overlay) Publish(ctx context.Context, topic string, data []byte) error {
+	return o.publish(ctx, topic, data, "")
+}
+
+// publish is Publish, with a browser's token as the credential if token is
+// set (authorize.go), else this peer's own.
+func (o *Overlay) publish(ctx context.Context, topic string, data []byte, token string) error {
 	if err := ValidateTopic(topic); err != nil {
 		return err
 	}
@@ -58,7 +64,10 @@ func (o *Overlay) Publish(ctx context.Context, topic string, data []byte) error 
 	if len(data) > o.cfg.MaxMessageSize {
 		return fmt.Errorf("%w: %d bytes, at most %d allowed", ErrMessageTooLarge, len(data), o.cfg.MaxMessageSize)
 	}
-	env := encodeEnvelope(time.Now(), data)
+	env, err := o.seal(topic, data, token)
+	if err != nil {
+		return err
+	}
 
 	o.mu.Lock()
 	ts, err := o.join(topic)
