@@ -12,6 +12,7 @@ import (
 	"github.com/immense-p2p/immense/erasure"
 	"github.com/immense-p2p/immense/overlay"
 	"github.com/immense-p2p/immense/webrtc"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // TestVolunteerRelaysBrowser: an app peer (--app-key), a volunteer given
@@ -180,5 +181,30 @@ func TestAppPublicKeyFile(t *testing.T) {
 	// The topic key is not the namespace key.
 	if key.TopicKey().Public().(ed25519.PublicKey).Equal(key.PublicKey()) {
 		t.Error("the topic key is the namespace signing key")
+	}
+}
+
+// TestSSESender: SSE events say who sent a message and when, in fields
+// that readers of data lines ignore, and as JSON with ?format=json.
+func TestSSESender(t *testing.T) {
+	const id = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+	p, err := peer.Decode(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
+	m := &Message{Topic: "chat/lobby", ID: "0a", From: p, Published: at, Data: []byte("hi\nthere"),
+		Sender: overlay.Sender{Kind: overlay.SenderBrowser, Peer: p, Subject: "alice"}}
+	var b strings.Builder
+	writeEvent(&b, m, false)
+	want := "id: 0a\nevent: message\nsender: token:alice\nsender-kind: browser\ntime: 2026-01-02T03:04:05.000006Z\ndata: hi\ndata: there\n\n"
+	if b.String() != want {
+		t.Errorf("text event\n%q, want\n%q", b.String(), want)
+	}
+	b.Reset()
+	writeJSONEvent(&b, m)
+	want = `id: 0a` + "\nevent: message\ndata: " + `{"id":"0a","topic":"chat/lobby","sender":"token:alice","sender_kind":"browser","from":"` + id + `","time":"2026-01-02T03:04:05.000006Z","text":"hi\nthere"}` + "\n\n"
+	if b.String() != want {
+		t.Errorf("JSON event\n%q, want\n%q", b.String(), want)
 	}
 }
