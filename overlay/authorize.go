@@ -486,6 +486,3 @@ func (o *Overlay) seal(topic string, data []byte, token string) ([]byte, error) 
 	}
 	return encodeEnvelope(now, kind, cred, data), nil
 }
-
-// Authorizes reports whether this overlay checks publish rights on topic.
-func (o *Overlay) Authorizes(topic string) bool { return !o.auth.isOpen(topic) }
