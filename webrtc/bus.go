@@ -49,7 +49,9 @@ type Message struct {
 	// Data is the payload. It may be binary.
 	Data []byte
 	// From is the peer ID of the overlay peer that published the message
-	// (for a browser's publish, the peer the browser is connected to).
+	// (for a browser's publish, the peer the browser is connected to). In
+	// the Messages of a Client it is the MESSAGE frame's from field, which
+	// is Sender when the peer set one.
 	From string
 	// Sender is who published it with the right to the topic, as the
 	// overlay verified it: an app peer's ID, or "token:" and the token
