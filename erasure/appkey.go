@@ -99,6 +99,21 @@ func (k *AppKey) PublicKey() ed25519.PublicKey {
 	return k.priv.Public().(ed25519.PublicKey)
 }
 
+// TopicKey returns the app's topic key, which signs browser tokens
+// (webrtc.MintEdDSA) and the certificates of app peers that publish to the
+// app's topics (overlay publish authorization): an Ed25519 key derived
+// from the namespace signing key with HKDF-SHA256 (info "immense-topics v1
+// signing key"). Derived, so that the app key file stays the one secret an
+// app keeps; separate, so that no signature made for topics, where tokens
+// travel to every peer of a topic, can ever pass for a manifest or delete
+// signature, or the reverse. Its public half is what volunteers are given
+// (peer keygen writes it to app.key.pub).
+func (k *AppKey) TopicKey() ed25519.PrivateKey {
+	var seed [ed25519.SeedSize]byte
+	derive(k.priv.Seed(), k.ns[:], "immense-topics v1 signing key", seed[:])
+	return ed25519.NewKeyFromSeed(seed[:])
+}
+
 // Namespace returns the id of the namespace this key owns.
 func (k *AppKey) Namespace() NamespaceID { return k.ns }
 

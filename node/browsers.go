@@ -2,7 +2,9 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
+	"slices"
 
 	"github.com/immense-p2p/immense/overlay"
 	"github.com/immense-p2p/immense/webrtc"
@@ -14,8 +16,16 @@ import (
 // browsers there is one hand-off, with the overlay's drop rule.
 type bus struct{ n *Node }
 
-func (b bus) Publish(ctx context.Context, topic string, data []byte) error {
-	return b.n.Publish(ctx, topic, data)
+// Publish relays a browser's message with its token, which every peer
+// checks against the topic (overlay publish authorization).
+func (b bus) Publish(ctx context.Context, topic string, data []byte, token string) error {
+	if b.n.ctx.Err() != nil {
+		return ErrClosed
+	}
+	if token == "" { // InsecureNoAuth: the peer publishes as itself
+		return b.n.overlay.Publish(ctx, topic, data)
+	}
+	return b.n.overlay.PublishToken(ctx, topic, data, token)
 }
 
 func (b bus) Subscribe(_ context.Context, topic string) (webrtc.Subscription, error) {
@@ -51,7 +61,7 @@ func (s busSubscription) TryNext() (webrtc.Message, bool) {
 func (s busSubscription) Close() { s.sub.Cancel() }
 
 func browserMessage(m *Message) webrtc.Message {
-	return webrtc.Message{Topic: m.Topic, ID: m.ID, Data: m.Data, From: m.From.String(), Time: m.Published}
+	return webrtc.Message{Topic: m.Topic, ID: m.ID, Data: m.Data, From: m.From.String(), Sender: m.Sender.String(), Time: m.Published}
 }
 
 // startBrowsers starts the WebRTC bridge if the config asks for one.
@@ -65,6 +75,13 @@ func (n *Node) startBrowsers() error {
 	}
 	if wc.Registerer == nil {
 		wc.Registerer = n.registry
+	}
+	// A peer that knows the app's topic key admits browsers whose EdDSA
+	// tokens it signed (appauth.go).
+	for _, k := range n.topicKeys {
+		if len(wc.PublicKeys) < webrtc.MaxPublicKeys && !slices.ContainsFunc(wc.PublicKeys, func(p ed25519.PublicKey) bool { return p.Equal(k) }) {
+			wc.PublicKeys = append(slices.Clone(wc.PublicKeys), k)
+		}
 	}
 	srv, err := webrtc.New(bus{n}, wc)
 	if err != nil {

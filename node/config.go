@@ -117,6 +117,12 @@ type Config struct {
 	// to the application's namespace. Empty: a key of the node's own,
 	// generated in DataDir/app.key on first start.
 	AppKeyFile string
+	// AppPubFiles are app public key files (peer keygen's app.key.pub):
+	// the node checks, at every topic but Overlay.Auth.OpenTopics, that
+	// messages were published by an app peer or a browser with a token
+	// for the topic, and admits browsers with EdDSA tokens, without
+	// holding the app key. For volunteers (node/appauth.go).
+	AppPubFiles []string
 	// StorageQuota is the most shard bytes this node keeps for others.
 	StorageQuota int64
 
@@ -270,6 +276,10 @@ func DevnetConfig() Config {
 	c.Browsers = ptr(webrtc.DevnetConfig())
 	c.State = ptr(erasure.DevnetConfig())
 	c.StorageQuota = 1 << 30
+	// The devnet's peers share one app key, so they authorize every topic
+	// (appauth.go) except the demo's, which are open, unauthenticated:
+	// anyone who reaches the overlay may publish there.
+	c.Overlay.Auth.OpenTopics = []string{"demo/*"}
 	return c
 }
 

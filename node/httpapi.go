@@ -214,7 +214,14 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 // event: "id" is the message ID; the event type is "message" with the
 // payload as text when it is UTF-8 without carriage returns, and "binary"
 // with the payload in standard base64 otherwise (or always, with
-// ?format=base64). The stream opens with the comment ": subscribed", sent
+// ?format=base64). Before the data, the fields "sender" (the verified
+// sender: an app peer's id, "token:" and a browser's token subject, or the
+// publishing peer's id, unverified, on an open topic), "sender-kind"
+// (peer, browser or unverified) and "time" (the publisher's clock, RFC
+// 3339) say who published it and when; EventSource and line readers that
+// look only at data ignore them. With ?format=json each event's data is
+// instead one JSON object (jsonEvent) carrying the same, for browsers'
+// EventSource. The stream opens with the comment ": subscribed", sent
 // once the node has subscribed.
 func (a *api) subscribe(w http.ResponseWriter, r *http.Request) {
 	topic := r.PathValue("topic")
@@ -223,8 +230,8 @@ func (a *api) subscribe(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	format := r.URL.Query().Get("format")
-	if format != "" && format != "text" && format != "base64" {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("format %q: want text or base64", format))
+	if format != "" && format != "text" && format != "base64" && format != "json" {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("format %q: want text, base64 or json", format))
 		return
 	}
 	flusher, ok := w.(http.Flusher)
@@ -268,7 +275,11 @@ func (a *api) subscribe(w http.ResponseWriter, r *http.Request) {
 			if !ok {
 				return // node closing
 			}
-			writeEvent(w, m, format == "base64")
+			if format == "json" {
+				writeJSONEvent(w, m)
+			} else {
+				writeEvent(w, m, format == "base64")
+			}
 		}
 		flusher.Flush()
 	}
@@ -303,8 +314,9 @@ func (a *api) openStream(remote string) (release func(), err error) {
 }
 
 func writeEvent(w io.Writer, m *Message, forceBase64 bool) {
+	origin := fmt.Sprintf("sender: %s\nsender-kind: %s\ntime: %s\n", m.Sender, m.Sender.Kind, m.Published.UTC().Format(time.RFC3339Nano))
 	if !forceBase64 && utf8.Valid(m.Data) && !strings.ContainsRune(string(m.Data), '\r') {
-		fmt.Fprintf(w, "id: %s\nevent: message\n", m.ID)
+		fmt.Fprintf(w, "id: %s\nevent: message\n%s", m.ID, origin)
 		// A newline in the payload becomes a new data line; SSE clients
 		// join them back with "\n".
 		for _, line := range strings.Split(string(m.Data), "\n") {
@@ -313,7 +325,36 @@ func writeEvent(w io.Writer, m *Message, forceBase64 bool) {
 		fmt.Fprint(w, "\n")
 		return
 	}
-	fmt.Fprintf(w, "id: %s\nevent: binary\ndata: %s\n\n", m.ID, base64.StdEncoding.EncodeToString(m.Data))
+	fmt.Fprintf(w, "id: %s\nevent: binary\n%sdata: %s\n\n", m.ID, origin, base64.StdEncoding.EncodeToString(m.Data))
+}
+
+// jsonEvent is the data of an event with ?format=json.
+type jsonEvent struct {
+	ID    string `json:"id"`
+	Topic string `json:"topic"`
+	// Sender is who published it with the right to the topic (see
+	// subscribe); SenderKind says how that was established.
+	Sender     string `json:"sender"`
+	SenderKind string `json:"sender_kind"`
+	// From is the overlay peer that published it (the relaying peer of a
+	// browser's message).
+	From string    `json:"from"`
+	Time time.Time `json:"time"`
+	// Text is the payload when it is UTF-8; Base64 otherwise.
+	Text   *string `json:"text,omitempty"`
+	Base64 string  `json:"base64,omitempty"`
+}
+
+func writeJSONEvent(w io.Writer, m *Message) {
+	e := jsonEvent{ID: m.ID, Topic: m.Topic, Sender: m.Sender.String(), SenderKind: m.Sender.Kind.String(), From: m.From.String(), Time: m.Published.UTC()}
+	if utf8.Valid(m.Data) {
+		s := string(m.Data)
+		e.Text = &s
+	} else {
+		e.Base64 = base64.StdEncoding.EncodeToString(m.Data)
+	}
+	b, _ := json.Marshal(e) // a struct of strings and a time: cannot fail
+	fmt.Fprintf(w, "id: %s\nevent: message\ndata: %s\n\n", m.ID, b)
 }
 
 // Status is the JSON body of GET /v1/status.

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"log/slog"
 	"os"
@@ -39,8 +40,9 @@ type Node struct {
 	once    sync.Once
 	started time.Time
 
-	browsers     *webrtc.Server // nil without Config.Browsers
-	state        *state         // nil without Config.State
+	browsers     *webrtc.Server      // nil without Config.Browsers
+	topicKeys    []ed25519.PublicKey // the app's topic keys (appauth.go), which also verify browser tokens
+	state        *state              // nil without Config.State
 	bw           *metrics.BandwidthCounter
 	reachability atomic.Value // network.Reachability
 	apiToken     string       // the control API's bearer token (apiauth.go)
@@ -71,6 +73,11 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	bootstrap, _ := ParseBootstrap(cfg.Bootstrap) // validated above
+	auth, topicKeys, err := cfg.topicAuth()
+	if err != nil {
+		return nil, err
+	}
+	cfg.Overlay.Auth = auth
 
 	relays := &relaySource{bootstrap: bootstrap}
 	var bw *metrics.BandwidthCounter
@@ -97,16 +104,17 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	relays.avoid.Store(&avoid)
 	nctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n := &Node{
-		cfg:      cfg,
-		log:      log,
-		plog:     plog,
-		host:     h,
-		overlay:  ov,
-		registry: cfg.Registry,
-		ctx:      nctx,
-		cancel:   cancel,
-		started:  time.Now(),
-		apiToken: apiToken,
+		cfg:       cfg,
+		log:       log,
+		plog:      plog,
+		host:      h,
+		overlay:   ov,
+		registry:  cfg.Registry,
+		ctx:       nctx,
+		cancel:    cancel,
+		started:   time.Now(),
+		apiToken:  apiToken,
+		topicKeys: topicKeys,
 	}
 	n.bw = bw
 	n.reachability.Store(network.ReachabilityUnknown)

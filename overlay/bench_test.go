@@ -2,6 +2,8 @@ package overlay
 
 import (
 	"context"
+	"crypto/ed25519"
+	crand "crypto/rand"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -93,13 +95,18 @@ func rawFanout(tb testing.TB, hosts []host.Host) fanout {
 	return f
 }
 
-func overlayFanout(tb testing.TB, hosts []host.Host) fanout {
+// overlayFanout runs our topic layer on hosts; adjust, if set, changes
+// host i's configuration.
+func overlayFanout(tb testing.TB, hosts []host.Host, adjust func(i int, c *Config)) fanout {
 	var f fanout
 	var first *Overlay
 	for i, h := range hosts {
 		cfg := DefaultConfig()
 		cfg.Mode = ModeServer
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		if adjust != nil {
+			adjust(i, &cfg)
+		}
 		o, err := New(context.Background(), h, cfg)
 		if err != nil {
 			tb.Fatal(err)
@@ -217,17 +224,33 @@ func (r *runner) quantile(q float64) time.Duration {
 // loopback TCP, messages sent one at a time (alternating between the two). Reported: messages/s and
 // p50/p99 publish-to-last-delivery latency for both, and the ratios
 // (ours/raw; < 1.10 is the target for latency, > 0.90 for throughput).
+// The same run measures our layer with publish authorization on (the
+// publisher holds the app's topic key, the subscribers its public half),
+// reported as auth-* and as ratios to our layer without it (auth-p50-ratio
+// <= 1.15 and auth-throughput-ratio >= 0.9 are the targets).
 func BenchmarkPublishDeliver(b *testing.B) {
 	for _, n := range []int{10, 30} {
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
 			raw := rawFanout(b, loopbackHosts(b, n, 7))
-			ours := overlayFanout(b, loopbackHosts(b, n, 7))
-			r, o := raw.start(b), ours.start(b)
+			ours := overlayFanout(b, loopbackHosts(b, n, 7), nil)
+			_, key, _ := ed25519.GenerateKey(crand.Reader)
+			authed := overlayFanout(b, loopbackHosts(b, n, 7), func(i int, c *Config) {
+				if i == 0 {
+					c.Auth.Key = key
+				} else {
+					c.Auth.PublicKeys = []ed25519.PublicKey{key.Public().(ed25519.PublicKey)}
+				}
+			})
+			r, o, a := raw.start(b), ours.start(b), authed.start(b)
 			b.ResetTimer()
-			// Interleave the two so that machine noise hits both alike.
+			// Interleave them so that machine noise hits all alike. A later
+			// place in a round measures slower (the others' gossip is still
+			// settling), so they take turns at each place.
+			order := []*runner{r, o, a}
 			for i := range int64(b.N) {
-				r.one(i)
-				o.one(i)
+				for j := range order {
+					order[(int(i)+j)%len(order)].one(i)
+				}
 			}
 			b.StopTimer()
 			rRate, oRate := float64(b.N)/r.dur.Seconds(), float64(b.N)/o.dur.Seconds()
@@ -241,6 +264,11 @@ func BenchmarkPublishDeliver(b *testing.B) {
 			b.ReportMetric(oRate/rRate, "throughput-ratio")
 			b.ReportMetric(float64(o.quantile(0.5))/float64(r.quantile(0.5)), "p50-ratio")
 			b.ReportMetric(float64(o.quantile(0.99))/float64(r.quantile(0.99)), "p99-ratio")
+			aRate := float64(b.N) / a.dur.Seconds()
+			b.ReportMetric(aRate, "auth-msgs/s")
+			b.ReportMetric(ms(a.quantile(0.5)), "auth-p50-ms")
+			b.ReportMetric(aRate/oRate, "auth-throughput-ratio")
+			b.ReportMetric(float64(a.quantile(0.5))/float64(o.quantile(0.5)), "auth-p50-ratio")
 		})
 	}
 }

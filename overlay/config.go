@@ -204,6 +204,11 @@ type Config struct {
 	// Validator, if set, is called for every message of every topic.
 	Validator Validator
 
+	// Auth says who may publish to which topic (authorize.go). Off unless
+	// a key is set: then every topic but Auth.OpenTopics needs an app
+	// peer's certificate or a browser's token.
+	Auth Authorization
+
 	// GossipSub parameters; nil means pubsub.DefaultGossipSubParams(). The
 	// simulator shortens the heartbeat here to compress time.
 	GossipSub *pubsub.GossipSubParams
@@ -267,6 +272,11 @@ func DefaultConfig() Config {
 		MaxTopicMetrics:         256,
 		DHTBudget:               DefaultDHTBudget(),
 		Diversity:               DefaultDiversity(),
+		Auth: Authorization{
+			CertificateTTL: 24 * time.Hour,
+			MaxClockSkew:   time.Minute,
+			MessageMaxAge:  2 * time.Minute,
+		},
 	}
 }
 
@@ -361,6 +371,7 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("Validators: namespace %q is reserved", ns))
 		}
 	}
+	errs = append(errs, c.Auth.validate()...)
 	for _, ai := range c.Bootstrap {
 		if err := ai.ID.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("bootstrap peer: %w", err))

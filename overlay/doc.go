@@ -73,4 +73,15 @@
 // publish and dropped on receipt; an optional Config.Validator sees every
 // message before it is delivered or forwarded. Peer scoring is on, with the
 // parameters documented in scoring.go.
+//
+// # Publish authorization
+//
+// With Config.Auth given the app's topic key (private or public), every
+// topic except Auth.OpenTopics takes only messages whose envelope
+// (envelope.go) carries a credential: a certificate of the app's topic key
+// for the publishing peer, or the token of a browser whose publish that
+// peer relays, checked again by every receiver against the topic. Anything
+// else is rejected (the forwarder loses score) and counted. Delivered
+// messages carry their verified Sender. authorize.go has the details and
+// what an attacker can still do.
 package overlay

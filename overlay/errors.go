@@ -21,6 +21,9 @@ var (
 	// table (Config.MaxTopics, Config.MaxPublishTopics) is full of topics
 	// that cannot be left yet: try again later.
 	ErrTooManyTopics = errors.New("overlay: topic table full")
+	// ErrUnauthorized is returned, and messages are refused, when a
+	// publish on an app topic lacks a valid credential (authorize.go).
+	ErrUnauthorized = errors.New("overlay: not authorized to publish")
 )
 
 // ErrDHTBudget is returned by the DHT datastore for a record that would

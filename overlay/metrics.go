@@ -12,6 +12,8 @@ type metrics struct {
 	received  *prometheus.CounterVec
 	rejected  *prometheus.CounterVec
 	dropped   *prometheus.CounterVec
+	// unauthorized counts messages refused by authorization, by reason.
+	unauthorized *prometheus.CounterVec
 
 	// Budgets (topics.go, ratelimit.go).
 	topicsEvicted prometheus.Counter
@@ -53,6 +55,10 @@ func newMetrics(reg prometheus.Registerer, maxTopics int, o *Overlay) (*metrics,
 			Namespace: "immense", Subsystem: "overlay", Name: "spam_refused_total",
 			Help: "Gossip refused by the spam budgets, by reason: peer_rate and topic_rate (messages dropped before validation), publisher_rate_direct and publisher_rate_relayed (ignored after validation), strikes (score penalties: messages of its own a peer sent over budget), rpc_subscriptions and rpc_control (whole RPCs dropped), foreign_subscription (announcements of topics outside immense/).",
 		}, []string{"reason"}),
+		unauthorized: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "immense", Subsystem: "overlay", Name: "messages_unauthorized_total",
+			Help: "Messages refused because their publisher had no right to the topic, by reason: no-credential, bad-certificate, bad-token, token-scope (the token does not grant the topic), clock (dated outside the accepted window; ignored, not penalised).",
+		}, []string{"reason"}),
 		labels: make(map[string]struct{}),
 		max:    maxTopics,
 	}
@@ -63,7 +69,7 @@ func newMetrics(reg prometheus.Registerer, maxTopics int, o *Overlay) (*metrics,
 		return m, nil
 	}
 	collectors := []prometheus.Collector{
-		m.published, m.received, m.rejected, m.dropped, m.topicsEvicted, m.topicsRefused, m.spam,
+		m.published, m.received, m.rejected, m.dropped, m.topicsEvicted, m.topicsRefused, m.spam, m.unauthorized,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "immense", Subsystem: "overlay", Name: "graylisted_peers",
 			Help: "Connected peers whose gossipsub score is below the graylist threshold: everything they send is ignored.",

@@ -41,6 +41,7 @@ type Overlay struct {
 	subFilter   *subscriptionFilter
 	subNotifiee network.Notifiee
 	scores      scoreBoard
+	auth        *authorizer // publish authorization (authorize.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -112,6 +113,7 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 		spam:        newSpamGuard(&cfg),
 		topics:      make(map[string]*topicState),
 		publishOnly: list.New(),
+		auth:        newAuthorizer(cfg.Auth, h.ID()),
 		admission: newAdmission(cfg.JoinRate, cfg.JoinBurst, cfg.JoinMaxPeers,
 			cfg.BootstrapBackoffMin, cfg.JoinRetryMax),
 	}

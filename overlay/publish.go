@@ -49,6 +49,12 @@ type backlog struct {
 // subscriber of yet, queued until discovery finds one; see above), not that
 // anyone received it. The message carries the time of this call.
 func (o *Overlay) Publish(ctx context.Context, topic string, data []byte) error {
+	return o.publish(ctx, topic, data, "")
+}
+
+// publish is Publish, with a browser's token as the credential if token is
+// set (authorize.go), else this peer's own.
+func (o *Overlay) publish(ctx context.Context, topic string, data []byte, token string) error {
 	if err := ValidateTopic(topic); err != nil {
 		return err
 	}
@@ -65,11 +71,14 @@ func (o *Overlay) Publish(ctx context.Context, topic string, data []byte) error 
 	if len(o.host.Network().Peers()) > 0 && !o.spam.self.allow(struct{}{}, time.Now()) {
 		return fmt.Errorf("%w: more than %v messages a second (PublisherMessageRate)", ErrRateLimited, o.cfg.PublisherMessageRate)
 	}
-	env := encodeEnvelope(time.Now(), data)
+	env, err := o.seal(topic, data, token)
+	if err != nil {
+		return err
+	}
 	// A topic without a subscriber can be left (to make room for another,
 	// topics.go) between the join and the send: join it again, once.
 	for attempt := 0; ; attempt++ {
-		err := o.publish(ctx, topic, env)
+		err := o.publishOnce(ctx, topic, env)
 		if !errors.Is(err, errTopicLeft) {
 			return err
 		}
@@ -82,7 +91,9 @@ func (o *Overlay) Publish(ctx context.Context, topic string, data []byte) error 
 // errTopicLeft says that the topic was left while a publish used it.
 var errTopicLeft = errors.New("overlay: topic left")
 
-func (o *Overlay) publish(ctx context.Context, topic string, env []byte) error {
+// publishOnce hands one sealed envelope to gossipsub, or to the topic's
+// backlog while a subscriber is looked for.
+func (o *Overlay) publishOnce(ctx context.Context, topic string, env []byte) error {
 	o.mu.Lock()
 	ts, err := o.join(topic, false)
 	if err != nil {

@@ -87,7 +87,7 @@ func TestGossipSpam(t *testing.T) {
 			defer tick.Stop()
 			for i := 0; i < int(spamFor/(10*time.Millisecond)); i++ {
 				for j := range spamRate / 100 {
-					env := encodeEnvelope(time.Now(), []byte(fmt.Sprint(i, j)))
+					env := encodeEnvelope(time.Now(), credNone, nil, []byte(fmt.Sprint(i, j)))
 					if err := st.Publish(ctx, env); err != nil {
 						return
 					}

@@ -37,13 +37,14 @@ func TestValidateTopic(t *testing.T) {
 
 func TestEnvelopeRoundTrip(t *testing.T) {
 	now := time.Unix(1700000000, 123456789)
-	b := encodeEnvelope(now, []byte("payload"))
-	got, p, err := decodeEnvelope(b)
+	b := encodeEnvelope(now, credNone, nil, []byte("payload"))
+	e, err := decodeEnvelope(b)
+	got, p := e.published, e.payload
 	if err != nil || !got.Equal(now) || string(p) != "payload" {
 		t.Fatalf("decode = %v, %q, %v", got, p, err)
 	}
 	for _, bad := range [][]byte{nil, {1}, {2, 0, 0, 0, 0, 0, 0, 0, 0, 'x'}, make([]byte, 8)} {
-		if _, _, err := decodeEnvelope(bad); !errors.Is(err, errBadEnvelope) {
+		if _, err := decodeEnvelope(bad); !errors.Is(err, errBadEnvelope) {
 			t.Errorf("decodeEnvelope(%x) = %v, want errBadEnvelope", bad, err)
 		}
 	}
@@ -52,15 +53,27 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 // FuzzDecodeEnvelope: any bytes from the network either decode into a
 // payload that re-encodes to the same bytes, or fail cleanly.
 func FuzzDecodeEnvelope(f *testing.F) {
-	f.Add(encodeEnvelope(time.Unix(0, 0), []byte("hi")))
+	f.Add(encodeEnvelope(time.Unix(0, 0), credNone, nil, []byte("hi")))
+	f.Add(encodeEnvelope(time.Unix(0, 0), credPeer, make([]byte, certSize), []byte("hi")))
+	f.Add(encodeEnvelope(time.Unix(0, 0), credToken, []byte("a.b.c"), nil))
 	f.Add([]byte{})
 	f.Add([]byte{1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{2, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ts, p, err := decodeEnvelope(b)
+		e, err := decodeEnvelope(b)
 		if err != nil {
 			return
 		}
-		if again := encodeEnvelope(ts, p); string(again) != string(b) {
+		if len(e.cred) > maxCredential || e.kind > credToken || (e.kind == credNone) != (len(e.cred) == 0) {
+			t.Fatalf("%x decoded to an envelope the encoder never makes: kind %d, %d credential bytes", b, e.kind, len(e.cred))
+		}
+		if b[0] == envelopeV1 {
+			if again := append([]byte{1}, encodeEnvelope(e.published, credNone, nil, e.payload)[1:9]...); string(append(again, e.payload...)) != string(b) {
+				t.Fatalf("v1 round trip changed %x", b)
+			}
+			return
+		}
+		if again := encodeEnvelope(e.published, e.kind, e.cred, e.payload); string(again) != string(b) {
 			t.Fatalf("round trip changed %x to %x", b, again)
 		}
 	})

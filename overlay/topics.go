@@ -21,6 +21,10 @@ type Message struct {
 	// ReceivedFrom is the neighbour that forwarded it to us (our own ID for
 	// local publishes).
 	ReceivedFrom peer.ID
+	// Sender is who published the message with the right to the topic
+	// (an app peer, or a browser by its token subject), or, on an open
+	// topic or a peer that authorizes nothing, just From, unverified.
+	Sender Sender
 	// Published is the publisher's clock at publication.
 	Published time.Time
 	Data      []byte
@@ -164,7 +168,8 @@ func (o *Overlay) validator(name string) pubsub.ValidatorEx {
 		if res, ok := o.admitRate(name, from, msg); !ok {
 			return res
 		}
-		_, payload, err := decodeEnvelope(msg.Data)
+		env, err := decodeEnvelope(msg.Data)
+		payload := env.payload
 		if err == nil && len(payload) > o.cfg.MaxMessageSize {
 			err = fmt.Errorf("%w: %d bytes", ErrMessageTooLarge, len(payload))
 		}
@@ -179,7 +184,7 @@ func (o *Overlay) validator(name string) pubsub.ValidatorEx {
 			o.log.Debug("message rejected", "topic", name, "from", msg.GetFrom(), "via", from, "err", err)
 			return pubsub.ValidationReject
 		}
-		return pubsub.ValidationAccept
+		return o.authorize(name, msg, env)
 	}
 }
 
@@ -279,7 +284,7 @@ func (s *Subscription) TryNext() (*Message, bool) {
 		if more {
 			s.signal() // for another goroutine waiting in Next
 		}
-		published, payload, err := decodeEnvelope(m.Data)
+		env, err := decodeEnvelope(m.Data)
 		if err != nil {
 			continue // the validator already refused it; cannot happen
 		}
@@ -289,8 +294,9 @@ func (s *Subscription) TryNext() (*Message, bool) {
 			ID:           hex.EncodeToString([]byte(m.ID)),
 			From:         m.GetFrom(),
 			ReceivedFrom: m.ReceivedFrom,
-			Published:    published,
-			Data:         payload,
+			Sender:       s.o.auth.sender(s.topic, m.GetFrom(), env),
+			Published:    env.published,
+			Data:         env.payload,
 		}, true
 	}
 }

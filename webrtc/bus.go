@@ -11,8 +11,12 @@ import (
 // overlay) lets this package be built and tested on its own.
 type Bus interface {
 	// Publish sends data to every subscriber of topic in the overlay,
-	// including this peer's own subscribers.
-	Publish(ctx context.Context, topic string, data []byte) error
+	// including this peer's own subscribers, on behalf of the browser that
+	// holds token. The token travels with the message so that every peer
+	// that receives it checks the browser's right to the topic again
+	// (overlay publish authorization), not only this one. token is ""
+	// only with Config.InsecureNoAuth: the peer then publishes as itself.
+	Publish(ctx context.Context, topic string, data []byte, token string) error
 	// Subscribe subscribes to topic; ctx bounds the call, not the
 	// subscription, which lasts until its Close. Subscribe must not block
 	// for long: the bridge calls it while a browser waits for its ACK.
@@ -45,8 +49,15 @@ type Message struct {
 	// Data is the payload. It may be binary.
 	Data []byte
 	// From is the peer ID of the overlay peer that published the message
-	// (for a browser's publish, the peer the browser is connected to).
+	// (for a browser's publish, the peer the browser is connected to). In
+	// the Messages of a Client it is the MESSAGE frame's from field, which
+	// is Sender when the peer set one.
 	From string
+	// Sender is who published it with the right to the topic, as the
+	// overlay verified it: an app peer's ID, or "token:" and the token
+	// subject of a browser. Empty means From, unverified. MESSAGE frames
+	// carry it in their from field.
+	Sender string
 	// Time is the publisher's clock at publication. On the data channel it
 	// travels with microsecond precision.
 	Time time.Time

@@ -19,6 +19,8 @@ type memBus struct {
 	mu   sync.Mutex
 	subs map[string]map[*memSub]struct{}
 	seq  uint64
+	// tokens are the tokens publishes carried, in order.
+	tokens []string
 
 	subscribes atomic.Int64 // Subscribe calls, to check the bridge shares them
 	publishErr error        // if set, Publish fails with it
@@ -85,13 +87,17 @@ func (s *memSub) Close() {
 	s.once.Do(func() { close(s.done) })
 }
 
-func (b *memBus) Publish(ctx context.Context, topic string, data []byte) error {
+func (b *memBus) Publish(ctx context.Context, topic string, data []byte, token string) error {
 	if b.publishErr != nil {
 		return b.publishErr
 	}
 	b.mu.Lock()
 	b.seq++
+	b.tokens = append(b.tokens, token)
 	m := Message{Topic: topic, ID: fmt.Sprintf("%x", b.seq), From: b.from, Time: time.Now(), Data: data}
+	if token != "" {
+		m.Sender = "token:browser"
+	}
 	subs := make([]*memSub, 0, len(b.subs[topic]))
 	for s := range b.subs[topic] {
 		subs = append(subs, s)

@@ -42,7 +42,13 @@
 // accepted (see Verifier.Verify), JSON names must be exact and unique,
 // HMACs are compared in constant time, clocks may differ by ClockSkew, and
 // tokens are capped at MaxTokenSize.
-// Every subscribe and publish frame is checked against the token.
+// Every subscribe and publish frame is checked against the token. A
+// publish goes into the overlay with the token (Bus.Publish), so that every
+// peer that receives it checks the browser's right to the topic again, not
+// only this one (overlay publish authorization): a peer that relays a
+// browser's message cannot stretch its token to another topic. A MESSAGE
+// frame's from field is the sender the overlay verified: an app peer's ID,
+// or "token:" and the subject of the browser that published it.
 //
 // # Frames
 //

@@ -222,8 +222,12 @@ func appendFrame(dst []byte, f *frame) ([]byte, error) {
 
 // encodeMessage encodes m as a MESSAGE frame.
 func encodeMessage(m *Message) ([]byte, error) {
-	f := frame{typ: frameMessage, topic: m.Topic, id: m.ID, from: m.From, time: toMicros(m.Time), payload: m.Data}
-	return appendFrame(make([]byte, 0, 2+1+len(m.Topic)+2+len(m.ID)+2+len(m.From)+8+4+len(m.Data)), &f)
+	from := m.From
+	if m.Sender != "" {
+		from = m.Sender
+	}
+	f := frame{typ: frameMessage, topic: m.Topic, id: m.ID, from: from, time: toMicros(m.Time), payload: m.Data}
+	return appendFrame(make([]byte, 0, 2+1+len(m.Topic)+2+len(m.ID)+2+len(from)+8+4+len(m.Data)), &f)
 }
 
 // decodeFrame decodes b, which must hold exactly one frame of at most max

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -68,7 +69,7 @@ func TestFanOutInOrder(t *testing.T) {
 	}
 	// Published as fast as the bus takes them, as a remote peer would.
 	for seq := range messages {
-		if err := e.bus.Publish(ctx, topic, seqPayload(seq, 100)); err != nil {
+		if err := e.bus.Publish(ctx, topic, seqPayload(seq, 100), ""); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -144,7 +145,7 @@ func TestSubscriptionLost(t *testing.T) {
 	if err := c.Subscribe(ctx, topic); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.bus.Publish(ctx, topic, seqPayload(7, 10)); err != nil {
+	if err := e.bus.Publish(ctx, topic, seqPayload(7, 10), ""); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -218,7 +219,7 @@ func testSlowConsumer(t *testing.T, policy SlowPolicy) {
 		}()
 	}
 	for seq := range messages {
-		if err := e.bus.Publish(ctx, topic, seqPayload(seq, size)); err != nil {
+		if err := e.bus.Publish(ctx, topic, seqPayload(seq, size), ""); err != nil {
 			t.Fatal(err)
 		}
 		for range fast {
@@ -309,7 +310,15 @@ func TestAuthorizationPerFrame(t *testing.T) {
 	if err := c.Publish(ctx, "a", []byte("ok")); err != nil {
 		t.Fatal(err)
 	}
-	if m := <-c.Messages(); string(m.Data) != "ok" || m.Topic != "a" {
+	// The publish went to the overlay with the browser's token, for
+	// every peer to check again; the message shows the verified sender.
+	e.bus.mu.Lock()
+	tokens := slices.Clone(e.bus.tokens)
+	e.bus.mu.Unlock()
+	if len(tokens) != 1 || tokens[0] == "" {
+		t.Fatalf("the bus saw tokens %q, want the session's", tokens)
+	}
+	if m := <-c.Messages(); string(m.Data) != "ok" || m.Topic != "a" || m.From != "token:browser" {
 		t.Fatalf("got %q on %q", m.Data, m.Topic)
 	}
 	if v := value(t, e.srv.metrics.publishes.WithLabelValues(publishForbidden)); v != 2 {

@@ -37,6 +37,7 @@ type session struct {
 	id      uint64
 	claims  Claims
 	subject string // what the session counts against (Server.bySubject)
+	token   string // the browser's token, relayed with its publishes; "" with InsecureNoAuth
 	log     *slog.Logger
 	limiter *rate.Limiter // nil: unlimited
 
@@ -251,7 +252,7 @@ func (s *session) publish(f *frame) {
 	defer cancel()
 	// The payload aliases a buffer pion allocated for this message alone,
 	// so the bus may keep it.
-	if err := s.srv.bus.Publish(ctx, f.topic, f.payload); err != nil {
+	if err := s.srv.bus.Publish(ctx, f.topic, f.payload, s.token); err != nil {
 		if s.ctx.Err() != nil {
 			return
 		}

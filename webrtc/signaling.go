@@ -123,6 +123,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
+	if !s.cfg.InsecureNoAuth {
+		sess.token = req.Token // verified above; relayed with its publishes
+	}
 	answer, status, err := sess.answer(r.Context(), req.SDP)
 	if err != nil {
 		s.metrics.offers.WithLabelValues(offerFailed).Inc()

@@ -8,17 +8,22 @@ import (
 	"os"
 
 	"github.com/immense-p2p/immense/erasure"
+	"github.com/immense-p2p/immense/node"
 )
 
-// runKeygen writes a new app key: peer keygen --out FILE.
+// runKeygen writes a new app key: peer keygen --out FILE, and the public
+// half of its topic key beside it, FILE.pub, for volunteers (--app-pub).
 func runKeygen(args []string, stdout, stderr io.Writer) int {
 	out, code, ok := outFileArgs("peer keygen", args, stderr)
 	if !ok {
 		return code
 	}
-	if _, err := os.Stat(out); err == nil {
-		fmt.Fprintf(stderr, "peer keygen: %s exists; refusing to overwrite an app key (its state would become unreadable)\n", out)
-		return 1
+	pub := node.AppPublicKeyFile(out)
+	for _, f := range []string{out, pub} {
+		if _, err := os.Stat(f); err == nil {
+			fmt.Fprintf(stderr, "peer keygen: %s exists; refusing to overwrite an app key (its state would become unreadable)\n", f)
+			return 1
+		}
 	}
 	k, err := erasure.GenerateAppKey()
 	if err != nil {
@@ -29,7 +34,12 @@ func runKeygen(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "peer keygen:", err)
 		return 1
 	}
+	if err := node.WriteAppPublicKey(pub, k); err != nil {
+		fmt.Fprintln(stderr, "peer keygen:", err)
+		return 1
+	}
 	fmt.Fprintf(stdout, "wrote app key for namespace %s to %s\nGive it to your app's own peers with --app-key; never to volunteers.\n", k.Namespace(), out)
+	fmt.Fprintf(stdout, "wrote its public half to %s\nGive that to volunteers and every other peer with --app-pub: they check who publishes and admit browsers, but cannot mint.\n", pub)
 	return 0
 }
 

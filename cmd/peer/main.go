@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -202,6 +203,10 @@ func runDevnet(ctx context.Context, o *options, stdout io.Writer, log *slog.Logg
 	}
 	first, last := d.HTTP[0].URL(), d.HTTP[len(d.HTTP)-1].URL()
 	fmt.Fprintf(&b, "\nOpen %s/ in a browser for the demo chat (open it twice, or on another peer's port).\n", first)
+	if open := o.node.Overlay.Auth.OpenTopics; len(open) > 0 {
+		fmt.Fprintf(&b, "Open, unauthenticated topics (anyone may publish): %s. The peers share the app key in %s,\n", strings.Join(open, ", "), cmp.Or(opts.Peer.AppKeyFile, filepath.Join(opts.DataDir, "app.key")))
+		fmt.Fprintf(&b, "so every other topic takes only their messages and those of browsers with a token it signs.\n")
+	}
 	fmt.Fprintf(&b, "\nThe control API (topics, state, status, metrics) needs the devnet's token, so that web pages\n")
 	fmt.Fprintf(&b, "cannot use it. Try, in another terminal:\n")
 	fmt.Fprintf(&b, "  export IMMENSE_TOKEN=%s\n", d.APIToken)

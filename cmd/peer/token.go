@@ -11,21 +11,26 @@ import (
 	"time"
 
 	"github.com/immense-p2p/immense/cmd/internal/cli"
+	"github.com/immense-p2p/immense/erasure"
 	"github.com/immense-p2p/immense/webrtc"
 )
 
-// runToken mints a browser token: peer token --secret-file F --read T --write T --ttl 1h.
+// runToken mints a browser token: peer token --app-key F --read T --write
+// T --ttl 1h, an EdDSA token signed with the app's topic key, which every
+// peer given the public half (--app-pub) verifies; or, for a
+// single-operator deployment, --secret-file F, an HS256 token.
 func runToken(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("peer token", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var read, write []string
-	secretFile := fs.String("secret-file", "", "file holding the token secret (the peers' --token-secret-file)")
+	appKey := fs.String("app-key", "", "app key `file` (peer keygen): sign an EdDSA token, which peers with the app key or its public half (--app-pub) verify")
+	secretFile := fs.String("secret-file", "", "file holding the token secret (the peers' --token-secret-file): sign an HS256 token instead")
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
 	sub := fs.String("sub", "", "whom the token is for (shows in peer logs)")
 	fs.Var(cli.Strings(&read), "read", "topics the holder may subscribe to (comma-separated; a trailing * matches a prefix)")
 	fs.Var(cli.Strings(&write), "write", "topics the holder may publish to (comma-separated; a trailing * matches a prefix)")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: peer token --secret-file FILE [--read TOPICS] [--write TOPICS] [--ttl 1h]\n\nPrints a token for browsers.\n\n")
+		fmt.Fprint(stderr, "Usage: peer token --app-key FILE [--read TOPICS] [--write TOPICS] [--ttl 1h]\n       peer token --secret-file FILE ...\n\nPrints a token for browsers.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -34,8 +39,8 @@ func runToken(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	if *secretFile == "" {
-		fmt.Fprintln(stderr, "peer token: --secret-file is required")
+	if (*appKey == "") == (*secretFile == "") {
+		fmt.Fprintln(stderr, "peer token: give one of --app-key (EdDSA, the default to use) and --secret-file (HS256)")
 		return 2
 	}
 	if *ttl <= 0 {
@@ -46,13 +51,26 @@ func runToken(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "peer token: give --read and/or --write topics; a token for nothing is useless")
 		return 2
 	}
-	secret, err := webrtc.LoadSecret(*secretFile)
-	if err != nil {
-		fmt.Fprintln(stderr, "peer token:", err)
-		return 1
-	}
 	now := time.Now()
-	tok, err := webrtc.Mint(secret, webrtc.Claims{Subject: *sub, IssuedAt: now, ExpiresAt: now.Add(*ttl), Read: read, Write: write})
+	claims := webrtc.Claims{Subject: *sub, IssuedAt: now, ExpiresAt: now.Add(*ttl), Read: read, Write: write}
+	var tok string
+	var err error
+	if *appKey != "" {
+		var k *erasure.AppKey
+		k, err = erasure.LoadAppKey(*appKey)
+		if err != nil {
+			fmt.Fprintln(stderr, "peer token:", err)
+			return 1
+		}
+		tok, err = webrtc.MintEdDSA(k.TopicKey(), claims)
+	} else {
+		var secret []byte
+		if secret, err = webrtc.LoadSecret(*secretFile); err != nil {
+			fmt.Fprintln(stderr, "peer token:", err)
+			return 1
+		}
+		tok, err = webrtc.Mint(secret, claims)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "peer token:", err)
 		return 1

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/immense-p2p/immense/erasure"
+	"github.com/immense-p2p/immense/node"
 	"github.com/immense-p2p/immense/webrtc"
 )
 
@@ -33,6 +35,22 @@ func TestKeyTools(t *testing.T) {
 	if _, err := erasure.LoadAppKey(keyFile); err != nil {
 		t.Fatalf("keygen wrote an unreadable key: %v", err)
 	}
+	// The public half, beside it: what volunteers get with --app-pub.
+	pub, err := node.LoadAppPublicKey(keyFile + ".pub")
+	if err != nil {
+		t.Fatalf("keygen wrote no readable app.key.pub: %v", err)
+	}
+	code, tok, errs := run(token, "--app-key", keyFile, "--sub", "alice", "--read", "chat/*", "--write", "chat/*", "--ttl", "1h")
+	if code != 0 {
+		t.Fatalf("token --app-key: %d %q", code, errs)
+	}
+	v, err := webrtc.NewVerifier(nil, []ed25519.PublicKey{pub}, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := v.Verify(strings.TrimSpace(tok), time.Now()); err != nil || c.Subject != "alice" || !c.CanWrite("chat/lobby") || c.CanWrite("admin/x") {
+		t.Fatalf("EdDSA token %q checked with app.key.pub: %+v %v", tok, c, err)
+	}
 	before, _ := os.ReadFile(keyFile)
 	if code, _, errs := run(keygen, "--out", keyFile); code != 1 || !strings.Contains(errs, "refusing to overwrite") {
 		t.Fatalf("keygen over an existing key: %d %q", code, errs)
@@ -48,7 +66,7 @@ func TestKeyTools(t *testing.T) {
 	if code, _, _ := run(secret, "--out", secretFile); code != 1 {
 		t.Fatalf("secret over an existing file: %d", code)
 	}
-	code, tok, errs := run(token, "--secret-file", secretFile, "--read", "chat,news/*", "--write", "chat", "--ttl", "2h")
+	code, tok, errs = run(token, "--secret-file", secretFile, "--read", "chat,news/*", "--write", "chat", "--ttl", "2h")
 	if code != 0 {
 		t.Fatalf("token: %d %q", code, errs)
 	}
@@ -68,8 +86,10 @@ func TestKeyTools(t *testing.T) {
 		{keygen, nil},
 		{keygen, []string{"--out", filepath.Join(dir, "x"), "extra"}},
 		{secret, []string{"--bogus"}},
-		{token, []string{"--secret-file", secretFile}},                               // no topics
-		{token, []string{"--secret-file", secretFile, "--read", "a", "--ttl", "0s"}}, // ttl
+		{token, []string{"--secret-file", secretFile}},                                      // no topics
+		{token, []string{"--secret-file", secretFile, "--app-key", keyFile, "--read", "a"}}, // both keys
+		{token, []string{"--read", "a"}},                                                    // no key
+		{token, []string{"--secret-file", secretFile, "--read", "a", "--ttl", "0s"}},        // ttl
 	} {
 		if code, _, _ := run(tc.f, tc.args...); code != 2 {
 			t.Errorf("%q: exit code %d, want 2", tc.args, code)

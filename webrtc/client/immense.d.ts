@@ -52,7 +52,7 @@ export declare class Message {
   readonly topic: string;
   /** Identifies the message in the overlay. */
   readonly id: string;
-  /** Peer ID of the overlay peer that published it. */
+  /** Sender as the peer verified it: an app peer's ID, or "token:" and a browser's token subject (the publishing peer's ID, unverified, on open topics). */
   readonly from: string;
   /** Publisher's clock, microseconds since the Unix epoch; 0 if unknown. */
   readonly timeMicros: number;

@@ -352,7 +352,7 @@ export class Message {
   constructor(topic, id, from, timeMicros, data) {
     /** @type {string} */ this.topic = topic;
     /** @type {string} */ this.id = id;
-    /** Peer ID of the overlay peer that published it. @type {string} */ this.from = from;
+    /** Sender as the peer verified it: an app peer's ID, or "token:" and a browser's token subject (unverified peer ID on open topics). @type {string} */ this.from = from;
     /** Publisher's clock, microseconds since the Unix epoch (0 if unknown). @type {number} */ this.timeMicros = timeMicros;
     /** @type {Uint8Array} */ this.data = data;
   }

@@ -37,12 +37,14 @@ func NodeFlags(c *node.Config) []Flag {
 		{"join-rate", "newcomers admitted per second when they join through this node; the rest are told when to come back and referred to other peers (0: no limit)", Float(&c.Overlay.JoinRate)},
 		{"join-burst", "newcomers admitted at once before --join-rate applies", Int(&c.Overlay.JoinBurst)},
 		{"max-message-size", "largest topic message, e.g. 1MiB", Size(&c.Overlay.MaxMessageSize)},
+		{"app-pub", "app public key `files` (the app.key.pub peer keygen writes; comma-separated during a key rotation): refuse messages on the app's topics that no app peer or browser token authorized, and admit browsers with EdDSA tokens; for volunteers", Strings(&c.AppPubFiles)},
+		{"open-topics", "topic `patterns` anyone may publish to unauthenticated, despite --app-key/--app-pub (comma-separated; a trailing * matches a prefix; default none)", Strings(&c.Overlay.Auth.OpenTopics)},
 	}
 	if c.State != nil {
 		t = append(t,
 			Flag{"no-state", "store no shards and offer no state API", Off(&c.State)},
 			Flag{"storage-quota", "most shard bytes kept for others, e.g. 10GiB", Size(&c.StorageQuota)},
-			Flag{"app-key", "app key `file` (peer keygen): read and write the app's state namespace (default: a key of this node's own)", String(&c.AppKeyFile)},
+			Flag{"app-key", "app key `file` (peer keygen): read and write the app's state namespace, and publish to the app's topics, which this peer then authorizes (default: a key of this node's own, which authorizes nothing)", String(&c.AppKeyFile)},
 			Flag{"zone", "failure-domain label (region, data centre); shards of an object are spread over zones", String(&c.State.Zone)},
 			Flag{"handoff-timeout", "on SIGINT/SIGTERM, hand the shards this peer holds to other peers for at most this long before exiting (0: do not; a second signal cuts it short)", Duration(&c.State.HandoffTimeout)},
 		)
