@@ -132,6 +132,58 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 	score.Params.Topics = make(map[string]*pubsub.TopicScoreParams)
 	o.cfg.Score = &score
 
+	kad, err := o.startDHT()
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	o.dht = kad
+	o.disc = drouting.NewRoutingDiscovery(kad)
+
+	// Before gossipsub: its RPC inspector counts into them from the first
+	// RPC on.
+	m, err := newMetrics(cfg.Registerer, cfg.MaxTopicMetrics, o)
+	if err != nil {
+		kad.Close()
+		cancel()
+		return nil, fmt.Errorf("register overlay metrics: %w", err)
+	}
+	o.metrics = m
+	o.spam.strikeCounter = m.spam.WithLabelValues(spamStrikes)
+	o.subFilter = newSubscriptionFilter(o, cfg.MaxTopics)
+	o.subNotifiee = o.subFilter.notifiee()
+	h.Network().Notify(o.subNotifiee)
+
+	ps, err := o.startGossipSub(octx, &score)
+	if err != nil {
+		kad.Close()
+		h.Network().StopNotify(o.subNotifiee)
+		cancel()
+		return nil, fmt.Errorf("start gossipsub: %w", err)
+	}
+	o.ps = ps
+
+	if err := o.registerDHTMetrics(cfg.Registerer); err != nil {
+		h.Network().StopNotify(o.subNotifiee)
+		kad.Close()
+		cancel()
+		return nil, fmt.Errorf("register DHT metrics: %w", err)
+	}
+
+	h.SetStreamHandler(o.JoinProtocol(), o.handleJoin)
+	o.shun = o.shunAvoided()
+	h.Network().Notify(o.shun)
+	o.wg.Add(2)
+	go o.bootstrapLoop()
+	go o.janitor()
+	return o, nil
+}
+
+// startDHT starts the overlay's Kademlia DHT on its host: our protocol
+// prefix, our record namespaces only, a bounded store and the routing
+// table's diversity filter.
+func (o *Overlay) startDHT() (*dht.IpfsDHT, error) {
+	cfg, h := o.cfg, o.host
 	dhtOpts := []dht.Option{
 		dht.ProtocolPrefix(cfg.ProtocolPrefix),
 		dht.Mode(dhtMode(cfg.Mode)),
@@ -165,31 +217,21 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 	}
 	kad, err := dht.New(h, dhtOpts...)
 	if err != nil {
-		cancel()
 		return nil, fmt.Errorf("start DHT: %w", err)
 	}
-	o.dht = kad
-	o.disc = drouting.NewRoutingDiscovery(kad)
+	return kad, nil
+}
 
-	// Before gossipsub: its RPC inspector counts into them from the first
-	// RPC on.
-	m, err := newMetrics(cfg.Registerer, cfg.MaxTopicMetrics, o)
-	if err != nil {
-		kad.Close()
-		cancel()
-		return nil, fmt.Errorf("register overlay metrics: %w", err)
-	}
-	o.metrics = m
-	o.spam.strikeCounter = m.spam.WithLabelValues(spamStrikes)
-	o.subFilter = newSubscriptionFilter(o, cfg.MaxTopics)
-	o.subNotifiee = o.subFilter.notifiee()
-	h.Network().Notify(o.subNotifiee)
-
+// startGossipSub starts gossipsub on the overlay's host, with strict
+// signing, our scoring, the spam budgets (ratelimit.go) and discovery
+// through the DHT.
+func (o *Overlay) startGossipSub(ctx context.Context, score *ScoreConfig) (*pubsub.PubSub, error) {
+	cfg, h := o.cfg, o.host
 	gsParams := pubsub.DefaultGossipSubParams()
 	if cfg.GossipSub != nil {
 		gsParams = *cfg.GossipSub
 	}
-	ps, err := pubsub.NewGossipSub(octx, h,
+	return pubsub.NewGossipSub(ctx, h,
 		pubsub.WithGossipSubParams(gsParams),
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
 		// The RPC limit leaves room for the envelope and protobuf framing
@@ -222,28 +264,6 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 		pubsub.WithValidateWorkers(1),
 		pubsub.WithLogger(cfg.Logger.With("component", "overlay.gossipsub")),
 	)
-	if err != nil {
-		kad.Close()
-		h.Network().StopNotify(o.subNotifiee)
-		cancel()
-		return nil, fmt.Errorf("start gossipsub: %w", err)
-	}
-	o.ps = ps
-
-	if err := o.registerDHTMetrics(cfg.Registerer); err != nil {
-		h.Network().StopNotify(o.subNotifiee)
-		kad.Close()
-		cancel()
-		return nil, fmt.Errorf("register DHT metrics: %w", err)
-	}
-
-	h.SetStreamHandler(o.JoinProtocol(), o.handleJoin)
-	o.shun = o.shunAvoided()
-	h.Network().Notify(o.shun)
-	o.wg.Add(2)
-	go o.bootstrapLoop()
-	go o.janitor()
-	return o, nil
 }
 
 func dhtMode(m Mode) dht.ModeOpt {
