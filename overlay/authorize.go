@@ -8,7 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
+	"github.com/immense-p2p/immense/internal/topicname"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -284,8 +284,8 @@ func (a *Authorization) validate() []error {
 		errs = append(errs, fmt.Errorf("Auth.Certificate: %d bytes, want %d", len(a.Certificate), certSize))
 	}
 	for _, p := range a.OpenTopics {
-		if err := ValidateTopic(strings.TrimSuffix(p, "*")); err != nil && p != "*" {
-			errs = append(errs, fmt.Errorf("Auth.OpenTopics: %q: %w", p, err))
+		if err := topicname.CheckPattern(p); err != nil {
+			errs = append(errs, fmt.Errorf("Auth.OpenTopics: %w: %v", ErrInvalidTopic, err))
 		}
 	}
 	if a.CertificateTTL < time.Minute {
@@ -302,12 +302,7 @@ func (z *authorizer) isOpen(topic string) bool {
 	if !z.on {
 		return true
 	}
-	for _, p := range z.open {
-		if p == topic || (strings.HasSuffix(p, "*") && strings.HasPrefix(topic, p[:len(p)-1])) {
-			return true
-		}
-	}
-	return false
+	return topicname.Match(z.open, topic)
 }
 
 // credential returns what this peer attaches to its own publish on topic:

@@ -9,6 +9,7 @@ package topicname
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // MaxLength is the longest topic name accepted, in bytes.
@@ -49,4 +50,38 @@ func InvalidByte(s string) int {
 		}
 	}
 	return -1
+}
+
+// CheckPattern checks a topic pattern: an exact topic name, or a prefix of
+// one followed by a single trailing "*" ("chat/*", "*"), which matches every
+// topic starting with the prefix. A "*" anywhere else is refused rather than
+// guessed at. Browser tokens' read and write lists and the overlay's open
+// topics are patterns.
+func CheckPattern(p string) error {
+	prefix, wildcard := strings.CutSuffix(p, "*")
+	if !wildcard {
+		return Check(p)
+	}
+	if len(prefix) >= MaxLength {
+		return fmt.Errorf("pattern %q: prefix longer than %d bytes", p, MaxLength-1)
+	}
+	if i := InvalidByte(prefix); i >= 0 {
+		return fmt.Errorf("pattern %q: byte %q at offset %d (only a single trailing * is allowed)", p, prefix[i], i)
+	}
+	return nil
+}
+
+// Match reports whether topic matches any of patterns (each accepted by
+// CheckPattern).
+func Match(patterns []string, topic string) bool {
+	for _, p := range patterns {
+		if prefix, ok := strings.CutSuffix(p, "*"); ok {
+			if strings.HasPrefix(topic, prefix) {
+				return true
+			}
+		} else if p == topic {
+			return true
+		}
+	}
+	return false
 }

@@ -38,3 +38,25 @@ func TestInvalidByte(t *testing.T) {
 		}
 	}
 }
+
+func TestPatterns(t *testing.T) {
+	for p, ok := range map[string]bool{
+		"chat": true, "chat/*": true, "room*": true, "*": true,
+		"a*b": false, "**": false, "*a": false, "": false, "with space*": false,
+		strings.Repeat("a", MaxLength) + "*": false,
+	} {
+		if err := CheckPattern(p); (err == nil) != ok {
+			t.Errorf("CheckPattern(%q) = %v, want ok=%v", p, err, ok)
+		}
+	}
+	for topic, want := range map[string]bool{
+		"chat": true, "chat/lobby": true, "room42": true, "news": false, "cha": false,
+	} {
+		if got := Match([]string{"chat", "chat/*", "room*"}, topic); got != want {
+			t.Errorf("Match(%q) = %v, want %v", topic, got, want)
+		}
+	}
+	if !Match([]string{"*"}, "anything") || Match(nil, "x") {
+		t.Error(`"*" must match everything and no pattern nothing`)
+	}
+}
