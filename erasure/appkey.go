@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 
 	"github.com/immense-p2p/immense/internal/durable"
 )
@@ -216,22 +215,10 @@ func ParseAppKey(data []byte) (*AppKey, error) {
 
 // LoadAppKey reads and parses the app key file at path.
 func LoadAppKey(path string) (*AppKey, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("load app key: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("load app key: %w", err)
-	}
 	// Whoever reads the app key can read and write the namespace.
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("app key %s is accessible by other users (mode %04o): run chmod 600 %s", path, st.Mode().Perm(), path)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxAppKeyFile+1))
+	data, err := durable.ReadPrivate(path, maxAppKeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("load app key %s: %w", path, err)
+		return nil, fmt.Errorf("load app key: %w", err)
 	}
 	k, err := ParseAppKey(data)
 	if err != nil {

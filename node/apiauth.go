@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -48,16 +47,9 @@ var (
 // loadOrCreateAPIToken returns the control API token stored at path,
 // creating it if there is none.
 func loadOrCreateAPIToken(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	b, err := durable.ReadPrivate(path, 4<<10)
 	switch {
 	case err == nil:
-		st, err := os.Stat(path)
-		if err != nil {
-			return "", fmt.Errorf("API token %s: %w", path, err)
-		}
-		if st.Mode().Perm()&0o077 != 0 {
-			return "", fmt.Errorf("API token %s is accessible by other users (mode %04o): run chmod 600 %s", path, st.Mode().Perm(), path)
-		}
 		tok := string(bytes.TrimSpace(b))
 		if len(tok) < 2*16 {
 			return "", fmt.Errorf("API token %s is %d characters, at least 32 required: delete it to generate a new one", path, len(tok))

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 
 	"github.com/immense-p2p/immense/internal/durable"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -14,20 +13,16 @@ import (
 // identityFile is the name of the private key file inside the data directory.
 const identityFile = "identity.key"
 
+// maxIdentityFile bounds the read: a marshalled Ed25519 key is 68 bytes.
+const maxIdentityFile = 4 << 10
+
 // loadOrCreateIdentity returns the Ed25519 key stored at path, creating it
 // (mode 0600, written atomically) if there is none. The peer ID derives from
 // this key, so keeping it is what lets a node keep its ID across restarts.
 func loadOrCreateIdentity(path string) (crypto.PrivKey, bool, error) {
-	b, err := os.ReadFile(path)
+	b, err := durable.ReadPrivate(path, maxIdentityFile)
 	switch {
 	case err == nil:
-		st, err := os.Stat(path)
-		if err != nil {
-			return nil, false, fmt.Errorf("identity %s: %w", path, err)
-		}
-		if st.Mode().Perm()&0o077 != 0 {
-			return nil, false, fmt.Errorf("identity %s is accessible by other users (mode %04o): run chmod 600 %s", path, st.Mode().Perm(), path)
-		}
 		k, err := crypto.UnmarshalPrivateKey(b)
 		if err != nil {
 			return nil, false, fmt.Errorf("identity %s is not a libp2p private key (%v): move it away to generate a new identity, or restore it from a backup", path, err)

@@ -9,8 +9,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/immense-p2p/immense/internal/durable"
 	"io"
-	"os"
 	"strings"
 	"time"
 )
@@ -367,24 +367,9 @@ func (v *Verifier) checkSignature(h jwtHeader, signed string, sig []byte) error 
 // the secret. The secret must be at least MinSecretSize bytes; a good one
 // is `head -c 32 /dev/urandom | base64`.
 func LoadSecret(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	b, err := durable.ReadPrivate(path, maxSecretFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("read token secret: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("read token secret: %w", err)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("token secret %s is accessible by other users (mode %04o): run chmod 600 %s", path, st.Mode().Perm(), path)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, maxSecretFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read token secret %s: %w", path, err)
-	}
-	if len(b) > maxSecretFileSize {
-		return nil, fmt.Errorf("read token secret %s: larger than %d bytes, is it the right file?", path, maxSecretFileSize)
 	}
 	secret := bytes.TrimSpace(b)
 	if len(secret) == 0 {

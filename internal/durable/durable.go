@@ -6,6 +6,8 @@
 package durable
 
 import (
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -61,4 +63,32 @@ func SyncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// ReadPrivate reads a file that must stay private to its owner (a key, a
+// secret, a token): one that other users can read or write is refused with
+// an error saying how to fix it, as is one larger than max bytes (the
+// wrong file given by mistake). Errors name path; fs.ErrNotExist is kept
+// for callers that create the file when it is missing.
+func ReadPrivate(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s is accessible by other users (mode %04o): run chmod 600 %s", path, st.Mode().Perm(), path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes: is it the right file?", path, max)
+	}
+	return b, nil
 }
