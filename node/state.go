@@ -201,7 +201,7 @@ func (p storagePeers) StoragePeers(ctx context.Context, key string) ([]erasure.P
 		out = append(out, erasure.PeerInfo{ID: id, Zone: peerZone(p.n, id)})
 	}
 	if len(out) == 0 && err != nil {
-		return nil, fmt.Errorf("find storage peers: %w", err)
+		return nil, fmt.Errorf("DHT lookup of the closest peers: %w", err)
 	}
 	return out, nil
 }
