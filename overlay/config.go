@@ -234,6 +234,11 @@ type Config struct {
 	// component=overlay.gossipsub.
 	Logger *slog.Logger
 
+	// History keeps each subscribed topic's recent messages for resume
+	// (history.go). Default DefaultHistory(); the zero value turns it
+	// off.
+	History HistoryConfig
+
 	// Registerer receives the overlay's metrics; nil disables them.
 	Registerer prometheus.Registerer
 
@@ -272,6 +277,7 @@ func DefaultConfig() Config {
 		MaxTopicMetrics:         256,
 		DHTBudget:               DefaultDHTBudget(),
 		Diversity:               DefaultDiversity(),
+		History:                 DefaultHistory(),
 		Auth: Authorization{
 			CertificateTTL: 24 * time.Hour,
 			MaxClockSkew:   time.Minute,
@@ -372,6 +378,7 @@ func (c *Config) validate() error {
 		}
 	}
 	errs = append(errs, c.Auth.validate()...)
+	errs = append(errs, c.History.validate()...)
 	for _, ai := range c.Bootstrap {
 		if err := ai.ID.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("bootstrap peer: %w", err))

@@ -24,6 +24,10 @@ var (
 	// ErrUnauthorized is returned, and messages are refused, when a
 	// publish on an app topic lacks a valid credential (authorize.go).
 	ErrUnauthorized = errors.New("overlay: not authorized to publish")
+	// ErrNoHistory is returned by History for a topic this node keeps no
+	// history of (not subscribed, history off for it, or over
+	// HistoryConfig.MaxTopics).
+	ErrNoHistory = errors.New("overlay: no history kept")
 )
 
 // ErrDHTBudget is returned by the DHT datastore for a record that would

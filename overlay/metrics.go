@@ -20,6 +20,12 @@ type metrics struct {
 	topicsRefused prometheus.Counter
 	spam          *prometheus.CounterVec
 
+	// History (historysync.go): fetches by result, requests served by
+	// result, messages dropped from windows by limits and budgets.
+	historyFetches *prometheus.CounterVec
+	historyServes  *prometheus.CounterVec
+	historyEvicted prometheus.Counter
+
 	mu     sync.Mutex
 	labels map[string]struct{}
 	max    int
@@ -59,6 +65,18 @@ func newMetrics(reg prometheus.Registerer, maxTopics int, o *Overlay) (*metrics,
 			Namespace: "immense", Subsystem: "overlay", Name: "messages_unauthorized_total",
 			Help: "Messages refused because their publisher had no right to the topic, by reason: no-credential, bad-certificate, bad-token, token-scope (the token does not grant the topic), clock (dated outside the accepted window; ignored, not penalised).",
 		}, []string{"reason"}),
+		historyFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "immense", Subsystem: "overlay", Name: "history_fetches_total",
+			Help: "History windows fetched from other peers on subscribing, by result (ok, failed).",
+		}, []string{"result"}),
+		historyServes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "immense", Subsystem: "overlay", Name: "history_requests_total",
+			Help: "History requests from other peers, by result: ok, rate (over the per-peer rate), busy (too many at once), refused (malformed, no window, or a peer not subscribed to the topic).",
+		}, []string{"result"}),
+		historyEvicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "immense", Subsystem: "overlay", Name: "history_evicted_total",
+			Help: "Messages dropped from history windows by their limits or the global budgets.",
+		}),
 		labels: make(map[string]struct{}),
 		max:    maxTopics,
 	}
@@ -70,6 +88,11 @@ func newMetrics(reg prometheus.Registerer, maxTopics int, o *Overlay) (*metrics,
 	}
 	collectors := []prometheus.Collector{
 		m.published, m.received, m.rejected, m.dropped, m.topicsEvicted, m.topicsRefused, m.spam, m.unauthorized,
+		m.historyFetches, m.historyServes, m.historyEvicted,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "immense", Subsystem: "overlay", Name: "history_bytes",
+			Help: "Bytes held in history windows, all topics together (HistoryConfig.MaxBytes caps them).",
+		}, func() float64 { return float64(o.history.size()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "immense", Subsystem: "overlay", Name: "graylisted_peers",
 			Help: "Connected peers whose gossipsub score is below the graylist threshold: everything they send is ignored.",

@@ -71,6 +71,12 @@ type Overlay struct {
 	joinBusy         atomic.Uint64
 	joinBusyReceived atomic.Uint64
 	joinReferred     atomic.Uint64
+
+	// History (history.go, historysync.go): the windows, the per-peer
+	// request rate and the slots of requests served at once.
+	history   *historyStore
+	histServe *limiter[peer.ID]
+	histSlots chan struct{}
 }
 
 type topicState struct {
@@ -86,6 +92,11 @@ type topicState struct {
 	backlog *backlog
 	// peersSeen is when a subscriber was last known (Unix ns).
 	peersSeen atomic.Int64
+	// hist is the topic's history window and histSub the subscription
+	// that fills it, counted in subs (historysync.go); guarded by
+	// Overlay.mu.
+	hist    *window
+	histSub *pubsub.Subscription
 }
 
 // New joins h to the overlay. It returns once the DHT and gossipsub are
@@ -116,6 +127,9 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 		auth:        newAuthorizer(cfg.Auth, h.ID()),
 		admission: newAdmission(cfg.JoinRate, cfg.JoinBurst, cfg.JoinMaxPeers,
 			cfg.BootstrapBackoffMin, cfg.JoinRetryMax),
+		history:   newHistoryStore(cfg.History),
+		histServe: newLimiter[peer.ID](cfg.History.ServeRate, cfg.History.ServeBurst, maxRateBuckets),
+		histSlots: make(chan struct{}, maxHistoryServes),
 	}
 	// Spam strikes (ratelimit.go) lower a peer's score through its
 	// application-specific part, on top of any the caller configured.
@@ -149,6 +163,7 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 		return nil, fmt.Errorf("register overlay metrics: %w", err)
 	}
 	o.metrics = m
+	o.history.evicted = func(n int) { m.historyEvicted.Add(float64(n)) }
 	o.spam.strikeCounter = m.spam.WithLabelValues(spamStrikes)
 	o.subFilter = newSubscriptionFilter(o, cfg.MaxTopics)
 	o.subNotifiee = o.subFilter.notifiee()
@@ -171,6 +186,7 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 	}
 
 	h.SetStreamHandler(o.JoinProtocol(), o.handleJoin)
+	h.SetStreamHandler(o.HistoryProtocol(), o.handleHistory)
 	o.shun = o.shunAvoided()
 	h.Network().Notify(o.shun)
 	o.wg.Add(2)
@@ -312,7 +328,11 @@ func (o *Overlay) Topics() []TopicInfo {
 	defer o.mu.Unlock()
 	out := make([]TopicInfo, 0, len(o.topics))
 	for name, ts := range o.topics {
-		out = append(out, TopicInfo{Name: name, Subscribers: ts.subs, Peers: len(ts.topic.ListPeers())})
+		subs := ts.subs
+		if ts.histSub != nil {
+			subs-- // the window's own (historysync.go)
+		}
+		out = append(out, TopicInfo{Name: name, Subscribers: subs, Peers: len(ts.topic.ListPeers())})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -327,6 +347,7 @@ func (o *Overlay) Close() error {
 		o.closed = true
 		o.mu.Unlock()
 		o.host.RemoveStreamHandler(o.JoinProtocol())
+		o.host.RemoveStreamHandler(o.HistoryProtocol())
 		o.host.Network().StopNotify(o.shun)
 		o.host.Network().StopNotify(o.subNotifiee)
 		o.cancel()

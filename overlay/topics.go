@@ -2,7 +2,6 @@ package overlay
 
 import (
 	"context"
-	"encoding/hex"
 	"fmt"
 	"sync"
 	"time"
@@ -27,7 +26,10 @@ type Message struct {
 	Sender Sender
 	// Published is the publisher's clock at publication.
 	Published time.Time
-	Data      []byte
+	// Position is where the message stands in the topic's stream: a
+	// subscriber resumes after it (position.go).
+	Position Position
+	Data     []byte
 }
 
 // Subscription is a local subscription to a topic. Cancel it when done.
@@ -93,7 +95,7 @@ func (o *Overlay) join(name string, forSubscribe bool) (*topicState, error) {
 		return ts, nil
 	}
 	for len(o.topics) >= o.cfg.MaxTopics || (!forSubscribe && o.publishOnly.Len() >= o.cfg.MaxPublishTopics) {
-		if !o.evictPublishOnly() {
+		if !o.evictPublishOnly() && !(len(o.topics) >= o.cfg.MaxTopics && o.evictLingering()) {
 			o.metrics.topicsRefused.Inc()
 			if len(o.topics) >= o.cfg.MaxTopics {
 				return nil, fmt.Errorf("%w: %d topics joined, the configured maximum (MaxTopics), %d of them subscribed and the rest waiting for a subscriber to be found",
@@ -209,6 +211,7 @@ func (o *Overlay) Subscribe(topic string) (*Subscription, error) {
 	}
 	s.sub = sub
 	o.subscribed(ts)
+	o.openHistory(ts)
 	return s, nil
 }
 
@@ -288,16 +291,10 @@ func (s *Subscription) TryNext() (*Message, bool) {
 		if err != nil {
 			continue // the validator already refused it; cannot happen
 		}
+		seq, _ := seqOf(m.Seqno) // StrictSign: always 8 bytes
 		s.o.metrics.received.WithLabelValues(s.o.metrics.label(s.topic)).Inc()
-		return &Message{
-			Topic:        s.topic,
-			ID:           hex.EncodeToString([]byte(m.ID)),
-			From:         m.GetFrom(),
-			ReceivedFrom: m.ReceivedFrom,
-			Sender:       s.o.auth.sender(s.topic, m.GetFrom(), env),
-			Published:    env.published,
-			Data:         env.payload,
-		}, true
+		from := m.GetFrom()
+		return newMessage(s.topic, m.Message, from, m.ReceivedFrom, seq, s.o.auth.sender(s.topic, from, env), env), true
 	}
 }
 
@@ -363,6 +360,12 @@ func (o *Overlay) janitor() {
 		case <-tick.C:
 		}
 		o.mu.Lock()
+		now := time.Now()
+		for _, ts := range o.topics {
+			if o.lingerExpired(ts, now) {
+				o.closeHistory(ts)
+			}
+		}
 		for name, ts := range o.topics {
 			if ts.subs == 0 && ts.backlog == nil && time.Since(ts.lastUsed) > idleTopicTTL {
 				o.leave(name, ts)
