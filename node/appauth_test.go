@@ -196,13 +196,13 @@ func TestSSESender(t *testing.T) {
 	m := &Message{Topic: "chat/lobby", ID: "0a", From: p, Published: at, Data: []byte("hi\nthere"),
 		Sender: overlay.Sender{Kind: overlay.SenderBrowser, Peer: p, Subject: "alice"}}
 	var b strings.Builder
-	writeEvent(&b, m, false)
+	writeEvent(&b, m, m.ID, false)
 	want := "id: 0a\nevent: message\nsender: token:alice\nsender-kind: browser\ntime: 2026-01-02T03:04:05.000006Z\ndata: hi\ndata: there\n\n"
 	if b.String() != want {
 		t.Errorf("text event\n%q, want\n%q", b.String(), want)
 	}
 	b.Reset()
-	writeJSONEvent(&b, m)
+	writeJSONEvent(&b, m, m.ID)
 	want = `id: 0a` + "\nevent: message\ndata: " + `{"id":"0a","topic":"chat/lobby","sender":"token:alice","sender_kind":"browser","from":"` + id + `","time":"2026-01-02T03:04:05.000006Z","text":"hi\nthere"}` + "\n\n"
 	if b.String() != want {
 		t.Errorf("JSON event\n%q, want\n%q", b.String(), want)

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -223,6 +224,15 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 // instead one JSON object (jsonEvent) carrying the same, for browsers'
 // EventSource. The stream opens with the comment ": subscribed", sent
 // once the node has subscribed.
+//
+// Resume: each event's "id" is the stream's cursor, the highest position
+// (Message.Position) delivered so far, which EventSource sends back as
+// Last-Event-ID when it reconnects; ?since= takes a position or an RFC
+// 3339 time for a first connection (Last-Event-ID wins if both are
+// given). The stream then starts with the messages after it from the
+// history window, then goes on live, without duplicates (node.Since). If
+// the cursor is older than the window, an event of type "gap" (data: the
+// topic as JSON) comes first: some messages were lost.
 func (a *api) subscribe(w http.ResponseWriter, r *http.Request) {
 	topic := r.PathValue("topic")
 	if err := overlay.ValidateTopic(topic); err != nil {
@@ -233,6 +243,16 @@ func (a *api) subscribe(w http.ResponseWriter, r *http.Request) {
 	if format != "" && format != "text" && format != "base64" && format != "json" {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("format %q: want text, base64 or json", format))
 		return
+	}
+	var opts []SubscribeOption
+	var cursor Position
+	if since := cmp.Or(r.Header.Get("Last-Event-ID"), r.URL.Query().Get("since")); since != "" {
+		p, err := ParsePosition(since)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("resume point %q: want a message position (an event id) or an RFC 3339 time", since))
+			return
+		}
+		opts, cursor = append(opts, Since(p)), p
 	}
 	flusher, ok := w.(http.Flusher)
 	if !ok {
@@ -247,7 +267,7 @@ func (a *api) subscribe(w http.ResponseWriter, r *http.Request) {
 	defer release()
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	msgs, err := a.n.Subscribe(ctx, topic)
+	msgs, err := a.n.Subscribe(ctx, topic, opts...)
 	if err != nil {
 		if errors.Is(err, overlay.ErrTooManyTopics) {
 			w.Header().Set("Retry-After", retryAfterBusy)
@@ -275,10 +295,17 @@ func (a *api) subscribe(w http.ResponseWriter, r *http.Request) {
 			if !ok {
 				return // node closing
 			}
+			if m.Gap {
+				fmt.Fprintf(w, "event: gap\ndata: {\"topic\":%q}\n\n", m.Topic)
+				break
+			}
+			if m.Position.Compare(cursor) > 0 {
+				cursor = m.Position
+			}
 			if format == "json" {
-				writeJSONEvent(w, m)
+				writeJSONEvent(w, m, cursor.String())
 			} else {
-				writeEvent(w, m, format == "base64")
+				writeEvent(w, m, cursor.String(), format == "base64")
 			}
 		}
 		flusher.Flush()
@@ -313,10 +340,11 @@ func (a *api) openStream(remote string) (release func(), err error) {
 	}, nil
 }
 
-func writeEvent(w io.Writer, m *Message, forceBase64 bool) {
+// writeEvent writes m as an event whose id is the stream's cursor id.
+func writeEvent(w io.Writer, m *Message, id string, forceBase64 bool) {
 	origin := fmt.Sprintf("sender: %s\nsender-kind: %s\ntime: %s\n", m.Sender, m.Sender.Kind, m.Published.UTC().Format(time.RFC3339Nano))
 	if !forceBase64 && utf8.Valid(m.Data) && !strings.ContainsRune(string(m.Data), '\r') {
-		fmt.Fprintf(w, "id: %s\nevent: message\n%s", m.ID, origin)
+		fmt.Fprintf(w, "id: %s\nevent: message\n%s", id, origin)
 		// A newline in the payload becomes a new data line; SSE clients
 		// join them back with "\n".
 		for _, line := range strings.Split(string(m.Data), "\n") {
@@ -325,7 +353,7 @@ func writeEvent(w io.Writer, m *Message, forceBase64 bool) {
 		fmt.Fprint(w, "\n")
 		return
 	}
-	fmt.Fprintf(w, "id: %s\nevent: binary\n%sdata: %s\n\n", m.ID, origin, base64.StdEncoding.EncodeToString(m.Data))
+	fmt.Fprintf(w, "id: %s\nevent: binary\n%sdata: %s\n\n", id, origin, base64.StdEncoding.EncodeToString(m.Data))
 }
 
 // jsonEvent is the data of an event with ?format=json.
@@ -340,13 +368,19 @@ type jsonEvent struct {
 	// browser's message).
 	From string    `json:"from"`
 	Time time.Time `json:"time"`
+	// Position is the message's own position (the event id is the
+	// stream's cursor, the highest position so far).
+	Position string `json:"position,omitempty"`
 	// Text is the payload when it is UTF-8; Base64 otherwise.
 	Text   *string `json:"text,omitempty"`
 	Base64 string  `json:"base64,omitempty"`
 }
 
-func writeJSONEvent(w io.Writer, m *Message) {
+func writeJSONEvent(w io.Writer, m *Message, id string) {
 	e := jsonEvent{ID: m.ID, Topic: m.Topic, Sender: m.Sender.String(), SenderKind: m.Sender.Kind.String(), From: m.From.String(), Time: m.Published.UTC()}
+	if !m.Position.IsZero() {
+		e.Position = m.Position.String()
+	}
 	if utf8.Valid(m.Data) {
 		s := string(m.Data)
 		e.Text = &s
@@ -354,7 +388,7 @@ func writeJSONEvent(w io.Writer, m *Message) {
 		e.Base64 = base64.StdEncoding.EncodeToString(m.Data)
 	}
 	b, _ := json.Marshal(e) // a struct of strings and a time: cannot fail
-	fmt.Fprintf(w, "id: %s\nevent: message\ndata: %s\n\n", m.ID, b)
+	fmt.Fprintf(w, "id: %s\nevent: message\ndata: %s\n\n", id, b)
 }
 
 // Status is the JSON body of GET /v1/status.

@@ -264,8 +264,13 @@ func (n *Node) Publish(ctx context.Context, topic string, data []byte) error {
 // which is closed when ctx ends or the node closes. A consumer that falls
 // far behind loses messages rather than slowing the node down: the
 // overlay subscription's queue drops what does not fit
-// (immense_overlay_messages_dropped_total).
-func (n *Node) Subscribe(ctx context.Context, topic string) (<-chan *Message, error) {
+// (immense_overlay_messages_dropped_total). With Since it resumes after a
+// position, from the topic's history.
+func (n *Node) Subscribe(ctx context.Context, topic string, opts ...SubscribeOption) (<-chan *Message, error) {
+	var so subscribeOptions
+	for _, opt := range opts {
+		opt(&so)
+	}
 	if n.ctx.Err() != nil {
 		return nil, ErrClosed
 	}
@@ -285,10 +290,20 @@ func (n *Node) Subscribe(ctx context.Context, topic string) (<-chan *Message, er
 		defer sub.Cancel()
 		defer cancel()
 		defer stop()
+		var resume *overlay.Resume
+		if so.resume {
+			var ok bool
+			if resume, ok = n.replay(sctx, topic, so.since, out); !ok {
+				return
+			}
+		}
 		for {
 			m, err := sub.Next(sctx)
 			if err != nil {
 				return
+			}
+			if resume != nil && !resume.Live(m) {
+				continue
 			}
 			select {
 			case out <- m:

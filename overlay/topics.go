@@ -30,6 +30,10 @@ type Message struct {
 	// subscriber resumes after it (position.go).
 	Position Position
 	Data     []byte
+	// Gap is set on the marker, with no data, that a resumed subscription
+	// delivers first when its resume point is older than the topic's
+	// history window (package node, Since).
+	Gap bool
 }
 
 // Subscription is a local subscription to a topic. Cancel it when done.
