@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -60,8 +61,33 @@ func (s busSubscription) TryNext() (webrtc.Message, bool) {
 
 func (s busSubscription) Close() { s.sub.Cancel() }
 
+// browserMessage is m for browsers: its ID is its position, which the
+// browser resumes after.
 func browserMessage(m *Message) webrtc.Message {
-	return webrtc.Message{Topic: m.Topic, ID: m.ID, Data: m.Data, From: m.From.String(), Sender: m.Sender.String(), Time: m.Published}
+	return webrtc.Message{Topic: m.Topic, ID: m.Position.String(), Data: m.Data, From: m.From.String(), Sender: m.Sender.String(), Time: m.Published}
+}
+
+// Resume replays topic's history after since for a browser
+// (webrtc.Resumer); live filters by the message IDs browserMessage gives.
+func (b bus) Resume(ctx context.Context, topic, since string) ([]webrtc.Message, bool, func(string) bool, error) {
+	p, err := overlay.ParsePosition(since)
+	if err != nil {
+		return nil, false, nil, err
+	}
+	msgs, ok, err := b.n.overlay.History(ctx, topic, p)
+	if err != nil && !errors.Is(err, overlay.ErrNoHistory) {
+		return nil, false, nil, err
+	}
+	r := overlay.NewResume(p, msgs)
+	out := make([]webrtc.Message, len(msgs))
+	for i, m := range msgs {
+		out[i] = browserMessage(m)
+	}
+	live := func(id string) bool {
+		q, err := overlay.ParsePosition(id)
+		return err != nil || r.Live(&Message{Position: q})
+	}
+	return out, ok, live, nil
 }
 
 // startBrowsers starts the WebRTC bridge if the config asks for one.

@@ -23,6 +23,22 @@ type Bus interface {
 	Subscribe(ctx context.Context, topic string) (Subscription, error)
 }
 
+// Resumer is a Bus that keeps each topic's recent history, so that a
+// browser can subscribe from a position and get what it missed
+// (resume.go). A Bus that is not a Resumer answers every resume with a
+// gap.
+type Resumer interface {
+	// Resume returns the messages of topic after position since, in
+	// order, and whether they are all of them (false: since is older than
+	// the history, a gap). live then says, for each live message of the
+	// topic by its ID, whether it is new to a subscriber resumed so (not
+	// replayed, not at or before since); it is called from one goroutine
+	// at a time. The bridge's subscription to topic exists before Resume
+	// is called, so no message falls between the replay and the live
+	// ones. An error means since is not a position.
+	Resume(ctx context.Context, topic, since string) (replay []Message, recovered bool, live func(id string) bool, err error)
+}
+
 // Subscription delivers the messages of one topic, in the order this peer
 // receives them, to the bridge's fan-out, which reads it directly. It is
 // the one hand-off between the overlay and the browsers: the Bus queues
@@ -44,7 +60,9 @@ type Subscription interface {
 // by the bridge to browsers and Clients.
 type Message struct {
 	Topic string
-	// ID identifies the message in the overlay (unique per publisher).
+	// ID identifies the message in the overlay: with a node's Bus it is
+	// the message's stream position (publication time, sequence number and
+	// publisher), which a browser resumes after.
 	ID string
 	// Data is the payload. It may be binary.
 	Data []byte

@@ -27,6 +27,12 @@ func (s *session) deliver(topic string, wire, frames [][]byte) {
 		s.mu.Unlock()
 		return
 	}
+	if rs := s.resume[topic]; rs != nil {
+		if wire, frames = s.filterResumed(topic, rs, wire, frames); len(frames) == 0 {
+			s.mu.Unlock()
+			return
+		}
+	}
 	if s.idle() && s.dc.BufferedAmount() <= uint64(s.srv.cfg.MaxBufferedAmount) {
 		s.busy = true
 		dc := s.dc

@@ -86,6 +86,11 @@ const (
 	CodeMessagesDropped ErrorCode = 12
 	// CodeInternal: the server failed for reasons of its own.
 	CodeInternal ErrorCode = 13
+	// CodeGap: a subscription resumed from a position older than the
+	// topic's history window (or on a peer that keeps none): messages
+	// after that position were lost. Sent unsolicited, before the
+	// messages the window still holds; the subscription goes on.
+	CodeGap ErrorCode = 14
 )
 
 var errorCodeNames = map[ErrorCode]string{
@@ -102,6 +107,7 @@ var errorCodeNames = map[ErrorCode]string{
 	CodeTokenExpired:         "token-expired",
 	CodeMessagesDropped:      "messages-dropped",
 	CodeInternal:             "internal",
+	CodeGap:                  "gap",
 }
 
 func (c ErrorCode) String() string {
@@ -138,6 +144,7 @@ type frame struct {
 	id      string    // message
 	from    string    // message
 	time    int64     // message: microseconds since the Unix epoch, 0 if unknown
+	since   string    // subscribe: resume after this position, "" for live only
 	code    ErrorCode // error
 	reason  string    // error
 	batch   [][]byte  // batch to encode: the encoded inner frames
@@ -154,6 +161,9 @@ const (
 	batchOverhead = headerLen + 2
 	// batchItemOverhead is the length prefix of each frame in a BATCH.
 	batchItemOverhead = 4
+	// maxSince caps a SUBSCRIBE's resume position (a position's text is
+	// under 160 bytes).
+	maxSince = 256
 )
 
 // appendFrame appends the encoding of f to dst. It checks what the decoder
@@ -166,8 +176,14 @@ func appendFrame(dst []byte, f *frame) ([]byte, error) {
 		if err := ValidateTopic(f.topic); err != nil {
 			return nil, err
 		}
+		if len(f.since) > maxSince || (f.since != "" && f.typ != frameSubscribe) {
+			return nil, fmt.Errorf("%w: resume position of %d bytes", ErrBadFrame, len(f.since))
+		}
 		dst = binary.BigEndian.AppendUint32(dst, f.req)
 		dst = appendStr8(dst, f.topic)
+		if f.since != "" {
+			dst = appendStr16(dst, f.since)
+		}
 	case framePublish:
 		if err := ValidateTopic(f.topic); err != nil {
 			return nil, err
@@ -263,6 +279,12 @@ func decodeFrameDepth(b []byte, max int, allowBatch bool) (frame, error) {
 	case frameSubscribe, frameUnsubscribe:
 		f.req = r.u32()
 		f.topic = r.str8()
+		if f.typ == frameSubscribe && r.err == nil && len(r.b) > 0 {
+			// Optional: a position to resume after (resume.go).
+			if f.since = r.str16(); r.err == nil && (f.since == "" || len(f.since) > maxSince) {
+				return f, fmt.Errorf("%w: resume position of %d bytes, want 1 to %d", ErrBadFrame, len(f.since), maxSince)
+			}
+		}
 	case framePublish:
 		f.req = r.u32()
 		f.topic = r.str8()

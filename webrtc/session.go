@@ -57,6 +57,7 @@ type session struct {
 	closed       bool
 	busy         bool // the writer or a fan-out is writing to dc
 	topics       map[string]struct{}
+	resume       map[string]*resumeState // topics being resumed (resume.go)
 	control      [][]byte // ACK and ERROR frames, written before messages
 	queue        ring     // encoded MESSAGE frames, shared between sessions
 	dropped      int      // messages dropped since the browser was last told
@@ -213,22 +214,30 @@ func (s *session) subscribe(f *frame) {
 		return
 	}
 	s.topics[f.topic] = struct{}{}
+	if f.since != "" {
+		s.holdLive(f.topic)
+	}
 	s.mu.Unlock()
 	if err := s.srv.bridge.join(f.topic, s); err != nil {
 		s.mu.Lock()
 		delete(s.topics, f.topic)
+		delete(s.resume, f.topic)
 		s.mu.Unlock()
 		s.log.Warn("overlay subscription failed", "topic", f.topic, "err", err)
 		s.reject(f.req, CodeInternal, f.topic, "cannot subscribe: "+err.Error())
 		return
 	}
 	s.ack(f.req)
+	if f.since != "" {
+		s.replay(f.topic, f.since)
+	}
 }
 
 func (s *session) unsubscribe(f *frame) {
 	s.mu.Lock()
 	_, ok := s.topics[f.topic]
 	delete(s.topics, f.topic)
+	delete(s.resume, f.topic)
 	s.mu.Unlock()
 	if ok {
 		s.srv.bridge.leave(f.topic, s)

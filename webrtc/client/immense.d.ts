@@ -22,6 +22,8 @@ export declare const ErrorCode: Readonly<{
   TOKEN_EXPIRED: 11;
   MESSAGES_DROPPED: 12;
   INTERNAL: 13;
+  /** A resumed subscription lost messages: its position is older than the peer's history. */
+  GAP: 14;
 }>;
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -50,7 +52,7 @@ export declare class FrameError extends Error {
 /** A message of a subscribed topic. */
 export declare class Message {
   readonly topic: string;
-  /** Identifies the message in the overlay. */
+  /** Identifies the message: its stream position "<unix ns>-<sequence>-<publishing peer>", which a subscription resumes after. */
   readonly id: string;
   /** Sender as the peer verified it: an app peer's ID, or "token:" and a browser's token subject (the publishing peer's ID, unverified, on open topics). */
   readonly from: string;
@@ -105,23 +107,40 @@ export interface DisconnectDetail {
   retryIn: number;
 }
 
+export interface GapDetail {
+  topic: string;
+  /** Always false: the resumed subscription lost messages. */
+  recovered: false;
+}
+
+export interface SubscribeOptions {
+  /** Start from history: after this message id, or at this time. */
+  since?: string | Date;
+}
+
 export interface ClientEventMap {
   open: CustomEvent<undefined>;
+  /** A resume (after a reconnect, or from options.since) reached further back than the peer's history. */
+  gap: CustomEvent<GapDetail>;
   disconnect: CustomEvent<DisconnectDetail>;
   close: CustomEvent<{ error: Error | null }>;
   error: CustomEvent<{ error: Error }>;
 }
 
-/** A connection to a peer that reconnects by itself until closed. */
+/** A connection to a peer that reconnects by itself until closed: to the
+ * next peer of its list after a failure, resuming each topic after the
+ * last message it delivered. */
 export declare class Client extends EventTarget {
-  constructor(url: string | URL, options?: ConnectOptions);
-  /** The resolved offer URL. */
+  constructor(url: string | URL | Array<string | URL>, options?: ConnectOptions);
+  /** The resolved offer URLs, tried in turn. */
+  readonly urls: string[];
+  /** The offer URL in use (or being tried). */
   readonly url: string;
   readonly state: "connecting" | "open" | "closed";
   /** Resolves on the first successful connection; rejects if the client closes first. */
   readonly ready: Promise<void>;
-  /** Calls handler with every message of topic; resolves once the server confirmed. */
-  subscribe(topic: string, handler: MessageHandler): Promise<void>;
+  /** Calls handler with every message of topic (from history first, with options.since); resolves once the server confirmed. */
+  subscribe(topic: string, handler: MessageHandler, options?: SubscribeOptions): Promise<void>;
   /** Removes handler (all handlers if omitted) from topic. */
   unsubscribe(topic: string, handler?: MessageHandler): Promise<void>;
   /** Publishes data (strings as UTF-8); resolves when the peer accepted it. */
@@ -142,8 +161,11 @@ export declare class Client extends EventTarget {
   removeEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | EventListenerOptions): void;
 }
 
-/** Connects to a peer (its base URL or offer URL) and returns the client at once. */
-export declare function connect(url: string | URL, options?: ConnectOptions): Client;
+/** Connects to a peer (its base URL or offer URL), or to the first of a list that answers, and returns the client at once. */
+export declare function connect(url: string | URL | Array<string | URL>, options?: ConnectOptions): Client;
+
+/** Compares two message ids as stream positions: -1, 0 or 1. */
+export declare function comparePositions(a: string, b: string): -1 | 0 | 1;
 
 /** Throws a TypeError unless topic is 1..128 characters of [A-Za-z0-9._:/-]. */
 export declare function validateTopic(topic: string): void;
@@ -156,6 +178,8 @@ export interface Frame {
   type: "subscribe" | "unsubscribe" | "publish" | "message" | "ack" | "error" | "batch";
   req?: number;
   topic?: string;
+  /** Subscribe: the position (or RFC 3339 time) to resume after. */
+  since?: string;
   payload?: Uint8Array;
   id?: string;
   from?: string;

@@ -3,9 +3,15 @@
 // and docs/browser-protocol.md for the wire protocol.
 //
 //   import { connect } from "/client.js";
-//   const client = connect("https://peer.example", { token });
+//   const client = connect(["https://peer1.example", "https://peer2.example"], { token });
 //   await client.subscribe("chat", (msg) => console.log(msg.text));
 //   await client.publish("chat", "hello");
+//
+// A client that reconnects (to the same peer or, after a failure, to the
+// next URL of its list) resumes each topic after the last message it
+// delivered: the peer replays what it missed from the topic's history,
+// once each, then goes on live. A "gap" event says when the history no
+// longer reached back that far.
 
 /** Version byte of every frame; the server refuses any other. */
 export const FRAME_VERSION = 1;
@@ -20,6 +26,9 @@ const DATA_CHANNEL_LABEL = "immense";
 
 // Servers send frames of at most their MaxFrameSize (256 KiB at most).
 const MAX_INCOMING_FRAME = 1 << 20;
+
+// Longest resume position a SUBSCRIBE carries.
+const MAX_SINCE = 256;
 
 // Frame types (second byte of a frame).
 const T_SUBSCRIBE = 1;
@@ -47,6 +56,7 @@ export const ErrorCode = Object.freeze({
   TOKEN_EXPIRED: 11,
   MESSAGES_DROPPED: 12,
   INTERNAL: 13,
+  GAP: 14,
 });
 
 const CODE_NAMES = Object.fromEntries(
@@ -114,11 +124,13 @@ export function encodeFrame(f) {
   const id = utf8.encode(f.id ?? "");
   const from = utf8.encode(f.from ?? "");
   const reason = utf8.encode(f.reason ?? "").subarray(0, 0xffff);
+  const since = utf8.encode(type === T_SUBSCRIBE ? (f.since ?? "") : "");
+  if (since.length > MAX_SINCE) throw new RangeError(`resume position of ${since.length} bytes`);
   let size = 2;
   switch (type) {
     case T_SUBSCRIBE:
     case T_UNSUBSCRIBE:
-      size += 4 + 1 + topic.length;
+      size += 4 + 1 + topic.length + (since.length ? 2 + since.length : 0);
       break;
     case T_PUBLISH:
       size += 4 + 1 + topic.length + 4 + payload.length;
@@ -150,6 +162,7 @@ export function encodeFrame(f) {
     case T_UNSUBSCRIBE:
       w.u32(f.req ?? 0);
       w.str8(topic);
+      if (since.length) w.str16(since);
       break;
     case T_PUBLISH:
       w.u32(f.req ?? 0);
@@ -214,6 +227,10 @@ function decode(bytes, maxSize, allowBatch) {
     case T_UNSUBSCRIBE:
       f.req = r.u32();
       f.topic = r.str8();
+      if (type === T_SUBSCRIBE && r.off < bytes.length) {
+        f.since = r.str16();
+        if (!f.since || f.since.length > MAX_SINCE) throw new FrameError("bad resume position");
+      }
       break;
     case T_PUBLISH:
       f.req = r.u32();
@@ -347,11 +364,38 @@ class Reader {
   }
 }
 
+/**
+ * Compares two message ids as stream positions ("<unix ns>-<sequence>-
+ * <publisher>", docs/browser-protocol.md): by time, then publisher, then
+ * sequence. Returns -1, 0 or 1.
+ * @param {string} a
+ * @param {string} b
+ */
+export function comparePositions(a, b) {
+  const p = parsePosition(a);
+  const q = parsePosition(b);
+  if (!p || !q) return a < b ? -1 : a > b ? 1 : 0;
+  for (const [x, y] of [
+    [p.ns, q.ns],
+    [p.pub, q.pub],
+    [p.seq, q.seq],
+  ]) {
+    if (x < y) return -1;
+    if (x > y) return 1;
+  }
+  return 0;
+}
+
+function parsePosition(s) {
+  const m = /^(\d+)-(\d+)-(.*)$/.exec(s);
+  return m ? { ns: BigInt(m[1]), seq: BigInt(m[2]), pub: m[3] } : null;
+}
+
 /** A message of a subscribed topic. */
 export class Message {
   constructor(topic, id, from, timeMicros, data) {
     /** @type {string} */ this.topic = topic;
-    /** @type {string} */ this.id = id;
+    /** Its stream position, which a subscription resumes after. @type {string} */ this.id = id;
     /** Sender as the peer verified it: an app peer's ID, or "token:" and a browser's token subject (unverified peer ID on open topics). @type {string} */ this.from = from;
     /** Publisher's clock, microseconds since the Unix epoch (0 if unknown). @type {number} */ this.timeMicros = timeMicros;
     /** @type {Uint8Array} */ this.data = data;
@@ -400,6 +444,16 @@ export function connect(url, options = {}) {
 }
 
 /**
+ * @param {string | URL | Array<string | URL>} urls
+ * @returns {string[]}
+ */
+function offerURLs(urls) {
+  const list = (Array.isArray(urls) ? urls : [urls]).map(offerURL);
+  if (list.length === 0) throw new TypeError("no peer URL");
+  return list;
+}
+
+/**
  * A connection to a peer. Events: "open", "disconnect" (detail: {error,
  * retryIn}), "close" (detail: {error}), "error" (detail: {error}) for
  * errors not tied to a call, such as dropped messages.
@@ -407,7 +461,13 @@ export function connect(url, options = {}) {
 export class Client extends EventTarget {
   constructor(url, options = {}) {
     super();
-    this.url = offerURL(url);
+    /** The peers' offer URLs, tried in turn. */
+    this.urls = offerURLs(url);
+    /** The offer URL of the peer in use (or being tried). */
+    this.url = this.urls[0];
+    this._urlIndex = 0;
+    /** Per topic, the position of the last message delivered, to resume after. */
+    this._cursors = new Map();
     this.options = { ...DEFAULTS, ...options, reconnect: { ...DEFAULTS.reconnect, ...(options.reconnect ?? {}) } };
     this._fetch = this.options.fetch ?? globalThis.fetch.bind(globalThis);
     this._RTCPeerConnection = this.options.RTCPeerConnection ?? globalThis.RTCPeerConnection;
@@ -442,10 +502,16 @@ export class Client extends EventTarget {
    * has confirmed the subscription (after a reconnect, if it happens
    * while disconnected); rejects with a ServerError if refused, in which
    * case the handler is removed.
+   *
+   * options.since starts the subscription from history: a message id (the
+   * topic's messages after it that the peer's history holds come first,
+   * then the live ones), or a Date (those published since). A "gap"
+   * event says when the history does not reach back that far.
    * @param {string} topic
    * @param {(msg: Message) => void} handler
+   * @param {{since?: string | Date}} [options]
    */
-  subscribe(topic, handler) {
+  subscribe(topic, handler, options = {}) {
     validateTopic(topic);
     if (typeof handler !== "function") throw new TypeError("handler must be a function");
     if (this.state === "closed") return Promise.reject(new Error("client closed"));
@@ -454,6 +520,8 @@ export class Client extends EventTarget {
       set.add(handler);
       return this._ready.get(topic)?.promise ?? Promise.resolve();
     }
+    if (options.since instanceof Date) this._cursors.set(topic, options.since.toISOString());
+    else if (options.since) this._cursors.set(topic, String(options.since));
     set = new Set([handler]);
     this._handlers.set(topic, set);
     const d = deferred();
@@ -474,6 +542,7 @@ export class Client extends EventTarget {
     if (handler) set.delete(handler);
     if (handler && set.size > 0) return Promise.resolve();
     this._handlers.delete(topic);
+    this._cursors.delete(topic);
     this._ready.get(topic)?.reject(new Error("unsubscribed"));
     this._ready.delete(topic);
     if (this.state !== "open") return Promise.resolve(); // nothing to undo on the server
@@ -573,8 +642,13 @@ export class Client extends EventTarget {
       this._pending.delete(req);
       p.reject(new Error(`connection lost before the server answered: ${error.message}`));
     }
+    // Fail over: the next attempt goes to the next peer of the list.
+    this._urlIndex = (this._urlIndex + 1) % this.urls.length;
+    this.url = this.urls[this._urlIndex];
     const { initialDelay, maxDelay, factor } = this.options.reconnect;
-    const base = Math.min(maxDelay, initialDelay * factor ** this._attempt++);
+    // A full round of the list before backing off further.
+    const round = Math.floor(this._attempt++ / this.urls.length);
+    const base = Math.min(maxDelay, initialDelay * factor ** round);
     // Half fixed, half random: spreads the reconnects of many browsers
     // after a peer restart, while never retrying immediately.
     const retryIn = Math.round(base / 2 + Math.random() * (base / 2));
@@ -635,7 +709,8 @@ export class Client extends EventTarget {
         // A lost connection is retried by the resubscribe on reconnect.
       },
     });
-    this._send(encodeFrame({ type: "subscribe", req, topic }));
+    // Resume after the last message delivered, if any (or options.since).
+    this._send(encodeFrame({ type: "subscribe", req, topic, since: this._cursors.get(topic) }));
   }
 
   _request(frame) {
@@ -719,6 +794,8 @@ export class Client extends EventTarget {
         const set = this._handlers.get(f.topic);
         if (!set) return; // unsubscribed; already on its way
         const msg = new Message(f.topic, f.id, f.from, f.time, f.payload);
+        const cursor = this._cursors.get(f.topic);
+        if (f.id && (!cursor || !parsePosition(cursor) || comparePositions(f.id, cursor) > 0)) this._cursors.set(f.topic, f.id);
         for (const h of [...set]) {
           try {
             h(msg);
@@ -744,6 +821,10 @@ export class Client extends EventTarget {
         }
         if (f.code === ErrorCode.SUBSCRIPTION_LOST && this._handlers.has(f.topic) && this.state === "open") {
           this._sendSubscribe(f.topic);
+        }
+        if (f.code === ErrorCode.GAP) {
+          this.dispatchEvent(new CustomEvent("gap", { detail: { topic: f.topic, recovered: false } }));
+          return;
         }
         // TOKEN_EXPIRED: the server closes the channel next, and the
         // reconnect asks options.token for a fresh token.

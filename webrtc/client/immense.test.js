@@ -276,3 +276,46 @@ test("forbidden subscription rejects and removes the handler; publishes wait for
   await assert.rejects(client.publish("chat", new Uint8Array(70000)), RangeError);
   client.close();
 });
+
+test("failover across peer URLs resumes after the last message, and reports a gap", async () => {
+  const srv = new FakeServer();
+  const client = connect(["https://a.example", "https://b.example/"], {
+    token: "good",
+    fetch: srv.fetch,
+    RTCPeerConnection: fakeWebRTC(srv),
+    reconnect: fastReconnect(),
+  });
+  const got = [];
+  await client.subscribe("chat", (m) => got.push(m));
+  assert.equal(srv.offers[0].url, "https://a.example/v1/webrtc/offer");
+  assert.equal(srv.frames.find((f) => f.type === "subscribe").since, undefined, "a first subscribe is live only");
+  const msg = (id, text) =>
+    encodeFrame({ type: "message", topic: "chat", id, from: "token:alice", time: 1700000000123456, payload: new TextEncoder().encode(text) });
+  // Positions out of order: the cursor is the highest one.
+  srv.channel.deliver(encodeFrame({ type: "batch", items: [msg("1700000000000000002-7-12D3KooWp", "b"), msg("1700000000000000001-9-12D3KooWq", "a")] }));
+  await client.publish("chat", "sync");
+  assert.deepEqual(
+    got.map((m) => [m.id, m.from, m.time.getTime(), m.text]),
+    [
+      ["1700000000000000002-7-12D3KooWp", "token:alice", 1700000000123, "b"],
+      ["1700000000000000001-9-12D3KooWq", "token:alice", 1700000000123, "a"],
+    ],
+  );
+
+  srv.drop();
+  await once(client, "open");
+  assert.equal(srv.offers[1].url, "https://b.example/v1/webrtc/offer", "reconnects to the next peer");
+  assert.equal(client.url, "https://b.example/v1/webrtc/offer");
+  const resub = srv.frames.filter((f) => f.type === "subscribe").at(-1);
+  assert.equal(resub.since, "1700000000000000002-7-12D3KooWp");
+
+  const gap = once(client, "gap");
+  srv.channel.deliver(encodeFrame({ type: "error", code: ErrorCode.GAP, topic: "chat", reason: "lost" }));
+  const { detail } = await gap;
+  assert.deepEqual(detail, { topic: "chat", recovered: false });
+
+  // An explicit starting point: a time goes as RFC 3339.
+  await client.subscribe("news", () => {}, { since: new Date(Date.UTC(2026, 0, 2, 3, 4, 5)) });
+  assert.equal(srv.frames.filter((f) => f.type === "subscribe").at(-1).since, "2026-01-02T03:04:05.000Z");
+  client.close();
+});

@@ -14,7 +14,7 @@
 // ?tokenURL=https://app.example/token&peer=https://evil.example would
 // otherwise hand the user's token to a stranger.
 
-import { connect, ErrorCode } from "./client.js";
+import { comparePositions, connect, ErrorCode } from "./client.js";
 
 const params = new URLSearchParams(location.search);
 const room = params.get("room") || "demo/chat";
@@ -77,6 +77,9 @@ client.addEventListener("close", (e) => {
   setState("closed");
   showError(e.detail.error);
 });
+client.addEventListener("gap", (e) => {
+  if (e.detail.topic === room && resumed) showError("some messages of this room were missed while away (older than the peer's history)");
+});
 client.addEventListener("error", (e) => {
   const err = e.detail.error;
   if (err.code === ErrorCode.MESSAGES_DROPPED) return; // the counter shows it
@@ -90,6 +93,21 @@ nameInput.value = localStorage.getItem("immense-demo-name") || `guest-${Math.flo
 nameInput.addEventListener("change", () => localStorage.setItem("immense-demo-name", nameInput.value));
 
 const list = $("messages");
+// The room's conversation survives a page reload: what was shown is kept
+// in this tab's sessionStorage with the position of the last message, and
+// the reloaded page resumes after it (the peer replays what it missed).
+// A fresh page shows the peer's recent history instead.
+const logKey = `immense-demo-log:${room}`;
+const cursorKey = `immense-demo-cursor:${room}`;
+const kept = JSON.parse(sessionStorage.getItem(logKey) || "[]");
+const resumed = sessionStorage.getItem(cursorKey);
+function remember(entry, id) {
+  kept.push(entry);
+  while (kept.length > 500) kept.shift();
+  const cursor = sessionStorage.getItem(cursorKey);
+  if (!cursor || comparePositions(id, cursor) > 0) sessionStorage.setItem(cursorKey, id);
+  sessionStorage.setItem(logKey, JSON.stringify(kept));
+}
 function addMessage(who, text, time) {
   const li = document.createElement("li");
   const w = document.createElement("span");
@@ -105,17 +123,28 @@ function addMessage(who, text, time) {
   if (atBottom) list.scrollTop = list.scrollHeight;
 }
 
-client
-  .subscribe(room, (msg) => {
-    count(msg);
-    let m;
-    try {
-      m = JSON.parse(msg.text);
-    } catch {
-      m = { name: "?", text: msg.text };
-    }
-    addMessage(String(m.name ?? "?"), String(m.text ?? ""), msg.time);
-  })
+for (const e of kept) addMessage(e.who, e.text, new Date(e.time));
+
+// For the console and browser tests: resolves once the room is followed.
+window.roomReady = client
+  .subscribe(
+    room,
+    (msg) => {
+      count(msg);
+      let m;
+      try {
+        m = JSON.parse(msg.text);
+      } catch {
+        m = { name: "?", text: msg.text };
+      }
+      const who = String(m.name ?? "?");
+      const text = String(m.text ?? "");
+      const time = msg.time || new Date();
+      addMessage(who, text, time);
+      remember({ who, text, time: time.getTime() }, msg.id);
+    },
+    { since: resumed || new Date(Date.now() - 5 * 60_000) },
+  )
   .catch(showError);
 
 $("send").addEventListener("submit", async (e) => {
