@@ -58,10 +58,10 @@ type session struct {
 	busy         bool // the writer or a fan-out is writing to dc
 	topics       map[string]struct{}
 	resume       map[string]*resumeState // topics being resumed (resume.go)
-	control      [][]byte // ACK and ERROR frames, written before messages
-	queue        ring     // encoded MESSAGE frames, shared between sessions
-	dropped      int      // messages dropped since the browser was last told
-	closeAfter   string   // close with this reason once control is written
+	control      [][]byte                // ACK and ERROR frames, written before messages
+	queue        ring                    // encoded MESSAGE frames, shared between sessions
+	dropped      int                     // messages dropped since the browser was last told
+	closeAfter   string                  // close with this reason once control is written
 	connectTimer *time.Timer
 	expiryTimer  *time.Timer
 	flushTimer   *time.Timer // closes an expired session its writer cannot
