@@ -24,6 +24,9 @@ type memBus struct {
 
 	subscribes atomic.Int64 // Subscribe calls, to check the bridge shares them
 	publishErr error        // if set, Publish fails with it
+	// published, if set, sees each message as it is published, under mu
+	// (histBus keeps history with it).
+	published func(Message)
 }
 
 type memSub struct {
@@ -97,6 +100,9 @@ func (b *memBus) Publish(ctx context.Context, topic string, data []byte, token s
 	m := Message{Topic: topic, ID: fmt.Sprintf("%x", b.seq), From: b.from, Time: time.Now(), Data: data}
 	if token != "" {
 		m.Sender = "token:browser"
+	}
+	if b.published != nil {
+		b.published(m)
 	}
 	subs := make([]*memSub, 0, len(b.subs[topic]))
 	for s := range b.subs[topic] {

@@ -252,6 +252,14 @@ func (c *Client) Subscribe(ctx context.Context, topic string) error {
 	return c.request(ctx, &frame{typ: frameSubscribe, topic: topic})
 }
 
+// SubscribeSince is Subscribe resuming after position since (a Message
+// ID): the server sends the topic's messages after it that its history
+// holds, then the live ones. If its history does not reach back to since,
+// a *ServerError of CodeGap goes to the error handler first.
+func (c *Client) SubscribeSince(ctx context.Context, topic, since string) error {
+	return c.request(ctx, &frame{typ: frameSubscribe, topic: topic, since: since})
+}
+
 // Unsubscribe stops the messages of topic. Messages already on their way
 // may still arrive.
 func (c *Client) Unsubscribe(ctx context.Context, topic string) error {
