@@ -227,7 +227,10 @@ func (r *runner) quantile(q float64) time.Duration {
 // The same run measures our layer with publish authorization on (the
 // publisher holds the app's topic key, the subscribers its public half),
 // reported as auth-* and as ratios to our layer without it (auth-p50-ratio
-// <= 1.15 and auth-throughput-ratio >= 0.9 are the targets).
+// <= 1.15 and auth-throughput-ratio >= 0.9 are the targets). Our layer
+// keeps history by default (history.go); the same run measures it with
+// history off, and history-p50-ratio (on/off, target <= 1.10) and
+// history-throughput-ratio compare the two.
 func BenchmarkPublishDeliver(b *testing.B) {
 	for _, n := range []int{10, 30} {
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
@@ -241,12 +244,13 @@ func BenchmarkPublishDeliver(b *testing.B) {
 					c.Auth.PublicKeys = []ed25519.PublicKey{key.Public().(ed25519.PublicKey)}
 				}
 			})
-			r, o, a := raw.start(b), ours.start(b), authed.start(b)
+			noHistory := overlayFanout(b, loopbackHosts(b, n, 7), func(_ int, c *Config) { c.History = HistoryConfig{} })
+			r, o, a, h := raw.start(b), ours.start(b), authed.start(b), noHistory.start(b)
 			b.ResetTimer()
 			// Interleave them so that machine noise hits all alike. A later
 			// place in a round measures slower (the others' gossip is still
 			// settling), so they take turns at each place.
-			order := []*runner{r, o, a}
+			order := []*runner{r, o, a, h}
 			for i := range int64(b.N) {
 				for j := range order {
 					order[(int(i)+j)%len(order)].one(i)
@@ -269,6 +273,10 @@ func BenchmarkPublishDeliver(b *testing.B) {
 			b.ReportMetric(ms(a.quantile(0.5)), "auth-p50-ms")
 			b.ReportMetric(aRate/oRate, "auth-throughput-ratio")
 			b.ReportMetric(float64(a.quantile(0.5))/float64(o.quantile(0.5)), "auth-p50-ratio")
+			hRate := float64(b.N) / h.dur.Seconds()
+			b.ReportMetric(ms(h.quantile(0.5)), "nohistory-p50-ms")
+			b.ReportMetric(oRate/hRate, "history-throughput-ratio")
+			b.ReportMetric(float64(o.quantile(0.5))/float64(h.quantile(0.5)), "history-p50-ratio")
 		})
 	}
 }

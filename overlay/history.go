@@ -68,7 +68,8 @@ type HistoryConfig struct {
 	// leave a hole. 0 fetches nothing.
 	FetchPeers int
 	// FetchTimeout bounds the wait for the topic's first subscribers and
-	// each fetch, on both sides. Default 5 s.
+	// each fetch, on both sides (a served request gets it too, or 5 s if
+	// unset). Default 5 s.
 	FetchTimeout time.Duration
 	// ServeRate and ServeBurst bound the history requests one peer may
 	// make of us per second. Defaults 1/s and 10: a peer asks once per
@@ -128,7 +129,7 @@ func (c *HistoryConfig) validate() []error {
 	if c.FetchPeers < 0 || c.FetchPeers > 16 {
 		errs = append(errs, fmt.Errorf("History.FetchPeers must be in [0, 16], got %d", c.FetchPeers))
 	}
-	if c.FetchTimeout <= 0 {
+	if c.FetchPeers > 0 && c.FetchTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("History.FetchTimeout must be > 0, got %v", c.FetchTimeout))
 	}
 	if c.ServeRate < 0 || (c.ServeRate > 0 && c.ServeBurst < 1) {

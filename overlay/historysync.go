@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -402,7 +403,7 @@ func (o *Overlay) handleHistory(st network.Stream) {
 	}
 	stop := context.AfterFunc(o.ctx, func() { st.Reset() })
 	defer stop()
-	st.SetDeadline(time.Now().Add(o.cfg.History.FetchTimeout))
+	st.SetDeadline(time.Now().Add(cmp.Or(o.cfg.History.FetchTimeout, 5*time.Second)))
 	if err := o.serveHistory(st, from); err != nil {
 		o.metrics.historyServes.WithLabelValues("refused").Inc()
 		o.log.Debug("history request", "peer", from, "err", err)
