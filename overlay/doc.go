@@ -84,4 +84,32 @@
 // else is rejected (the forwarder loses score) and counted. Delivered
 // messages carry their verified Sender. authorize.go has the details and
 // what an attacker can still do.
+//
+// # History protocol /immense/history/1.0.0
+//
+// Every subscribed topic keeps a window of its recent messages, in
+// position order (position.go, history.go). A peer that subscribes to a
+// topic asks up to HistoryConfig.FetchPeers of its subscribers for their
+// window. One request and one answer per stream; frames are
+//
+//	length u32 BE | body
+//
+// position: time i64 BE (Unix ns, 0 for none) | sequence u64 BE | publisher len u8 | publisher id bytes
+//
+//	request (at most 512 bytes): version u8 = 1 | type u8 = 1 | topic len u8 | topic | since position | count u16 (1..1000)
+//	answer header (at most 512): version u8 = 1 | type u8 = 2 | floor position | count u16 (<= 1000)
+//	then count frames: one gossipsub message each (protobuf, as gossipsub sends it, signed by its publisher)
+//
+// The answer holds the server's messages after since, the newest count if
+// there are more, at most 8 MiB, in position order; floor says the server
+// holds every message after it (the requester takes the highest floor of
+// those that answered). The requester checks each message as gossipsub and
+// the validator would have on receipt, its publisher's right to the topic
+// as of its publication time, strictly increasing positions after floor,
+// and gives the exchange HistoryConfig.FetchTimeout. The server answers
+// only a peer that gossipsub knows as a subscriber of the topic (it
+// receives those messages by gossip anyway), at most
+// HistoryConfig.ServeRate requests a second per peer and 8 at once, and
+// resets the stream for anything else: a malformed request, a topic it
+// keeps no window of.
 package overlay
