@@ -379,14 +379,9 @@ func (o *Overlay) checkFetched(name, wire string, b []byte, now time.Time) (hist
 // gossip anyway, within the per-peer request rate and maxHistoryServes.
 func (o *Overlay) handleHistory(st network.Stream) {
 	from := st.Conn().RemotePeer()
-	o.mu.Lock()
-	if o.closed {
-		o.mu.Unlock()
-		st.Reset()
+	if !o.enterHandler(st) {
 		return
 	}
-	o.wg.Add(1)
-	o.mu.Unlock()
 	defer o.wg.Done()
 	if !o.histServe.allow(from, time.Now()) {
 		o.metrics.historyServes.WithLabelValues("rate").Inc()

@@ -61,6 +61,20 @@ func (o *Overlay) JoinStats() JoinStats {
 // /immense/join/1.0.0 under the default prefix.
 func (o *Overlay) JoinProtocol() protocol.ID { return o.cfg.ProtocolPrefix + "/join/1.0.0" }
 
+// enterHandler counts a stream handler in o.wg, which the caller then
+// marks Done, unless the overlay is closed: then it resets st and reports
+// false.
+func (o *Overlay) enterHandler(st network.Stream) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		st.Reset()
+		return false
+	}
+	o.wg.Add(1)
+	return true
+}
+
 // shedLog aggregates the server's refusals into one log line per
 // shedLogInterval.
 type shedLog struct {
@@ -72,14 +86,9 @@ type shedLog struct {
 
 // handleJoin serves one join request.
 func (o *Overlay) handleJoin(st network.Stream) {
-	o.mu.Lock()
-	if o.closed {
-		o.mu.Unlock()
-		st.Reset()
+	if !o.enterHandler(st) {
 		return
 	}
-	o.wg.Add(1)
-	o.mu.Unlock()
 	defer o.wg.Done()
 	stop := context.AfterFunc(o.ctx, func() { st.Reset() })
 	defer stop()
