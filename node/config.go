@@ -147,6 +147,9 @@ type Config struct {
 	// HostOptions are appended to the libp2p options the node builds. Tests
 	// and the simulator use them to run on a simulated network.
 	HostOptions []libp2p.Option
+
+	// Presence turns on who-is-here for some topics (presence.go).
+	Presence PresenceConfig
 }
 
 // DefaultConfig is the preset for a peer run by an operator on a server or a
@@ -365,6 +368,7 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("Browsers: %w", err))
 		}
 	}
+	errs = append(errs, c.Presence.validate()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("node config: %w", err)
 	}

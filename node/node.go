@@ -46,6 +46,7 @@ type Node struct {
 	bw           *metrics.BandwidthCounter
 	reachability atomic.Value // network.Reachability
 	apiToken     string       // the control API's bearer token (apiauth.go)
+	presence     *presence    // nil without Config.Presence.Topics
 }
 
 // New starts a node: it loads or creates the identity in cfg.DataDir, starts
@@ -129,6 +130,9 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if err := n.startState(); err != nil {
 		n.Close()
 		return nil, err
+	}
+	if len(cfg.Presence.Topics) > 0 {
+		n.presence = newPresence(n, cfg.Presence) // before the browsers, which report to it
 	}
 	if err := n.startBrowsers(); err != nil {
 		n.Close()
@@ -290,6 +294,8 @@ func (n *Node) Subscribe(ctx context.Context, topic string, opts ...SubscribeOpt
 		defer sub.Cancel()
 		defer cancel()
 		defer stop()
+		n.presence.join(topic, n.host.ID().String())
+		defer n.presence.leave(topic, n.host.ID().String())
 		var resume *overlay.Resume
 		if so.resume {
 			var ok bool

@@ -1,0 +1,385 @@
+package node
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/immense-p2p/immense/internal/topicname"
+	"github.com/immense-p2p/immense/overlay"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Presence: who follows a topic, for the topics Config.Presence names.
+// A member is a browser, by its token's subject ("token:<sub>"), or a peer
+// with a local subscriber (node.Subscribe, an SSE stream), by its peer id;
+// each is listed with the peer it is on. Every peer with members on a
+// topic announces them on the topic's presence topic ("_presence:" + the
+// topic) every Interval, and at once (at most every presenceMinGap) when
+// one joins or leaves; an announcement replaces that peer's previous one,
+// and one not renewed within 3 Intervals expires. So every peer's view
+// converges within about one Interval of a change, and within 3 Intervals
+// of a peer's death (the bound docs/architecture.md states). Events are
+// the differences between successive views.
+
+// PresenceConfig turns presence on for some topics.
+type PresenceConfig struct {
+	// Topics are the topic patterns (a name, or a prefix and "*") with
+	// presence. Empty: presence is off.
+	Topics []string
+	// Interval is how often a peer announces its members. Default 5 s: a
+	// peer that died is gone from everyone's view within 15 s.
+	Interval time.Duration
+}
+
+const (
+	presencePrefix = "_presence:"
+	// presenceMinGap spaces a peer's announcements of one topic.
+	presenceMinGap = 200 * time.Millisecond
+	// maxPresenceMembers caps the members one announcement carries and
+	// maxPresencePeers the peers one topic's view keeps, so a stranger's
+	// announcements cost bounded memory.
+	maxPresenceMembers = 1000
+	maxPresencePeers   = 1024
+	maxMemberID        = 256
+)
+
+// ErrNoPresence is returned for a topic without presence (Config.Presence).
+var ErrNoPresence = errors.New("presence is not on for this topic")
+
+// Member is one member of a topic: ID is "token:<sub>" for a browser, or
+// a peer id for a peer with a local subscriber; Peer is the peer it is on.
+type Member struct {
+	ID   string `json:"id"`
+	Peer string `json:"peer"`
+}
+
+// PresenceEvent is a member joining or leaving a topic.
+type PresenceEvent struct {
+	Topic  string `json:"topic"`
+	Member Member `json:"member"`
+	Joined bool   `json:"joined"`
+}
+
+// announcement is the wire form of a peer's members of a topic (JSON).
+type announcement struct {
+	Members []string `json:"members"`
+}
+
+// decodeAnnouncement parses a presence message strictly and within the
+// caps.
+func decodeAnnouncement(b []byte) ([]string, error) {
+	var a announcement
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&a); err != nil {
+		return nil, fmt.Errorf("presence announcement: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("presence announcement: trailing data")
+	}
+	if len(a.Members) > maxPresenceMembers {
+		return nil, fmt.Errorf("presence announcement: %d members, at most %d", len(a.Members), maxPresenceMembers)
+	}
+	for _, m := range a.Members {
+		if m == "" || len(m) > maxMemberID {
+			return nil, fmt.Errorf("presence announcement: member id of %d bytes", len(m))
+		}
+	}
+	return a.Members, nil
+}
+
+// presence tracks the presence topics of a node.
+type presence struct {
+	n   *Node
+	cfg PresenceConfig
+
+	mu     sync.Mutex
+	topics map[string]*presenceTopic
+}
+
+// presenceTopic is one topic's view. Guarded by presence.mu.
+type presenceTopic struct {
+	name     string
+	local    map[string]int // member id -> local subscriptions
+	remote   map[peer.ID]remoteMembers
+	view     map[Member]struct{}
+	watchers map[chan PresenceEvent]struct{}
+	cancel   context.CancelFunc // ends the presence subscription
+	kick     chan struct{}      // a local change to announce
+}
+
+type remoteMembers struct {
+	ids     []string
+	expires time.Time
+}
+
+func newPresence(n *Node, cfg PresenceConfig) *presence {
+	if cfg.Interval == 0 {
+		cfg.Interval = 5 * time.Second
+	}
+	return &presence{n: n, cfg: cfg, topics: make(map[string]*presenceTopic)}
+}
+
+func (c PresenceConfig) validate() []error {
+	var errs []error
+	for _, p := range c.Topics {
+		if err := topicname.CheckPattern(p); err != nil {
+			errs = append(errs, fmt.Errorf("Presence.Topics: %w", err))
+		}
+	}
+	if c.Interval < 0 {
+		errs = append(errs, fmt.Errorf("Presence.Interval must be >= 0, got %v", c.Interval))
+	}
+	return errs
+}
+
+// on reports whether topic has presence.
+func (p *presence) on(topic string) bool {
+	return p != nil && topicname.Match(p.cfg.Topics, topic) && overlay.ValidateTopic(presencePrefix+topic) == nil
+}
+
+// topic returns topic's state, starting its presence subscription and
+// announcer if needed. p.mu must be held.
+func (p *presence) topic(name string) (*presenceTopic, error) {
+	if t := p.topics[name]; t != nil {
+		return t, nil
+	}
+	sub, err := p.n.overlay.Subscribe(presencePrefix + name)
+	if err != nil {
+		return nil, fmt.Errorf("presence of %q: %w", name, err)
+	}
+	ctx, cancel := context.WithCancel(p.n.ctx)
+	t := &presenceTopic{name: name, local: map[string]int{}, remote: map[peer.ID]remoteMembers{},
+		view: map[Member]struct{}{}, watchers: map[chan PresenceEvent]struct{}{}, cancel: cancel, kick: make(chan struct{}, 1)}
+	p.topics[name] = t
+	p.n.wg.Add(2)
+	go p.receive(ctx, t, sub)
+	go p.announce(ctx, t)
+	return t, nil
+}
+
+// join and leave count a local member of topic.
+func (p *presence) join(topic, id string) {
+	if !p.on(topic) {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t, err := p.topic(topic)
+	if err != nil {
+		p.n.log.Warn("presence", "topic", topic, "err", err)
+		return
+	}
+	t.local[id]++
+	p.update(t, time.Now())
+	signalKick(t.kick)
+}
+
+func (p *presence) leave(topic, id string) {
+	if !p.on(topic) {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t := p.topics[topic]
+	if t == nil || t.local[id] == 0 {
+		return
+	}
+	if t.local[id]--; t.local[id] == 0 {
+		delete(t.local, id)
+	}
+	p.update(t, time.Now())
+	signalKick(t.kick)
+}
+
+func signalKick(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// update recomputes t's view, drops expired announcements and tells the
+// watchers what changed. p.mu must be held.
+func (p *presence) update(t *presenceTopic, now time.Time) {
+	view := make(map[Member]struct{}, len(t.view))
+	self := p.n.host.ID()
+	for id := range t.local {
+		view[Member{ID: id, Peer: self.String()}] = struct{}{}
+	}
+	for from, r := range t.remote {
+		if now.After(r.expires) {
+			delete(t.remote, from)
+			continue
+		}
+		for _, id := range r.ids {
+			view[Member{ID: id, Peer: from.String()}] = struct{}{}
+		}
+	}
+	var events []PresenceEvent
+	for m := range view {
+		if _, ok := t.view[m]; !ok {
+			events = append(events, PresenceEvent{Topic: t.name, Member: m, Joined: true})
+		}
+	}
+	for m := range t.view {
+		if _, ok := view[m]; !ok {
+			events = append(events, PresenceEvent{Topic: t.name, Member: m})
+		}
+	}
+	t.view = view
+	for ch := range t.watchers {
+		for _, e := range events {
+			select {
+			case ch <- e:
+			default: // a watcher that does not keep up misses events; Presence has the view
+			}
+		}
+	}
+}
+
+// receive applies other peers' announcements.
+func (p *presence) receive(ctx context.Context, t *presenceTopic, sub *overlay.Subscription) {
+	defer p.n.wg.Done()
+	defer sub.Cancel()
+	for {
+		m, err := sub.Next(ctx)
+		if err != nil {
+			return
+		}
+		if m.From == p.n.host.ID() {
+			continue
+		}
+		ids, err := decodeAnnouncement(m.Data)
+		if err != nil {
+			p.n.log.Debug("bad presence announcement", "topic", t.name, "from", m.From, "err", err)
+			continue
+		}
+		p.mu.Lock()
+		if _, known := t.remote[m.From]; known || len(t.remote) < maxPresencePeers {
+			if len(ids) == 0 {
+				delete(t.remote, m.From)
+			} else {
+				t.remote[m.From] = remoteMembers{ids: ids, expires: time.Now().Add(3 * p.cfg.Interval)}
+			}
+		}
+		p.update(t, time.Now())
+		p.mu.Unlock()
+	}
+}
+
+// announce publishes this peer's members of t every Interval (from a
+// random point of the first, so peers do not announce in step) and on
+// every local change, and expires others' announcements. It ends the
+// topic once it has neither local members nor watchers, after announcing
+// that it has none.
+func (p *presence) announce(ctx context.Context, t *presenceTopic) {
+	defer p.n.wg.Done()
+	tick := time.NewTimer(time.Duration(rand.Int64N(int64(p.cfg.Interval))))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			tick.Reset(p.cfg.Interval)
+		case <-t.kick:
+		}
+		p.mu.Lock()
+		p.update(t, time.Now())
+		ids := make([]string, 0, len(t.local))
+		for id := range t.local {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		done := len(t.local) == 0 && len(t.watchers) == 0
+		if done {
+			delete(p.topics, t.name)
+			t.cancel()
+		}
+		p.mu.Unlock()
+		b, _ := json.Marshal(announcement{Members: ids[:min(len(ids), maxPresenceMembers)]})
+		pctx, cancel := context.WithTimeout(p.n.ctx, p.cfg.Interval)
+		if err := p.n.overlay.Publish(pctx, presencePrefix+t.name, b); err != nil {
+			p.n.log.Debug("presence announcement", "topic", t.name, "err", err)
+		}
+		cancel()
+		if done {
+			return
+		}
+		select { // space announcements
+		case <-ctx.Done():
+			return
+		case <-time.After(presenceMinGap):
+		}
+	}
+}
+
+// Presence returns the members of topic as this node sees them, sorted.
+// The node must follow the topic's presence: it does while it has local
+// members or watchers; otherwise the view is empty.
+func (n *Node) Presence(topic string) ([]Member, error) {
+	if !n.presence.on(topic) {
+		return nil, fmt.Errorf("%w: %q", ErrNoPresence, topic)
+	}
+	p := n.presence
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []Member
+	if t := p.topics[topic]; t != nil {
+		p.update(t, time.Now())
+		for m := range t.view {
+			out = append(out, m)
+		}
+	}
+	slices.SortFunc(out, func(a, b Member) int { return cmp.Or(cmp.Compare(a.ID, b.ID), cmp.Compare(a.Peer, b.Peer)) })
+	return out, nil
+}
+
+// WatchPresence follows the presence of topic: a join event for every
+// current member first, then joins and leaves as they happen, until ctx
+// ends (the channel is then closed). A watcher that falls more than 256 events behind misses some
+// (Presence has the whole view).
+func (n *Node) WatchPresence(ctx context.Context, topic string) (<-chan PresenceEvent, error) {
+	if !n.presence.on(topic) {
+		return nil, fmt.Errorf("%w: %q", ErrNoPresence, topic)
+	}
+	p := n.presence
+	ch := make(chan PresenceEvent, 256)
+	p.mu.Lock()
+	t, err := p.topic(topic)
+	if err != nil {
+		p.mu.Unlock()
+		return nil, err
+	}
+	for m := range t.view {
+		select {
+		case ch <- PresenceEvent{Topic: topic, Member: m, Joined: true}:
+		default:
+		}
+	}
+	t.watchers[ch] = struct{}{}
+	p.mu.Unlock()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		select {
+		case <-ctx.Done():
+		case <-n.ctx.Done():
+		}
+		p.mu.Lock()
+		delete(t.watchers, ch)
+		close(ch)
+		signalKick(t.kick)
+		p.mu.Unlock()
+	}()
+	return ch, nil
+}

@@ -1,0 +1,98 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/immense-p2p/immense/internal/simtest"
+)
+
+// TestPresence: peers with subscribers of a presence topic see each other
+// as members within the documented bound (3 announcement intervals), get
+// join and leave events, and lose a member whose peer died within it.
+func TestPresence(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newSimNet(t, simtest.Config{}, 3, nil, func(_ int, c *Config) {
+			c.Presence = PresenceConfig{Topics: []string{"room/*"}, Interval: time.Second}
+		})
+		s.start(s.nodes[0], nil)
+		boot := s.bootstrapAddrs()
+		s.start(s.nodes[1], boot)
+		s.start(s.nodes[2], boot)
+		a, b, c := s.nodes[0].n, s.nodes[1].n, s.nodes[2].n
+		ctx := t.Context()
+		events, err := a.WatchPresence(ctx, "room/1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Presence("other"); err == nil {
+			t.Error("presence of a topic without it")
+		}
+		bctx, bcancel := context.WithCancel(ctx)
+		if _, err := b.Subscribe(bctx, "room/1"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Subscribe(ctx, "room/1"); err != nil {
+			t.Fatal(err)
+		}
+		bound := 3 * time.Second
+		time.Sleep(5 * time.Second) // meshes form, then within the bound
+		members := []Member{{ID: b.ID().String(), Peer: b.ID().String()}, {ID: c.ID().String(), Peer: c.ID().String()}}
+		slices.SortFunc(members, func(x, y Member) int { return strings.Compare(x.ID, y.ID) })
+		want := fmt.Sprint(members)
+		if got, _ := a.Presence("room/1"); fmt.Sprint(got) != want {
+			t.Fatalf("a sees %v, want %s", got, want)
+		}
+		joined := map[string]bool{}
+		for len(joined) < 2 {
+			e := <-events
+			if !e.Joined {
+				t.Fatalf("unexpected %+v", e)
+			}
+			joined[e.Member.ID] = true
+		}
+
+		bcancel() // b's subscriber leaves: an announcement at once
+		time.Sleep(bound)
+		if e := <-events; e.Joined || e.Member.ID != b.ID().String() {
+			t.Fatalf("after b left: %+v", e)
+		}
+		s.stop(s.nodes[2]) // c's peer dies: gone within the bound
+		time.Sleep(bound + time.Second)
+		if e := <-events; e.Joined || e.Member.ID != c.ID().String() {
+			t.Fatalf("after c died: %+v", e)
+		}
+		if got, _ := a.Presence("room/1"); len(got) != 0 {
+			t.Fatalf("a still sees %v", got)
+		}
+	})
+}
+
+
+// FuzzPresenceAnnouncement: announcements as a stranger sends them decode
+// within the caps or are refused, without a panic.
+func FuzzPresenceAnnouncement(f *testing.F) {
+	f.Add([]byte(`{"members":["token:alice","12D3KooWx"]}`))
+	f.Add([]byte(`{"members":[]}`))
+	f.Add([]byte(`{"members":[""]}`))
+	f.Add([]byte(`{"members":["a"],"x":1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ids, err := decodeAnnouncement(b)
+		if err != nil {
+			return
+		}
+		if len(ids) > maxPresenceMembers {
+			t.Fatalf("%d members accepted", len(ids))
+		}
+		for _, id := range ids {
+			if id == "" || len(id) > maxMemberID {
+				t.Fatalf("member id %q accepted", id)
+			}
+		}
+	})
+}
