@@ -73,7 +73,6 @@ func TestPresence(t *testing.T) {
 	})
 }
 
-
 // FuzzPresenceAnnouncement: announcements as a stranger sends them decode
 // within the caps or are refused, without a panic.
 func FuzzPresenceAnnouncement(f *testing.F) {
