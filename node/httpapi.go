@@ -233,8 +233,18 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 // history window, then goes on live, without duplicates (node.Since). If
 // the cursor is older than the window, an event of type "gap" (data: the
 // topic as JSON) comes first: some messages were lost.
+//
+// Presence: for a topic with presence (Config.Presence), GET
+// /v1/topics/{topic}/presence answers its members as this peer sees them,
+// as JSON {"topic", "count", "members": [{"id", "peer"}]}. The suffix is
+// taken as this only for such topics.
 func (a *api) subscribe(w http.ResponseWriter, r *http.Request) {
 	topic := r.PathValue("topic")
+	if t, ok := strings.CutSuffix(topic, "/presence"); ok && a.n.presence.on(t) {
+		members, _ := a.n.Presence(t)
+		writeJSON(w, http.StatusOK, map[string]any{"topic": t, "count": len(members), "members": append([]Member{}, members...)})
+		return
+	}
 	if err := overlay.ValidateTopic(topic); err != nil {
 		writeError(w, http.StatusBadRequest, err)
 		return

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -92,6 +93,23 @@ func FuzzPresenceAnnouncement(f *testing.F) {
 			if id == "" || len(id) > maxMemberID {
 				t.Fatalf("member id %q accepted", id)
 			}
+		}
+	})
+}
+
+// TestPresenceHTTP: GET /v1/topics/{topic}/presence lists the members.
+func TestPresenceHTTP(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nd := simNetwork(t, 1, func(_ int, c *Config) { c.Presence.Topics = []string{"room/*"} })[0]
+		if _, err := nd.Subscribe(t.Context(), "room/1"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		rec := httptest.NewRecorder()
+		nd.newAPI(HTTPOptions{Topics: true}).routes().ServeHTTP(rec, controlReq(nd, "GET", "/v1/topics/room/1/presence", ""))
+		want := fmt.Sprintf(`{"count":1,"members":[{"id":%q,"peer":%q}],"topic":"room/1"}`, nd.ID(), nd.ID())
+		if rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != want {
+			t.Fatalf("%d %s, want %s", rec.Code, rec.Body, want)
 		}
 	})
 }
