@@ -116,7 +116,7 @@ func TestVolunteerRelaysBrowser(t *testing.T) {
 	// its own publish succeeds; the peers that know the key refuse it.
 	before := metricSum(t, app, "immense_overlay_messages_unauthorized_total")
 	for range 3 {
-		if err := stranger.overlay.PublishToken(ctx, "admin/x", []byte("forged: stretched token"), tok); err != nil {
+		if err := stranger.overlay.PublishToken(ctx, "admin/x", []byte("forged: stretched token"), tok, nil); err != nil {
 			t.Fatal(err)
 		}
 		if err := stranger.Publish(ctx, "chat/lobby", []byte("forged: no credential")); err != nil {

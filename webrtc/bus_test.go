@@ -87,7 +87,7 @@ func (s *memSub) Close() {
 	s.once.Do(func() { close(s.done) })
 }
 
-func (b *memBus) Publish(ctx context.Context, topic string, data []byte, token string) error {
+func (b *memBus) Publish(ctx context.Context, topic string, data []byte, token string, proof *Proof) error {
 	if b.publishErr != nil {
 		return b.publishErr
 	}

@@ -2,11 +2,13 @@ package webrtc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/immense-p2p/immense/internal/browsersig"
 	pion "github.com/pion/webrtc/v4"
 	"golang.org/x/time/rate"
 )
@@ -185,7 +187,7 @@ func (s *session) onMessage(msg pion.DataChannelMessage) {
 		s.subscribe(&f)
 	case frameUnsubscribe:
 		s.unsubscribe(&f)
-	case framePublish:
+	case framePublish, frameSignedPublish:
 		s.publish(&f)
 	default:
 		s.reject(f.req, CodeUnexpectedFrame, "", fmt.Sprintf("%s frames go from server to client", f.typ))
@@ -248,11 +250,17 @@ func (s *session) publish(f *frame) {
 		s.reject(f.req, CodeRateLimited, f.topic, fmt.Sprintf("more than %g publishes per second", s.srv.cfg.PublishRate))
 		return
 	}
+	proof, err := s.proof(f)
+	if err != nil {
+		m.publishes.WithLabelValues(publishForbidden).Inc()
+		s.reject(f.req, CodeForbidden, f.topic, err.Error())
+		return
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.srv.cfg.PublishTimeout)
 	defer cancel()
 	// The payload aliases a buffer pion allocated for this message alone,
 	// so the bus may keep it.
-	if err := s.srv.bus.Publish(ctx, f.topic, f.payload, s.token); err != nil {
+	if err := s.srv.bus.Publish(ctx, f.topic, f.payload, s.token, proof); err != nil {
 		if s.ctx.Err() != nil {
 			return
 		}
@@ -262,6 +270,32 @@ func (s *session) publish(f *frame) {
 	}
 	m.publishes.WithLabelValues(publishOK).Inc()
 	s.ack(f.req)
+}
+
+// proof checks a publish's signature against the key the session's token
+// is bound to: a bound token's publishes must be signed (so that the peers
+// it is relayed through cannot publish with the token alone), a bearer
+// token's must not. The overlay checks it again, as every receiver does;
+// checking here too answers the browser with the reason, and keeps a bad
+// signature from leaving this peer (whose score would pay for it).
+func (s *session) proof(f *frame) (*Proof, error) {
+	key := s.claims.Key
+	switch {
+	case f.typ == framePublish && key != nil:
+		return nil, errors.New("the token is bound to a browser key: publishes must be signed (signed-publish frame)")
+	case f.typ == framePublish:
+		return nil, nil
+	case key == nil:
+		return nil, errors.New("a signed publish, but the token is bound to no key")
+	}
+	t := time.UnixMilli(f.time)
+	if d := time.Since(t); d > ClockSkew || d < -ClockSkew {
+		return nil, fmt.Errorf("signed at %s, more than %v from this peer's clock", t.UTC().Format(time.RFC3339Nano), ClockSkew)
+	}
+	if err := browsersig.Verify(key, f.topic, t, f.payload, f.sig); err != nil {
+		return nil, err
+	}
+	return &Proof{Time: t, Sig: f.sig}, nil
 }
 
 func (s *session) tokenExpired() bool {

@@ -12,6 +12,8 @@ import {
   connect,
   decodeFrame,
   encodeFrame,
+  signedBytes,
+  tokenBoundKey,
   ErrorCode,
   FrameError,
   offerURL,
@@ -275,4 +277,25 @@ test("forbidden subscription rejects and removes the handler; publishes wait for
   assert.equal(srv.frames.filter((f) => f.type === "subscribe" && f.topic === "secret").length, 1, "a refused topic is not resubscribed");
   await assert.rejects(client.publish("chat", new Uint8Array(70000)), RangeError);
   client.close();
+});
+
+test("signed publish: the same signed bytes and signature as Go", async () => {
+  const g = decodeFrame(unhex(golden.find((f) => f.name === "signed-publish").hex));
+  assert.equal(g.type, "signed-publish");
+  assert.equal(g.time, 1700000000123);
+  // The golden frame was signed in Go with the Ed25519 key of the seed
+  // 32 bytes of 9; Ed25519 is deterministic, so WebCrypto must agree.
+  const pkcs8 = unhex("302e020100300506032b657004220420" + "09".repeat(32));
+  const key = await crypto.subtle.importKey("pkcs8", pkcs8, { name: "Ed25519" }, false, ["sign"]);
+  const sig = new Uint8Array(await crypto.subtle.sign("Ed25519", key, signedBytes(g.topic, g.time, g.payload)));
+  assert.equal(hex(sig), hex(g.sig));
+});
+
+test("tokenBoundKey reads a token's cnf key, and nothing else", () => {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const tok = (claims) => `${b64({ alg: "EdDSA" })}.${b64(claims)}.sig`;
+  assert.equal(tokenBoundKey(tok({ cnf: { jwk: { kty: "OKP", crv: "Ed25519", x: "abc-_" } } })), "abc-_");
+  assert.equal(tokenBoundKey(tok({ read: ["a"] })), "");
+  assert.equal(tokenBoundKey("not.a-token"), "");
+  assert.equal(tokenBoundKey(""), "");
 });
