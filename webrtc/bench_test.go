@@ -147,8 +147,10 @@ type stackServer struct {
 }
 
 func (s *stackServer) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.srv.ServeHTTP(w, r) }
-func (s *stackServer) publish(p []byte)                                 { _ = s.bus.Publish(context.Background(), benchTopic, p, "", nil) }
-func (s *stackServer) close()                                           { s.srv.Close() }
+func (s *stackServer) publish(p []byte) {
+	_ = s.bus.Publish(context.Background(), benchTopic, p, "", nil)
+}
+func (s *stackServer) close() { s.srv.Close() }
 
 // bareServer is the floor: pion data channels and a loop calling Send on
 // each, with no framing, authorisation, queueing or batching.
