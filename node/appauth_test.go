@@ -25,9 +25,11 @@ import (
 // refuses it and counts it, while the app peer's own admin/x message
 // arrives. The stranger's own messages to the app's topics arrive nowhere
 // that checks; the volunteer, holding no key, cannot publish to them.
-func TestVolunteerRelaysBrowser(t *testing.T) {
-	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "app.key")
+// appKeyFiles writes a new app key and its public half (app.key.pub)
+// into a temporary directory, as peer keygen does.
+func appKeyFiles(t *testing.T) (*erasure.AppKey, string) {
+	t.Helper()
+	keyFile := filepath.Join(t.TempDir(), "app.key")
 	key, err := erasure.GenerateAppKey()
 	if err != nil {
 		t.Fatal(err)
@@ -38,6 +40,11 @@ func TestVolunteerRelaysBrowser(t *testing.T) {
 	if err := WriteAppPublicKey(AppPublicKeyFile(keyFile), key); err != nil {
 		t.Fatal(err)
 	}
+	return key, keyFile
+}
+
+func TestVolunteerRelaysBrowser(t *testing.T) {
+	key, keyFile := appKeyFiles(t)
 	i := 0
 	peers, servers := loopbackNet(t, 3, func(c *Config) {
 		switch i {

@@ -7,14 +7,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
-	"github.com/immense-p2p/immense/erasure"
 	"github.com/immense-p2p/immense/overlay"
 	"github.com/immense-p2p/immense/webrtc"
 )
@@ -30,18 +28,7 @@ func TestBrowserBoundToken(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Chromium")
 	}
-	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "app.key")
-	key, err := erasure.GenerateAppKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := erasure.SaveAppKey(keyFile, key); err != nil {
-		t.Fatal(err)
-	}
-	if err := WriteAppPublicKey(AppPublicKeyFile(keyFile), key); err != nil {
-		t.Fatal(err)
-	}
+	key, keyFile := appKeyFiles(t)
 	i := 0
 	peers, servers := loopbackNet(t, 2, func(c *Config) {
 		c.Overlay.Auth.RequireBoundTokens = true
