@@ -15,16 +15,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// TestVolunteerRelaysBrowser: an app peer (--app-key), a volunteer given
-// only the public key (--app-pub) and a stranger with no key. The
-// volunteer admits a browser whose EdDSA token allows writing chat/* and
-// relays its message, which the app peer receives as the browser's (sender
-// token:alice, relayed by the volunteer). The browser cannot get a message
-// into admin/x: the volunteer refuses the frame, and when the stranger
-// relays it with the same token anyway, every peer that knows the key
-// refuses it and counts it, while the app peer's own admin/x message
-// arrives. The stranger's own messages to the app's topics arrive nowhere
-// that checks; the volunteer, holding no key, cannot publish to them.
 // appKeyFiles writes a new app key and its public half (app.key.pub)
 // into a temporary directory, as peer keygen does.
 func appKeyFiles(t *testing.T) (*erasure.AppKey, string) {
@@ -43,6 +33,16 @@ func appKeyFiles(t *testing.T) (*erasure.AppKey, string) {
 	return key, keyFile
 }
 
+// TestVolunteerRelaysBrowser: an app peer (--app-key), a volunteer given
+// only the public key (--app-pub) and a stranger with no key. The
+// volunteer admits a browser whose EdDSA token allows writing chat/* and
+// relays its message, which the app peer receives as the browser's (sender
+// token:alice, relayed by the volunteer). The browser cannot get a message
+// into admin/x: the volunteer refuses the frame, and when the stranger
+// relays it with the same token anyway, every peer that knows the key
+// refuses it and counts it, while the app peer's own admin/x message
+// arrives. The stranger's own messages to the app's topics arrive nowhere
+// that checks; the volunteer, holding no key, cannot publish to them.
 func TestVolunteerRelaysBrowser(t *testing.T) {
 	key, keyFile := appKeyFiles(t)
 	i := 0
