@@ -31,6 +31,7 @@ type transportOptions struct {
 	keepAlive    time.Duration // ICE keepalive interval; 0 = pion's 2 s
 	noMDNS       bool          // no mDNS socket per session
 	zeroChecksum bool          // SCTP zero checksum (RFC 9653) where the other end agrees
+	detach       bool          // data channels read by the session (readLoop), not by pion
 }
 
 // newAPI builds the pion API both ends use.
@@ -73,6 +74,12 @@ func newAPI(o transportOptions) (*pion.API, error) {
 		se.SetICETimeouts(5*time.Second, 25*time.Second, o.keepAlive)
 	}
 	se.EnableSCTPZeroChecksum(o.zeroChecksum)
+	if o.detach {
+		se.DetachDataChannels()
+		// Without media, each connection's copy of the (empty) media
+		// engine is waste.
+		se.DisableMediaEngineCopy(true)
+	}
 	return pion.NewAPI(pion.WithSettingEngine(se)), nil
 }
 
@@ -82,13 +89,18 @@ func newAPI(o transportOptions) (*pion.API, error) {
 // per session for nothing.
 const serverKeepAlive = 10 * time.Second
 
+// udpMuxBuffer is the socket buffer asked for the shared UDP sockets.
+const udpMuxBuffer = 4 << 20
+
 // serverTransport is the server's lean path: every browser session shares
 // one UDP socket per local address (ICE UDP mux), bound to the first free
 // port of [portMin, portMax] (any port when both are 0); no mDNS socket
 // per session (the server only answers: a browser's mDNS-named candidates
 // become peer-reflexive ones when its checks arrive); a 10 s keepalive;
 // SCTP zero checksum with browsers that offer it (DTLS already
-// authenticates every packet, so the CRC32c is redundant work). Media is
+// authenticates every packet, so the CRC32c is redundant work); data
+// channels detached, so that the session reads frames with a small buffer
+// (session.readLoop) instead of pion's 64 KiB one per channel. Media is
 // never set up: the API has no codecs and no interceptors. The returned
 // close releases the sockets.
 func serverTransport(o transportOptions) (*pion.API, func() error, error) {
@@ -96,7 +108,7 @@ func serverTransport(o transportOptions) (*pion.API, func() error, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	o.udpMux, o.keepAlive, o.noMDNS, o.zeroChecksum = mux, serverKeepAlive, true, true
+	o.udpMux, o.keepAlive, o.noMDNS, o.zeroChecksum, o.detach = mux, serverKeepAlive, true, true, true
 	api, err := newAPI(o)
 	if err != nil {
 		mux.Close()
@@ -109,7 +121,16 @@ func serverTransport(o transportOptions) (*pion.API, func() error, error) {
 // (IPv4 loopback only with loopbackOnly), on the first port of the range
 // that every address can bind.
 func listenUDPMux(o transportOptions) (*ice.MultiUDPMuxDefault, error) {
-	opts := []ice.UDPMuxFromPortOption{ice.UDPMuxFromPortWithLogger(pionLogFactory{o.log}.NewLogger("udpmux"))}
+	opts := []ice.UDPMuxFromPortOption{
+		ice.UDPMuxFromPortWithLogger(pionLogFactory{o.log}.NewLogger("udpmux")),
+		// One socket now takes what a socket per session took: every
+		// browser's acknowledgements and handshakes. The kernel's default
+		// buffer (208 KiB on Linux) overflows at a few hundred browsers,
+		// and lost handshake packets fail connections. Linux caps this at
+		// net.core.rmem_max / wmem_max (docs/operating.md).
+		ice.UDPMuxFromPortWithReadBufferSize(udpMuxBuffer),
+		ice.UDPMuxFromPortWithWriteBufferSize(udpMuxBuffer),
+	}
 	if o.loopbackOnly {
 		opts = append(opts,
 			ice.UDPMuxFromPortWithLoopback(),
