@@ -273,12 +273,14 @@ func benchFanout(b *testing.B, mode string, k int) {
 	out := bufio.NewScanner(stdoutPipe)
 	out.Buffer(make([]byte, 1<<20), 1<<20)
 	expectLine := func(prefix string) string {
+		var other []string // what the process said instead (its test failure)
 		for out.Scan() {
 			if rest, ok := strings.CutPrefix(out.Text(), prefix); ok {
 				return rest
 			}
+			other = append(other[max(0, len(other)-19):], out.Text())
 		}
-		b.Fatalf("subscriber process ended before %q: %v", prefix, out.Err())
+		b.Fatalf("subscriber process ended before %q: %v\n%s", prefix, out.Err(), strings.Join(other, "\n"))
 		return ""
 	}
 	expectLine("READY")

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/immense-p2p/immense/internal/browsersig"
+	"github.com/pion/datachannel"
 	pion "github.com/pion/webrtc/v4"
 	"golang.org/x/time/rate"
 )
@@ -152,14 +154,52 @@ func (s *session) onDataChannel(dc *pion.DataChannel) {
 		if s.connectTimer != nil {
 			s.connectTimer.Stop()
 		}
-		s.srv.wg.Add(1)
+		s.srv.wg.Add(2) // under s.mu, so that no Add races with Close's Wait
 		s.mu.Unlock()
+		raw, err := dc.Detach()
+		if err != nil {
+			s.log.Warn("data channel not detached", "err", err)
+			s.srv.wg.Add(-2)
+			s.close(closeServer)
+			return
+		}
 		s.srv.sessionOpened(s)
 		s.log.Debug("data channel open")
 		go s.writeLoop(dc)
+		go s.readLoop(raw)
 	})
-	dc.OnMessage(s.onMessage)
-	dc.OnClose(func() { s.close(closeClient) })
+}
+
+// readBufferSize is what a session reads browser frames into: enough for
+// the usual subscribe or small publish. A larger frame gets a buffer of its
+// own size (the SCTP stream keeps a message that did not fit), so a quiet
+// session holds 2 KiB rather than pion's 64 KiB.
+const readBufferSize = 2 << 10
+
+// readLoop reads the browser's frames until the data channel closes.
+func (s *session) readLoop(raw datachannel.ReadWriteCloser) {
+	defer s.srv.wg.Done()
+	defer s.close(closeClient)
+	buf := make([]byte, readBufferSize)
+	for {
+		n, isString, err := raw.ReadDataChannel(buf)
+		var data []byte
+		switch {
+		case errors.Is(err, io.ErrShortBuffer) && n <= s.srv.cfg.MaxFrameSize:
+			data = make([]byte, n)
+			if n, isString, err = raw.ReadDataChannel(data); err != nil {
+				return
+			}
+		case err != nil:
+			// io.EOF, a closed connection, or a message over MaxFrameSize
+			// (which a browser honouring a=max-message-size never sends).
+			return
+		default:
+			// The frame's payload may be kept by the bus: a copy of its own.
+			data = append([]byte(nil), buf[:n]...)
+		}
+		s.onMessage(pion.DataChannelMessage{IsString: isString, Data: data[:n]})
+	}
 }
 
 // onMessage handles one frame from the browser. Whatever the bytes, the

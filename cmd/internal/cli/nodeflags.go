@@ -57,7 +57,7 @@ func NodeFlags(c *node.Config) []Flag {
 			Flag{"insecure-no-auth", "accept browsers without a token: anyone who reaches --http can read and write every topic", Bool(&b.InsecureNoAuth)},
 			Flag{"ice-server", "STUN/TURN server for browsers' ICE, e.g. stun:stun.example.org:3478 (repeatable)", iceServers{&b.ICEServers}},
 			Flag{"webrtc-public-ip", "public IP to announce to browsers when behind 1:1 NAT (repeatable)", Strings(&b.PublicIPs)},
-			Flag{"webrtc-udp-ports", "UDP port `range` for browser connections, e.g. 50000-50999 (default: any)", portRange{&b.UDPPortMin, &b.UDPPortMax}},
+			Flag{"webrtc-udp-ports", "UDP port `range` for browser connections: all of them share one socket, on the first free port of the range, e.g. 50000-50000 (default: any)", portRange{&b.UDPPortMin, &b.UDPPortMax}},
 		)
 	}
 	return t
