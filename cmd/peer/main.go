@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,6 +28,9 @@ func main() {
 }
 
 const usage = `Usage: peer [flags]
+       peer config [flags]                          # print the configuration the flags give, and where each value came from
+       peer status | peers [--data-dir D] [--http A] # ask a running peer (token from D/api-token or $IMMENSE_TOKEN)
+       peer version                                 # module version and VCS revision (also --version)
        peer keygen --out FILE                       # new app key: give it to your app's peers as --app-key
        peer secret --out FILE                       # new token secret for browsers
        peer token --secret-file FILE --read T --write T --ttl 1h   # mint a browser token
@@ -37,8 +41,13 @@ Runs an Immense peer. Examples:
   peer --bootstrap /ip4/203.0.113.7/tcp/4001/p2p/12D3Koo... --data-dir /var/lib/immense
   peer --volunteer --max-upload 512KiB/s --bootstrap ...
 
-HTTP API (--http): POST/GET /v1/topics/{topic}, GET /v1/status, GET /metrics,
+HTTP API (--http): POST/GET /v1/topics/{topic}; PUT/GET/DELETE /v1/state/{key},
+GET /v1/state/{key}/health, POST /v1/state/{key}/repair; GET /v1/status, GET /metrics
+(all with the bearer token in <data-dir>/api-token); GET /healthz and /readyz (no token);
 POST /v1/webrtc/offer (browsers), the demo page at / and the client at /client.js.
+
+Every flag can also come from the environment (--data-dir: IMMENSE_DATA_DIR) or a
+YAML file (--config FILE, keys named as the flags); flags > environment > file > preset.
 
 Defaults are the chosen preset's: compare peer --help with peer --volunteer --help.
 Sizes and rates take a unit: ` + bytesize.Units + `.
@@ -55,7 +64,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return runSecret(args[1:], stdout, stderr)
 		case "keygen":
 			return runKeygen(args[1:], stdout, stderr)
+		case "version":
+			return runVersion(args[1:], stdout, stderr)
+		case "status", "peers":
+			return runClient(args[0], args[1:], stdout, stderr)
+		case "config":
+			o, err := parseArgs(args[1:], stderr)
+			if err != nil {
+				return cli.ExitCode(err)
+			}
+			cli.PrintConfig(stdout, o.flagSet, o.sources)
+			return 0
 		}
+	}
+	if slices.Contains(args, "--version") || slices.Contains(args, "-version") {
+		return runVersion(nil, stdout, stderr)
 	}
 	o, err := parseArgs(args, stderr)
 	if err != nil {
@@ -72,8 +95,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if o.devnet.Nodes != 0 {
 		return runDevnet(ctx, o, stdout, log)
 	}
-	if b := o.node.Browsers; b != nil && len(b.Secret) == 0 && !b.InsecureNoAuth {
-		log.Warn("no --token-secret-file: browsers will be refused (give one, or --insecure-no-auth for a trusted network)")
+	if len(o.node.Bootstrap) == 0 {
+		log.Warn("no --bootstrap: this peer runs alone until other peers dial it")
 	}
 	o.node.Logger = log
 	o.node.Registry = cli.NewRegistry()
@@ -97,6 +120,10 @@ type options struct {
 	infoFile  string
 	logFormat string
 	logLevel  string
+
+	// flagSet and sources are the parsed command line, for peer config.
+	flagSet *flag.FlagSet
+	sources cli.Sources
 }
 
 // presets are the node presets --preset names.
@@ -153,7 +180,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	pfs := flag.NewFlagSet("peer", flag.ContinueOnError)
 	pfs.SetOutput(io.Discard)
 	cli.Bind(pfs, probe.flags()...)
-	_ = pfs.Parse(args) // the second pass reports what is wrong
+	_, _ = cli.Load(pfs, args, nil, os.Getenv) // the second pass reports what is wrong
 	if probe.volunteer {
 		probe.preset = "volunteer"
 	}
@@ -167,9 +194,11 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage); cli.PrintDefaults(fs) }
 	cli.Bind(fs, o.flags()...)
-	if err := cli.Parse(fs, args, &o.node.Limits); err != nil {
+	src, err := cli.Load(fs, args, &o.node.Limits, os.Getenv)
+	if err != nil {
 		return nil, err
 	}
+	o.flagSet, o.sources = fs, src
 	return &o, nil
 }
 

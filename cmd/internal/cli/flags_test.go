@@ -34,7 +34,8 @@ func parse(t *testing.T, c *node.Config, args ...string) error {
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	Bind(fs, NodeFlags(c)...)
-	return Parse(fs, args, &c.Limits)
+	_, err := Load(fs, args, &c.Limits, func(string) string { return "" })
+	return err
 }
 
 // TestDefaultsAreThePreset: with no flags the config is the preset, and
