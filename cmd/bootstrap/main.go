@@ -83,6 +83,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := cli.SignalContext()
 	defer stop()
 
+	unlock, err := cli.LockDataDir(cfg.DataDir)
+	if err != nil {
+		fmt.Fprintln(stderr, "bootstrap:", err)
+		return 1
+	}
+	defer unlock()
+	if err := cli.CheckPorts(httpAddr, cfg.ListenAddrs); err != nil {
+		fmt.Fprintln(stderr, "bootstrap:", err)
+		return 1
+	}
 	cfg.Logger = log
 	cfg.Registry = cli.NewRegistry()
 	n, err := node.New(ctx, cfg)

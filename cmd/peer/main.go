@@ -98,6 +98,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(o.node.Bootstrap) == 0 {
 		log.Warn("no --bootstrap: this peer runs alone until other peers dial it")
 	}
+	unlock, err := cli.LockDataDir(o.node.DataDir)
+	if err != nil {
+		fmt.Fprintln(stderr, "peer:", err)
+		return 1
+	}
+	defer unlock()
+	if err := cli.CheckPorts(o.http, o.node.ListenAddrs); err != nil {
+		fmt.Fprintln(stderr, "peer:", err)
+		return 1
+	}
 	o.node.Logger = log
 	o.node.Registry = cli.NewRegistry()
 	n, err := node.New(ctx, o.node)
@@ -219,6 +229,12 @@ func runDevnet(ctx context.Context, o *options, stdout io.Writer, log *slog.Logg
 		defer os.RemoveAll(dir)
 		opts.DataDir = dir
 	}
+	unlock, err := cli.LockDataDir(opts.DataDir)
+	if err != nil {
+		log.Error("devnet failed to start", "err", err)
+		return 1
+	}
+	defer unlock()
 	d, err := node.StartDevnet(ctx, opts)
 	if err != nil {
 		log.Error("devnet failed to start", "err", err)
