@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 
+	"github.com/immense-p2p/immense/erasure"
 	"github.com/immense-p2p/immense/node"
 	"github.com/immense-p2p/immense/overlay"
 	"github.com/immense-p2p/immense/webrtc"
@@ -95,12 +97,29 @@ func (v secretFile) arg() string { return "file" }
 func (v secretFile) String() string { return v.path }
 
 func (v secretFile) Set(path string) error {
-	s, err := webrtc.LoadSecret(path)
+	s, err := LoadTokenSecret(path)
 	if err != nil {
 		return err
 	}
 	*v.p = s
 	return nil
+}
+
+// LoadTokenSecret reads a token secret (webrtc.LoadSecret), refusing an
+// app key or its public half given by mistake: a JSON file would be taken
+// as a secret, and tokens signed with it would verify nowhere.
+func LoadTokenSecret(path string) ([]byte, error) {
+	s, err := webrtc.LoadSecret(path)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := erasure.ParseAppKey(s); err == nil {
+		return nil, fmt.Errorf("%s is an app key (peer keygen), not a token secret: give it as --app-key for EdDSA tokens, or make a secret with peer secret", path)
+	}
+	if bytes.HasPrefix(s, []byte("{")) {
+		return nil, fmt.Errorf("%s holds JSON (an app key's public half?), not a token secret (peer secret writes one)", path)
+	}
+	return s, nil
 }
 
 // iceServers adds one ICE server per comma-separated URL.
