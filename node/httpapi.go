@@ -104,7 +104,7 @@ func (a *api) routes() http.Handler {
 	mux.HandleFunc("GET /healthz", a.probe(a.healthz))
 	mux.HandleFunc("GET /readyz", a.probe(a.readyz))
 	mux.HandleFunc("GET /v1/status", a.guard(a.status))
-	mux.Handle("GET /metrics", a.guard(promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}).ServeHTTP))
+	mux.Handle("GET /metrics", a.guard(promhttp.HandlerFor(withoutBuildPaths(n.registry), promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}).ServeHTTP))
 	if opts.Topics {
 		// Exact, for every method: without it ServeMux would redirect
 		// /v1/topics to /v1/topics/ with an HTML body.
