@@ -135,7 +135,7 @@ func TestHTTPErrors(t *testing.T) {
 func TestTrimBuildPath(t *testing.T) {
 	for in, want := range map[string]string{
 		"/root/go/pkg/mod/github.com/libp2p/go-libp2p-pubsub/gossipsub.go-L708": "github.com/libp2p/go-libp2p-pubsub/gossipsub.go-L708",
-		"/home/me/src/immense/node/node.go-L140":                                 "node/node.go-L140",
+		"/home/me/src/immense/node/node.go-L140":                                "node/node.go-L140",
 	} {
 		if got := trimBuildPath(in); got != want || !sourcePath.MatchString(in) {
 			t.Errorf("trimBuildPath(%q) = %q, want %q", in, got, want)
