@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -123,6 +125,54 @@ func TestReadyzProcess(t *testing.T) {
 	p.waitLog("joined overlay", 90*time.Second) // backoff is at most 1 min
 	if code, body := readyz(t, p.info.HTTP); code != http.StatusOK || body["status"] != "ready" {
 		t.Errorf("/readyz after join: %d %v", code, body)
+	}
+	p.stop()
+}
+
+// TestPeerCommands runs the operator's commands as processes: peer status
+// and peer peers against a running peer (its token read from --data-dir),
+// peer version, peer config with a flag from the environment and one from
+// a file, and a bad flag (one line and a hint, not the whole usage).
+func TestPeerCommands(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs processes")
+	}
+	peerBin, _ := binaries(t)
+	dir := t.TempDir()
+	p := start(t, "peer", peerBin, append([]string{"--data-dir", dir}, loopback...)...)
+	cli := func(env []string, args ...string) (int, string) {
+		t.Helper()
+		cmd := exec.Command(peerBin, args...)
+		cmd.Env = append(cmd.Environ(), env...)
+		out, _ := cmd.CombinedOutput()
+		return cmd.ProcessState.ExitCode(), string(out)
+	}
+	if code, out := cli(nil, "status", "--http", p.info.HTTP, "--data-dir", dir); code != 0 || !strings.Contains(out, `"peer_id": "`+p.info.PeerID) || !strings.Contains(out, `"joined": true`) {
+		t.Errorf("peer status: %d\n%s", code, out)
+	}
+	if code, out := cli(nil, "peers", "--http", p.info.HTTP, "--data-dir", dir); code != 0 || !strings.HasPrefix(out, "PEER") {
+		t.Errorf("peer peers: %d\n%s", code, out)
+	}
+	if code, out := cli([]string{"IMMENSE_TOKEN=" + strings.Repeat("0", 64)}, "status", "--http", p.info.HTTP); code != 1 || !strings.Contains(out, "401") {
+		t.Errorf("peer status with a wrong IMMENSE_TOKEN: %d %q, want 1 and the 401", code, out)
+	}
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		if code, out := cli(nil, args...); code != 0 || !strings.HasPrefix(out, "peer github.com/immense-p2p/immense ") || !strings.Contains(out, "revision") {
+			t.Errorf("peer %s: %d %q", args[0], code, out)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "peer.yaml")
+	if err := os.WriteFile(file, []byte("zone: eu-1\nmax-conns: 300\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out := cli([]string{"IMMENSE_MAX_CONNS=200", "IMMENSE_CONFIG=" + file}, "config", "--data-dir", dir)
+	for _, want := range []string{"env IMMENSE_MAX_CONNS", "file " + file, "# flag"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("peer config: %d, no %q in\n%s", code, want, out)
+		}
+	}
+	if code, out := cli(nil, "--max-conns", "many"); code != 2 || strings.Count(out, "\n") != 2 || !strings.Contains(out, "peer --help") {
+		t.Errorf("bad flag: exit %d, output %q; want 2 and one line with a hint", code, out)
 	}
 	p.stop()
 }
