@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"syscall"
 
@@ -34,24 +35,33 @@ func CheckPorts(httpAddr string, listen []string) error {
 		if err != nil {
 			continue
 		}
-		switch a := a.(type) {
-		case *net.TCPAddr:
-			if a.Port != 0 {
-				ln, err := net.ListenTCP("tcp", a)
-				if err != nil {
-					return fmt.Errorf("--listen %s: %w", s, portErr(err))
-				}
-				ln.Close()
-			}
-		case *net.UDPAddr:
-			if a.Port != 0 {
-				c, err := net.ListenUDP("udp", a)
-				if err != nil {
-					return fmt.Errorf("--listen %s: %w", s, portErr(err))
-				}
-				c.Close()
-			}
+		if err := bindFree(a); err != nil {
+			return fmt.Errorf("--listen %s: %w", s, portErr(err))
 		}
+	}
+	return nil
+}
+
+// bindFree binds a fixed TCP or UDP address without SO_REUSEPORT and
+// lets it go: an error says another process holds it.
+func bindFree(a net.Addr) error {
+	var c io.Closer
+	var err error
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		if a.Port != 0 {
+			c, err = net.ListenTCP("tcp", a)
+		}
+	case *net.UDPAddr:
+		if a.Port != 0 {
+			c, err = net.ListenUDP("udp", a)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if c != nil {
+		c.Close()
 	}
 	return nil
 }
