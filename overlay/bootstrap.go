@@ -42,7 +42,7 @@ func (o *Overlay) setJoinState(s JoinState) { o.joinState.Store(&s) }
 func (o *Overlay) bootstrapLoop() {
 	defer o.wg.Done()
 	if len(o.cfg.Bootstrap) == 0 {
-		o.setJoinState(JoinState{Joined: true, Reason: "no bootstrap peers: running alone until others dial in"})
+		o.setJoinState(JoinState{Joined: true, Reason: "no bootstrap peers configured: the first node of its network, joined by those that dial it"})
 		close(o.joined)
 		return
 	}

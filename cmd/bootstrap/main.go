@@ -60,7 +60,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() { fmt.Fprint(stderr, usage); cli.PrintDefaults(fs) }
 	cli.Bind(fs, append([]cli.Flag{
 		{Name: "data-dir", Usage: "directory for the node's identity", Value: cli.String(&cfg.DataDir)},
-		{Name: "http", Usage: "address for GET /v1/status and /metrics (with the token in <data-dir>/api-token); empty disables it", Value: cli.String(&httpAddr)},
+		{Name: "http", Usage: "address for GET /v1/status and /metrics (with the token in <data-dir>/api-token) and /healthz, /readyz (without); empty disables it", Value: cli.String(&httpAddr)},
 		{Name: "http-allowed-hosts", Usage: "further host names the HTTP API answers to (comma-separated), besides localhost and this server's IP addresses", Value: cli.Strings(&httpHosts)},
 		{Name: "addr-file", Usage: "also write the node's multiaddrs to this file, one per line", Value: cli.String(&addrFile)},
 		{Name: "info-file", Usage: "write {peer_id, addrs, http} as JSON to this file once started", Value: cli.String(&infoFile)},

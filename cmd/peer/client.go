@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -61,6 +62,11 @@ func runClient(cmd string, args []string, stdout, stderr io.Writer) int {
 		tok = strings.TrimSpace(string(b))
 	}
 	base := addr
+	if host, port, err := net.SplitHostPort(addr); err == nil && (host == "" || net.ParseIP(host).IsUnspecified()) {
+		// The peer's --http may be 0.0.0.0:8080 (IMMENSE_HTTP set for
+		// both): ask it on loopback, a Host it answers to.
+		base = net.JoinHostPort("127.0.0.1", port)
+	}
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
 	}
