@@ -113,6 +113,13 @@ func Load(fs *flag.FlagSet, args []string, limits *node.Limits, getenv func(stri
 			given[name] = true
 		}
 		fitConns(limits, given)
+		if given["max-conns"] {
+			for _, name := range []string{"max-inbound-conns", "conn-high", "conn-low"} {
+				if !given[name] {
+					src[name] = "preset, fitted to --max-conns"
+				}
+			}
+		}
 	}
 	return src, nil
 }

@@ -63,7 +63,8 @@ func TestConfigPrecedence(t *testing.T) {
 		{name: "flag over env and file", args: []string{"--config", file, "--data-dir", "/from/flag", "--listen", "/ip4/127.0.0.1/tcp/4", "--max-conns", "200"},
 			env:     map[string]string{"IMMENSE_DATA_DIR": "/from/env", "IMMENSE_MAX_CONNS": "100", "IMMENSE_ZONE": "env-zone"},
 			dataDir: "/from/flag", maxConns: 200, listen: "/ip4/127.0.0.1/tcp/4", zone: "env-zone",
-			src: map[string]string{"data-dir": "flag", "max-conns": "flag", "listen": "flag", "zone": "env IMMENSE_ZONE", "max-upload": "file " + file}},
+			src: map[string]string{"data-dir": "flag", "max-conns": "flag", "listen": "flag", "zone": "env IMMENSE_ZONE", "max-upload": "file " + file,
+				"conn-high": "preset, fitted to --max-conns"}},
 		{name: "env alone", env: map[string]string{"IMMENSE_MAX_CONNS": "100"}, dataDir: preset.DataDir, maxConns: 100,
 			listen: strings.Join(preset.ListenAddrs, ","), src: map[string]string{"max-conns": "env IMMENSE_MAX_CONNS"}},
 	} {
