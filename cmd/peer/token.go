@@ -76,7 +76,7 @@ func runToken(args []string, stdout, stderr io.Writer) int {
 		tok, err = webrtc.MintEdDSA(k.TopicKey(), claims)
 	} else {
 		var secret []byte
-		if secret, err = webrtc.LoadSecret(*secretFile); err != nil {
+		if secret, err = cli.LoadTokenSecret(*secretFile); err != nil {
 			fmt.Fprintln(stderr, "peer token:", err)
 			return 1
 		}

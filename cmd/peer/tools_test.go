@@ -90,6 +90,12 @@ func TestKeyTools(t *testing.T) {
 		t.Fatalf("token %q: %+v %v", tok, c, err)
 	}
 
+	// An app key given as a token secret is refused, pointing at --app-key.
+	code, _, errs = run(token, "--secret-file", keyFile, "--read", "demo/*")
+	if code != 1 || !strings.Contains(errs, "is an app key") || !strings.Contains(errs, "--app-key") {
+		t.Errorf("token --secret-file app.key: %d %q, want 1 pointing at --app-key", code, errs)
+	}
+
 	for _, tc := range []struct {
 		f    func([]string, *bytes.Buffer, *bytes.Buffer) int
 		args []string
