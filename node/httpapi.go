@@ -58,8 +58,9 @@ type HTTPOptions struct {
 //	GET  /metrics             Prometheus metrics
 //
 // and the endpoints for browsers, open to any page (browsers bring their
-// own tokens): POST /v1/webrtc/offer, and GET /, /app.js, /client.js and
-// /immense.d.ts (the demo page and the client library).
+// own tokens): POST /v1/webrtc/offer, GET /v1/ws (a WebSocket), and GET /,
+// /app.js, /client.js and /immense.d.ts (the demo page and the client
+// library).
 //
 // Errors are JSON objects {"error": "..."} with a 4xx or 5xx status.
 func (n *Node) Handler(opts HTTPOptions) http.Handler {
@@ -114,6 +115,7 @@ func (a *api) routes() http.Handler {
 	})
 	if n.browsers != nil && opts.Topics {
 		mux.Handle("/v1/webrtc/offer", n.browsers)
+		mux.Handle("GET "+webrtc.WebSocketPath, n.browsers.WebSocketHandler())
 		demo := webrtc.DemoHandler()
 		for _, p := range []string{"GET /{$}", "GET /app.js", "GET /client.js", "GET /immense.d.ts"} {
 			mux.Handle(p, demo)
