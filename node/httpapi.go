@@ -61,8 +61,9 @@ type HTTPOptions struct {
 //
 // the probes, without a token (readiness.go): GET /healthz and /readyz;
 // and the endpoints for browsers, open to any page (browsers bring their
-// own tokens): POST /v1/webrtc/offer, and GET /, /app.js, /client.js and
-// /immense.d.ts (the demo page and the client library).
+// own tokens): POST /v1/webrtc/offer, GET /v1/ws (a WebSocket), and GET /,
+// /app.js, /client.js and /immense.d.ts (the demo page and the client
+// library).
 //
 // Errors are JSON objects {"error": "..."} with a 4xx or 5xx status: 404
 // for an unknown endpoint or a missing key, 400 for an invalid key or
@@ -125,6 +126,7 @@ func (a *api) routes() http.Handler {
 	}
 	if n.browsers != nil && opts.Topics {
 		mux.Handle("/v1/webrtc/offer", n.browsers)
+		mux.Handle("GET "+webrtc.WebSocketPath, n.browsers.WebSocketHandler())
 		demo := webrtc.DemoHandler()
 		for _, p := range []string{"GET /{$}", "GET /app.js", "GET /client.js", "GET /immense.d.ts"} {
 			mux.Handle(p, demo)

@@ -51,6 +51,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	pion "github.com/pion/webrtc/v4"
 )
 
@@ -58,7 +59,7 @@ var (
 	benchK       = flag.String("webrtc.bench-k", "100,500", "subscriber counts for BenchmarkFanout, comma-separated")
 	benchRate    = flag.Float64("webrtc.bench-rate", 200, "publish rate of BenchmarkFanout, messages per second")
 	benchSize    = flag.Int("webrtc.bench-size", 128, "payload size of BenchmarkFanout, bytes")
-	benchModes   = flag.String("webrtc.bench-modes", "stack,bare", "what BenchmarkFanout measures: stack (this package) and/or bare (pion alone)")
+	benchModes   = flag.String("webrtc.bench-modes", "stack,bare", "what BenchmarkFanout measures: stack (this package over data channels), ws (this package over WebSockets), bare (pion alone)")
 	benchResults sync.Map // "mode/K" -> farmResult, for the comparison table
 )
 
@@ -113,7 +114,7 @@ func printComparison(ks []int) {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\n%-6s %-6s %10s %12s %8s %8s %9s %12s %6s\n", "K", "mode", "deliv/s", "deliv/cpu-s", "p50-ms", "p99-ms", "KiB/sub", "first-msg-ms", "lost")
 	for _, k := range ks {
-		for _, mode := range []string{"stack", "bare"} {
+		for _, mode := range []string{"stack", "ws", "bare"} {
 			v, ok := benchResults.Load(fmt.Sprintf("%s/%d", mode, k))
 			if !ok {
 				continue
@@ -146,7 +147,13 @@ type stackServer struct {
 	bus *memBus
 }
 
-func (s *stackServer) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.srv.ServeHTTP(w, r) }
+func (s *stackServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == WebSocketPath {
+		s.srv.WebSocketHandler().ServeHTTP(w, r)
+		return
+	}
+	s.srv.ServeHTTP(w, r)
+}
 func (s *stackServer) publish(p []byte) {
 	_ = s.bus.Publish(context.Background(), benchTopic, p, "", nil)
 }
@@ -218,7 +225,7 @@ func benchFanout(b *testing.B, mode string, k int) {
 
 	var bs benchServer
 	switch mode {
-	case "stack":
+	case "stack", "ws":
 		cfg := DefaultConfig()
 		cfg.MaxSessionsPerSubject, cfg.OfferRate = 0, 0 // K clients, one token, one address
 		cfg.InsecureNoAuth = true                       // auth is per offer, not per message: no cost in the fan-out
@@ -259,7 +266,11 @@ func benchFanout(b *testing.B, mode string, k int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	farm := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestBenchFarm$")
-	farm.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d", farmEnv, mode, hs.URL+OfferPath, k))
+	url := hs.URL + OfferPath
+	if mode == "ws" {
+		url = "ws" + strings.TrimPrefix(hs.URL, "http") + WebSocketPath
+	}
+	farm.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d", farmEnv, mode, url, k))
 	farm.Stderr = os.Stderr
 	stdin, _ := farm.StdinPipe()
 	stdoutPipe, _ := farm.StdoutPipe()
@@ -287,7 +298,8 @@ func benchFanout(b *testing.B, mode string, k int) {
 	stopWarm()
 	<-warmDone
 
-	kibPerSub := float64(heapAndStacks()-m0) / 1024 / float64(k)
+	// Signed: with few bytes per subscriber, GC noise can make it negative.
+	kibPerSub := float64(int64(heapAndStacks())-int64(m0)) / 1024 / float64(k)
 	if dir := os.Getenv("IMMENSE_BENCH_HEAP"); dir != "" {
 		f, _ := os.Create(fmt.Sprintf("%s/heap-%s-%d.pprof", dir, mode, k))
 		_ = pprof.WriteHeapProfile(f)
@@ -557,6 +569,8 @@ func (fs *farmSub) consume(msgs <-chan []byte, s0 *atomic.Int64) {
 // farmDial connects one subscriber and returns its payloads.
 func farmDial(ctx context.Context, mode, url string, log *slog.Logger) (<-chan []byte, func(), error) {
 	switch mode {
+	case "ws":
+		return wsFarmDial(ctx, url)
 	case "stack":
 		c, err := Dial(ctx, url, "", WithLoopbackOnly(), WithClientLogger(log), WithMessageBuffer(4096))
 		if err != nil {
@@ -604,4 +618,66 @@ func farmDial(ctx context.Context, mode, url string, log *slog.Logger) (<-chan [
 		return ch, func() { _ = pc.Close() }, nil
 	}
 	return nil, nil, fmt.Errorf("unknown mode %q", mode)
+}
+
+// wsFarmDial connects one WebSocket subscriber, as the JS client does:
+// the token (none: the bench server is insecure-no-auth), the server's
+// ACK, then SUBSCRIBE.
+func wsFarmDial(ctx context.Context, url string) (<-chan []byte, func(), error) {
+	c, _, err := websocket.DefaultDialer.DialContext(ctx, url, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	sub, _ := appendFrame(nil, &frame{typ: frameSubscribe, req: 1, topic: benchTopic})
+	if err := c.WriteMessage(websocket.TextMessage, nil); err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	if err := c.WriteMessage(websocket.BinaryMessage, sub); err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	ch := make(chan []byte, 4096)
+	acked := make(chan error, 1)
+	go func() {
+		defer close(ch)
+		subscribed := false
+		for {
+			_, b, err := c.ReadMessage()
+			if err != nil {
+				if !subscribed {
+					acked <- err
+				}
+				return
+			}
+			f, err := decodeFrame(b, maxFrameSizeLimit)
+			if err != nil {
+				continue
+			}
+			items := []frame{f}
+			if f.typ == frameBatch {
+				items = f.items
+			}
+			for _, it := range items {
+				switch {
+				case it.typ == frameAck && it.req == 1 && !subscribed:
+					subscribed = true
+					acked <- nil
+				case it.typ == frameMessage:
+					ch <- it.payload
+				}
+			}
+		}
+	}()
+	select {
+	case err := <-acked:
+		if err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+	case <-ctx.Done():
+		c.Close()
+		return nil, nil, ctx.Err()
+	}
+	return ch, func() { c.Close() }, nil
 }

@@ -16,16 +16,17 @@ import (
 // over WebRTC data channels. It is an http.Handler for the signaling
 // endpoint (mount it at OfferPath).
 type Server struct {
-	cfg        Config
-	bus        Bus
-	log        *slog.Logger
-	api        *pion.API
-	closeUDP   func() error // the sessions' shared UDP sockets
-	iceServers []pion.ICEServer
-	metrics    *metrics
-	bridge     *bridge
-	now        func() time.Time
-	tokens     *Verifier
+	cfg         Config
+	bus         Bus
+	log         *slog.Logger
+	api         *pion.API
+	closeUDP    func() error // the sessions' shared UDP sockets
+	startPinger sync.Once    // pingWebSockets, from the first WebSocket on
+	iceServers  []pion.ICEServer
+	metrics     *metrics
+	bridge      *bridge
+	now         func() time.Time
+	tokens      *Verifier
 
 	// ctx ends when the server closes; every session and feed derives
 	// from it.

@@ -56,10 +56,11 @@ type session struct {
 
 	mu           sync.Mutex
 	pc           *pion.PeerConnection
-	dc           *pion.DataChannel
+	closeConn    func(reason string) // closes a WebSocket session's connection
+	ch           channel             // nil until the data channel opens or the WebSocket is accepted
 	opened       bool
 	closed       bool
-	busy         bool // the writer or a fan-out is writing to dc
+	busy         bool // the writer or a fan-out is writing to ch
 	topics       map[string]struct{}
 	control      [][]byte // ACK and ERROR frames, written before messages
 	queue        ring     // encoded MESSAGE frames, shared between sessions
@@ -131,13 +132,13 @@ func (s *session) startConnectTimer() {
 func (s *session) onDataChannel(dc *pion.DataChannel) {
 	reliable := dc.Ordered() && dc.MaxRetransmits() == nil && dc.MaxPacketLifeTime() == nil
 	s.mu.Lock()
-	if s.closed || s.dc != nil || dc.Label() != dataChannelLabel || !reliable {
+	if s.closed || s.ch != nil || dc.Label() != dataChannelLabel || !reliable {
 		s.mu.Unlock()
 		s.log.Debug("refusing data channel", "label", dc.Label(), "reliable", reliable)
 		_ = dc.Close()
 		return
 	}
-	s.dc = dc
+	s.ch = dataChannel{dc}
 	s.mu.Unlock()
 
 	// Writing resumes at a quarter of the high-water mark, so each wakeup
@@ -165,7 +166,7 @@ func (s *session) onDataChannel(dc *pion.DataChannel) {
 		}
 		s.srv.sessionOpened(s)
 		s.log.Debug("data channel open")
-		go s.writeLoop(dc)
+		go s.writeLoop()
 		go s.readLoop(raw)
 	})
 }
@@ -198,21 +199,21 @@ func (s *session) readLoop(raw datachannel.ReadWriteCloser) {
 			// The frame's payload may be kept by the bus: a copy of its own.
 			data = append([]byte(nil), buf[:n]...)
 		}
-		s.onMessage(pion.DataChannelMessage{IsString: isString, Data: data[:n]})
+		s.onMessage(data[:n], isString)
 	}
 }
 
 // onMessage handles one frame from the browser. Whatever the bytes, the
 // session survives: a bad frame gets an ERROR frame.
-func (s *session) onMessage(msg pion.DataChannelMessage) {
+func (s *session) onMessage(data []byte, isString bool) {
 	if s.ctx.Err() != nil {
 		return
 	}
-	if msg.IsString {
+	if isString {
 		s.reject(0, CodeBadFrame, "", "text message: frames are binary")
 		return
 	}
-	f, err := decodeFrame(msg.Data, s.srv.cfg.MaxFrameSize)
+	f, err := decodeFrame(data, s.srv.cfg.MaxFrameSize)
 	if err != nil {
 		s.reject(f.req, codeFor(err), "", err.Error())
 		return
@@ -427,7 +428,7 @@ func (s *session) close(reason string) {
 		s.topics = nil
 		s.queue = ring{}
 		s.control = nil
-		pc := s.pc
+		pc, closeConn := s.pc, s.closeConn
 		for _, t := range []*time.Timer{s.connectTimer, s.expiryTimer, s.flushTimer} {
 			if t != nil {
 				t.Stop()
@@ -437,6 +438,9 @@ func (s *session) close(reason string) {
 		s.cancel()
 		for _, t := range topics {
 			s.srv.bridge.leave(t, s)
+		}
+		if closeConn != nil {
+			closeConn(reason) // ends the WebSocket reader, and a writer blocked in a write
 		}
 		if pc != nil {
 			// GracefulClose waits for pion's goroutines, our callbacks
