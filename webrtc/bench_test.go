@@ -59,7 +59,7 @@ var (
 	benchK       = flag.String("webrtc.bench-k", "100,500", "subscriber counts for BenchmarkFanout, comma-separated")
 	benchRate    = flag.Float64("webrtc.bench-rate", 200, "publish rate of BenchmarkFanout, messages per second")
 	benchSize    = flag.Int("webrtc.bench-size", 128, "payload size of BenchmarkFanout, bytes")
-	benchModes   = flag.String("webrtc.bench-modes", "stack,bare", "what BenchmarkFanout measures: stack (this package over data channels), ws (this package over WebSockets), bare (pion alone)")
+	benchModes   = flag.String("webrtc.bench-modes", "stack,bare,ws,barews", "what BenchmarkFanout measures: stack (this package over data channels), bare (pion alone), ws (this package over WebSockets), barews (gorilla WebSockets alone)")
 	benchResults sync.Map // "mode/K" -> farmResult, for the comparison table
 )
 
@@ -114,7 +114,7 @@ func printComparison(ks []int) {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\n%-6s %-6s %10s %12s %8s %8s %9s %12s %6s\n", "K", "mode", "deliv/s", "deliv/cpu-s", "p50-ms", "p99-ms", "KiB/sub", "first-msg-ms", "lost")
 	for _, k := range ks {
-		for _, mode := range []string{"stack", "ws", "bare"} {
+		for _, mode := range []string{"stack", "bare", "ws", "barews"} {
 			v, ok := benchResults.Load(fmt.Sprintf("%s/%d", mode, k))
 			if !ok {
 				continue
@@ -124,12 +124,14 @@ func printComparison(ks []int) {
 				float64(r.Deliveries)/r.Wall, float64(r.Deliveries)/r.CPUs, float64(r.P50us)/1000, float64(r.P99us)/1000,
 				r.KiBPerSub, r.FirstMsgP50, r.Expected-r.Deliveries)
 		}
-		s, ok1 := benchResults.Load(fmt.Sprintf("stack/%d", k))
-		f, ok2 := benchResults.Load(fmt.Sprintf("bare/%d", k))
-		if ok1 && ok2 {
-			st, fl := s.(farmResult), f.(farmResult)
-			fmt.Fprintf(&sb, "K=%d stack/bare: deliveries per CPU-second x%.2f, p99 x%.2f, memory per subscriber x%.2f\n", k,
-				(float64(st.Deliveries)/st.CPUs)/(float64(fl.Deliveries)/fl.CPUs), float64(st.P99us)/float64(fl.P99us), st.KiBPerSub/fl.KiBPerSub)
+		for _, pair := range [][2]string{{"stack", "bare"}, {"ws", "barews"}, {"ws", "bare"}, {"ws", "stack"}} {
+			s, ok1 := benchResults.Load(fmt.Sprintf("%s/%d", pair[0], k))
+			f, ok2 := benchResults.Load(fmt.Sprintf("%s/%d", pair[1], k))
+			if ok1 && ok2 {
+				st, fl := s.(farmResult), f.(farmResult)
+				fmt.Fprintf(&sb, "K=%d %s/%s: deliveries per CPU-second x%.2f, p99 x%.2f, memory per subscriber x%.2f\n", k, pair[0], pair[1],
+					(float64(st.Deliveries)/st.CPUs)/(float64(fl.Deliveries)/fl.CPUs), float64(st.P99us)/float64(fl.P99us), st.KiBPerSub/fl.KiBPerSub)
+			}
 		}
 	}
 	fmt.Print(sb.String())
@@ -217,6 +219,42 @@ func (s *bareServer) close() {
 	}
 }
 
+// bareWSServer is the WebSocket floor: gorilla connections and a loop
+// writing each payload to each, with no framing, authorisation, queueing
+// or batching (the counterpart of bareServer).
+type bareWSServer struct {
+	up    websocket.Upgrader
+	mu    sync.Mutex
+	conns []*websocket.Conn
+}
+
+func (s *bareWSServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c, err := s.up.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	s.conns = append(s.conns, c)
+	s.mu.Unlock()
+}
+
+func (s *bareWSServer) publish(p []byte) {
+	s.mu.Lock()
+	conns := s.conns
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.WriteMessage(websocket.BinaryMessage, p)
+	}
+}
+
+func (s *bareWSServer) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.conns {
+		_ = c.Close()
+	}
+}
+
 func benchFanout(b *testing.B, mode string, k int) {
 	// Errors only: the insecure-no-auth warning would land in the middle
 	// of the benchmark's output line.
@@ -244,6 +282,8 @@ func benchFanout(b *testing.B, mode string, k int) {
 			b.Fatal(err)
 		}
 		bs = &bareServer{api: api}
+	case "barews":
+		bs = &bareWSServer{}
 	default:
 		b.Fatalf("unknown mode %q", mode)
 	}
@@ -267,7 +307,7 @@ func benchFanout(b *testing.B, mode string, k int) {
 	defer cancel()
 	farm := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestBenchFarm$")
 	url := hs.URL + OfferPath
-	if mode == "ws" {
+	if mode == "ws" || mode == "barews" {
 		url = "ws" + strings.TrimPrefix(hs.URL, "http") + WebSocketPath
 	}
 	farm.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d", farmEnv, mode, url, k))
@@ -571,6 +611,23 @@ func farmDial(ctx context.Context, mode, url string, log *slog.Logger) (<-chan [
 	switch mode {
 	case "ws":
 		return wsFarmDial(ctx, url)
+	case "barews":
+		c, _, err := websocket.DefaultDialer.DialContext(ctx, url, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		ch := make(chan []byte, 4096)
+		go func() {
+			defer close(ch)
+			for {
+				_, b, err := c.ReadMessage()
+				if err != nil {
+					return
+				}
+				ch <- b
+			}
+		}()
+		return ch, func() { c.Close() }, nil
 	case "stack":
 		c, err := Dial(ctx, url, "", WithLoopbackOnly(), WithClientLogger(log), WithMessageBuffer(4096))
 		if err != nil {
