@@ -259,7 +259,7 @@ func benchFanout(b *testing.B, mode string, k int) {
 	// Errors only: the insecure-no-auth warning would land in the middle
 	// of the benchmark's output line.
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	m0 := heapAndStacks()
+	m0 := settledHeap()
 
 	var bs benchServer
 	switch mode {
@@ -430,6 +430,24 @@ func (p *benchPublisher) tick() {
 // heapAndStacks returns the memory in use after a full collection. Two
 // collections empty sync.Pools (which keep a victim generation), so that
 // buffers pooled by an earlier sub-benchmark are not counted.
+// settledHeap waits (up to 10 s) until the previous sub-benchmark's
+// connections have finished closing, which pion does on goroutines of its
+// own, and returns the heap then: measured too early, their memory is
+// freed during this run and the per-subscriber figure comes out too low,
+// even negative.
+func settledHeap() uint64 {
+	prev := heapAndStacks()
+	for range 20 {
+		time.Sleep(500 * time.Millisecond)
+		m := heapAndStacks()
+		if max(m, prev)-min(m, prev) < prev/100 {
+			return m
+		}
+		prev = m
+	}
+	return prev
+}
+
 func heapAndStacks() uint64 {
 	runtime.GC()
 	runtime.GC()
