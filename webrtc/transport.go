@@ -136,6 +136,12 @@ func listenUDPMux(o transportOptions) (*ice.MultiUDPMuxDefault, error) {
 			ice.UDPMuxFromPortWithLoopback(),
 			ice.UDPMuxFromPortWithIPFilter(func(ip net.IP) bool { return ip.IsLoopback() && ip.To4() != nil }),
 			ice.UDPMuxFromPortWithNetworks(ice.NetworkTypeUDP4))
+	} else {
+		// Not link-local addresses: no browser reaches the peer through
+		// one, and binding an IPv6 one fails while the address is still
+		// tentative (just after an interface comes up), which would fail
+		// the whole server.
+		opts = append(opts, ice.UDPMuxFromPortWithIPFilter(func(ip net.IP) bool { return ip.IsGlobalUnicast() }))
 	}
 	lo, hi := int(o.portMin), int(o.portMax)
 	var err error
