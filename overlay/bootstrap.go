@@ -94,7 +94,7 @@ func (o *Overlay) bootstrapLoop() {
 		if r.busy > 0 {
 			hint := min(max(r.retryAfter, o.cfg.BootstrapBackoffMin), o.cfg.JoinRetryMax)
 			wait = hint + jitter(max(hint/4, o.cfg.BootstrapBackoffMin))
-			o.log.Info("bootstrap busy: retrying later", "retry_in", wait.Round(time.Millisecond),
+			o.log.Info("bootstrap busy: retrying later", "retry_in", wait.Round(time.Millisecond).String(),
 				"busy_answers", r.busy, "referrals_tried", r.tried)
 			o.setJoinState(JoinState{Reason: fmt.Sprintf("not joined: %d bootstrap peers busy", r.busy), NextTry: time.Now().Add(wait)})
 		} else {
@@ -103,7 +103,7 @@ func (o *Overlay) bootstrapLoop() {
 			wait = jitter(backoff)
 			next := time.Now().Add(wait)
 			o.log.Warn("no bootstrap peer answered: not joined; retrying", "next_try", next.Format(time.TimeOnly),
-				"retry_in", wait.Round(time.Millisecond), "bootstrap_peers", len(o.cfg.Bootstrap), "last_err", r.lastErr)
+				"retry_in", wait.Round(time.Millisecond).String(), "bootstrap_peers", len(o.cfg.Bootstrap), "last_err", r.lastErr)
 			o.setJoinState(JoinState{Reason: "not joined: no bootstrap peer answered", NextTry: next})
 		}
 		backoff = min(2*backoff, o.cfg.BootstrapBackoffMax)
