@@ -3,8 +3,8 @@ package node
 import (
 	"cmp"
 	"context"
-	"errors"
 	"embed"
+	"errors"
 	"io/fs"
 	"net/http"
 	"slices"

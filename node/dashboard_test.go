@@ -173,7 +173,7 @@ func TestDashboard(t *testing.T) {
 		// Let the charts fill in for the picture.
 		var full bool
 		var png []byte
-		runTab(t, tab, "screenshot", chromedp.Poll(`Number(document.body.dataset.samples) >= 45`, &full, chromedp.WithPollingTimeout(2*time.Minute)),
+		runTab(t, tab, "screenshot", chromedp.Poll(`Number(document.body.dataset.samples) >= 40`, &full, chromedp.WithPollingTimeout(2*time.Minute)),
 			chromedp.FullScreenshot(&png, 100))
 		if !filepath.IsAbs(shot) {
 			shot = filepath.Join("..", shot) // relative to the repository root
