@@ -193,8 +193,8 @@ type StorageReport struct {
 	Used   int64 `json:"used_bytes"`
 	Quota  int64 `json:"quota_bytes"`
 	Shards int   `json:"shards"`
-	// Held lists the objects this node holds shards of (others' data it
-	// stores), largest first, at most maxHeldObjects of HeldTotal.
+	// Held lists the objects this node holds shards of (its own and
+	// others'), largest first, at most maxHeldObjects of HeldTotal.
 	Held      []HeldObject `json:"held"`
 	HeldTotal int          `json:"held_total"`
 	// Tracked lists the keys this node writes and repairs, with their

@@ -205,12 +205,7 @@ func TestDashboard(t *testing.T) {
 	}
 
 	// Without a token: it says one is needed, and asks for no data.
-	tab, watch = watchTab(t, b)
-	var msg string
-	runTab(t, tab, "open the dashboard without a token",
-		chromedp.Navigate(base+"/dashboard/"),
-		chromedp.WaitVisible(`#state[data-state="token-needed"]`, chromedp.ByQuery),
-		chromedp.Text("#auth-message", &msg, chromedp.ByID))
+	watch, _, msg := openDashboard(t, b, base+"/dashboard/", "token-needed")
 	if !strings.Contains(msg, "Token needed") {
 		t.Errorf("without a token the page says %q", msg)
 	}
@@ -225,13 +220,7 @@ func TestDashboard(t *testing.T) {
 	}
 
 	// With a wrong token: 401, said clearly; nothing else goes wrong.
-	tab, watch = watchTab(t, b)
-	var state string
-	runTab(t, tab, "open the dashboard with a wrong token",
-		chromedp.Navigate(base+"/dashboard/#token=not-the-token"),
-		chromedp.WaitVisible(`#state[data-state="unauthorized"]`, chromedp.ByQuery),
-		chromedp.Text("#state", &state, chromedp.ByID),
-		chromedp.Text("#auth-message", &msg, chromedp.ByID))
+	watch, state, msg := openDashboard(t, b, base+"/dashboard/#token=not-the-token", "unauthorized")
 	if !strings.Contains(state, "401") || !strings.Contains(msg, "401 Unauthorized") {
 		t.Errorf("with a wrong token the page says %q, %q", state, msg)
 	}
@@ -241,6 +230,20 @@ func TestDashboard(t *testing.T) {
 			t.Errorf("with a wrong token: %s", p)
 		}
 	}
+}
+
+// openDashboard opens url in a new tab of b, waits for the page's state
+// to be want, and returns what it said: the state badge and the message
+// of its token form.
+func openDashboard(t *testing.T, b context.Context, url, want string) (watch *pageWatch, state, msg string) {
+	t.Helper()
+	tab, watch := watchTab(t, b)
+	runTab(t, tab, "open "+url,
+		chromedp.Navigate(url),
+		chromedp.WaitVisible(fmt.Sprintf(`#state[data-state=%q]`, want), chromedp.ByQuery),
+		chromedp.Text("#state", &state, chromedp.ByID),
+		chromedp.Text("#auth-message", &msg, chromedp.ByID))
+	return watch, state, msg
 }
 
 // TestDashboardEndpoints: the dashboard's files are served without a
@@ -273,7 +276,7 @@ func TestDashboardEndpoints(t *testing.T) {
 		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), f.ctype) {
 			t.Errorf("GET %s: %s %s, want 200 %s", f.path, resp.Status, resp.Header.Get("Content-Type"), f.ctype)
 		}
-		if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "connect-src 'self'") {
+		if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "connect-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") {
 			t.Errorf("GET %s: Content-Security-Policy %q", f.path, csp)
 		}
 	}
