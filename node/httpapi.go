@@ -132,6 +132,7 @@ func (a *api) routes() http.Handler {
 			mux.Handle(p, demo)
 		}
 	}
+	a.dashboardRoutes(mux) // GET /dashboard/, /v1/peers, /v1/storage (dashboard.go)
 	return jsonMisses(mux)
 }
 

@@ -280,6 +280,7 @@ func devnetBanner(d *node.Devnet, o *options, opts node.DevnetOptions, took time
 	fmt.Fprintf(&b, "  curl -H \"Authorization: Bearer $IMMENSE_TOKEN\" -d 'hello, overlay' %s/v1/topics/demo/chat   # it shows in the page\n", first)
 	fmt.Fprintf(&b, "  curl -H \"Authorization: Bearer $IMMENSE_TOKEN\" %s/v1/status\n", first)
 	fmt.Fprintf(&b, "(The token is also in %s.)\n\n", d.APITokenFile)
+	fmt.Fprintf(&b, "Dashboard (peers, topics, storage, bandwidth): %s%s#token=%s\n\n", first, node.DashboardPath, d.APIToken)
 	fmt.Fprintf(&b, "A state PUT answers target_met and probability: the chance its shards stay readable, from\n")
 	fmt.Fprintf(&b, "the holders' availability. With this devnet's %d peers the target is usually out of reach, so\n", len(d.Peers))
 	fmt.Fprintf(&b, "target_met: false is expected here; the value is stored and readable (docs/state.md).\n\nCtrl-C stops the devnet.\n")
