@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -247,6 +248,11 @@ func TestPlanRepair(t *testing.T) {
 				t.Fatal("repair target is a current holder")
 			}
 		}
+	}
+	// No peer known but the holders: blocked, saying that, not "quota".
+	plan = PlanRepair(ObjectID{}, p, holders, nil, pol, now)
+	if plan.Action != RepairBlocked || !strings.Contains(plan.Reason, "no peer besides the object's holders") {
+		t.Fatalf("three lost, no candidates: %+v", plan)
 	}
 	// Offline within the grace period is not lost.
 	for i := range 3 {

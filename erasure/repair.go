@@ -228,7 +228,16 @@ func PlanRepair(obj ObjectID, p Params, holders []HolderStatus, cands []Candidat
 	}
 	if len(plan.Targets) == 0 {
 		plan.Action = RepairBlocked
-		plan.Reason = "repair needed but no candidate peer has quota"
+		spare := 0
+		for _, c := range cands {
+			if _, held := exclude[c.ID]; !held {
+				spare++
+			}
+		}
+		plan.Reason = "repair needed but no peer besides the object's holders is known to take a shard"
+		if spare > 0 {
+			plan.Reason = fmt.Sprintf("repair needed but none of the %d candidate peers besides the holders can take a shard", spare)
+		}
 		return plan
 	}
 	plan.Action = RepairNow

@@ -1,6 +1,7 @@
 package webrtc
 
 import (
+	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -28,6 +29,9 @@ const (
 	frameAck         frameType = 5
 	frameError       frameType = 6
 	frameBatch       frameType = 7
+	// frameSignedPublish is a publish signed with the browser key its
+	// token is bound to (Claims.Key).
+	frameSignedPublish frameType = 8
 )
 
 func (t frameType) String() string {
@@ -46,6 +50,8 @@ func (t frameType) String() string {
 		return "error"
 	case frameBatch:
 		return "batch"
+	case frameSignedPublish:
+		return "signed-publish"
 	}
 	return "unknown"
 }
@@ -141,9 +147,10 @@ type frame struct {
 	req     uint32
 	topic   string
 	payload []byte    // publish, message
+	sig     []byte    // signed-publish: Ed25519 signature of the message (internal/browsersig)
 	id      string    // message
 	from    string    // message
-	time    int64     // message: microseconds since the Unix epoch, 0 if unknown
+	time    int64     // message: microseconds since the Unix epoch, 0 if unknown; signed-publish: milliseconds
 	since   string    // subscribe: resume after this position, "" for live only
 	code    ErrorCode // error
 	reason  string    // error
@@ -190,6 +197,18 @@ func appendFrame(dst []byte, f *frame) ([]byte, error) {
 		}
 		dst = binary.BigEndian.AppendUint32(dst, f.req)
 		dst = appendStr8(dst, f.topic)
+		dst = appendBytes32(dst, f.payload)
+	case frameSignedPublish:
+		if err := ValidateTopic(f.topic); err != nil {
+			return nil, err
+		}
+		if len(f.sig) != ed25519.SignatureSize {
+			return nil, fmt.Errorf("%w: signature of %d bytes, want %d", ErrBadFrame, len(f.sig), ed25519.SignatureSize)
+		}
+		dst = binary.BigEndian.AppendUint32(dst, f.req)
+		dst = appendStr8(dst, f.topic)
+		dst = binary.BigEndian.AppendUint64(dst, uint64(f.time))
+		dst = append(dst, f.sig...)
 		dst = appendBytes32(dst, f.payload)
 	case frameMessage:
 		if err := ValidateTopic(f.topic); err != nil {
@@ -265,7 +284,7 @@ func decodeFrameDepth(b []byte, max int, allowBatch bool) (frame, error) {
 	f.typ = frameType(b[1])
 	r := reader{b: b[headerLen:]}
 	switch f.typ {
-	case frameSubscribe, frameUnsubscribe, framePublish, frameAck, frameError:
+	case frameSubscribe, frameUnsubscribe, framePublish, frameSignedPublish, frameAck, frameError:
 		// The request ID comes first, so even a frame of another version
 		// whose layout we cannot know gets a correlated reply.
 		if len(r.b) >= 4 {
@@ -288,6 +307,12 @@ func decodeFrameDepth(b []byte, max int, allowBatch bool) (frame, error) {
 	case framePublish:
 		f.req = r.u32()
 		f.topic = r.str8()
+		f.payload = r.bytes32()
+	case frameSignedPublish:
+		f.req = r.u32()
+		f.topic = r.str8()
+		f.time = int64(r.u64())
+		f.sig = r.take(ed25519.SignatureSize)
 		f.payload = r.bytes32()
 	case frameMessage:
 		f.topic = r.str8()
@@ -337,7 +362,7 @@ func decodeFrameDepth(b []byte, max int, allowBatch bool) (frame, error) {
 		return f, fmt.Errorf("%w: %s frame: %d trailing bytes", ErrBadFrame, f.typ, len(r.b))
 	}
 	switch f.typ {
-	case frameSubscribe, frameUnsubscribe, framePublish, frameMessage:
+	case frameSubscribe, frameUnsubscribe, framePublish, frameSignedPublish, frameMessage:
 		if err := ValidateTopic(f.topic); err != nil {
 			return f, err
 		}

@@ -38,8 +38,12 @@ const T_MESSAGE = 4;
 const T_ACK = 5;
 const T_ERROR = 6;
 const T_BATCH = 7;
+const T_SIGNED_PUBLISH = 8;
 
-const TYPE_NAMES = ["", "subscribe", "unsubscribe", "publish", "message", "ack", "error", "batch"];
+const TYPE_NAMES = ["", "subscribe", "unsubscribe", "publish", "message", "ack", "error", "batch", "signed-publish"];
+
+/** Size of an Ed25519 signature. */
+const SIG_SIZE = 64;
 
 /** Codes of ERROR frames, as sent by the server. */
 export const ErrorCode = Object.freeze({
@@ -117,7 +121,7 @@ const utf8dec = new TextDecoder();
 export function encodeFrame(f) {
   const type = TYPE_NAMES.indexOf(f.type);
   if (type < 1) throw new TypeError(`unknown frame type ${f.type}`);
-  const hasTopic = type === T_SUBSCRIBE || type === T_UNSUBSCRIBE || type === T_PUBLISH || type === T_MESSAGE;
+  const hasTopic = type === T_SUBSCRIBE || type === T_UNSUBSCRIBE || type === T_PUBLISH || type === T_SIGNED_PUBLISH || type === T_MESSAGE;
   if (hasTopic || (type === T_ERROR && f.topic)) validateTopic(f.topic);
   const topic = f.topic ? utf8.encode(f.topic) : new Uint8Array(0);
   const payload = f.payload ?? new Uint8Array(0);
@@ -134,6 +138,10 @@ export function encodeFrame(f) {
       break;
     case T_PUBLISH:
       size += 4 + 1 + topic.length + 4 + payload.length;
+      break;
+    case T_SIGNED_PUBLISH:
+      if (!f.sig || f.sig.length !== SIG_SIZE) throw new RangeError(`signature of ${f.sig?.length ?? 0} bytes, want ${SIG_SIZE}`);
+      size += 4 + 1 + topic.length + 8 + SIG_SIZE + 4 + payload.length;
       break;
     case T_MESSAGE:
       if (id.length > 0xffff || from.length > 0xffff) throw new RangeError("message id or publisher too long");
@@ -167,6 +175,13 @@ export function encodeFrame(f) {
     case T_PUBLISH:
       w.u32(f.req ?? 0);
       w.str8(topic);
+      w.bytes32(payload);
+      break;
+    case T_SIGNED_PUBLISH:
+      w.u32(f.req ?? 0);
+      w.str8(topic);
+      w.i64(f.time ?? 0);
+      w.raw(f.sig);
       w.bytes32(payload);
       break;
     case T_MESSAGE:
@@ -235,6 +250,13 @@ function decode(bytes, maxSize, allowBatch) {
     case T_PUBLISH:
       f.req = r.u32();
       f.topic = r.str8();
+      f.payload = r.bytes32();
+      break;
+    case T_SIGNED_PUBLISH:
+      f.req = r.u32();
+      f.topic = r.str8();
+      f.time = r.i64();
+      f.sig = r.take(SIG_SIZE);
       f.payload = r.bytes32();
       break;
     case T_MESSAGE:
@@ -489,6 +511,10 @@ export class Client extends EventTarget {
     this._dc = null;
     this._retryTimer = null;
     this._maxFrame = 65535;
+    /** The browser key a bound token names (options.keyPair, or one made here), and whether the current token is bound to it. */
+    this._keyPair = browserKeyPair(this.options.keyPair);
+    this._keyPair.catch(() => {}); // no Ed25519 here: bound tokens cannot be used, bearer tokens still can
+    this._bound = false;
     this.ready = new Promise((resolve, reject) => {
       this._resolveReady = resolve;
       this._rejectReady = reject;
@@ -559,7 +585,25 @@ export class Client extends EventTarget {
   publish(topic, data) {
     validateTopic(topic);
     if (this.state === "closed") return Promise.reject(new Error("client closed"));
-    return this._request({ type: "publish", topic, payload: toBytes(data) });
+    const payload = toBytes(data);
+    if (!this._bound) return this._request({ type: "publish", topic, payload });
+    // A token bound to our key: sign, so that no peer can reuse the token.
+    return this._keyPair.then(async (kp) => {
+      const time = Date.now();
+      const sig = new Uint8Array(await crypto.subtle.sign("Ed25519", kp.privateKey, signedBytes(topic, time, payload)));
+      return this._request({ type: "signed-publish", topic, payload, time, sig });
+    });
+  }
+
+  /**
+   * The public half of the browser key, base64url (raw Ed25519), for the
+   * app server to bind tokens to (a token's "cnf" claim). Rejects where
+   * WebCrypto has no Ed25519.
+   * @returns {Promise<string>}
+   */
+  async publicKey() {
+    const kp = await this._keyPair;
+    return base64url(new Uint8Array(await crypto.subtle.exportKey("raw", kp.publicKey)));
   }
 
   /** Closes the connection for good; pending calls reject. */
@@ -569,12 +613,27 @@ export class Client extends EventTarget {
 
   // --- connection management ---
 
+  /** Gets the token (asking options.token, with our public key, if it is a function) and notes whether it is bound to our key. */
+  async _token() {
+    let token = this.options.token;
+    if (typeof token === "function") {
+      const publicKey = await this.publicKey().catch(() => undefined);
+      token = await token({ publicKey });
+    }
+    const bound = tokenBoundKey(token);
+    if (bound && bound !== (await this.publicKey().catch(() => undefined))) {
+      throw new Error("the token is bound to another browser key (cnf); mint it for client.publicKey()");
+    }
+    this._bound = !!bound;
+    return token;
+  }
+
   async _connect() {
     const gen = ++this._gen;
     const stale = () => gen !== this._gen || this.state === "closed";
     let pc;
     try {
-      const token = typeof this.options.token === "function" ? await this.options.token() : this.options.token;
+      const token = await this._token();
       if (stale()) return;
       pc = new this._RTCPeerConnection({ iceServers: this.options.iceServers });
       this._pc = pc;
@@ -839,6 +898,44 @@ export class Client extends EventTarget {
   _emitError(error) {
     this.dispatchEvent(new CustomEvent("error", { detail: { error } }));
   }
+}
+
+const SIGNED_CONTEXT = utf8.encode("immense/browser-publish/v1\0");
+
+/** The bytes a browser signs to publish payload on topic at time (ms); internal/browsersig in Go. */
+export function signedBytes(topic, time, payload) {
+  const t = utf8.encode(topic);
+  const out = new Uint8Array(SIGNED_CONTEXT.length + t.length + 1 + 8 + payload.length);
+  out.set(SIGNED_CONTEXT, 0);
+  out.set(t, SIGNED_CONTEXT.length);
+  const off = SIGNED_CONTEXT.length + t.length + 1;
+  new DataView(out.buffer).setBigInt64(off, BigInt(Math.trunc(time)));
+  out.set(payload, off + 8);
+  return out;
+}
+
+/** The key pair given, or a new non-extractable Ed25519 one. */
+async function browserKeyPair(given) {
+  if (given) return given;
+  return crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"]);
+}
+
+/** The base64url public key a token is bound to (its cnf.jwk.x), or "" for a bearer token. Only reads: the peer verifies. */
+export function tokenBoundKey(token) {
+  if (typeof token !== "string") return "";
+  const parts = token.split(".");
+  if (parts.length !== 3) return "";
+  try {
+    const b64 = parts[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(utf8dec.decode(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))));
+    return claims?.cnf?.jwk?.x ?? "";
+  } catch {
+    return "";
+  }
+}
+
+function base64url(bytes) {
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }
 
 function deferred() {

@@ -12,6 +12,8 @@ import {
   connect,
   decodeFrame,
   encodeFrame,
+  signedBytes,
+  tokenBoundKey,
   ErrorCode,
   FrameError,
   offerURL,
@@ -318,4 +320,25 @@ test("failover across peer URLs resumes after the last message, and reports a ga
   await client.subscribe("news", () => {}, { since: new Date(Date.UTC(2026, 0, 2, 3, 4, 5)) });
   assert.equal(srv.frames.filter((f) => f.type === "subscribe").at(-1).since, "2026-01-02T03:04:05.000Z");
   client.close();
+});
+
+test("signed publish: the same signed bytes and signature as Go", async () => {
+  const g = decodeFrame(unhex(golden.find((f) => f.name === "signed-publish").hex));
+  assert.equal(g.type, "signed-publish");
+  assert.equal(g.time, 1700000000123);
+  // The golden frame was signed in Go with the Ed25519 key of the seed
+  // 32 bytes of 9; Ed25519 is deterministic, so WebCrypto must agree.
+  const pkcs8 = unhex("302e020100300506032b657004220420" + "09".repeat(32));
+  const key = await crypto.subtle.importKey("pkcs8", pkcs8, { name: "Ed25519" }, false, ["sign"]);
+  const sig = new Uint8Array(await crypto.subtle.sign("Ed25519", key, signedBytes(g.topic, g.time, g.payload)));
+  assert.equal(hex(sig), hex(g.sig));
+});
+
+test("tokenBoundKey reads a token's cnf key, and nothing else", () => {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const tok = (claims) => `${b64({ alg: "EdDSA" })}.${b64(claims)}.sig`;
+  assert.equal(tokenBoundKey(tok({ cnf: { jwk: { kty: "OKP", crv: "Ed25519", x: "abc-_" } } })), "abc-_");
+  assert.equal(tokenBoundKey(tok({ read: ["a"] })), "");
+  assert.equal(tokenBoundKey("not.a-token"), "");
+  assert.equal(tokenBoundKey(""), "");
 });

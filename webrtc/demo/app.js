@@ -4,7 +4,8 @@
 // Query parameters:
 //   room=...      the chat topic (default demo/chat)
 //   tokenURL=...  a path on this page's own origin returning a token (text,
-//                 or JSON {"token"}), fetched again on every reconnect
+//                 or JSON {"token"}), fetched again on every reconnect, with
+//                 the browser's public key as ?key= for a bound token
 //
 // The page connects only to the peer that served it, and takes a token
 // only from its own origin: the tokenURL path above, or a token pasted
@@ -35,8 +36,12 @@ if (tokenURL) {
       throw new Error(`tokenURL must be on this page's origin (${location.origin}), not ${url.origin}`);
     };
   } else {
-    token = async () => {
-      const res = await fetch(url, { credentials: "same-origin" });
+    // The client's public key goes along as ?key=, so that the app can bind
+    // the token to it (docs/browser-protocol.md, "Bound tokens").
+    token = async ({ publicKey } = {}) => {
+      const u = new URL(url);
+      if (publicKey) u.searchParams.set("key", publicKey);
+      const res = await fetch(u, { credentials: "same-origin" });
       if (!res.ok) throw new Error(`token: ${res.status} from ${url.pathname}`);
       const body = await res.text();
       try {
