@@ -86,6 +86,13 @@ export interface ReconnectOptions {
 }
 
 export interface ConnectOptions {
+  /** How to reach the peer: "auto" (default) tries a WebSocket first and
+   * falls back to WebRTC when the peer cannot be reached directly (a NAT'd
+   * volunteer); "websocket" or "webrtc" use only that. Client.transport
+   * says which is in use. */
+  transport?: "auto" | "websocket" | "webrtc";
+  /** Replaces globalThis.WebSocket (tests, non-browser runtimes). */
+  WebSocket?: typeof WebSocket;
   /** Token proving what the browser may read and write; omit on a devnet. */
   token?: TokenSource;
   /** STUN/TURN servers for the browser's side of the connection. */
@@ -109,6 +116,13 @@ export interface ConnectOptions {
   RTCPeerConnection?: typeof RTCPeerConnection;
 }
 
+export interface OpenDetail {
+  /** The transport this connection uses. */
+  transport: "websocket" | "webrtc";
+  /** The offer URL of the peer connected to. */
+  url: string;
+}
+
 export interface DisconnectDetail {
   error: Error;
   /** Milliseconds until the next attempt. */
@@ -127,7 +141,7 @@ export interface SubscribeOptions {
 }
 
 export interface ClientEventMap {
-  open: CustomEvent<undefined>;
+  open: CustomEvent<OpenDetail>;
   /** A resume (after a reconnect, or from options.since) reached further back than the peer's history. */
   gap: CustomEvent<GapDetail>;
   disconnect: CustomEvent<DisconnectDetail>;
@@ -156,6 +170,8 @@ export declare class Client extends EventTarget {
   /** The browser key's public half, base64url (raw Ed25519), for the app
    * server to bind tokens to. */
   publicKey(): Promise<string>;
+  /** How the client is connected: "websocket" or "webrtc"; null before the first connection opens. */
+  readonly transport: "websocket" | "webrtc" | null;
   /** Closes for good; pending calls reject. */
   close(): void;
   addEventListener<K extends keyof ClientEventMap>(
@@ -213,3 +229,8 @@ export declare function decodeFrame(bytes: Uint8Array, maxSize?: number): Frame;
 export declare function signedBytes(topic: string, time: number, payload: Uint8Array): Uint8Array;
 /** The base64url key a token is bound to (cnf.jwk.x), or "" for a bearer token. */
 export declare function tokenBoundKey(token: string): string;
+
+/** The WebSocket URL of a peer, from its offer URL. */
+export declare function webSocketURL(offer: string): string;
+/** A WebSocket to the peer could not be opened at all; "auto" then tries WebRTC. */
+export declare class WebSocketUnreachable extends Error {}

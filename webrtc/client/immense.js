@@ -22,6 +22,13 @@ export const MAX_TOPIC_LENGTH = 128;
 /** Path of the signaling endpoint on a peer. */
 export const OFFER_PATH = "/v1/webrtc/offer";
 
+/** Path of the WebSocket endpoint on a peer. */
+export const WEBSOCKET_PATH = "/v1/ws";
+
+// Close codes of the WebSocket handshake (docs/browser-protocol.md), as
+// the HTTP statuses of the offer endpoint.
+const WS_CLOSE_STATUS = { 4400: 400, 4401: 401, 4503: 503 };
+
 const DATA_CHANNEL_LABEL = "immense";
 
 // Servers send frames of at most their MaxFrameSize (256 KiB at most).
@@ -82,6 +89,14 @@ export class ServerError extends Error {
     this.codeName = name;
     this.topic = topic;
     this.reason = reason;
+  }
+}
+
+/** A WebSocket to the peer could not be opened at all (not refused): with transport "auto" the client tries WebRTC. */
+export class WebSocketUnreachable extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "WebSocketUnreachable";
   }
 }
 
@@ -444,8 +459,21 @@ export function offerURL(url) {
   return new URL(OFFER_PATH.slice(1), u).href;
 }
 
+/**
+ * The WebSocket URL of the peer whose offer URL is given: ws:// or wss://
+ * and WEBSOCKET_PATH in place of OFFER_PATH.
+ * @param {string} offer
+ */
+export function webSocketURL(offer) {
+  const u = new URL(offer);
+  u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
+  u.pathname = u.pathname.slice(0, u.pathname.length - OFFER_PATH.length) + WEBSOCKET_PATH;
+  return u.href;
+}
+
 const DEFAULTS = {
   token: "",
+  transport: "auto",
   iceServers: [],
   requestTimeout: 10_000,
   connectTimeout: 15_000,
@@ -493,7 +521,23 @@ export class Client extends EventTarget {
     this.options = { ...DEFAULTS, ...options, reconnect: { ...DEFAULTS.reconnect, ...(options.reconnect ?? {}) } };
     this._fetch = this.options.fetch ?? globalThis.fetch.bind(globalThis);
     this._RTCPeerConnection = this.options.RTCPeerConnection ?? globalThis.RTCPeerConnection;
-    if (!this._RTCPeerConnection) throw new Error("WebRTC is not available here (no RTCPeerConnection)");
+    this._WebSocket = this.options.WebSocket ?? globalThis.WebSocket;
+    const mode = this.options.transport;
+    if (!["auto", "websocket", "webrtc"].includes(mode)) throw new TypeError(`transport ${JSON.stringify(mode)}: want "auto", "websocket" or "webrtc"`);
+    if (mode !== "websocket" && !this._RTCPeerConnection && (mode === "webrtc" || !this._WebSocket)) {
+      throw new Error("WebRTC is not available here (no RTCPeerConnection)");
+    }
+    if (mode === "websocket" && !this._WebSocket) throw new Error("WebSockets are not available here");
+    /**
+     * How the client is connected: "websocket" or "webrtc" (null until the
+     * first connection opens). With transport "auto" it is a WebSocket
+     * when the peer can be reached directly, WebRTC otherwise.
+     * @type {"websocket" | "webrtc" | null}
+     */
+    this.transport = null;
+    /** Where frames go: the data channel or the WebSocket. */
+    this._chan = null;
+    this._ws = null;
     /** @type {"connecting" | "open" | "closed"} */
     this.state = "connecting";
     /** @type {Map<string, Set<Function>>} */
@@ -635,12 +679,30 @@ export class Client extends EventTarget {
     try {
       const token = await this._token();
       if (stale()) return;
+      const mode = this.options.transport;
+      if (mode !== "webrtc" && this._WebSocket) {
+        try {
+          await this._connectWebSocket(gen, token);
+          return;
+        } catch (err) {
+          if (stale()) return;
+          // A peer that answered (a refused token, a full peer) would say
+          // the same over WebRTC; one that cannot be reached directly (a
+          // NAT'd volunteer) may be reachable through WebRTC.
+          if (mode === "websocket" || !this._RTCPeerConnection || !(err instanceof WebSocketUnreachable)) throw err;
+        }
+      }
       pc = new this._RTCPeerConnection({ iceServers: this.options.iceServers });
       this._pc = pc;
       const dc = pc.createDataChannel(DATA_CHANNEL_LABEL); // ordered, reliable
       dc.binaryType = "arraybuffer";
       this._dc = dc;
-      dc.onopen = () => !stale() && this._onOpen(gen);
+      dc.onopen = () => {
+        if (stale()) return;
+        this._chan = dc;
+        this.transport = "webrtc";
+        this._onOpen(gen);
+      };
       dc.onmessage = (ev) => !stale() && this._onMessage(ev.data);
       dc.onclose = () => !stale() && this._onDisconnect(gen, new Error("data channel closed"));
       pc.onconnectionstatechange = () => {
@@ -656,13 +718,7 @@ export class Client extends EventTarget {
       });
       if (!res.ok) {
         const body = await res.json().catch(() => ({}));
-        const err = new SignalingError(res.status, body.error ?? res.statusText);
-        // A fixed token the server refused will be refused again.
-        if (res.status === 401 && typeof this.options.token !== "function") {
-          this._shutdown(err);
-          return;
-        }
-        throw err;
+        throw new SignalingError(res.status, body.error ?? res.statusText);
       }
       const answer = await res.json();
       if (stale()) return;
@@ -671,22 +727,97 @@ export class Client extends EventTarget {
         if (!stale() && this.state !== "open") this._onDisconnect(gen, new Error("data channel did not open"));
       }, this.options.connectTimeout);
     } catch (err) {
-      if (!stale()) this._onDisconnect(gen, err);
+      if (stale()) return;
+      // A fixed token the server refused will be refused again.
+      if (err instanceof SignalingError && err.status === 401 && typeof this.options.token !== "function") {
+        this._shutdown(err);
+        return;
+      }
+      this._onDisconnect(gen, err);
     }
+  }
+
+  /**
+   * Connects over a WebSocket: the token as the first (text) message, then
+   * the peer's ACK 0 opens the session. Resolves once open; rejects with a
+   * SignalingError if the peer refused (close codes 4400, 4401, 4503), or a
+   * WebSocketUnreachable if it could not be reached at all.
+   */
+  _connectWebSocket(gen, token) {
+    return new Promise((resolve, reject) => {
+      const ws = new this._WebSocket(webSocketURL(this.url));
+      ws.binaryType = "arraybuffer";
+      this._ws = ws;
+      let reached = false; // the HTTP upgrade succeeded
+      let opened = false; // the peer admitted the session
+      const fail = (err) => {
+        clearTimeout(timer);
+        ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+        try {
+          ws.close();
+        } catch {
+          // closing a failed socket may throw; it is going anyway
+        }
+        if (this._ws === ws) this._ws = null;
+        reject(err);
+      };
+      const timer = setTimeout(() => {
+        if (!opened) fail(reached ? new Error("the peer did not admit the WebSocket in time") : new WebSocketUnreachable("WebSocket did not open in time"));
+      }, this.options.connectTimeout);
+      ws.onopen = () => {
+        reached = true;
+        ws.send(token || "");
+      };
+      ws.onerror = () => {}; // a close event follows, with what is known
+      ws.onclose = (ev) => {
+        if (!opened) {
+          const status = WS_CLOSE_STATUS[ev.code];
+          if (status) fail(new SignalingError(status, ev.reason || `WebSocket closed with ${ev.code}`));
+          else if (!reached) fail(new WebSocketUnreachable(`WebSocket to ${webSocketURL(this.url)} failed (${ev.code})`));
+          else fail(new Error(`WebSocket closed during the handshake: ${ev.code} ${ev.reason}`));
+          return;
+        }
+        if (gen === this._gen) this._onDisconnect(gen, new Error(`WebSocket closed: ${ev.code} ${ev.reason}`.trim()));
+      };
+      ws.onmessage = (ev) => {
+        if (opened) {
+          if (gen === this._gen) this._onMessage(ev.data);
+          return;
+        }
+        let f;
+        try {
+          f = decodeFrame(new Uint8Array(ev.data), MAX_INCOMING_FRAME);
+        } catch (err) {
+          fail(err);
+          return;
+        }
+        if (f.type !== "ack" || f.req !== 0) {
+          fail(new Error(`WebSocket handshake: a ${f.type} frame before the peer's ACK`));
+          return;
+        }
+        opened = true;
+        clearTimeout(timer);
+        if (gen !== this._gen) return;
+        this._chan = ws;
+        this.transport = "websocket";
+        resolve();
+        this._onOpen(gen);
+      };
+    });
   }
 
   _onOpen(gen) {
     clearTimeout(this._connectTimer);
     this.state = "open";
     this._attempt = 0;
-    const max = this._pc?.sctp?.maxMessageSize;
+    const max = this.transport === "webrtc" ? this._pc?.sctp?.maxMessageSize : undefined;
     this._maxFrame = max && Number.isFinite(max) ? Math.min(max, 1 << 20) : 65535;
     for (const topic of this._handlers.keys()) this._sendSubscribe(topic);
     const outbox = this._outbox;
     this._outbox = [];
     for (const item of outbox) this._transmit(item);
     this._resolveReady();
-    this.dispatchEvent(new CustomEvent("open"));
+    this.dispatchEvent(new CustomEvent("open", { detail: { transport: this.transport, url: this.url } }));
   }
 
   _onDisconnect(gen, error) {
@@ -718,12 +849,17 @@ export class Client extends EventTarget {
   _teardown() {
     const dc = this._dc;
     const pc = this._pc;
+    const ws = this._ws;
     this._dc = null;
     this._pc = null;
+    this._ws = null;
+    this._chan = null;
     if (dc) dc.onopen = dc.onmessage = dc.onclose = null;
     if (pc) pc.onconnectionstatechange = null;
+    if (ws) ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
     try {
       pc?.close();
+      ws?.close(1000);
     } catch {
       // closing a broken connection may throw; it is going anyway
     }
@@ -822,7 +958,7 @@ export class Client extends EventTarget {
 
   _send(bytes) {
     try {
-      this._dc.send(bytes);
+      this._chan.send(bytes);
     } catch (err) {
       // The channel is failing; its close event triggers the reconnect.
       this._emitError(err);

@@ -342,3 +342,79 @@ test("tokenBoundKey reads a token's cnf key, and nothing else", () => {
   assert.equal(tokenBoundKey("not.a-token"), "");
   assert.equal(tokenBoundKey(""), "");
 });
+
+// fakeWebSockets returns a WebSocket class whose instances behave as a
+// peer's /v1/ws: "accept" (the token "good" gets ACK 0, then SUBSCRIBEs
+// get ACKs), "unreachable" (closes before opening), or a close code sent
+// after the token.
+function fakeWebSockets(behavior) {
+  const sockets = [];
+  class FakeWebSocket {
+    constructor(url) {
+      this.url = url;
+      this.frames = [];
+      sockets.push(this);
+      setTimeout(() => {
+        if (behavior === "unreachable") {
+          this.onclose?.({ code: 1006, reason: "" });
+          return;
+        }
+        this.onopen?.();
+      }, 1);
+    }
+    send(b) {
+      if (typeof b === "string") {
+        if (behavior === "accept" && b === "good") this.deliver(encodeFrame({ type: "ack", req: 0 }));
+        else setTimeout(() => this.onclose?.({ code: typeof behavior === "number" ? behavior : 4401, reason: "token refused" }), 1);
+        return;
+      }
+      const f = decodeFrame(b);
+      this.frames.push(f);
+      this.deliver(encodeFrame({ type: "ack", req: f.req }));
+    }
+    deliver(bytes) {
+      setTimeout(() => this.onmessage?.({ data: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) }), 1);
+    }
+    close() {}
+  }
+  return { FakeWebSocket, sockets };
+}
+
+test("transport auto: a WebSocket when the peer is reachable, WebRTC when it is not", async () => {
+  const { FakeWebSocket, sockets } = fakeWebSockets("accept");
+  const srv = new FakeServer();
+  const client = connect("https://peer.example", { token: "good", WebSocket: FakeWebSocket, fetch: srv.fetch, RTCPeerConnection: fakeWebRTC(srv) });
+  const open = await once(client, "open");
+  assert.equal(client.transport, "websocket");
+  assert.deepEqual(open.detail, { transport: "websocket", url: "https://peer.example/v1/webrtc/offer" });
+  assert.equal(sockets[0].url, "wss://peer.example/v1/ws");
+  await client.subscribe("chat", () => {});
+  assert.equal(sockets[0].frames.at(-1).type, "subscribe");
+  assert.equal(srv.offers.length, 0, "no WebRTC offer was made");
+  client.close();
+
+  const down = fakeWebSockets("unreachable");
+  const srv2 = new FakeServer();
+  const natted = connect("http://volunteer.example:8090", { token: "good", WebSocket: down.FakeWebSocket, fetch: srv2.fetch, RTCPeerConnection: fakeWebRTC(srv2) });
+  await once(natted, "open");
+  assert.equal(natted.transport, "webrtc");
+  assert.equal(down.sockets[0].url, "ws://volunteer.example:8090/v1/ws");
+  assert.equal(srv2.offers.length, 1);
+  natted.close();
+});
+
+test("transport websocket: a refused token closes a fixed-token client; a full peer is retried", async () => {
+  const refused = fakeWebSockets(4401);
+  const client = connect("https://peer.example", { token: "bad", transport: "websocket", WebSocket: refused.FakeWebSocket, reconnect: fastReconnect() });
+  const { detail } = await once(client, "close");
+  assert.ok(detail.error instanceof SignalingError && detail.error.status === 401, `closed with ${detail.error}`);
+  assert.equal(refused.sockets.length, 1, "a refused fixed token is not retried");
+
+  const full = fakeWebSockets(4503);
+  const busy = connect(["https://a.example", "https://b.example"], { token: "good", transport: "websocket", WebSocket: full.FakeWebSocket, reconnect: fastReconnect() });
+  const d = await once(busy, "disconnect");
+  assert.equal(d.detail.error.status, 503);
+  await once(busy, "disconnect");
+  assert.deepEqual(full.sockets.slice(0, 2).map((s) => s.url), ["wss://a.example/v1/ws", "wss://b.example/v1/ws"], "fails over to the next peer");
+  busy.close();
+});

@@ -6,6 +6,8 @@
 //   tokenURL=...  a path on this page's own origin returning a token (text,
 //                 or JSON {"token"}), fetched again on every reconnect, with
 //                 the browser's public key as ?key= for a bound token
+//   transport=... websocket or webrtc to force one (default: WebSocket,
+//                 falling back to WebRTC)
 //
 // The page connects only to the peer that served it, and takes a token
 // only from its own origin: the tokenURL path above, or a token pasted
@@ -60,7 +62,10 @@ $("token-form").addEventListener("submit", (e) => {
   location.reload();
 });
 
-const client = connect(peer, { token });
+// transport=websocket|webrtc forces one (the default, auto, prefers a
+// WebSocket and falls back to WebRTC); harmless in a URL, it grants nothing.
+const transport = ["websocket", "webrtc"].includes(params.get("transport")) ? params.get("transport") : "auto";
+const client = connect(peer, { token, transport });
 window.immense = client; // for the console, and for browser tests
 
 function setState(state) {
@@ -70,8 +75,10 @@ function setState(state) {
 function showError(err) {
   $("error").textContent = err ? String(err.message || err) : "";
 }
-client.addEventListener("open", () => {
+client.addEventListener("open", (e) => {
   setState("open");
+  $("transport").textContent = `over ${e.detail.transport === "websocket" ? "WebSocket" : "WebRTC"}`;
+  $("transport").dataset.transport = e.detail.transport;
   showError(null);
 });
 client.addEventListener("disconnect", (e) => {
