@@ -401,3 +401,41 @@ func stripNets(cs []Candidate) []Candidate {
 	}
 	return out
 }
+
+// TestPlanRepairOneHolderPerNet: repair places lost shards off the networks
+// of the holders that stay, including a holder that is not a candidate
+// (the service adds those without quota, withHolders), and off those of
+// each other.
+func TestPlanRepairOneHolderPerNet(t *testing.T) {
+	now := time.Unix(1e6, 0)
+	p := Params{DataShards: 2, ParityShards: 2, SegmentSize: MinSegmentSize}
+	pol := DefaultRepairPolicy()
+	var holders []HolderStatus
+	var cs []Candidate
+	for i := range 4 {
+		id := peer.ID(fmt.Sprintf("holder-%d", i))
+		holders = append(holders, HolderStatus{Peer: id, Reachable: i >= 2, Complete: true, LastSeen: now, Availability: 0.9})
+		// holder-3 is no candidate: only withHolders' entry gives its network.
+		cs = append(cs, Candidate{ID: id, Net: fmt.Sprintf("1.1.%d.0/24", i), Availability: 0.9, HasQuota: i < 3})
+	}
+	// Holders 0 and 1 are gone for good.
+	holders[0].Reachable, holders[0].LastSeen = false, time.Time{}
+	holders[1].Reachable, holders[1].LastSeen = false, time.Time{}
+	// Spare peers: many in holder-2's and holder-3's networks, always on,
+	// and a few on networks of their own.
+	for i := range 10 {
+		cs = append(cs, Candidate{ID: peer.ID(fmt.Sprintf("crowd-%d", i)), Net: fmt.Sprintf("1.1.%d.0/24", 2+i%2), Availability: 1, HasQuota: true})
+	}
+	for i := range 3 {
+		cs = append(cs, Candidate{ID: peer.ID(fmt.Sprintf("spare-%d", i)), Net: fmt.Sprintf("2.2.%d.0/24", i), Availability: 0.5, HasQuota: true})
+	}
+	plan := PlanRepair(PlacementSeed{9}, p, holders, cs, pol, now)
+	if plan.Action != RepairNow || len(plan.Targets) != 2 {
+		t.Fatalf("plan %+v", plan)
+	}
+	for _, tgt := range plan.Targets {
+		if !strings.HasPrefix(string(tgt), "spare-") {
+			t.Fatalf("repair target %s shares a network with a holder (targets %v)", tgt, plan.Targets)
+		}
+	}
+}

@@ -282,6 +282,21 @@ func (s *Service) candidates(ctx context.Context, dhtKey string) ([]Candidate, e
 	return out, nil
 }
 
+// withHolders adds to cands the holders that are not candidates (the DHT
+// lookup missed them, or they are offline), never to be chosen, so that
+// PlanRepair counts their zones and networks too.
+func (s *Service) withHolders(cands []Candidate, holders []HolderStatus) []Candidate {
+	in := newCandidateMap(cands)
+	for _, h := range holders {
+		if _, ok := in[h.Peer]; !ok && h.Peer != "" {
+			c := Candidate{ID: h.Peer, Zone: s.cfg.zoneOf(h.Peer, ""), Net: s.peerNet(h.Peer)}
+			in[h.Peer] = c
+			cands = append(cands, c)
+		}
+	}
+	return cands
+}
+
 // peerNet is the network placement counts p in (Candidate.Net): that of
 // the connections to it now, else that of the last one (peerBook), else
 // "" (never connected: the DHT lookup that finds candidates connects to
