@@ -16,6 +16,7 @@ import (
 	"github.com/immense-p2p/immense/internal/simtest"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // grind returns, for each shard 0..n-1, two ids of the form prefix-N that
@@ -378,6 +379,13 @@ func TestSybilsOnOneSubnetHoldOneShard(t *testing.T) {
 		res, err := writer.svc.Put(ctx, "obj", value)
 		if err != nil {
 			t.Fatal(err)
+		}
+		var m dto.Metric
+		if err := writer.svc.metrics.sharedNet.Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		if got := m.GetCounter().GetValue(); got < 2*shards-1 {
+			t.Fatalf("shared-network candidates counted %v, want at least %d per lookup", got, 2*shards-1)
 		}
 		if e := count(res.Holders, func(p peer.ID) bool { return evil[p] }); e != 1 {
 			t.Fatalf("the attacker's /24 holds %d shards of %d, want 1", e, len(res.Holders))

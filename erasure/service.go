@@ -278,6 +278,17 @@ func (s *Service) candidates(ctx context.Context, dhtKey string) ([]Candidate, e
 		out = append(out, Candidate{ID: pi.ID, Zone: s.cfg.zoneOf(pi.ID, pi.Zone), Net: s.peerNet(pi.ID),
 			Availability: s.avail.Availability(pi.ID)})
 	}
+	nets := map[string]bool{}
+	shared := 0
+	for _, c := range out {
+		if c.Zone == "" && c.Net != "" {
+			if nets[c.Net] {
+				shared++
+			}
+			nets[c.Net] = true
+		}
+	}
+	s.metrics.sharedNetwork(shared)
 	s.book.setQuota(out, s.cfg.Now())
 	return out, nil
 }
