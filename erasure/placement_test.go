@@ -447,3 +447,19 @@ func TestPlanRepairOneHolderPerNet(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanPutFewNetworks: when the network rule leaves fewer holders than
+// k+MinParity, Put lowers k as in a small network instead of planning
+// shards nobody may take.
+func TestPlanPutFewNetworks(t *testing.T) {
+	cs := candidates(12)
+	for i := range cs {
+		cs[i].Net = fmt.Sprintf("3.3.%d.0/24", i%3)
+		cs[i].Availability = 1
+	}
+	pol := PutPolicy{DataShards: 4, MinParity: 2, MaxShards: 32, Target: 0.9999}
+	p, err := PlanPut(PlacementSeed{1}, cs, pol)
+	if err != nil || p.K != 1 || p.M != 2 || len(p.Holders) != 3 {
+		t.Fatalf("12 peers on 3 networks: %+v %v, want k=1 m=2 on 3 holders", p, err)
+	}
+}
