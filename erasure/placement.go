@@ -47,20 +47,30 @@ func ShardTarget(s PlacementSeed, i int) [32]byte {
 	return sha256.Sum256(b[:])
 }
 
-// placementScore ranks peer p for a shard whose target is t; lower is
-// better. It is weighted rendezvous hashing: u = SHA-256(t || p) read as a
-// number in (0, 1) is the peer's random variate for this shard, and
-// score = -ln(u)/w for the candidate's availability w, so that a peer
+// peerKey is what placement hashes of a peer: the first 16 bytes of
+// SHA-256 of its id. Hashed once per placement, and short enough that a
+// target and a peer key fill one SHA-256 block. Two ids share a key only
+// by a 128-bit collision.
+type peerKey [16]byte
+
+func keyOf(p peer.ID) peerKey {
+	h := sha256.Sum256([]byte(p))
+	return peerKey(h[:16])
+}
+
+// placementScore ranks the peer with key k for a shard whose target is t;
+// lower is better. It is weighted rendezvous hashing: u = SHA-256(t || k)
+// read as a number in (0, 1) is the peer's random variate for this shard,
+// and score = -ln(u)/w for the candidate's availability w, so that a peer
 // twice as available wins about twice as many shards. Because t is secret
 // (see PlacementSeed) and the hash covers the pair, knowing which peers
 // won other shards, or this shard before, tells nothing about how a new
 // peer id would score: ids cannot be ground for it.
-func placementScore(t [32]byte, p peer.ID, w float64) float64 {
-	h := sha256.New()
-	h.Write(t[:])
-	h.Write([]byte(p))
-	var sum [32]byte
-	h.Sum(sum[:0])
+func placementScore(t [32]byte, k peerKey, w float64) float64 {
+	var b [48]byte
+	copy(b[:32], t[:])
+	copy(b[32:], k[:])
+	sum := sha256.Sum256(b[:])
 	// The top 53 bits are as much as a float64 holds; the +0.5 keeps u in (0, 1).
 	u := (float64(binary.BigEndian.Uint64(sum[:8])>>11) + 0.5) / (1 << 53)
 	return -math.Log(u) / math.Max(w, minPlacementWeight)
@@ -90,8 +100,12 @@ func Place(seed PlacementSeed, n int, cands []Candidate) []peer.ID {
 // Zones and networks already used by excluded peers count towards the
 // spread.
 func PlaceShards(seed PlacementSeed, indices []int, cands []Candidate, exclude map[peer.ID]Candidate) []peer.ID {
+	type entry struct {
+		Candidate
+		key peerKey
+	}
 	// Sort candidates by id so that duplicates and input order never matter.
-	pool := make([]Candidate, 0, len(cands))
+	pool := make([]entry, 0, len(cands))
 	seen := map[peer.ID]bool{}
 	for _, c := range cands {
 		if !c.HasQuota || seen[c.ID] {
@@ -101,7 +115,7 @@ func PlaceShards(seed PlacementSeed, indices []int, cands []Candidate, exclude m
 			continue
 		}
 		seen[c.ID] = true
-		pool = append(pool, c)
+		pool = append(pool, entry{c, keyOf(c.ID)})
 	}
 	sort.Slice(pool, func(i, j int) bool { return pool[i].ID < pool[j].ID })
 	zoneUse := map[string]int{}
@@ -131,7 +145,7 @@ func PlaceShards(seed PlacementSeed, indices []int, cands []Candidate, exclude m
 			if used[i] || (c.Zone != "" && zoneUse[c.Zone] > minUse) || (c.Zone == "" && netUsed[c.Net]) {
 				continue
 			}
-			s := placementScore(t, c.ID, c.Availability)
+			s := placementScore(t, c.key, c.Availability)
 			if s < bestScore || (s == bestScore && bytes.Compare([]byte(c.ID), []byte(pool[best].ID)) < 0) {
 				best, bestScore = i, s
 			}
@@ -140,7 +154,7 @@ func PlaceShards(seed PlacementSeed, indices []int, cands []Candidate, exclude m
 			break
 		}
 		used[best] = true
-		use(pool[best])
+		use(pool[best].Candidate)
 		out = append(out, pool[best].ID)
 	}
 	return out

@@ -157,7 +157,7 @@ func TestPlaceDeterministicDistinctPrefix(t *testing.T) {
 	tgt := ShardTarget(obj, 0)
 	best := cs[0].ID
 	for _, cd := range cs {
-		if placementScore(tgt, cd.ID, 1) < placementScore(tgt, best, 1) {
+		if placementScore(tgt, keyOf(cd.ID), 1) < placementScore(tgt, keyOf(best), 1) {
 			best = cd.ID
 		}
 	}
