@@ -15,7 +15,9 @@ import (
 
 	"github.com/immense-p2p/immense/internal/simtest"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -461,5 +463,44 @@ func TestPlanPutFewNetworks(t *testing.T) {
 	p, err := PlanPut(PlacementSeed{1}, cs, pol)
 	if err != nil || p.K != 1 || p.M != 2 || len(p.Holders) != 3 {
 		t.Fatalf("12 peers on 3 networks: %+v %v, want k=1 m=2 on 3 holders", p, err)
+	}
+}
+
+// fakeConn is a connection with a remote address and nothing else.
+type fakeConn struct {
+	network.Conn
+	remote ma.Multiaddr
+}
+
+func (c fakeConn) RemoteMultiaddr() ma.Multiaddr { return c.remote }
+
+// TestConnNet: a peer's network comes from the addresses we are connected
+// to it on: a loopback or private one exempts it (devnet, LAN), relayed
+// connections count in the relay's network only when there is no direct
+// one.
+func TestConnNet(t *testing.T) {
+	conns := func(addrs ...string) []network.Conn {
+		var out []network.Conn
+		for _, a := range addrs {
+			out = append(out, fakeConn{remote: ma.StringCast(a)})
+		}
+		return out
+	}
+	const relayed = "/ip4/5.6.7.8/udp/4001/quic-v1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit"
+	for _, tc := range []struct {
+		addrs []string
+		want  string
+	}{
+		{nil, ""},
+		{[]string{"/ip4/1.2.3.4/udp/4001/quic-v1"}, "1.2.3.0/24"},
+		{[]string{"/ip4/127.0.0.1/udp/4001/quic-v1"}, ""},
+		{[]string{"/ip4/9.9.9.9/tcp/1", "/ip4/192.168.1.5/tcp/1"}, ""},
+		{[]string{"/ip4/9.9.9.9/tcp/1", "/ip4/1.2.3.4/tcp/1"}, "1.2.3.0/24"},
+		{[]string{relayed}, "5.6.7.0/24"},
+		{[]string{relayed, "/ip4/8.8.8.8/tcp/1"}, "8.8.8.0/24"},
+	} {
+		if got := connNet(conns(tc.addrs...)); got != tc.want {
+			t.Errorf("%v: %q, want %q", tc.addrs, got, tc.want)
+		}
 	}
 }
