@@ -209,7 +209,7 @@ func (s *Service) RepairObject(ctx context.Context, obj ObjectID) (*RepairPlan, 
 		return nil, err
 	}
 	holders := s.checkHolders(ctx, m)
-	plan := PlanRepair(obj, m.Params, holders, cands, s.cfg.Repair, s.cfg.Now())
+	plan := PlanRepair(s.key.PlacementSeed(obj), m.Params, holders, s.withHolders(cands, holders), s.cfg.Repair, s.cfg.Now())
 	base, adopted := adoptHandedOff(m, holders)
 	w := repairWork{action: plan.Action, adopted: adopted}
 	var (

@@ -51,6 +51,7 @@ func NodeFlags(c *node.Config) []Flag {
 			Flag{"app-key", "app key `file` (peer keygen): read and write the app's state namespace, and publish to the app's topics, which this peer then authorizes (default: a key of this node's own, which authorizes nothing)", String(&c.AppKeyFile)},
 			Flag{"zone", "failure-domain label (region, data centre); shards of an object are spread over zones", String(&c.State.Zone)},
 			Flag{"handoff-timeout", "on SIGINT/SIGTERM, hand the shards this peer holds to other peers for at most this long before exiting (0: do not; a second signal cuts it short)", Duration(&c.State.HandoffTimeout)},
+			Flag{"zones", "`file` of trusted failure domains, one \"<peer id> <zone>\" a line: only these zones (and --zone) spread shards, and their peers may share a /24; zones other peers declare are ignored", String(&c.State.ZonesFile)},
 		)
 	}
 	if b := c.Browsers; b != nil {
