@@ -241,7 +241,7 @@ func TestPlanRepair(t *testing.T) {
 		}
 	}
 	// No peer known but the holders: blocked, saying that, not "quota".
-	plan = PlanRepair(ObjectID{}, p, holders, nil, pol, now)
+	plan = PlanRepair(PlacementSeed{}, p, holders, nil, pol, now)
 	if plan.Action != RepairBlocked || !strings.Contains(plan.Reason, "no peer besides the object's holders") {
 		t.Fatalf("three lost, no candidates: %+v", plan)
 	}
