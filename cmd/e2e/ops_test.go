@@ -176,3 +176,21 @@ func TestPeerCommands(t *testing.T) {
 	}
 	p.stop()
 }
+
+// TestZonesFileRefused: a peer given a zones file it cannot use (placement
+// trusts only operator-given zones) refuses to start, naming the file and
+// the line.
+func TestZonesFileRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs processes")
+	}
+	peerBin, _ := binaries(t)
+	zones := filepath.Join(t.TempDir(), "zones")
+	if err := os.WriteFile(zones, []byte("# operator's zones\nnot-a-peer-id dc-1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out := refused(t, peerBin, append([]string{"--data-dir", t.TempDir(), "--zones", zones}, loopback...)...)
+	if code != 1 || !strings.Contains(out, "zones file "+zones+": line 2") {
+		t.Errorf("exit %d, output %q; want 1 and the zones file's line 2", code, out)
+	}
+}
