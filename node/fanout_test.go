@@ -29,8 +29,11 @@ func TestBrowserFanout(t *testing.T) {
 	// never loses a message to a burst. The stalled client fills its SCTP
 	// window (8 KiB below) and the server's send buffer, then makes no
 	// progress: after StallTimeout the peer disconnects it.
+	// 8 s: long enough that a healthy client on a loaded test machine
+	// (whose reading goroutine may not run for a second or two) is never
+	// taken for a stalled one.
 	peers, servers := loopbackNet(t, 2, func(c *Config) {
-		c.Browsers.StallTimeout = 2 * time.Second
+		c.Browsers.StallTimeout = 8 * time.Second
 	})
 	pub, sub := peers[0], peers[1]
 	offer := servers[1].URL() + "/v1/webrtc/offer"
