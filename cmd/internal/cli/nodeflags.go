@@ -39,6 +39,7 @@ func NodeFlags(c *node.Config) []Flag {
 		{"max-message-size", "largest topic message, e.g. 1MiB", Size(&c.Overlay.MaxMessageSize)},
 		{"app-pub", "app public key `files` (the app.key.pub peer keygen writes; comma-separated during a key rotation): refuse messages on the app's topics that no app peer or browser token authorized, and admit browsers with EdDSA tokens; for volunteers", Strings(&c.AppPubFiles)},
 		{"open-topics", "topic `patterns` anyone may publish to unauthenticated, despite --app-key/--app-pub (comma-separated; a trailing * matches a prefix; default none)", Strings(&c.Overlay.Auth.OpenTopics)},
+		{"presence", "topic `patterns` with presence: who follows them, for GET /v1/topics/{topic}/presence, browsers and Go (comma-separated; a trailing * matches a prefix; default none)", Strings(&c.Presence.Topics)},
 	}
 	if c.State != nil {
 		t = append(t,
