@@ -3,9 +3,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"testing"
 	"time"
@@ -47,15 +44,7 @@ func TestBrowserPresence(t *testing.T) {
 		}
 		return tok
 	}
-	page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/presence.html" {
-			w.Header().Set("Content-Type", "text/html")
-			io.WriteString(w, presencePage)
-			return
-		}
-		webrtc.DemoHandler().ServeHTTP(w, r)
-	}))
-	t.Cleanup(page.Close)
+	page := pageServer(t, "/presence.html", presencePage)
 	// Browsers of their own: a background tab's timers are throttled.
 	alice, bob, carol := browser(t), browser(t), browser(t)
 	open := func(tab context.Context, who string, peer int) {

@@ -63,6 +63,20 @@ func subscribeFrom(t *testing.T, base, topic, lastID string) <-chan event {
 	return out
 }
 
+// startBootstrap builds the binaries, starts a bootstrap node and returns
+// the peer binary, the node and its TCP address.
+func startBootstrap(t *testing.T) (peerBin string, boot *proc, tcpAddr string) {
+	t.Helper()
+	peerBin, bootBin := binaries(t)
+	boot = start(t, "bootstrap", bootBin, append([]string{"--data-dir", t.TempDir()}, loopback...)...)
+	for _, a := range boot.info.Addrs {
+		if strings.Contains(a, "/tcp/") {
+			tcpAddr = a
+		}
+	}
+	return peerBin, boot, tcpAddr
+}
+
 // nextEvents reads n events, or fails after 30 s.
 func nextEvents(t *testing.T, who string, c <-chan event, n int) []event {
 	t.Helper()
@@ -96,14 +110,7 @@ func TestSSEResumeAcrossPeers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs processes")
 	}
-	peerBin, bootBin := binaries(t)
-	boot := start(t, "bootstrap", bootBin, append([]string{"--data-dir", t.TempDir()}, loopback...)...)
-	var tcpAddr string
-	for _, a := range boot.info.Addrs {
-		if strings.Contains(a, "/tcp/") {
-			tcpAddr = a
-		}
-	}
+	peerBin, boot, tcpAddr := startBootstrap(t)
 	args := func(dir string) []string {
 		return append([]string{"--data-dir", dir, "--mode", "server", "--bootstrap", tcpAddr}, loopback...)
 	}
@@ -177,14 +184,7 @@ func TestPresenceProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs processes")
 	}
-	peerBin, bootBin := binaries(t)
-	boot := start(t, "bootstrap", bootBin, append([]string{"--data-dir", t.TempDir()}, loopback...)...)
-	var tcpAddr string
-	for _, a := range boot.info.Addrs {
-		if strings.Contains(a, "/tcp/") {
-			tcpAddr = a
-		}
-	}
+	peerBin, boot, tcpAddr := startBootstrap(t)
 	var peers []*proc
 	for _, name := range []string{"a", "b"} {
 		p := start(t, name, peerBin, append([]string{"--data-dir", t.TempDir(), "--mode", "server", "--bootstrap", tcpAddr, "--presence", "room*"}, loopback...)...)
