@@ -58,9 +58,11 @@ func (o ObjectID) String() string { return hex.EncodeToString(o[:]) }
 type AppKey struct {
 	priv   ed25519.PrivateKey
 	secret [32]byte
-	// Derived once: the HMAC key for object ids, and the namespace id.
-	idKey [32]byte
-	ns    NamespaceID
+	// Derived once: the HMAC keys for object ids and placement seeds, and
+	// the namespace id.
+	idKey    [32]byte
+	placeKey [32]byte
+	ns       NamespaceID
 }
 
 // GenerateAppKey makes a fresh app key from crypto/rand.
@@ -80,6 +82,7 @@ func newAppKey(seed []byte, secret [32]byte) *AppKey {
 	k := &AppKey{priv: ed25519.NewKeyFromSeed(seed), secret: secret}
 	k.ns = NamespaceOf(k.PublicKey())
 	derive(secret[:], k.ns[:], "immense-state v1 object-id", k.idKey[:])
+	derive(secret[:], k.ns[:], "immense-state v1 placement", k.placeKey[:])
 	return k
 }
 
@@ -126,6 +129,19 @@ func (k *AppKey) ObjectID(key string) ObjectID {
 	var id ObjectID
 	m.Sum(id[:0])
 	return id
+}
+
+// PlacementSeed returns the seed of obj's shard targets: HMAC-SHA256 of
+// the object id under a key derived from the app's secret. Object ids are
+// public; their seeds are known only to the app's peers, which place and
+// repair its objects, so strangers cannot tell which peer ids would win an
+// object's shards.
+func (k *AppKey) PlacementSeed(obj ObjectID) PlacementSeed {
+	m := hmac.New(sha256.New, k.placeKey[:])
+	m.Write(obj[:])
+	var s PlacementSeed
+	m.Sum(s[:0])
+	return s
 }
 
 // objectSecret derives the encryption key of one object. Binding the

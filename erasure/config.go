@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -57,6 +58,19 @@ type Config struct {
 	// package node announces it to other peers too, in its identify agent
 	// version, so that they spread shards over zones.
 	Zone string
+	// Zones are the failure domains of other peers as this peer's operator
+	// knows them (peer id -> zone): the servers it runs, those of partners
+	// it trusts. Only these (and Zone, for itself) spread shards over
+	// zones, and peers with a zone here are exempt from the one holder per
+	// network rule (see Place). ZonesFile adds the entries of a file (see
+	// LoadZones), read once by New.
+	Zones     map[peer.ID]string
+	ZonesFile string
+	// DeclaredZones counts the zones other peers declare (in their identify
+	// agent version, see PeerInfo) as failure domains, for peers not in
+	// Zones. Off by default: a stranger declares whatever zone draws
+	// shards to it. For networks where every peer is the operator's.
+	DeclaredZones bool
 
 	// Server configures the shard protocol server every peer runs.
 	Server ServerConfig
@@ -193,6 +207,16 @@ func (c *Config) validate() error {
 			c.GCInterval, c.GCMinAge, c.GCMissingGrace)
 	case c.HandoffTimeout < 0:
 		return fmt.Errorf("config: HandoffTimeout %v must not be negative", c.HandoffTimeout)
+	}
+	for p, z := range c.Zones {
+		if err := checkZone(z); err != nil {
+			return fmt.Errorf("config: Zones[%s]: %w", p, err)
+		}
+	}
+	if c.ZonesFile != "" {
+		if err := c.loadZonesFile(); err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
 	}
 	if err := c.Server.validate(); err != nil {
 		return err

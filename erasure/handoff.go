@@ -209,13 +209,10 @@ func (s *Service) handoffObject(ctx context.Context, ns NamespaceID, obj ObjectI
 // that led here (nil when the manifest places i here).
 func (s *Service) handoffIndex(ctx context.Context, m *Manifest, i int, chain []peer.ID, cands []Candidate) (peer.ID, int, int64, error) {
 	self := s.h.ID()
-	zone := map[peer.ID]string{}
-	for _, c := range cands {
-		zone[c.ID] = c.Zone
-	}
+	byID := newCandidateMap(cands)
 	exclude := map[peer.ID]Candidate{self: {ID: self, Zone: s.cfg.Zone}}
 	for _, p := range append(append([]peer.ID(nil), m.Placement...), chain...) {
-		exclude[p] = Candidate{ID: p, Zone: zone[p]}
+		exclude[p] = byID.get(p)
 	}
 	var sent int
 	var bytes int64
@@ -231,7 +228,7 @@ func (s *Service) handoffIndex(ctx context.Context, m *Manifest, i int, chain []
 			}
 			return "", sent, bytes, fmt.Errorf("no peer to take it: %w", lastErr)
 		}
-		exclude[to] = Candidate{ID: to, Zone: zone[to]}
+		exclude[to] = byID.get(to)
 		n, b, err := s.sendLocalColumn(ctx, to, m, i)
 		sent += n
 		bytes += b
@@ -268,7 +265,7 @@ func (s *Service) handoffTarget(obj ObjectID, i int, cands []Candidate, exclude 
 		}
 	}
 	for _, pool := range [][]Candidate{online, cands} {
-		if t := PlaceShards(obj, []int{i}, pool, exclude); len(t) > 0 {
+		if t := PlaceShards(s.key.PlacementSeed(obj), []int{i}, pool, exclude); len(t) > 0 {
 			return t[0]
 		}
 	}

@@ -57,7 +57,7 @@ func (s *Service) Health(ctx context.Context, key string) (*Health, error) {
 	if err != nil {
 		s.log.Debug("health: no candidates", "err", err) // the report is still useful
 	}
-	plan := PlanRepair(obj, m.Params, st, cands, s.cfg.Repair, s.cfg.Now())
+	plan := PlanRepair(s.key.PlacementSeed(obj), m.Params, st, s.withHolders(cands, st), s.cfg.Repair, s.cfg.Now())
 	h := &Health{Object: obj, Version: m.Version, K: m.Params.DataShards, M: m.Params.ParityShards,
 		Needed: m.Params.DataShards, Total: m.Params.Total(), Prob: plan.Prob, Repair: plan.Action}
 	for i, x := range st {

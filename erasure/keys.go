@@ -356,3 +356,11 @@ func (l *keyList) save() error {
 // Keys returns the keys this service repairs (those it wrote and those
 // tracked with Track), sorted.
 func (s *Service) Keys() []string { return s.tracked.list() }
+
+// keyOf returns the key of obj if this service tracks it, for logs;
+// otherwise "".
+func (l *keyList) keyOf(obj ObjectID) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.byObj[obj]
+}

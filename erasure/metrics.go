@@ -19,6 +19,7 @@ type metrics struct {
 	handoffShards  *prometheus.CounterVec
 	adoptions      prometheus.Counter
 	puts, gets     *prometheus.CounterVec
+	sharedNet      prometheus.Counter
 }
 
 // newMetrics creates the metrics and registers them, with gauges reading
@@ -56,6 +57,8 @@ func newMetrics(reg prometheus.Registerer, store *Store) (*metrics, error) {
 			Name: "puts_total", Help: "Put and Delete operations, by result."}, []string{"result"}),
 		gets: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "gets_total", Help: "Get operations, by result."}, []string{"result"}),
+		sharedNet: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "placement_shared_network_candidates_total", Help: "Candidate holders (for Put, repair, handoff) without an operator-given zone whose /24 (IPv4) or /48 (IPv6) another candidate already had: placement gives one holder per object to each such network. Many of them: identities crowded on few networks."}),
 	}
 	// Create the label values up front so that every series exists (at 0)
 	// from the start: a rate() over a series that appears late misleads.
@@ -80,7 +83,7 @@ func newMetrics(reg prometheus.Registerer, store *Store) (*metrics, error) {
 		return m, nil
 	}
 	cs := []prometheus.Collector{m.shardsStored, m.shardsServed, m.shardsRefused, m.badShards,
-		m.repairs, m.repairBytes, m.repairedShards, m.gcRemoved, m.rollbacks, m.deletes, m.handoffShards, m.adoptions, m.puts, m.gets}
+		m.repairs, m.repairBytes, m.repairedShards, m.gcRemoved, m.rollbacks, m.deletes, m.handoffShards, m.adoptions, m.puts, m.gets, m.sharedNet}
 	if store != nil {
 		cs = append(cs,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
@@ -173,5 +176,11 @@ func (m *metrics) handoff(result string, shards int) {
 func (m *metrics) adopted(indices int) {
 	if m != nil {
 		m.adoptions.Add(float64(indices))
+	}
+}
+
+func (m *metrics) sharedNetwork(n int) {
+	if m != nil {
+		m.sharedNet.Add(float64(n))
 	}
 }

@@ -1,10 +1,14 @@
 package erasure
 
 import (
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/immense-p2p/immense/internal/netprefix"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 )
 
 // PeerReport counts what a peer did wrong in this service's experience.
@@ -14,11 +18,12 @@ type PeerReport struct {
 	Slow     int // fetches overtaken by a hedged request and abandoned
 }
 
-// peerBook is what the service's own requests taught it about other
-// peers: who refused a shard for quota or failed a request, and so is not
-// offered new shards until a backoff ends, and who misbehaved. It has its
-// own lock: every request updates it, and nothing else the service keeps
-// has to change together with it.
+// peerBook is what the service's own requests and connections taught it
+// about other peers: who refused a shard for quota or failed a request, and
+// so is not offered new shards until a backoff ends, who misbehaved, and
+// which network each peer was last connected from. It has its own lock:
+// every request updates it, and nothing else the service keeps has to
+// change together with it.
 type peerBook struct {
 	now            func() time.Time
 	quotaBackoff   time.Duration
@@ -28,11 +33,66 @@ type peerBook struct {
 	full    map[peer.ID]time.Time // out of quota, until
 	failing map[peer.ID]time.Time // last request failed, until
 	reports map[peer.ID]PeerReport
+	// nets: the network (netprefix) of the address each peer was last
+	// connected from, for placement once the connection has closed. At
+	// most maxNets peers: a stranger makes new identities for free.
+	nets    map[peer.ID]string
+	maxNets int
 }
 
 func newPeerBook(cfg Config) *peerBook {
 	return &peerBook{now: cfg.Now, quotaBackoff: cfg.QuotaBackoff, failureBackoff: cfg.FailureBackoff,
-		full: map[peer.ID]time.Time{}, failing: map[peer.ID]time.Time{}, reports: map[peer.ID]PeerReport{}}
+		full: map[peer.ID]time.Time{}, failing: map[peer.ID]time.Time{}, reports: map[peer.ID]PeerReport{},
+		nets: map[peer.ID]string{}, maxNets: DefaultMaxTrackedPeers}
+}
+
+// connNet is the network a set of connections to one peer puts it in: ""
+// when any direct connection comes from a loopback or private address (a
+// peer on our own machine or LAN), else the least of the direct
+// connections' networks, else (relayed only) the least of the relays'.
+// Only addresses we are actually connected to count: what a peer says it
+// listens on costs it nothing.
+func connNet(conns []network.Conn) string {
+	var direct, relayed []string
+	for _, c := range conns {
+		a := c.RemoteMultiaddr()
+		n := netprefix.OfAddr(a)
+		if _, err := a.ValueForProtocol(ma.P_CIRCUIT); err == nil {
+			relayed = append(relayed, n)
+			continue
+		}
+		if n == "" {
+			return ""
+		}
+		direct = append(direct, n)
+	}
+	if len(direct) == 0 {
+		direct = relayed
+	}
+	if len(direct) == 0 {
+		return ""
+	}
+	return slices.Min(direct)
+}
+
+// connected remembers the network p is connected from now.
+func (b *peerBook) connected(p peer.ID, net string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.nets[p]; !ok && len(b.nets) >= b.maxNets {
+		for q := range b.nets { // any one: the map is a cache
+			delete(b.nets, q)
+			break
+		}
+	}
+	b.nets[p] = net
+}
+
+// lastNet returns the network p was last connected from, "" if unknown.
+func (b *peerBook) lastNet(p peer.ID) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.nets[p]
 }
 
 // outOfQuota starts p's quota backoff.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,7 +125,7 @@ func candidates(n int, zones ...string) []Candidate {
 }
 
 func TestPlaceDeterministicDistinctPrefix(t *testing.T) {
-	obj := ObjectID{1}
+	obj := PlacementSeed{1}
 	cs := candidates(20)
 	a := Place(obj, 8, cs)
 	// Reverse the input order: same answer.
@@ -152,27 +153,18 @@ func TestPlaceDeterministicDistinctPrefix(t *testing.T) {
 	if len(Place(obj, 30, cs)) != 20 {
 		t.Fatal("more shards than candidates")
 	}
-	// Equal weights: shard 0 goes to the XOR-closest peer.
+	// Equal weights: shard 0 goes to the peer with the least hash of
+	// (target, id).
 	tgt := ShardTarget(obj, 0)
 	best := cs[0].ID
 	for _, cd := range cs {
-		if xorLess(peerPoint(cd.ID), peerPoint(best), tgt) {
+		if placementScore(tgt, keyOf(cd.ID), 1) < placementScore(tgt, keyOf(best), 1) {
 			best = cd.ID
 		}
 	}
 	if a[0] != best {
-		t.Fatal("shard 0 not on the XOR-closest peer")
+		t.Fatal("shard 0 not on the best-scoring peer")
 	}
-}
-
-func xorLess(a, b, t [32]byte) bool {
-	for i := range a {
-		x, y := a[i]^t[i], b[i]^t[i]
-		if x != y {
-			return x < y
-		}
-	}
-	return false
 }
 
 func TestPlaceSkipsFullAndSpreadsZones(t *testing.T) {
@@ -185,7 +177,7 @@ func TestPlaceSkipsFullAndSpreadsZones(t *testing.T) {
 		}
 	}
 	for o := range 50 {
-		got := Place(ObjectID{byte(o)}, 6, cs)
+		got := Place(PlacementSeed{byte(o)}, 6, cs)
 		zones := map[string]int{}
 		for _, p := range got {
 			if full[p] {
@@ -208,7 +200,7 @@ func TestPlaceWeightsAvailability(t *testing.T) {
 	cs[0].Availability, cs[1].Availability = 1, 0.05
 	wins := map[peer.ID]int{}
 	for o := range 2000 {
-		wins[Place(ObjectID{byte(o), byte(o >> 8)}, 1, cs)[0]]++
+		wins[Place(PlacementSeed{byte(o), byte(o >> 8)}, 1, cs)[0]]++
 	}
 	if wins[cs[0].ID] <= 3*wins[cs[1].ID] || wins[cs[0].ID] < 200 {
 		t.Fatalf("availability not weighted: %d vs %d", wins[cs[0].ID], wins[cs[1].ID])
@@ -224,20 +216,20 @@ func TestPlanRepair(t *testing.T) {
 		holders[i] = HolderStatus{Peer: cs[i].ID, Reachable: true, Complete: true, LastSeen: now, Availability: 0.99}
 	}
 	pol := DefaultRepairPolicy()
-	plan := PlanRepair(ObjectID{}, p, holders, cs, pol, now)
+	plan := PlanRepair(PlacementSeed{}, p, holders, cs, pol, now)
 	if plan.Action != RepairNone {
 		t.Fatalf("healthy object: %v (%s)", plan.Action, plan.Reason)
 	}
 	// One shard gone, 7 present >= threshold 6, target met: lazy, no repair.
 	holders[0].Reachable, holders[0].LastSeen = false, now.Add(-48*time.Hour)
-	if plan = PlanRepair(ObjectID{}, p, holders, cs, pol, now); plan.Action != RepairNone || plan.Lost != 1 {
+	if plan = PlanRepair(PlacementSeed{}, p, holders, cs, pol, now); plan.Action != RepairNone || plan.Lost != 1 {
 		t.Fatalf("one lost: %v lost=%d (%s)", plan.Action, plan.Lost, plan.Reason)
 	}
 	// Three gone: 5 present < 6: repair exactly those, onto non-holders.
 	for i := 1; i < 3; i++ {
 		holders[i].Reachable, holders[i].LastSeen = false, time.Time{}
 	}
-	plan = PlanRepair(ObjectID{}, p, holders, cs, pol, now)
+	plan = PlanRepair(PlacementSeed{}, p, holders, cs, pol, now)
 	if plan.Action != RepairNow || fmt.Sprint(plan.Regenerate) != "[0 1 2]" || len(plan.Targets) != 3 {
 		t.Fatalf("three lost: %+v", plan)
 	}
@@ -248,11 +240,16 @@ func TestPlanRepair(t *testing.T) {
 			}
 		}
 	}
+	// No peer known but the holders: blocked, saying that, not "quota".
+	plan = PlanRepair(PlacementSeed{}, p, holders, nil, pol, now)
+	if plan.Action != RepairBlocked || !strings.Contains(plan.Reason, "no peer besides the object's holders") {
+		t.Fatalf("three lost, no candidates: %+v", plan)
+	}
 	// Offline within the grace period is not lost.
 	for i := range 3 {
 		holders[i].LastSeen = now.Add(-time.Hour)
 	}
-	if plan = PlanRepair(ObjectID{}, p, holders, cs, pol, now); plan.Action != RepairNone || plan.Offline != 3 {
+	if plan = PlanRepair(PlacementSeed{}, p, holders, cs, pol, now); plan.Action != RepairNone || plan.Offline != 3 {
 		t.Fatalf("offline in grace: %+v", plan)
 	}
 	// Present but missing its shard: absent, lost.
@@ -260,7 +257,7 @@ func TestPlanRepair(t *testing.T) {
 	holders[6].Complete = false
 	holders[7].Reachable = false
 	holders[7].LastSeen = time.Time{}
-	plan = PlanRepair(ObjectID{}, p, holders, cs, pol, now)
+	plan = PlanRepair(PlacementSeed{}, p, holders, cs, pol, now)
 	if plan.Action != RepairBlocked {
 		t.Fatalf("2 healthy of k=4: want blocked, got %+v", plan)
 	}
@@ -366,7 +363,7 @@ func TestRepairSchedulerOrder(t *testing.T) {
 // picks the least m that reaches the target, and does not depend on the
 // order of the candidates.
 func TestPlanPut(t *testing.T) {
-	obj := ObjectID{7}
+	obj := PlacementSeed{7}
 	pol := PutPolicy{DataShards: 4, MinParity: 2, MaxShards: 32, Target: 0.9999}
 	if _, err := PlanPut(obj, nil, pol); err != ErrNotEnoughPeers {
 		t.Fatalf("no candidates: %v", err)

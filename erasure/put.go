@@ -90,7 +90,7 @@ func (s *Service) putOnce(ctx context.Context, key string, obj ObjectID, version
 			cands[i].HasQuota = false
 		}
 	}
-	plan, err := PlanPut(obj, cands, s.cfg.PutPolicy())
+	plan, err := PlanPut(s.key.PlacementSeed(obj), cands, s.cfg.PutPolicy())
 	if err != nil {
 		return nil, err
 	}
@@ -157,16 +157,19 @@ func fitSegmentSize(size int64, seg, n int, holders []peer.ID) (int, error) {
 
 // upload sends every shard index of enc to its holder in parallel,
 // replacing a holder that refuses or fails by the next peer PlaceShards
-// offers (excluding every peer already holding or tried). holders is
-// updated in place; peers that failed are added to failed.
+// offers (excluding every peer already holding or tried; the zones and
+// networks of the holders count, those of peers that failed do not).
+// holders is updated in place; peers that failed are added to failed.
 func (s *Service) upload(ctx context.Context, obj ObjectID, version uint64, enc *Encoded, holders []peer.ID, cands []Candidate, failed map[peer.ID]bool) error {
+	seed := s.key.PlacementSeed(obj)
+	byID := newCandidateMap(cands)
 	var mu sync.Mutex // guards holders, tried and failed
 	tried := map[peer.ID]Candidate{}
 	for p := range failed {
 		tried[p] = Candidate{ID: p}
 	}
 	for _, p := range holders {
-		tried[p] = Candidate{ID: p}
+		tried[p] = byID.get(p)
 	}
 	errs := make([]error, len(holders))
 	var wg sync.WaitGroup
@@ -183,18 +186,19 @@ func (s *Service) upload(ctx context.Context, obj ObjectID, version uint64, enc 
 				s.log.Debug("shard holder failed, placing elsewhere", "index", i, "peer", p, "err", err)
 				mu.Lock()
 				failed[p] = true
+				tried[p] = Candidate{ID: p} // it holds nothing: its zone and network are free
 				if attempt+1 >= s.cfg.StoreAttempts || ctx.Err() != nil {
 					mu.Unlock()
 					errs[i] = err
 					return
 				}
-				next := PlaceShards(obj, []int{i}, cands, tried)
+				next := PlaceShards(seed, []int{i}, cands, tried)
 				if len(next) == 0 {
 					mu.Unlock()
 					errs[i] = fmt.Errorf("%w: shard %d: %v", ErrNotEnoughPeers, i, err)
 					return
 				}
-				tried[next[0]] = Candidate{ID: next[0]}
+				tried[next[0]] = byID.get(next[0])
 				holders[i] = next[0]
 				mu.Unlock()
 			}

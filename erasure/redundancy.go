@@ -112,13 +112,15 @@ type PutPlan struct {
 	TargetMet bool
 }
 
-// PlanPut decides how Put stores object obj on cands (those without quota
-// are never chosen): k is the policy's DataShards, lowered in a small
-// network to keep MinParity parity shards (down to 1); Place orders the
-// candidates; ChooseParity picks m from the availability estimates of the
-// holders in that order. It is pure: the simulator calls it too. It returns
-// ErrNotEnoughPeers when no candidate has quota.
-func PlanPut(obj ObjectID, cands []Candidate, pol PutPolicy) (PutPlan, error) {
+// PlanPut decides how Put stores the object whose placement seed is seed
+// on cands (those without quota are never chosen): Place orders the
+// candidates; k is the policy's DataShards, lowered when Place finds fewer
+// holders than k+MinParity (a small network, or few networks) to keep
+// MinParity parity shards (down to 1); ChooseParity picks m from the
+// availability estimates of the holders in that order. It is pure: the
+// simulator calls it too. It returns ErrNotEnoughPeers when no candidate
+// has quota.
+func PlanPut(seed PlacementSeed, cands []Candidate, pol PutPolicy) (PutPlan, error) {
 	usable := 0
 	avail := map[peer.ID]float64{}
 	for _, c := range cands {
@@ -132,8 +134,8 @@ func PlanPut(obj ObjectID, cands []Candidate, pol PutPolicy) (PutPlan, error) {
 	if usable < 1 {
 		return PutPlan{}, ErrNotEnoughPeers
 	}
-	k := max(1, min(pol.DataShards, min(usable, pol.MaxShards)-pol.MinParity))
-	order := Place(obj, min(pol.MaxShards, usable), cands)
+	order := Place(seed, min(pol.MaxShards, usable), cands)
+	k := max(1, min(pol.DataShards, len(order)-pol.MinParity))
 	avails := make([]float64, len(order))
 	for i, p := range order {
 		avails[i] = avail[p]

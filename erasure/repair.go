@@ -136,7 +136,8 @@ type RepairPlan struct {
 }
 
 // PlanRepair decides whether an object needs repair and how. It is pure:
-// the simulator calls it with the same inputs the service does.
+// the simulator calls it with the same inputs the service does. seed is
+// the object's placement seed (AppKey.PlacementSeed).
 //
 // A shard index is lost when its holder is online without it (absent) or
 // has been unreachable for longer than the grace period (gone). Repair is
@@ -150,7 +151,7 @@ type RepairPlan struct {
 // holders would keep repair busy forever (Wuala's lesson). The target thus
 // decides how eagerly lost shards are replaced: at once while the estimate is
 // below target, lazily (only under the threshold) while it is above.
-func PlanRepair(obj ObjectID, p Params, holders []HolderStatus, cands []Candidate, pol RepairPolicy, now time.Time) RepairPlan {
+func PlanRepair(seed PlacementSeed, p Params, holders []HolderStatus, cands []Candidate, pol RepairPolicy, now time.Time) RepairPlan {
 	k, n := p.DataShards, p.Total()
 	plan := RepairPlan{States: make([]ShardState, n)}
 	avail := make([]float64, n)
@@ -208,7 +209,7 @@ func PlanRepair(obj ObjectID, p Params, holders []HolderStatus, cands []Candidat
 			plan.Regenerate = append(plan.Regenerate, i)
 		}
 	}
-	plan.Targets = PlaceShards(obj, plan.Regenerate, cands, exclude)
+	plan.Targets = PlaceShards(seed, plan.Regenerate, cands, exclude)
 	after := append([]float64(nil), avail...)
 	for j, t := range plan.Targets {
 		after[plan.Regenerate[j]] = candAvail[t]
@@ -228,7 +229,16 @@ func PlanRepair(obj ObjectID, p Params, holders []HolderStatus, cands []Candidat
 	}
 	if len(plan.Targets) == 0 {
 		plan.Action = RepairBlocked
-		plan.Reason = "repair needed but no candidate peer has quota"
+		spare := 0
+		for _, c := range cands {
+			if _, held := exclude[c.ID]; !held {
+				spare++
+			}
+		}
+		plan.Reason = "repair needed but no peer besides the object's holders is known to take a shard"
+		if spare > 0 {
+			plan.Reason = fmt.Sprintf("repair needed but none of the %d candidate peers besides the holders can take a shard", spare)
+		}
 		return plan
 	}
 	plan.Action = RepairNow

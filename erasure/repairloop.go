@@ -209,7 +209,7 @@ func (s *Service) RepairObject(ctx context.Context, obj ObjectID) (*RepairPlan, 
 		return nil, err
 	}
 	holders := s.checkHolders(ctx, m)
-	plan := PlanRepair(obj, m.Params, holders, cands, s.cfg.Repair, s.cfg.Now())
+	plan := PlanRepair(s.key.PlacementSeed(obj), m.Params, holders, s.withHolders(cands, holders), s.cfg.Repair, s.cfg.Now())
 	base, adopted := adoptHandedOff(m, holders)
 	w := repairWork{action: plan.Action, adopted: adopted}
 	var (
@@ -218,10 +218,10 @@ func (s *Service) RepairObject(ctx context.Context, obj ObjectID) (*RepairPlan, 
 	)
 	switch plan.Action {
 	case RepairBlocked:
-		s.log.Info("object needs repair but cannot be repaired now", "object", obj, "reason", plan.Reason)
+		s.log.Info("object needs repair but cannot be repaired now", "key", s.tracked.keyOf(obj), "object", obj, "reason", plan.Reason)
 	case RepairNow:
 		if w.allowed = s.sched.AllowRepair(obj, s.cfg.Now()); w.allowed {
-			s.log.Info("repairing object", "object", obj, "reason", plan.Reason, "shards", plan.Regenerate, "targets", plan.Targets)
+			s.log.Info("repairing object", "key", s.tracked.keyOf(obj), "object", obj, "reason", plan.Reason, "shards", plan.Regenerate, "targets", plan.Targets)
 			moved, bytes, w.regErr = s.regenerate(ctx, base, plan)
 			w.moved = len(moved)
 		}
@@ -234,7 +234,7 @@ func (s *Service) RepairObject(ctx context.Context, obj ObjectID) (*RepairPlan, 
 			d = repairDecision{outcome: outcomeFailed, retry: true, err: err}
 		case adopted > 0:
 			s.metrics.adopted(adopted)
-			s.log.Info("adopted handed-off shards", "object", obj, "version", version, "indices", adopted)
+			s.log.Info("adopted handed-off shards", "key", s.tracked.keyOf(obj), "object", obj, "version", version, "indices", adopted)
 		}
 	}
 	if d.republish {

@@ -26,8 +26,11 @@ type Records interface {
 
 // PeerInfo is a peer that could hold shards.
 type PeerInfo struct {
-	ID   peer.ID
-	Zone string // failure-domain label, "" if unknown
+	ID peer.ID
+	// Zone is the failure domain the peer declares about itself, "" if
+	// none. Placement counts it only with Config.DeclaredZones; otherwise
+	// only the operator's Config.Zones do.
+	Zone string
 }
 
 // Peers supplies candidate storage peers, e.g. the DHT's closest peers to
@@ -148,7 +151,10 @@ func New(cfg Config, d Deps) (*Service, error) {
 	// Availability from connection events. Disconnected fires per
 	// connection; the peer is offline only when the last one closes.
 	s.notify = &network.NotifyBundle{
-		ConnectedF: func(_ network.Network, c network.Conn) { s.avail.Connected(c.RemotePeer()) },
+		ConnectedF: func(n network.Network, c network.Conn) {
+			s.avail.Connected(c.RemotePeer())
+			s.book.connected(c.RemotePeer(), connNet(n.ConnsToPeer(c.RemotePeer())))
+		},
 		DisconnectedF: func(n network.Network, c network.Conn) {
 			if n.Connectedness(c.RemotePeer()) != network.Connected {
 				s.avail.Disconnected(c.RemotePeer())
@@ -262,21 +268,55 @@ func (s *Service) candidates(ctx context.Context, dhtKey string) ([]Candidate, e
 		return nil, fmt.Errorf("find storage peers: %w", err)
 	}
 	self := s.h.ID()
-	seen := map[peer.ID]bool{}
-	var out []Candidate
-	add := func(id peer.ID, zone string) {
-		if seen[id] || id == "" {
-			return
-		}
-		seen[id] = true
-		out = append(out, Candidate{ID: id, Zone: zone, Availability: s.avail.Availability(id)})
-	}
-	add(self, s.cfg.Zone)
+	seen := map[peer.ID]bool{self: true}
+	out := []Candidate{{ID: self, Zone: s.cfg.Zone, Availability: s.avail.Availability(self)}}
 	for _, pi := range infos {
-		add(pi.ID, pi.Zone)
+		if seen[pi.ID] || pi.ID == "" {
+			continue
+		}
+		seen[pi.ID] = true
+		out = append(out, Candidate{ID: pi.ID, Zone: s.cfg.zoneOf(pi.ID, pi.Zone), Net: s.peerNet(pi.ID),
+			Availability: s.avail.Availability(pi.ID)})
 	}
+	nets := map[string]bool{}
+	shared := 0
+	for _, c := range out {
+		if c.Zone == "" && c.Net != "" {
+			if nets[c.Net] {
+				shared++
+			}
+			nets[c.Net] = true
+		}
+	}
+	s.metrics.sharedNetwork(shared)
 	s.book.setQuota(out, s.cfg.Now())
 	return out, nil
+}
+
+// withHolders adds to cands the holders that are not candidates (the DHT
+// lookup missed them, or they are offline), never to be chosen, so that
+// PlanRepair counts their zones and networks too.
+func (s *Service) withHolders(cands []Candidate, holders []HolderStatus) []Candidate {
+	in := newCandidateMap(cands)
+	for _, h := range holders {
+		if _, ok := in[h.Peer]; !ok && h.Peer != "" {
+			c := Candidate{ID: h.Peer, Zone: s.cfg.zoneOf(h.Peer, ""), Net: s.peerNet(h.Peer)}
+			in[h.Peer] = c
+			cands = append(cands, c)
+		}
+	}
+	return cands
+}
+
+// peerNet is the network placement counts p in (Candidate.Net): that of
+// the connections to it now, else that of the last one (peerBook), else
+// "" (never connected: the DHT lookup that finds candidates connects to
+// each, so this is rare).
+func (s *Service) peerNet(p peer.ID) string {
+	if conns := s.h.Network().ConnsToPeer(p); len(conns) > 0 {
+		return connNet(conns)
+	}
+	return s.book.lastNet(p)
 }
 
 // stamps records a time per key. Each set has its own lock: none has to

@@ -177,6 +177,7 @@ func tokenVerifier(v *webrtc.Verifier) overlay.TokenVerifier {
 			Subject:    c.Subject,
 			ValidUntil: c.ExpiresAt.Add(webrtc.ClockSkew),
 			CanWrite:   c.CanWrite,
+			Key:        c.Key,
 		}, nil
 	}
 }

@@ -15,6 +15,24 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
+// appKeyFiles writes a new app key and its public half (app.key.pub)
+// into a temporary directory, as peer keygen does.
+func appKeyFiles(t *testing.T) (*erasure.AppKey, string) {
+	t.Helper()
+	keyFile := filepath.Join(t.TempDir(), "app.key")
+	key, err := erasure.GenerateAppKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := erasure.SaveAppKey(keyFile, key); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteAppPublicKey(AppPublicKeyFile(keyFile), key); err != nil {
+		t.Fatal(err)
+	}
+	return key, keyFile
+}
+
 // TestVolunteerRelaysBrowser: an app peer (--app-key), a volunteer given
 // only the public key (--app-pub) and a stranger with no key. The
 // volunteer admits a browser whose EdDSA token allows writing chat/* and
@@ -26,18 +44,7 @@ import (
 // arrives. The stranger's own messages to the app's topics arrive nowhere
 // that checks; the volunteer, holding no key, cannot publish to them.
 func TestVolunteerRelaysBrowser(t *testing.T) {
-	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "app.key")
-	key, err := erasure.GenerateAppKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := erasure.SaveAppKey(keyFile, key); err != nil {
-		t.Fatal(err)
-	}
-	if err := WriteAppPublicKey(AppPublicKeyFile(keyFile), key); err != nil {
-		t.Fatal(err)
-	}
+	key, keyFile := appKeyFiles(t)
 	i := 0
 	peers, servers := loopbackNet(t, 3, func(c *Config) {
 		switch i {
@@ -116,7 +123,7 @@ func TestVolunteerRelaysBrowser(t *testing.T) {
 	// its own publish succeeds; the peers that know the key refuse it.
 	before := metricSum(t, app, "immense_overlay_messages_unauthorized_total")
 	for range 3 {
-		if err := stranger.overlay.PublishToken(ctx, "admin/x", []byte("forged: stretched token"), tok); err != nil {
+		if err := stranger.overlay.PublishToken(ctx, "admin/x", []byte("forged: stretched token"), tok, nil); err != nil {
 			t.Fatal(err)
 		}
 		if err := stranger.Publish(ctx, "chat/lobby", []byte("forged: no credential")); err != nil {

@@ -83,7 +83,8 @@ func browser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Contex
 }
 
 // TestBrowsersChat: two Chromium browsers, each on the demo page of a
-// different peer, chat both ways through the overlay.
+// different peer, one over a WebSocket and one over WebRTC, chat both ways
+// through the overlay.
 func TestBrowsersChat(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Chromium")
@@ -91,22 +92,29 @@ func TestBrowsersChat(t *testing.T) {
 	_, servers := loopbackNet(t, 2, nil)
 	a, b := browser(t), browser(t)
 	room := "test/chat"
-	open := func(ctx context.Context, url string) {
+	// The same page: alice's browser picks its transport (a WebSocket: the
+	// peer is reachable), bob's is told to use WebRTC.
+	open := func(ctx context.Context, url, query, wantTransport string) {
 		t.Helper()
 		tctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		defer cancel()
+		var transport string
 		err := chromedp.Run(tctx,
-			chromedp.Navigate(url+"/?room="+room),
+			chromedp.Navigate(url+"/?room="+room+query),
 			chromedp.WaitVisible(`#state[data-state="open"]`, chromedp.ByQuery),
+			chromedp.AttributeValue("#transport", "data-transport", &transport, nil, chromedp.ByQuery),
 		)
 		if err != nil {
 			var state, errText string
 			chromedp.Run(ctx, chromedp.Text("#state", &state, chromedp.ByID), chromedp.Text("#error", &errText, chromedp.ByID))
 			t.Fatalf("open %s: %v (state %q, error %q)", url, err, state, errText)
 		}
+		if transport != wantTransport {
+			t.Errorf("%s connected over %q, want %q", url, transport, wantTransport)
+		}
 	}
-	open(a, servers[0].URL())
-	open(b, servers[1].URL())
+	open(a, servers[0].URL(), "", "websocket")
+	open(b, servers[1].URL(), "&transport=webrtc", "webrtc")
 
 	say := func(ctx context.Context, name, text string) {
 		t.Helper()

@@ -19,14 +19,18 @@ type bus struct{ n *Node }
 
 // Publish relays a browser's message with its token, which every peer
 // checks against the topic (overlay publish authorization).
-func (b bus) Publish(ctx context.Context, topic string, data []byte, token string) error {
+func (b bus) Publish(ctx context.Context, topic string, data []byte, token string, proof *webrtc.Proof) error {
 	if b.n.ctx.Err() != nil {
 		return ErrClosed
 	}
 	if token == "" { // InsecureNoAuth: the peer publishes as itself
 		return b.n.overlay.Publish(ctx, topic, data)
 	}
-	return b.n.overlay.PublishToken(ctx, topic, data, token)
+	var p *overlay.BrowserProof
+	if proof != nil {
+		p = &overlay.BrowserProof{Time: proof.Time, Sig: proof.Sig}
+	}
+	return b.n.overlay.PublishToken(ctx, topic, data, token, p)
 }
 
 func (b bus) Subscribe(_ context.Context, topic string) (webrtc.Subscription, error) {

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,13 +39,45 @@ type Limits struct {
 	// ConnLowWater and ConnHighWater drive the connection manager.
 	ConnLowWater  int `json:"conn_low_water"`
 	ConnHighWater int `json:"conn_high_water"`
-	// ConnGracePeriod protects new connections from trimming.
-	ConnGracePeriod time.Duration `json:"conn_grace_period_ns"`
+	// ConnGracePeriod protects new connections from trimming. In JSON it
+	// is conn_grace_period, a duration string ("20s"): see MarshalJSON.
+	ConnGracePeriod time.Duration `json:"-"`
 	// MaxConnsPerIP caps the connections open with one IPv4 address (one
 	// /56 for IPv6); loopback is not limited. It bounds what one machine
 	// with many identities takes of MaxInboundConns, and so how much of
 	// the routing table and of gossip meshes it can reach for.
 	MaxConnsPerIP int `json:"max_conns_per_ip"`
+}
+
+// limitsJSON is Limits as JSON: durations as strings for people reading
+// /v1/status.
+type limitsJSON struct {
+	limitsFields
+	ConnGracePeriod string `json:"conn_grace_period"`
+}
+
+type limitsFields Limits // without Limits' methods
+
+// MarshalJSON writes l with its durations as strings ("20s").
+func (l Limits) MarshalJSON() ([]byte, error) {
+	return json.Marshal(limitsJSON{limitsFields(l), l.ConnGracePeriod.String()})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (l *Limits) UnmarshalJSON(b []byte) error {
+	var j limitsJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*l = Limits(j.limitsFields)
+	if j.ConnGracePeriod != "" {
+		d, err := time.ParseDuration(j.ConnGracePeriod)
+		if err != nil {
+			return fmt.Errorf("conn_grace_period: %w", err)
+		}
+		l.ConnGracePeriod = d
+	}
+	return nil
 }
 
 // NATConfig controls reachability detection, hole punching and relays.

@@ -132,6 +132,19 @@ func StartDevnet(ctx context.Context, opts DevnetOptions) (*Devnet, error) {
 	return d, nil
 }
 
+// WaitJoined blocks until every node of the devnet has joined the overlay
+// (see Node.Joined), or ctx ends.
+func (d *Devnet) WaitJoined(ctx context.Context) error {
+	for _, n := range append([]*Node{d.Bootstrap}, d.Peers...) {
+		select {
+		case <-n.Joined():
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
 // Close stops every server and node.
 func (d *Devnet) Close() error {
 	var errs []error

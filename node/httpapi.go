@@ -17,6 +17,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/immense-p2p/immense/erasure"
 	"github.com/immense-p2p/immense/overlay"
 	"github.com/immense-p2p/immense/webrtc"
 	"github.com/libp2p/go-libp2p/core/metrics"
@@ -52,17 +53,22 @@ type HTTPOptions struct {
 // Handler returns the node's HTTP API. The control API, which needs the
 // bearer token of APIToken and is refused to web pages (apiauth.go):
 //
+//	GET  /v1/topics           JSON list of the topics this node has joined
 //	POST /v1/topics/{topic}   publish the request body
 //	GET  /v1/topics/{topic}   Server-Sent Events stream of the topic
 //	PUT, GET, DELETE /v1/state/{key}, GET .../health, POST .../repair
 //	GET  /v1/status           JSON status
 //	GET  /metrics             Prometheus metrics
 //
+// the probes, without a token (readiness.go): GET /healthz and /readyz;
 // and the endpoints for browsers, open to any page (browsers bring their
-// own tokens): POST /v1/webrtc/offer, and GET /, /app.js, /client.js and
-// /immense.d.ts (the demo page and the client library).
+// own tokens): POST /v1/webrtc/offer, GET /v1/ws (a WebSocket), and GET /,
+// /app.js, /client.js and /immense.d.ts (the demo page and the client
+// library).
 //
-// Errors are JSON objects {"error": "..."} with a 4xx or 5xx status.
+// Errors are JSON objects {"error": "..."} with a 4xx or 5xx status: 404
+// for an unknown endpoint or a missing key, 400 for an invalid key or
+// topic, 405 with Allow for a method the path is not served with.
 func (n *Node) Handler(opts HTTPOptions) http.Handler {
 	return n.newAPI(opts).routes()
 }
@@ -97,31 +103,77 @@ func (a *api) routes() http.Handler {
 		a.log.Warn("the control API takes requests without a token: any local user can publish and read state (Host and Origin are still checked)")
 	}
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", a.probe(a.healthz))
+	mux.HandleFunc("GET /readyz", a.probe(a.readyz))
 	mux.HandleFunc("GET /v1/status", a.guard(a.status))
-	mux.Handle("GET /metrics", a.guard(promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}).ServeHTTP))
+	mux.Handle("GET /metrics", a.guard(promhttp.HandlerFor(withoutBuildPaths(n.registry), promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}).ServeHTTP))
 	if opts.Topics {
+		// Exact, for every method: without it ServeMux would redirect
+		// /v1/topics to /v1/topics/ with an HTML body.
+		mux.HandleFunc("/v1/topics", a.guard(a.listTopics))
 		mux.HandleFunc("POST /v1/topics/{topic...}", a.guard(a.publish))
 		mux.HandleFunc("GET /v1/topics/{topic...}", a.guard(a.subscribe))
 	}
 	if n.state != nil && opts.Topics {
-		mux.HandleFunc("PUT /v1/state/{key}", a.guard(a.putState))
-		mux.HandleFunc("GET /v1/state/{key}", a.guard(a.getState))
-		mux.HandleFunc("DELETE /v1/state/{key}", a.guard(a.deleteState))
+		// {key...}, not {key}: a key with '/' (which keys may not hold)
+		// is refused as an invalid key, not taken for another endpoint.
+		// The longer patterns win for the key's health and repair.
+		mux.HandleFunc("/v1/state", a.guard(a.noKey))
+		mux.HandleFunc("PUT /v1/state/{key...}", a.guard(a.putState))
+		mux.HandleFunc("GET /v1/state/{key...}", a.guard(a.getState))
+		mux.HandleFunc("DELETE /v1/state/{key...}", a.guard(a.deleteState))
 		mux.HandleFunc("GET /v1/state/{key}/health", a.guard(a.stateHealth))
 		mux.HandleFunc("POST /v1/state/{key}/repair", a.guard(a.repairState))
 	}
-	notFound := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
-	})
 	if n.browsers != nil && opts.Topics {
 		mux.Handle("/v1/webrtc/offer", n.browsers)
+		mux.Handle("GET "+webrtc.WebSocketPath, n.browsers.WebSocketHandler())
 		demo := webrtc.DemoHandler()
 		for _, p := range []string{"GET /{$}", "GET /app.js", "GET /client.js", "GET /immense.d.ts"} {
 			mux.Handle(p, demo)
 		}
 	}
-	mux.Handle("/", notFound)
-	return mux
+	a.dashboardRoutes(mux) // GET /dashboard/, /v1/peers, /v1/storage (dashboard.go)
+	return jsonMisses(mux)
+}
+
+// jsonMisses serves mux, answering what it has no endpoint for in JSON
+// like every other error: 405 with Allow for a path served under other
+// methods, 404 otherwise (ServeMux's own answers are plain text).
+func jsonMisses(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete} {
+			if m == r.Method {
+				continue
+			}
+			other := r.Clone(r.Context())
+			other.Method = m
+			if _, p := mux.Handler(other); p != "" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeError(w, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed on %s: use %s", r.Method, r.URL.Path, strings.Join(allow, ", ")))
+			return
+		}
+		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+}
+
+// listTopics lists the topics this node has joined: GET /v1/topics.
+func (a *api) listTopics(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		writeError(w, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed on /v1/topics: POST to /v1/topics/{topic}", r.Method))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"topics": a.n.overlay.Topics()})
 }
 
 // apiRefusedCounter returns the counter of refused control requests,
@@ -401,9 +453,15 @@ func writeJSONEvent(w io.Writer, m *Message, id string) {
 	fmt.Fprintf(w, "id: %s\nevent: message\ndata: %s\n\n", id, b)
 }
 
-// Status is the JSON body of GET /v1/status.
+// Status is the JSON body of GET /v1/status. Sizes are in bytes, rates
+// in bytes per second, durations strings such as "1h2m3s".
 type Status struct {
-	PeerID           string              `json:"peer_id"`
+	PeerID string `json:"peer_id"`
+	// Joined says whether the node is joined to the overlay now;
+	// JoinState says why not (or that it runs alone, without bootstrap
+	// peers). GET /readyz answers the same.
+	Joined           bool                `json:"joined"`
+	JoinState        string              `json:"join_state,omitempty"`
 	ListenAddrs      []string            `json:"listen_addrs"`
 	ConnectedPeers   int                 `json:"connected_peers"`
 	RoutingTableSize int                 `json:"routing_table_size"`
@@ -415,10 +473,14 @@ type Status struct {
 	RelayAddrs       []string            `json:"relay_addrs"`
 	Bandwidth        BandwidthStatus     `json:"bandwidth"`
 	Connections      []ConnStatus        `json:"connections"`
-	Storage          *StorageStatus      `json:"storage,omitempty"`
-	Joins            JoinStatus          `json:"joins"`
-	UptimeSeconds    float64             `json:"uptime_seconds"`
-	Version          string              `json:"version"`
+	// Storage is absent on a node without state (a bootstrap node).
+	Storage *StorageStatus `json:"storage,omitempty"`
+	// BrowserSessions counts browsers connected or connecting over
+	// WebRTC; absent without the browser bridge.
+	BrowserSessions *int       `json:"browser_sessions,omitempty"`
+	Joins           JoinStatus `json:"joins"`
+	Uptime          string     `json:"uptime"`
+	Version         string     `json:"version"`
 }
 
 // JoinStatus reports the join protocol: newcomers this node admitted or
@@ -430,9 +492,10 @@ type JoinStatus struct {
 }
 
 // BandwidthStatus reports caps and traffic, in bytes and bytes per second.
+// A cap is absent when there is none (--max-upload 0).
 type BandwidthStatus struct {
-	MaxUpload   int64   `json:"max_upload"`
-	MaxDownload int64   `json:"max_download"`
+	MaxUpload   int64   `json:"max_upload,omitempty"`
+	MaxDownload int64   `json:"max_download,omitempty"`
 	TotalIn     int64   `json:"total_in"`
 	TotalOut    int64   `json:"total_out"`
 	RateIn      float64 `json:"rate_in"`
@@ -447,12 +510,14 @@ type ConnStatus struct {
 	Relayed   bool   `json:"relayed"`
 }
 
-// StorageStatus reports the local shard store.
+// StorageStatus reports the local shard store: bytes used of the quota,
+// the shards held and the objects they belong to.
 type StorageStatus struct {
-	Used   int64  `json:"used_bytes"`
-	Quota  int64  `json:"quota_bytes"`
-	Shards int    `json:"shards"`
-	Zone   string `json:"zone,omitempty"`
+	Used    int64  `json:"used_bytes"`
+	Quota   int64  `json:"quota_bytes"`
+	Shards  int    `json:"shards"`
+	Objects int    `json:"objects"`
+	Zone    string `json:"zone,omitempty"`
 }
 
 // maxStatusConns caps the connections listed in /v1/status.
@@ -483,8 +548,16 @@ func (n *Node) Status() Status {
 	if n.bw != nil {
 		bw = n.bw.GetBandwidthTotals()
 	}
+	var sessions *int
+	if n.browsers != nil {
+		k := n.browsers.Sessions()
+		sessions = &k
+	}
+	js := n.overlay.JoinState()
 	return Status{
 		PeerID:           n.ID().String(),
+		Joined:           js.Joined,
+		JoinState:        js.Reason,
 		ListenAddrs:      addrs,
 		ConnectedPeers:   len(n.host.Network().Peers()),
 		RoutingTableSize: n.overlay.RoutingTableSize(),
@@ -498,10 +571,12 @@ func (n *Node) Status() Status {
 			MaxUpload: n.cfg.MaxUpload, MaxDownload: n.cfg.MaxDownload,
 			TotalIn: bw.TotalIn, TotalOut: bw.TotalOut, RateIn: bw.RateIn, RateOut: bw.RateOut,
 		},
-		Connections:   conns,
-		Joins:         JoinStatus{Rate: n.cfg.Overlay.JoinRate, Burst: n.cfg.Overlay.JoinBurst, JoinStats: n.overlay.JoinStats()},
-		UptimeSeconds: time.Since(n.started).Seconds(),
-		Version:       userAgent,
+		Connections:     conns,
+		Storage:         n.storageStatus(),
+		BrowserSessions: sessions,
+		Joins:           JoinStatus{Rate: n.cfg.Overlay.JoinRate, Burst: n.cfg.Overlay.JoinBurst, JoinStats: n.overlay.JoinStats()},
+		Uptime:          time.Since(n.started).Round(time.Second).String(),
+		Version:         userAgent,
 	}
 }
 
@@ -510,7 +585,14 @@ func (n *Node) storageStatus() *StorageStatus {
 		return nil
 	}
 	st := n.state.store
-	return &StorageStatus{Used: st.Used(), Quota: st.Quota(), Shards: st.Len(), Zone: n.cfg.State.Zone}
+	shards := st.List()
+	objects := make(map[erasure.ObjectID]struct{})
+	for _, sh := range shards {
+		for _, r := range sh.Refs {
+			objects[r.Object] = struct{}{}
+		}
+	}
+	return &StorageStatus{Used: st.Used(), Quota: st.Quota(), Shards: len(shards), Objects: len(objects), Zone: n.cfg.State.Zone}
 }
 
 func (a *api) status(w http.ResponseWriter, _ *http.Request) {

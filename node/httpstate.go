@@ -31,11 +31,27 @@ func transferTime(n int64) time.Duration {
 	return 30*time.Second + time.Duration(n/minTransferRate)*time.Second
 }
 
-// putState stores the body: PUT /v1/state/{key}.
-func (a *api) putState(w http.ResponseWriter, r *http.Request) {
+// noKey answers /v1/state without a key.
+func (a *api) noKey(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusNotFound, errors.New("no key given: use /v1/state/{key}"))
+}
+
+// stateKey returns the request's key, or answers 400 and false if it is
+// not a valid key. Keys may not contain '/' (see erasure.ValidateKey): a
+// path with more segments than the endpoint's names an invalid key.
+func stateKey(w http.ResponseWriter, r *http.Request) (string, bool) {
 	key := r.PathValue("key")
 	if err := erasure.ValidateKey(key); err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		writeError(w, http.StatusBadRequest, fmt.Errorf("invalid key %q: keys are 1 to %d characters of A-Z a-z 0-9 . _ : - (no '/')", key, erasure.MaxKeyLen))
+		return "", false
+	}
+	return key, true
+}
+
+// putState stores the body: PUT /v1/state/{key}.
+func (a *api) putState(w http.ResponseWriter, r *http.Request) {
+	key, ok := stateKey(w, r)
+	if !ok {
 		return
 	}
 	max := a.n.cfg.State.MaxValueSize
@@ -67,7 +83,7 @@ func (a *api) putState(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	res, err := a.n.Put(ctx, key, body)
 	if err != nil {
-		writeStateError(w, err)
+		writeStateError(w, key, err)
 		return
 	}
 	holders := make([]string, len(res.Holders))
@@ -82,12 +98,15 @@ func (a *api) putState(w http.ResponseWriter, r *http.Request) {
 
 // getState returns the value: GET /v1/state/{key}.
 func (a *api) getState(w http.ResponseWriter, r *http.Request) {
-	key := r.PathValue("key")
+	key, ok := stateKey(w, r)
+	if !ok {
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), stateTimeout)
 	defer cancel()
 	v, err := a.n.Get(ctx, key)
 	if err != nil {
-		writeStateError(w, err)
+		writeStateError(w, key, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
@@ -98,11 +117,14 @@ func (a *api) getState(w http.ResponseWriter, r *http.Request) {
 
 // deleteState removes the value: DELETE /v1/state/{key}.
 func (a *api) deleteState(w http.ResponseWriter, r *http.Request) {
-	key := r.PathValue("key")
+	key, ok := stateKey(w, r)
+	if !ok {
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), stateTimeout)
 	defer cancel()
 	if err := a.n.Delete(ctx, key); err != nil {
-		writeStateError(w, err)
+		writeStateError(w, key, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"key": key, "deleted": true})
@@ -110,12 +132,15 @@ func (a *api) deleteState(w http.ResponseWriter, r *http.Request) {
 
 // stateHealth reports reachable vs needed shards: GET /v1/state/{key}/health.
 func (a *api) stateHealth(w http.ResponseWriter, r *http.Request) {
-	key := r.PathValue("key")
+	key, ok := stateKey(w, r)
+	if !ok {
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), stateTimeout)
 	defer cancel()
 	h, err := a.n.Health(ctx, key)
 	if err != nil {
-		writeStateError(w, err)
+		writeStateError(w, key, err)
 		return
 	}
 	type holder struct {
@@ -143,32 +168,42 @@ func (a *api) stateHealth(w http.ResponseWriter, r *http.Request) {
 // repairState checks and, if needed, repairs an object now:
 // POST /v1/state/{key}/repair.
 func (a *api) repairState(w http.ResponseWriter, r *http.Request) {
-	key := r.PathValue("key")
-	ctx, cancel := context.WithTimeout(r.Context(), stateTimeout)
-	defer cancel()
-	plan, version, err := a.n.Repair(ctx, key)
-	if err != nil {
-		writeStateError(w, err)
+	key, ok := stateKey(w, r)
+	if !ok {
 		return
 	}
-	regen := plan.Regenerate
-	if regen == nil {
-		regen = []int{}
+	ctx, cancel := context.WithTimeout(r.Context(), stateTimeout)
+	defer cancel()
+	res, err := a.n.Repair(ctx, key)
+	if err != nil {
+		writeStateError(w, key, err)
+		return
 	}
+	plan := res.Plan
+	reason := plan.Reason
+	if plan.Action == erasure.RepairNow && len(res.Regenerated) < len(plan.Regenerate) {
+		// The plan was to rebuild shards, but the repair rate limit
+		// deferred it or some shards could not be placed: say so rather
+		// than report the plan as done.
+		reason = fmt.Sprintf("%s; %d of the %d shards to rebuild were regenerated (the rest wait for the repair rate limit or a peer to take them: see the logs)",
+			plan.Reason, len(res.Regenerated), len(plan.Regenerate))
+	}
+	a.log.Info("repair requested", "key", key, "action", plan.Action.String(), "reason", reason, "regenerated", res.Regenerated, "version", res.Version)
 	writeJSON(w, http.StatusOK, map[string]any{
-		"key": key, "version": version, "action": plan.Action.String(), "reason": plan.Reason,
+		"key": key, "version": res.Version, "action": plan.Action.String(), "reason": reason,
 		"healthy": plan.Healthy, "offline": plan.Offline, "lost": plan.Lost,
-		"probability": plan.Prob, "probability_after": plan.ProbAfter, "regenerated": regen,
+		"probability": plan.Prob, "probability_after": plan.ProbAfter, "regenerated": res.Regenerated,
 	})
 }
 
-func writeStateError(w http.ResponseWriter, err error) {
+func writeStateError(w http.ResponseWriter, key string, err error) {
 	code := http.StatusInternalServerError
 	switch {
 	case errors.Is(err, erasure.ErrInvalidKey):
 		code = http.StatusBadRequest
 	case errors.Is(err, erasure.ErrNotFound):
-		code = http.StatusNotFound
+		writeError(w, http.StatusNotFound, fmt.Errorf("not found: no value stored under key %q", key))
+		return
 	case errors.Is(err, erasure.ErrValueTooLarge):
 		code = http.StatusRequestEntityTooLarge
 	case errors.Is(err, ErrNoState):

@@ -133,25 +133,46 @@ func (n *Node) Health(ctx context.Context, key string) (*erasure.Health, error) 
 	return n.state.svc.Health(ctx, key)
 }
 
+// RepairResult is what Repair found and did.
+type RepairResult struct {
+	// Plan is the plan acted on: its Regenerate lists the shards it meant
+	// to rebuild, which the rate limit or a failure may have prevented.
+	Plan *erasure.RepairPlan
+	// Version is the object's manifest version afterwards.
+	Version uint64
+	// Regenerated lists the shard indices that now have a new holder:
+	// what the repair really did.
+	Regenerated []int
+}
+
 // Repair checks key's shards now and repairs them if erasure's policy says
-// so (the repair loop does the same for every object, about hourly). It
-// returns the plan acted on and the object's manifest version afterwards.
-func (n *Node) Repair(ctx context.Context, key string) (*erasure.RepairPlan, uint64, error) {
+// so (the repair loop does the same for every object, about hourly).
+func (n *Node) Repair(ctx context.Context, key string) (RepairResult, error) {
 	if err := erasure.ValidateKey(key); err != nil {
-		return nil, 0, err
+		return RepairResult{}, err
 	}
 	if n.state == nil {
-		return nil, 0, ErrNoState
+		return RepairResult{}, ErrNoState
+	}
+	before, err := n.state.svc.Manifest(ctx, key)
+	if err != nil {
+		return RepairResult{}, err
 	}
 	plan, err := n.state.svc.Repair(ctx, key)
 	if err != nil {
-		return nil, 0, err
+		return RepairResult{Plan: plan, Version: before.Version}, err
 	}
-	m, err := n.state.svc.Manifest(ctx, key)
+	after, err := n.state.svc.Manifest(ctx, key)
 	if err != nil {
-		return plan, 0, err
+		return RepairResult{Plan: plan, Version: before.Version}, err
 	}
-	return plan, m.Version, nil
+	r := RepairResult{Plan: plan, Version: after.Version, Regenerated: []int{}}
+	for _, i := range plan.Regenerate {
+		if i < len(before.Placement) && i < len(after.Placement) && before.Placement[i] != after.Placement[i] {
+			r.Regenerated = append(r.Regenerated, i)
+		}
+	}
+	return r, nil
 }
 
 // Handoff hands the shards this node holds to other peers before a planned

@@ -8,7 +8,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/immense-p2p/immense/internal/browsersig"
 	"github.com/immense-p2p/immense/internal/topicname"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,6 +90,12 @@ type Authorization struct {
 	// gossipsub's seen-cache remembers a message that long, so an older
 	// replay is refused here and a younger one there.
 	MessageMaxAge time.Duration
+	// RequireBoundTokens refuses messages relayed with a bearer token (one
+	// not bound to a browser key, browserproof.go): anyone who sees such a
+	// token in a message can publish with it until it expires. Off by
+	// default, so that tokens minted without a browser key (peer token
+	// without --bind-key) still publish.
+	RequireBoundTokens bool
 }
 
 // TokenVerifier checks a browser token at time now and says what it
@@ -103,6 +111,10 @@ type TokenGrant struct {
 	ValidUntil time.Time
 	// CanWrite reports whether the token allows publishing to a topic.
 	CanWrite func(topic string) bool
+	// Key is the browser key the token is bound to (its cnf claim), or nil
+	// for a bearer token. Messages with a bound token must carry the
+	// browser's signature by this key (browserproof.go).
+	Key ed25519.PublicKey
 }
 
 const (
@@ -208,6 +220,10 @@ const (
 	reasonToken        = "bad-token"
 	reasonScope        = "token-scope"
 	reasonClock        = "clock"
+	reasonUnsigned     = "token-unsigned"    // a bound token without the browser's signature
+	reasonUnbound      = "token-unbound"     // a bearer token, with RequireBoundTokens
+	reasonBrowserSig   = "browser-signature" // a signature that does not verify
+	reasonReplay       = "replay"            // a browser's signed message seen before
 )
 
 // authError is a refusal and its metric reason.
@@ -235,6 +251,8 @@ type authorizer struct {
 	mu     sync.Mutex
 	certs  map[string]time.Time  // peer id + certificate: expiry
 	tokens map[string]TokenGrant // token: grant
+
+	replays replayCache // browser signatures accepted
 }
 
 type ownCert struct {
@@ -306,12 +324,18 @@ func (z *authorizer) isOpen(topic string) bool {
 }
 
 // credential returns what this peer attaches to its own publish on topic:
-// the browser's token if it relays one, else its certificate, or nothing
-// on an open topic.
-func (z *authorizer) credential(topic, token string, now time.Time) (credKind, []byte, error) {
+// the browser's token (and signature, if it signed) if it relays one, else
+// its certificate, or nothing on an open topic.
+func (z *authorizer) credential(topic, token string, proof *BrowserProof, now time.Time) (credKind, []byte, error) {
 	if token != "" {
-		if len(token) > maxCredential {
-			return 0, nil, fmt.Errorf("%w: token of %d bytes, at most %d", ErrUnauthorized, len(token), maxCredential)
+		if len(token) > maxToken {
+			return 0, nil, fmt.Errorf("%w: token of %d bytes, at most %d", ErrUnauthorized, len(token), maxToken)
+		}
+		if proof != nil {
+			if len(proof.Sig) != ed25519.SignatureSize {
+				return 0, nil, fmt.Errorf("%w: browser signature of %d bytes, want %d", ErrUnauthorized, len(proof.Sig), ed25519.SignatureSize)
+			}
+			return credBoundToken, append(slices.Clip(proof.Sig), token...), nil
 		}
 		return credToken, []byte(token), nil
 	}
@@ -350,13 +374,30 @@ func (z *authorizer) check(topic string, from peer.ID, e envelope, now time.Time
 		}
 		s.Kind = SenderPeer
 		return s, nil
-	case credToken:
-		g, err := z.grant(string(e.cred), now)
+	case credToken, credBoundToken:
+		token, sig := e.cred, []byte(nil)
+		if e.kind == credBoundToken {
+			sig, token = e.cred[:ed25519.SignatureSize], e.cred[ed25519.SignatureSize:]
+		}
+		g, err := z.grant(string(token), now)
 		if err != nil {
 			return s, &authError{reasonToken, false, err}
 		}
+		switch {
+		case sig == nil && g.Key != nil:
+			return s, &authError{reasonUnsigned, false, fmt.Errorf("%w: the token of %q is bound to a browser key, and the message carries no signature by it", ErrUnauthorized, g.Subject)}
+		case sig == nil && z.cfg.RequireBoundTokens:
+			return s, &authError{reasonUnbound, false, fmt.Errorf("%w: the token of %q is a bearer token (bound to no browser key), and this overlay requires bound tokens", ErrUnauthorized, g.Subject)}
+		case sig != nil && g.Key == nil:
+			return s, &authError{reasonToken, false, fmt.Errorf("%w: a signed message, but the token of %q is bound to no key", ErrUnauthorized, g.Subject)}
+		}
 		if !g.CanWrite(topic) {
 			return s, &authError{reasonScope, false, fmt.Errorf("%w: token of %q does not allow publishing to %q", ErrUnauthorized, g.Subject, topic)}
+		}
+		if sig != nil {
+			if err := browsersig.Verify(g.Key, topic, e.published, e.payload, sig); err != nil {
+				return s, &authError{reasonBrowserSig, false, fmt.Errorf("%w: %w", ErrUnauthorized, err)}
+			}
 		}
 		s.Kind, s.Subject = SenderBrowser, g.Subject
 		return s, nil
@@ -430,13 +471,17 @@ func (z *authorizer) sender(topic string, from peer.ID, e envelope) Sender {
 	switch e.kind {
 	case credPeer:
 		s.Kind = SenderPeer
-	case credToken:
+	case credToken, credBoundToken:
+		token := e.cred
+		if e.kind == credBoundToken {
+			token = e.cred[ed25519.SignatureSize:]
+		}
 		s.Kind = SenderBrowser
 		z.mu.Lock()
-		g, ok := z.tokens[string(e.cred)]
+		g, ok := z.tokens[string(token)]
 		z.mu.Unlock()
 		if !ok { // forgotten since validation (cache full): ask again
-			g, _ = z.grant(string(e.cred), time.Now())
+			g, _ = z.grant(string(token), time.Now())
 		}
 		s.Subject = g.Subject
 	}
@@ -446,7 +491,15 @@ func (z *authorizer) sender(topic string, from peer.ID, e envelope) Sender {
 // authorize is the validator's authorization step (see the top of this
 // file).
 func (o *Overlay) authorize(topic string, msg *pubsub.Message, e envelope) pubsub.ValidationResult {
-	_, err := o.auth.check(topic, msg.GetFrom(), e, time.Now())
+	now := time.Now()
+	_, err := o.auth.check(topic, msg.GetFrom(), e, now)
+	if err == nil && e.kind == credBoundToken && o.auth.on && !o.auth.isOpen(topic) {
+		// A copy of a browser's signed message under another gossipsub id.
+		forget := e.published.Add(o.auth.cfg.MessageMaxAge + o.auth.cfg.MaxClockSkew)
+		if !o.auth.replays.add(e.cred[:ed25519.SignatureSize], forget, now) {
+			err = &authError{reasonReplay, true, fmt.Errorf("%w: a browser's message seen before, under another id", ErrUnauthorized)}
+		}
+	}
 	if err == nil {
 		return pubsub.ValidationAccept
 	}
@@ -463,21 +516,34 @@ func (o *Overlay) authorize(topic string, msg *pubsub.Message, e envelope) pubsu
 
 // PublishToken publishes data to topic on behalf of a browser, with the
 // browser's token as its credential, so that every receiver checks the
-// browser's right to the topic. It is Publish otherwise.
-func (o *Overlay) PublishToken(ctx context.Context, topic string, data []byte, token string) error {
+// browser's right to the topic. proof is the browser's signature of the
+// message, required when its token is bound to a key (browserproof.go) and
+// nil otherwise. It is Publish otherwise.
+func (o *Overlay) PublishToken(ctx context.Context, topic string, data []byte, token string, proof *BrowserProof) error {
 	if token == "" {
 		return fmt.Errorf("%w: empty token", ErrUnauthorized)
 	}
-	return o.publish(ctx, topic, data, token)
+	return o.publish(ctx, topic, data, token, proof)
 }
 
 // seal wraps data for topic in an envelope with this peer's credential
-// (or token's).
-func (o *Overlay) seal(topic string, data []byte, token string) ([]byte, error) {
+// (or token's), and checks it as every receiver will, so that a message
+// they would refuse (and dock our score for) fails here, with the reason.
+func (o *Overlay) seal(topic string, data []byte, token string, proof *BrowserProof) ([]byte, error) {
 	now := time.Now()
-	kind, cred, err := o.auth.credential(topic, token, now)
+	kind, cred, err := o.auth.credential(topic, token, proof, now)
 	if err != nil {
 		return nil, err
 	}
-	return encodeEnvelope(now, kind, cred, data), nil
+	published := now
+	if proof != nil {
+		published = proof.Time.Truncate(time.Millisecond)
+	}
+	e := envelope{published: published, kind: kind, cred: cred, payload: data}
+	if kind == credToken || kind == credBoundToken {
+		if _, err := o.auth.check(topic, o.host.ID(), e, now); err != nil {
+			return nil, err
+		}
+	}
+	return encodeEnvelope(published, kind, cred, data), nil
 }

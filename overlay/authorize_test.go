@@ -22,13 +22,21 @@ type authNet struct {
 }
 
 // chatVerifier is a stand-in for webrtc.Verifier: "chat-token" grants
-// chat/*, anything else is refused.
+// chat/* to alice, anything else is refused, except that
+// "bound-token" grants the same to bob, bound to browserKey.
 func chatVerifier(token string, now time.Time) (TokenGrant, error) {
-	if token != "chat-token" {
-		return TokenGrant{}, errors.New("bad signature")
+	chat := func(t string) bool { return strings.HasPrefix(t, "chat/") }
+	switch token {
+	case "chat-token":
+		return TokenGrant{Subject: "alice", ValidUntil: now.Add(time.Hour), CanWrite: chat}, nil
+	case "bound-token":
+		return TokenGrant{Subject: "bob", ValidUntil: now.Add(time.Hour), CanWrite: chat, Key: browserKey.Public().(ed25519.PublicKey)}, nil
 	}
-	return TokenGrant{Subject: "alice", ValidUntil: now.Add(time.Hour), CanWrite: func(t string) bool { return strings.HasPrefix(t, "chat/") }}, nil
+	return TokenGrant{}, errors.New("bad signature")
 }
+
+// browserKey is the key "bound-token" is bound to.
+var browserKey = ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
 
 func newAuthNet(t *testing.T) *authNet {
 	_, key, err := ed25519.GenerateKey(rand.Reader)

@@ -2,9 +2,32 @@ package overlay
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"time"
 )
+
+// JoinState says whether the node is joined to the overlay (connected, with
+// a peer in its routing table) and, while it is not, why.
+type JoinState struct {
+	Joined bool
+	// Reason says, while not joined, what the last attempt found; when
+	// joined without bootstrap peers, that the node runs alone.
+	Reason string
+	// NextTry is, while not joined, when the next attempt starts (zero
+	// during one).
+	NextTry time.Time
+}
+
+// JoinState reports whether the node is joined now, and why not.
+func (o *Overlay) JoinState() JoinState {
+	if s := o.joinState.Load(); s != nil {
+		return *s
+	}
+	return JoinState{Reason: "joining: asking the bootstrap peers"}
+}
+
+func (o *Overlay) setJoinState(s JoinState) { o.joinState.Store(&s) }
 
 // bootstrapLoop keeps the node joined: whenever it has no connection (at
 // start, after a network outage, after every bootstrap node restarted), or
@@ -19,6 +42,7 @@ import (
 func (o *Overlay) bootstrapLoop() {
 	defer o.wg.Done()
 	if len(o.cfg.Bootstrap) == 0 {
+		o.setJoinState(JoinState{Joined: true, Reason: "no bootstrap peers configured: the first node of its network, joined by those that dial it"})
 		close(o.joined)
 		return
 	}
@@ -35,6 +59,7 @@ func (o *Overlay) bootstrapLoop() {
 		}
 		connected := len(o.host.Network().Peers()) > 0
 		if connected && o.RoutingTableSize() > 0 {
+			o.setJoinState(JoinState{Joined: true})
 			if !joined {
 				joined = true
 				close(o.joined)
@@ -52,6 +77,9 @@ func (o *Overlay) bootstrapLoop() {
 			check.Reset(o.cfg.BootstrapBackoffMin)
 			continue
 		}
+		if !connected {
+			o.setJoinState(JoinState{Reason: "joining: asking the bootstrap peers"})
+		}
 		r := o.joinRound()
 		if r.admitted > 0 {
 			admittedAt = time.Now()
@@ -66,13 +94,17 @@ func (o *Overlay) bootstrapLoop() {
 		if r.busy > 0 {
 			hint := min(max(r.retryAfter, o.cfg.BootstrapBackoffMin), o.cfg.JoinRetryMax)
 			wait = hint + jitter(max(hint/4, o.cfg.BootstrapBackoffMin))
-			o.log.Info("bootstrap busy: retrying later", "retry_in", wait.Round(time.Millisecond),
+			o.log.Info("bootstrap busy: retrying later", "retry_in", wait.Round(time.Millisecond).String(),
 				"busy_answers", r.busy, "referrals_tried", r.tried)
+			o.setJoinState(JoinState{Reason: fmt.Sprintf("not joined: %d bootstrap peers busy", r.busy), NextTry: time.Now().Add(wait)})
 		} else {
 			// Full jitter: wait uniformly in [0, backoff) so that peers
 			// that lost the bootstrap at the same moment spread out.
 			wait = jitter(backoff)
-			o.log.Debug("no bootstrap peer reachable", "retry_in", wait)
+			next := time.Now().Add(wait)
+			o.log.Warn("no bootstrap peer answered: not joined; retrying", "next_try", next.Format(time.TimeOnly),
+				"retry_in", wait.Round(time.Millisecond).String(), "bootstrap_peers", len(o.cfg.Bootstrap), "last_err", r.lastErr)
+			o.setJoinState(JoinState{Reason: "not joined: no bootstrap peer answered", NextTry: next})
 		}
 		backoff = min(2*backoff, o.cfg.BootstrapBackoffMax)
 		check.Reset(wait)

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,11 +12,14 @@ import (
 //
 //	byte 0       version, currently 2 (1 is still read: no credential)
 //	bytes 1-8    publication time, Unix nanoseconds, big-endian int64
-//	byte 9       credential kind: 0 none, 1 peer certificate, 2 browser token
+//	byte 9       credential kind: 0 none, 1 peer certificate, 2 browser token,
+//	             3 browser token bound to a key, with the browser's signature
 //	bytes 10-11  credential length, big-endian u16, at most maxCredential
 //	             (0 exactly when the kind is none)
 //	credential   kind 1: the publisher's certificate (authorize.go);
-//	             kind 2: the browser's token, a JWT in ASCII
+//	             kind 2: the browser's token, a JWT in ASCII;
+//	             kind 3: the browser's Ed25519 signature (64 bytes) of the
+//	             message (BrowserSigned), then its token (browserproof.go)
 //	payload      the application's bytes
 //
 // Version 1 was byte 0 and the time, then the payload.
@@ -30,9 +34,11 @@ const (
 	envelopeVersion    = 2
 	envelopeV1Header   = 9
 	envelopeHeaderSize = 12
-	// maxCredential bounds a credential: a certificate is 73 bytes, and a
-	// token at most 4096 (webrtc.MaxTokenSize).
-	maxCredential = 4096
+	// maxToken is the longest token relayed (webrtc.MaxTokenSize).
+	maxToken = 4096
+	// maxCredential bounds a credential: a certificate is 73 bytes, a
+	// token at most maxToken, a signed one 64 more.
+	maxCredential = maxToken + ed25519.SignatureSize
 )
 
 // credKind says what a message's credential is.
@@ -42,6 +48,8 @@ const (
 	credNone  credKind = 0
 	credPeer  credKind = 1
 	credToken credKind = 2
+	// credBoundToken is a signature and a token bound to the signing key.
+	credBoundToken credKind = 3
 )
 
 var errBadEnvelope = errors.New("overlay: malformed envelope")
@@ -89,12 +97,14 @@ func decodeEnvelope(b []byte) (envelope, error) {
 	e := envelope{published: time.Unix(0, int64(binary.BigEndian.Uint64(b[1:9]))), kind: credKind(b[9])}
 	n := int(binary.BigEndian.Uint16(b[10:12]))
 	switch {
-	case e.kind > credToken:
+	case e.kind > credBoundToken:
 		return envelope{}, fmt.Errorf("%w: credential kind %d unknown", errBadEnvelope, e.kind)
 	case n > maxCredential:
 		return envelope{}, fmt.Errorf("%w: credential of %d bytes, at most %d", errBadEnvelope, n, maxCredential)
 	case (e.kind == credNone) != (n == 0):
 		return envelope{}, fmt.Errorf("%w: credential kind %d with %d bytes", errBadEnvelope, e.kind, n)
+	case e.kind == credBoundToken && n <= ed25519.SignatureSize:
+		return envelope{}, fmt.Errorf("%w: signed token credential of %d bytes", errBadEnvelope, n)
 	case len(b) < envelopeHeaderSize+n:
 		return envelope{}, fmt.Errorf("%w: credential of %d bytes, %d left", errBadEnvelope, n, len(b)-envelopeHeaderSize)
 	}

@@ -249,6 +249,7 @@ type joinOutcome struct {
 	retryAfter time.Duration // the shortest retry-after among them
 	tried      int           // referrals tried
 	referred   peer.ID       // the referral that admitted us, if any
+	lastErr    error         // why the last bootstrap peer that failed did
 }
 
 // joinRound asks the bootstrap peers, in random order and joinBatch at a
@@ -290,6 +291,7 @@ func (o *Overlay) joinRound() joinOutcome {
 					}
 				}
 			default:
+				out.lastErr = r.err
 				o.log.Debug("join through bootstrap peer failed", "peer", r.id, "err", r.err)
 			}
 		}

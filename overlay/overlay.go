@@ -48,6 +48,8 @@ type Overlay struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 	joined chan struct{}
+	// joinState is what bootstrapLoop last found (bootstrap.go).
+	joinState atomic.Pointer[JoinState]
 
 	mu     sync.Mutex
 	topics map[string]*topicState

@@ -49,12 +49,12 @@ type backlog struct {
 // subscriber of yet, queued until discovery finds one; see above), not that
 // anyone received it. The message carries the time of this call.
 func (o *Overlay) Publish(ctx context.Context, topic string, data []byte) error {
-	return o.publish(ctx, topic, data, "")
+	return o.publish(ctx, topic, data, "", nil)
 }
 
 // publish is Publish, with a browser's token as the credential if token is
 // set (authorize.go), else this peer's own.
-func (o *Overlay) publish(ctx context.Context, topic string, data []byte, token string) error {
+func (o *Overlay) publish(ctx context.Context, topic string, data []byte, token string, proof *BrowserProof) error {
 	if err := ValidateTopic(topic); err != nil {
 		return err
 	}
@@ -72,7 +72,7 @@ func (o *Overlay) publish(ctx context.Context, topic string, data []byte, token 
 	if !o.spam.self.allow(struct{}{}, time.Now()) && len(o.host.Network().Peers()) > 0 {
 		return fmt.Errorf("%w: more than %v messages a second (PublisherMessageRate)", ErrRateLimited, o.cfg.PublisherMessageRate)
 	}
-	env, err := o.seal(topic, data, token)
+	env, err := o.seal(topic, data, token, proof)
 	if err != nil {
 		return err
 	}

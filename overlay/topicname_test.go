@@ -56,6 +56,8 @@ func FuzzDecodeEnvelope(f *testing.F) {
 	f.Add(encodeEnvelope(time.Unix(0, 0), credNone, nil, []byte("hi")))
 	f.Add(encodeEnvelope(time.Unix(0, 0), credPeer, make([]byte, certSize), []byte("hi")))
 	f.Add(encodeEnvelope(time.Unix(0, 0), credToken, []byte("a.b.c"), nil))
+	f.Add(encodeEnvelope(time.Unix(0, 0), credBoundToken, append(make([]byte, 64), "a.b.c"...), []byte("hi")))
+	f.Add(encodeEnvelope(time.Unix(0, 0), credBoundToken, make([]byte, 64), []byte("hi")))
 	f.Add([]byte{})
 	f.Add([]byte{1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 	f.Add([]byte{2, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0xff, 0xff})
@@ -64,7 +66,7 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if len(e.cred) > maxCredential || e.kind > credToken || (e.kind == credNone) != (len(e.cred) == 0) {
+		if len(e.cred) > maxCredential || e.kind > credBoundToken || (e.kind == credBoundToken && len(e.cred) <= 64) || (e.kind == credNone) != (len(e.cred) == 0) {
 			t.Fatalf("%x decoded to an envelope the encoder never makes: kind %d, %d credential bytes", b, e.kind, len(e.cred))
 		}
 		if b[0] == envelopeV1 {

@@ -51,6 +51,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	pion "github.com/pion/webrtc/v4"
 )
 
@@ -58,7 +59,7 @@ var (
 	benchK       = flag.String("webrtc.bench-k", "100,500", "subscriber counts for BenchmarkFanout, comma-separated")
 	benchRate    = flag.Float64("webrtc.bench-rate", 200, "publish rate of BenchmarkFanout, messages per second")
 	benchSize    = flag.Int("webrtc.bench-size", 128, "payload size of BenchmarkFanout, bytes")
-	benchModes   = flag.String("webrtc.bench-modes", "stack,bare", "what BenchmarkFanout measures: stack (this package) and/or bare (pion alone)")
+	benchModes   = flag.String("webrtc.bench-modes", "stack,bare,ws,barews", "what BenchmarkFanout measures: stack (this package over data channels), bare (pion alone), ws (this package over WebSockets), barews (gorilla WebSockets alone)")
 	benchResults sync.Map // "mode/K" -> farmResult, for the comparison table
 )
 
@@ -113,7 +114,7 @@ func printComparison(ks []int) {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\n%-6s %-6s %10s %12s %8s %8s %9s %12s %6s\n", "K", "mode", "deliv/s", "deliv/cpu-s", "p50-ms", "p99-ms", "KiB/sub", "first-msg-ms", "lost")
 	for _, k := range ks {
-		for _, mode := range []string{"stack", "bare"} {
+		for _, mode := range []string{"stack", "bare", "ws", "barews"} {
 			v, ok := benchResults.Load(fmt.Sprintf("%s/%d", mode, k))
 			if !ok {
 				continue
@@ -123,12 +124,14 @@ func printComparison(ks []int) {
 				float64(r.Deliveries)/r.Wall, float64(r.Deliveries)/r.CPUs, float64(r.P50us)/1000, float64(r.P99us)/1000,
 				r.KiBPerSub, r.FirstMsgP50, r.Expected-r.Deliveries)
 		}
-		s, ok1 := benchResults.Load(fmt.Sprintf("stack/%d", k))
-		f, ok2 := benchResults.Load(fmt.Sprintf("bare/%d", k))
-		if ok1 && ok2 {
-			st, fl := s.(farmResult), f.(farmResult)
-			fmt.Fprintf(&sb, "K=%d stack/bare: deliveries per CPU-second x%.2f, p99 x%.2f, memory per subscriber x%.2f\n", k,
-				(float64(st.Deliveries)/st.CPUs)/(float64(fl.Deliveries)/fl.CPUs), float64(st.P99us)/float64(fl.P99us), st.KiBPerSub/fl.KiBPerSub)
+		for _, pair := range [][2]string{{"stack", "bare"}, {"ws", "barews"}, {"ws", "bare"}, {"ws", "stack"}} {
+			s, ok1 := benchResults.Load(fmt.Sprintf("%s/%d", pair[0], k))
+			f, ok2 := benchResults.Load(fmt.Sprintf("%s/%d", pair[1], k))
+			if ok1 && ok2 {
+				st, fl := s.(farmResult), f.(farmResult)
+				fmt.Fprintf(&sb, "K=%d %s/%s: deliveries per CPU-second x%.2f, p99 x%.2f, memory per subscriber x%.2f\n", k, pair[0], pair[1],
+					(float64(st.Deliveries)/st.CPUs)/(float64(fl.Deliveries)/fl.CPUs), float64(st.P99us)/float64(fl.P99us), st.KiBPerSub/fl.KiBPerSub)
+			}
 		}
 	}
 	fmt.Print(sb.String())
@@ -146,9 +149,17 @@ type stackServer struct {
 	bus *memBus
 }
 
-func (s *stackServer) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.srv.ServeHTTP(w, r) }
-func (s *stackServer) publish(p []byte)                                 { _ = s.bus.Publish(context.Background(), benchTopic, p, "") }
-func (s *stackServer) close()                                           { s.srv.Close() }
+func (s *stackServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == WebSocketPath {
+		s.srv.WebSocketHandler().ServeHTTP(w, r)
+		return
+	}
+	s.srv.ServeHTTP(w, r)
+}
+func (s *stackServer) publish(p []byte) {
+	_ = s.bus.Publish(context.Background(), benchTopic, p, "", nil)
+}
+func (s *stackServer) close() { s.srv.Close() }
 
 // bareServer is the floor: pion data channels and a loop calling Send on
 // each, with no framing, authorisation, queueing or batching.
@@ -208,15 +219,51 @@ func (s *bareServer) close() {
 	}
 }
 
+// bareWSServer is the WebSocket floor: gorilla connections and a loop
+// writing each payload to each, with no framing, authorisation, queueing
+// or batching (the counterpart of bareServer).
+type bareWSServer struct {
+	up    websocket.Upgrader
+	mu    sync.Mutex
+	conns []*websocket.Conn
+}
+
+func (s *bareWSServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c, err := s.up.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	s.conns = append(s.conns, c)
+	s.mu.Unlock()
+}
+
+func (s *bareWSServer) publish(p []byte) {
+	s.mu.Lock()
+	conns := s.conns
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.WriteMessage(websocket.BinaryMessage, p)
+	}
+}
+
+func (s *bareWSServer) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.conns {
+		_ = c.Close()
+	}
+}
+
 func benchFanout(b *testing.B, mode string, k int) {
 	// Errors only: the insecure-no-auth warning would land in the middle
 	// of the benchmark's output line.
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	m0 := heapAndStacks()
+	m0 := settledHeap()
 
 	var bs benchServer
 	switch mode {
-	case "stack":
+	case "stack", "ws":
 		cfg := DefaultConfig()
 		cfg.MaxSessionsPerSubject, cfg.OfferRate = 0, 0 // K clients, one token, one address
 		cfg.InsecureNoAuth = true                       // auth is per offer, not per message: no cost in the fan-out
@@ -235,6 +282,8 @@ func benchFanout(b *testing.B, mode string, k int) {
 			b.Fatal(err)
 		}
 		bs = &bareServer{api: api}
+	case "barews":
+		bs = &bareWSServer{}
 	default:
 		b.Fatalf("unknown mode %q", mode)
 	}
@@ -257,7 +306,11 @@ func benchFanout(b *testing.B, mode string, k int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	farm := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestBenchFarm$")
-	farm.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d", farmEnv, mode, hs.URL+OfferPath, k))
+	url := hs.URL + OfferPath
+	if mode == "ws" || mode == "barews" {
+		url = "ws" + strings.TrimPrefix(hs.URL, "http") + WebSocketPath
+	}
+	farm.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d", farmEnv, mode, url, k))
 	farm.Stderr = os.Stderr
 	stdin, _ := farm.StdinPipe()
 	stdoutPipe, _ := farm.StdoutPipe()
@@ -271,19 +324,22 @@ func benchFanout(b *testing.B, mode string, k int) {
 	out := bufio.NewScanner(stdoutPipe)
 	out.Buffer(make([]byte, 1<<20), 1<<20)
 	expectLine := func(prefix string) string {
+		var other []string // what the process said instead (its test failure)
 		for out.Scan() {
 			if rest, ok := strings.CutPrefix(out.Text(), prefix); ok {
 				return rest
 			}
+			other = append(other[max(0, len(other)-19):], out.Text())
 		}
-		b.Fatalf("subscriber process ended before %q: %v", prefix, out.Err())
+		b.Fatalf("subscriber process ended before %q: %v\n%s", prefix, out.Err(), strings.Join(other, "\n"))
 		return ""
 	}
 	expectLine("READY")
 	stopWarm()
 	<-warmDone
 
-	kibPerSub := float64(heapAndStacks()-m0) / 1024 / float64(k)
+	// Signed: with few bytes per subscriber, GC noise can make it negative.
+	kibPerSub := float64(int64(heapAndStacks())-int64(m0)) / 1024 / float64(k)
 	if dir := os.Getenv("IMMENSE_BENCH_HEAP"); dir != "" {
 		f, _ := os.Create(fmt.Sprintf("%s/heap-%s-%d.pprof", dir, mode, k))
 		_ = pprof.WriteHeapProfile(f)
@@ -374,6 +430,24 @@ func (p *benchPublisher) tick() {
 // heapAndStacks returns the memory in use after a full collection. Two
 // collections empty sync.Pools (which keep a victim generation), so that
 // buffers pooled by an earlier sub-benchmark are not counted.
+// settledHeap waits (up to 10 s) until the previous sub-benchmark's
+// connections have finished closing, which pion does on goroutines of its
+// own, and returns the heap then: measured too early, their memory is
+// freed during this run and the per-subscriber figure comes out too low,
+// even negative.
+func settledHeap() uint64 {
+	prev := heapAndStacks()
+	for range 20 {
+		time.Sleep(500 * time.Millisecond)
+		m := heapAndStacks()
+		if max(m, prev)-min(m, prev) < prev/100 {
+			return m
+		}
+		prev = m
+	}
+	return prev
+}
+
 func heapAndStacks() uint64 {
 	runtime.GC()
 	runtime.GC()
@@ -553,6 +627,25 @@ func (fs *farmSub) consume(msgs <-chan []byte, s0 *atomic.Int64) {
 // farmDial connects one subscriber and returns its payloads.
 func farmDial(ctx context.Context, mode, url string, log *slog.Logger) (<-chan []byte, func(), error) {
 	switch mode {
+	case "ws":
+		return wsFarmDial(ctx, url)
+	case "barews":
+		c, _, err := websocket.DefaultDialer.DialContext(ctx, url, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		ch := make(chan []byte, 4096)
+		go func() {
+			defer close(ch)
+			for {
+				_, b, err := c.ReadMessage()
+				if err != nil {
+					return
+				}
+				ch <- b
+			}
+		}()
+		return ch, func() { c.Close() }, nil
 	case "stack":
 		c, err := Dial(ctx, url, "", WithLoopbackOnly(), WithClientLogger(log), WithMessageBuffer(4096))
 		if err != nil {
@@ -600,4 +693,66 @@ func farmDial(ctx context.Context, mode, url string, log *slog.Logger) (<-chan [
 		return ch, func() { _ = pc.Close() }, nil
 	}
 	return nil, nil, fmt.Errorf("unknown mode %q", mode)
+}
+
+// wsFarmDial connects one WebSocket subscriber, as the JS client does:
+// the token (none: the bench server is insecure-no-auth), the server's
+// ACK, then SUBSCRIBE.
+func wsFarmDial(ctx context.Context, url string) (<-chan []byte, func(), error) {
+	c, _, err := websocket.DefaultDialer.DialContext(ctx, url, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	sub, _ := appendFrame(nil, &frame{typ: frameSubscribe, req: 1, topic: benchTopic})
+	if err := c.WriteMessage(websocket.TextMessage, nil); err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	if err := c.WriteMessage(websocket.BinaryMessage, sub); err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	ch := make(chan []byte, 4096)
+	acked := make(chan error, 1)
+	go func() {
+		defer close(ch)
+		subscribed := false
+		for {
+			_, b, err := c.ReadMessage()
+			if err != nil {
+				if !subscribed {
+					acked <- err
+				}
+				return
+			}
+			f, err := decodeFrame(b, maxFrameSizeLimit)
+			if err != nil {
+				continue
+			}
+			items := []frame{f}
+			if f.typ == frameBatch {
+				items = f.items
+			}
+			for _, it := range items {
+				switch {
+				case it.typ == frameAck && it.req == 1 && !subscribed:
+					subscribed = true
+					acked <- nil
+				case it.typ == frameMessage:
+					ch <- it.payload
+				}
+			}
+		}
+	}()
+	select {
+	case err := <-acked:
+		if err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+	case <-ctx.Done():
+		c.Close()
+		return nil, nil, ctx.Err()
+	}
+	return ch, func() { c.Close() }, nil
 }

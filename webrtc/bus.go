@@ -16,7 +16,9 @@ type Bus interface {
 	// that receives it checks the browser's right to the topic again
 	// (overlay publish authorization), not only this one. token is ""
 	// only with Config.InsecureNoAuth: the peer then publishes as itself.
-	Publish(ctx context.Context, topic string, data []byte, token string) error
+	// proof is the browser's signature of the message when its token is
+	// bound to its key (Claims.Key), checked by the session; nil otherwise.
+	Publish(ctx context.Context, topic string, data []byte, token string, proof *Proof) error
 	// Subscribe subscribes to topic; ctx bounds the call, not the
 	// subscription, which lasts until its Close. Subscribe must not block
 	// for long: the bridge calls it while a browser waits for its ACK.
@@ -76,6 +78,15 @@ type Subscription interface {
 	TryNext() (Message, bool)
 	// Close ends the subscription.
 	Close()
+}
+
+// Proof is a browser's signature of one publish with the key its token is
+// bound to (Claims.Key), over the bytes internal/browsersig defines.
+type Proof struct {
+	// Time is the publication time the browser signed, whole milliseconds.
+	Time time.Time
+	// Sig is the Ed25519 signature.
+	Sig []byte
 }
 
 // Message is a message of a topic, as delivered by a Bus to the bridge and

@@ -19,8 +19,10 @@ type memBus struct {
 	mu   sync.Mutex
 	subs map[string]map[*memSub]struct{}
 	seq  uint64
-	// tokens are the tokens publishes carried, in order.
+	// tokens are the tokens publishes carried, in order, and proofs
+	// their browser signatures (nil for unsigned).
 	tokens []string
+	proofs []*Proof
 
 	subscribes atomic.Int64 // Subscribe calls, to check the bridge shares them
 	publishErr error        // if set, Publish fails with it
@@ -90,13 +92,14 @@ func (s *memSub) Close() {
 	s.once.Do(func() { close(s.done) })
 }
 
-func (b *memBus) Publish(ctx context.Context, topic string, data []byte, token string) error {
+func (b *memBus) Publish(ctx context.Context, topic string, data []byte, token string, proof *Proof) error {
 	if b.publishErr != nil {
 		return b.publishErr
 	}
 	b.mu.Lock()
 	b.seq++
 	b.tokens = append(b.tokens, token)
+	b.proofs = append(b.proofs, proof)
 	m := Message{Topic: topic, ID: fmt.Sprintf("%x", b.seq), From: b.from, Time: time.Now(), Data: data}
 	if token != "" {
 		m.Sender = "token:browser"

@@ -3,6 +3,7 @@ package webrtc
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +12,9 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/immense-p2p/immense/internal/browsersig"
 	pion "github.com/pion/webrtc/v4"
 )
 
@@ -24,8 +27,9 @@ type Client struct {
 	dc       *pion.DataChannel
 	log      *slog.Logger
 	onError  func(error)
-	maxOut   int // largest frame the server accepts
-	maxIn    int // largest frame we accept
+	key      ed25519.PrivateKey // signs publishes, if the token is bound to it
+	maxOut   int                // largest frame the server accepts
+	maxIn    int                // largest frame we accept
 	msgs     chan Message
 	done     chan struct{}
 	closedWG sync.WaitGroup // the shutdown goroutine
@@ -52,6 +56,7 @@ type clientConfig struct {
 	receiveBuffer uint32
 	onError       func(error)
 	log           *slog.Logger
+	key           ed25519.PrivateKey
 }
 
 // WithHTTPClient sets the HTTP client used for signaling (default
@@ -90,6 +95,13 @@ func WithReceiveBuffer(n int) ClientOption {
 // call Close.
 func WithErrorHandler(f func(error)) ClientOption {
 	return func(c *clientConfig) { c.onError = f }
+}
+
+// WithBoundKey makes the client sign its publishes with key, the browser
+// key its token is bound to (Claims.Key), as the JS client does with
+// WebCrypto. A token bound to a key accepts only signed publishes.
+func WithBoundKey(key ed25519.PrivateKey) ClientOption {
+	return func(c *clientConfig) { c.key = key }
 }
 
 // WithClientLogger sets the logger (default slog.Default()).
@@ -146,6 +158,7 @@ func Dial(ctx context.Context, offerURL, token string, opts ...ClientOption) (*C
 		dc:      dc,
 		log:     log,
 		onError: cfg.onError,
+		key:     cfg.key,
 		maxIn:   maxFrameSizeLimit,
 		msgs:    make(chan Message, cfg.messageBuffer),
 		done:    make(chan struct{}),
@@ -271,6 +284,11 @@ func (c *Client) Unsubscribe(ctx context.Context, topic string) error {
 func (c *Client) Publish(ctx context.Context, topic string, data []byte) error {
 	if data == nil {
 		data = []byte{}
+	}
+	if c.key != nil {
+		now := time.Now()
+		return c.request(ctx, &frame{typ: frameSignedPublish, topic: topic, payload: data,
+			time: now.UnixMilli(), sig: browsersig.Sign(c.key, topic, now, data)})
 	}
 	return c.request(ctx, &frame{typ: framePublish, topic: topic, payload: data})
 }

@@ -84,10 +84,11 @@ type Config struct {
 	// ICEServers help the server discover its public address (STUN) or
 	// relay through a TURN server. A peer with a public IP needs none.
 	ICEServers []ICEServer
-	// UDPPortMin and UDPPortMax bound the UDP ports of sessions, so that
-	// operators can open them in a firewall. Each session uses one port per
-	// local address; size the range for MaxSessions. Both zero lets the
-	// operating system choose.
+	// UDPPortMin and UDPPortMax are the ports the server may take for its
+	// one UDP socket per local address, which every browser session shares
+	// (ICE UDP mux): the first free port of the range, so that operators
+	// open one port in a firewall (give min = max to name it). Both zero
+	// lets the operating system choose.
 	UDPPortMin, UDPPortMax uint16
 	// PublicIPs are advertised instead of the local addresses, for a peer
 	// behind a 1:1 NAT (a cloud VM with an elastic IP).

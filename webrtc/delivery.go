@@ -1,10 +1,9 @@
 package webrtc
 
 import (
+	"errors"
 	"fmt"
 	"time"
-
-	pion "github.com/pion/webrtc/v4"
 )
 
 // Delivery: how messages and answers get from the server to one browser's
@@ -33,11 +32,11 @@ func (s *session) deliver(topic string, wire, frames [][]byte) {
 			return
 		}
 	}
-	if s.idle() && s.dc.BufferedAmount() <= uint64(s.srv.cfg.MaxBufferedAmount) {
+	if s.idle() && s.ch.direct() && s.ch.buffered() <= uint64(s.srv.cfg.MaxBufferedAmount) {
 		s.busy = true
-		dc := s.dc
+		ch := s.ch
 		s.mu.Unlock()
-		s.writeDirect(dc, wire, len(frames))
+		s.writeDirect(ch, wire, len(frames))
 		return
 	}
 	for _, b := range frames {
@@ -61,10 +60,10 @@ func (s *session) idle() bool {
 // writeDirect writes wire on the fan-out goroutine; s.busy is set, which
 // keeps the writer (and other topics' fan-outs) off the channel meanwhile,
 // so messages of a topic stay in order.
-func (s *session) writeDirect(dc *pion.DataChannel, wire [][]byte, msgs int) {
+func (s *session) writeDirect(ch channel, wire [][]byte, msgs int) {
 	var err error
 	for _, b := range wire {
-		if err = dc.Send(b); err != nil {
+		if err = ch.send(b); err != nil {
 			break
 		}
 		s.srv.metrics.sends.Inc()
@@ -78,10 +77,7 @@ func (s *session) writeDirect(dc *pion.DataChannel, wire [][]byte, msgs int) {
 	more := !s.idle() && !s.closed
 	s.mu.Unlock()
 	if err != nil {
-		if s.ctx.Err() == nil {
-			s.log.Debug("data channel send failed", "err", err)
-			s.close(closeFailed)
-		}
+		s.sendFailed(err)
 		return
 	}
 	if more {
@@ -108,8 +104,11 @@ func (s *session) push(b []byte) bool {
 // writeLoop writes queued frames to the data channel, batching whatever
 // accumulated while the channel was busy into one data channel message.
 // It is the only goroutine that waits for the browser.
-func (s *session) writeLoop(dc *pion.DataChannel) {
+func (s *session) writeLoop() {
 	defer s.srv.wg.Done()
+	s.mu.Lock()
+	ch := s.ch
+	s.mu.Unlock()
 	m := s.srv.metrics
 	var buf []byte // reused for batches; pion copies what it sends
 	for {
@@ -119,7 +118,7 @@ func (s *session) writeLoop(dc *pion.DataChannel) {
 		case <-s.wake:
 		}
 		for {
-			if !s.waitDrained(dc) {
+			if !s.waitDrained(ch) {
 				return
 			}
 			out, frames, msgs, built, closeReason := s.take(buf[:0])
@@ -130,15 +129,12 @@ func (s *session) writeLoop(dc *pion.DataChannel) {
 				}
 				break
 			}
-			err := dc.Send(out)
+			err := ch.send(out)
 			s.mu.Lock()
 			s.busy = false
 			s.mu.Unlock()
 			if err != nil {
-				if s.ctx.Err() == nil {
-					s.log.Debug("data channel send failed", "err", err)
-					s.close(closeFailed)
-				}
+				s.sendFailed(err)
 				return
 			}
 			if built {
@@ -150,7 +146,7 @@ func (s *session) writeLoop(dc *pion.DataChannel) {
 				m.delivered.Add(float64(msgs))
 			}
 			if closeReason != "" {
-				s.waitFlushed(dc)
+				s.waitFlushed(ch)
 				s.close(closeReason)
 				return
 			}
@@ -158,16 +154,31 @@ func (s *session) writeLoop(dc *pion.DataChannel) {
 	}
 }
 
+// sendFailed ends the session after a failed write: stalled if a
+// WebSocket write timed out, failed otherwise.
+func (s *session) sendFailed(err error) {
+	if s.ctx.Err() != nil {
+		return
+	}
+	if errors.Is(err, errStalled) {
+		s.log.Info("closing stalled session: the browser did not read", "timeout", s.srv.cfg.StallTimeout)
+		s.close(closeStalled)
+		return
+	}
+	s.log.Debug("send failed", "err", err)
+	s.close(closeFailed)
+}
+
 // waitFlushed waits, at most closeGrace, until the browser has
 // acknowledged everything written, so that a final ERROR frame is not lost
 // when the connection closes right after it. It polls: it runs once per
 // session at most, and pion signals only a threshold crossing, not empty.
-func (s *session) waitFlushed(dc *pion.DataChannel) {
+func (s *session) waitFlushed(ch channel) {
 	deadline := time.NewTimer(closeGrace)
 	defer deadline.Stop()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for dc.BufferedAmount() > 0 {
+	for ch.buffered() > 0 {
 		select {
 		case <-tick.C:
 		case <-deadline.C:
@@ -182,9 +193,9 @@ func (s *session) waitFlushed(dc *pion.DataChannel) {
 // MaxBufferedAmount unacknowledged bytes, until it drains below the low
 // threshold. It returns false if the session ended, or stalled for
 // StallTimeout (and was closed).
-func (s *session) waitDrained(dc *pion.DataChannel) bool {
+func (s *session) waitDrained(ch channel) bool {
 	cfg := &s.srv.cfg
-	if dc.BufferedAmount() <= uint64(cfg.MaxBufferedAmount) {
+	if ch.buffered() <= uint64(cfg.MaxBufferedAmount) {
 		return true
 	}
 	stall := time.NewTimer(cfg.StallTimeout)
@@ -192,13 +203,13 @@ func (s *session) waitDrained(dc *pion.DataChannel) bool {
 	// A stale signal from an earlier drain is harmless: the loop checks the
 	// amount again. A drain between the check and the select is not lost:
 	// it leaves a signal in s.low.
-	for dc.BufferedAmount() > uint64(cfg.MaxBufferedAmount/4) {
+	for ch.buffered() > uint64(cfg.MaxBufferedAmount/4) {
 		select {
 		case <-s.low:
 		case <-s.ctx.Done():
 			return false
 		case <-stall.C:
-			s.log.Info("closing stalled session: its data channel did not drain", "timeout", cfg.StallTimeout, "buffered", dc.BufferedAmount())
+			s.log.Info("closing stalled session: its data channel did not drain", "timeout", cfg.StallTimeout, "buffered", ch.buffered())
 			s.close(closeStalled)
 			return false
 		}

@@ -1,6 +1,7 @@
 package webrtc
 
 import (
+	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -28,7 +29,10 @@ const (
 	frameAck         frameType = 5
 	frameError       frameType = 6
 	frameBatch       frameType = 7
-	framePresence    frameType = 8
+	// frameSignedPublish is a publish signed with the browser key its
+	// token is bound to (Claims.Key).
+	frameSignedPublish frameType = 8
+	framePresence      frameType = 9
 )
 
 func (t frameType) String() string {
@@ -47,6 +51,8 @@ func (t frameType) String() string {
 		return "error"
 	case frameBatch:
 		return "batch"
+	case frameSignedPublish:
+		return "signed-publish"
 	case framePresence:
 		return "presence"
 	}
@@ -144,9 +150,10 @@ type frame struct {
 	req     uint32
 	topic   string
 	payload []byte    // publish, message
+	sig     []byte    // signed-publish: Ed25519 signature of the message (internal/browsersig)
 	id      string    // message
 	from    string    // message
-	time    int64     // message: microseconds since the Unix epoch, 0 if unknown
+	time    int64     // message: microseconds since the Unix epoch, 0 if unknown; signed-publish: milliseconds
 	since   string    // subscribe: resume after this position, "" for live only
 	joined  bool      // presence: a join (else a leave); id is the member, from its peer
 	code    ErrorCode // error
@@ -194,6 +201,18 @@ func appendFrame(dst []byte, f *frame) ([]byte, error) {
 		}
 		dst = binary.BigEndian.AppendUint32(dst, f.req)
 		dst = appendStr8(dst, f.topic)
+		dst = appendBytes32(dst, f.payload)
+	case frameSignedPublish:
+		if err := ValidateTopic(f.topic); err != nil {
+			return nil, err
+		}
+		if len(f.sig) != ed25519.SignatureSize {
+			return nil, fmt.Errorf("%w: signature of %d bytes, want %d", ErrBadFrame, len(f.sig), ed25519.SignatureSize)
+		}
+		dst = binary.BigEndian.AppendUint32(dst, f.req)
+		dst = appendStr8(dst, f.topic)
+		dst = binary.BigEndian.AppendUint64(dst, uint64(f.time))
+		dst = append(dst, f.sig...)
 		dst = appendBytes32(dst, f.payload)
 	case frameMessage:
 		if err := ValidateTopic(f.topic); err != nil {
@@ -280,7 +299,7 @@ func decodeFrameDepth(b []byte, max int, allowBatch bool) (frame, error) {
 	f.typ = frameType(b[1])
 	r := reader{b: b[headerLen:]}
 	switch f.typ {
-	case frameSubscribe, frameUnsubscribe, framePublish, frameAck, frameError:
+	case frameSubscribe, frameUnsubscribe, framePublish, frameSignedPublish, frameAck, frameError:
 		// The request ID comes first, so even a frame of another version
 		// whose layout we cannot know gets a correlated reply.
 		if len(r.b) >= 4 {
@@ -303,6 +322,12 @@ func decodeFrameDepth(b []byte, max int, allowBatch bool) (frame, error) {
 	case framePublish:
 		f.req = r.u32()
 		f.topic = r.str8()
+		f.payload = r.bytes32()
+	case frameSignedPublish:
+		f.req = r.u32()
+		f.topic = r.str8()
+		f.time = int64(r.u64())
+		f.sig = r.take(ed25519.SignatureSize)
 		f.payload = r.bytes32()
 	case frameMessage:
 		f.topic = r.str8()
@@ -363,7 +388,7 @@ func decodeFrameDepth(b []byte, max int, allowBatch bool) (frame, error) {
 		return f, fmt.Errorf("%w: %s frame: %d trailing bytes", ErrBadFrame, f.typ, len(r.b))
 	}
 	switch f.typ {
-	case frameSubscribe, frameUnsubscribe, framePublish, frameMessage, framePresence:
+	case frameSubscribe, frameUnsubscribe, framePublish, frameSignedPublish, frameMessage, framePresence:
 		if err := ValidateTopic(f.topic); err != nil {
 			return f, err
 		}

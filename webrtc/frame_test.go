@@ -2,6 +2,7 @@ package webrtc
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/immense-p2p/immense/internal/browsersig"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite testdata/frames.json from the Go encoder")
@@ -49,8 +52,16 @@ func goldenFrames(t testing.TB) []struct {
 		{"error", frame{typ: frameError, req: 9, code: CodeForbidden, topic: "b", reason: "token does not allow publishing to \"b\""}},
 		{"error-unsolicited", frame{typ: frameError, code: CodeMessagesDropped, reason: "12 messages dropped"}},
 		{"batch", frame{typ: frameBatch, batch: [][]byte{encMsg, encAck, encMsg}}},
+		// Signed by goldenBrowserKey (Ed25519 signatures are deterministic,
+		// so the JS client's test signs the same bytes and compares).
+		{"signed-publish", frame{typ: frameSignedPublish, req: 4, topic: "chat", time: 1700000000123,
+			sig: browsersig.Sign(goldenBrowserKey, "chat", time.UnixMilli(1700000000123), []byte("héllo")), payload: []byte("héllo")}},
 	}
 }
+
+// goldenBrowserKey signs the signed-publish golden frame: the Ed25519 key
+// of the seed 32 bytes of 9 (the JS test imports the same seed).
+var goldenBrowserKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, ed25519.SeedSize))
 
 type goldenEntry struct {
 	Name string `json:"name"`

@@ -73,7 +73,7 @@ func TestResumeSubscription(t *testing.T) {
 
 	publish := func(topic string, from, to int) {
 		for i := from; i < to; i++ {
-			if err := bus.Publish(ctx, topic, []byte(strconv.Itoa(i)), ""); err != nil {
+			if err := bus.Publish(ctx, topic, []byte(strconv.Itoa(i)), "", nil); err != nil {
 				t.Error(err)
 			}
 		}

@@ -16,15 +16,17 @@ import (
 // over WebRTC data channels. It is an http.Handler for the signaling
 // endpoint (mount it at OfferPath).
 type Server struct {
-	cfg        Config
-	bus        Bus
-	log        *slog.Logger
-	api        *pion.API
-	iceServers []pion.ICEServer
-	metrics    *metrics
-	bridge     *bridge
-	now        func() time.Time
-	tokens     *Verifier
+	cfg         Config
+	bus         Bus
+	log         *slog.Logger
+	api         *pion.API
+	closeUDP    func() error // the sessions' shared UDP sockets
+	startPinger sync.Once    // pingWebSockets, from the first WebSocket on
+	iceServers  []pion.ICEServer
+	metrics     *metrics
+	bridge      *bridge
+	now         func() time.Time
+	tokens      *Verifier
 
 	// ctx ends when the server closes; every session and feed derives
 	// from it.
@@ -69,17 +71,6 @@ func New(bus Bus, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	api, err := newAPI(transportOptions{
-		loopbackOnly:   cfg.LoopbackOnly,
-		portMin:        cfg.UDPPortMin,
-		portMax:        cfg.UDPPortMax,
-		publicIPs:      cfg.PublicIPs,
-		maxMessageSize: cfg.MaxFrameSize,
-		log:            log,
-	})
-	if err != nil {
-		return nil, err
-	}
 	now := cfg.Now
 	if now == nil {
 		now = time.Now
@@ -91,6 +82,21 @@ func New(bus Bus, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	api, closeUDP, err := serverTransport(transportOptions{
+		loopbackOnly:   cfg.LoopbackOnly,
+		portMin:        cfg.UDPPortMin,
+		portMax:        cfg.UDPPortMax,
+		publicIPs:      cfg.PublicIPs,
+		maxMessageSize: cfg.MaxFrameSize,
+		// A browser's frames are small and one at a time: the buffer
+		// need only hold two of the largest (a message larger than the
+		// buffer could never be reassembled), not pion's 1 MiB.
+		receiveBufferSize: uint32(max(2*cfg.MaxFrameSize, 64<<10)),
+		log:               log,
+	})
+	if err != nil {
+		return nil, err
+	}
 	cfg.AllowedOrigins = append([]string(nil), cfg.AllowedOrigins...)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
@@ -98,6 +104,7 @@ func New(bus Bus, cfg Config) (*Server, error) {
 		bus:        bus,
 		log:        log,
 		api:        api,
+		closeUDP:   closeUDP,
 		iceServers: toPionICEServers(cfg.ICEServers, cfg.LoopbackOnly),
 		metrics:    m,
 		now:        now,
@@ -144,6 +151,7 @@ func (s *Server) Close() error {
 		s.bridge.close()
 		s.cancel()
 		s.wg.Wait()
+		s.closeUDP()
 	})
 	return nil
 }

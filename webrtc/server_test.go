@@ -69,7 +69,7 @@ func TestFanOutInOrder(t *testing.T) {
 	}
 	// Published as fast as the bus takes them, as a remote peer would.
 	for seq := range messages {
-		if err := e.bus.Publish(ctx, topic, seqPayload(seq, 100), ""); err != nil {
+		if err := e.bus.Publish(ctx, topic, seqPayload(seq, 100), "", nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -145,7 +145,7 @@ func TestSubscriptionLost(t *testing.T) {
 	if err := c.Subscribe(ctx, topic); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.bus.Publish(ctx, topic, seqPayload(7, 10), ""); err != nil {
+	if err := e.bus.Publish(ctx, topic, seqPayload(7, 10), "", nil); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -219,7 +219,7 @@ func testSlowConsumer(t *testing.T, policy SlowPolicy) {
 		}()
 	}
 	for seq := range messages {
-		if err := e.bus.Publish(ctx, topic, seqPayload(seq, size), ""); err != nil {
+		if err := e.bus.Publish(ctx, topic, seqPayload(seq, size), "", nil); err != nil {
 			t.Fatal(err)
 		}
 		for range fast {

@@ -2,11 +2,15 @@ package webrtc
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/immense-p2p/immense/internal/browsersig"
+	"github.com/pion/datachannel"
 	pion "github.com/pion/webrtc/v4"
 	"golang.org/x/time/rate"
 )
@@ -52,10 +56,11 @@ type session struct {
 
 	mu           sync.Mutex
 	pc           *pion.PeerConnection
-	dc           *pion.DataChannel
+	closeConn    func(reason string) // closes a WebSocket session's connection
+	ch           channel             // nil until the data channel opens or the WebSocket is accepted
 	opened       bool
 	closed       bool
-	busy         bool // the writer or a fan-out is writing to dc
+	busy         bool // the writer or a fan-out is writing to ch
 	topics       map[string]struct{}
 	resume       map[string]*resumeState // topics being resumed (resume.go)
 	control      [][]byte                // ACK and ERROR frames, written before messages
@@ -128,13 +133,13 @@ func (s *session) startConnectTimer() {
 func (s *session) onDataChannel(dc *pion.DataChannel) {
 	reliable := dc.Ordered() && dc.MaxRetransmits() == nil && dc.MaxPacketLifeTime() == nil
 	s.mu.Lock()
-	if s.closed || s.dc != nil || dc.Label() != dataChannelLabel || !reliable {
+	if s.closed || s.ch != nil || dc.Label() != dataChannelLabel || !reliable {
 		s.mu.Unlock()
 		s.log.Debug("refusing data channel", "label", dc.Label(), "reliable", reliable)
 		_ = dc.Close()
 		return
 	}
-	s.dc = dc
+	s.ch = dataChannel{dc}
 	s.mu.Unlock()
 
 	// Writing resumes at a quarter of the high-water mark, so each wakeup
@@ -151,27 +156,65 @@ func (s *session) onDataChannel(dc *pion.DataChannel) {
 		if s.connectTimer != nil {
 			s.connectTimer.Stop()
 		}
-		s.srv.wg.Add(1)
+		s.srv.wg.Add(2) // under s.mu, so that no Add races with Close's Wait
 		s.mu.Unlock()
+		raw, err := dc.Detach()
+		if err != nil {
+			s.log.Warn("data channel not detached", "err", err)
+			s.srv.wg.Add(-2)
+			s.close(closeServer)
+			return
+		}
 		s.srv.sessionOpened(s)
 		s.log.Debug("data channel open")
-		go s.writeLoop(dc)
+		go s.writeLoop()
+		go s.readLoop(raw)
 	})
-	dc.OnMessage(s.onMessage)
-	dc.OnClose(func() { s.close(closeClient) })
+}
+
+// readBufferSize is what a session reads browser frames into: enough for
+// the usual subscribe or small publish. A larger frame gets a buffer of its
+// own size (the SCTP stream keeps a message that did not fit), so a quiet
+// session holds 2 KiB rather than pion's 64 KiB.
+const readBufferSize = 2 << 10
+
+// readLoop reads the browser's frames until the data channel closes.
+func (s *session) readLoop(raw datachannel.ReadWriteCloser) {
+	defer s.srv.wg.Done()
+	defer s.close(closeClient)
+	buf := make([]byte, readBufferSize)
+	for {
+		n, isString, err := raw.ReadDataChannel(buf)
+		var data []byte
+		switch {
+		case errors.Is(err, io.ErrShortBuffer) && n <= s.srv.cfg.MaxFrameSize:
+			data = make([]byte, n)
+			if n, isString, err = raw.ReadDataChannel(data); err != nil {
+				return
+			}
+		case err != nil:
+			// io.EOF, a closed connection, or a message over MaxFrameSize
+			// (which a browser honouring a=max-message-size never sends).
+			return
+		default:
+			// The frame's payload may be kept by the bus: a copy of its own.
+			data = append([]byte(nil), buf[:n]...)
+		}
+		s.onMessage(data[:n], isString)
+	}
 }
 
 // onMessage handles one frame from the browser. Whatever the bytes, the
 // session survives: a bad frame gets an ERROR frame.
-func (s *session) onMessage(msg pion.DataChannelMessage) {
+func (s *session) onMessage(data []byte, isString bool) {
 	if s.ctx.Err() != nil {
 		return
 	}
-	if msg.IsString {
+	if isString {
 		s.reject(0, CodeBadFrame, "", "text message: frames are binary")
 		return
 	}
-	f, err := decodeFrame(msg.Data, s.srv.cfg.MaxFrameSize)
+	f, err := decodeFrame(data, s.srv.cfg.MaxFrameSize)
 	if err != nil {
 		s.reject(f.req, codeFor(err), "", err.Error())
 		return
@@ -186,7 +229,7 @@ func (s *session) onMessage(msg pion.DataChannelMessage) {
 		s.subscribe(&f)
 	case frameUnsubscribe:
 		s.unsubscribe(&f)
-	case framePublish:
+	case framePublish, frameSignedPublish:
 		s.publish(&f)
 	default:
 		s.reject(f.req, CodeUnexpectedFrame, "", fmt.Sprintf("%s frames go from server to client", f.typ))
@@ -258,11 +301,17 @@ func (s *session) publish(f *frame) {
 		s.reject(f.req, CodeRateLimited, f.topic, fmt.Sprintf("more than %g publishes per second", s.srv.cfg.PublishRate))
 		return
 	}
+	proof, err := s.proof(f)
+	if err != nil {
+		m.publishes.WithLabelValues(publishForbidden).Inc()
+		s.reject(f.req, CodeForbidden, f.topic, err.Error())
+		return
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.srv.cfg.PublishTimeout)
 	defer cancel()
 	// The payload aliases a buffer pion allocated for this message alone,
 	// so the bus may keep it.
-	if err := s.srv.bus.Publish(ctx, f.topic, f.payload, s.token); err != nil {
+	if err := s.srv.bus.Publish(ctx, f.topic, f.payload, s.token, proof); err != nil {
 		if s.ctx.Err() != nil {
 			return
 		}
@@ -272,6 +321,32 @@ func (s *session) publish(f *frame) {
 	}
 	m.publishes.WithLabelValues(publishOK).Inc()
 	s.ack(f.req)
+}
+
+// proof checks a publish's signature against the key the session's token
+// is bound to: a bound token's publishes must be signed (so that the peers
+// it is relayed through cannot publish with the token alone), a bearer
+// token's must not. The overlay checks it again, as every receiver does;
+// checking here too answers the browser with the reason, and keeps a bad
+// signature from leaving this peer (whose score would pay for it).
+func (s *session) proof(f *frame) (*Proof, error) {
+	key := s.claims.Key
+	switch {
+	case f.typ == framePublish && key != nil:
+		return nil, errors.New("the token is bound to a browser key: publishes must be signed (signed-publish frame)")
+	case f.typ == framePublish:
+		return nil, nil
+	case key == nil:
+		return nil, errors.New("a signed publish, but the token is bound to no key")
+	}
+	t := time.UnixMilli(f.time)
+	if d := time.Since(t); d > ClockSkew || d < -ClockSkew {
+		return nil, fmt.Errorf("signed at %s, more than %v from this peer's clock", t.UTC().Format(time.RFC3339Nano), ClockSkew)
+	}
+	if err := browsersig.Verify(key, f.topic, t, f.payload, f.sig); err != nil {
+		return nil, err
+	}
+	return &Proof{Time: t, Sig: f.sig}, nil
 }
 
 func (s *session) tokenExpired() bool {
@@ -363,7 +438,7 @@ func (s *session) close(reason string) {
 		s.topics = nil
 		s.queue = ring{}
 		s.control = nil
-		pc := s.pc
+		pc, closeConn := s.pc, s.closeConn
 		for _, t := range []*time.Timer{s.connectTimer, s.expiryTimer, s.flushTimer} {
 			if t != nil {
 				t.Stop()
@@ -373,6 +448,9 @@ func (s *session) close(reason string) {
 		s.cancel()
 		for _, t := range topics {
 			s.srv.bridge.leave(t, s)
+		}
+		if closeConn != nil {
+			closeConn(reason) // ends the WebSocket reader, and a writer blocked in a write
 		}
 		if pc != nil {
 			// GracefulClose waits for pion's goroutines, our callbacks

@@ -318,7 +318,7 @@ func TestSessionBudgets(t *testing.T) {
 	}
 
 	// Bob's open session is unaffected.
-	if err := e.bus.Publish(ctx, "room", []byte("still here"), ""); err != nil {
+	if err := e.bus.Publish(ctx, "room", []byte("still here"), "", nil); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -70,6 +70,13 @@ type Claims struct {
 	Read []string
 	// Write (write) are the topic patterns the holder may publish to.
 	Write []string
+	// Key (cnf), if set, binds the token to a browser's Ed25519 key (RFC
+	// 7800 "cnf" with an RFC 8037 "jwk": {"kty":"OKP","crv":"Ed25519",
+	// "x":...}): every publish made with it must then be signed with the
+	// private half, which only the browser holds, so that the peers that
+	// relay or receive its messages cannot reuse the token for messages of
+	// their own. A token without Key is a bearer token.
+	Key ed25519.PublicKey
 }
 
 // CanRead reports whether the claims allow subscribing to topic.
@@ -88,6 +95,20 @@ type jwtClaims struct {
 	NotBefore *int64   `json:"nbf,omitempty"`
 	Read      []string `json:"read"`
 	Write     []string `json:"write"`
+	Cnf       *jwtCnf  `json:"cnf,omitempty"`
+}
+
+// jwtCnf is a token's confirmation claim (RFC 7800): the key a browser
+// proves it holds.
+type jwtCnf struct {
+	JWK *jwtKey `json:"jwk"`
+}
+
+// jwtKey is an Ed25519 public key as a JWK (RFC 8037).
+type jwtKey struct {
+	Kty string `json:"kty"`
+	Crv string `json:"crv"`
+	X   string `json:"x"`
 }
 
 type jwtHeader struct {
@@ -100,7 +121,9 @@ type jwtHeader struct {
 // The names decodeStrictJSON checks the case and uniqueness of.
 var (
 	headerNames = []string{"alg", "typ", "kid", "crit"}
-	claimNames  = []string{"sub", "jti", "iat", "exp", "nbf", "read", "write"}
+	claimNames  = []string{"sub", "jti", "iat", "exp", "nbf", "read", "write", "cnf"}
+	cnfNames    = []string{"jwk"}
+	jwkNames    = []string{"kty", "crv", "x"}
 )
 
 const (
@@ -178,6 +201,12 @@ func encodeClaims(claims Claims) (string, error) {
 	if !claims.NotBefore.IsZero() {
 		nbf := claims.NotBefore.Unix()
 		jc.NotBefore = &nbf
+	}
+	if claims.Key != nil {
+		if len(claims.Key) != ed25519.PublicKeySize {
+			return "", fmt.Errorf("mint token: bound key of %d bytes, want %d", len(claims.Key), ed25519.PublicKeySize)
+		}
+		jc.Cnf = &jwtCnf{JWK: &jwtKey{Kty: "OKP", Crv: "Ed25519", X: base64.RawURLEncoding.EncodeToString(claims.Key)}}
 	}
 	payload, err := json.Marshal(jc)
 	if err != nil {
@@ -312,6 +341,11 @@ func (v *Verifier) Verify(token string, now time.Time) (Claims, error) {
 	if jc.NotBefore != nil {
 		c.NotBefore = time.Unix(*jc.NotBefore, 0)
 	}
+	if jc.Cnf != nil {
+		if c.Key, err = boundKey(payload); err != nil {
+			return Claims{}, fmt.Errorf("%w: cnf: %v", ErrTokenMalformed, err)
+		}
+	}
 	if !c.ExpiresAt.After(c.IssuedAt) {
 		return Claims{}, fmt.Errorf("%w: exp is not after iat", ErrTokenMalformed)
 	}
@@ -331,6 +365,39 @@ func (v *Verifier) Verify(token string, now time.Time) (Claims, error) {
 		return Claims{}, fmt.Errorf("%w: jti %q", ErrTokenRevoked, c.ID)
 	}
 	return c, nil
+}
+
+// boundKey returns the Ed25519 key of the cnf claim of payload, a token's
+// JSON claims, holding the nested objects to the same strict rules as the
+// claims themselves.
+func boundKey(payload []byte) (ed25519.PublicKey, error) {
+	var outer struct {
+		Cnf json.RawMessage `json:"cnf"`
+	}
+	if err := json.Unmarshal(payload, &outer); err != nil {
+		return nil, err
+	}
+	var cnf struct {
+		JWK json.RawMessage `json:"jwk"`
+	}
+	if err := decodeStrictJSON(outer.Cnf, &cnf, cnfNames); err != nil {
+		return nil, err
+	}
+	if cnf.JWK == nil {
+		return nil, errors.New("no jwk (the only confirmation method accepted)")
+	}
+	var k jwtKey
+	if err := decodeStrictJSON(cnf.JWK, &k, jwkNames); err != nil {
+		return nil, fmt.Errorf("jwk: %v", err)
+	}
+	if k.Kty != "OKP" || k.Crv != "Ed25519" {
+		return nil, fmt.Errorf("jwk: key type %q curve %q, only OKP Ed25519 is accepted", k.Kty, k.Crv)
+	}
+	x, err := b64.DecodeString(k.X)
+	if err != nil || len(x) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("jwk: x is not a base64url Ed25519 public key of %d bytes", ed25519.PublicKeySize)
+	}
+	return ed25519.PublicKey(x), nil
 }
 
 // checkSignature checks sig over signed with the key the header's

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"time"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/logging"
@@ -23,6 +24,14 @@ type transportOptions struct {
 	maxMessageSize    int
 	receiveBufferSize uint32 // 0 = pion's default
 	log               *slog.Logger
+
+	// The server's lean path (see serverTransport); the client and the
+	// benchmark's bare-pion baseline leave them unset.
+	udpMux       ice.UDPMux    // one socket for every session, instead of one per session
+	keepAlive    time.Duration // ICE keepalive interval; 0 = pion's 2 s
+	noMDNS       bool          // no mDNS socket per session
+	zeroChecksum bool          // SCTP zero checksum (RFC 9653) where the other end agrees
+	detach       bool          // data channels read by the session (readLoop), not by pion
 }
 
 // newAPI builds the pion API both ends use.
@@ -37,7 +46,9 @@ func newAPI(o transportOptions) (*pion.API, error) {
 	if o.receiveBufferSize > 0 {
 		se.SetSCTPMaxReceiveBufferSize(o.receiveBufferSize)
 	}
-	if o.portMin != 0 {
+	if o.udpMux != nil {
+		se.SetICEUDPMux(o.udpMux)
+	} else if o.portMin != 0 {
 		if err := se.SetEphemeralUDPPortRange(o.portMin, o.portMax); err != nil {
 			return nil, fmt.Errorf("UDP port range %d-%d: %w", o.portMin, o.portMax, err)
 		}
@@ -54,7 +65,96 @@ func newAPI(o transportOptions) (*pion.API, error) {
 		se.SetNetworkTypes([]pion.NetworkType{pion.NetworkTypeUDP4})
 		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	}
+	if o.noMDNS {
+		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	}
+	if o.keepAlive > 0 {
+		// pion's disconnected and failed timeouts (5 s, 25 s), a longer
+		// keepalive.
+		se.SetICETimeouts(5*time.Second, 25*time.Second, o.keepAlive)
+	}
+	se.EnableSCTPZeroChecksum(o.zeroChecksum)
+	if o.detach {
+		se.DetachDataChannels()
+		// Without media, each connection's copy of the (empty) media
+		// engine is waste.
+		se.DisableMediaEngineCopy(true)
+	}
 	return pion.NewAPI(pion.WithSettingEngine(se)), nil
+}
+
+// serverKeepAlive is how often the server sends an ICE keepalive on an idle
+// session. Browsers check consent every 5 s on their own (RFC 7675), which
+// keeps NAT bindings open; pion's default of 2 s adds a timer and a packet
+// per session for nothing.
+const serverKeepAlive = 10 * time.Second
+
+// udpMuxBuffer is the socket buffer asked for the shared UDP sockets.
+const udpMuxBuffer = 4 << 20
+
+// serverTransport is the server's lean path: every browser session shares
+// one UDP socket per local address (ICE UDP mux), bound to the first free
+// port of [portMin, portMax] (any port when both are 0); no mDNS socket
+// per session (the server only answers: a browser's mDNS-named candidates
+// become peer-reflexive ones when its checks arrive); a 10 s keepalive;
+// SCTP zero checksum with browsers that offer it (DTLS already
+// authenticates every packet, so the CRC32c is redundant work); data
+// channels detached, so that the session reads frames with a small buffer
+// (session.readLoop) instead of pion's 64 KiB one per channel. Media is
+// never set up: the API has no codecs and no interceptors. The returned
+// close releases the sockets.
+func serverTransport(o transportOptions) (*pion.API, func() error, error) {
+	mux, err := listenUDPMux(o)
+	if err != nil {
+		return nil, nil, err
+	}
+	o.udpMux, o.keepAlive, o.noMDNS, o.zeroChecksum, o.detach = mux, serverKeepAlive, true, true, true
+	api, err := newAPI(o)
+	if err != nil {
+		mux.Close()
+		return nil, nil, err
+	}
+	return api, mux.Close, nil
+}
+
+// listenUDPMux binds the server's UDP mux: one socket per local address
+// (IPv4 loopback only with loopbackOnly), on the first port of the range
+// that every address can bind.
+func listenUDPMux(o transportOptions) (*ice.MultiUDPMuxDefault, error) {
+	opts := []ice.UDPMuxFromPortOption{
+		ice.UDPMuxFromPortWithLogger(pionLogFactory{o.log}.NewLogger("udpmux")),
+		// One socket now takes what a socket per session took: every
+		// browser's acknowledgements and handshakes. The kernel's default
+		// buffer (208 KiB on Linux) overflows at a few hundred browsers,
+		// and lost handshake packets fail connections. Linux caps this at
+		// net.core.rmem_max / wmem_max (docs/operating.md).
+		ice.UDPMuxFromPortWithReadBufferSize(udpMuxBuffer),
+		ice.UDPMuxFromPortWithWriteBufferSize(udpMuxBuffer),
+	}
+	if o.loopbackOnly {
+		opts = append(opts,
+			ice.UDPMuxFromPortWithLoopback(),
+			ice.UDPMuxFromPortWithIPFilter(func(ip net.IP) bool { return ip.IsLoopback() && ip.To4() != nil }),
+			ice.UDPMuxFromPortWithNetworks(ice.NetworkTypeUDP4))
+	} else {
+		// Not link-local addresses: no browser reaches the peer through
+		// one, and binding an IPv6 one fails while the address is still
+		// tentative (just after an interface comes up), which would fail
+		// the whole server.
+		opts = append(opts, ice.UDPMuxFromPortWithIPFilter(func(ip net.IP) bool { return ip.IsGlobalUnicast() }))
+	}
+	lo, hi := int(o.portMin), int(o.portMax)
+	var err error
+	for port := lo; port <= hi; port++ {
+		var mux *ice.MultiUDPMuxDefault
+		if mux, err = ice.NewMultiUDPMuxFromPort(port, opts...); err == nil {
+			return mux, nil
+		}
+	}
+	if lo == hi {
+		return nil, fmt.Errorf("browser UDP socket on port %d: %w", lo, err)
+	}
+	return nil, fmt.Errorf("browser UDP socket: no port of %d-%d is free: %w", lo, hi, err)
 }
 
 func toPionICEServers(servers []ICEServer, loopbackOnly bool) []pion.ICEServer {

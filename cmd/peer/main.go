@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,6 +28,9 @@ func main() {
 }
 
 const usage = `Usage: peer [flags]
+       peer config [flags]                          # print the configuration the flags give, and where each value came from
+       peer status | peers [--data-dir D] [--http A] # ask a running peer (token from D/api-token or $IMMENSE_TOKEN)
+       peer version                                 # module version and VCS revision (also --version)
        peer keygen --out FILE                       # new app key: give it to your app's peers as --app-key
        peer secret --out FILE                       # new token secret for browsers
        peer token --secret-file FILE --read T --write T --ttl 1h   # mint a browser token
@@ -37,8 +41,13 @@ Runs an Immense peer. Examples:
   peer --bootstrap /ip4/203.0.113.7/tcp/4001/p2p/12D3Koo... --data-dir /var/lib/immense
   peer --volunteer --max-upload 512KiB/s --bootstrap ...
 
-HTTP API (--http): POST/GET /v1/topics/{topic}, GET /v1/status, GET /metrics,
+HTTP API (--http): POST/GET /v1/topics/{topic}; PUT/GET/DELETE /v1/state/{key},
+GET /v1/state/{key}/health, POST /v1/state/{key}/repair; GET /v1/status, GET /metrics
+(all with the bearer token in <data-dir>/api-token); GET /healthz and /readyz (no token);
 POST /v1/webrtc/offer (browsers), the demo page at / and the client at /client.js.
+
+Every flag can also come from the environment (--data-dir: IMMENSE_DATA_DIR) or a
+YAML file (--config FILE, keys named as the flags); flags > environment > file > preset.
 
 Defaults are the chosen preset's: compare peer --help with peer --volunteer --help.
 Sizes and rates take a unit: ` + bytesize.Units + `.
@@ -55,7 +64,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return runSecret(args[1:], stdout, stderr)
 		case "keygen":
 			return runKeygen(args[1:], stdout, stderr)
+		case "version":
+			return runVersion(args[1:], stdout, stderr)
+		case "status", "peers":
+			return runClient(args[0], args[1:], stdout, stderr)
+		case "config":
+			o, err := parseArgs(args[1:], stderr)
+			if err != nil {
+				return cli.ExitCode(err)
+			}
+			cli.PrintConfig(stdout, o.flagSet, o.sources)
+			return 0
 		}
+	}
+	if slices.Contains(args, "--version") || slices.Contains(args, "-version") {
+		return runVersion(nil, stdout, stderr)
 	}
 	o, err := parseArgs(args, stderr)
 	if err != nil {
@@ -72,8 +95,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if o.devnet.Nodes != 0 {
 		return runDevnet(ctx, o, stdout, log)
 	}
-	if b := o.node.Browsers; b != nil && len(b.Secret) == 0 && !b.InsecureNoAuth {
-		log.Warn("no --token-secret-file: browsers will be refused (give one, or --insecure-no-auth for a trusted network)")
+	if len(o.node.Bootstrap) == 0 {
+		log.Warn("no --bootstrap: this peer runs alone until other peers dial it")
+	}
+	unlock, err := cli.LockDataDir(o.node.DataDir)
+	if err != nil {
+		fmt.Fprintln(stderr, "peer:", err)
+		return 1
+	}
+	defer unlock()
+	if err := cli.CheckPorts(o.http, o.node.ListenAddrs); err != nil {
+		fmt.Fprintln(stderr, "peer:", err)
+		return 1
 	}
 	o.node.Logger = log
 	o.node.Registry = cli.NewRegistry()
@@ -97,6 +130,10 @@ type options struct {
 	infoFile  string
 	logFormat string
 	logLevel  string
+
+	// flagSet and sources are the parsed command line, for peer config.
+	flagSet *flag.FlagSet
+	sources cli.Sources
 }
 
 // presets are the node presets --preset names.
@@ -153,7 +190,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	pfs := flag.NewFlagSet("peer", flag.ContinueOnError)
 	pfs.SetOutput(io.Discard)
 	cli.Bind(pfs, probe.flags()...)
-	_ = pfs.Parse(args) // the second pass reports what is wrong
+	_, _ = cli.Load(pfs, args, nil, os.Getenv) // the second pass reports what is wrong
 	if probe.volunteer {
 		probe.preset = "volunteer"
 	}
@@ -167,9 +204,11 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage); cli.PrintDefaults(fs) }
 	cli.Bind(fs, o.flags()...)
-	if err := cli.Parse(fs, args, &o.node.Limits); err != nil {
+	src, err := cli.Load(fs, args, &o.node.Limits, os.Getenv)
+	if err != nil {
 		return nil, err
 	}
+	o.flagSet, o.sources = fs, src
 	return &o, nil
 }
 
@@ -190,13 +229,40 @@ func runDevnet(ctx context.Context, o *options, stdout io.Writer, log *slog.Logg
 		defer os.RemoveAll(dir)
 		opts.DataDir = dir
 	}
+	unlock, err := cli.LockDataDir(opts.DataDir)
+	if err != nil {
+		log.Error("devnet failed to start", "err", err)
+		return 1
+	}
+	defer unlock()
+	began := time.Now()
 	d, err := node.StartDevnet(ctx, opts)
 	if err != nil {
 		log.Error("devnet failed to start", "err", err)
 		return 1
 	}
+	log.Info("devnet started: waiting for every peer to join")
+	if err := d.WaitJoined(ctx); err != nil {
+		log.Info("stopped before every peer joined")
+		d.Close()
+		return 0
+	}
+	fmt.Fprint(stdout, devnetBanner(d, o, opts, time.Since(began)))
+
+	<-ctx.Done()
+	log.Info("stopping devnet")
+	if err := cli.ShutdownWithin(5*time.Second, log, d.Close); err != nil {
+		log.Error("devnet shutdown", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// devnetBanner is what peer --devnet prints once every node has joined:
+// where the peers are, and what to try.
+func devnetBanner(d *node.Devnet, o *options, opts node.DevnetOptions, took time.Duration) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nImmense devnet: a bootstrap node and %d peers on 127.0.0.1 (data in %s)\n\n", len(d.Peers), opts.DataDir)
+	fmt.Fprintf(&b, "\nImmense devnet ready in %.1f s: a bootstrap node and %d peers on 127.0.0.1, all joined (data in %s)\n\n", took.Seconds(), len(d.Peers), opts.DataDir)
 	fmt.Fprintf(&b, "  bootstrap  %s\n", d.Bootstrap.Addrs()[0])
 	for i, s := range d.HTTP {
 		fmt.Fprintf(&b, "  peer%-5d  %s   (%s)\n", i+1, s.URL(), d.Peers[i].ID())
@@ -213,14 +279,10 @@ func runDevnet(ctx context.Context, o *options, stdout io.Writer, log *slog.Logg
 	fmt.Fprintf(&b, "  curl -N -H \"Authorization: Bearer $IMMENSE_TOKEN\" %s/v1/topics/demo/chat &                 # follow the demo chat\n", last)
 	fmt.Fprintf(&b, "  curl -H \"Authorization: Bearer $IMMENSE_TOKEN\" -d 'hello, overlay' %s/v1/topics/demo/chat   # it shows in the page\n", first)
 	fmt.Fprintf(&b, "  curl -H \"Authorization: Bearer $IMMENSE_TOKEN\" %s/v1/status\n", first)
-	fmt.Fprintf(&b, "(The token is also in %s.)\n\nCtrl-C stops the devnet.\n", d.APITokenFile)
-	fmt.Fprint(stdout, b.String())
-
-	<-ctx.Done()
-	log.Info("stopping devnet")
-	if err := cli.ShutdownWithin(5*time.Second, log, d.Close); err != nil {
-		log.Error("devnet shutdown", "err", err)
-		return 1
-	}
-	return 0
+	fmt.Fprintf(&b, "(The token is also in %s.)\n\n", d.APITokenFile)
+	fmt.Fprintf(&b, "Dashboard (peers, topics, storage, bandwidth): %s%s#token=%s\n\n", first, node.DashboardPath, d.APIToken)
+	fmt.Fprintf(&b, "A state PUT answers target_met and probability: the chance its shards stay readable, from\n")
+	fmt.Fprintf(&b, "the holders' availability. With this devnet's %d peers the target is usually out of reach, so\n", len(d.Peers))
+	fmt.Fprintf(&b, "target_met: false is expected here; the value is stored and readable (docs/state.md).\n\nCtrl-C stops the devnet.\n")
+	return b.String()
 }

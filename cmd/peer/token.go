@@ -1,7 +1,9 @@
 package main
 
 import (
+	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -27,6 +29,7 @@ func runToken(args []string, stdout, stderr io.Writer) int {
 	secretFile := fs.String("secret-file", "", "file holding the token secret (the peers' --token-secret-file): sign an HS256 token instead")
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
 	sub := fs.String("sub", "", "whom the token is for (shows in peer logs)")
+	bindKey := fs.String("bind-key", "", "bind the token to this browser `key` (base64url Ed25519, the JS client's client.publicKey()): publishes must then be signed with it, and nobody who sees the token can reuse it")
 	fs.Var(cli.Strings(&read), "read", "topics the holder may subscribe to (comma-separated; a trailing * matches a prefix)")
 	fs.Var(cli.Strings(&write), "write", "topics the holder may publish to (comma-separated; a trailing * matches a prefix)")
 	fs.Usage = func() {
@@ -53,6 +56,14 @@ func runToken(args []string, stdout, stderr io.Writer) int {
 	}
 	now := time.Now()
 	claims := webrtc.Claims{Subject: *sub, IssuedAt: now, ExpiresAt: now.Add(*ttl), Read: read, Write: write}
+	if *bindKey != "" {
+		k, err := base64.RawURLEncoding.DecodeString(*bindKey)
+		if err != nil || len(k) != ed25519.PublicKeySize {
+			fmt.Fprintf(stderr, "peer token: --bind-key: want a base64url (unpadded) Ed25519 public key of %d bytes\n", ed25519.PublicKeySize)
+			return 2
+		}
+		claims.Key = k
+	}
 	var tok string
 	var err error
 	if *appKey != "" {
@@ -65,7 +76,7 @@ func runToken(args []string, stdout, stderr io.Writer) int {
 		tok, err = webrtc.MintEdDSA(k.TopicKey(), claims)
 	} else {
 		var secret []byte
-		if secret, err = webrtc.LoadSecret(*secretFile); err != nil {
+		if secret, err = cli.LoadTokenSecret(*secretFile); err != nil {
 			fmt.Fprintln(stderr, "peer token:", err)
 			return 1
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/ed25519"
+	"encoding/base64"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,6 +52,16 @@ func TestKeyTools(t *testing.T) {
 	if c, err := v.Verify(strings.TrimSpace(tok), time.Now()); err != nil || c.Subject != "alice" || !c.CanWrite("chat/lobby") || c.CanWrite("admin/x") {
 		t.Fatalf("EdDSA token %q checked with app.key.pub: %+v %v", tok, c, err)
 	}
+	// Bound to a browser key: the token names it, for the peers to check
+	// the browser's signature on each publish.
+	browser := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{5}, ed25519.SeedSize)).Public().(ed25519.PublicKey)
+	code, tok, errs = run(token, "--app-key", keyFile, "--write", "chat/*", "--bind-key", base64.RawURLEncoding.EncodeToString(browser))
+	if code != 0 {
+		t.Fatalf("token --bind-key: %d %q", code, errs)
+	}
+	if c, err := v.Verify(strings.TrimSpace(tok), time.Now()); err != nil || !c.Key.Equal(browser) {
+		t.Fatalf("bound token %q: key %x, %v", tok, c.Key, err)
+	}
 	before, _ := os.ReadFile(keyFile)
 	if code, _, errs := run(keygen, "--out", keyFile); code != 1 || !strings.Contains(errs, "refusing to overwrite") {
 		t.Fatalf("keygen over an existing key: %d %q", code, errs)
@@ -79,6 +90,12 @@ func TestKeyTools(t *testing.T) {
 		t.Fatalf("token %q: %+v %v", tok, c, err)
 	}
 
+	// An app key given as a token secret is refused, pointing at --app-key.
+	code, _, errs = run(token, "--secret-file", keyFile, "--read", "demo/*")
+	if code != 1 || !strings.Contains(errs, "is an app key") || !strings.Contains(errs, "--app-key") {
+		t.Errorf("token --secret-file app.key: %d %q, want 1 pointing at --app-key", code, errs)
+	}
+
 	for _, tc := range []struct {
 		f    func([]string, *bytes.Buffer, *bytes.Buffer) int
 		args []string
@@ -90,6 +107,7 @@ func TestKeyTools(t *testing.T) {
 		{token, []string{"--secret-file", secretFile, "--app-key", keyFile, "--read", "a"}}, // both keys
 		{token, []string{"--read", "a"}},                                                    // no key
 		{token, []string{"--secret-file", secretFile, "--read", "a", "--ttl", "0s"}},        // ttl
+		{token, []string{"--app-key", keyFile, "--read", "a", "--bind-key", "AAAA"}},        // short key
 	} {
 		if code, _, _ := run(tc.f, tc.args...); code != 2 {
 			t.Errorf("%q: exit code %d, want 2", tc.args, code)

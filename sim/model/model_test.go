@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -230,5 +231,44 @@ func TestKeyIndex(t *testing.T) {
 				t.Fatalf("closest %d: got slot %d, want %d", i, got[i], want[i])
 			}
 		}
+	}
+}
+
+// TestServerSubnets: with the servers in one /24 (server_subnets: 1) an
+// object gets at most one server holder, as erasure's placement allows;
+// with a network per server (the default) objects get several.
+func TestServerSubnets(t *testing.T) {
+	mostOn := func(subnets string) int {
+		doc := strings.Replace(small, "  size_max: 4MiB\n", "  size_max: 4MiB\n  server_subnets: "+subnets+"\n", 1)
+		doc = strings.Replace(doc, "servers: {count: 3}", "servers: {count: 10}", 1)
+		sc := parse(t, doc)
+		pop, err := newPopulation(sc, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := newStorage(sc, pop, func() time.Duration { return 0 }, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		most := 0
+		for _, o := range s.objects {
+			if !s.write(o) {
+				t.Fatal("write failed")
+			}
+			n := 0
+			for _, h := range o.holders {
+				if int(h.slot) < pop.servers {
+					n++
+				}
+			}
+			most = max(most, n)
+		}
+		return most
+	}
+	if got := mostOn("1"); got != 1 {
+		t.Fatalf("servers in one /24: an object has %d server holders, want at most 1", got)
+	}
+	if got := mostOn("0"); got < 2 {
+		t.Fatalf("a /24 per server: at most %d server holders per object; the test shows nothing", got)
 	}
 }

@@ -3,6 +3,7 @@ package model
 import (
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
 	"github.com/immense-p2p/immense/erasure"
@@ -31,6 +32,12 @@ type object struct {
 	lost       bool
 	targetMet  bool
 }
+
+// seed is the object's placement seed. A service derives it from the app
+// key (erasure.AppKey.PlacementSeed), secret and uniformly random to the
+// rest of the network; the model's object ids are uniformly random
+// already, and no attacker in the model grinds ids, so the id serves.
+func (o *object) seed() erasure.PlacementSeed { return erasure.PlacementSeed(o.id) }
 
 // repairer is one app server's erasure service, as far as policy goes: its
 // repair scheduler and availability tracker, and when it (re)started.
@@ -167,7 +174,8 @@ func (s *storage) candidates(r *repairer, o *object) []erasure.Candidate {
 		seen[slot] = true
 		id := s.pop.ids[slot]
 		quota := slot >= int32(s.pop.servers) || *st.ServersHoldShards
-		out = append(out, erasure.Candidate{ID: id, Availability: r.tracker.Availability(id), HasQuota: quota})
+		out = append(out, erasure.Candidate{ID: id, Availability: r.tracker.Availability(id), HasQuota: quota,
+			Net: s.netOf(slot)})
 	}
 	add(int32(r.slot))
 	for _, slot := range s.pop.closestOnline(o.key, st.Candidates, nil) {
@@ -184,6 +192,28 @@ func (s *storage) candidates(r *repairer, o *object) []erasure.Candidate {
 		}
 	}
 	return out
+}
+
+// netOf is the synthetic network (erasure.Candidate.Net) of the node in
+// slot: server i in network i mod storage.server_subnets (or one of its
+// own), a volunteer in one of 2^22 networks drawn from its slot and
+// generation (a new identity in a slot is a new machine). Only equality
+// matters to placement, so these are labels, not addresses.
+func (s *storage) netOf(slot int32) string {
+	if int(slot) < s.pop.servers {
+		if n := s.sc.Storage.ServerSubnets; n > 0 {
+			return "server-net-" + strconv.Itoa(int(slot)%n)
+		}
+		return "server-" + strconv.Itoa(int(slot))
+	}
+	x := uint64(slot)<<32 | uint64(uint32(s.pop.gens[slot]))
+	// splitmix64's finaliser: a fixed, well-mixed function of (slot, gen).
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return "net-" + strconv.FormatUint(x>>42, 10)
 }
 
 func (s *storage) ref(id peer.ID) holderRef {
@@ -205,7 +235,7 @@ func (s *storage) write(o *object) bool {
 		return false
 	}
 	st := s.sc.Storage
-	plan, err := erasure.PlanPut(o.id, s.candidates(r, o), erasure.PutPolicy{
+	plan, err := erasure.PlanPut(o.seed(), s.candidates(r, o), erasure.PutPolicy{
 		DataShards: st.DataShards, MinParity: st.MinParity, MaxShards: st.MaxShards, Target: st.Target})
 	if err != nil {
 		return false
@@ -274,11 +304,11 @@ func (s *storage) check(r *repairer, o *object) {
 	// candidates, so the common healthy case is settled without building
 	// them (the service's Health does the same); only when it is due are
 	// the candidates fetched and the plan made with them.
-	plan := erasure.PlanRepair(o.id, o.params, holders, nil, s.policy, now)
+	plan := erasure.PlanRepair(o.seed(), o.params, holders, nil, s.policy, now)
 	if plan.Action == erasure.RepairNone {
 		return
 	}
-	plan = erasure.PlanRepair(o.id, o.params, holders, s.candidates(r, o), s.policy, now)
+	plan = erasure.PlanRepair(o.seed(), o.params, holders, s.candidates(r, o), s.policy, now)
 	switch plan.Action {
 	case erasure.RepairNone:
 		return

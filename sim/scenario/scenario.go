@@ -284,6 +284,14 @@ type Storage struct {
 	// server runs node.DefaultConfig with a storage quota). False models
 	// servers with no quota: durability then rests on volunteers alone.
 	ServersHoldShards *bool `yaml:"servers_hold_shards"`
+	// ServerSubnets is how many /24 networks the app servers sit in
+	// (model): server i in network i mod ServerSubnets, so that erasure's
+	// placement, which gives an object at most one holder per network
+	// among peers without an operator-given zone, gives it at most this
+	// many server holders. 0 (default) gives each server a network of its
+	// own, as live mode's simulated addresses do. Volunteers are spread
+	// over 2^22 networks (home connections) at random.
+	ServerSubnets int `yaml:"server_subnets"`
 	// Observe is how app peers learn availability: "probes" (default) feeds
 	// each app peer's erasure.AvailabilityTracker only with what its own
 	// requests see, as the service does; "full" feeds it every
@@ -636,6 +644,9 @@ func (sc *Scenario) validate() error {
 		}
 		if s.ConnectedPeers < 0 {
 			bad("storage.connected_peers must not be negative")
+		}
+		if s.ServerSubnets < 0 {
+			bad("storage.server_subnets must not be negative")
 		}
 		if s.Observe != "probes" && s.Observe != "full" {
 			bad("storage.observe %q: want probes or full", s.Observe)

@@ -122,7 +122,8 @@ func TestInvalid(t *testing.T) {
 		"storage: {objects: 10, data_shards: 40}\n":                                                        "k+m",
 		"volunteers: {availability: 0.3, session: {dist: weibull, mean: 1h}, downtime: {dist: weibull}}\n": "shape",
 		"network: {regions: [{name: a, share: 0.5}]}\n":                                                    "shares",
-		"gossipsub: {d: 20}\n": "d_lo",
+		"gossipsub: {d: 20}\n":                         "d_lo",
+		"storage: {objects: 10, server_subnets: -1}\n": "server_subnets",
 	}
 	for patch, want := range cases {
 		// Later keys override earlier ones in the minimal scenario.

@@ -69,8 +69,12 @@ export declare class Message {
 export type MessageHandler = (msg: Message) => void;
 
 /** A token, or a function returning one; a function is called on every
- * (re)connect, so it can fetch a fresh token from the app server. */
-export type TokenSource = string | (() => string | Promise<string>);
+ * (re)connect, so it can fetch a fresh token from the app server, and is
+ * given the browser's public key (base64url Ed25519, undefined where
+ * WebCrypto lacks Ed25519) so that the server can bind the token to it
+ * (its "cnf" claim): the client then signs every publish, and no peer that
+ * relays or receives its messages can publish with the token. */
+export type TokenSource = string | ((key: { publicKey?: string }) => string | Promise<string>);
 
 export interface ReconnectOptions {
   /** Delay before the first retry, in ms (default 500). */
@@ -82,6 +86,13 @@ export interface ReconnectOptions {
 }
 
 export interface ConnectOptions {
+  /** How to reach the peer: "auto" (default) tries a WebSocket first and
+   * falls back to WebRTC when the peer cannot be reached directly (a NAT'd
+   * volunteer); "websocket" or "webrtc" use only that. Client.transport
+   * says which is in use. */
+  transport?: "auto" | "websocket" | "webrtc";
+  /** Replaces globalThis.WebSocket (tests, non-browser runtimes). */
+  WebSocket?: typeof WebSocket;
   /** Token proving what the browser may read and write; omit on a devnet. */
   token?: TokenSource;
   /** STUN/TURN servers for the browser's side of the connection. */
@@ -95,10 +106,21 @@ export interface ConnectOptions {
   /** Publishes kept while disconnected (default 256); more are refused. */
   maxQueuedPublishes?: number;
   reconnect?: ReconnectOptions;
+  /** The browser key bound tokens name (default: a new non-extractable
+   * Ed25519 key per client). Keep one in IndexedDB to reuse a bound token
+   * across page loads. */
+  keyPair?: CryptoKeyPair;
   /** Replaces globalThis.fetch (tests, custom headers). */
   fetch?: typeof fetch;
   /** Replaces globalThis.RTCPeerConnection (tests, non-browser runtimes). */
   RTCPeerConnection?: typeof RTCPeerConnection;
+}
+
+export interface OpenDetail {
+  /** The transport this connection uses. */
+  transport: "websocket" | "webrtc";
+  /** The offer URL of the peer connected to. */
+  url: string;
 }
 
 export interface DisconnectDetail {
@@ -133,7 +155,7 @@ export interface PresenceDetail {
 }
 
 export interface ClientEventMap {
-  open: CustomEvent<undefined>;
+  open: CustomEvent<OpenDetail>;
   /** A member joined or left a subscribed topic with presence (the current members come as joins after subscribing). */
   presence: CustomEvent<PresenceDetail>;
   /** A resume (after a reconnect, or from options.since) reached further back than the peer's history. */
@@ -163,6 +185,11 @@ export declare class Client extends EventTarget {
   unsubscribe(topic: string, handler?: MessageHandler): Promise<void>;
   /** Publishes data (strings as UTF-8); resolves when the peer accepted it. */
   publish(topic: string, data: string | Uint8Array | ArrayBuffer | ArrayBufferView): Promise<void>;
+  /** The browser key's public half, base64url (raw Ed25519), for the app
+   * server to bind tokens to. */
+  publicKey(): Promise<string>;
+  /** How the client is connected: "websocket" or "webrtc"; null before the first connection opens. */
+  readonly transport: "websocket" | "webrtc" | null;
   /** Closes for good; pending calls reject. */
   close(): void;
   addEventListener<K extends keyof ClientEventMap>(
@@ -193,7 +220,7 @@ export declare function offerURL(url: string | URL): string;
 
 /** A decoded frame (see docs/browser-protocol.md). */
 export interface Frame {
-  type: "subscribe" | "unsubscribe" | "publish" | "message" | "ack" | "error" | "batch" | "presence";
+  type: "subscribe" | "unsubscribe" | "publish" | "message" | "ack" | "error" | "batch" | "signed-publish" | "presence";
   /** Presence: a join (else a leave); id is the member, from its peer. */
   joined?: boolean;
   req?: number;
@@ -203,8 +230,10 @@ export interface Frame {
   payload?: Uint8Array;
   id?: string;
   from?: string;
-  /** Microseconds since the Unix epoch. */
+  /** Microseconds since the Unix epoch (signed-publish: milliseconds). */
   time?: number;
+  /** signed-publish: the Ed25519 signature of signedBytes(topic, time, payload). */
+  sig?: Uint8Array;
   code?: number;
   reason?: string;
   /** Encoding: the encoded inner frames; decoding: the decoded ones. */
@@ -215,3 +244,13 @@ export interface Frame {
 export declare function encodeFrame(frame: Frame): Uint8Array;
 /** Decodes one frame; throws FrameError on bad input. */
 export declare function decodeFrame(bytes: Uint8Array, maxSize?: number): Frame;
+
+/** The bytes a browser signs to publish payload on topic at time (ms since the epoch). */
+export declare function signedBytes(topic: string, time: number, payload: Uint8Array): Uint8Array;
+/** The base64url key a token is bound to (cnf.jwk.x), or "" for a bearer token. */
+export declare function tokenBoundKey(token: string): string;
+
+/** The WebSocket URL of a peer, from its offer URL. */
+export declare function webSocketURL(offer: string): string;
+/** A WebSocket to the peer could not be opened at all; "auto" then tries WebRTC. */
+export declare class WebSocketUnreachable extends Error {}

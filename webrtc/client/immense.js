@@ -22,6 +22,13 @@ export const MAX_TOPIC_LENGTH = 128;
 /** Path of the signaling endpoint on a peer. */
 export const OFFER_PATH = "/v1/webrtc/offer";
 
+/** Path of the WebSocket endpoint on a peer. */
+export const WEBSOCKET_PATH = "/v1/ws";
+
+// Close codes of the WebSocket handshake (docs/browser-protocol.md), as
+// the HTTP statuses of the offer endpoint.
+const WS_CLOSE_STATUS = { 4400: 400, 4401: 401, 4503: 503 };
+
 const DATA_CHANNEL_LABEL = "immense";
 
 // Servers send frames of at most their MaxFrameSize (256 KiB at most).
@@ -38,9 +45,13 @@ const T_MESSAGE = 4;
 const T_ACK = 5;
 const T_ERROR = 6;
 const T_BATCH = 7;
-const T_PRESENCE = 8;
+const T_SIGNED_PUBLISH = 8;
+const T_PRESENCE = 9;
 
-const TYPE_NAMES = ["", "subscribe", "unsubscribe", "publish", "message", "ack", "error", "batch", "presence"];
+const TYPE_NAMES = ["", "subscribe", "unsubscribe", "publish", "message", "ack", "error", "batch", "signed-publish", "presence"];
+
+/** Size of an Ed25519 signature. */
+const SIG_SIZE = 64;
 
 /** Codes of ERROR frames, as sent by the server. */
 export const ErrorCode = Object.freeze({
@@ -82,6 +93,14 @@ export class ServerError extends Error {
   }
 }
 
+/** A WebSocket to the peer could not be opened at all (not refused): with transport "auto" the client tries WebRTC. */
+export class WebSocketUnreachable extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "WebSocketUnreachable";
+  }
+}
+
 /** The signaling endpoint refused the offer (401: token; 503: server full). */
 export class SignalingError extends Error {
   /**
@@ -118,7 +137,8 @@ const utf8dec = new TextDecoder();
 export function encodeFrame(f) {
   const type = TYPE_NAMES.indexOf(f.type);
   if (type < 1) throw new TypeError(`unknown frame type ${f.type}`);
-  const hasTopic = type === T_SUBSCRIBE || type === T_UNSUBSCRIBE || type === T_PUBLISH || type === T_MESSAGE || type === T_PRESENCE;
+  const hasTopic =
+    type === T_SUBSCRIBE || type === T_UNSUBSCRIBE || type === T_PUBLISH || type === T_SIGNED_PUBLISH || type === T_MESSAGE || type === T_PRESENCE;
   if (hasTopic || (type === T_ERROR && f.topic)) validateTopic(f.topic);
   const topic = f.topic ? utf8.encode(f.topic) : new Uint8Array(0);
   const payload = f.payload ?? new Uint8Array(0);
@@ -135,6 +155,10 @@ export function encodeFrame(f) {
       break;
     case T_PUBLISH:
       size += 4 + 1 + topic.length + 4 + payload.length;
+      break;
+    case T_SIGNED_PUBLISH:
+      if (!f.sig || f.sig.length !== SIG_SIZE) throw new RangeError(`signature of ${f.sig?.length ?? 0} bytes, want ${SIG_SIZE}`);
+      size += 4 + 1 + topic.length + 8 + SIG_SIZE + 4 + payload.length;
       break;
     case T_MESSAGE:
       if (id.length > 0xffff || from.length > 0xffff) throw new RangeError("message id or publisher too long");
@@ -171,6 +195,13 @@ export function encodeFrame(f) {
     case T_PUBLISH:
       w.u32(f.req ?? 0);
       w.str8(topic);
+      w.bytes32(payload);
+      break;
+    case T_SIGNED_PUBLISH:
+      w.u32(f.req ?? 0);
+      w.str8(topic);
+      w.i64(f.time ?? 0);
+      w.raw(f.sig);
       w.bytes32(payload);
       break;
     case T_MESSAGE:
@@ -245,6 +276,13 @@ function decode(bytes, maxSize, allowBatch) {
     case T_PUBLISH:
       f.req = r.u32();
       f.topic = r.str8();
+      f.payload = r.bytes32();
+      break;
+    case T_SIGNED_PUBLISH:
+      f.req = r.u32();
+      f.topic = r.str8();
+      f.time = r.i64();
+      f.sig = r.take(SIG_SIZE);
       f.payload = r.bytes32();
       break;
     case T_MESSAGE:
@@ -441,8 +479,21 @@ export function offerURL(url) {
   return new URL(OFFER_PATH.slice(1), u).href;
 }
 
+/**
+ * The WebSocket URL of the peer whose offer URL is given: ws:// or wss://
+ * and WEBSOCKET_PATH in place of OFFER_PATH.
+ * @param {string} offer
+ */
+export function webSocketURL(offer) {
+  const u = new URL(offer);
+  u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
+  u.pathname = u.pathname.slice(0, u.pathname.length - OFFER_PATH.length) + WEBSOCKET_PATH;
+  return u.href;
+}
+
 const DEFAULTS = {
   token: "",
+  transport: "auto",
   iceServers: [],
   requestTimeout: 10_000,
   connectTimeout: 15_000,
@@ -492,7 +543,23 @@ export class Client extends EventTarget {
     this.options = { ...DEFAULTS, ...options, reconnect: { ...DEFAULTS.reconnect, ...(options.reconnect ?? {}) } };
     this._fetch = this.options.fetch ?? globalThis.fetch.bind(globalThis);
     this._RTCPeerConnection = this.options.RTCPeerConnection ?? globalThis.RTCPeerConnection;
-    if (!this._RTCPeerConnection) throw new Error("WebRTC is not available here (no RTCPeerConnection)");
+    this._WebSocket = this.options.WebSocket ?? globalThis.WebSocket;
+    const mode = this.options.transport;
+    if (!["auto", "websocket", "webrtc"].includes(mode)) throw new TypeError(`transport ${JSON.stringify(mode)}: want "auto", "websocket" or "webrtc"`);
+    if (mode !== "websocket" && !this._RTCPeerConnection && (mode === "webrtc" || !this._WebSocket)) {
+      throw new Error("WebRTC is not available here (no RTCPeerConnection)");
+    }
+    if (mode === "websocket" && !this._WebSocket) throw new Error("WebSockets are not available here");
+    /**
+     * How the client is connected: "websocket" or "webrtc" (null until the
+     * first connection opens). With transport "auto" it is a WebSocket
+     * when the peer can be reached directly, WebRTC otherwise.
+     * @type {"websocket" | "webrtc" | null}
+     */
+    this.transport = null;
+    /** Where frames go: the data channel or the WebSocket. */
+    this._chan = null;
+    this._ws = null;
     /** @type {"connecting" | "open" | "closed"} */
     this.state = "connecting";
     /** @type {Map<string, Set<Function>>} */
@@ -510,6 +577,10 @@ export class Client extends EventTarget {
     this._dc = null;
     this._retryTimer = null;
     this._maxFrame = 65535;
+    /** The browser key a bound token names (options.keyPair, or one made here), and whether the current token is bound to it. */
+    this._keyPair = browserKeyPair(this.options.keyPair);
+    this._keyPair.catch(() => {}); // no Ed25519 here: bound tokens cannot be used, bearer tokens still can
+    this._bound = false;
     this.ready = new Promise((resolve, reject) => {
       this._resolveReady = resolve;
       this._rejectReady = reject;
@@ -599,7 +670,25 @@ export class Client extends EventTarget {
   publish(topic, data) {
     validateTopic(topic);
     if (this.state === "closed") return Promise.reject(new Error("client closed"));
-    return this._request({ type: "publish", topic, payload: toBytes(data) });
+    const payload = toBytes(data);
+    if (!this._bound) return this._request({ type: "publish", topic, payload });
+    // A token bound to our key: sign, so that no peer can reuse the token.
+    return this._keyPair.then(async (kp) => {
+      const time = Date.now();
+      const sig = new Uint8Array(await crypto.subtle.sign("Ed25519", kp.privateKey, signedBytes(topic, time, payload)));
+      return this._request({ type: "signed-publish", topic, payload, time, sig });
+    });
+  }
+
+  /**
+   * The public half of the browser key, base64url (raw Ed25519), for the
+   * app server to bind tokens to (a token's "cnf" claim). Rejects where
+   * WebCrypto has no Ed25519.
+   * @returns {Promise<string>}
+   */
+  async publicKey() {
+    const kp = await this._keyPair;
+    return base64url(new Uint8Array(await crypto.subtle.exportKey("raw", kp.publicKey)));
   }
 
   /**
@@ -619,19 +708,52 @@ export class Client extends EventTarget {
 
   // --- connection management ---
 
+  /** Gets the token (asking options.token, with our public key, if it is a function) and notes whether it is bound to our key. */
+  async _token() {
+    let token = this.options.token;
+    if (typeof token === "function") {
+      const publicKey = await this.publicKey().catch(() => undefined);
+      token = await token({ publicKey });
+    }
+    const bound = tokenBoundKey(token);
+    if (bound && bound !== (await this.publicKey().catch(() => undefined))) {
+      throw new Error("the token is bound to another browser key (cnf); mint it for client.publicKey()");
+    }
+    this._bound = !!bound;
+    return token;
+  }
+
   async _connect() {
     const gen = ++this._gen;
     const stale = () => gen !== this._gen || this.state === "closed";
     let pc;
     try {
-      const token = typeof this.options.token === "function" ? await this.options.token() : this.options.token;
+      const token = await this._token();
       if (stale()) return;
+      const mode = this.options.transport;
+      if (mode !== "webrtc" && this._WebSocket) {
+        try {
+          await this._connectWebSocket(gen, token);
+          return;
+        } catch (err) {
+          if (stale()) return;
+          // A peer that answered (a refused token, a full peer) would say
+          // the same over WebRTC; one that cannot be reached directly (a
+          // NAT'd volunteer) may be reachable through WebRTC.
+          if (mode === "websocket" || !this._RTCPeerConnection || !(err instanceof WebSocketUnreachable)) throw err;
+        }
+      }
       pc = new this._RTCPeerConnection({ iceServers: this.options.iceServers });
       this._pc = pc;
       const dc = pc.createDataChannel(DATA_CHANNEL_LABEL); // ordered, reliable
       dc.binaryType = "arraybuffer";
       this._dc = dc;
-      dc.onopen = () => !stale() && this._onOpen(gen);
+      dc.onopen = () => {
+        if (stale()) return;
+        this._chan = dc;
+        this.transport = "webrtc";
+        this._onOpen(gen);
+      };
       dc.onmessage = (ev) => !stale() && this._onMessage(ev.data);
       dc.onclose = () => !stale() && this._onDisconnect(gen, new Error("data channel closed"));
       pc.onconnectionstatechange = () => {
@@ -647,13 +769,7 @@ export class Client extends EventTarget {
       });
       if (!res.ok) {
         const body = await res.json().catch(() => ({}));
-        const err = new SignalingError(res.status, body.error ?? res.statusText);
-        // A fixed token the server refused will be refused again.
-        if (res.status === 401 && typeof this.options.token !== "function") {
-          this._shutdown(err);
-          return;
-        }
-        throw err;
+        throw new SignalingError(res.status, body.error ?? res.statusText);
       }
       const answer = await res.json();
       if (stale()) return;
@@ -662,22 +778,97 @@ export class Client extends EventTarget {
         if (!stale() && this.state !== "open") this._onDisconnect(gen, new Error("data channel did not open"));
       }, this.options.connectTimeout);
     } catch (err) {
-      if (!stale()) this._onDisconnect(gen, err);
+      if (stale()) return;
+      // A fixed token the server refused will be refused again.
+      if (err instanceof SignalingError && err.status === 401 && typeof this.options.token !== "function") {
+        this._shutdown(err);
+        return;
+      }
+      this._onDisconnect(gen, err);
     }
+  }
+
+  /**
+   * Connects over a WebSocket: the token as the first (text) message, then
+   * the peer's ACK 0 opens the session. Resolves once open; rejects with a
+   * SignalingError if the peer refused (close codes 4400, 4401, 4503), or a
+   * WebSocketUnreachable if it could not be reached at all.
+   */
+  _connectWebSocket(gen, token) {
+    return new Promise((resolve, reject) => {
+      const ws = new this._WebSocket(webSocketURL(this.url));
+      ws.binaryType = "arraybuffer";
+      this._ws = ws;
+      let reached = false; // the HTTP upgrade succeeded
+      let opened = false; // the peer admitted the session
+      const fail = (err) => {
+        clearTimeout(timer);
+        ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+        try {
+          ws.close();
+        } catch {
+          // closing a failed socket may throw; it is going anyway
+        }
+        if (this._ws === ws) this._ws = null;
+        reject(err);
+      };
+      const timer = setTimeout(() => {
+        if (!opened) fail(reached ? new Error("the peer did not admit the WebSocket in time") : new WebSocketUnreachable("WebSocket did not open in time"));
+      }, this.options.connectTimeout);
+      ws.onopen = () => {
+        reached = true;
+        ws.send(token || "");
+      };
+      ws.onerror = () => {}; // a close event follows, with what is known
+      ws.onclose = (ev) => {
+        if (!opened) {
+          const status = WS_CLOSE_STATUS[ev.code];
+          if (status) fail(new SignalingError(status, ev.reason || `WebSocket closed with ${ev.code}`));
+          else if (!reached) fail(new WebSocketUnreachable(`WebSocket to ${webSocketURL(this.url)} failed (${ev.code})`));
+          else fail(new Error(`WebSocket closed during the handshake: ${ev.code} ${ev.reason}`));
+          return;
+        }
+        if (gen === this._gen) this._onDisconnect(gen, new Error(`WebSocket closed: ${ev.code} ${ev.reason}`.trim()));
+      };
+      ws.onmessage = (ev) => {
+        if (opened) {
+          if (gen === this._gen) this._onMessage(ev.data);
+          return;
+        }
+        let f;
+        try {
+          f = decodeFrame(new Uint8Array(ev.data), MAX_INCOMING_FRAME);
+        } catch (err) {
+          fail(err);
+          return;
+        }
+        if (f.type !== "ack" || f.req !== 0) {
+          fail(new Error(`WebSocket handshake: a ${f.type} frame before the peer's ACK`));
+          return;
+        }
+        opened = true;
+        clearTimeout(timer);
+        if (gen !== this._gen) return;
+        this._chan = ws;
+        this.transport = "websocket";
+        resolve();
+        this._onOpen(gen);
+      };
+    });
   }
 
   _onOpen(gen) {
     clearTimeout(this._connectTimer);
     this.state = "open";
     this._attempt = 0;
-    const max = this._pc?.sctp?.maxMessageSize;
+    const max = this.transport === "webrtc" ? this._pc?.sctp?.maxMessageSize : undefined;
     this._maxFrame = max && Number.isFinite(max) ? Math.min(max, 1 << 20) : 65535;
     for (const topic of this._handlers.keys()) this._sendSubscribe(topic);
     const outbox = this._outbox;
     this._outbox = [];
     for (const item of outbox) this._transmit(item);
     this._resolveReady();
-    this.dispatchEvent(new CustomEvent("open"));
+    this.dispatchEvent(new CustomEvent("open", { detail: { transport: this.transport, url: this.url } }));
   }
 
   _onDisconnect(gen, error) {
@@ -710,12 +901,17 @@ export class Client extends EventTarget {
   _teardown() {
     const dc = this._dc;
     const pc = this._pc;
+    const ws = this._ws;
     this._dc = null;
     this._pc = null;
+    this._ws = null;
+    this._chan = null;
     if (dc) dc.onopen = dc.onmessage = dc.onclose = null;
     if (pc) pc.onconnectionstatechange = null;
+    if (ws) ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
     try {
       pc?.close();
+      ws?.close(1000);
     } catch {
       // closing a broken connection may throw; it is going anyway
     }
@@ -816,7 +1012,7 @@ export class Client extends EventTarget {
 
   _send(bytes) {
     try {
-      this._dc.send(bytes);
+      this._chan.send(bytes);
     } catch (err) {
       // The channel is failing; its close event triggers the reconnect.
       this._emitError(err);
@@ -904,6 +1100,44 @@ export class Client extends EventTarget {
   _emitError(error) {
     this.dispatchEvent(new CustomEvent("error", { detail: { error } }));
   }
+}
+
+const SIGNED_CONTEXT = utf8.encode("immense/browser-publish/v1\0");
+
+/** The bytes a browser signs to publish payload on topic at time (ms); internal/browsersig in Go. */
+export function signedBytes(topic, time, payload) {
+  const t = utf8.encode(topic);
+  const out = new Uint8Array(SIGNED_CONTEXT.length + t.length + 1 + 8 + payload.length);
+  out.set(SIGNED_CONTEXT, 0);
+  out.set(t, SIGNED_CONTEXT.length);
+  const off = SIGNED_CONTEXT.length + t.length + 1;
+  new DataView(out.buffer).setBigInt64(off, BigInt(Math.trunc(time)));
+  out.set(payload, off + 8);
+  return out;
+}
+
+/** The key pair given, or a new non-extractable Ed25519 one. */
+async function browserKeyPair(given) {
+  if (given) return given;
+  return crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"]);
+}
+
+/** The base64url public key a token is bound to (its cnf.jwk.x), or "" for a bearer token. Only reads: the peer verifies. */
+export function tokenBoundKey(token) {
+  if (typeof token !== "string") return "";
+  const parts = token.split(".");
+  if (parts.length !== 3) return "";
+  try {
+    const b64 = parts[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(utf8dec.decode(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))));
+    return claims?.cnf?.jwk?.x ?? "";
+  } catch {
+    return "";
+  }
+}
+
+function base64url(bytes) {
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }
 
 function deferred() {

@@ -12,6 +12,8 @@ import {
   connect,
   decodeFrame,
   encodeFrame,
+  signedBytes,
+  tokenBoundKey,
   ErrorCode,
   FrameError,
   offerURL,
@@ -318,4 +320,101 @@ test("failover across peer URLs resumes after the last message, and reports a ga
   await client.subscribe("news", () => {}, { since: new Date(Date.UTC(2026, 0, 2, 3, 4, 5)) });
   assert.equal(srv.frames.filter((f) => f.type === "subscribe").at(-1).since, "2026-01-02T03:04:05.000Z");
   client.close();
+});
+
+test("signed publish: the same signed bytes and signature as Go", async () => {
+  const g = decodeFrame(unhex(golden.find((f) => f.name === "signed-publish").hex));
+  assert.equal(g.type, "signed-publish");
+  assert.equal(g.time, 1700000000123);
+  // The golden frame was signed in Go with the Ed25519 key of the seed
+  // 32 bytes of 9; Ed25519 is deterministic, so WebCrypto must agree.
+  const pkcs8 = unhex("302e020100300506032b657004220420" + "09".repeat(32));
+  const key = await crypto.subtle.importKey("pkcs8", pkcs8, { name: "Ed25519" }, false, ["sign"]);
+  const sig = new Uint8Array(await crypto.subtle.sign("Ed25519", key, signedBytes(g.topic, g.time, g.payload)));
+  assert.equal(hex(sig), hex(g.sig));
+});
+
+test("tokenBoundKey reads a token's cnf key, and nothing else", () => {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const tok = (claims) => `${b64({ alg: "EdDSA" })}.${b64(claims)}.sig`;
+  assert.equal(tokenBoundKey(tok({ cnf: { jwk: { kty: "OKP", crv: "Ed25519", x: "abc-_" } } })), "abc-_");
+  assert.equal(tokenBoundKey(tok({ read: ["a"] })), "");
+  assert.equal(tokenBoundKey("not.a-token"), "");
+  assert.equal(tokenBoundKey(""), "");
+});
+
+// fakeWebSockets returns a WebSocket class whose instances behave as a
+// peer's /v1/ws: "accept" (the token "good" gets ACK 0, then SUBSCRIBEs
+// get ACKs), "unreachable" (closes before opening), or a close code sent
+// after the token.
+function fakeWebSockets(behavior) {
+  const sockets = [];
+  class FakeWebSocket {
+    constructor(url) {
+      this.url = url;
+      this.frames = [];
+      sockets.push(this);
+      setTimeout(() => {
+        if (behavior === "unreachable") {
+          this.onclose?.({ code: 1006, reason: "" });
+          return;
+        }
+        this.onopen?.();
+      }, 1);
+    }
+    send(b) {
+      if (typeof b === "string") {
+        if (behavior === "accept" && b === "good") this.deliver(encodeFrame({ type: "ack", req: 0 }));
+        else setTimeout(() => this.onclose?.({ code: typeof behavior === "number" ? behavior : 4401, reason: "token refused" }), 1);
+        return;
+      }
+      const f = decodeFrame(b);
+      this.frames.push(f);
+      this.deliver(encodeFrame({ type: "ack", req: f.req }));
+    }
+    deliver(bytes) {
+      setTimeout(() => this.onmessage?.({ data: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) }), 1);
+    }
+    close() {}
+  }
+  return { FakeWebSocket, sockets };
+}
+
+test("transport auto: a WebSocket when the peer is reachable, WebRTC when it is not", async () => {
+  const { FakeWebSocket, sockets } = fakeWebSockets("accept");
+  const srv = new FakeServer();
+  const client = connect("https://peer.example", { token: "good", WebSocket: FakeWebSocket, fetch: srv.fetch, RTCPeerConnection: fakeWebRTC(srv) });
+  const open = await once(client, "open");
+  assert.equal(client.transport, "websocket");
+  assert.deepEqual(open.detail, { transport: "websocket", url: "https://peer.example/v1/webrtc/offer" });
+  assert.equal(sockets[0].url, "wss://peer.example/v1/ws");
+  await client.subscribe("chat", () => {});
+  assert.equal(sockets[0].frames.at(-1).type, "subscribe");
+  assert.equal(srv.offers.length, 0, "no WebRTC offer was made");
+  client.close();
+
+  const down = fakeWebSockets("unreachable");
+  const srv2 = new FakeServer();
+  const natted = connect("http://volunteer.example:8090", { token: "good", WebSocket: down.FakeWebSocket, fetch: srv2.fetch, RTCPeerConnection: fakeWebRTC(srv2) });
+  await once(natted, "open");
+  assert.equal(natted.transport, "webrtc");
+  assert.equal(down.sockets[0].url, "ws://volunteer.example:8090/v1/ws");
+  assert.equal(srv2.offers.length, 1);
+  natted.close();
+});
+
+test("transport websocket: a refused token closes a fixed-token client; a full peer is retried", async () => {
+  const refused = fakeWebSockets(4401);
+  const client = connect("https://peer.example", { token: "bad", transport: "websocket", WebSocket: refused.FakeWebSocket, reconnect: fastReconnect() });
+  const { detail } = await once(client, "close");
+  assert.ok(detail.error instanceof SignalingError && detail.error.status === 401, `closed with ${detail.error}`);
+  assert.equal(refused.sockets.length, 1, "a refused fixed token is not retried");
+
+  const full = fakeWebSockets(4503);
+  const busy = connect(["https://a.example", "https://b.example"], { token: "good", transport: "websocket", WebSocket: full.FakeWebSocket, reconnect: fastReconnect() });
+  const d = await once(busy, "disconnect");
+  assert.equal(d.detail.error.status, 503);
+  await once(busy, "disconnect");
+  assert.deepEqual(full.sockets.slice(0, 2).map((s) => s.url), ["wss://a.example/v1/ws", "wss://b.example/v1/ws"], "fails over to the next peer");
+  busy.close();
 });

@@ -4,7 +4,10 @@
 // Query parameters:
 //   room=...      the chat topic (default demo/chat)
 //   tokenURL=...  a path on this page's own origin returning a token (text,
-//                 or JSON {"token"}), fetched again on every reconnect
+//                 or JSON {"token"}), fetched again on every reconnect, with
+//                 the browser's public key as ?key= for a bound token
+//   transport=... websocket or webrtc to force one (default: WebSocket,
+//                 falling back to WebRTC)
 //
 // The page connects only to the peer that served it, and takes a token
 // only from its own origin: the tokenURL path above, or a token pasted
@@ -35,8 +38,12 @@ if (tokenURL) {
       throw new Error(`tokenURL must be on this page's origin (${location.origin}), not ${url.origin}`);
     };
   } else {
-    token = async () => {
-      const res = await fetch(url, { credentials: "same-origin" });
+    // The client's public key goes along as ?key=, so that the app can bind
+    // the token to it (docs/browser-protocol.md, "Bound tokens").
+    token = async ({ publicKey } = {}) => {
+      const u = new URL(url);
+      if (publicKey) u.searchParams.set("key", publicKey);
+      const res = await fetch(u, { credentials: "same-origin" });
       if (!res.ok) throw new Error(`token: ${res.status} from ${url.pathname}`);
       const body = await res.text();
       try {
@@ -55,7 +62,10 @@ $("token-form").addEventListener("submit", (e) => {
   location.reload();
 });
 
-const client = connect(peer, { token });
+// transport=websocket|webrtc forces one (the default, auto, prefers a
+// WebSocket and falls back to WebRTC); harmless in a URL, it grants nothing.
+const transport = ["websocket", "webrtc"].includes(params.get("transport")) ? params.get("transport") : "auto";
+const client = connect(peer, { token, transport });
 window.immense = client; // for the console, and for browser tests
 
 function setState(state) {
@@ -65,8 +75,10 @@ function setState(state) {
 function showError(err) {
   $("error").textContent = err ? String(err.message || err) : "";
 }
-client.addEventListener("open", () => {
+client.addEventListener("open", (e) => {
   setState("open");
+  $("transport").textContent = `over ${e.detail.transport === "websocket" ? "WebSocket" : "WebRTC"}`;
+  $("transport").dataset.transport = e.detail.transport;
   showError(null);
 });
 client.addEventListener("disconnect", (e) => {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/immense-p2p/immense/internal/bytesize"
-	"github.com/immense-p2p/immense/node"
 )
 
 // Flag binds one command-line flag to one config field: a row of a
@@ -74,27 +73,6 @@ func zeroString(v flag.Value) string {
 // errUsage is returned for a command line that was refused and already
 // reported on the flag set's output.
 var errUsage = errors.New("bad usage")
-
-// Parse parses args into the fields bound on fs, refuses stray arguments,
-// and then fits limits to --max-conns (see fitConns; nil: no limits
-// bound). It returns flag.ErrHelp after -h and a usage error after
-// anything else it refused, both already reported on fs's output: see
-// ExitCode.
-func Parse(fs *flag.FlagSet, args []string, limits *node.Limits) error {
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
-		return errUsage
-	}
-	if limits != nil {
-		given := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-		fitConns(limits, given)
-	}
-	return nil
-}
 
 // ExitCode is the process exit code for an error from Parse: 0 after -h,
 // 2 otherwise.

@@ -34,7 +34,8 @@ func parse(t *testing.T, c *node.Config, args ...string) error {
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	Bind(fs, NodeFlags(c)...)
-	return Parse(fs, args, &c.Limits)
+	_, err := Load(fs, args, &c.Limits, func(string) string { return "" })
+	return err
 }
 
 // TestDefaultsAreThePreset: with no flags the config is the preset, and
@@ -170,5 +171,24 @@ func TestTableFollowsThePreset(t *testing.T) {
 	}
 	if !has(p["default"](), "storage-quota") || !has(p["default"](), "no-browsers") || !has(p["devnet"](), "zone") {
 		t.Error("peer presets: storage or browser flags missing")
+	}
+}
+
+// TestOverlayBudgetFlags: the overlay's budgets against strangers are
+// flags too, landing in overlay.Config.
+func TestOverlayBudgetFlags(t *testing.T) {
+	c := presets()["default"]()
+	err := parse(t, &c, "--dht-peer-max-bytes", "1MiB", "--dht-namespace-max-bytes", "8MiB", "--dht-put-rate", "5",
+		"--rt-max-24", "3", "--gossip-topic-rate", "100", "--gossip-publisher-burst", "50")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := c.Overlay
+	if o.DHTBudget.PeerMaxBytes != 1<<20 || o.DHTBudget.NamespaceMaxBytes != 8<<20 || o.DHTBudget.PutRate != 5 ||
+		o.Diversity.Table24 != 3 || o.TopicMessageRate != 100 || o.PublisherMessageBurst != 50 {
+		t.Errorf("overlay budgets: %+v %+v, topic rate %v, publisher burst %d", o.DHTBudget, o.Diversity, o.TopicMessageRate, o.PublisherMessageBurst)
+	}
+	if err := o.Validate(); err != nil {
+		t.Errorf("the budgets set do not validate: %v", err)
 	}
 }

@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 
+	"github.com/immense-p2p/immense/erasure"
 	"github.com/immense-p2p/immense/node"
 	"github.com/immense-p2p/immense/overlay"
 	"github.com/immense-p2p/immense/webrtc"
@@ -39,8 +41,10 @@ func NodeFlags(c *node.Config) []Flag {
 		{"max-message-size", "largest topic message, e.g. 1MiB", Size(&c.Overlay.MaxMessageSize)},
 		{"app-pub", "app public key `files` (the app.key.pub peer keygen writes; comma-separated during a key rotation): refuse messages on the app's topics that no app peer or browser token authorized, and admit browsers with EdDSA tokens; for volunteers", Strings(&c.AppPubFiles)},
 		{"open-topics", "topic `patterns` anyone may publish to unauthenticated, despite --app-key/--app-pub (comma-separated; a trailing * matches a prefix; default none)", Strings(&c.Overlay.Auth.OpenTopics)},
+		{"require-bound-tokens", "refuse browser messages relayed with a bearer token: only tokens bound to the browser's key (peer token --bind-key; the JS client signs with it) may publish, so no peer that sees a token can reuse it", Bool(&c.Overlay.Auth.RequireBoundTokens)},
 		{"presence", "topic `patterns` with presence: who follows them, for GET /v1/topics/{topic}/presence, browsers and Go (comma-separated; a trailing * matches a prefix; default none)", Strings(&c.Presence.Topics)},
 	}
+	t = append(t, overlayBudgetFlags(&c.Overlay)...)
 	if c.State != nil {
 		t = append(t,
 			Flag{"no-state", "store no shards and offer no state API", Off(&c.State)},
@@ -48,6 +52,7 @@ func NodeFlags(c *node.Config) []Flag {
 			Flag{"app-key", "app key `file` (peer keygen): read and write the app's state namespace, and publish to the app's topics, which this peer then authorizes (default: a key of this node's own, which authorizes nothing)", String(&c.AppKeyFile)},
 			Flag{"zone", "failure-domain label (region, data centre); shards of an object are spread over zones", String(&c.State.Zone)},
 			Flag{"handoff-timeout", "on SIGINT/SIGTERM, hand the shards this peer holds to other peers for at most this long before exiting (0: do not; a second signal cuts it short)", Duration(&c.State.HandoffTimeout)},
+			Flag{"zones", "`file` of trusted failure domains, one \"<peer id> <zone>\" a line: only these zones (and --zone) spread shards, and their peers may share a /24; zones other peers declare are ignored", String(&c.State.ZonesFile)},
 		)
 	}
 	if b := c.Browsers; b != nil {
@@ -57,10 +62,36 @@ func NodeFlags(c *node.Config) []Flag {
 			Flag{"insecure-no-auth", "accept browsers without a token: anyone who reaches --http can read and write every topic", Bool(&b.InsecureNoAuth)},
 			Flag{"ice-server", "STUN/TURN server for browsers' ICE, e.g. stun:stun.example.org:3478 (repeatable)", iceServers{&b.ICEServers}},
 			Flag{"webrtc-public-ip", "public IP to announce to browsers when behind 1:1 NAT (repeatable)", Strings(&b.PublicIPs)},
-			Flag{"webrtc-udp-ports", "UDP port `range` for browser connections, e.g. 50000-50999 (default: any)", portRange{&b.UDPPortMin, &b.UDPPortMax}},
+			Flag{"webrtc-udp-ports", "UDP port `range` for browser connections: all of them share one socket, on the first free port of the range, e.g. 50000-50000 (default: any)", portRange{&b.UDPPortMin, &b.UDPPortMax}},
 		)
 	}
 	return t
+}
+
+// overlayBudgetFlags are the overlay's budgets against what strangers can
+// make a node keep or process (overlay.Config, whose fields' comments give
+// the reasons for the defaults; docs/operating.md explains them).
+func overlayBudgetFlags(o *overlay.Config) []Flag {
+	b, d := &o.DHTBudget, &o.Diversity
+	return []Flag{
+		{"dht-max-bytes", "DHT records kept for others, in all (key and value bytes)", Size(&b.MaxBytes)},
+		{"dht-max-records", "DHT records kept for others, in all", Int(&b.MaxRecords)},
+		{"dht-peer-max-bytes", "DHT record bytes one peer may have stored here", Size(&b.PeerMaxBytes)},
+		{"dht-peer-max-records", "DHT records one peer may have stored here", Int(&b.PeerMaxRecords)},
+		{"dht-namespace-max-bytes", "DHT record bytes of one record namespace (state manifests, handoff hints, providers)", Size(&b.NamespaceMaxBytes)},
+		{"dht-put-rate", "DHT PUT_VALUE and ADD_PROVIDER requests per peer and second (0: no limit)", Float(&b.PutRate)},
+		{"dht-put-burst", "DHT puts one peer may send at once before --dht-put-rate applies", Int(&b.PutBurst)},
+		{"rt-per-bucket-24", "routing-table peers of one /24 (IPv6: /48) in one bucket (0 with the others: no diversity filter)", Int(&d.PerCPL24)},
+		{"rt-max-24", "routing-table peers of one /24 (IPv6: /48) in the whole table", Int(&d.Table24)},
+		{"rt-per-bucket-16", "routing-table peers of one /16 in one bucket", Int(&d.PerCPL16)},
+		{"rt-max-16", "routing-table peers of one /16 in the whole table", Int(&d.Table16)},
+		{"gossip-peer-rate", "gossip messages per second one connected peer may hand us, duplicates included; the excess is dropped (0: no limit)", Float(&o.PeerMessageRate)},
+		{"gossip-peer-burst", "gossip messages one peer may hand us at once", Int(&o.PeerMessageBurst)},
+		{"gossip-topic-rate", "gossip messages per second of one topic let into validation, from all peers (0: no limit)", Float(&o.TopicMessageRate)},
+		{"gossip-topic-burst", "gossip messages of one topic let in at once", Int(&o.TopicMessageBurst)},
+		{"gossip-publisher-rate", "gossip messages per second of one publisher delivered and forwarded; over it its own are rejected and it loses score (0: no limit)", Float(&o.PublisherMessageRate)},
+		{"gossip-publisher-burst", "gossip messages of one publisher at once", Int(&o.PublisherMessageBurst)},
+	}
 }
 
 // fitConns is the one rule both commands apply to --max-conns: limits the
@@ -96,12 +127,29 @@ func (v secretFile) arg() string { return "file" }
 func (v secretFile) String() string { return v.path }
 
 func (v secretFile) Set(path string) error {
-	s, err := webrtc.LoadSecret(path)
+	s, err := LoadTokenSecret(path)
 	if err != nil {
 		return err
 	}
 	*v.p = s
 	return nil
+}
+
+// LoadTokenSecret reads a token secret (webrtc.LoadSecret), refusing an
+// app key or its public half given by mistake: a JSON file would be taken
+// as a secret, and tokens signed with it would verify nowhere.
+func LoadTokenSecret(path string) ([]byte, error) {
+	s, err := webrtc.LoadSecret(path)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := erasure.ParseAppKey(s); err == nil {
+		return nil, fmt.Errorf("%s is an app key (peer keygen), not a token secret: give it as --app-key for EdDSA tokens, or make a secret with peer secret", path)
+	}
+	if bytes.HasPrefix(s, []byte("{")) {
+		return nil, fmt.Errorf("%s holds JSON (an app key's public half?), not a token secret (peer secret writes one)", path)
+	}
+	return s, nil
 }
 
 // iceServers adds one ICE server per comma-separated URL.

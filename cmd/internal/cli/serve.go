@@ -35,6 +35,7 @@ func Serve(ctx context.Context, name string, n *node.Node, httpAddr string, opts
 			return 1
 		}
 		log.Info("HTTP API listening", "url", srv.URL(), "token_file", n.APITokenFile(), "note", "the control API needs Authorization: Bearer <the token in token_file>")
+		log.Info("dashboard", "url", srv.URL()+node.DashboardPath+"#token=<the token in token_file>")
 	}
 	info := Info{PeerID: n.ID().String()}
 	for _, a := range n.Addrs() {

@@ -1,0 +1,42 @@
+// Package netprefix groups IP addresses by the network they are in, for
+// the rules that bound what one network may take (the DHT routing table's
+// diversity filter, shard placement): a /24 for IPv4, a /48 for IPv6, the
+// blocks one operator typically gets. Loopback, private, link-local and
+// unspecified addresses belong to no group: a devnet or a LAN runs all its
+// peers there, and a stranger on the internet cannot appear with one.
+package netprefix
+
+import (
+	"net"
+
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+)
+
+// Exempt reports whether ip belongs to no group (loopback, private,
+// link-local or unspecified).
+func Exempt(ip net.IP) bool {
+	return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsUnspecified()
+}
+
+// Of returns ip's group, "a.b.c.0/24" or "x:y:z::/48", or "" when ip is
+// exempt.
+func Of(ip net.IP) string {
+	if Exempt(ip) {
+		return ""
+	}
+	if v4 := ip.To4(); v4 != nil {
+		return v4.Mask(net.CIDRMask(24, 32)).String() + "/24"
+	}
+	return ip.Mask(net.CIDRMask(48, 128)).String() + "/48"
+}
+
+// OfAddr returns the group of a multiaddr's first IP address (for a relayed
+// address, the relay's), or "" when it is exempt or has none.
+func OfAddr(a ma.Multiaddr) string {
+	ip, err := manet.ToIP(a)
+	if err != nil {
+		return ""
+	}
+	return Of(ip)
+}
