@@ -94,6 +94,38 @@ func (b bus) Resume(ctx context.Context, topic, since string) ([]webrtc.Message,
 	return out, ok, live, nil
 }
 
+// PresenceOn, Present and WatchPresence give browsers presence
+// (webrtc.Presencer, presence.go).
+func (b bus) PresenceOn(topic string) bool { return b.n.presence.on(topic) }
+
+func (b bus) Present(topic, member string, joined bool) {
+	if joined {
+		b.n.presence.join(topic, member)
+	} else {
+		b.n.presence.leave(topic, member)
+	}
+}
+
+func (b bus) WatchPresence(ctx context.Context, topic string) (<-chan webrtc.PresenceEvent, error) {
+	events, err := b.n.WatchPresence(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan webrtc.PresenceEvent, cap(events))
+	b.n.wg.Add(1)
+	go func() {
+		defer b.n.wg.Done()
+		defer close(out)
+		for e := range events {
+			select {
+			case out <- webrtc.PresenceEvent{Topic: e.Topic, Member: e.Member.ID, Peer: e.Member.Peer, Joined: e.Joined}:
+			case <-ctx.Done():
+			}
+		}
+	}()
+	return out, nil
+}
+
 // startBrowsers starts the WebRTC bridge if the config asks for one.
 func (n *Node) startBrowsers() error {
 	if n.cfg.Browsers == nil {

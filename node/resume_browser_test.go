@@ -80,6 +80,21 @@ func TestBrowserReloadRecovers(t *testing.T) {
 	}
 }
 
+// pageServer serves html at path, beside the demo page and the JS client
+// (at /client.js), on an origin of its own.
+func pageServer(t *testing.T, path, html string) *httptest.Server {
+	page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == path {
+			w.Header().Set("Content-Type", "text/html")
+			io.WriteString(w, html)
+			return
+		}
+		webrtc.DemoHandler().ServeHTTP(w, r)
+	}))
+	t.Cleanup(page.Close)
+	return page
+}
+
 // movePage follows a room through the JS client with a list of two peers,
 // recording every message's text in window.got.
 const movePage = `<!doctype html><script type="module">
@@ -111,15 +126,7 @@ func TestBrowserMovesPeers(t *testing.T) {
 		for range other {
 		}
 	}()
-	page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/move.html" {
-			w.Header().Set("Content-Type", "text/html")
-			io.WriteString(w, movePage)
-			return
-		}
-		webrtc.DemoHandler().ServeHTTP(w, r)
-	}))
-	t.Cleanup(page.Close)
+	page := pageServer(t, "/move.html", movePage)
 	br := browser(t)
 	run := func(what string, actions ...chromedp.Action) {
 		t.Helper()

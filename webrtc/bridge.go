@@ -26,6 +26,12 @@ type feed struct {
 	// subs is replaced, never modified, under bridge.mu, so the fan-out
 	// reads it without a lock.
 	subs atomic.Pointer[[]*session]
+
+	// presence is on for the topic (presence.go); members is the
+	// topic's membership as the Bus reported it, guarded by mu.
+	presence bool
+	mu       sync.Mutex
+	members  map[[2]string]struct{}
 }
 
 func newBridge(srv *Server) *bridge {
@@ -54,6 +60,7 @@ func (b *bridge) join(topic string, s *session) error {
 		b.srv.metrics.topics.Inc()
 		b.srv.wg.Add(1)
 		go b.run(f, sub)
+		b.watchPresence(f)
 	}
 	// A session that closed meanwhile has already left its topics; it
 	// must not be added back behind its close.
@@ -75,16 +82,21 @@ func (b *bridge) join(topic string, s *session) error {
 // subscription when the last one leaves.
 func (b *bridge) leave(topic string, s *session) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	f, ok := b.feeds[topic]
 	if !ok {
+		b.mu.Unlock()
 		return
 	}
 	subs := *f.subs.Load()
-	if i := slices.Index(subs, s); i >= 0 {
+	i := slices.Index(subs, s)
+	if i >= 0 {
 		f.subs.Store(ptr(slices.Delete(slices.Clone(subs), i, i+1)))
 	}
 	b.dropIfEmpty(f)
+	b.mu.Unlock()
+	if i >= 0 && f.presence {
+		b.srv.bus.(Presencer).Present(topic, s.member(), false)
+	}
 }
 
 // dropIfEmpty ends f if nobody follows it. b.mu must be held.

@@ -41,6 +41,28 @@ type Resumer interface {
 	Resume(ctx context.Context, topic, since string) (replay []Message, recovered bool, live func(id string) bool, err error)
 }
 
+// Presencer is a Bus that tracks who follows a topic, for the topics
+// with presence. The bridge reports each browser that follows such a
+// topic, and forwards the topic's events to its browsers as PRESENCE
+// frames.
+type Presencer interface {
+	// PresenceOn reports whether topic has presence.
+	PresenceOn(topic string) bool
+	// Present says that member (a browser: "token:<sub>", or
+	// "session:<n>" without a token subject) follows topic, or no longer
+	// does.
+	Present(topic, member string, joined bool)
+	// WatchPresence returns the topic's events, a join for each current
+	// member first; the channel is closed once ctx ends.
+	WatchPresence(ctx context.Context, topic string) (<-chan PresenceEvent, error)
+}
+
+// PresenceEvent is a member joining or leaving a topic.
+type PresenceEvent struct {
+	Topic, Member, Peer string
+	Joined              bool
+}
+
 // Subscription delivers the messages of one topic, in the order this peer
 // receives them, to the bridge's fan-out, which reads it directly. It is
 // the one hand-off between the overlay and the browsers: the Bus queues

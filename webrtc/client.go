@@ -378,6 +378,8 @@ func (c *Client) handle(f *frame) bool {
 		case <-c.done:
 			return false
 		}
+	case framePresence:
+		// Presence is for browsers (immense.js); this client ignores it.
 	case frameAck:
 		c.answer(f.req, nil)
 	case frameError:

@@ -32,6 +32,7 @@ const (
 	// frameSignedPublish is a publish signed with the browser key its
 	// token is bound to (Claims.Key).
 	frameSignedPublish frameType = 8
+	framePresence      frameType = 9
 )
 
 func (t frameType) String() string {
@@ -52,6 +53,8 @@ func (t frameType) String() string {
 		return "batch"
 	case frameSignedPublish:
 		return "signed-publish"
+	case framePresence:
+		return "presence"
 	}
 	return "unknown"
 }
@@ -152,6 +155,7 @@ type frame struct {
 	from    string    // message
 	time    int64     // message: microseconds since the Unix epoch, 0 if unknown; signed-publish: milliseconds
 	since   string    // subscribe: resume after this position, "" for live only
+	joined  bool      // presence: a join (else a leave); id is the member, from its peer
 	code    ErrorCode // error
 	reason  string    // error
 	batch   [][]byte  // batch to encode: the encoded inner frames
@@ -222,6 +226,17 @@ func appendFrame(dst []byte, f *frame) ([]byte, error) {
 		dst = appendStr16(dst, f.from)
 		dst = binary.BigEndian.AppendUint64(dst, uint64(f.time))
 		dst = appendBytes32(dst, f.payload)
+	case framePresence:
+		if err := ValidateTopic(f.topic); err != nil {
+			return nil, err
+		}
+		if len(f.id) > math.MaxUint16 || len(f.from) > math.MaxUint16 {
+			return nil, fmt.Errorf("%w: member or peer longer than %d bytes", ErrBadFrame, math.MaxUint16)
+		}
+		dst = appendStr8(dst, f.topic)
+		dst = append(dst, boolByte(f.joined))
+		dst = appendStr16(dst, f.id)
+		dst = appendStr16(dst, f.from)
 	case frameAck:
 		dst = binary.BigEndian.AppendUint32(dst, f.req)
 	case frameError:
@@ -320,6 +335,17 @@ func decodeFrameDepth(b []byte, max int, allowBatch bool) (frame, error) {
 		f.from = r.str16()
 		f.time = int64(r.u64())
 		f.payload = r.bytes32()
+	case framePresence:
+		f.topic = r.str8()
+		switch j := r.take(1); {
+		case j == nil:
+		case j[0] > 1:
+			return f, fmt.Errorf("%w: presence flag %d", ErrBadFrame, j[0])
+		default:
+			f.joined = j[0] == 1
+		}
+		f.id = r.str16()
+		f.from = r.str16()
 	case frameAck:
 		f.req = r.u32()
 	case frameError:
@@ -362,7 +388,7 @@ func decodeFrameDepth(b []byte, max int, allowBatch bool) (frame, error) {
 		return f, fmt.Errorf("%w: %s frame: %d trailing bytes", ErrBadFrame, f.typ, len(r.b))
 	}
 	switch f.typ {
-	case frameSubscribe, frameUnsubscribe, framePublish, frameSignedPublish, frameMessage:
+	case frameSubscribe, frameUnsubscribe, framePublish, frameSignedPublish, frameMessage, framePresence:
 		if err := ValidateTopic(f.topic); err != nil {
 			return f, err
 		}
@@ -387,6 +413,13 @@ func codeFor(err error) ErrorCode {
 		return CodeInvalidTopic
 	}
 	return CodeBadFrame
+}
+
+func boolByte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func toMicros(t time.Time) int64 {

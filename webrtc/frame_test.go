@@ -40,6 +40,8 @@ func goldenFrames(t testing.TB) []struct {
 	}{
 		{"subscribe", frame{typ: frameSubscribe, req: 1, topic: "chat"}},
 		{"subscribe-since", frame{typ: frameSubscribe, req: 2, topic: "chat", since: "1700000000123456789-42-12D3KooWpeer"}},
+		{"presence-join", frame{typ: framePresence, topic: "chat", joined: true, id: "token:alice", from: "12D3KooWpeer"}},
+		{"presence-leave", frame{typ: framePresence, topic: "chat", id: "session:7", from: "12D3KooWpeer"}},
 		{"error-gap", frame{typ: frameError, code: CodeGap, topic: "chat", reason: "resumed from before the topic's history: messages were lost"}},
 		{"unsubscribe", frame{typ: frameUnsubscribe, req: 0xfffffffe, topic: "a.b_c:d/e-f"}},
 		{"publish", frame{typ: framePublish, req: 3, topic: "chat", payload: []byte("héllo")}},

@@ -59,6 +59,10 @@ func (s *session) filterResumed(topic string, rs *resumeState, wire, frames [][]
 	}
 	kept := frames[:0:0]
 	for i, b := range frames {
+		if b[1] != byte(frameMessage) { // presence: never a replay
+			kept = append(kept, b)
+			continue
+		}
 		if rs.live == nil || rs.live(frameID(b)) {
 			// From the first new message on, nothing can be a replay.
 			delete(s.resume, topic)

@@ -271,6 +271,7 @@ func (s *session) subscribe(f *frame) {
 		return
 	}
 	s.ack(f.req)
+	s.srv.bridge.present(f.topic, s)
 	if f.since != "" {
 		s.replay(f.topic, f.since)
 	}

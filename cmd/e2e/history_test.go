@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -62,6 +63,20 @@ func subscribeFrom(t *testing.T, base, topic, lastID string) <-chan event {
 	return out
 }
 
+// startBootstrap builds the binaries, starts a bootstrap node and returns
+// the peer binary, the node and its TCP address.
+func startBootstrap(t *testing.T) (peerBin string, boot *proc, tcpAddr string) {
+	t.Helper()
+	peerBin, bootBin := binaries(t)
+	boot = start(t, "bootstrap", bootBin, append([]string{"--data-dir", t.TempDir()}, loopback...)...)
+	for _, a := range boot.info.Addrs {
+		if strings.Contains(a, "/tcp/") {
+			tcpAddr = a
+		}
+	}
+	return peerBin, boot, tcpAddr
+}
+
 // nextEvents reads n events, or fails after 30 s.
 func nextEvents(t *testing.T, who string, c <-chan event, n int) []event {
 	t.Helper()
@@ -95,14 +110,7 @@ func TestSSEResumeAcrossPeers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs processes")
 	}
-	peerBin, bootBin := binaries(t)
-	boot := start(t, "bootstrap", bootBin, append([]string{"--data-dir", t.TempDir()}, loopback...)...)
-	var tcpAddr string
-	for _, a := range boot.info.Addrs {
-		if strings.Contains(a, "/tcp/") {
-			tcpAddr = a
-		}
-	}
+	peerBin, boot, tcpAddr := startBootstrap(t)
 	args := func(dir string) []string {
 		return append([]string{"--data-dir", dir, "--mode", "server", "--bootstrap", tcpAddr}, loopback...)
 	}
@@ -164,6 +172,79 @@ func TestSSEResumeAcrossPeers(t *testing.T) {
 	again := subscribeFrom(t, b.info.HTTP, "resume", lastID)
 	expectMessages(t, "client resumed on restarted b", nextEvents(t, "client resumed on restarted b", again, 11), 10)
 	for _, p := range []*proc{b, pub, boot} {
+		p.stop()
+	}
+}
+
+// TestPresenceProcesses: two peers run with --presence; an SSE subscriber
+// on each makes its peer a member, and GET /v1/topics/{topic}/presence on
+// either lists both once the announcements have gone round; when one
+// subscriber leaves, its peer goes from the other's list.
+func TestPresenceProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs processes")
+	}
+	peerBin, boot, tcpAddr := startBootstrap(t)
+	var peers []*proc
+	for _, name := range []string{"a", "b"} {
+		p := start(t, name, peerBin, append([]string{"--data-dir", t.TempDir(), "--mode", "server", "--bootstrap", tcpAddr, "--presence", "room*"}, loopback...)...)
+		p.waitLog("joined overlay", 30*time.Second)
+		peers = append(peers, p)
+	}
+	a, b := peers[0], peers[1]
+	subscribeFrom(t, a.info.HTTP, "room1", "")
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, "GET", b.info.HTTP+"/v1/topics/room1", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	members := func(p *proc) map[string]bool {
+		r, err := http.Get(p.info.HTTP + "/v1/topics/room1/presence")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Body.Close()
+		var body struct {
+			Count   int `json:"count"`
+			Members []struct {
+				ID, Peer string
+			} `json:"members"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			t.Fatalf("%s: presence: %v", p.name, err)
+		}
+		out := map[string]bool{}
+		for _, m := range body.Members {
+			out[m.Peer] = true
+		}
+		return out
+	}
+	await := func(who *proc, want ...string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second) // discovery, meshes, then 5 s announcements
+		for {
+			got := members(who)
+			ok := len(got) == len(want)
+			for _, w := range want {
+				ok = ok && got[w]
+			}
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s lists %v, want %v", who.name, got, want)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	await(a, a.info.PeerID, b.info.PeerID)
+	await(b, a.info.PeerID, b.info.PeerID)
+	cancel() // b's subscriber leaves
+	await(a, a.info.PeerID)
+	for _, p := range []*proc{a, b, boot} {
 		p.stop()
 	}
 }

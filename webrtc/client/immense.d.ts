@@ -140,8 +140,24 @@ export interface SubscribeOptions {
   since?: string | Date;
 }
 
+/** A member of a topic with presence: a browser ("token:<sub>", or "session:<n>" without a subject) or a peer (its id), and the peer it is on. */
+export interface Member {
+  id: string;
+  peer: string;
+}
+
+export interface PresenceDetail {
+  topic: string;
+  member: Member;
+  joined: boolean;
+  /** Members after the change. */
+  count: number;
+}
+
 export interface ClientEventMap {
   open: CustomEvent<OpenDetail>;
+  /** A member joined or left a subscribed topic with presence (the current members come as joins after subscribing). */
+  presence: CustomEvent<PresenceDetail>;
   /** A resume (after a reconnect, or from options.since) reached further back than the peer's history. */
   gap: CustomEvent<GapDetail>;
   disconnect: CustomEvent<DisconnectDetail>;
@@ -163,6 +179,8 @@ export declare class Client extends EventTarget {
   readonly ready: Promise<void>;
   /** Calls handler with every message of topic (from history first, with options.since); resolves once the server confirmed. */
   subscribe(topic: string, handler: MessageHandler, options?: SubscribeOptions): Promise<void>;
+  /** The members of a subscribed topic with presence, as last reported by the peer. */
+  members(topic: string): Member[];
   /** Removes handler (all handlers if omitted) from topic. */
   unsubscribe(topic: string, handler?: MessageHandler): Promise<void>;
   /** Publishes data (strings as UTF-8); resolves when the peer accepted it. */
@@ -202,7 +220,9 @@ export declare function offerURL(url: string | URL): string;
 
 /** A decoded frame (see docs/browser-protocol.md). */
 export interface Frame {
-  type: "subscribe" | "unsubscribe" | "publish" | "message" | "ack" | "error" | "batch" | "signed-publish";
+  type: "subscribe" | "unsubscribe" | "publish" | "message" | "ack" | "error" | "batch" | "signed-publish" | "presence";
+  /** Presence: a join (else a leave); id is the member, from its peer. */
+  joined?: boolean;
   req?: number;
   topic?: string;
   /** Subscribe: the position (or RFC 3339 time) to resume after. */

@@ -46,8 +46,9 @@ const T_ACK = 5;
 const T_ERROR = 6;
 const T_BATCH = 7;
 const T_SIGNED_PUBLISH = 8;
+const T_PRESENCE = 9;
 
-const TYPE_NAMES = ["", "subscribe", "unsubscribe", "publish", "message", "ack", "error", "batch", "signed-publish"];
+const TYPE_NAMES = ["", "subscribe", "unsubscribe", "publish", "message", "ack", "error", "batch", "signed-publish", "presence"];
 
 /** Size of an Ed25519 signature. */
 const SIG_SIZE = 64;
@@ -136,7 +137,8 @@ const utf8dec = new TextDecoder();
 export function encodeFrame(f) {
   const type = TYPE_NAMES.indexOf(f.type);
   if (type < 1) throw new TypeError(`unknown frame type ${f.type}`);
-  const hasTopic = type === T_SUBSCRIBE || type === T_UNSUBSCRIBE || type === T_PUBLISH || type === T_SIGNED_PUBLISH || type === T_MESSAGE;
+  const hasTopic =
+    type === T_SUBSCRIBE || type === T_UNSUBSCRIBE || type === T_PUBLISH || type === T_SIGNED_PUBLISH || type === T_MESSAGE || type === T_PRESENCE;
   if (hasTopic || (type === T_ERROR && f.topic)) validateTopic(f.topic);
   const topic = f.topic ? utf8.encode(f.topic) : new Uint8Array(0);
   const payload = f.payload ?? new Uint8Array(0);
@@ -161,6 +163,9 @@ export function encodeFrame(f) {
     case T_MESSAGE:
       if (id.length > 0xffff || from.length > 0xffff) throw new RangeError("message id or publisher too long");
       size += 1 + topic.length + 2 + id.length + 2 + from.length + 8 + 4 + payload.length;
+      break;
+    case T_PRESENCE:
+      size += 1 + topic.length + 1 + 2 + id.length + 2 + from.length;
       break;
     case T_ACK:
       size += 4;
@@ -205,6 +210,12 @@ export function encodeFrame(f) {
       w.str16(from);
       w.i64(f.time ?? 0);
       w.bytes32(payload);
+      break;
+    case T_PRESENCE:
+      w.str8(topic);
+      w.u8(f.joined ? 1 : 0);
+      w.str16(id);
+      w.str16(from);
       break;
     case T_ACK:
       w.u32(f.req ?? 0);
@@ -281,6 +292,15 @@ function decode(bytes, maxSize, allowBatch) {
       f.time = r.i64();
       f.payload = r.bytes32();
       break;
+    case T_PRESENCE: {
+      f.topic = r.str8();
+      const j = r.u8();
+      if (j > 1) throw new FrameError(`presence flag ${j}`);
+      f.joined = j === 1;
+      f.id = r.str16();
+      f.from = r.str16();
+      break;
+    }
     case T_ACK:
       f.req = r.u32();
       break;
@@ -518,6 +538,8 @@ export class Client extends EventTarget {
     this._urlIndex = 0;
     /** Per topic, the position of the last message delivered, to resume after. */
     this._cursors = new Map();
+    /** Per topic with presence, its members by "id peer". */
+    this._members = new Map();
     this.options = { ...DEFAULTS, ...options, reconnect: { ...DEFAULTS.reconnect, ...(options.reconnect ?? {}) } };
     this._fetch = this.options.fetch ?? globalThis.fetch.bind(globalThis);
     this._RTCPeerConnection = this.options.RTCPeerConnection ?? globalThis.RTCPeerConnection;
@@ -564,6 +586,24 @@ export class Client extends EventTarget {
       this._rejectReady = reject;
     });
     this.ready.catch(() => {}); // an unobserved failure is reported by "close"
+    // A page that goes away closes its channel, so that the peer sees the
+    // browser leave (presence) at once rather than when ICE times out.
+    // A page kept in the back/forward cache hangs up too, and calls again
+    // (resuming) if it is shown again.
+    this._onPageHide = (e) => {
+      if (!e.persisted) return this.close();
+      this._onDisconnect(this._gen, new Error("page hidden"));
+      clearTimeout(this._retryTimer);
+      this._hidden = true;
+    };
+    this._onPageShow = (e) => {
+      if (e.persisted && this._hidden && this.state === "connecting") {
+        this._hidden = false;
+        this._connect();
+      }
+    };
+    globalThis.addEventListener?.("pagehide", this._onPageHide);
+    globalThis.addEventListener?.("pageshow", this._onPageShow);
     this._connect();
   }
 
@@ -613,6 +653,7 @@ export class Client extends EventTarget {
     if (handler && set.size > 0) return Promise.resolve();
     this._handlers.delete(topic);
     this._cursors.delete(topic);
+    this._members.delete(topic);
     this._ready.get(topic)?.reject(new Error("unsubscribed"));
     this._ready.delete(topic);
     if (this.state !== "open") return Promise.resolve(); // nothing to undo on the server
@@ -648,6 +689,16 @@ export class Client extends EventTarget {
   async publicKey() {
     const kp = await this._keyPair;
     return base64url(new Uint8Array(await crypto.subtle.exportKey("raw", kp.publicKey)));
+  }
+
+  /**
+   * The members of topic, for a topic with presence (the peer sends them
+   * once subscribed, and each join and leave as a "presence" event).
+   * @param {string} topic
+   * @returns {{id: string, peer: string}[]}
+   */
+  members(topic) {
+    return [...(this._members.get(topic)?.values() ?? [])];
   }
 
   /** Closes the connection for good; pending calls reject. */
@@ -824,6 +875,7 @@ export class Client extends EventTarget {
     if (gen !== this._gen || this.state === "closed") return;
     this._gen++; // late events of this connection are now stale
     clearTimeout(this._connectTimer);
+    this._members.clear(); // the next peer sends them again
     this._teardown();
     this.state = "connecting";
     // Requests in flight may or may not have reached the server; they
@@ -868,6 +920,8 @@ export class Client extends EventTarget {
   _shutdown(error) {
     if (this.state === "closed") return;
     this.state = "closed";
+    globalThis.removeEventListener?.("pagehide", this._onPageHide);
+    globalThis.removeEventListener?.("pageshow", this._onPageShow);
     this._gen++;
     clearTimeout(this._retryTimer);
     clearTimeout(this._connectTimer);
@@ -998,6 +1052,18 @@ export class Client extends EventTarget {
             this._emitError(err);
           }
         }
+        return;
+      }
+      case "presence": {
+        if (!this._handlers.has(f.topic)) return;
+        let m = this._members.get(f.topic);
+        if (!m) this._members.set(f.topic, (m = new Map()));
+        const member = { id: f.id, peer: f.from };
+        const key = `${f.id} ${f.from}`;
+        if (f.joined === m.has(key)) return; // nothing changes
+        if (f.joined) m.set(key, member);
+        else m.delete(key);
+        this.dispatchEvent(new CustomEvent("presence", { detail: { topic: f.topic, member, joined: f.joined, count: m.size } }));
         return;
       }
       case "ack": {

@@ -92,6 +92,12 @@ client.addEventListener("close", (e) => {
 client.addEventListener("gap", (e) => {
   if (e.detail.topic === room && resumed) showError("some messages of this room were missed while away (older than the peer's history)");
 });
+// Who is here, on a room with presence (the peer's --presence topics).
+client.addEventListener("presence", (e) => {
+  if (e.detail.topic !== room) return;
+  const names = client.members(room).map((m) => m.id.replace(/^token:/, ""));
+  $("present").textContent = names.length ? `here: ${[...new Set(names)].sort().join(", ")}` : "";
+});
 client.addEventListener("error", (e) => {
   const err = e.detail.error;
   if (err.code === ErrorCode.MESSAGES_DROPPED) return; // the counter shows it

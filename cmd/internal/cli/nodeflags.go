@@ -42,6 +42,7 @@ func NodeFlags(c *node.Config) []Flag {
 		{"app-pub", "app public key `files` (the app.key.pub peer keygen writes; comma-separated during a key rotation): refuse messages on the app's topics that no app peer or browser token authorized, and admit browsers with EdDSA tokens; for volunteers", Strings(&c.AppPubFiles)},
 		{"open-topics", "topic `patterns` anyone may publish to unauthenticated, despite --app-key/--app-pub (comma-separated; a trailing * matches a prefix; default none)", Strings(&c.Overlay.Auth.OpenTopics)},
 		{"require-bound-tokens", "refuse browser messages relayed with a bearer token: only tokens bound to the browser's key (peer token --bind-key; the JS client signs with it) may publish, so no peer that sees a token can reuse it", Bool(&c.Overlay.Auth.RequireBoundTokens)},
+		{"presence", "topic `patterns` with presence: who follows them, for GET /v1/topics/{topic}/presence, browsers and Go (comma-separated; a trailing * matches a prefix; default none)", Strings(&c.Presence.Topics)},
 	}
 	t = append(t, overlayBudgetFlags(&c.Overlay)...)
 	if c.State != nil {
