@@ -11,8 +11,10 @@ import (
 
 	"github.com/immense-p2p/immense/erasure"
 	"github.com/immense-p2p/immense/internal/bytesize"
+	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/core/routing"
 	routedhost "github.com/libp2p/go-libp2p/p2p/host/routed"
 )
 
@@ -66,7 +68,7 @@ func (n *Node) startState() error {
 		Host:     routedhost.Wrap(n.host, n.overlay.DHT()),
 		Key:      key,
 		Store:    store,
-		Records:  n.overlay.DHT(),
+		Records:  loneRecords{n.overlay.DHT()},
 		Peers:    storagePeers{n},
 		KeysFile: filepath.Join(n.cfg.DataDir, stateKeyFile),
 	})
@@ -195,6 +197,25 @@ func (n *Node) HandoffTimeout() time.Duration {
 	return n.cfg.State.HandoffTimeout
 }
 
+// loneRecords is the DHT as the state's record store, for a peer that may
+// be alone: kad-dht keeps a record in its own datastore before it looks
+// for other peers to send it to, and fails the put when its routing table
+// is empty. For a lone peer (the one-laptop deployment) the local copy is
+// the whole truth; the DHT's republisher spreads it once peers arrive.
+type loneRecords struct{ dht erasure.Records }
+
+func (r loneRecords) PutValue(ctx context.Context, key string, value []byte, opts ...routing.Option) error {
+	err := r.dht.PutValue(ctx, key, value, opts...)
+	if errors.Is(err, kb.ErrLookupFailure) {
+		return nil
+	}
+	return err
+}
+
+func (r loneRecords) GetValue(ctx context.Context, key string, opts ...routing.Option) ([]byte, error) {
+	return r.dht.GetValue(ctx, key, opts...)
+}
+
 // storagePeers offers the erasure service candidate holders: the DHT's
 // closest peers to the key, then every connected peer, minus those known
 // not to serve shards (bootstrap nodes).
@@ -221,9 +242,14 @@ func (p storagePeers) StoragePeers(ctx context.Context, key string) ([]erasure.P
 		}
 		out = append(out, erasure.PeerInfo{ID: id, Zone: peerZone(p.n, id)})
 	}
-	if len(out) == 0 && err != nil {
+	if len(out) == 0 && err != nil && !errors.Is(err, kb.ErrLookupFailure) {
 		return nil, fmt.Errorf("DHT lookup of the closest peers: %w", err)
 	}
+	// An empty routing table and no connection: this peer is alone (the
+	// one-laptop deployment). It is then the only candidate and keeps the
+	// object itself (k=1, m=0; the answer's target_met is false). Repair
+	// regenerates lost shards but does not widen an object, so a write
+	// made once peers have joined is what spreads it.
 	return out, nil
 }
 

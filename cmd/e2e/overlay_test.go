@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -184,6 +185,31 @@ func TestLonePeer(t *testing.T) {
 	}
 	if d := time.Since(start); d > n*time.Second {
 		t.Errorf("%d publish-and-deliver round trips on a lone peer took %v (the 2 s discovery wait is back?)", n, d)
+	}
+
+	// State on a peer alone: it holds every shard itself (target_met
+	// false), and reads, overwrites and deletes work.
+	stateURL := p.info.HTTP + "/v1/state/notes"
+	for _, v := range []string{"first", "second"} {
+		req, _ := http.NewRequest(http.MethodPut, stateURL, strings.NewReader(v))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"target_met":false`) {
+			t.Fatalf("PUT %q on a lone peer: %s %s", v, resp.Status, body)
+		}
+		resp, err = http.Get(stateURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(got) != v {
+			t.Fatalf("GET after PUT %q on a lone peer: %s %q", v, resp.Status, got)
+		}
 	}
 	p.stop()
 }
