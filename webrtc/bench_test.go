@@ -290,13 +290,12 @@ var centrifugeBuild = sync.OnceValues(func() (string, error) {
 // centrifugeServer is the centrifuge library over WebSockets, running in a
 // process of its own (centrifugebench/main.go describes the protocol).
 type centrifugeServer struct {
-	cmd  *exec.Cmd
-	url  string
-	base uint64 // heap+stacks with no subscriber
-	mu   sync.Mutex
-	in   io.WriteCloser
-	out  *bufio.Scanner
-	err  error // the first failure of the process
+	cmd *exec.Cmd
+	url string
+	mu  sync.Mutex
+	in  io.WriteCloser
+	out *bufio.Scanner
+	err error // the first failure of the process
 }
 
 func startCentrifuge() (*centrifugeServer, error) {
@@ -313,9 +312,6 @@ func startCentrifuge() (*centrifugeServer, error) {
 		return nil, err
 	}
 	for s.out.Scan() {
-		if v, ok := strings.CutPrefix(s.out.Text(), "BASE "); ok {
-			s.base, _ = strconv.ParseUint(v, 10, 64)
-		}
 		if v, ok := strings.CutPrefix(s.out.Text(), "URL "); ok {
 			s.url = v
 			return s, nil
@@ -423,11 +419,9 @@ func benchFanout(b *testing.B, mode string, k int) {
 	defer bs.close()
 	var url string
 	heapNow, cpuNow := heapAndStacks, cpuTime
-	var m0 uint64 // the server's memory with no subscriber
 	if cs, ok := bs.(*centrifugeServer); ok {
 		url = cs.url
 		heapNow, cpuNow = cs.heap, cs.cpu
-		m0 = cs.base
 	} else {
 		hs := httptest.NewServer(bs.(http.Handler))
 		defer hs.Close()
@@ -435,8 +429,8 @@ func benchFanout(b *testing.B, mode string, k int) {
 		if mode == "ws" || mode == "barews" {
 			url = "ws" + strings.TrimPrefix(hs.URL, "http") + WebSocketPath
 		}
-		m0 = settledHeap()
 	}
+	m0 := settledHeap(heapNow) // the server's memory with no subscriber
 
 	// Messages flow from the start, so that each subscriber's first
 	// message measures its connection time.
@@ -574,19 +568,17 @@ func (p *benchPublisher) tick() {
 	p.publishOne(p.due)
 }
 
-// heapAndStacks returns the memory in use after a full collection. Two
-// collections empty sync.Pools (which keep a victim generation), so that
-// buffers pooled by an earlier sub-benchmark are not counted.
 // settledHeap waits (up to 10 s) until the previous sub-benchmark's
 // connections have finished closing, which pion does on goroutines of its
 // own, and returns the heap then: measured too early, their memory is
 // freed during this run and the per-subscriber figure comes out too low,
-// even negative.
-func settledHeap() uint64 {
-	prev := heapAndStacks()
+// even negative. heapNow reads the server's memory: this process's, or the
+// centrifuge process's.
+func settledHeap(heapNow func() uint64) uint64 {
+	prev := heapNow()
 	for range 20 {
 		time.Sleep(500 * time.Millisecond)
-		m := heapAndStacks()
+		m := heapNow()
 		if max(m, prev)-min(m, prev) < prev/100 {
 			return m
 		}
@@ -595,6 +587,9 @@ func settledHeap() uint64 {
 	return prev
 }
 
+// heapAndStacks returns the memory in use after a full collection. Two
+// collections empty sync.Pools (which keep a victim generation), so that
+// buffers pooled by an earlier sub-benchmark are not counted.
 func heapAndStacks() uint64 {
 	runtime.GC()
 	runtime.GC()
@@ -893,17 +888,7 @@ func wsFarmDial(ctx context.Context, url string) (<-chan []byte, func(), error) 
 			}
 		}
 	}()
-	select {
-	case err := <-acked:
-		if err != nil {
-			c.Close()
-			return nil, nil, err
-		}
-	case <-ctx.Done():
-		c.Close()
-		return nil, nil, ctx.Err()
-	}
-	return ch, func() { c.Close() }, nil
+	return awaitSubscribed(ctx, c, acked, ch)
 }
 
 // centrifugeFarmDial connects one subscriber with centrifuge's JSON
@@ -973,17 +958,7 @@ func centrifugeFarmDial(ctx context.Context, url string) (<-chan []byte, func(),
 			}
 		}
 	}()
-	select {
-	case err := <-acked:
-		if err != nil {
-			c.Close()
-			return nil, nil, err
-		}
-	case <-ctx.Done():
-		c.Close()
-		return nil, nil, ctx.Err()
-	}
-	return ch, func() { c.Close() }, nil
+	return awaitSubscribed(ctx, c, acked, ch)
 }
 
 // centrifugePublication picks the sequence number and due time out of a
@@ -1016,4 +991,20 @@ func centrifugePublication(line []byte) ([]byte, bool) {
 	binary.BigEndian.PutUint64(p, seq)
 	binary.BigEndian.PutUint64(p[8:], due)
 	return p, true
+}
+
+// awaitSubscribed returns a WebSocket subscriber's messages once its
+// reader has reported the subscription (nil on acked) or its failure.
+func awaitSubscribed(ctx context.Context, c *websocket.Conn, acked <-chan error, ch <-chan []byte) (<-chan []byte, func(), error) {
+	select {
+	case err := <-acked:
+		if err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+	case <-ctx.Done():
+		c.Close()
+		return nil, nil, ctx.Err()
+	}
+	return ch, func() { c.Close() }, nil
 }

@@ -10,7 +10,6 @@
 //
 // Protocol, one line each way:
 //
-//	out at start:   BASE <bytes>       heap+stacks once the node runs, settled
 //	out at start:   URL <ws url>       where subscribers connect (JSON protocol)
 //	in  PUB <json>  -> OK | ERR <msg>  publish <json> to channel "bench"
 //	in  HEAP        -> HEAP <bytes>    heap+stacks after GC
@@ -73,8 +72,6 @@ func main() {
 	go func() { _ = hs.Serve(ln) }()
 	in := bufio.NewScanner(os.Stdin)
 	in.Buffer(make([]byte, 64<<10), 1<<20)
-	// The node's own memory (metrics, caches) is not per subscriber.
-	fmt.Fprintf(out, "BASE %d\n", settledHeap())
 	fmt.Fprintf(out, "URL ws://%s/connection/websocket\n", ln.Addr())
 	_ = out.Flush()
 	for in.Scan() {
@@ -99,23 +96,6 @@ func main() {
 	defer cancel()
 	_ = hs.Close()
 	_ = node.Shutdown(ctx)
-}
-
-// settledHeap returns heap+stacks after a full collection, once two
-// readings half a second apart agree within 1 % (closing connections free
-// memory on goroutines of their own), as BenchmarkFanout measures its
-// in-process servers.
-func settledHeap() uint64 {
-	prev := heapAndStacks()
-	for range 20 {
-		time.Sleep(500 * time.Millisecond)
-		m := heapAndStacks()
-		if max(m, prev)-min(m, prev) < prev/100 {
-			return m
-		}
-		prev = m
-	}
-	return prev
 }
 
 // heapAndStacks collects twice, so that sync.Pools (which keep a victim
