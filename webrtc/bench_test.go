@@ -1,11 +1,18 @@
 package webrtc
 
-// BenchmarkFanout measures 1 publisher -> K data channel subscribers on one
-// server, for this package's stack (frames, auth, queues, batching) and for
-// bare pion data channels doing the same fan-out with none of it (the
-// floor). Run it alone, for example:
+// BenchmarkFanout measures 1 publisher -> K subscribers on one server, for
+// this package's stack (frames, auth, queues, batching) over data channels
+// and over WebSockets, for bare pion data channels and bare gorilla
+// WebSockets doing the same fan-out with none of it (the floors), and for
+// the centrifuge library over WebSockets (a reference server of the same
+// kind). Run it alone, for example:
 //
 //	go test ./webrtc -run '^$' -bench Fanout -benchtime 1000x -webrtc.bench-k 100,500
+//
+// Centrifuge is not a dependency of this module: mode "centrifuge" builds
+// the nested module in centrifugebench/ with the go command (so it needs
+// the module cache or proxy; without them it skips) and runs it as the
+// server process, asking it for its own CPU time and memory.
 //
 // Each iteration publishes one message; the publisher is paced at
 // -webrtc.bench-rate messages per second (default 200), so 1000x takes five
@@ -14,20 +21,25 @@ package webrtc
 // process are the server's alone. Reported per sub-benchmark:
 //
 //	deliv/s        messages received per second, all subscribers together
-//	p50-ms p99-ms  publish -> receive latency
+//	pub/s          messages actually published per second; below the
+//	               offered rate when publishing blocks on a busy server
+//	p50-ms p99-ms  latency from the time a message was due to be
+//	               published (its slot in the schedule) to its receipt
 //	cpu-s/1k-deliv server CPU seconds (user+sys) per 1000 deliveries
 //	deliv/cpu-s    the same, inverted: deliveries per server CPU second
-//	KiB/sub        server heap+stacks per connected subscriber
-//	first-msg-ms   median time from a client starting its offer to its
-//	               first message
+//	KiB/sub        server heap+stacks per connected subscriber, over the
+//	               server's own once it runs with no subscriber
+//	first-msg-ms   median time from a client starting its offer (or
+//	               WebSocket dial) to its first message
 //	lost           messages published but not received (drops)
 //	client-cpu-s/1k-deliv  the subscriber process's CPU per 1000 deliveries
 //	               (it shares the machine, so it limits the server too)
 //
-// The run ends with a table comparing the stack with the floor.
+// The run ends with a table of all modes and the ratios between them.
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -40,6 +52,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -59,7 +72,8 @@ var (
 	benchK       = flag.String("webrtc.bench-k", "100,500", "subscriber counts for BenchmarkFanout, comma-separated")
 	benchRate    = flag.Float64("webrtc.bench-rate", 200, "publish rate of BenchmarkFanout, messages per second")
 	benchSize    = flag.Int("webrtc.bench-size", 128, "payload size of BenchmarkFanout, bytes")
-	benchModes   = flag.String("webrtc.bench-modes", "stack,bare,ws,barews", "what BenchmarkFanout measures: stack (this package over data channels), bare (pion alone), ws (this package over WebSockets), barews (gorilla WebSockets alone)")
+	benchModes   = flag.String("webrtc.bench-modes", "stack,bare,ws,barews,centrifuge", "what BenchmarkFanout measures: stack (this package over data channels), bare (pion alone), ws (this package over WebSockets), barews (gorilla WebSockets alone), centrifuge (the centrifuge library over WebSockets, in a process of its own)")
+	benchDCMaxK  = flag.Int("webrtc.bench-dc-max-k", 0, "BenchmarkFanout skips the data channel modes (stack, bare) above this K; 0: no limit")
 	benchResults sync.Map // "mode/K" -> farmResult, for the comparison table
 )
 
@@ -88,6 +102,7 @@ type farmResult struct {
 	CPUs      float64 `json:"-"`
 	Wall      float64 `json:"-"`
 	KiBPerSub float64 `json:"-"`
+	PubRate   float64 `json:"-"` // messages published per second in the measured window
 }
 
 func BenchmarkFanout(b *testing.B) {
@@ -108,23 +123,24 @@ func BenchmarkFanout(b *testing.B) {
 	printComparison(ks)
 }
 
-// printComparison prints the stack against the floor for each K measured.
-// It goes to stdout, beside the benchmark lines, where benchstat ignores it.
+// printComparison prints every mode and the ratios between them for each
+// K measured. It goes to stdout, beside the benchmark lines, where
+// benchstat ignores it.
 func printComparison(ks []int) {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\n%-6s %-6s %10s %12s %8s %8s %9s %12s %6s\n", "K", "mode", "deliv/s", "deliv/cpu-s", "p50-ms", "p99-ms", "KiB/sub", "first-msg-ms", "lost")
+	fmt.Fprintf(&sb, "\n%-6s %-10s %8s %10s %12s %8s %8s %9s %12s %6s\n", "K", "mode", "pub/s", "deliv/s", "deliv/cpu-s", "p50-ms", "p99-ms", "KiB/sub", "first-msg-ms", "lost")
 	for _, k := range ks {
-		for _, mode := range []string{"stack", "bare", "ws", "barews"} {
+		for _, mode := range []string{"stack", "bare", "ws", "barews", "centrifuge"} {
 			v, ok := benchResults.Load(fmt.Sprintf("%s/%d", mode, k))
 			if !ok {
 				continue
 			}
 			r := v.(farmResult)
-			fmt.Fprintf(&sb, "%-6d %-6s %10.0f %12.0f %8.1f %8.1f %9.0f %12.0f %6d\n", k, mode,
+			fmt.Fprintf(&sb, "%-6d %-10s %8.1f %10.0f %12.0f %8.1f %8.1f %9.0f %12.0f %6d\n", k, mode, r.PubRate,
 				float64(r.Deliveries)/r.Wall, float64(r.Deliveries)/r.CPUs, float64(r.P50us)/1000, float64(r.P99us)/1000,
 				r.KiBPerSub, r.FirstMsgP50, r.Expected-r.Deliveries)
 		}
-		for _, pair := range [][2]string{{"stack", "bare"}, {"ws", "barews"}, {"ws", "bare"}, {"ws", "stack"}} {
+		for _, pair := range [][2]string{{"stack", "bare"}, {"ws", "barews"}, {"ws", "bare"}, {"ws", "stack"}, {"ws", "centrifuge"}, {"stack", "centrifuge"}} {
 			s, ok1 := benchResults.Load(fmt.Sprintf("%s/%d", pair[0], k))
 			f, ok2 := benchResults.Load(fmt.Sprintf("%s/%d", pair[1], k))
 			if ok1 && ok2 {
@@ -137,9 +153,9 @@ func printComparison(ks []int) {
 	fmt.Print(sb.String())
 }
 
-// benchServer is what a benchmark mode publishes through.
+// benchServer is what a benchmark mode publishes through. The servers in
+// this process are also http.Handlers; centrifugeServer runs elsewhere.
 type benchServer interface {
-	http.Handler
 	publish(payload []byte)
 	close()
 }
@@ -255,11 +271,118 @@ func (s *bareWSServer) close() {
 	}
 }
 
+// centrifugeBuild builds the centrifuge server once per run.
+var centrifugeBuild = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "centrifugebench")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "centrifugebench")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Dir = "centrifugebench"
+	cmd.Env = append(os.Environ(), "GOWORK=off")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build in webrtc/centrifugebench: %v: %s", err, bytes.TrimSpace(out))
+	}
+	return bin, nil
+})
+
+// centrifugeServer is the centrifuge library over WebSockets, running in a
+// process of its own (centrifugebench/main.go describes the protocol).
+type centrifugeServer struct {
+	cmd *exec.Cmd
+	url string
+	mu  sync.Mutex
+	in  io.WriteCloser
+	out *bufio.Scanner
+	err error // the first failure of the process
+}
+
+func startCentrifuge() (*centrifugeServer, error) {
+	bin, err := centrifugeBuild()
+	if err != nil {
+		return nil, err
+	}
+	s := &centrifugeServer{cmd: exec.Command(bin)}
+	s.cmd.Stderr = os.Stderr
+	s.in, _ = s.cmd.StdinPipe()
+	stdout, _ := s.cmd.StdoutPipe()
+	s.out = bufio.NewScanner(stdout)
+	if err := s.cmd.Start(); err != nil {
+		return nil, err
+	}
+	for s.out.Scan() {
+		if v, ok := strings.CutPrefix(s.out.Text(), "URL "); ok {
+			s.url = v
+			return s, nil
+		}
+	}
+	s.close()
+	return nil, fmt.Errorf("centrifuge server ended before saying where it listens: %v", s.out.Err())
+}
+
+// call sends one command and returns the argument of its reply, which must
+// start with want.
+func (s *centrifugeServer) call(cmd, want string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return ""
+	}
+	if _, err := fmt.Fprintln(s.in, cmd); err != nil {
+		s.err = fmt.Errorf("centrifuge server: %w", err)
+		return ""
+	}
+	if !s.out.Scan() {
+		s.err = fmt.Errorf("centrifuge server ended: %v", s.out.Err())
+		return ""
+	}
+	rest, ok := strings.CutPrefix(s.out.Text(), want)
+	if !ok {
+		s.err = fmt.Errorf("centrifuge server answered %q to %.40q", s.out.Text(), cmd)
+	}
+	return strings.TrimSpace(rest)
+}
+
+// publish sends the payload's sequence number and due time as a JSON
+// object of the same size (centrifuge's JSON protocol embeds publications
+// as JSON); centrifugeFarmDial turns it back.
+func (s *centrifugeServer) publish(p []byte) {
+	j := fmt.Appendf(nil, `{"seq":%d,"due":%d,"pad":"`, binary.BigEndian.Uint64(p), binary.BigEndian.Uint64(p[8:]))
+	for len(j) < len(p)-2 {
+		j = append(j, 'x')
+	}
+	s.call("PUB "+string(j)+`"}`, "OK")
+}
+
+func (s *centrifugeServer) heap() uint64 {
+	n, _ := strconv.ParseUint(s.call("HEAP", "HEAP "), 10, 64)
+	return n
+}
+
+func (s *centrifugeServer) cpu() time.Duration {
+	n, _ := strconv.ParseInt(s.call("CPU", "CPU "), 10, 64)
+	return time.Duration(n)
+}
+
+func (s *centrifugeServer) failed() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+func (s *centrifugeServer) close() {
+	_ = s.in.Close() // the server shuts down at the end of its input
+	_ = s.cmd.Wait()
+}
+
 func benchFanout(b *testing.B, mode string, k int) {
+	if (mode == "stack" || mode == "bare") && *benchDCMaxK > 0 && k > *benchDCMaxK {
+		b.Skipf("data channels above K=%d are off (-webrtc.bench-dc-max-k)", *benchDCMaxK)
+	}
 	// Errors only: the insecure-no-auth warning would land in the middle
 	// of the benchmark's output line.
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	m0 := settledHeap()
 
 	var bs benchServer
 	switch mode {
@@ -284,14 +407,30 @@ func benchFanout(b *testing.B, mode string, k int) {
 		bs = &bareServer{api: api}
 	case "barews":
 		bs = &bareWSServer{}
+	case "centrifuge":
+		cs, err := startCentrifuge()
+		if err != nil {
+			b.Skipf("no centrifuge server: %v", err)
+		}
+		bs = cs
 	default:
 		b.Fatalf("unknown mode %q", mode)
 	}
-	hs := httptest.NewServer(bs)
-	defer func() {
-		hs.Close()
-		bs.close()
-	}()
+	defer bs.close()
+	var url string
+	heapNow, cpuNow := heapAndStacks, cpuTime
+	if cs, ok := bs.(*centrifugeServer); ok {
+		url = cs.url
+		heapNow, cpuNow = cs.heap, cs.cpu
+	} else {
+		hs := httptest.NewServer(bs.(http.Handler))
+		defer hs.Close()
+		url = hs.URL + OfferPath
+		if mode == "ws" || mode == "barews" {
+			url = "ws" + strings.TrimPrefix(hs.URL, "http") + WebSocketPath
+		}
+	}
+	m0 := settledHeap(heapNow) // the server's memory with no subscriber
 
 	// Messages flow from the start, so that each subscriber's first
 	// message measures its connection time.
@@ -306,10 +445,6 @@ func benchFanout(b *testing.B, mode string, k int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	farm := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestBenchFarm$")
-	url := hs.URL + OfferPath
-	if mode == "ws" || mode == "barews" {
-		url = "ws" + strings.TrimPrefix(hs.URL, "http") + WebSocketPath
-	}
 	farm.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d", farmEnv, mode, url, k))
 	farm.Stderr = os.Stderr
 	stdin, _ := farm.StdinPipe()
@@ -339,7 +474,7 @@ func benchFanout(b *testing.B, mode string, k int) {
 	<-warmDone
 
 	// Signed: with few bytes per subscriber, GC noise can make it negative.
-	kibPerSub := float64(int64(heapAndStacks())-int64(m0)) / 1024 / float64(k)
+	kibPerSub := float64(int64(heapNow())-int64(m0)) / 1024 / float64(k)
 	if dir := os.Getenv("IMMENSE_BENCH_HEAP"); dir != "" {
 		f, _ := os.Create(fmt.Sprintf("%s/heap-%s-%d.pprof", dir, mode, k))
 		_ = pprof.WriteHeapProfile(f)
@@ -347,18 +482,20 @@ func benchFanout(b *testing.B, mode string, k int) {
 	}
 	s0 := pub.next()
 	fmt.Fprintf(stdin, "START %d\n", s0)
-	cpu0, t0 := cpuTime(), time.Now()
+	cpu0, t0 := cpuNow(), time.Now()
 	pub.start()
 	for b.Loop() {
 		pub.tick()
 	}
+	pubWall := time.Since(t0)
 	last := pub.next() - 1
 	fmt.Fprintf(stdin, "STOP %d\n", last)
 	var r farmResult
 	if err := json.Unmarshal([]byte(expectLine("RESULT ")), &r); err != nil {
 		b.Fatal(err)
 	}
-	r.CPUs = (cpuTime() - cpu0).Seconds()
+	r.CPUs = (cpuNow() - cpu0).Seconds()
+	r.PubRate = float64(last-s0+1) / pubWall.Seconds()
 	r.Wall = time.Unix(0, r.LastRecvUnix).Sub(t0).Seconds()
 	r.KiBPerSub = kibPerSub
 	if r.Deliveries == 0 || r.Wall <= 0 {
@@ -367,8 +504,12 @@ func benchFanout(b *testing.B, mode string, k int) {
 	if r.OutOfOrder > 0 {
 		b.Errorf("%d messages out of order", r.OutOfOrder)
 	}
+	if cs, ok := bs.(*centrifugeServer); ok && cs.failed() != nil {
+		b.Fatal(cs.failed())
+	}
 	benchResults.Store(fmt.Sprintf("%s/%d", mode, k), r)
 	b.ReportMetric(float64(r.Deliveries)/r.Wall, "deliv/s")
+	b.ReportMetric(r.PubRate, "pub/s")
 	b.ReportMetric(float64(r.P50us)/1000, "p50-ms")
 	b.ReportMetric(float64(r.P99us)/1000, "p99-ms")
 	b.ReportMetric(r.CPUs/float64(r.Deliveries)*1000, "cpu-s/1k-deliv")
@@ -427,19 +568,17 @@ func (p *benchPublisher) tick() {
 	p.publishOne(p.due)
 }
 
-// heapAndStacks returns the memory in use after a full collection. Two
-// collections empty sync.Pools (which keep a victim generation), so that
-// buffers pooled by an earlier sub-benchmark are not counted.
 // settledHeap waits (up to 10 s) until the previous sub-benchmark's
 // connections have finished closing, which pion does on goroutines of its
 // own, and returns the heap then: measured too early, their memory is
 // freed during this run and the per-subscriber figure comes out too low,
-// even negative.
-func settledHeap() uint64 {
-	prev := heapAndStacks()
+// even negative. heapNow reads the server's memory: this process's, or the
+// centrifuge process's.
+func settledHeap(heapNow func() uint64) uint64 {
+	prev := heapNow()
 	for range 20 {
 		time.Sleep(500 * time.Millisecond)
-		m := heapAndStacks()
+		m := heapNow()
 		if max(m, prev)-min(m, prev) < prev/100 {
 			return m
 		}
@@ -448,6 +587,9 @@ func settledHeap() uint64 {
 	return prev
 }
 
+// heapAndStacks returns the memory in use after a full collection. Two
+// collections empty sync.Pools (which keep a victim generation), so that
+// buffers pooled by an earlier sub-benchmark are not counted.
 func heapAndStacks() uint64 {
 	runtime.GC()
 	runtime.GC()
@@ -629,6 +771,8 @@ func farmDial(ctx context.Context, mode, url string, log *slog.Logger) (<-chan [
 	switch mode {
 	case "ws":
 		return wsFarmDial(ctx, url)
+	case "centrifuge":
+		return centrifugeFarmDial(ctx, url)
 	case "barews":
 		c, _, err := websocket.DefaultDialer.DialContext(ctx, url, nil)
 		if err != nil {
@@ -744,6 +888,114 @@ func wsFarmDial(ctx context.Context, url string) (<-chan []byte, func(), error) 
 			}
 		}
 	}()
+	return awaitSubscribed(ctx, c, acked, ch)
+}
+
+// centrifugeFarmDial connects one subscriber with centrifuge's JSON
+// protocol (github.com/centrifugal/protocol, client.proto): a connect
+// command and a subscribe command, newline-separated in one message; then
+// replies, newline-separated, each a reply to a command (with its id), a
+// push (a publication of the channel) or {} (the server's ping, answered
+// with {}). Publications come back as the 16-byte header consume reads.
+func centrifugeFarmDial(ctx context.Context, url string) (<-chan []byte, func(), error) {
+	c, _, err := websocket.DefaultDialer.DialContext(ctx, url, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	cmds := `{"id":1,"connect":{}}` + "\n" + `{"id":2,"subscribe":{"channel":"` + benchTopic + `"}}`
+	if err := c.WriteMessage(websocket.TextMessage, []byte(cmds)); err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	type reply struct {
+		ID    uint32 `json:"id"`
+		Error *struct {
+			Code    uint32 `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+		Push *struct {
+			Disconnect json.RawMessage `json:"disconnect"`
+		} `json:"push"`
+	}
+	ch := make(chan []byte, 4096)
+	acked := make(chan error, 1)
+	go func() {
+		defer close(ch)
+		subscribed := false
+		fail := func(err error) {
+			if !subscribed {
+				subscribed = true
+				acked <- err
+			}
+		}
+		for {
+			_, b, err := c.ReadMessage()
+			if err != nil {
+				fail(err)
+				return
+			}
+			for line := range bytes.SplitSeq(bytes.TrimSpace(b), []byte("\n")) {
+				if p, ok := centrifugePublication(line); ok {
+					ch <- p
+					continue
+				}
+				var r reply
+				if err := json.Unmarshal(line, &r); err != nil {
+					fail(fmt.Errorf("centrifuge reply %.60q: %w", line, err))
+					continue
+				}
+				switch {
+				case r.Error != nil:
+					fail(fmt.Errorf("centrifuge error %d: %s", r.Error.Code, r.Error.Message))
+				case r.ID == 2 && !subscribed:
+					subscribed = true
+					acked <- nil
+				case r.Push != nil && r.Push.Disconnect != nil:
+					fail(fmt.Errorf("centrifuge disconnect: %s", r.Push.Disconnect))
+				case r.ID == 0 && r.Push == nil:
+					_ = c.WriteMessage(websocket.TextMessage, []byte("{}"))
+				}
+			}
+		}
+	}()
+	return awaitSubscribed(ctx, c, acked, ch)
+}
+
+// centrifugePublication picks the sequence number and due time out of a
+// push of one of the benchmark's publications,
+// {"push":{"channel":"bench","pub":{"data":{"seq":N,"due":T,"pad":"x..."}}}},
+// without a JSON decoder: the subscriber process decodes K messages per
+// publication, and a slow one slows the server it shares the machine with.
+func centrifugePublication(line []byte) ([]byte, bool) {
+	if !bytes.HasPrefix(line, []byte(`{"push":`)) {
+		return nil, false
+	}
+	field := func(name string) (uint64, bool) {
+		_, rest, ok := bytes.Cut(line, []byte(`"`+name+`":`))
+		if !ok {
+			return 0, false
+		}
+		end := bytes.IndexByte(rest, ',')
+		if end < 0 {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(string(rest[:end]), 10, 64)
+		return n, err == nil
+	}
+	seq, ok1 := field("seq")
+	due, ok2 := field("due")
+	if !ok1 || !ok2 {
+		return nil, false
+	}
+	p := make([]byte, 16)
+	binary.BigEndian.PutUint64(p, seq)
+	binary.BigEndian.PutUint64(p[8:], due)
+	return p, true
+}
+
+// awaitSubscribed returns a WebSocket subscriber's messages once its
+// reader has reported the subscription (nil on acked) or its failure.
+func awaitSubscribed(ctx context.Context, c *websocket.Conn, acked <-chan error, ch <-chan []byte) (<-chan []byte, func(), error) {
 	select {
 	case err := <-acked:
 		if err != nil {
