@@ -32,7 +32,7 @@ Usage:
             [--clock virtual|real] [--parallel N] [--quiet] [--node-logs] [-v]
   sim sweep --out DIR [--scenario FILE] [--nodes N,N,...] [--seed N]
   sim benchplot --out DIR FILE...
-  sim replot --scenario FILE --dir DIR
+  sim replot --dir DIR [--kind live|model|sweep] [--scenario FILE]
   sim help
 
 run    runs one scenario file (sim/scenarios/*.yaml). Its "mode" says how:
@@ -58,10 +58,10 @@ benchplot  reads go test -bench output (docs/perf/*.txt) and draws, for
        each benchmark, its figures as ratios against the baseline measured
        in the same run, as PNGs in DIR (see docs/performance.md).
 
-replot redraws the plots of a live run's report directory from its
-       timeseries.csv (for example after a change of plot style), without
-       running it again. The latency CDF needs the raw latencies and is
-       left as it is.
+replot redraws the plots of a run's report directory from its
+       timeseries.csv (after a change of plot style), without running it
+       again; a live run needs its --scenario. The latency CDF needs the
+       raw latencies and is left as it is.
 
 Progress goes to stderr. Exit status 0 on success, 1 on a failed run, 2 on
 bad usage.

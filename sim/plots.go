@@ -10,7 +10,9 @@ import (
 
 	"github.com/immense-p2p/immense/sim/benchplot"
 	"github.com/immense-p2p/immense/sim/live"
+	"github.com/immense-p2p/immense/sim/model"
 	"github.com/immense-p2p/immense/sim/report"
+	"github.com/immense-p2p/immense/sim/runner"
 	"github.com/immense-p2p/immense/sim/scenario"
 )
 
@@ -43,8 +45,9 @@ func cmdBenchplot(args []string, stdout, stderr io.Writer) int {
 func cmdReplot(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sim replot", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	file := fs.String("scenario", "", "the live scenario the run used, required")
 	dir := fs.String("dir", "", "the run's report directory (with timeseries.csv), required")
+	kind := fs.String("kind", "live", "what wrote it: live, model or sweep")
+	file := fs.String("scenario", "", "live: the scenario the run used (its storage and warm-up), required")
 	fs.Usage = func() { fmt.Fprint(stderr, usage+"\nFlags of replot:\n"); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -52,17 +55,34 @@ func cmdReplot(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	if *file == "" || *dir == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "sim replot: --scenario and --dir are required")
+	if *dir == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "sim replot: --dir is required")
 		return 2
 	}
-	sc, err := scenario.Load(*file)
-	if err == nil {
-		sc.Mode = scenario.Live
-		err = sc.Prepare()
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "sim replot: %v\n", err)
+	var charts []report.Chart
+	var xLabel string
+	switch *kind {
+	case "live":
+		if *file == "" {
+			fmt.Fprintln(stderr, "sim replot: --scenario is required for a live run")
+			return 2
+		}
+		sc, err := scenario.Load(*file)
+		if err == nil {
+			sc.Mode = scenario.Live
+			err = sc.Prepare()
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "sim replot: %v\n", err)
+			return 2
+		}
+		charts, xLabel = live.Charts(sc.Storage.Objects > 0), live.XLabel(sc)
+	case "model":
+		charts, xLabel = model.Charts(), model.XLabel
+	case "sweep":
+		charts, xLabel = runner.SweepCharts(), runner.SweepXLabel
+	default:
+		fmt.Fprintf(stderr, "sim replot: --kind %q: want live, model or sweep\n", *kind)
 		return 2
 	}
 	f, err := os.Open(filepath.Join(*dir, "timeseries.csv"))
@@ -76,9 +96,12 @@ func cmdReplot(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sim replot: %v\n", err)
 		return 1
 	}
-	for _, c := range live.Charts(sc.Storage.Objects > 0) {
+	for _, c := range charts {
 		path := filepath.Join(*dir, c.File)
-		if err := report.Plot(s, c, live.XLabel(sc), path); err != nil {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			continue // the run drew nothing there (no data for it)
+		}
+		if err := report.Plot(s, c, xLabel, path); err != nil {
 			fmt.Fprintf(stderr, "sim replot: %v\n", err)
 			return 1
 		}
