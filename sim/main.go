@@ -31,6 +31,8 @@ Usage:
   sim run   --scenario FILE --out DIR [--seed N] [--mode live|model] [--runs N]
             [--clock virtual|real] [--parallel N] [--quiet] [--node-logs] [-v]
   sim sweep --out DIR [--scenario FILE] [--nodes N,N,...] [--seed N]
+  sim benchplot --out DIR FILE...
+  sim replot --dir DIR [--kind live|model|sweep] [--scenario FILE]
   sim help
 
 run    runs one scenario file (sim/scenarios/*.yaml). Its "mode" says how:
@@ -51,6 +53,15 @@ run    runs one scenario file (sim/scenarios/*.yaml). Its "mode" says how:
 sweep  runs the scaling study: the model at several network sizes, plotting
        delivery latency, lookup hops and repair traffic per node against
        log N. Defaults: --scenario sim/scenarios/sweep.yaml, its node counts.
+
+benchplot  reads go test -bench output (docs/perf/*.txt) and draws, for
+       each benchmark, its figures as ratios against the baseline measured
+       in the same run, as PNGs in DIR (see docs/performance.md).
+
+replot redraws the plots of a run's report directory from its
+       timeseries.csv (after a change of plot style), without running it
+       again; a live run needs its --scenario. The latency CDF needs the
+       raw latencies and is left as it is.
 
 Progress goes to stderr. Exit status 0 on success, 1 on a failed run, 2 on
 bad usage.
@@ -75,6 +86,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdRun(ctx, args[1:], stdout, stderr)
 	case "sweep":
 		return cmdSweep(ctx, args[1:], stdout, stderr)
+	case "benchplot":
+		return cmdBenchplot(args[1:], stdout, stderr)
+	case "replot":
+		return cmdReplot(args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "sim: unknown command %q\n\n%s", args[0], usage)
 	return 2

@@ -190,17 +190,9 @@ func (r *run) result(seed uint64) *report.Result {
 			"node_start_errors":                float64(r.startErrs),
 		},
 	}
-	charts := []report.Chart{
-		{File: "online.png", Title: "nodes online", YLabel: "nodes", Lines: []string{"online", "servers_online"}},
-		{File: "delivery.png", Title: "delivery ratio per interval", YLabel: "ratio", Lines: []string{"delivery_ratio", "lookup_success"}, YMin: 0, YMax: 1.02},
-		{File: "latency.png", Title: "publish → deliver latency per interval", YLabel: "ms", Lines: []string{"latency_p50_ms", "latency_p99_ms"}},
-		{File: "lookup.png", Title: "DHT lookup hops and routing table", YLabel: "count", Lines: []string{"lookup_hops_mean", "conns_per_node", "routing_table_per_node"}},
-	}
+	charts := Charts(st != nil)
 	if st != nil {
 		st.summarize(&sum, sc.Nodes, (end-w).Hours()/24)
-		charts = append(charts,
-			report.Chart{File: "objects.png", Title: "objects read back, objects with ≥ k holders online, per sample", YLabel: "share", Lines: []string{"objects_read_share", "objects_available_share"}, YMin: 0, YMax: 1.02},
-			report.Chart{File: "repair.png", Title: "repair upload per node per day (compressed time)", YLabel: "bytes", Lines: []string{"repair_bytes_per_node_per_day"}})
 	} else {
 		sum.Notes = append(sum.Notes, "no objects in this scenario: storage figures are null")
 	}
@@ -209,7 +201,7 @@ func (r *run) result(seed uint64) *report.Result {
 		Description: sc.Description,
 		Summary:     sum,
 		Series:      series,
-		XLabel:      "seconds since start (warm-up " + sc.Warmup.String() + ")",
+		XLabel:      XLabel(sc),
 		Latencies:   lat,
 		Charts:      charts,
 	}

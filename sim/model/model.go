@@ -447,12 +447,21 @@ func (r *run) result() *report.Result {
 		Description: sc.Description,
 		Summary:     sum,
 		Series:      r.series,
-		XLabel:      "days after warm-up",
+		XLabel:      XLabel,
 		Latencies:   r.lat,
-		Charts: []report.Chart{
-			{File: "online.png", Title: "share of nodes online", YLabel: "share", Lines: []string{"online_share", "volunteers_online_share"}, YMin: 0, YMax: 1},
-			{File: "objects.png", Title: "objects readable now, objects lost", YLabel: "share / count", Lines: []string{"objects_readable_share", "objects_lost"}},
-			{File: "repair.png", Title: "repair traffic per node per day", YLabel: "bytes", Lines: []string{"repair_bytes_per_node_per_day"}},
-		},
+		Charts:      Charts(),
 	}
 }
+
+// Charts are the plots of a model run's time series; `sim replot` draws
+// them again from a committed CSV.
+func Charts() []report.Chart {
+	return []report.Chart{
+		{File: "online.png", Title: "share of nodes online", YLabel: "share", Lines: []string{"online_share", "volunteers_online_share"}, YMin: 0, YMax: 1},
+		{File: "objects.png", Title: "objects readable now, objects lost", YLabel: "share / count", Lines: []string{"objects_readable_share", "objects_lost"}},
+		{File: "repair.png", Title: "repair traffic per node per day", YLabel: "bytes", Lines: []string{"repair_bytes_per_node_per_day"}},
+	}
+}
+
+// XLabel is the x axis of a model run's plots.
+const XLabel = "days after warm-up"

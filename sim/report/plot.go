@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"image/color"
 	"math"
+	"os"
 	"sort"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
 )
 
 // Chart is one PNG plot of series columns against the first column.
@@ -79,11 +81,47 @@ func Plot(s *Series, c Chart, xLabel, path string) error {
 	if drawn == 0 {
 		return errNothingToPlot
 	}
-	p.Legend.Top = true
 	if c.YMax > c.YMin {
 		p.Y.Min, p.Y.Max = c.YMin, c.YMax
 	}
-	return p.Save(plotW, plotH, path)
+	return Save(p, path)
+}
+
+// Save writes p as a PNG of the common size to path, with its legend in a
+// strip below the axes rather than over the data: a legend drawn inside the
+// plot covered the lines of ratio plots, whose values sit at the top.
+func Save(p *plot.Plot, path string) error {
+	legend := p.Legend
+	p.Legend = plot.NewLegend()
+	defer func() { p.Legend = legend }()
+	strip := legend.Rectangle(draw.Canvas{}).Size().Y
+	if strip > 0 {
+		strip += vg.Points(8)
+	}
+	c, err := draw.NewFormattedCanvas(plotW, plotH+strip, "png")
+	if err != nil {
+		return err
+	}
+	dc := draw.New(c)
+	above := draw.Crop(dc, 0, 0, strip, 0)
+	p.Draw(above)
+	if strip > 0 {
+		// Left-aligned with the data area, just under the x axis.
+		below := draw.Crop(dc, 0, 0, 0, -plotH)
+		below.Min.X = p.DataCanvas(above).Min.X
+		legend.Top, legend.Left = true, true
+		legend.YOffs = -vg.Points(4)
+		legend.Draw(below)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	_, err = c.WriteTo(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // PlotCDF draws the empirical distribution function of xs.
@@ -113,5 +151,5 @@ func PlotCDF(xs []float64, title, xLabel, path string) error {
 	l.Width = vg.Points(1.5)
 	p.Add(l)
 	p.Y.Min, p.Y.Max = 0, 1
-	return p.Save(plotW, plotH, path)
+	return Save(p, path)
 }

@@ -85,12 +85,8 @@ func Sweep(ctx context.Context, base *scenario.Scenario, counts []int, opt Optio
 			len(counts), base.Sweep.ObjectsPerNode, base.Sweep.ServersPerNode, base.Servers.Count, base.Path),
 		Summary: report.Summary{Mode: "model-sweep", Scenario: base.Name, Seed: base.Seed, Runs: 1, Nodes: counts[len(counts)-1]},
 		Series:  series,
-		XLabel:  "nodes (log scale)",
-		Charts: []report.Chart{
-			{File: "latency_vs_n.png", Title: "publish → deliver latency vs N", YLabel: "ms", Lines: []string{"latency_p50_ms", "latency_p99_ms"}, LogX: true},
-			{File: "hops_vs_n.png", Title: "DHT lookup hops vs N", YLabel: "hops", Lines: []string{"lookup_hops_mean", "lookup_hops_p99"}, LogX: true},
-			{File: "repair_vs_n.png", Title: "repair traffic per node per day vs N", YLabel: "bytes", Lines: []string{"repair_bytes_per_node_per_day"}, LogX: true},
-		},
+		XLabel:  SweepXLabel,
+		Charts:  SweepCharts(),
 		Sections: []report.Section{
 			{Title: "Sizes", Body: rows.String()},
 			{Title: "Run", Body: fmt.Sprintf("Total wall-clock time: %v (2-core development VM, shared).", time.Since(start).Round(time.Second))},
@@ -102,3 +98,16 @@ func Sweep(ctx context.Context, base *scenario.Scenario, counts []int, opt Optio
 	}
 	return res, nil
 }
+
+// SweepCharts are the sweep's plots against N; `sim replot` draws them
+// again from a committed CSV.
+func SweepCharts() []report.Chart {
+	return []report.Chart{
+		{File: "latency_vs_n.png", Title: "publish → deliver latency vs N", YLabel: "ms", Lines: []string{"latency_p50_ms", "latency_p99_ms"}, LogX: true},
+		{File: "hops_vs_n.png", Title: "DHT lookup hops vs N", YLabel: "hops", Lines: []string{"lookup_hops_mean", "lookup_hops_p99"}, LogX: true},
+		{File: "repair_vs_n.png", Title: "repair traffic per node per day vs N", YLabel: "bytes", Lines: []string{"repair_bytes_per_node_per_day"}, LogX: true},
+	}
+}
+
+// SweepXLabel is the x axis of the sweep's plots.
+const SweepXLabel = "nodes (log scale)"
