@@ -2,11 +2,13 @@ package node
 
 import (
 	"strconv"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/immense-p2p/immense/erasure"
+	"github.com/immense-p2p/immense/overlay"
 )
 
 // durableNet starts n app peers with state, windows of 10 messages and
@@ -136,4 +138,69 @@ func TestDurableHistoryResume(t *testing.T) {
 		default:
 		}
 	})
+}
+
+// FuzzDurableRecords: segments and indexes read from the state decode
+// strictly or not at all.
+func FuzzDurableRecords(f *testing.F) {
+	const pid = "12D3KooWKvEHChTM62eyN3xrqU3QgVSmjFgcrTt9AwrauWbtSHNz"
+	f.Add([]byte(`{"v":1,"topic":"room","writer":"` + pid + `","n":3,"prev":{"t":1,"s":0},"last":{"t":2,"s":7,"p":"` + pid + `"},"msgs":["AAEC"]}`))
+	f.Add([]byte(`{"v":1,"topic":"room","segs":[{"writer":"` + pid + `","n":0,"prev":{"t":1,"s":0},"last":{"t":5,"s":1},"count":2}]}`))
+	f.Add([]byte(`{"v":1,"topic":"room","prev":{"t":9},"last":{"t":1}}`))
+	f.Add([]byte(`{"v":2,"topic":"room"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if s, prev, last, err := decodeSegment(b, "room"); err == nil {
+			if len(s.Msgs) > segmentMessages || last.Compare(prev) < 0 || s.Topic != "room" {
+				t.Fatalf("segment accepted: %d messages, stretch (%v, %v]", len(s.Msgs), prev, last)
+			}
+		}
+		if x, err := decodeIndex(b, "room"); err == nil {
+			if len(x.Segs) > maxIndexEntries || x.Topic != "room" {
+				t.Fatalf("index accepted: %d entries of %q", len(x.Segs), x.Topic)
+			}
+		}
+	})
+}
+
+// TestDurableCovered: stretches join from the resume point upwards, over
+// any writer's, and stop at the first hole.
+func TestDurableCovered(t *testing.T) {
+	at := func(s int64) overlay.Position { return overlay.Position{Time: time.Unix(s, 0)} }
+	for _, c := range []struct {
+		name      string
+		stretches []stretch
+		since     int64
+		want      int64
+	}{
+		{"none", nil, 5, 5},
+		{"chain", []stretch{{at(1), at(4)}, {at(4), at(9)}}, 2, 9},
+		{"two writers overlap", []stretch{{at(6), at(12)}, {at(0), at(7)}}, 3, 12},
+		{"hole", []stretch{{at(0), at(4)}, {at(5), at(9)}}, 1, 4},
+		{"starts after since", []stretch{{at(3), at(9)}}, 1, 1},
+	} {
+		if got := covered(c.stretches, at(c.since)); got.Compare(at(c.want)) != 0 {
+			t.Errorf("%s: covered to %v, want %v", c.name, got.Time.Unix(), c.want)
+		}
+	}
+}
+
+// TestDurableHistoryConfig: bad settings are refused, naming the field.
+func TestDurableHistoryConfig(t *testing.T) {
+	for _, c := range []DurableHistoryConfig{
+		{Topics: []string{"a*b"}},
+		{Retention: -time.Second},
+		{Retention: 365 * 24 * time.Hour},
+		{Messages: maxDurableMessages + 1},
+		{FlushInterval: -1},
+	} {
+		if errs := c.validate(); len(errs) == 0 || !strings.Contains(errs[0].Error(), "DurableHistory.") {
+			t.Errorf("%+v: %v", c, errs)
+		}
+	}
+	if errs := (DurableHistoryConfig{Topics: []string{"chat/*"}}).validate(); len(errs) != 0 {
+		t.Errorf("valid config refused: %v", errs)
+	}
+	if err := erasure.ValidateKey(segmentKey("chat/room 1", "12D3KooWKvEHChTM62eyN3xrqU3QgVSmjFgcrTt9AwrauWbtSHNz", 1<<63)); err != nil {
+		t.Errorf("segment key: %v", err)
+	}
 }
