@@ -36,7 +36,8 @@ import (
 //
 // A segment says which stretch of the topic it holds completely: every
 // message positioned in (Prev, Last]. The writer rewrites its open
-// segment every FlushInterval while messages come, starts the next once
+// segment every FlushInterval while messages come (it takes them from the
+// window every durableTakeInterval), starts the next once
 // it holds segmentMessages messages or segmentBytes bytes or is
 // segmentSpan old, and starts it at the window's floor rather than where
 // the last one ended if the window lost messages in between (more than
@@ -92,6 +93,11 @@ const (
 	maxSegmentEncoded = 4 * segmentBytes
 	maxIndexEntries   = 4096
 	maxIndexEncoded   = maxIndexEntries * 256
+	// durableTakeInterval is how often a writer takes new messages from
+	// the windows into its open segments, in memory: a window of 100
+	// messages then loses none to its limits below 400 messages a second
+	// (or while a full segment is being stored).
+	durableTakeInterval = 250 * time.Millisecond
 	// durableLookback is how far behind the newest message it stored a
 	// writer looks for messages gossip delivered late (flush).
 	durableLookback = 5 * time.Second

@@ -25,11 +25,13 @@ type durableTopic struct {
 	cut        overlay.Position
 	started    bool
 	indexDirty bool
+	flushed    time.Time // when the open segment and the index were last stored
 }
 
-// run flushes every FlushInterval, until ctx ends.
+// run takes new messages from the windows every durableTakeInterval and
+// stores them every FlushInterval, until ctx ends.
 func (d *durableHistory) run(ctx context.Context) {
-	t := time.NewTicker(d.cfg.FlushInterval)
+	t := time.NewTicker(min(d.cfg.FlushInterval, durableTakeInterval))
 	defer t.Stop()
 	for {
 		select {
@@ -62,8 +64,9 @@ func (d *durableHistory) run(ctx context.Context) {
 	}
 }
 
-// flush moves what topic's window holds after dt.cut into segments and
-// stores them. Gossip may deliver a message after others positioned
+// flush moves what topic's window holds after dt.cut into segments, and
+// stores them if FlushInterval has passed since it last did or a segment
+// is full. Gossip may deliver a message after others positioned
 // after it: the window then holds it in position, and flush looks
 // durableLookback behind dt.cut for such late messages and slips them
 // into the open segment.
@@ -112,6 +115,10 @@ func (d *durableHistory) flush(ctx context.Context, topic string, dt *durableTop
 		}
 		since = recs[len(recs)-1].Position
 	}
+	if now.Sub(dt.flushed) < d.cfg.FlushInterval {
+		return nil
+	}
+	dt.flushed = now
 	if dt.open != nil && now.Sub(dt.opened) >= segmentSpan {
 		if err := d.closeOpen(ctx, topic, dt); err != nil {
 			return err
