@@ -43,9 +43,10 @@ import (
 // the last one ended if the window lost messages in between (more than
 // it holds came between two flushes): the hole is then visible. The index
 // lists the segments of all writers; a writer rewrites it when it starts
-// or removes segments, re-reading it first and keeping the others'
-// entries, so two writers of a topic only ever race on the index, and
-// the loser's entries come back with its next rewrite. Segments are
+// or removes segments, and checks it every durableIndexCheck, re-reading
+// it first and keeping the others' entries, so two writers of a topic
+// only ever race on the index, and the loser's entries come back within
+// durableIndexCheck. Segments are
 // named by their writer, so they never overwrite each other; a restarted
 // writer reads its own entries back from the index and carries on
 // numbering after them.
@@ -101,6 +102,10 @@ const (
 	// durableLookback is how far behind the newest message it stored a
 	// writer looks for messages gossip delivered late (flush).
 	durableLookback = 5 * time.Second
+	// durableIndexCheck is how often a writer makes sure the index lists
+	// its segments as they are: a race with another writer may have
+	// dropped them, and its open segment's entry lags behind it.
+	durableIndexCheck = 30 * time.Second
 	// durableOpTimeout bounds one state operation of the writer or reader.
 	durableOpTimeout = 30 * time.Second
 	durableKeyPrefix = "_history:"

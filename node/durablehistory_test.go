@@ -1,6 +1,7 @@
 package node
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/immense-p2p/immense/erasure"
 	"github.com/immense-p2p/immense/overlay"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // durableNet starts n app peers with state, windows of 10 messages and
@@ -203,4 +205,82 @@ func TestDurableHistoryConfig(t *testing.T) {
 	if err := erasure.ValidateKey(segmentKey("chat/room 1", "12D3KooWKvEHChTM62eyN3xrqU3QgVSmjFgcrTt9AwrauWbtSHNz", 1<<63)); err != nil {
 		t.Errorf("segment key: %v", err)
 	}
+}
+
+// publishRun publishes payloads from..to-1 on topic, 300 ms apart.
+func publishRun(t *testing.T, pub *Node, topic string, from, to int) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		if err := pub.Publish(t.Context(), topic, []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// TestDurableHistoryRestart: two writers of a topic, one of which
+// restarts in the middle, keep separate segments, the restarted one
+// numbering on after its own; a resume from before both runs gets every
+// message once, in order.
+func TestDurableHistoryRestart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		net := durableNet(t, 4)
+		pub, a, b, c := net.nodes[0], net.nodes[1], net.nodes[2], net.nodes[3]
+		subA, err := a.n.Subscribe(t.Context(), "room")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.n.Subscribe(t.Context(), "room"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Second)
+		publishRun(t, pub.n, "room", 0, 30)
+		seen := receive(t, subA, 30)
+		time.Sleep(10 * time.Second)
+		before := ownSegments(t, c.n, a.id)
+
+		net.stop(a)
+		net.start(a, net.bootstrapAddrs())
+		<-a.n.Joined()
+		if _, err := a.n.Subscribe(t.Context(), "room"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Second)
+		publishRun(t, pub.n, "room", 30, 60)
+		time.Sleep(durableIndexCheck + 10*time.Second) // b puts back its entries a's first index write dropped
+		after := ownSegments(t, c.n, a.id)
+		if len(before) == 0 || len(after) <= len(before) || slices.Max(after) <= slices.Max(before) {
+			t.Fatalf("a's segments: %v before its restart, %v after", before, after)
+		}
+		if len(ownSegments(t, c.n, b.id)) == 0 {
+			t.Fatal("b's segments are not in the index")
+		}
+
+		resumed, err := c.n.Subscribe(t.Context(), "room", Since(seen[5].Position))
+		if err != nil {
+			t.Fatal(err)
+		}
+		expectRun(t, receive(t, resumed, 54), 6, 60)
+	})
+}
+
+// ownSegments returns the numbers of writer's segments of "room" in the
+// index, read on nd.
+func ownSegments(t *testing.T, nd *Node, writer peer.ID) []uint64 {
+	t.Helper()
+	b, err := nd.Get(t.Context(), indexKey("room"))
+	if err != nil {
+		t.Fatalf("read the index: %v", err)
+	}
+	x, err := decodeIndex(b, "room")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []uint64
+	for _, s := range x.Segs {
+		if s.Writer == writer.String() {
+			out = append(out, s.N)
+		}
+	}
+	return out
 }

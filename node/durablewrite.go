@@ -26,6 +26,7 @@ type durableTopic struct {
 	started    bool
 	indexDirty bool
 	flushed    time.Time // when the open segment and the index were last stored
+	checked    time.Time // when the index was last checked for this writer's entries
 }
 
 // run takes new messages from the windows every durableTakeInterval and
@@ -130,6 +131,11 @@ func (d *durableHistory) flush(ctx context.Context, topic string, dt *durableTop
 		}
 	}
 	d.expire(ctx, topic, dt, now)
+	if now.Sub(dt.checked) >= durableIndexCheck {
+		// Another writer may have raced us on the index and dropped our
+		// entries; writeIndex puts them back, and only if they differ.
+		dt.checked, dt.indexDirty = now, true
+	}
 	if dt.indexDirty {
 		return d.writeIndex(ctx, topic, dt, now)
 	}
@@ -263,6 +269,10 @@ func (d *durableHistory) writeIndex(ctx context.Context, topic string, dt *durab
 		segs = segs[:maxIndexEntries]
 	}
 	sortDescs(segs)
+	if slices.Equal(segs, x.Segs) {
+		dt.indexDirty = false
+		return nil
+	}
 	b, err := json.Marshal(segIndex{Version: segmentVersion, Topic: topic, Segs: segs})
 	if err != nil {
 		return err
