@@ -48,8 +48,8 @@ import (
 // only ever race on the index, and the loser's entries come back within
 // durableIndexCheck. Segments are
 // named by their writer, so they never overwrite each other; a restarted
-// writer reads its own entries back from the index and carries on
-// numbering after them.
+// writer numbers on from the higher of its entries in the index and the
+// clock in milliseconds, so it never overwrites a segment of its own.
 //
 // A reader (Subscribe with Since, SSE Last-Event-ID) whose resume point
 // is older than the window's floor reads the index, the segments that end

@@ -236,7 +236,7 @@ func TestDurableHistoryRestart(t *testing.T) {
 		time.Sleep(5 * time.Second)
 		publishRun(t, pub.n, "room", 0, 30)
 		seen := receive(t, subA, 30)
-		time.Sleep(10 * time.Second)
+		time.Sleep(durableIndexCheck + 10*time.Second) // a racing index write may have dropped the other's entries
 		before := ownSegments(t, c.n, a.id)
 
 		net.stop(a)

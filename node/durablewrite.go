@@ -84,6 +84,10 @@ func (d *durableHistory) flush(ctx context.Context, topic string, dt *durableTop
 			}
 		}
 		sortDescs(dt.own)
+		// Number on from the clock too, in case a racing writer had
+		// dropped our entries from the index: a restarted writer never
+		// reuses a number, so never overwrites a segment of its own.
+		dt.next = max(dt.next, uint64(now.UnixMilli()))
 		dt.loaded = true
 	}
 	since := dt.cut

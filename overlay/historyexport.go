@@ -77,13 +77,19 @@ func (o *Overlay) HistoryFloor(topic string) (floor Position, ok bool) {
 	return w.floor, true
 }
 
-func (o *Overlay) readyWindow(topic string) *window {
+// window returns topic's window, nil if it keeps none.
+func (o *Overlay) window(topic string) *window {
 	o.mu.Lock()
-	var w *window
+	defer o.mu.Unlock()
 	if ts := o.topics[topic]; ts != nil {
-		w = ts.hist
+		return ts.hist
 	}
-	o.mu.Unlock()
+	return nil
+}
+
+// readyWindow returns topic's window once its first fetch is over, else nil.
+func (o *Overlay) readyWindow(topic string) *window {
+	w := o.window(topic)
 	if w == nil {
 		return nil
 	}
