@@ -17,6 +17,7 @@ import (
 	"github.com/immense-p2p/immense/internal/topicname"
 	"github.com/immense-p2p/immense/overlay"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Durable history. For the topics DurableHistoryConfig names, every app
@@ -302,6 +303,11 @@ type durableHistory struct {
 	me  string
 	// topics is the writer's state per topic; only run touches it.
 	topics map[string]*durableTopic
+	// fills bounds the resumes reading durable history at once.
+	fills chan struct{}
+	// stored counts segment and index writes by result, resumes by
+	// outcome (immense_node_durable_history_*_total).
+	stored, resumes *prometheus.CounterVec
 }
 
 // startDurableHistory starts the writer if the node keeps durable history
@@ -312,7 +318,17 @@ func (n *Node) startDurableHistory() {
 		return
 	}
 	d := &durableHistory{n: n, cfg: c.withDefaults(), log: n.plog.With("component", "node.durablehistory"),
-		me: n.host.ID().String(), topics: map[string]*durableTopic{}}
+		me: n.host.ID().String(), topics: map[string]*durableTopic{}, fills: make(chan struct{}, maxConcurrentFills),
+		stored: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "immense", Subsystem: "node", Name: "durable_history_writes_total",
+			Help: "Durable history objects written to the state, by result (ok, failed)."}, []string{"result"}),
+		resumes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "immense", Subsystem: "node", Name: "durable_history_resumes_total",
+			Help: "Resumes older than the window that read durable history, by outcome (recovered, gap, busy)."}, []string{"outcome"}),
+	}
+	for _, c := range []prometheus.Collector{d.stored, d.resumes} {
+		if err := n.registry.Register(c); err != nil {
+			d.log.Warn("durable history metrics", "err", err)
+		}
+	}
 	n.durable = d
 	n.wg.Add(1)
 	go func() {

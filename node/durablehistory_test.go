@@ -11,6 +11,7 @@ import (
 	"github.com/immense-p2p/immense/erasure"
 	"github.com/immense-p2p/immense/overlay"
 	"github.com/libp2p/go-libp2p/core/peer"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // durableNet starts n app peers with state, windows of 10 messages and
@@ -123,6 +124,10 @@ func TestDurableHistoryResume(t *testing.T) {
 			t.Fatal(err)
 		}
 		expectRun(t, receive(t, resumed, 1), 30, 31)
+		var m dto.Metric
+		if err := b.durable.resumes.WithLabelValues("recovered").Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+			t.Errorf("recovered resumes counted: %v (%v)", m.GetCounter().GetValue(), err)
+		}
 
 		gapped, err := b.Subscribe(ctx, "plain", Since(seenPlain[5].Position))
 		if err != nil {

@@ -10,9 +10,19 @@ import (
 
 // The reader of durable history (durablehistory.go says what it keeps).
 
-// maxFillBytes caps the payload bytes one resume reads from durable
-// history; a resume that would need more is a gap.
-const maxFillBytes = 64 << 20
+// A resume's reads of durable history are budgeted: whoever may subscribe
+// to a topic may resume from far back, as often as it likes.
+const (
+	// maxFillBytes caps the payload bytes one resume reads; a resume that
+	// would need more is a gap.
+	maxFillBytes = 64 << 20
+	// maxFillSegments caps the segments one resume reads (the default
+	// 10,000 messages are 40 segments of a writer).
+	maxFillSegments = 512
+	// maxConcurrentFills caps the resumes reading at once; a resume
+	// that finds them all busy is a gap.
+	maxConcurrentFills = 4
+)
 
 // stretch is a segment's coverage: every message in (prev, last].
 type stretch struct{ prev, last overlay.Position }
@@ -23,6 +33,23 @@ type stretch struct{ prev, last overlay.Position }
 // duplicates, and true, if the durable history covers everything from
 // since up to the window's floor; else nil and false: a gap.
 func (d *durableHistory) fill(ctx context.Context, topic string, since overlay.Position, window []*Message) ([]*Message, bool) {
+	select {
+	case d.fills <- struct{}{}:
+		defer func() { <-d.fills }()
+	default:
+		d.resumes.WithLabelValues("busy").Inc()
+		return nil, false
+	}
+	msgs, ok := d.read(ctx, topic, since, window)
+	outcome := "gap"
+	if ok {
+		outcome = "recovered"
+	}
+	d.resumes.WithLabelValues(outcome).Inc()
+	return msgs, ok
+}
+
+func (d *durableHistory) read(ctx context.Context, topic string, since overlay.Position, window []*Message) ([]*Message, bool) {
 	x, err := d.readIndex(ctx, topic)
 	if err != nil {
 		d.log.Debug("durable history index", "topic", topic, "err", err)
@@ -42,10 +69,15 @@ func (d *durableHistory) fill(ctx context.Context, topic string, since overlay.P
 		msgs      []*Message
 		stretches []stretch
 		bytes     int
+		read      int
 	)
 	for _, s := range x.Segs {
 		if last, _ := s.Last.position(); last.Compare(since) <= 0 && newest[s.Writer] != s.N {
 			continue
+		}
+		if read++; read > maxFillSegments {
+			d.log.Debug("durable history: resume too far back", "topic", topic, "since", since)
+			return nil, false
 		}
 		got, st, err := d.readSegment(ctx, topic, s)
 		if err != nil {

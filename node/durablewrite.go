@@ -201,8 +201,10 @@ func (d *durableHistory) store(ctx context.Context, topic string, dt *durableTop
 	ctx, cancel := context.WithTimeout(ctx, durableOpTimeout)
 	defer cancel()
 	if _, err := d.n.Put(ctx, segmentKey(topic, d.me, s.N), b); err != nil {
+		d.stored.WithLabelValues("failed").Inc()
 		return fmt.Errorf("store segment %d: %w", s.N, err)
 	}
+	d.stored.WithLabelValues("ok").Inc()
 	dt.dirty = false
 	desc := segDesc{Writer: d.me, N: s.N, Prev: s.Prev, Last: s.Last, Count: len(s.Msgs)}
 	if i := slices.IndexFunc(dt.own, func(o segDesc) bool { return o.N == s.N }); i >= 0 {
@@ -284,8 +286,10 @@ func (d *durableHistory) writeIndex(ctx context.Context, topic string, dt *durab
 	ctx, cancel := context.WithTimeout(ctx, durableOpTimeout)
 	defer cancel()
 	if _, err := d.n.Put(ctx, indexKey(topic), b); err != nil {
+		d.stored.WithLabelValues("failed").Inc()
 		return fmt.Errorf("store index: %w", err)
 	}
+	d.stored.WithLabelValues("ok").Inc()
 	dt.indexDirty = false
 	return nil
 }
