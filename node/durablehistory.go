@@ -107,6 +107,9 @@ const (
 	// its segments as they are: a race with another writer may have
 	// dropped them, and its open segment's entry lags behind it.
 	durableIndexCheck = 30 * time.Second
+	// maxDurableTopics caps the topics a writer keeps state of after
+	// their window closed, while their last segment waits to be stored.
+	maxDurableTopics = 1024
 	// durableOpTimeout bounds one state operation of the writer or reader.
 	durableOpTimeout = 30 * time.Second
 	durableKeyPrefix = "_history:"

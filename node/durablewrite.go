@@ -56,9 +56,16 @@ func (d *durableHistory) run(ctx context.Context) {
 			}
 		}
 		// A topic without a window any more is forgotten once all it had
-		// is stored; should it come back, it starts a new segment.
+		// is stored (or if too many are waiting for that); should it come
+		// back, it starts a new segment.
 		for topic, dt := range d.topics {
-			if !seen[topic] && !dt.dirty && !dt.indexDirty {
+			if seen[topic] {
+				continue
+			}
+			if err := d.closeOpen(ctx, topic, dt); err == nil && dt.indexDirty {
+				err = d.writeIndex(ctx, topic, dt, time.Now())
+			}
+			if !dt.dirty && !dt.indexDirty || len(d.topics) > maxDurableTopics {
 				delete(d.topics, topic)
 			}
 		}
