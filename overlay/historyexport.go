@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -52,10 +53,13 @@ func (o *Overlay) HistoryRecords(topic string, since Position, max int) (recs []
 	}
 	s := o.history
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	floor = w.floor
 	i := sort.Search(len(w.entries), func(i int) bool { return w.entries[i].pos.Compare(since) > 0 })
-	for _, e := range w.entries[i:min(len(w.entries), i+max)] {
+	// Entries are never changed once added: encode them outside the
+	// lock, which gossipsub's event loop takes to record messages.
+	entries := slices.Clone(w.entries[i:min(len(w.entries), i+max)])
+	s.mu.Unlock()
+	for _, e := range entries {
 		raw, err := proto.Marshal(e.msg)
 		if err != nil {
 			continue
