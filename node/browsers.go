@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"crypto/ed25519"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -78,8 +77,8 @@ func (b bus) Resume(ctx context.Context, topic, since string) ([]webrtc.Message,
 	if err != nil {
 		return nil, false, nil, err
 	}
-	msgs, ok, err := b.n.overlay.History(ctx, topic, p)
-	if err != nil && !errors.Is(err, overlay.ErrNoHistory) {
+	msgs, ok, err := b.n.history(ctx, topic, p)
+	if err != nil {
 		return nil, false, nil, err
 	}
 	r := overlay.NewResume(p, msgs)

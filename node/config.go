@@ -183,6 +183,12 @@ type Config struct {
 
 	// Presence turns on who-is-here for some topics (presence.go).
 	Presence PresenceConfig
+
+	// DurableHistory keeps the history of some topics in the
+	// erasure-coded state, beyond the in-memory window
+	// (durablehistory.go). Only a node with State and AppKeyFile writes
+	// and reads it.
+	DurableHistory DurableHistoryConfig
 }
 
 // DefaultConfig is the preset for a peer run by an operator on a server or a
@@ -402,6 +408,7 @@ func (c *Config) validate() error {
 		}
 	}
 	errs = append(errs, c.Presence.validate()...)
+	errs = append(errs, c.DurableHistory.validate()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("node config: %w", err)
 	}

@@ -44,9 +44,10 @@ type Node struct {
 	topicKeys    []ed25519.PublicKey // the app's topic keys (appauth.go), which also verify browser tokens
 	state        *state              // nil without Config.State
 	bw           *metrics.BandwidthCounter
-	reachability atomic.Value // network.Reachability
-	apiToken     string       // the control API's bearer token (apiauth.go)
-	presence     *presence    // nil without Config.Presence.Topics
+	reachability atomic.Value    // network.Reachability
+	apiToken     string          // the control API's bearer token (apiauth.go)
+	presence     *presence       // nil without Config.Presence.Topics
+	durable      *durableHistory // nil without Config.DurableHistory.Topics, State or AppKeyFile
 }
 
 // New starts a node: it loads or creates the identity in cfg.DataDir, starts
@@ -131,6 +132,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
+	n.startDurableHistory()
 	if len(cfg.Presence.Topics) > 0 {
 		n.presence = newPresence(n, cfg.Presence) // before the browsers, which report to it
 	}

@@ -140,12 +140,7 @@ func newMessage(topic string, m *pb.Message, from, via peer.ID, seq uint64, send
 // for the window's first fetch from other peers (HistoryConfig.FetchTimeout
 // at most), or ctx.
 func (o *Overlay) History(ctx context.Context, topic string, since Position) ([]*Message, bool, error) {
-	o.mu.Lock()
-	var w *window
-	if ts := o.topics[topic]; ts != nil {
-		w = ts.hist
-	}
-	o.mu.Unlock()
+	w := o.window(topic)
 	if w == nil {
 		return nil, false, fmt.Errorf("%w for %q", ErrNoHistory, topic)
 	}

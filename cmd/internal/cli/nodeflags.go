@@ -53,6 +53,7 @@ func NodeFlags(c *node.Config) []Flag {
 			Flag{"zone", "failure-domain label (region, data centre); shards of an object are spread over zones", String(&c.State.Zone)},
 			Flag{"handoff-timeout", "on SIGINT/SIGTERM, hand the shards this peer holds to other peers for at most this long before exiting (0: do not; a second signal cuts it short)", Duration(&c.State.HandoffTimeout)},
 			Flag{"zones", "`file` of trusted failure domains, one \"<peer id> <zone>\" a line: only these zones (and --zone) spread shards, and their peers may share a /24; zones other peers declare are ignored", String(&c.State.ZonesFile)},
+			Flag{"durable-history", "topic `patterns` whose history this peer, with --app-key, also keeps in the app's state for 24 h (10,000 messages a topic), so that a resume from further back than the in-memory window recovers (comma-separated; a trailing * matches a prefix; default none)", Strings(&c.DurableHistory.Topics)},
 		)
 	}
 	if b := c.Browsers; b != nil {
