@@ -49,6 +49,9 @@ const (
 	maxPresenceMembers = 1000
 	maxPresencePeers   = 1024
 	maxMemberID        = 256
+	// maxPresenceTotal caps the members of one topic's view over all
+	// peers: at most about maxPresenceTotal × maxMemberID bytes a topic.
+	maxPresenceTotal = 20000
 )
 
 // ErrNoPresence is returned for a topic without presence (Config.Presence).
@@ -114,6 +117,31 @@ type presenceTopic struct {
 	watchers map[chan PresenceEvent]struct{}
 	cancel   context.CancelFunc // ends the presence subscription
 	kick     chan struct{}      // a local change to announce
+}
+
+// setRemote records from's announced members until expires, unless that
+// would take the view past maxPresencePeers peers or maxPresenceTotal
+// members (announcements from ever new identities cost bounded memory:
+// those already known keep their place); false if refused. presence.mu
+// must be held.
+func (t *presenceTopic) setRemote(from peer.ID, ids []string, expires time.Time) bool {
+	old, known := t.remote[from]
+	if len(ids) == 0 {
+		delete(t.remote, from)
+		return true
+	}
+	if !known && len(t.remote) >= maxPresencePeers {
+		return false
+	}
+	total := len(ids) - len(old.ids)
+	for _, r := range t.remote {
+		total += len(r.ids)
+	}
+	if total > maxPresenceTotal {
+		return false
+	}
+	t.remote[from] = remoteMembers{ids: ids, expires: expires}
+	return true
 }
 
 type remoteMembers struct {
@@ -264,12 +292,8 @@ func (p *presence) receive(ctx context.Context, t *presenceTopic, sub *overlay.S
 			continue
 		}
 		p.mu.Lock()
-		if _, known := t.remote[m.From]; known || len(t.remote) < maxPresencePeers {
-			if len(ids) == 0 {
-				delete(t.remote, m.From)
-			} else {
-				t.remote[m.From] = remoteMembers{ids: ids, expires: time.Now().Add(3 * p.cfg.Interval)}
-			}
+		if !t.setRemote(m.From, ids, time.Now().Add(3*p.cfg.Interval)) {
+			p.n.log.Debug("presence announcement refused: topic view full", "topic", t.name, "from", m.From, "members", len(ids))
 		}
 		p.update(t, time.Now())
 		p.mu.Unlock()

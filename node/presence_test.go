@@ -10,6 +10,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/immense-p2p/immense/internal/simtest"
 )
 
@@ -112,4 +114,41 @@ func TestPresenceHTTP(t *testing.T) {
 			t.Fatalf("%d %s, want %s", rec.Code, rec.Body, want)
 		}
 	})
+}
+
+// TestPresenceViewBounded: announcements from ever new identities cannot
+// grow a topic's view past maxPresencePeers peers or maxPresenceTotal
+// members; peers already in the view keep their place and may update.
+func TestPresenceViewBounded(t *testing.T) {
+	topic := &presenceTopic{remote: map[peer.ID]remoteMembers{}}
+	members := func(n int, tag string) []string {
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("token:%s-%d", tag, i)
+		}
+		return ids
+	}
+	exp := time.Now().Add(time.Minute)
+	per := maxPresenceTotal / 4
+	for i := range 4 {
+		if !topic.setRemote(peer.ID(fmt.Sprint("p", i)), members(per, fmt.Sprint(i)), exp) {
+			t.Fatalf("announcement %d refused below the budget", i)
+		}
+	}
+	if topic.setRemote("stranger", members(1, "s"), exp) {
+		t.Error("a stranger's member was added past maxPresenceTotal")
+	}
+	if !topic.setRemote("p0", members(per-10, "0"), exp) || !topic.setRemote("stranger", members(10, "s"), exp) {
+		t.Error("updates within the budget refused")
+	}
+	if !topic.setRemote("p1", nil, exp) || len(topic.remote) != 4 {
+		t.Errorf("an empty announcement should remove its peer: %d peers", len(topic.remote))
+	}
+	small := &presenceTopic{remote: map[peer.ID]remoteMembers{}}
+	for i := range maxPresencePeers {
+		small.setRemote(peer.ID(fmt.Sprint("q", i)), []string{"x"}, exp)
+	}
+	if small.setRemote("one-more", []string{"x"}, exp) || len(small.remote) != maxPresencePeers {
+		t.Errorf("view of %d peers, cap %d", len(small.remote), maxPresencePeers)
+	}
 }
