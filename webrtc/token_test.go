@@ -360,6 +360,10 @@ func FuzzVerify(f *testing.F) {
 	ed, _ := MintEdDSA(testEdKey, c)
 	f.Add(hs)
 	f.Add(ed)
+	bound := c
+	bound.Key = pub
+	bd, _ := MintEdDSA(testEdKey, bound)
+	f.Add(bd)
 	f.Add(signRaw(testSecret, `{"alg":"HS256","alg":"none"}`, `{"iat":1893553445,"exp":1893557045}`))
 	f.Add(b64url(`{"alg":"none"}`) + "." + b64url(`{"iat":1,"exp":2}`) + ".")
 	v, err := NewVerifier(testSecret, []ed25519.PublicKey{pub}, 0, []string{"revoked"})
