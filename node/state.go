@@ -68,7 +68,7 @@ func (n *Node) startState() error {
 		Host:     routedhost.Wrap(n.host, n.overlay.DHT()),
 		Key:      key,
 		Store:    store,
-		Records:  loneRecords{n.overlay.DHT()},
+		Records:  loneRecords{n.overlay},
 		Peers:    storagePeers{n},
 		KeysFile: filepath.Join(n.cfg.DataDir, stateKeyFile),
 	})

@@ -263,8 +263,24 @@ func (s *dhtStore) note(key string, from peer.ID) {
 	s.pending[dk] = pendingPut{from: from, at: now}
 }
 
-// owner is who a Put of key is charged to; the caller holds s.mu.
-func (s *dhtStore) owner(key ds.Key, ns string) peer.ID {
+// ownWrite marks the context of this node's own record writes
+// (Overlay.PutValue, and the local fix-ups of Overlay.GetValue), which
+// kad-dht passes down to the datastore.
+type ownWrite struct{}
+
+// unattributed is the owner a remote write is charged to when it cannot be
+// told whose it is (its request note was lost or taken by another put of
+// the same key): all such writes share one peer's budget.
+const unattributed = peer.ID("")
+
+// owner is who a Put of key is charged to; the caller holds s.mu. A write
+// is this node's only when its context says so: a stranger's request note
+// left behind (its record failed validation) neither blocks our own writes
+// nor passes its writes off as ours.
+func (s *dhtStore) owner(ctx context.Context, key ds.Key, ns string) peer.ID {
+	if ctx.Value(ownWrite{}) != nil {
+		return s.self
+	}
 	k := key.String()
 	if ns == providersNamespace {
 		// /providers/<base32 key>/<base32 provider id>
@@ -275,13 +291,13 @@ func (s *dhtStore) owner(key ds.Key, ns string) peer.ID {
 				}
 			}
 		}
-		return ""
+		return unattributed
 	}
 	if p, ok := s.pending[k]; ok {
 		delete(s.pending, k)
 		return p.from
 	}
-	return s.self // our own PutValue (putLocal)
+	return unattributed
 }
 
 // namespace is the first component of a datastore key.
@@ -298,7 +314,7 @@ func (s *dhtStore) Put(ctx context.Context, key ds.Key, value []byte) error {
 	ns := namespace(key)
 	size := int64(len(key.String()) + len(value))
 	s.mu.Lock()
-	owner := s.owner(key, ns)
+	owner := s.owner(ctx, key, ns)
 	if reason := s.refuse(key.String(), ns, owner, size); reason != "" {
 		s.mu.Unlock()
 		s.refused.WithLabelValues(reason).Inc()

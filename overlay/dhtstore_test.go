@@ -45,9 +45,10 @@ func TestDHTStoreBudgets(t *testing.T) {
 	}, []string{"x", "y"})
 	put := func(from peer.ID, key string, size int) error {
 		t.Helper()
-		if from != self {
-			s.note(key, from)
+		if from == self {
+			return s.Put(context.WithValue(ctx, ownWrite{}, true), valueDsKey(key), make([]byte, size))
 		}
+		s.note(key, from)
 		return s.Put(ctx, valueDsKey(key), make([]byte, size))
 	}
 	refused := func(reason string) float64 { return counterValue(t, s.refused.WithLabelValues(reason)) }
@@ -321,4 +322,38 @@ func FuzzDHTStoreKeys(f *testing.F) {
 			t.Fatalf("after delete: %+v, %d peers, %d namespaces", u, len(s.peers), len(s.nss))
 		}
 	})
+}
+
+// TestDHTStoreAttribution: a stranger's request note left behind (its
+// record failed validation, so it never reached the store) does not make
+// this node's own write of the key count against the stranger's full
+// budget; and a write no note accounts for is not taken for ours: it
+// shares the unattributed budget, so it cannot slip past the caps.
+func TestDHTStoreAttribution(t *testing.T) {
+	ctx := context.Background()
+	self, stranger := testPeer(t, 1), testPeer(t, 2)
+	s := newDHTStore(self, DHTBudget{
+		MaxBytes: 1 << 20, MaxRecords: 100, PeerMaxBytes: 2_000, PeerMaxRecords: 2,
+		NamespaceMaxBytes: 1 << 20,
+	}, []string{"x"})
+	for i := range 2 {
+		key := fmt.Sprintf("/x/s%d", i)
+		s.note(key, stranger)
+		if err := s.Put(ctx, valueDsKey(key), make([]byte, 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The stranger's budget is full; it sends a junk PUT of our key.
+	s.note("/x/ours", stranger)
+	if err := s.Put(context.WithValue(ctx, ownWrite{}, true), valueDsKey("/x/ours"), make([]byte, 100)); err != nil {
+		t.Fatalf("our own write behind a stranger's note: %v", err)
+	}
+	// Writes with no note: charged together, and refused past one peer's budget.
+	var err error
+	for i := 0; i < 3 && err == nil; i++ {
+		err = s.Put(ctx, valueDsKey(fmt.Sprintf("/x/u%d", i)), make([]byte, 100))
+	}
+	if !errors.Is(err, ErrDHTBudget) {
+		t.Fatalf("a third unattributed write: %v, want ErrDHTBudget", err)
+	}
 }

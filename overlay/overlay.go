@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/routing"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
 )
 
@@ -297,8 +298,22 @@ func dhtMode(m Mode) dht.ModeOpt {
 // Host returns the libp2p host the overlay runs on.
 func (o *Overlay) Host() host.Host { return o.host }
 
-// DHT returns the overlay's Kademlia DHT.
+// DHT returns the overlay's Kademlia DHT. This node's own records go
+// through PutValue and GetValue below, not the DHT's, so that the
+// datastore's budgets know them for ours.
 func (o *Overlay) DHT() *dht.IpfsDHT { return o.dht }
+
+// PutValue stores a record in the DHT as this node's own: the copy kept
+// in the local datastore is not charged to any peer's budget.
+func (o *Overlay) PutValue(ctx context.Context, key string, value []byte, opts ...routing.Option) error {
+	return o.dht.PutValue(context.WithValue(ctx, ownWrite{}, true), key, value, opts...)
+}
+
+// GetValue looks a record up in the DHT; a better record it finds
+// replaces the local copy as this node's own write.
+func (o *Overlay) GetValue(ctx context.Context, key string, opts ...routing.Option) ([]byte, error) {
+	return o.dht.GetValue(context.WithValue(ctx, ownWrite{}, true), key, opts...)
+}
 
 // PubSub returns the gossipsub router, for callers that need what this
 // package does not wrap (benchmarks compare against it).
