@@ -2,10 +2,10 @@ package overlay
 
 import (
 	"fmt"
-	"net"
 	"sync"
 	"sync/atomic"
 
+	"github.com/immense-p2p/immense/internal/netprefix"
 	"github.com/libp2p/go-libp2p-kbucket/peerdiversity"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -97,22 +97,14 @@ func (f *diversityFilter) PeerAddresses(p peer.ID) []ma.Multiaddr {
 	return out
 }
 
-// subnets24 are the /24 (or /48) groups of p's public addresses.
+// subnets24 are the /24 (or /48) groups of p's public addresses
+// (internal/netprefix, the grouping shard placement uses too).
 func (f *diversityFilter) subnets24(p peer.ID) []string {
 	var out []string
 	seen := map[string]bool{}
 	for _, a := range f.PeerAddresses(p) {
-		ip, err := manet.ToIP(a)
-		if err != nil || limitless(ip) {
-			continue
-		}
-		var k string
-		if v4 := ip.To4(); v4 != nil {
-			k = v4.Mask(net.CIDRMask(24, 32)).String() + "/24"
-		} else {
-			k = ip.Mask(net.CIDRMask(48, 128)).String() + "/48"
-		}
-		if !seen[k] {
+		k := netprefix.OfAddr(a)
+		if k != "" && !seen[k] {
 			seen[k] = true
 			out = append(out, k)
 		}
@@ -120,17 +112,12 @@ func (f *diversityFilter) subnets24(p peer.ID) []string {
 	return out
 }
 
-// limitless: loopback, private and link-local addresses are not limited.
-func limitless(ip net.IP) bool {
-	return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsUnspecified()
-}
-
 // groupLimitless tells whether a /16 group key stands for addresses that
 // are not limited (kad-dht computes it from the same addresses).
 func (f *diversityFilter) groupLimitless(p peer.ID, g peerdiversity.PeerIPGroupKey) bool {
 	for _, a := range f.PeerAddresses(p) {
 		ip, err := manet.ToIP(a)
-		if err == nil && !limitless(ip) && peerdiversity.IPGroupKey(ip) == g {
+		if err == nil && !netprefix.Exempt(ip) && peerdiversity.IPGroupKey(ip) == g {
 			return false
 		}
 	}
