@@ -16,7 +16,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-base32"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/time/rate"
 )
 
 // The DHT keeps what other peers PUT_VALUE (manifests, handoff hints) and
@@ -149,7 +148,7 @@ type dhtStore struct {
 	peers   map[peer.ID]*usage
 	nss     map[string]*usage
 	pending map[string]pendingPut
-	limits  map[peer.ID]*rate.Limiter
+	puts    *limiter[peer.ID] // PUT_VALUE and ADD_PROVIDER per peer
 
 	refused *prometheus.CounterVec
 }
@@ -168,7 +167,7 @@ func newDHTStore(self peer.ID, b DHTBudget, namespaces []string) *dhtStore {
 		peers:    map[peer.ID]*usage{},
 		nss:      map[string]*usage{},
 		pending:  map[string]pendingPut{},
-		limits:   map[peer.ID]*rate.Limiter{},
+		puts:     newLimiter[peer.ID](b.PutRate, b.PutBurst, maxRateLimiters),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "immense", Subsystem: "overlay", Name: "dht_records_refused_total",
 			Help: "DHT records (PUT_VALUE, ADD_PROVIDER) refused, by reason: rate (the sender's put rate), store, peer, namespace (a budget full), namespace_unknown.",
@@ -222,25 +221,7 @@ func (s *dhtStore) onRequest(_ context.Context, st network.Stream, req *pb.Messa
 	}
 }
 
-func (s *dhtStore) allow(p peer.ID) bool {
-	if s.budget.PutRate == 0 {
-		return true
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l, ok := s.limits[p]
-	if !ok {
-		if len(s.limits) >= maxRateLimiters {
-			for q := range s.limits {
-				delete(s.limits, q)
-				break
-			}
-		}
-		l = rate.NewLimiter(rate.Limit(s.budget.PutRate), s.budget.PutBurst)
-		s.limits[p] = l
-	}
-	return l.Allow()
-}
+func (s *dhtStore) allow(p peer.ID) bool { return s.puts.allow(p, time.Now()) }
 
 func (s *dhtStore) note(key string, from peer.ID) {
 	dk := valueDsKey(key).String()
