@@ -492,7 +492,7 @@ func (z *authorizer) sender(topic string, from peer.ID, e envelope) Sender {
 // file).
 func (o *Overlay) authorize(topic string, msg *pubsub.Message, e envelope) pubsub.ValidationResult {
 	now := time.Now()
-	_, err := o.auth.check(topic, msg.GetFrom(), e, now)
+	s, err := o.auth.check(topic, msg.GetFrom(), e, now)
 	if err == nil && e.kind == credBoundToken && o.auth.on && !o.auth.isOpen(topic) {
 		// A copy of a browser's signed message under another gossipsub id.
 		forget := e.published.Add(o.auth.cfg.MessageMaxAge + o.auth.cfg.MaxClockSkew)
@@ -501,6 +501,9 @@ func (o *Overlay) authorize(topic string, msg *pubsub.Message, e envelope) pubsu
 		}
 	}
 	if err == nil {
+		// What delivery needs, so that it decodes and authorizes nothing
+		// again (pubsub hands this same *Message to the subscriptions).
+		msg.ValidatorData = validated{sender: s, env: e}
 		return pubsub.ValidationAccept
 	}
 	var ae *authError
@@ -512,6 +515,25 @@ func (o *Overlay) authorize(topic string, msg *pubsub.Message, e envelope) pubsu
 		return pubsub.ValidationIgnore
 	}
 	return pubsub.ValidationReject
+}
+
+// validated is what the validator learnt of an accepted message.
+type validated struct {
+	sender Sender
+	env    envelope
+}
+
+// accepted returns m's envelope and sender as the validator found them
+// (or works them out again, should ValidatorData be missing).
+func (o *Overlay) accepted(topic string, m *pubsub.Message) (envelope, Sender, error) {
+	if v, ok := m.ValidatorData.(validated); ok {
+		return v.env, v.sender, nil
+	}
+	env, err := decodeEnvelope(m.Data)
+	if err != nil {
+		return envelope{}, Sender{}, err
+	}
+	return env, o.auth.sender(topic, m.GetFrom(), env), nil
 }
 
 // PublishToken publishes data to topic on behalf of a browser, with the

@@ -105,7 +105,7 @@ func (o *Overlay) record(w *window, topic string, m *pubsub.Message) {
 	if !ok {
 		return
 	}
-	env, err := decodeEnvelope(m.Data)
+	env, sender, err := o.accepted(topic, m)
 	if err != nil {
 		return
 	}
@@ -113,7 +113,7 @@ func (o *Overlay) record(w *window, topic string, m *pubsub.Message) {
 	o.history.add(w, histEntry{
 		pos:    Position{Publisher: from, Seq: seq, Time: env.published},
 		msg:    m.Message,
-		sender: o.auth.sender(topic, from, env),
+		sender: sender,
 		env:    env,
 		size:   entrySize(m.Message),
 	}, time.Now())

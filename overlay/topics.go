@@ -291,14 +291,13 @@ func (s *Subscription) TryNext() (*Message, bool) {
 		if more {
 			s.signal() // for another goroutine waiting in Next
 		}
-		env, err := decodeEnvelope(m.Data)
+		env, sender, err := s.o.accepted(s.topic, m)
 		if err != nil {
 			continue // the validator already refused it; cannot happen
 		}
 		seq, _ := seqOf(m.Seqno) // StrictSign: always 8 bytes
 		s.o.metrics.received.WithLabelValues(s.o.metrics.label(s.topic)).Inc()
-		from := m.GetFrom()
-		return newMessage(s.topic, m.Message, from, m.ReceivedFrom, seq, s.o.auth.sender(s.topic, from, env), env), true
+		return newMessage(s.topic, m.Message, m.GetFrom(), m.ReceivedFrom, seq, sender, env), true
 	}
 }
 
