@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/immense-p2p/immense/overlay"
 	"github.com/immense-p2p/immense/webrtc"
@@ -21,6 +22,11 @@ type bus struct{ n *Node }
 func (b bus) Publish(ctx context.Context, topic string, data []byte, token string, proof *webrtc.Proof) error {
 	if b.n.ctx.Err() != nil {
 		return ErrClosed
+	}
+	if strings.HasPrefix(topic, presencePrefix) {
+		// Presence announcements are the peers' own; a browser publishing
+		// there would speak for its peer.
+		return fmt.Errorf("%w: %q is a presence topic, announced by peers only", overlay.ErrUnauthorized, topic)
 	}
 	if token == "" { // InsecureNoAuth: the peer publishes as itself
 		return b.n.overlay.Publish(ctx, topic, data)

@@ -283,7 +283,9 @@ func (p *presence) receive(ctx context.Context, t *presenceTopic, sub *overlay.S
 		if err != nil {
 			return
 		}
-		if m.From == p.n.host.ID() {
+		// A browser's message relayed on the presence topic would file
+		// its made-up list under its peer's id: only peers announce.
+		if m.From == p.n.host.ID() || m.Sender.Kind == overlay.SenderBrowser {
 			continue
 		}
 		ids, err := decodeAnnouncement(m.Data)

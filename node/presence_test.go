@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/immense-p2p/immense/overlay"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/immense-p2p/immense/internal/simtest"
@@ -151,4 +153,20 @@ func TestPresenceViewBounded(t *testing.T) {
 	if small.setRemote("one-more", []string{"x"}, exp) || len(small.remote) != maxPresencePeers {
 		t.Errorf("view of %d peers, cap %d", len(small.remote), maxPresencePeers)
 	}
+}
+
+// TestBrowserCannotAnnouncePresence: a browser's publish to a presence
+// topic is refused by its peer, whatever its token allows, so that it
+// cannot replace its peer's member list on the other peers.
+func TestBrowserCannotAnnouncePresence(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newSimNet(t, simtest.Config{}, 1, nil, func(_ int, c *Config) {
+			c.Presence = PresenceConfig{Topics: []string{"room/*"}, Interval: time.Second}
+		})
+		s.start(s.nodes[0], nil)
+		err := bus{s.nodes[0].n}.Publish(t.Context(), presencePrefix+"room/1", []byte(`{"members":["token:mallory"]}`), "", nil)
+		if !errors.Is(err, overlay.ErrUnauthorized) {
+			t.Fatalf("a browser's publish to the presence topic: %v, want ErrUnauthorized", err)
+		}
+	})
 }
