@@ -332,7 +332,9 @@ func (c *trackedCache) get(ctx context.Context) trackedKeys {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.last.at.IsZero() || time.Since(c.last.at) >= trackedCacheTTL {
-		c.last = c.n.lookupTracked(ctx)
+		// Not the request's context: a client that goes away must not
+		// leave a cancelled lookup cached for every dashboard.
+		c.last = c.n.lookupTracked(context.WithoutCancel(ctx))
 	}
 	return c.last
 }
