@@ -182,6 +182,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("config: SegmentSize %d must be in [%d, %d]", c.SegmentSize, MinSegmentSize, MaxSegmentSize)
 	case c.Target <= 0 || c.Target >= 1:
 		return fmt.Errorf("config: Target %v must be in (0, 1)", c.Target)
+	case c.Zone != "" && checkZone(c.Zone) != nil:
+		// It travels in the identify agent version, after a space.
+		return fmt.Errorf("config: Zone %q: %w", c.Zone, errZone)
 	case c.MaxValueSize < 0:
 		return fmt.Errorf("config: MaxValueSize %d must not be negative", c.MaxValueSize)
 	case c.RequestTimeout <= 0:

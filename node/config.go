@@ -394,10 +394,6 @@ func (c *Config) validate() error {
 		if c.StorageQuota < 0 {
 			errs = append(errs, fmt.Errorf("StorageQuota must be >= 0, got %d", c.StorageQuota))
 		}
-		// The zone travels in the identify agent version, after a space.
-		if strings.ContainsAny(s.Zone, " \t\n") || len(s.Zone) > 64 {
-			errs = append(errs, fmt.Errorf("State.Zone %q: at most 64 bytes, no spaces", s.Zone))
-		}
 		if err := s.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("State: %w", err))
 		}
