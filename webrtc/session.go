@@ -174,7 +174,7 @@ func (s *session) onDataChannel(dc *pion.DataChannel) {
 
 // readBufferSize is what a session reads browser frames into: enough for
 // the usual subscribe or small publish. A larger frame gets a buffer of its
-// own size (the SCTP stream keeps a message that did not fit), so a quiet
+// own (the SCTP stream keeps a message that did not fit), so a quiet
 // session holds 2 KiB rather than pion's 64 KiB.
 const readBufferSize = 2 << 10
 
@@ -187,8 +187,12 @@ func (s *session) readLoop(raw datachannel.ReadWriteCloser) {
 		n, isString, err := raw.ReadDataChannel(buf)
 		var data []byte
 		switch {
-		case errors.Is(err, io.ErrShortBuffer) && n <= s.srv.cfg.MaxFrameSize:
-			data = make([]byte, n)
+		case errors.Is(err, io.ErrShortBuffer):
+			// The SCTP stream keeps a message that did not fit, but the
+			// data channel layer reports no size: read it again into a
+			// buffer of the largest size the browser may send (the
+			// a=max-message-size it was given).
+			data = make([]byte, s.srv.cfg.MaxFrameSize)
 			if n, isString, err = raw.ReadDataChannel(data); err != nil {
 				return
 			}
