@@ -60,6 +60,9 @@ func (s *Service) delete(ctx context.Context, key string) error {
 		return fmt.Errorf("publish tombstone: %w", err)
 	}
 	s.published(dhtKey, ts.Version)
+	if err := s.tracked.markPublished(key, ts.Version); err != nil {
+		s.log.Debug("record published tombstone", "key", key, "err", err)
+	}
 	s.republished.set(obj, now)
 	s.sched.Remove(obj)
 	var wg sync.WaitGroup

@@ -67,6 +67,10 @@ type keyEntry struct {
 	// Version is the highest manifest version this service published (or
 	// was about to) for the key: the floor of its next one.
 	Version uint64 `json:"version,omitempty"`
+	// Published is the highest version this service saw the DHT accept:
+	// repair refuses a manifest below it (a rollback). Not Version, which
+	// a failed publish leaves one ahead of what the DHT holds.
+	Published uint64 `json:"published,omitempty"`
 	// Tracked: the service repairs the key.
 	Tracked bool `json:"tracked,omitempty"`
 	// Deleted and Tombstone: when the key was deleted, and the signed
@@ -224,28 +228,50 @@ func (l *keyList) recordDelete(key string, version uint64, rec []byte, at time.T
 	})
 }
 
-// raise lifts the version floor of the key of obj (a repair published
-// version), if the list knows the key.
+// raise records that version of the key of obj was published (by a
+// repair), lifting its floor, if the list knows the key.
 func (l *keyList) raise(obj ObjectID, version uint64) error {
 	l.mu.Lock()
 	key, ok := l.byObj[obj]
-	if ok && l.keys[key].Version >= version {
-		ok = false
-	}
 	l.mu.Unlock()
 	if !ok {
 		return nil
 	}
-	return l.update(key, func(e *keyEntry) { e.Version = max(e.Version, version) })
+	return l.markPublished(key, version)
 }
 
-// floorObj returns the highest version recorded for the key of obj, 0 if
-// the list does not know it.
+// markPublished records that the DHT accepted version of key.
+func (l *keyList) markPublished(key string, version uint64) error {
+	l.mu.Lock()
+	e := l.keys[key]
+	done := e != nil && e.Published >= version && e.Version >= version
+	l.mu.Unlock()
+	if done {
+		return nil
+	}
+	return l.update(key, func(e *keyEntry) {
+		e.Version, e.Published = max(e.Version, version), max(e.Published, version)
+	})
+}
+
+// floorObj returns the highest version recorded for the key of obj (the
+// floor of its next one), 0 if the list does not know it.
 func (l *keyList) floorObj(obj ObjectID) uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if key, ok := l.byObj[obj]; ok {
 		return l.keys[key].Version
+	}
+	return 0
+}
+
+// publishedObj returns the highest version of the key of obj the DHT
+// accepted from this service, 0 if the list does not know it.
+func (l *keyList) publishedObj(obj ObjectID) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if key, ok := l.byObj[obj]; ok {
+		return l.keys[key].Published
 	}
 	return 0
 }

@@ -240,6 +240,11 @@ func (s *Service) commit(ctx context.Context, key, dhtKey string, version uint64
 		return fmt.Errorf("publish manifest: %w", err)
 	}
 	s.published(dhtKey, version)
+	if err := s.tracked.markPublished(key, version); err != nil {
+		// The DHT has it; the rollback floor catches up with the next
+		// write of the list.
+		s.log.Debug("record published version", "key", key, "err", err)
+	}
 	return nil
 }
 

@@ -194,7 +194,7 @@ func (s *Service) RepairObject(ctx context.Context, obj ObjectID) (*RepairPlan, 
 		s.sched.Remove(obj)
 		return nil, fmt.Errorf("object %s: deleted: %w", obj, ErrNotFound)
 	}
-	if floor := s.tracked.floorObj(obj); m.Version < floor {
+	if floor := s.tracked.publishedObj(obj); m.Version < floor {
 		// This service published a newer version (e.g. before a restart
 		// emptied its memory of versions seen): repairing this one would
 		// publish old content above it. The next Put overwrites it.

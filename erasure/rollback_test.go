@@ -9,6 +9,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/routing"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -210,4 +211,42 @@ func TestVersionMemoryBounded(t *testing.T) {
 	if v.len() != 2 || v.get("b") != 0 || v.get("a") != 5 {
 		t.Fatalf("len %d, a %d, b %d", v.len(), v.get("a"), v.get("b"))
 	}
+}
+
+// failingRecords fails every PutValue, as a DHT that cannot reach anyone.
+type failingRecords struct{ Records }
+
+func (failingRecords) PutValue(context.Context, string, []byte, ...routing.Option) error {
+	return errors.New("no peer answered")
+}
+
+// TestFailedPutKeepsRepair: a Put whose manifest could not be published
+// leaves the key's version floor one ahead of what the DHT holds; repair
+// of the live version must still run (it is not a rollback: this peer
+// never published the higher version), and the next Put goes above both.
+func TestFailedPutKeepsRepair(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tn := newTestNet(t, 6, netOpts{config: func(_ int, c *Config, _ *StoreConfig) { c.MaxShards = 5 }})
+		ctx := context.Background()
+		w := tn.nodes[0].svc
+		if _, err := w.Put(ctx, "obj", []byte("v1")); err != nil {
+			t.Fatal(err)
+		}
+		good := w.records
+		w.records = failingRecords{good}
+		if _, err := w.Put(ctx, "obj", []byte("v2")); err == nil {
+			t.Fatal("a Put whose manifest was not published succeeded")
+		}
+		w.records = good
+		if _, err := w.Repair(ctx, "obj"); errors.Is(err, ErrRolledBack) {
+			t.Fatalf("repair after a failed Put: %v", err)
+		}
+		res, err := w.Put(ctx, "obj", []byte("v3"))
+		if err != nil || res.Version != 3 {
+			t.Fatalf("the next Put: %+v, %v; want version 3", res, err)
+		}
+		if got, err := tn.nodes[1].svc.Get(ctx, "obj"); err != nil || string(got) != "v3" {
+			t.Fatalf("read back %q, %v", got, err)
+		}
+	})
 }
