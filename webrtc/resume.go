@@ -105,8 +105,17 @@ func (s *session) replay(topic, since string) {
 		s.mu.Unlock() // unsubscribed meanwhile
 		return
 	}
+	// The replay goes through the session's queue, which the browser has
+	// not begun to drain: keep its newest part that fits beside what is
+	// queued and held, so that a long replay neither trips the slow-client
+	// policy (a disconnect would loop: the client resumes from the same
+	// point) nor drops messages silently. What is cut is a gap.
+	if cut := s.replayOverflow(frames, rs.held); cut > 0 {
+		frames = frames[cut:]
+		recovered = false
+	}
 	if !recovered {
-		if b, err := appendFrame(nil, &frame{typ: frameError, code: CodeGap, topic: topic, reason: "resumed from before the topic's history: messages were lost"}); err == nil {
+		if b, err := appendFrame(nil, &frame{typ: frameError, code: CodeGap, topic: topic, reason: "resumed from before what the peer could replay: messages were lost"}); err == nil {
 			s.control = append(s.control, b)
 			s.srv.metrics.rejected.WithLabelValues(CodeGap.String()).Inc()
 		}
@@ -129,6 +138,26 @@ func (s *session) replay(topic, since string) {
 		return
 	}
 	signal(s.wake)
+}
+
+// replayOverflow is how many of the oldest replay frames must go so that
+// the rest, the held live frames and what is queued fit in the session's
+// queue (QueueLength, QueueBytes). s.mu must be held.
+func (s *session) replayOverflow(frames, held [][]byte) int {
+	cfg := &s.srv.cfg
+	n, bytes := s.queue.n+len(held), s.queue.bytes
+	for _, b := range held {
+		bytes += len(b)
+	}
+	for _, b := range frames {
+		bytes += len(b)
+	}
+	cut := 0
+	for cut < len(frames) && (n+len(frames)-cut > cfg.QueueLength || bytes > cfg.QueueBytes) {
+		bytes -= len(frames[cut])
+		cut++
+	}
+	return cut
 }
 
 // frameID reads the id of an encoded MESSAGE frame: version, type, topic

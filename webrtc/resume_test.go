@@ -129,3 +129,46 @@ func TestResumeSubscription(t *testing.T) {
 		t.Errorf("a resume inside the window reported %v", gaps)
 	}
 }
+
+// TestResumeLongerThanQueue: a replay longer than the session's queue is
+// cut to its newest part that fits, with a gap error, under either slow
+// client policy: never a disconnect (the client would resume from the same
+// point again), never a silent drop.
+func TestResumeLongerThanQueue(t *testing.T) {
+	for _, policy := range []SlowPolicy{Disconnect, DropOldest} {
+		t.Run(fmt.Sprint(policy), func(t *testing.T) {
+			bus := newHistBus(100)
+			cfg := testConfig(t)
+			cfg.QueueLength, cfg.SlowPolicy = 20, policy
+			srv, err := New(bus, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hs := httptest.NewServer(srv)
+			t.Cleanup(func() { hs.Close(); srv.Close() })
+			e := &testEnv{t: t, bus: bus.memBus, srv: srv, url: hs.URL + OfferPath}
+			ctx := testContext(t)
+			for i := range 60 {
+				if err := bus.Publish(ctx, "room", []byte(strconv.Itoa(i)), "", nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var gapErr *ServerError
+			c := e.dial(ctx, e.token([]string{"room"}, nil), WithMessageBuffer(1000), WithErrorHandler(func(err error) { errors.As(err, &gapErr) }))
+			if err := c.SubscribeSince(ctx, "room", fmt.Sprintf("%x", 1)); err != nil { // after message 0
+				t.Fatalf("subscribe: %v", err)
+			}
+			for i := 40; i < 60; i++ { // the newest 20
+				if m := <-c.Messages(); string(m.Data) != strconv.Itoa(i) {
+					t.Fatalf("got %q, want %d", m.Data, i)
+				}
+			}
+			if gapErr == nil || gapErr.Code != CodeGap {
+				t.Fatalf("no gap error for the cut replay: %v", gapErr)
+			}
+			if err := c.Err(); err != nil {
+				t.Fatalf("session closed: %v", err)
+			}
+		})
+	}
+}
