@@ -671,6 +671,9 @@ export class Client extends EventTarget {
     validateTopic(topic);
     if (this.state === "closed") return Promise.reject(new Error("client closed"));
     const payload = toBytes(data);
+    // Before the first connection the token, and so whether publishes
+    // must be signed, is not known yet: wait for it.
+    if (this.transport === null) return this.ready.then(() => this.publish(topic, data));
     if (!this._bound) return this._request({ type: "publish", topic, payload });
     // A token bound to our key: sign, so that no peer can reuse the token.
     return this._keyPair.then(async (kp) => {

@@ -364,7 +364,7 @@ function fakeWebSockets(behavior) {
     }
     send(b) {
       if (typeof b === "string") {
-        if (behavior === "accept" && b === "good") this.deliver(encodeFrame({ type: "ack", req: 0 }));
+        if ((behavior === "accept" && b === "good") || behavior === "accept-any") this.deliver(encodeFrame({ type: "ack", req: 0 }));
         else setTimeout(() => this.onclose?.({ code: typeof behavior === "number" ? behavior : 4401, reason: "token refused" }), 1);
         return;
       }
@@ -417,4 +417,19 @@ test("transport websocket: a refused token closes a fixed-token client; a full p
   await once(busy, "disconnect");
   assert.deepEqual(full.sockets.slice(0, 2).map((s) => s.url), ["wss://a.example/v1/ws", "wss://b.example/v1/ws"], "fails over to the next peer");
   busy.close();
+});
+
+test("a publish made before the first connection is signed when the token is bound", async () => {
+  const { FakeWebSocket, sockets } = fakeWebSockets("accept-any");
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const client = connect("https://peer.example", {
+    transport: "websocket",
+    WebSocket: FakeWebSocket,
+    token: async ({ publicKey }) => `${b64({ alg: "EdDSA" })}.${b64({ cnf: { jwk: { kty: "OKP", crv: "Ed25519", x: publicKey } } })}.sig`,
+  });
+  await client.publish("chat", "early"); // before "open"
+  const f = sockets[0].frames.at(-1);
+  assert.equal(f.type, "signed-publish");
+  assert.equal(f.sig.length, 64);
+  client.close();
 });
