@@ -53,10 +53,18 @@ func (s *Service) delete(ctx context.Context, key string) error {
 	// On disk before it is published, like a Put's version: the key leaves
 	// repair, its version floor stays, and the tombstone is republished
 	// (also after a restart) until holders' GC is done with the object.
+	wasTracked := s.tracked.isTracked(key)
 	if err := s.tracked.recordDelete(key, ts.Version, rec, now); err != nil {
 		return fmt.Errorf("record delete: %w", err)
 	}
 	if err := s.records.PutValue(ctx, dhtKey, rec); err != nil {
+		// Told it failed, the caller must not find the delete carried out
+		// later by the tombstone republisher: undo it, keeping the floor.
+		if uerr := s.tracked.update(key, func(e *keyEntry) {
+			e.Tracked, e.Deleted, e.Tombstone = wasTracked, nil, nil
+		}); uerr != nil {
+			s.log.Warn("delete failed and could not be undone in the key list", "key", key, "err", uerr)
+		}
 		return fmt.Errorf("publish tombstone: %w", err)
 	}
 	s.published(dhtKey, ts.Version)

@@ -254,6 +254,14 @@ func (l *keyList) markPublished(key string, version uint64) error {
 	})
 }
 
+// isTracked reports whether the service repairs key.
+func (l *keyList) isTracked(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.keys[key]
+	return e != nil && e.Tracked
+}
+
 // floorObj returns the highest version recorded for the key of obj (the
 // floor of its next one), 0 if the list does not know it.
 func (l *keyList) floorObj(obj ObjectID) uint64 {

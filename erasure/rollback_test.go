@@ -250,3 +250,32 @@ func TestFailedPutKeepsRepair(t *testing.T) {
 		}
 	})
 }
+
+// TestFailedDeleteUndone: a Delete whose tombstone could not be published
+// fails and is not carried out later: the key is still tracked, nothing is
+// left for the tombstone republisher, and the object still reads.
+func TestFailedDeleteUndone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tn := newTestNet(t, 6, netOpts{config: func(_ int, c *Config, _ *StoreConfig) { c.MaxShards = 5 }})
+		ctx := context.Background()
+		w := tn.nodes[0].svc
+		if _, err := w.Put(ctx, "obj", []byte("v1")); err != nil {
+			t.Fatal(err)
+		}
+		good := w.records
+		w.records = failingRecords{good}
+		if err := w.Delete(ctx, "obj"); err == nil {
+			t.Fatal("a Delete whose tombstone was not published succeeded")
+		}
+		w.records = good
+		if keys := w.Keys(); len(keys) != 1 || keys[0] != "obj" {
+			t.Fatalf("tracked keys after a failed delete: %v", keys)
+		}
+		if ts, _ := w.tracked.tombstones(time.Now(), time.Hour); len(ts) != 0 {
+			t.Fatalf("tombstones left to republish: %d", len(ts))
+		}
+		if got, err := tn.nodes[1].svc.Get(ctx, "obj"); err != nil || string(got) != "v1" {
+			t.Fatalf("read after a failed delete: %q, %v", got, err)
+		}
+	})
+}
