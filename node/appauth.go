@@ -147,13 +147,12 @@ func (c *Config) topicAuth() (overlay.Authorization, []ed25519.PublicKey, error)
 		var secret []byte
 		var maxTTL time.Duration
 		var revoked []string
-		keys := a.PublicKeys
 		if b := c.Browsers; b != nil {
 			secret, maxTTL, revoked = b.Secret, b.MaxTokenTTL, b.RevokedTokens
-			keys = append(slices.Clone(keys), b.PublicKeys...)
 		}
-		if len(keys) > webrtc.MaxPublicKeys {
-			keys = keys[:webrtc.MaxPublicKeys]
+		keys, err := browserTokenKeys(c.Browsers, a.PublicKeys)
+		if err != nil {
+			return a, nil, err
 		}
 		v, err := webrtc.NewVerifier(secret, keys, maxTTL, revoked)
 		if err != nil {
@@ -162,6 +161,28 @@ func (c *Config) topicAuth() (overlay.Authorization, []ed25519.PublicKey, error)
 		a.VerifyToken = tokenVerifier(v)
 	}
 	return a, a.PublicKeys, nil
+}
+
+// browserTokenKeys is the one list of keys that verify browsers' EdDSA
+// tokens: the browser config's own keys, then the app's topic keys, each
+// once. The WebRTC bridge (startBrowsers) and the overlay's check of a
+// relayed browser message both use it, so a token one accepts the other
+// accepts too. More keys than a verifier takes is an error, not a silent
+// cut that would drop a different key in each place.
+func browserTokenKeys(b *webrtc.Config, topic []ed25519.PublicKey) ([]ed25519.PublicKey, error) {
+	var keys []ed25519.PublicKey
+	if b != nil {
+		keys = slices.Clone(b.PublicKeys)
+	}
+	for _, k := range topic {
+		if !slices.ContainsFunc(keys, func(p ed25519.PublicKey) bool { return p.Equal(k) }) {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) > webrtc.MaxPublicKeys {
+		return nil, fmt.Errorf("browser token keys: %d (browser keys and app public keys together), at most %d", len(keys), webrtc.MaxPublicKeys)
+	}
+	return keys, nil
 }
 
 // tokenVerifier is v as the overlay's TokenVerifier: every peer checks the

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -213,5 +214,51 @@ func TestSSESender(t *testing.T) {
 	want = `id: 0a` + "\nevent: message\ndata: " + `{"id":"0a","topic":"chat/lobby","sender":"token:alice","sender_kind":"browser","from":"` + id + `","time":"2026-01-02T03:04:05.000006Z","text":"hi\nthere"}` + "\n\n"
 	if b.String() != want {
 		t.Errorf("JSON event\n%q, want\n%q", b.String(), want)
+	}
+}
+
+// TestBrowserTokenKeys: the bridge and the overlay verify browser tokens
+// with one list: the browser config's keys then the app's, each once, and
+// a list longer than a verifier takes is refused with an error instead of
+// cut (each place used to cut a different key).
+func TestBrowserTokenKeys(t *testing.T) {
+	gen := func(n int) []ed25519.PublicKey {
+		var ks []ed25519.PublicKey
+		for range n {
+			pub, _, err := ed25519.GenerateKey(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ks = append(ks, pub)
+		}
+		return ks
+	}
+	app := gen(2)
+	own := append(gen(webrtc.MaxPublicKeys-2), app[1]) // app[1] twice
+	got, err := browserTokenKeys(&webrtc.Config{PublicKeys: own}, app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(slices.Clone(own), app[0])
+	if !slices.EqualFunc(got, want, func(a, b ed25519.PublicKey) bool { return a.Equal(b) }) {
+		t.Fatalf("keys: got %d, want the browser keys then the new app key (%d)", len(got), len(want))
+	}
+	if got, err := browserTokenKeys(nil, app); err != nil || len(got) != 2 {
+		t.Fatalf("no browser config: %d keys, %v", len(got), err)
+	}
+	_, err = browserTokenKeys(&webrtc.Config{PublicKeys: gen(webrtc.MaxPublicKeys)}, app)
+	if err == nil || !strings.Contains(err.Error(), "at most") {
+		t.Fatalf("too many keys: %v", err)
+	}
+	// New refuses such a config with the same error, naming the cause.
+	_, keyFile := appKeyFiles(t)
+	cfg := DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.AppKeyFile = keyFile
+	b := webrtc.DefaultConfig()
+	b.PublicKeys = gen(webrtc.MaxPublicKeys)
+	cfg.Browsers = &b
+	if _, err := New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "browser token keys") {
+		t.Fatalf("New with too many keys: %v", err)
 	}
 }

@@ -2,9 +2,7 @@ package node
 
 import (
 	"context"
-	"crypto/ed25519"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/immense-p2p/immense/overlay"
@@ -145,11 +143,11 @@ func (n *Node) startBrowsers() error {
 	}
 	// A peer that knows the app's topic key admits browsers whose EdDSA
 	// tokens it signed (appauth.go).
-	for _, k := range n.topicKeys {
-		if len(wc.PublicKeys) < webrtc.MaxPublicKeys && !slices.ContainsFunc(wc.PublicKeys, func(p ed25519.PublicKey) bool { return p.Equal(k) }) {
-			wc.PublicKeys = append(slices.Clone(wc.PublicKeys), k)
-		}
+	keys, err := browserTokenKeys(n.cfg.Browsers, n.topicKeys)
+	if err != nil {
+		return fmt.Errorf("start WebRTC bridge: %w", err)
 	}
+	wc.PublicKeys = keys
 	srv, err := webrtc.New(bus{n}, wc)
 	if err != nil {
 		return fmt.Errorf("start WebRTC bridge: %w", err)
