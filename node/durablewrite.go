@@ -207,7 +207,7 @@ func (d *durableHistory) store(ctx context.Context, topic string, dt *durableTop
 	}
 	ctx, cancel := context.WithTimeout(ctx, durableOpTimeout)
 	defer cancel()
-	if _, err := d.n.Put(ctx, segmentKey(topic, d.me, s.N), b); err != nil {
+	if _, err := d.n.put(ctx, segmentKey(topic, d.me, s.N), b); err != nil {
 		d.stored.WithLabelValues("failed").Inc()
 		return fmt.Errorf("store segment %d: %w", s.N, err)
 	}
@@ -292,7 +292,7 @@ func (d *durableHistory) writeIndex(ctx context.Context, topic string, dt *durab
 	}
 	ctx, cancel := context.WithTimeout(ctx, durableOpTimeout)
 	defer cancel()
-	if _, err := d.n.Put(ctx, indexKey(topic), b); err != nil {
+	if _, err := d.n.put(ctx, indexKey(topic), b); err != nil {
 		d.stored.WithLabelValues("failed").Inc()
 		return fmt.Errorf("store index: %w", err)
 	}

@@ -54,6 +54,10 @@ func (a *api) putState(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if err := checkWritable(key); err != nil { // before reading the body
+		writeStateError(w, key, err)
+		return
+	}
 	max := a.n.cfg.State.MaxValueSize
 	// Reserve the body's bytes before reading it: PUTs in flight buffer at
 	// most maxPutBytes between them (one maximum-size value if larger).
@@ -201,6 +205,8 @@ func writeStateError(w http.ResponseWriter, key string, err error) {
 	switch {
 	case errors.Is(err, erasure.ErrInvalidKey):
 		code = http.StatusBadRequest
+	case errors.Is(err, ErrReservedKey):
+		code = http.StatusForbidden
 	case errors.Is(err, erasure.ErrNotFound):
 		writeError(w, http.StatusNotFound, fmt.Errorf("not found: no value stored under key %q", key))
 		return

@@ -89,9 +89,34 @@ func (s *state) close() error {
 // (bootstrap nodes).
 var ErrNoState = errors.New("node: state storage is not enabled on this node")
 
+// ErrReservedKey is returned by Put and Delete for a key the node keeps
+// for itself: durable history's, which start "_history:"
+// (durablehistory.go). An app writing one by mistake would corrupt a
+// topic's history; reading them is allowed.
+var ErrReservedKey = errors.New("reserved key")
+
+// checkWritable refuses keys Put and Delete may not change.
+func checkWritable(key string) error {
+	if err := erasure.ValidateKey(key); err != nil {
+		return err
+	}
+	if strings.HasPrefix(key, durableKeyPrefix) {
+		return fmt.Errorf("%w %q: keys starting %q hold durable history", ErrReservedKey, key, durableKeyPrefix)
+	}
+	return nil
+}
+
 // Put stores value under key in the node's namespace, erasure-coded over
 // other peers, and returns where it went.
 func (n *Node) Put(ctx context.Context, key string, value []byte) (*erasure.PutResult, error) {
+	if err := checkWritable(key); err != nil {
+		return nil, err
+	}
+	return n.put(ctx, key, value)
+}
+
+// put is Put without the reserved-key check, for the node's own keys.
+func (n *Node) put(ctx context.Context, key string, value []byte) (*erasure.PutResult, error) {
 	if err := erasure.ValidateKey(key); err != nil {
 		return nil, err
 	}
@@ -114,7 +139,7 @@ func (n *Node) Get(ctx context.Context, key string) ([]byte, error) {
 
 // Delete removes key from the node's namespace.
 func (n *Node) Delete(ctx context.Context, key string) error {
-	if err := erasure.ValidateKey(key); err != nil {
+	if err := checkWritable(key); err != nil {
 		return err
 	}
 	if n.state == nil {
