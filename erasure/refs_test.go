@@ -103,6 +103,9 @@ func TestStoreRefs(t *testing.T) {
 		if info, _ := s.Stat(h); len(info.Refs) != 3 || info.Ref != squat || s.Used() != want {
 			t.Fatalf("refs %+v used %d, want 3 refs, %d bytes", info.Refs, s.Used(), want)
 		}
+		if sh, obj := s.Counts(); sh != 1 || obj != 2 {
+			t.Fatalf("after puts: Counts %d shards %d objects, want 1 and 2", sh, obj)
+		}
 		s.Close()
 		s, err = OpenStore(cfg)
 		if err != nil {
@@ -110,6 +113,9 @@ func TestStoreRefs(t *testing.T) {
 		}
 		if info, _ := s.Stat(h); len(info.Refs) != 3 || refIndex(info.Refs, owner) < 0 || s.Used() != want {
 			t.Fatalf("after reopen: refs %+v used %d", info.Refs, s.Used())
+		}
+		if sh, obj := s.Counts(); sh != 1 || obj != 2 {
+			t.Fatalf("after reopen: Counts %d shards %d objects, want 1 and 2", sh, obj)
 		}
 		if gone, err := s.Unref(h, squat.Namespace); err != nil || gone {
 			t.Fatalf("squatter's unref: gone %v err %v", gone, err)
@@ -120,11 +126,17 @@ func TestStoreRefs(t *testing.T) {
 		if info, _, err := s.Get(h); err != nil || len(info.Refs) != 1 || info.Ref != owner {
 			t.Fatalf("after the squatter's unref: %+v %v", info, err)
 		}
+		if sh, obj := s.Counts(); sh != 1 || obj != 1 {
+			t.Fatalf("after the squatter's unref: Counts %d shards %d objects, want 1 and 1", sh, obj)
+		}
 		if gone, err := s.Unref(h, owner.Namespace); err != nil || !gone {
 			t.Fatalf("owner's unref: gone %v err %v", gone, err)
 		}
 		if s.Used() != 0 || s.Len() != 0 {
 			t.Fatalf("used %d len %d after the last ref went", s.Used(), s.Len())
+		}
+		if sh, obj := s.Counts(); sh != 0 || obj != 0 {
+			t.Fatalf("after the last unref: Counts %d shards %d objects, want 0 and 0", sh, obj)
 		}
 		if files, _ := os.ReadDir(filepath.Join(dir, shardsDirName, h.String()[:2])); len(files) != 0 {
 			t.Fatalf("files left: %v", files)

@@ -167,9 +167,42 @@ type Store struct {
 
 	mu      sync.Mutex
 	index   map[Hash]ShardInfo
+	objects map[objectKey]int // refs in index per object, kept by setIndex
 	pending map[Hash]bool
 	used    int64 // bytes of committed files plus reservations
 	closed  bool
+}
+
+// objectKey names an object across namespaces.
+type objectKey struct {
+	ns  NamespaceID
+	obj ObjectID
+}
+
+// setIndex records info as h's entry, keeping the per-object ref counts
+// that Counts reports without a scan. s.mu is held, or s is not shared
+// yet (OpenStore).
+func (s *Store) setIndex(h Hash, info ShardInfo) {
+	s.countRefs(s.index[h].Refs, -1)
+	s.countRefs(info.Refs, +1)
+	s.index[h] = info
+}
+
+// dropIndex forgets h's entry; s.mu is held.
+func (s *Store) dropIndex(h Hash) {
+	s.countRefs(s.index[h].Refs, -1)
+	delete(s.index, h)
+}
+
+func (s *Store) countRefs(refs []StoredRef, d int) {
+	for _, r := range refs {
+		k := objectKey{r.Namespace, r.Object}
+		if n := s.objects[k] + d; n > 0 {
+			s.objects[k] = n
+		} else {
+			delete(s.objects, k)
+		}
+	}
 }
 
 // OpenStore opens (creating if needed) the store in cfg.Dir. It first
@@ -179,7 +212,7 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Store{cfg: cfg, log: cfg.Logger, index: map[Hash]ShardInfo{}, pending: map[Hash]bool{}}
+	s := &Store{cfg: cfg, log: cfg.Logger, index: map[Hash]ShardInfo{}, objects: map[objectKey]int{}, pending: map[Hash]bool{}}
 	for _, d := range []string{cfg.Dir, s.tmpDir(), s.shardsDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
@@ -257,7 +290,7 @@ func (s *Store) scan() error {
 				removed = true
 				continue
 			}
-			s.index[info.Hash] = info
+			s.setIndex(info.Hash, info)
 			s.used += info.diskBytes()
 		}
 		for _, f := range refsFiles {
@@ -302,7 +335,7 @@ func (s *Store) loadRefs(dir string, f fs.DirEntry) error {
 	s.used -= info.diskBytes()
 	info.Refs, info.Ref, info.refsFile = refs, refs[0].ShardRef, true
 	s.used += info.diskBytes()
-	s.index[h] = info
+	s.setIndex(h, info)
 	return nil
 }
 
@@ -425,8 +458,8 @@ func (s *Store) Put(h Hash, ref ShardRef, data []byte) error {
 		s.used -= need
 		return fmt.Errorf("put shard %s: %w", h, err)
 	}
-	s.index[h] = ShardInfo{Hash: h, Ref: ref, Refs: []StoredRef{{ShardRef: ref, Added: stored}},
-		Size: int64(len(data)), Stored: stored}
+	s.setIndex(h, ShardInfo{Hash: h, Ref: ref, Refs: []StoredRef{{ShardRef: ref, Added: stored}},
+		Size: int64(len(data)), Stored: stored})
 	return nil
 }
 
@@ -458,7 +491,7 @@ func (s *Store) addRef(info ShardInfo, ref ShardRef) error {
 		s.used -= need
 		return fmt.Errorf("put shard %s: add ref: %w", h, err)
 	}
-	s.index[h] = next
+	s.setIndex(h, next)
 	return nil
 }
 
@@ -619,7 +652,7 @@ func (s *Store) dropRefs(h Hash, drop func(StoredRef) bool) (gone bool, freed in
 	if err != nil {
 		return false, 0, err
 	}
-	s.index[h] = next
+	s.setIndex(h, next)
 	s.used -= freed
 	return false, freed, nil
 }
@@ -632,7 +665,7 @@ func (s *Store) remove(h Hash) error {
 	info, ok := s.index[h]
 	pending := s.pending[h]
 	if ok && !pending {
-		delete(s.index, h)
+		s.dropIndex(h)
 		s.used -= info.diskBytes()
 	}
 	s.mu.Unlock()
@@ -671,6 +704,15 @@ func (s *Store) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.index)
+}
+
+// Counts returns the number of shards stored and of distinct objects
+// (namespace and object id) they hold refs of, without listing them: a
+// status page can ask every second.
+func (s *Store) Counts() (shards, objects int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.index), len(s.objects)
 }
 
 // Used returns the bytes held, in-flight writes included.

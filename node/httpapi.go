@@ -17,7 +17,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/immense-p2p/immense/erasure"
 	"github.com/immense-p2p/immense/overlay"
 	"github.com/immense-p2p/immense/webrtc"
 	"github.com/libp2p/go-libp2p/core/metrics"
@@ -585,14 +584,8 @@ func (n *Node) storageStatus() *StorageStatus {
 		return nil
 	}
 	st := n.state.store
-	shards := st.List()
-	objects := make(map[erasure.ObjectID]struct{})
-	for _, sh := range shards {
-		for _, r := range sh.Refs {
-			objects[r.Object] = struct{}{}
-		}
-	}
-	return &StorageStatus{Used: st.Used(), Quota: st.Quota(), Shards: len(shards), Objects: len(objects), Zone: n.cfg.State.Zone}
+	shards, objects := st.Counts() // no listing: /v1/status is polled
+	return &StorageStatus{Used: st.Used(), Quota: st.Quota(), Shards: shards, Objects: objects, Zone: n.cfg.State.Zone}
 }
 
 func (a *api) status(w http.ResponseWriter, _ *http.Request) {
