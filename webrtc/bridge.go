@@ -32,6 +32,12 @@ type feed struct {
 	presence bool
 	mu       sync.Mutex
 	members  map[[2]string]struct{}
+	// shown are the sessions reported to the Bus as members. presMu
+	// orders each session's Present(true) and Present(false) calls, so a
+	// session that leaves while it joins is never left behind as a
+	// member (the Bus counts them).
+	presMu sync.Mutex
+	shown  map[*session]bool
 }
 
 func newBridge(srv *Server) *bridge {
@@ -95,7 +101,12 @@ func (b *bridge) leave(topic string, s *session) {
 	b.dropIfEmpty(f)
 	b.mu.Unlock()
 	if i >= 0 && f.presence {
-		b.srv.bus.(Presencer).Present(topic, s.member(), false)
+		f.presMu.Lock()
+		if f.shown[s] {
+			delete(f.shown, s)
+			b.srv.bus.(Presencer).Present(topic, s.member(), false)
+		}
+		f.presMu.Unlock()
 	}
 }
 

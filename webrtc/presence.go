@@ -36,6 +36,7 @@ func (b *bridge) watchPresence(f *feed) {
 	}
 	f.presence = true
 	f.members = make(map[[2]string]struct{})
+	f.shown = make(map[*session]bool)
 	b.srv.wg.Add(1)
 	go func() {
 		defer b.srv.wg.Done()
@@ -60,7 +61,9 @@ func (b *bridge) watchPresence(f *feed) {
 }
 
 // present reports s as a member of topic, which it now follows, and sends
-// it the topic's current members.
+// it the topic's current members. A session that left the topic (or
+// closed) since it joined is not reported: leave has already run, and
+// would not undo it.
 func (b *bridge) present(topic string, s *session) {
 	b.mu.Lock()
 	f := b.feeds[topic]
@@ -68,7 +71,17 @@ func (b *bridge) present(topic string, s *session) {
 	if f == nil || !f.presence {
 		return
 	}
+	f.presMu.Lock()
+	b.mu.Lock()
+	in := slices.Contains(*f.subs.Load(), s)
+	b.mu.Unlock()
+	if !in || f.shown[s] {
+		f.presMu.Unlock()
+		return
+	}
+	f.shown[s] = true
 	b.srv.bus.(Presencer).Present(topic, s.member(), true)
+	f.presMu.Unlock()
 	f.mu.Lock()
 	keys := slices.Collect(maps.Keys(f.members))
 	f.mu.Unlock()
