@@ -114,3 +114,25 @@ func TestSignedPublish(t *testing.T) {
 		t.Errorf("%d publishes reached the overlay, want only the signed one", len(e.bus.proofs))
 	}
 }
+
+// TestSignedPublishPeerClock: a signature's time is judged against the
+// server's clock (Config.Now), as its token is, not the wall clock.
+func TestSignedPublishPeerClock(t *testing.T) {
+	later := time.Now().Add(time.Hour)
+	e := newTestEnv(t, func(c *Config) { c.Now = func() time.Time { return later } })
+	ctx := testContext(t)
+	browser := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{5}, ed25519.SeedSize))
+	bound, err := Mint(testSecret, Claims{Subject: "bob", IssuedAt: later, ExpiresAt: later.Add(time.Hour), Read: []string{"a"}, Write: []string{"a"}, Key: browser.Public().(ed25519.PublicKey)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := e.dial(ctx, bound, WithBoundKey(browser))
+	var se *ServerError
+	if err := c.Publish(ctx, "a", []byte("x")); !errors.As(err, &se) || !strings.Contains(se.Reason, "from this peer's clock") {
+		t.Fatalf("signed an hour behind the peer's clock: %v, want refused", err)
+	}
+	f := frame{typ: frameSignedPublish, req: 1, topic: "a", time: later.UnixMilli(), sig: browsersig.Sign(browser, "a", later, []byte("x")), payload: []byte("x")}
+	if err := c.request(ctx, &f); err != nil {
+		t.Fatalf("signed at the peer's time: %v", err)
+	}
+}

@@ -344,7 +344,7 @@ func (s *session) proof(f *frame) (*Proof, error) {
 		return nil, errors.New("a signed publish, but the token is bound to no key")
 	}
 	t := time.UnixMilli(f.time)
-	if d := time.Since(t); d > ClockSkew || d < -ClockSkew {
+	if d := s.srv.now().Sub(t); d > ClockSkew || d < -ClockSkew {
 		return nil, fmt.Errorf("signed at %s, more than %v from this peer's clock", t.UTC().Format(time.RFC3339Nano), ClockSkew)
 	}
 	if err := browsersig.Verify(key, f.topic, t, f.payload, f.sig); err != nil {
