@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/immense-p2p/immense/internal/ratelimit"
 	ds "github.com/ipfs/go-datastore"
 	dsq "github.com/ipfs/go-datastore/query"
 	dssync "github.com/ipfs/go-datastore/sync"
@@ -148,7 +149,7 @@ type dhtStore struct {
 	peers   map[peer.ID]*usage
 	nss     map[string]*usage
 	pending map[string]pendingPut
-	puts    *limiter[peer.ID] // PUT_VALUE and ADD_PROVIDER per peer
+	puts    *ratelimit.Keyed[peer.ID] // PUT_VALUE and ADD_PROVIDER per peer
 
 	refused *prometheus.CounterVec
 }
@@ -167,7 +168,7 @@ func newDHTStore(self peer.ID, b DHTBudget, namespaces []string) *dhtStore {
 		peers:    map[peer.ID]*usage{},
 		nss:      map[string]*usage{},
 		pending:  map[string]pendingPut{},
-		puts:     newLimiter[peer.ID](b.PutRate, b.PutBurst, maxRateLimiters),
+		puts:     ratelimit.NewKeyed[peer.ID](b.PutRate, b.PutBurst, maxRateLimiters, ratelimit.EvictOldest),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "immense", Subsystem: "overlay", Name: "dht_records_refused_total",
 			Help: "DHT records (PUT_VALUE, ADD_PROVIDER) refused, by reason: rate (the sender's put rate), store, peer, namespace (a budget full), namespace_unknown.",
@@ -221,7 +222,7 @@ func (s *dhtStore) onRequest(_ context.Context, st network.Stream, req *pb.Messa
 	}
 }
 
-func (s *dhtStore) allow(p peer.ID) bool { return s.puts.allow(p, time.Now()) }
+func (s *dhtStore) allow(p peer.ID) bool { return s.puts.Allow(p, time.Now()) }
 
 func (s *dhtStore) note(key string, from peer.ID) {
 	dk := valueDsKey(key).String()

@@ -378,7 +378,7 @@ func (o *Overlay) handleHistory(st network.Stream) {
 		return
 	}
 	defer o.wg.Done()
-	if !o.histServe.allow(from, time.Now()) {
+	if !o.histServe.Allow(from, time.Now()) {
 		o.metrics.historyServes.WithLabelValues("rate").Inc()
 		st.Reset()
 		return

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/immense-p2p/immense/internal/ratelimit"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	record "github.com/libp2p/go-libp2p-record"
@@ -78,7 +79,7 @@ type Overlay struct {
 	// History (history.go, historysync.go): the windows, the per-peer
 	// request rate and the slots of requests served at once.
 	history   *historyStore
-	histServe *limiter[peer.ID]
+	histServe *ratelimit.Keyed[peer.ID]
 	histSlots chan struct{}
 }
 
@@ -131,7 +132,7 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 		admission: newAdmission(cfg.JoinRate, cfg.JoinBurst, cfg.JoinMaxPeers,
 			cfg.BootstrapBackoffMin, cfg.JoinRetryMax),
 		history:   newHistoryStore(cfg.History),
-		histServe: newLimiter[peer.ID](cfg.History.ServeRate, cfg.History.ServeBurst, maxRateBuckets),
+		histServe: ratelimit.NewKeyed[peer.ID](cfg.History.ServeRate, cfg.History.ServeBurst, maxRateBuckets, ratelimit.EvictOldest),
 		histSlots: make(chan struct{}, maxHistoryServes),
 	}
 	// Spam strikes (ratelimit.go) lower a peer's score through its

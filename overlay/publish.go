@@ -69,7 +69,7 @@ func (o *Overlay) publish(ctx context.Context, topic string, data []byte, token 
 	// neighbour (the one-laptop deployment) has nobody to strike it, and
 	// its local subscribers take what it publishes at full speed.
 	// (The peer count, which copies the peer list, is asked only when over.)
-	if !o.spam.self.allow(struct{}{}, time.Now()) && len(o.host.Network().Peers()) > 0 {
+	if !o.spam.self.Allow(struct{}{}, time.Now()) && len(o.host.Network().Peers()) > 0 {
 		return fmt.Errorf("%w: more than %v messages a second (PublisherMessageRate)", ErrRateLimited, o.cfg.PublisherMessageRate)
 	}
 	env, err := o.seal(topic, data, token, proof)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/immense-p2p/immense/internal/ratelimit"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -100,81 +101,13 @@ var (
 	errPublisherRate    = errors.New("overlay: publisher over its message rate")
 )
 
-// bucket is a token bucket. It holds no clock: callers pass the time.
-type bucket struct {
-	tokens float64
-	last   time.Time
-}
-
-// take removes one token if there is one, after refilling at rate per
-// second up to burst since the last call.
-func (b *bucket) take(now time.Time, rate, burst float64) bool {
-	if dt := now.Sub(b.last).Seconds(); dt > 0 {
-		b.tokens = min(burst, b.tokens+dt*rate)
-		b.last = now
-	}
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
-
-// limiter is a token bucket per key, for at most maxRateBuckets keys,
-// least recently used forgotten first. A zero rate allows everything.
-type limiter[K comparable] struct {
-	rate, burst float64
-	max         int
-
-	mu  sync.Mutex
-	m   map[K]*list.Element
-	lru list.List // of *limiterEntry[K], most recent first
-}
-
-type limiterEntry[K comparable] struct {
-	key K
-	b   bucket
-}
-
-func newLimiter[K comparable](rate float64, burst, max int) *limiter[K] {
-	return &limiter[K]{rate: rate, burst: float64(burst), max: max, m: make(map[K]*list.Element)}
-}
-
-// allow takes a token from key's bucket.
-func (l *limiter[K]) allow(key K, now time.Time) bool {
-	if l.rate == 0 {
-		return true
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	e, ok := l.m[key]
-	if ok {
-		l.lru.MoveToFront(e)
-	} else {
-		if len(l.m) >= l.max {
-			old := l.lru.Back()
-			delete(l.m, old.Value.(*limiterEntry[K]).key)
-			l.lru.Remove(old)
-		}
-		e = l.lru.PushFront(&limiterEntry[K]{key: key, b: bucket{tokens: l.burst, last: now}})
-		l.m[key] = e
-	}
-	return e.Value.(*limiterEntry[K]).b.take(now, l.rate, l.burst)
-}
-
-func (l *limiter[K]) len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.m)
-}
-
 // spamGuard holds the limiters of one overlay.
 type spamGuard struct {
-	forwarders *limiter[peer.ID]
-	topics     *limiter[string]
-	publishers *limiter[peer.ID]
+	forwarders *ratelimit.Keyed[peer.ID]
+	topics     *ratelimit.Keyed[string]
+	publishers *ratelimit.Keyed[peer.ID]
 	// self bounds our own publishing (publishAllowed).
-	self *limiter[struct{}]
+	self *ratelimit.Keyed[struct{}]
 
 	strikeCounter prometheus.Counter
 
@@ -191,10 +124,10 @@ type strikeEntry struct {
 
 func newSpamGuard(c *Config) *spamGuard {
 	return &spamGuard{
-		forwarders: newLimiter[peer.ID](c.PeerMessageRate, c.PeerMessageBurst, maxRateBuckets),
-		topics:     newLimiter[string](c.TopicMessageRate, c.TopicMessageBurst, maxRateBuckets),
-		publishers: newLimiter[peer.ID](c.PublisherMessageRate, c.PublisherMessageBurst, maxRateBuckets),
-		self:       newLimiter[struct{}](c.PublisherMessageRate, max(1, c.PublisherMessageBurst/2), 1),
+		forwarders: ratelimit.NewKeyed[peer.ID](c.PeerMessageRate, c.PeerMessageBurst, maxRateBuckets, ratelimit.EvictOldest),
+		topics:     ratelimit.NewKeyed[string](c.TopicMessageRate, c.TopicMessageBurst, maxRateBuckets, ratelimit.EvictOldest),
+		publishers: ratelimit.NewKeyed[peer.ID](c.PublisherMessageRate, c.PublisherMessageBurst, maxRateBuckets, ratelimit.EvictOldest),
+		self:       ratelimit.NewKeyed[struct{}](c.PublisherMessageRate, max(1, c.PublisherMessageBurst/2), 1, ratelimit.EvictOldest),
 		strikes:    make(map[peer.ID]*list.Element),
 	}
 }
@@ -266,14 +199,14 @@ func (o *Overlay) inspectRPC(from peer.ID, rpc *pubsub.RPC) error {
 	var peerDropped, topicDropped int
 	for _, m := range msgs {
 		switch {
-		case !o.spam.forwarders.allow(from, now):
+		case !o.spam.forwarders.Allow(from, now):
 			peerDropped++
 			if peer.ID(m.GetFrom()) == from {
 				// Its own message (signed or not, the claim is its
 				// own): the peer floods us itself (see strike).
 				o.spam.strike(from, now)
 			}
-		case o.joinedTopic(m.GetTopic()) && !o.spam.topics.allow(m.GetTopic(), now):
+		case o.joinedTopic(m.GetTopic()) && !o.spam.topics.Allow(m.GetTopic(), now):
 			// Only topics we are in have a bucket: gossipsub drops the
 			// others' messages before the queue, and a stranger naming
 			// invented topics could otherwise push out the bucket of
@@ -336,7 +269,7 @@ func (o *Overlay) admitRate(topic string, from peer.ID, msg *pubsub.Message) (pu
 	if msg.Local || publisher == o.host.ID() {
 		return pubsub.ValidationAccept, true
 	}
-	if o.spam.publishers.allow(publisher, time.Now()) {
+	if o.spam.publishers.Allow(publisher, time.Now()) {
 		return pubsub.ValidationAccept, true
 	}
 	if from == publisher {

@@ -8,6 +8,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/immense-p2p/immense/internal/ratelimit"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -186,8 +187,8 @@ func TestRPCInspector(t *testing.T) {
 		// The topic budget applies to topics we are in: another peer's
 		// messages to "t" are cut at its burst, those to a topic we are
 		// not in are left for gossipsub to drop.
-		o.spam.topics = newLimiter[string](1, 2, maxRateBuckets)
-		o.spam.forwarders = newLimiter[peer.ID](0, 0, maxRateBuckets) // off
+		o.spam.topics = ratelimit.NewKeyed[string](1, 2, maxRateBuckets, ratelimit.EvictOldest)
+		o.spam.forwarders = ratelimit.NewKeyed[peer.ID](0, 0, maxRateBuckets, ratelimit.EvictOldest) // off
 		if _, err := o.Subscribe("t"); err != nil {
 			t.Fatal(err)
 		}
@@ -243,30 +244,4 @@ func TestRPCInspector(t *testing.T) {
 			t.Errorf("spam_refused_total{reason=%q} = %v, want 1", spamPeerSubscriptions, got)
 		}
 	})
-}
-
-// TestLimiter: a bucket per key, refilled at the rate up to the burst,
-// at most max keys with the least recently used forgotten.
-func TestLimiter(t *testing.T) {
-	l := newLimiter[string](10, 2, 2)
-	t0 := time.Unix(0, 0)
-	for i, want := range []bool{true, true, false} {
-		if got := l.allow("a", t0); got != want {
-			t.Fatalf("take %d at t0: %v, want %v", i, got, want)
-		}
-	}
-	if !l.allow("a", t0.Add(100*time.Millisecond)) || l.allow("a", t0.Add(100*time.Millisecond)) {
-		t.Error("one token should refill in 100 ms at 10/s")
-	}
-	l.allow("b", t0)
-	l.allow("c", t0) // forgets a
-	if l.len() != 2 {
-		t.Errorf("%d keys, want 2", l.len())
-	}
-	if !l.allow("a", t0.Add(100*time.Millisecond)) || !l.allow("a", t0.Add(100*time.Millisecond)) {
-		t.Error("a forgotten key starts with a full burst")
-	}
-	if off := newLimiter[string](0, 0, 1); !off.allow("x", t0) || !off.allow("y", t0) {
-		t.Error("rate 0 should allow everything")
-	}
 }

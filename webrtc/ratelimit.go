@@ -2,30 +2,22 @@ package webrtc
 
 import (
 	"net"
-	"sync"
 	"time"
 
-	"golang.org/x/time/rate"
+	"github.com/immense-p2p/immense/internal/ratelimit"
 )
 
-// maxTrackedClients bounds the addresses offerLimiter remembers. Beyond it,
-// addresses whose bucket has refilled are forgotten; if none has, new
-// addresses are refused until one does (a flood from that many addresses
-// is refused rather than allowed to grow the map).
+// maxTrackedClients bounds the addresses offerLimiter remembers. Beyond
+// it, the least recently seen address is forgotten if its bucket has
+// refilled; if not, new addresses are refused until it has (a flood from
+// that many addresses is refused rather than allowed to grow the table or
+// reset anyone's bucket).
 const maxTrackedClients = 16384
 
-// offerLimiter is a token bucket per client address for signaling offers.
+// offerLimiter is a token bucket per client address (clientKey) for
+// signaling offers and WebSocket upgrades; nil allows everything.
 type offerLimiter struct {
-	limit rate.Limit
-	burst int
-
-	mu      sync.Mutex
-	clients map[string]*clientBucket
-}
-
-type clientBucket struct {
-	lim  *rate.Limiter
-	seen time.Time
+	keys *ratelimit.Keyed[string]
 }
 
 // newOfferLimiter returns a limiter of perSecond offers (burst) per client;
@@ -34,42 +26,13 @@ func newOfferLimiter(perSecond float64, burst int) *offerLimiter {
 	if perSecond <= 0 {
 		return nil
 	}
-	return &offerLimiter{limit: rate.Limit(perSecond), burst: burst, clients: make(map[string]*clientBucket)}
+	return &offerLimiter{keys: ratelimit.NewKeyed[string](perSecond, burst, maxTrackedClients, ratelimit.RefuseNew)}
 }
 
 // allow reports whether the client at remote (host:port) may send an offer
 // at now, and takes a token if so.
 func (l *offerLimiter) allow(remote string, now time.Time) bool {
-	if l == nil {
-		return true
-	}
-	key := clientKey(remote)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	c, ok := l.clients[key]
-	if !ok {
-		if len(l.clients) >= maxTrackedClients {
-			l.prune(now)
-		}
-		if len(l.clients) >= maxTrackedClients {
-			return false
-		}
-		c = &clientBucket{lim: rate.NewLimiter(l.limit, l.burst)}
-		l.clients[key] = c
-	}
-	c.seen = now
-	return c.lim.AllowN(now, 1)
-}
-
-// prune forgets clients idle long enough for their bucket to be full: to
-// forget them changes nothing. l.mu must be held.
-func (l *offerLimiter) prune(now time.Time) {
-	refill := time.Duration(float64(l.burst) / float64(l.limit) * float64(time.Second))
-	for k, c := range l.clients {
-		if now.Sub(c.seen) > refill {
-			delete(l.clients, k)
-		}
-	}
+	return l == nil || l.keys.Allow(clientKey(remote), now)
 }
 
 // clientKey is the address a client is counted under: its IP, or its /64
