@@ -1,6 +1,7 @@
 package erasure
 
 import (
+	"container/list"
 	"slices"
 	"sync"
 	"time"
@@ -35,15 +36,23 @@ type peerBook struct {
 	reports map[peer.ID]PeerReport
 	// nets: the network (netprefix) of the address each peer was last
 	// connected from, for placement once the connection has closed. At
-	// most maxNets peers: a stranger makes new identities for free.
-	nets    map[peer.ID]string
+	// most maxNets peers, the least recently connected forgotten first:
+	// a stranger makes new identities for free, and a holder whose
+	// network is forgotten no longer keeps others of its /24 out.
+	nets    map[peer.ID]*list.Element // of *peerNet, in netsLRU
+	netsLRU list.List                 // most recently connected first
 	maxNets int
+}
+
+type peerNet struct {
+	id  peer.ID
+	net string
 }
 
 func newPeerBook(cfg Config) *peerBook {
 	return &peerBook{now: cfg.Now, quotaBackoff: cfg.QuotaBackoff, failureBackoff: cfg.FailureBackoff,
 		full: map[peer.ID]time.Time{}, failing: map[peer.ID]time.Time{}, reports: map[peer.ID]PeerReport{},
-		nets: map[peer.ID]string{}, maxNets: DefaultMaxTrackedPeers}
+		nets: map[peer.ID]*list.Element{}, maxNets: DefaultMaxTrackedPeers}
 }
 
 // connNet is the network a set of connections to one peer puts it in: ""
@@ -79,20 +88,27 @@ func connNet(conns []network.Conn) string {
 func (b *peerBook) connected(p peer.ID, net string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if _, ok := b.nets[p]; !ok && len(b.nets) >= b.maxNets {
-		for q := range b.nets { // any one: the map is a cache
-			delete(b.nets, q)
-			break
-		}
+	if e, ok := b.nets[p]; ok {
+		e.Value.(*peerNet).net = net
+		b.netsLRU.MoveToFront(e)
+		return
 	}
-	b.nets[p] = net
+	if len(b.nets) >= b.maxNets {
+		old := b.netsLRU.Back()
+		delete(b.nets, old.Value.(*peerNet).id)
+		b.netsLRU.Remove(old)
+	}
+	b.nets[p] = b.netsLRU.PushFront(&peerNet{id: p, net: net})
 }
 
 // lastNet returns the network p was last connected from, "" if unknown.
 func (b *peerBook) lastNet(p peer.ID) string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.nets[p]
+	if e, ok := b.nets[p]; ok {
+		return e.Value.(*peerNet).net
+	}
+	return ""
 }
 
 // outOfQuota starts p's quota backoff.

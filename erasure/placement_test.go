@@ -311,6 +311,13 @@ func TestPeerBookNets(t *testing.T) {
 	if got := b.lastNet("4"); got != "2.2.2.0/24" || len(b.nets) != 3 {
 		t.Fatalf("reconnected from elsewhere: %q (%d kept)", got, len(b.nets))
 	}
+	// The least recently connected is forgotten first: 2 reconnects, so
+	// a newcomer pushes out 3, not 2.
+	b.connected("2", "1.1.2.0/24")
+	b.connected("new", "9.9.9.0/24")
+	if b.lastNet("2") != "1.1.2.0/24" || b.lastNet("3") != "" || b.lastNet("4") != "2.2.2.0/24" {
+		t.Fatalf("after a reconnect and a newcomer: 2=%q 3=%q 4=%q, want 3 forgotten", b.lastNet("2"), b.lastNet("3"), b.lastNet("4"))
+	}
 }
 
 // TestSybilsOnOneSubnetHoldOneShard is the attack on the simulated
