@@ -110,37 +110,64 @@ type presence struct {
 
 // presenceTopic is one topic's view. Guarded by presence.mu.
 type presenceTopic struct {
-	name     string
-	local    map[string]int // member id -> local subscriptions
-	remote   map[peer.ID]remoteMembers
-	view     map[Member]struct{}
-	watchers map[chan PresenceEvent]struct{}
-	cancel   context.CancelFunc // ends the presence subscription
-	kick     chan struct{}      // a local change to announce
+	name   string
+	local  map[string]int            // member id -> local subscriptions
+	remote map[peer.ID]remoteMembers // ids sorted, without duplicates
+	// remoteTotal is the members of remote, summed; no announcement in
+	// remote expires before nextExpiry.
+	remoteTotal int
+	nextExpiry  time.Time
+	view        map[Member]struct{}
+	watchers    map[chan PresenceEvent]struct{}
+	cancel      context.CancelFunc // ends the presence subscription
+	kick        chan struct{}      // a local change to announce
 }
 
 // setRemote records from's announced members until expires, unless that
-// would take the view past maxPresencePeers peers or maxPresenceTotal
-// members (announcements from ever new identities cost bounded memory:
-// those already known keep their place); false if refused. presence.mu
-// must be held.
-func (t *presenceTopic) setRemote(from peer.ID, ids []string, expires time.Time) bool {
+// would take the topic over its budgets, and tells the watchers what
+// changed: only from's members are compared, so an announcement costs in
+// proportion to its own size, not the topic's. p.mu must be held.
+func (p *presence) setRemote(t *presenceTopic, from peer.ID, ids []string, expires time.Time) bool {
 	old, known := t.remote[from]
+	ids = slices.Compact(slices.Sorted(slices.Values(ids)))
+	if len(ids) > 0 {
+		if !known && len(t.remote) >= maxPresencePeers {
+			return false
+		}
+		if t.remoteTotal+len(ids)-len(old.ids) > maxPresenceTotal {
+			return false
+		}
+	}
+	var events []PresenceEvent
+	change := func(id string, joined bool) {
+		m := Member{ID: id, Peer: from.String()}
+		if joined {
+			t.view[m] = struct{}{}
+		} else {
+			delete(t.view, m)
+		}
+		events = append(events, PresenceEvent{Topic: t.name, Member: m, Joined: joined})
+	}
+	for _, id := range old.ids { // both sorted
+		if _, ok := slices.BinarySearch(ids, id); !ok {
+			change(id, false)
+		}
+	}
+	for _, id := range ids {
+		if _, ok := slices.BinarySearch(old.ids, id); !ok {
+			change(id, true)
+		}
+	}
+	t.remoteTotal += len(ids) - len(old.ids)
 	if len(ids) == 0 {
 		delete(t.remote, from)
-		return true
+	} else {
+		t.remote[from] = remoteMembers{ids: ids, expires: expires}
+		if t.nextExpiry.IsZero() || expires.Before(t.nextExpiry) {
+			t.nextExpiry = expires
+		}
 	}
-	if !known && len(t.remote) >= maxPresencePeers {
-		return false
-	}
-	total := len(ids) - len(old.ids)
-	for _, r := range t.remote {
-		total += len(r.ids)
-	}
-	if total > maxPresenceTotal {
-		return false
-	}
-	t.remote[from] = remoteMembers{ids: ids, expires: expires}
+	p.tell(t, events)
 	return true
 }
 
@@ -206,8 +233,9 @@ func (p *presence) join(topic, id string) {
 		p.n.log.Warn("presence", "topic", topic, "err", err)
 		return
 	}
-	t.local[id]++
-	p.update(t, time.Now())
+	if t.local[id]++; t.local[id] == 1 {
+		p.changeLocal(t, id, true)
+	}
 	signalKick(t.kick)
 }
 
@@ -223,9 +251,21 @@ func (p *presence) leave(topic, id string) {
 	}
 	if t.local[id]--; t.local[id] == 0 {
 		delete(t.local, id)
+		p.changeLocal(t, id, false)
 	}
-	p.update(t, time.Now())
 	signalKick(t.kick)
+}
+
+// changeLocal puts local member id into t's view or takes it out, and
+// tells the watchers. p.mu must be held.
+func (p *presence) changeLocal(t *presenceTopic, id string, joined bool) {
+	m := Member{ID: id, Peer: p.n.host.ID().String()}
+	if joined {
+		t.view[m] = struct{}{}
+	} else {
+		delete(t.view, m)
+	}
+	p.tell(t, []PresenceEvent{{Topic: t.name, Member: m, Joined: joined}})
 }
 
 func signalKick(ch chan struct{}) {
@@ -235,35 +275,26 @@ func signalKick(ch chan struct{}) {
 	}
 }
 
-// update recomputes t's view, drops expired announcements and tells the
-// watchers what changed. p.mu must be held.
-func (p *presence) update(t *presenceTopic, now time.Time) {
-	view := make(map[Member]struct{}, len(t.view))
-	self := p.n.host.ID()
-	for id := range t.local {
-		view[Member{ID: id, Peer: self.String()}] = struct{}{}
+// expire drops the announcements not renewed in time, and their members.
+// Nothing expires before t.nextExpiry, so most calls return at once; a
+// scan looks at each peer, not each member. p.mu must be held.
+func (p *presence) expire(t *presenceTopic, now time.Time) {
+	if now.Before(t.nextExpiry) {
+		return
 	}
+	t.nextExpiry = time.Time{}
 	for from, r := range t.remote {
-		if now.After(r.expires) {
-			delete(t.remote, from)
-			continue
-		}
-		for _, id := range r.ids {
-			view[Member{ID: id, Peer: from.String()}] = struct{}{}
-		}
-	}
-	var events []PresenceEvent
-	for m := range view {
-		if _, ok := t.view[m]; !ok {
-			events = append(events, PresenceEvent{Topic: t.name, Member: m, Joined: true})
+		switch {
+		case now.After(r.expires):
+			p.setRemote(t, from, nil, time.Time{})
+		case t.nextExpiry.IsZero() || r.expires.Before(t.nextExpiry):
+			t.nextExpiry = r.expires
 		}
 	}
-	for m := range t.view {
-		if _, ok := view[m]; !ok {
-			events = append(events, PresenceEvent{Topic: t.name, Member: m})
-		}
-	}
-	t.view = view
+}
+
+// tell sends events to t's watchers. p.mu must be held.
+func (p *presence) tell(t *presenceTopic, events []PresenceEvent) {
 	for ch := range t.watchers {
 		for _, e := range events {
 			select {
@@ -294,10 +325,11 @@ func (p *presence) receive(ctx context.Context, t *presenceTopic, sub *overlay.S
 			continue
 		}
 		p.mu.Lock()
-		if !t.setRemote(m.From, ids, time.Now().Add(3*p.cfg.Interval)) {
+		now := time.Now()
+		p.expire(t, now)
+		if !p.setRemote(t, m.From, ids, now.Add(3*p.cfg.Interval)) {
 			p.n.log.Debug("presence announcement refused: topic view full", "topic", t.name, "from", m.From, "members", len(ids))
 		}
-		p.update(t, time.Now())
 		p.mu.Unlock()
 	}
 }
@@ -320,7 +352,7 @@ func (p *presence) announce(ctx context.Context, t *presenceTopic) {
 		case <-t.kick:
 		}
 		p.mu.Lock()
-		p.update(t, time.Now())
+		p.expire(t, time.Now())
 		ids := make([]string, 0, len(t.local))
 		for id := range t.local {
 			ids = append(ids, id)
@@ -361,7 +393,7 @@ func (n *Node) Presence(topic string) ([]Member, error) {
 	defer p.mu.Unlock()
 	var out []Member
 	if t := p.topics[topic]; t != nil {
-		p.update(t, time.Now())
+		p.expire(t, time.Now())
 		for m := range t.view {
 			out = append(out, m)
 		}

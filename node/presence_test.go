@@ -122,7 +122,8 @@ func TestPresenceHTTP(t *testing.T) {
 // grow a topic's view past maxPresencePeers peers or maxPresenceTotal
 // members; peers already in the view keep their place and may update.
 func TestPresenceViewBounded(t *testing.T) {
-	topic := &presenceTopic{remote: map[peer.ID]remoteMembers{}}
+	var p presence
+	topic := &presenceTopic{remote: map[peer.ID]remoteMembers{}, view: map[Member]struct{}{}}
 	members := func(n int, tag string) []string {
 		ids := make([]string, n)
 		for i := range ids {
@@ -133,25 +134,71 @@ func TestPresenceViewBounded(t *testing.T) {
 	exp := time.Now().Add(time.Minute)
 	per := maxPresenceTotal / 4
 	for i := range 4 {
-		if !topic.setRemote(peer.ID(fmt.Sprint("p", i)), members(per, fmt.Sprint(i)), exp) {
+		if !p.setRemote(topic, peer.ID(fmt.Sprint("p", i)), members(per, fmt.Sprint(i)), exp) {
 			t.Fatalf("announcement %d refused below the budget", i)
 		}
 	}
-	if topic.setRemote("stranger", members(1, "s"), exp) {
+	if p.setRemote(topic, "stranger", members(1, "s"), exp) {
 		t.Error("a stranger's member was added past maxPresenceTotal")
 	}
-	if !topic.setRemote("p0", members(per-10, "0"), exp) || !topic.setRemote("stranger", members(10, "s"), exp) {
+	if !p.setRemote(topic, "p0", members(per-10, "0"), exp) || !p.setRemote(topic, "stranger", members(10, "s"), exp) {
 		t.Error("updates within the budget refused")
 	}
-	if !topic.setRemote("p1", nil, exp) || len(topic.remote) != 4 {
+	if !p.setRemote(topic, "p1", nil, exp) || len(topic.remote) != 4 {
 		t.Errorf("an empty announcement should remove its peer: %d peers", len(topic.remote))
 	}
-	small := &presenceTopic{remote: map[peer.ID]remoteMembers{}}
-	for i := range maxPresencePeers {
-		small.setRemote(peer.ID(fmt.Sprint("q", i)), []string{"x"}, exp)
+	if len(topic.view) != topic.remoteTotal || topic.remoteTotal != 3*per-10+10 {
+		t.Errorf("view of %d members, total %d, want %d", len(topic.view), topic.remoteTotal, 3*per)
 	}
-	if small.setRemote("one-more", []string{"x"}, exp) || len(small.remote) != maxPresencePeers {
+	small := &presenceTopic{remote: map[peer.ID]remoteMembers{}, view: map[Member]struct{}{}}
+	for i := range maxPresencePeers {
+		p.setRemote(small, peer.ID(fmt.Sprint("q", i)), []string{"x"}, exp)
+	}
+	if p.setRemote(small, "one-more", []string{"x"}, exp) || len(small.remote) != maxPresencePeers {
 		t.Errorf("view of %d peers, cap %d", len(small.remote), maxPresencePeers)
+	}
+}
+
+// TestPresenceEvents: an announcement changes the view by its own
+// difference from the peer's last one (duplicates counted once), and an
+// expired one takes its members out, each with one event.
+func TestPresenceEvents(t *testing.T) {
+	var p presence
+	topic := &presenceTopic{name: "room", remote: map[peer.ID]remoteMembers{}, view: map[Member]struct{}{}}
+	ch := make(chan PresenceEvent, 16)
+	topic.watchers = map[chan PresenceEvent]struct{}{ch: {}}
+	names := map[string]string{peer.ID("a").String(): "a", peer.ID("b").String(): "b"}
+	got := func() []string {
+		var out []string
+		for len(ch) > 0 {
+			e := <-ch
+			out = append(out, fmt.Sprintf("%v %s@%s", e.Joined, e.Member.ID, names[e.Member.Peer]))
+		}
+		slices.Sort(out)
+		return out
+	}
+	now := time.Now()
+	for _, step := range []struct {
+		from peer.ID
+		ids  []string
+		want []string
+	}{
+		{"a", []string{"x", "y", "x"}, []string{"true x@a", "true y@a"}},
+		{"b", []string{"x"}, []string{"true x@b"}},
+		{"a", []string{"y", "z"}, []string{"false x@a", "true z@a"}},
+		{"a", []string{"z", "y"}, nil}, // a renewal changes nothing
+	} {
+		if !p.setRemote(topic, step.from, step.ids, now.Add(time.Minute)) {
+			t.Fatalf("%s %v refused", step.from, step.ids)
+		}
+		if g := got(); !slices.Equal(g, step.want) {
+			t.Fatalf("%s announces %v: events %v, want %v", step.from, step.ids, g, step.want)
+		}
+	}
+	p.setRemote(topic, "b", []string{"x"}, now) // b's expires first
+	p.expire(topic, now.Add(time.Second))
+	if g := got(); !slices.Equal(g, []string{"false x@b"}) || len(topic.view) != 2 || topic.remoteTotal != 2 {
+		t.Fatalf("after b expired: events %v, view %v, total %d", g, topic.view, topic.remoteTotal)
 	}
 }
 
@@ -169,4 +216,37 @@ func TestBrowserCannotAnnouncePresence(t *testing.T) {
 			t.Fatalf("a browser's publish to the presence topic: %v, want ErrUnauthorized", err)
 		}
 	})
+}
+
+// BenchmarkPresenceAnnouncement: one peer's renewed announcement with one
+// member changed, in a topic whose view holds `view` members over 1000
+// peers. The cost is the announcement's own size whatever the view's
+// (compare view=200 with view=20000 in one run).
+func BenchmarkPresenceAnnouncement(b *testing.B) {
+	for _, view := range []int{200, 20000} {
+		b.Run(fmt.Sprint("view=", view), func(b *testing.B) {
+			var p presence
+			topic := &presenceTopic{name: "room", remote: map[peer.ID]remoteMembers{}, view: map[Member]struct{}{}}
+			exp := time.Now().Add(time.Hour)
+			const per = 20
+			for i := range view / per {
+				ids := make([]string, per)
+				for j := range ids {
+					ids[j] = fmt.Sprintf("token:%d-%d", i, j)
+				}
+				p.setRemote(topic, peer.ID(fmt.Sprint("p", i)), ids, exp)
+			}
+			a := []string{"token:a", "token:b", "token:c"}
+			c := []string{"token:a", "token:b", "token:d"}
+			b.ResetTimer()
+			for i := range b.N {
+				ids := a
+				if i%2 == 1 {
+					ids = c
+				}
+				p.expire(topic, time.Now())
+				p.setRemote(topic, "me", slices.Clone(ids), exp)
+			}
+		})
+	}
 }
