@@ -189,7 +189,9 @@ func feedRelays(f *peerFeed, rc *relayConf, bs []follower, arr []time.Duration, 
 			if r.leave >= 0 && (arr[p] < 0 || r.leave < sendAt) {
 				st.reattached++
 				st.peerCopies++
-				arr[pos] = r.leave + b.reattach + f.perCopy + f.tr.latency(b.z) + f.hop + b.access + transmit(f.bits, b.down)
+				// The peer sends it the post (from its history) once it
+				// has reattached, and not before the peer has it.
+				arr[pos] = max(f.at, r.leave+b.reattach) + f.perCopy + f.tr.latency(b.z) + f.hop + b.access + transmit(f.bits, b.down)
 			} else {
 				arr[pos] = sendAt + rc.dc.latency(b.z) + r.access + rc.hop + b.access + transmit(f.bits, b.down)
 			}

@@ -189,8 +189,10 @@ func (sc *Scenario) celebrityDefaults() {
 	if sc.Warmup == 0 {
 		sc.Warmup = Duration(time.Second)
 	}
-	if sc.Volunteers.Availability == 0 && sc.Volunteers.Session.IsZero() {
-		sc.Volunteers.Availability = 1
+	for _, cl := range []*Class{&sc.Servers, &sc.Volunteers} {
+		if cl.Availability == 0 && cl.Session.IsZero() {
+			cl.Availability = 1
+		}
 	}
 	if c.Publisher == "" && len(c.Peers) > 0 {
 		c.Publisher = c.Peers[0].Name
