@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -383,8 +384,17 @@ func (cr *celebrityRun) result() *report.Result {
 		names = []string{"with_relays", "without_relays"}
 		hs = []*report.ArrivalHistogram{cr.with, cr.without}
 	}
+	// Log-spaced sample times (2% apart) from 10 ms to past the latest
+	// arrival, for a CDF on a log axis.
 	end := max(cr.with.MaxMS, cr.without.MaxMS)
-	step := math.Max(celebrityBucketMS, math.Ceil(end/1000))
+	var ts []float64
+	for t := 10 * celebrityBucketMS; ; t *= 1.02 {
+		ts = append(ts, math.Round(t))
+		if t > end {
+			break
+		}
+	}
+	ts = slices.Compact(ts)
 	var desc strings.Builder
 	fmt.Fprintf(&desc, "%s\n\nOne post published on peer %d (class %s) to %d followers over %d peers.",
 		strings.TrimSpace(cr.sc.Description), cr.publisher, c.Peers[cr.peers[cr.publisher].class].Name, c.Followers, len(cr.peers))
@@ -392,9 +402,9 @@ func (cr *celebrityRun) result() *report.Result {
 		Title:       fmt.Sprintf("%s (celebrity post, model)", cr.sc.Name),
 		Description: desc.String(),
 		Summary:     sum,
-		Series:      report.CDFSeries(step, names, hs),
+		Series:      report.CDFSeries(ts, names, hs),
 		XLabel:      "ms since publication",
 		Charts: []report.Chart{{File: "arrival_cdf.png", Title: "share of followers who have the post",
-			YLabel: "share of followers", Lines: names, YMin: 0, YMax: 1}},
+			YLabel: "share of followers", Lines: names, LogX: true, NoMarkers: true, YMin: 0, YMax: 1}},
 	}
 }

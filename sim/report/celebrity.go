@@ -106,23 +106,16 @@ func (h *ArrivalHistogram) Share(ms float64) float64 {
 	return float64(cum) / float64(h.Total)
 }
 
-// CDFSeries returns, every step ms up to the latest arrival, the share of
-// followers that had the post in each histogram, as columns named names.
-func CDFSeries(step float64, names []string, hs []*ArrivalHistogram) *Series {
+// CDFSeries returns the share of followers that had the post in each
+// histogram at times ts (ms), as columns named names.
+func CDFSeries(ts []float64, names []string, hs []*ArrivalHistogram) *Series {
 	s := NewSeries(append([]string{"t_ms"}, names...)...)
-	end := 0.0
-	for _, h := range hs {
-		end = max(end, h.MaxMS)
-	}
-	for t := 0.0; ; t += step {
+	for _, t := range ts {
 		row := []float64{t}
 		for _, h := range hs {
 			row = append(row, h.Share(t))
 		}
 		s.Add(row...)
-		if t > end {
-			break
-		}
 	}
 	return s
 }
