@@ -67,13 +67,13 @@ type celebrityRun struct {
 
 	with, without *report.ArrivalHistogram
 	// Totals over peers.
-	copiesWith, copiesWithout     int64
-	maxCopiesWith, maxCopiesWitho int
-	relays, viaRelay, reattached  int64
-	left, capable                 int64
-	maxDepth, peersWithRelays     int
-	overBudget, overMemory        int
-	cpuWith, cpuWithout           float64 // peer CPU-seconds
+	copiesWith, copiesWithout       int64
+	maxCopiesWith, maxCopiesWithout int
+	relays, viaRelay, reattached    int64
+	left, capable                   int64
+	maxDepth, peersWithRelays       int
+	overBudget, overMemory          int
+	cpuWith, cpuWithout             float64 // peer CPU-seconds
 }
 
 func stackOf(t scenario.Transport) stack {
@@ -270,7 +270,7 @@ func (cr *celebrityRun) feedAll(ctx context.Context, progress func(float64, stri
 			cr.without.Add(ms(a))
 		}
 		cr.copiesWithout += int64(n)
-		cr.maxCopiesWitho = max(cr.maxCopiesWitho, n)
+		cr.maxCopiesWithout = max(cr.maxCopiesWithout, n)
 		cr.cpuWithout += float64(n) * tr.cpu.Seconds()
 		tk := cr.transport(pc)
 		if pc.MemoryMiB > 0 && float64(n)*tk.MemoryPerSubscriberKiB > pc.MemoryMiB*1024 {
@@ -334,9 +334,9 @@ func (cr *celebrityRun) result() *report.Result {
 		"peer_has_post_max_ms":               report.Quantile(reached, 1),
 		"followers_per_peer_p50":             report.Quantile(followers, 0.5),
 		"followers_per_peer_max":             report.Quantile(followers, 1),
-		"followers_late_past_horizon":        float64(cr.without.Late),
+		"followers_past_horizon_without":     float64(cr.without.Late),
 		"peer_copies_without_relays":         float64(cr.copiesWithout),
-		"peer_copies_max_per_peer_without":   float64(cr.maxCopiesWitho),
+		"peer_copies_max_per_peer_without":   float64(cr.maxCopiesWithout),
 		"peer_cpu_seconds_without_relays":    cr.cpuWithout,
 		"peer_upload_bytes_without_relays":   float64(cr.copiesWithout) * cr.bits / 8,
 		"peers_over_memory_without_relays":   float64(cr.overMemory),
@@ -355,23 +355,23 @@ func (cr *celebrityRun) result() *report.Result {
 	}
 	if c.Relays.Enabled {
 		for k, v := range map[string]float64{
-			"relays":                          float64(cr.relays),
-			"relays_share_of_followers":       float64(cr.relays) / fl,
-			"followers_via_relay_share":       float64(cr.viaRelay) / fl,
-			"relay_tree_depth_max":            float64(cr.maxDepth),
-			"peers_with_relays":               float64(cr.peersWithRelays),
-			"peers_over_budget":               float64(cr.overBudget),
-			"relays_left_before_post":         float64(cr.left),
-			"followers_reattached":            float64(cr.reattached),
-			"peer_copies_with_relays":         float64(cr.copiesWith),
-			"peer_copies_max_per_peer_with":   float64(cr.maxCopiesWith),
-			"peer_cpu_seconds_with_relays":    cr.cpuWith,
-			"peer_upload_bytes_with_relays":   float64(cr.copiesWith) * cr.bits / 8,
-			"peer_upload_ratio_with_without":  float64(cr.copiesWith) / float64(cr.copiesWithout),
-			"with_relays_share_within_2s":     cr.with.Share(2000),
-			"with_relays_share_within_5s":     cr.with.Share(5000),
-			"with_relays_followers_counted":   float64(cr.with.Total),
-			"followers_late_past_horizon_rel": float64(cr.with.Late),
+			"relays":                         float64(cr.relays),
+			"relays_share_of_followers":      float64(cr.relays) / fl,
+			"followers_via_relay_share":      float64(cr.viaRelay) / fl,
+			"relay_tree_depth_max":           float64(cr.maxDepth),
+			"peers_with_relays":              float64(cr.peersWithRelays),
+			"peers_over_budget":              float64(cr.overBudget),
+			"relays_left_before_post":        float64(cr.left),
+			"followers_reattached":           float64(cr.reattached),
+			"peer_copies_with_relays":        float64(cr.copiesWith),
+			"peer_copies_max_per_peer_with":  float64(cr.maxCopiesWith),
+			"peer_cpu_seconds_with_relays":   cr.cpuWith,
+			"peer_upload_bytes_with_relays":  float64(cr.copiesWith) * cr.bits / 8,
+			"peer_upload_ratio_with_without": float64(cr.copiesWith) / float64(cr.copiesWithout),
+			"with_relays_share_within_2s":    cr.with.Share(2000),
+			"with_relays_share_within_5s":    cr.with.Share(5000),
+			"with_relays_followers_counted":  float64(cr.with.Total),
+			"followers_past_horizon_with":    float64(cr.with.Late),
 		} {
 			d[k] = v
 		}
