@@ -186,9 +186,6 @@ func (sc *Scenario) celebrityDefaults() {
 	if sc.SampleEvery == 0 {
 		sc.SampleEvery = sc.Duration
 	}
-	if sc.Warmup == 0 {
-		sc.Warmup = Duration(time.Second)
-	}
 	for _, cl := range []*Class{&sc.Servers, &sc.Volunteers} {
 		if cl.Availability == 0 && cl.Session.IsZero() {
 			cl.Availability = 1
@@ -261,7 +258,11 @@ func (sc *Scenario) validateCelebrity() error {
 	if len(c.Browsers) == 0 || math.Abs(share-1) > 1e-6 {
 		bad("browsers: shares add up to %v, want 1", share)
 	}
-	for name, t := range map[string]Transport{"websocket": c.WebSocket, "data_channel": c.DataChannel} {
+	for _, tr := range []struct {
+		name string
+		t    Transport
+	}{{"websocket", c.WebSocket}, {"data_channel", c.DataChannel}} {
+		name, t := tr.name, tr.t
 		if t.CPUPerDelivery <= 0 || t.LatencyP50 <= 0 || t.LatencyP99 < t.LatencyP50 || t.MemoryPerSubscriberKiB <= 0 {
 			bad("%s: need cpu_per_delivery > 0, 0 < latency_p50 <= latency_p99, memory_per_subscriber_kib > 0", name)
 		}
