@@ -27,6 +27,12 @@
 //     online at the last refresh, stale entries included, measuring success
 //     and hop count the way live mode does.
 //
+// A scenario with a celebrity section is run by RunCelebrity instead
+// (celebrity.go): one post to millions of browsers over the peers, spread
+// between peers by the fan-out model and from each peer to its followers
+// directly or through browser relay trees, the followers aggregated into an
+// arrival histogram (docs/simulation.md, "A celebrity post").
+//
 // The same seed gives the same summary.json: every random choice comes from
 // seeded generators and every event is ordered by time, then by the order
 // it was scheduled.

@@ -50,6 +50,10 @@ type delivery struct {
 type member struct {
 	region int
 	alive  bool
+	// tx, if set, is this member's own time per copy on its uplink
+	// (the celebrity model's peers have uplinks of their own); 0 uses the
+	// fanout's Tx.
+	tx time.Duration
 }
 
 // publish returns, for every member, the time from publication to
@@ -131,8 +135,12 @@ func (f *fanout) publish(r *rand.Rand, ms []member, src, conns int) []delivery {
 			}
 		}
 		r.Shuffle(len(to), func(a, b int) { to[a], to[b] = to[b], to[a] })
+		tx := f.Tx
+		if ms[u].tx > 0 {
+			tx = ms[u].tx
+		}
 		for j, v := range to {
-			relax(int(v), ready+time.Duration(j+1)*f.Tx+f.Latency(ms[u].region, ms[v].region), true)
+			relax(int(v), ready+time.Duration(j+1)*tx+f.Latency(ms[u].region, ms[v].region), true)
 		}
 		// Lazy gossip at the next heartbeats.
 		if f.Dlazy > 0 && f.Heartbeat > 0 {
@@ -145,7 +153,7 @@ func (f *fanout) publish(r *rand.Rand, ms []member, src, conns int) []delivery {
 					if v == u {
 						continue
 					}
-					relax(v, hb+3*f.Latency(ms[u].region, ms[v].region)+f.Tx, false)
+					relax(v, hb+3*f.Latency(ms[u].region, ms[v].region)+tx, false)
 				}
 			}
 		}

@@ -25,6 +25,8 @@ type Chart struct {
 	LogX bool
 	// YMin, YMax fix the y range when YMax > YMin.
 	YMin, YMax float64
+	// NoMarkers draws lines only, even on a log x axis (dense curves).
+	NoMarkers bool
 }
 
 // plotSize of every PNG.
@@ -68,7 +70,7 @@ func Plot(s *Series, c Chart, xLabel, path string) error {
 		l.Color = plotutil.Color(i)
 		l.Width = vg.Points(1.5)
 		p.Add(l)
-		if c.LogX || len(pts) < 30 {
+		if (c.LogX || len(pts) < 30) && !c.NoMarkers {
 			sc, err := plotter.NewScatter(pts)
 			if err == nil {
 				sc.Color = plotutil.Color(i)

@@ -56,6 +56,10 @@ type Summary struct {
 	// PerRun holds each run's figures when Runs > 1.
 	PerRun []map[string]any `json:"per_run,omitempty"`
 	Notes  []string         `json:"notes,omitempty"`
+
+	// Celebrity, set by a celebrity-post run, puts its figures at the top
+	// level of summary.json (see celebrity.go).
+	*Celebrity
 }
 
 // F returns a pointer to v, or nil if v is NaN (not measured).

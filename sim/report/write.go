@@ -118,6 +118,9 @@ func (s *Summary) dropNaN() {
 // SummaryTable renders the summary's figures as a Markdown table, with the
 // standard deviation over runs when there are several.
 func SummaryTable(s *Summary) string {
+	if s.Celebrity != nil {
+		return celebrityTable(s)
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Mode **%s**, %d nodes, seed %d", s.Mode, s.Nodes, s.Seed)
 	if s.Runs > 1 {

@@ -75,7 +75,11 @@ func bar(opt Options, label string) *progress.Bar {
 
 func runModel(ctx context.Context, sc *scenario.Scenario, opt Options) (*report.Result, error) {
 	b := bar(opt, sc.Name)
-	res, err := model.Run(ctx, sc, model.Options{Progress: b.Set})
+	run := model.Run
+	if sc.Celebrity != nil {
+		run = model.RunCelebrity
+	}
+	res, err := run(ctx, sc, model.Options{Progress: b.Set})
 	b.Done("")
 	return res, err
 }

@@ -75,6 +75,9 @@ type Scenario struct {
 	GossipSub GossipSub `yaml:"gossipsub"`
 	// Sweep is read by `sim sweep` only.
 	Sweep Sweep `yaml:"sweep"`
+	// Celebrity, when set, makes this a celebrity-post scenario (issue
+	// 15), run by model.RunCelebrity; see celebrity.go.
+	Celebrity *Celebrity `yaml:"celebrity"`
 
 	// Path is the file the scenario was read from.
 	Path string `yaml:"-"`
@@ -388,8 +391,9 @@ func Parse(b []byte) (*Scenario, error) {
 // Prepare fills in defaults and validates. Call it again after changing
 // fields (the sweep does).
 func (sc *Scenario) Prepare() error {
+	sc.celebrityDefaults()
 	sc.setDefaults()
-	return sc.validate()
+	return errors.Join(sc.validate(), sc.validateCelebrity())
 }
 
 func (sc *Scenario) setDefaults() {
