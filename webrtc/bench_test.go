@@ -479,6 +479,9 @@ func benchFanout(b *testing.B, mode string, k int) {
 		f, _ := os.Create(fmt.Sprintf("%s/heap-%s-%d.pprof", dir, mode, k))
 		_ = pprof.WriteHeapProfile(f)
 		f.Close()
+		g, _ := os.Create(fmt.Sprintf("%s/goroutine-%s-%d.txt", dir, mode, k))
+		_ = pprof.Lookup("goroutine").WriteTo(g, 1)
+		g.Close()
 	}
 	s0 := pub.next()
 	fmt.Fprintf(stdin, "START %d\n", s0)
