@@ -384,6 +384,11 @@ func benchFanout(b *testing.B, mode string, k int) {
 	// of the benchmark's output line.
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 
+	if os.Getenv("IMMENSE_BENCH_HEAP") != "" {
+		// Every allocation in the profile, not a sample every 512 KiB.
+		defer func(rate int) { runtime.MemProfileRate = rate }(runtime.MemProfileRate)
+		runtime.MemProfileRate = 1
+	}
 	var bs benchServer
 	switch mode {
 	case "stack", "ws":
@@ -476,6 +481,10 @@ func benchFanout(b *testing.B, mode string, k int) {
 	// Signed: with few bytes per subscriber, GC noise can make it negative.
 	kibPerSub := float64(int64(heapNow())-int64(m0)) / 1024 / float64(k)
 	if dir := os.Getenv("IMMENSE_BENCH_HEAP"); dir != "" {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		fmt.Fprintf(os.Stderr, "%s/K=%d per subscriber: heap in use %.1f KiB (allocated %.1f KiB), stacks %.1f KiB, goroutines %.1f\n", mode, k,
+			float64(ms.HeapInuse)/1024/float64(k), float64(ms.HeapAlloc)/1024/float64(k), float64(ms.StackInuse)/1024/float64(k), float64(runtime.NumGoroutine())/float64(k))
 		f, _ := os.Create(fmt.Sprintf("%s/heap-%s-%d.pprof", dir, mode, k))
 		_ = pprof.WriteHeapProfile(f)
 		f.Close()

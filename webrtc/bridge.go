@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // bridge holds one Bus subscription per topic that at least one session
@@ -128,14 +129,20 @@ const maxDrain = 256
 // run fans the messages of f's overlay subscription out to its sessions.
 // Delivering never blocks, so one slow browser cannot hold up the others.
 //
-// When the fan-out falls behind (the overlay delivers faster than it
-// writes), messages wait in the subscription's queue; each round takes
-// all of them and sends them as one BATCH to every idle session, so the
-// cost per delivery falls as the load rises instead of latency growing.
+// Rounds are at least FanoutInterval apart: a message that comes sooner
+// waits for the rest of the interval. And when the fan-out falls behind
+// (the overlay delivers faster than it writes), messages wait in the
+// subscription's queue. Either way, each round takes all of them and
+// sends them as one BATCH to every idle session, so the cost per delivery
+// falls as the load rises instead of latency growing.
 func (b *bridge) run(f *feed, sub Subscription) {
 	defer b.srv.wg.Done()
 	defer sub.Close()
 	var frames [][]byte
+	interval := b.srv.cfg.FanoutInterval
+	var last time.Time // of the previous round
+	timer := time.NewTimer(0)
+	defer timer.Stop()
 	for {
 		msg, err := sub.Next(f.ctx)
 		if err != nil {
@@ -144,6 +151,15 @@ func (b *bridge) run(f *feed, sub Subscription) {
 			}
 			return
 		}
+		if wait := interval - time.Since(last); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-timer.C:
+			case <-f.ctx.Done():
+				return
+			}
+		}
+		last = time.Now()
 		frames = frames[:0]
 		for ok := true; ok; msg, ok = sub.TryNext() {
 			if frame := b.encode(f, &msg); frame != nil {
