@@ -61,7 +61,9 @@ func TestParseOffer(t *testing.T) {
 		"audio too": func(s string) string {
 			return s + "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n"
 		},
-		"old SCTP syntax":  func(s string) string { return strings.Replace(s, "UDP/DTLS/SCTP webrtc-datachannel", "DTLS/SCTP 5000", 1) },
+		"old SCTP syntax": func(s string) string {
+			return strings.Replace(s, "UDP/DTLS/SCTP webrtc-datachannel", "DTLS/SCTP 5000", 1)
+		},
 		"passive":          func(s string) string { return strings.Replace(s, "setup:actpass", "setup:passive", 1) },
 		"no fingerprint":   func(s string) string { return strings.Replace(s, "a=fingerprint:sha-256", "a=x:sha-256", 1) },
 		"unknown hash":     func(s string) string { return strings.Replace(s, "fingerprint:sha-256", "fingerprint:md-17", 1) },
