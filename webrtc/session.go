@@ -47,11 +47,9 @@ type session struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	// wake tells the writer there is something to send; low tells it the
-	// data channel's buffer drained below the low threshold. Both hold at
-	// most one pending signal.
-	wake chan struct{}
-	low  chan struct{}
+	// low tells the writer the data channel's buffer drained below the
+	// low threshold. It holds at most one pending signal.
+	low chan struct{}
 
 	mu           sync.Mutex
 	link         *dcLink
@@ -60,6 +58,7 @@ type session struct {
 	opened       bool
 	closed       bool
 	busy         bool // the writer or a fan-out is writing to ch
+	writing      bool // a writer goroutine runs (writeLoop)
 	topics       map[string]struct{}
 	resume       map[string]*resumeState // topics being resumed (resume.go)
 	control      [][]byte                // ACK and ERROR frames, written before messages
@@ -82,7 +81,6 @@ func newSession(srv *Server, id uint64, claims Claims) *session {
 		log:    srv.log.With("session", id),
 		ctx:    ctx,
 		cancel: cancel,
-		wake:   make(chan struct{}, 1),
 		low:    make(chan struct{}, 1),
 		topics: make(map[string]struct{}),
 	}
@@ -153,7 +151,6 @@ func (s *session) connect(l *dcLink) {
 	if s.connectTimer != nil {
 		s.connectTimer.Stop()
 	}
-	s.srv.wg.Add(1) // under s.mu, so that no Add races with Close's Wait
 	s.mu.Unlock()
 	// Writing resumes at a quarter of the high-water mark, so each wakeup
 	// has room for a good batch rather than one frame.
@@ -161,7 +158,6 @@ func (s *session) connect(l *dcLink) {
 	dc.OnBufferedAmountLow(func() { signal(s.low) })
 	s.srv.sessionOpened(s)
 	s.log.Debug("data channel open")
-	go s.writeLoop()
 	s.readLoop(dc)
 }
 
@@ -381,7 +377,7 @@ func (s *session) expire() {
 	// case it cannot (a stalled channel). close stops it.
 	s.flushTimer = time.AfterFunc(2*closeGrace, func() { s.close(closeTokenExpired) })
 	s.mu.Unlock()
-	signal(s.wake)
+	s.kick()
 }
 
 func (s *session) ack(req uint32) {
@@ -418,8 +414,8 @@ func (s *session) sendControl(b []byte) {
 		return
 	}
 	s.control = append(s.control, b)
+	s.startWriter()
 	s.mu.Unlock()
-	signal(s.wake)
 }
 
 // lostTopic is called by the bridge when the overlay ended a topic's
