@@ -108,3 +108,33 @@ func FuzzParseOffer(f *testing.F) {
 		}
 	})
 }
+
+// TestVerifyCertificate: the browser's DTLS certificate must match a
+// fingerprint of its offer; any other certificate is refused.
+func TestVerifyCertificate(t *testing.T) {
+	mine, fp, err := newCertificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _, err := newCertificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	offer := strings.Replace(chromiumOffer, "sha-256 75:74:5A:A6:A4:E5:52:F4:A7:67:4C:01:C7:EE:91:3F:21:3D:A2:E3:53:7B:6F:30:86:F2:30:AA:65:FB:04:24", fp, 1)
+	o, err := parseOffer(offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.verifyCertificate(mine.Certificate); err != nil {
+		t.Errorf("the offer's own certificate refused: %v", err)
+	}
+	if err := o.verifyCertificate(other.Certificate); err == nil {
+		t.Error("another certificate accepted")
+	}
+	if err := o.verifyCertificate(nil); err == nil {
+		t.Error("no certificate accepted")
+	}
+	if err := o.verifyCertificate([][]byte{[]byte("junk")}); err == nil {
+		t.Error("junk accepted")
+	}
+}
