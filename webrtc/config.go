@@ -99,8 +99,8 @@ type Config struct {
 	LoopbackOnly bool
 
 	// MaxSessions caps concurrent browser sessions; further offers get 503.
-	// Default 1000: at ~100-300 KiB of WebRTC state per session that is a
-	// few hundred MiB, which a small server can afford.
+	// Default 1000: at about 130 KiB of WebRTC state per session that is
+	// some 130 MiB, which a small server can afford.
 	MaxSessions int
 	// MaxSessionsPerSubject caps the sessions one token subject (sub, or
 	// the token itself when it names none) holds at once, so that one
