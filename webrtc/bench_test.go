@@ -69,12 +69,13 @@ import (
 )
 
 var (
-	benchK       = flag.String("webrtc.bench-k", "100,500", "subscriber counts for BenchmarkFanout, comma-separated")
-	benchRate    = flag.Float64("webrtc.bench-rate", 200, "publish rate of BenchmarkFanout, messages per second")
-	benchSize    = flag.Int("webrtc.bench-size", 128, "payload size of BenchmarkFanout, bytes")
-	benchModes   = flag.String("webrtc.bench-modes", "stack,bare,ws,barews,centrifuge", "what BenchmarkFanout measures: stack (this package over data channels), bare (pion alone), ws (this package over WebSockets), barews (gorilla WebSockets alone), centrifuge (the centrifuge library over WebSockets, in a process of its own)")
-	benchDCMaxK  = flag.Int("webrtc.bench-dc-max-k", 0, "BenchmarkFanout skips the data channel modes (stack, bare) above this K; 0: no limit")
-	benchResults sync.Map // "mode/K" -> farmResult, for the comparison table
+	benchK              = flag.String("webrtc.bench-k", "100,500", "subscriber counts for BenchmarkFanout, comma-separated")
+	benchRate           = flag.Float64("webrtc.bench-rate", 200, "publish rate of BenchmarkFanout, messages per second")
+	benchSize           = flag.Int("webrtc.bench-size", 128, "payload size of BenchmarkFanout, bytes")
+	benchModes          = flag.String("webrtc.bench-modes", "stack,bare,ws,barews,centrifuge", "what BenchmarkFanout measures: stack (this package over data channels), bare (pion alone), ws (this package over WebSockets), barews (gorilla WebSockets alone), centrifuge (the centrifuge library over WebSockets, in a process of its own)")
+	benchFanoutInterval = flag.Duration("webrtc.bench-fanout-interval", DefaultConfig().FanoutInterval, "Config.FanoutInterval of the stack and ws modes")
+	benchDCMaxK         = flag.Int("webrtc.bench-dc-max-k", 0, "BenchmarkFanout skips the data channel modes (stack, bare) above this K; 0: no limit")
+	benchResults        sync.Map // "mode/K" -> farmResult, for the comparison table
 )
 
 const (
@@ -397,6 +398,7 @@ func benchFanout(b *testing.B, mode string, k int) {
 		cfg.InsecureNoAuth = true                       // auth is per offer, not per message: no cost in the fan-out
 		cfg.LoopbackOnly = true
 		cfg.MaxSessions = k + 10
+		cfg.FanoutInterval = *benchFanoutInterval
 		cfg.Logger = quiet
 		bus := newMemBus()
 		srv, err := New(bus, cfg)
