@@ -441,6 +441,9 @@ func benchFanout(b *testing.B, mode string, k int) {
 	// server's.
 	scanBuf := make([]byte, 1<<20)
 	m0 := settledHeap(heapNow) // the server's memory with no subscriber
+	var ms0 runtime.MemStats   // the same, in parts, for the profile mode
+	runtime.ReadMemStats(&ms0)
+	g0 := runtime.NumGoroutine()
 
 	// Messages flow from the start, so that each subscriber's first
 	// message measures its connection time.
@@ -488,8 +491,9 @@ func benchFanout(b *testing.B, mode string, k int) {
 	if dir := os.Getenv("IMMENSE_BENCH_HEAP"); dir != "" {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		fmt.Fprintf(os.Stderr, "%s/K=%d per subscriber: heap in use %.1f KiB (allocated %.1f KiB), stacks %.1f KiB, goroutines %.1f\n", mode, k,
-			float64(ms.HeapInuse)/1024/float64(k), float64(ms.HeapAlloc)/1024/float64(k), float64(ms.StackInuse)/1024/float64(k), float64(runtime.NumGoroutine())/float64(k))
+		per := func(now, before uint64) float64 { return (float64(now) - float64(before)) / 1024 / float64(k) }
+		fmt.Fprintf(os.Stderr, "%s/K=%d per subscriber, over the server with none: heap in use %.1f KiB (allocated %.1f KiB), stacks %.1f KiB, goroutines %.1f\n", mode, k,
+			per(ms.HeapInuse, ms0.HeapInuse), per(ms.HeapAlloc, ms0.HeapAlloc), per(ms.StackInuse, ms0.StackInuse), float64(runtime.NumGoroutine()-g0)/float64(k))
 		f, _ := os.Create(fmt.Sprintf("%s/heap-%s-%d.pprof", dir, mode, k))
 		_ = pprof.WriteHeapProfile(f)
 		f.Close()
