@@ -47,6 +47,11 @@ type session struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// paced: a data channel session, which gets its topics' fan-out
+	// rounds at most every FanoutInterval (bridge.run). Set before the
+	// session joins any topic, and never changed.
+	paced bool
+
 	// low tells the writer the data channel's buffer drained below the
 	// low threshold. It holds at most one pending signal.
 	low chan struct{}
@@ -147,6 +152,7 @@ func (s *session) connect(l *dcLink) {
 		return
 	}
 	s.ch = dataChannel{dc}
+	s.paced = true
 	s.opened = true
 	if s.connectTimer != nil {
 		s.connectTimer.Stop()
