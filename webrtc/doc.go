@@ -96,11 +96,12 @@
 //
 // Messages of a topic reach a browser in the order the peer received them.
 // The peer encodes each message once for all its browsers. A topic's
-// fan-out rounds are at least FanoutInterval (10 ms) apart: a message that
-// follows the last round sooner waits for the rest of the interval and goes
-// out with whatever else arrived, as one BATCH, since every data channel
-// message costs a packet per browser whatever its size. A browser that
-// keeps up gets each round written to its data channel at once. A browser that falls
+// fan-out rounds to data channel browsers are at least FanoutInterval
+// (30 ms) apart: a message that follows the last round sooner waits for the
+// rest of the interval and goes out with whatever else arrived, as one
+// BATCH, since every data channel message costs a packet per browser
+// whatever its size; WebSocket browsers get every round at once. A browser
+// that keeps up gets each round written to its channel at once. A browser that falls
 // behind - its data channel holds more than MaxBufferedAmount bytes not yet
 // acknowledged - gets a queue, bounded by QueueLength messages and
 // QueueBytes bytes; when its channel drains, everything queued is sent as
