@@ -69,12 +69,13 @@ import (
 )
 
 var (
-	benchK       = flag.String("webrtc.bench-k", "100,500", "subscriber counts for BenchmarkFanout, comma-separated")
-	benchRate    = flag.Float64("webrtc.bench-rate", 200, "publish rate of BenchmarkFanout, messages per second")
-	benchSize    = flag.Int("webrtc.bench-size", 128, "payload size of BenchmarkFanout, bytes")
-	benchModes   = flag.String("webrtc.bench-modes", "stack,bare,ws,barews,centrifuge", "what BenchmarkFanout measures: stack (this package over data channels), bare (pion alone), ws (this package over WebSockets), barews (gorilla WebSockets alone), centrifuge (the centrifuge library over WebSockets, in a process of its own)")
-	benchDCMaxK  = flag.Int("webrtc.bench-dc-max-k", 0, "BenchmarkFanout skips the data channel modes (stack, bare) above this K; 0: no limit")
-	benchResults sync.Map // "mode/K" -> farmResult, for the comparison table
+	benchK              = flag.String("webrtc.bench-k", "100,500", "subscriber counts for BenchmarkFanout, comma-separated")
+	benchRate           = flag.Float64("webrtc.bench-rate", 200, "publish rate of BenchmarkFanout, messages per second")
+	benchSize           = flag.Int("webrtc.bench-size", 128, "payload size of BenchmarkFanout, bytes")
+	benchModes          = flag.String("webrtc.bench-modes", "stack,bare,ws,barews,centrifuge", "what BenchmarkFanout measures: stack (this package over data channels), bare (pion alone), ws (this package over WebSockets), barews (gorilla WebSockets alone), centrifuge (the centrifuge library over WebSockets, in a process of its own)")
+	benchFanoutInterval = flag.Duration("webrtc.bench-fanout-interval", DefaultConfig().FanoutInterval, "Config.FanoutInterval of the stack and ws modes")
+	benchDCMaxK         = flag.Int("webrtc.bench-dc-max-k", 0, "BenchmarkFanout skips the data channel modes (stack, bare) above this K; 0: no limit")
+	benchResults        sync.Map // "mode/K" -> farmResult, for the comparison table
 )
 
 const (
@@ -384,6 +385,11 @@ func benchFanout(b *testing.B, mode string, k int) {
 	// of the benchmark's output line.
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 
+	if os.Getenv("IMMENSE_BENCH_HEAP") != "" {
+		// Every allocation in the profile, not a sample every 512 KiB.
+		defer func(rate int) { runtime.MemProfileRate = rate }(runtime.MemProfileRate)
+		runtime.MemProfileRate = 1
+	}
 	var bs benchServer
 	switch mode {
 	case "stack", "ws":
@@ -392,6 +398,7 @@ func benchFanout(b *testing.B, mode string, k int) {
 		cfg.InsecureNoAuth = true                       // auth is per offer, not per message: no cost in the fan-out
 		cfg.LoopbackOnly = true
 		cfg.MaxSessions = k + 10
+		cfg.FanoutInterval = *benchFanoutInterval
 		cfg.Logger = quiet
 		bus := newMemBus()
 		srv, err := New(bus, cfg)
@@ -430,7 +437,13 @@ func benchFanout(b *testing.B, mode string, k int) {
 			url = "ws" + strings.TrimPrefix(hs.URL, "http") + WebSocketPath
 		}
 	}
+	// Allocated before the baseline: it is the benchmark's, not the
+	// server's.
+	scanBuf := make([]byte, 1<<20)
 	m0 := settledHeap(heapNow) // the server's memory with no subscriber
+	var ms0 runtime.MemStats   // the same, in parts, for the profile mode
+	runtime.ReadMemStats(&ms0)
+	g0 := runtime.NumGoroutine()
 
 	// Messages flow from the start, so that each subscriber's first
 	// message measures its connection time.
@@ -457,7 +470,7 @@ func benchFanout(b *testing.B, mode string, k int) {
 		_ = farm.Wait()
 	}()
 	out := bufio.NewScanner(stdoutPipe)
-	out.Buffer(make([]byte, 1<<20), 1<<20)
+	out.Buffer(scanBuf, len(scanBuf))
 	expectLine := func(prefix string) string {
 		var other []string // what the process said instead (its test failure)
 		for out.Scan() {
@@ -476,9 +489,17 @@ func benchFanout(b *testing.B, mode string, k int) {
 	// Signed: with few bytes per subscriber, GC noise can make it negative.
 	kibPerSub := float64(int64(heapNow())-int64(m0)) / 1024 / float64(k)
 	if dir := os.Getenv("IMMENSE_BENCH_HEAP"); dir != "" {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		per := func(now, before uint64) float64 { return (float64(now) - float64(before)) / 1024 / float64(k) }
+		fmt.Fprintf(os.Stderr, "%s/K=%d per subscriber, over the server with none: heap in use %.1f KiB (allocated %.1f KiB), stacks %.1f KiB, goroutines %.1f\n", mode, k,
+			per(ms.HeapInuse, ms0.HeapInuse), per(ms.HeapAlloc, ms0.HeapAlloc), per(ms.StackInuse, ms0.StackInuse), float64(runtime.NumGoroutine()-g0)/float64(k))
 		f, _ := os.Create(fmt.Sprintf("%s/heap-%s-%d.pprof", dir, mode, k))
 		_ = pprof.WriteHeapProfile(f)
 		f.Close()
+		g, _ := os.Create(fmt.Sprintf("%s/goroutine-%s-%d.txt", dir, mode, k))
+		_ = pprof.Lookup("goroutine").WriteTo(g, 1)
+		g.Close()
 	}
 	s0 := pub.next()
 	fmt.Fprintf(stdin, "START %d\n", s0)

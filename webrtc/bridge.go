@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // bridge holds one Bus subscription per topic that at least one session
@@ -139,20 +140,43 @@ const maxDrain = 256
 // run fans the messages of f's overlay subscription out to its sessions.
 // Delivering never blocks, so one slow browser cannot hold up the others.
 //
-// When the fan-out falls behind (the overlay delivers faster than it
-// writes), messages wait in the subscription's queue; each round takes
-// all of them and sends them as one BATCH to every idle session, so the
-// cost per delivery falls as the load rises instead of latency growing.
+// Data channel sessions get rounds at least FanoutInterval apart: messages
+// that come sooner after the last round are held for the rest of the
+// interval. WebSocket sessions get every round at once: a write there is
+// one system call, not a packet through SCTP and DTLS with an
+// acknowledgement to read. And when the fan-out falls behind (the overlay
+// delivers faster than it writes), messages wait in the subscription's
+// queue. Either way, each round takes all of them and sends them as one
+// BATCH to every idle session, so the cost per delivery falls as the load
+// rises instead of latency growing.
 func (b *bridge) run(f *feed, sub Subscription) {
 	defer b.srv.wg.Done()
 	defer sub.Close()
-	var frames [][]byte
+	interval := b.srv.cfg.FanoutInterval
+	var (
+		frames [][]byte
+		held   [][]byte  // for the data channel sessions' next round
+		last   time.Time // of the data channel sessions' last round
+	)
 	for {
-		msg, err := sub.Next(f.ctx)
-		if err != nil {
-			if f.ctx.Err() == nil {
-				b.lost(f)
-			}
+		ctx, cancel := f.ctx, context.CancelFunc(nil)
+		if len(held) > 0 {
+			ctx, cancel = context.WithDeadline(f.ctx, last.Add(interval))
+		}
+		msg, err := sub.Next(ctx)
+		if cancel != nil {
+			cancel()
+		}
+		switch {
+		case err != nil && f.ctx.Err() != nil:
+			return
+		case err != nil && ctx.Err() != nil:
+			// The interval is over: the held messages go out.
+			b.fanOut(f, held, true)
+			held, last = held[:0], time.Now()
+			continue
+		case err != nil:
+			b.lost(f)
 			return
 		}
 		frames = frames[:0]
@@ -164,12 +188,35 @@ func (b *bridge) run(f *feed, sub Subscription) {
 				break
 			}
 		}
-		if len(frames) > 0 {
-			wire := batchFrames(frames, b.srv.cfg.MaxFrameSize)
-			for _, s := range *f.subs.Load() {
-				s.deliver(f.topic, wire, frames)
-			}
+		if len(frames) == 0 {
+			continue
 		}
+		b.fanOut(f, frames, false)
+		switch {
+		case len(held) == 0 && time.Since(last) >= interval:
+			b.fanOut(f, frames, true) // the first round after a quiet interval: at once
+			last = time.Now()
+		case len(held)+len(frames) > maxDrain:
+			b.fanOut(f, append(held, frames...), true)
+			held, last = held[:0], time.Now()
+		default:
+			held = append(held, frames...)
+		}
+	}
+}
+
+// fanOut delivers frames to f's data channel sessions (dataChannels) or
+// to its other sessions.
+func (b *bridge) fanOut(f *feed, frames [][]byte, dataChannels bool) {
+	var wire [][]byte
+	for _, s := range *f.subs.Load() {
+		if s.paced != dataChannels {
+			continue
+		}
+		if wire == nil {
+			wire = batchFrames(frames, b.srv.cfg.MaxFrameSize)
+		}
+		s.deliver(f.topic, wire, frames)
 	}
 }
 

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	pion "github.com/pion/webrtc/v4"
+	"github.com/pion/datachannel"
 )
 
 // channel is where a session writes its frames: a WebRTC data channel, or
@@ -23,14 +23,17 @@ type channel interface {
 	direct() bool
 }
 
-// dataChannel is a pion data channel: Send queues in SCTP and returns, so
+// dataChannel is a data channel: a write queues in SCTP and returns, so
 // the fan-out writes directly to a session that keeps up, and the writer
 // watches the buffered amount for backpressure.
-type dataChannel struct{ dc *pion.DataChannel }
+type dataChannel struct{ dc *datachannel.DataChannel }
 
-func (d dataChannel) send(b []byte) error { return d.dc.Send(b) }
-func (d dataChannel) buffered() uint64    { return d.dc.BufferedAmount() }
-func (d dataChannel) direct() bool        { return true }
+func (d dataChannel) send(b []byte) error {
+	_, err := d.dc.WriteDataChannel(b, false)
+	return err
+}
+func (d dataChannel) buffered() uint64 { return d.dc.BufferedAmount() }
+func (d dataChannel) direct() bool     { return true }
 
 // wsChannel is a WebSocket: a write blocks while the kernel's send buffer
 // is full, so only the session's writer writes, within StallTimeout.

@@ -47,8 +47,8 @@ func (s *session) deliver(topic string, wire, frames [][]byte) {
 			return
 		}
 	}
+	s.startWriter()
 	s.mu.Unlock()
-	signal(s.wake)
 }
 
 // idle reports whether the fan-out may write to the data channel itself.
@@ -74,14 +74,12 @@ func (s *session) writeDirect(ch channel, wire [][]byte, msgs int) {
 	}
 	s.mu.Lock()
 	s.busy = false
-	more := !s.idle() && !s.closed
+	if err == nil && !s.idle() {
+		s.startWriter() // queued while we were writing
+	}
 	s.mu.Unlock()
 	if err != nil {
 		s.sendFailed(err)
-		return
-	}
-	if more {
-		signal(s.wake) // queued while we were writing
 	}
 }
 
@@ -101,9 +99,32 @@ func (s *session) push(b []byte) bool {
 	return true
 }
 
-// writeLoop writes queued frames to the data channel, batching whatever
-// accumulated while the channel was busy into one data channel message.
-// It is the only goroutine that waits for the browser.
+// kick starts a writer for what was queued, unless one runs.
+func (s *session) kick() {
+	s.mu.Lock()
+	s.startWriter()
+	s.mu.Unlock()
+}
+
+// startWriter starts a writer goroutine unless one runs, the channel is
+// not open yet or the session closed. A writer runs only while the
+// session has something queued: it takes everything queued before it
+// ends (take clears s.writing under s.mu once nothing is left), so a
+// frame queued and followed by startWriter is never left behind, and an
+// idle session costs no goroutine. s.mu must be held.
+func (s *session) startWriter() {
+	if s.writing || s.closed || !s.opened {
+		return
+	}
+	s.writing = true
+	s.srv.wg.Add(1) // under s.mu, so that no Add races with Close's Wait
+	go s.writeLoop()
+}
+
+// writeLoop writes queued frames to the channel, batching whatever
+// accumulated while the channel was busy into one data channel message,
+// until nothing is left. It is the only goroutine that waits for the
+// browser.
 func (s *session) writeLoop() {
 	defer s.srv.wg.Done()
 	s.mu.Lock()
@@ -112,44 +133,36 @@ func (s *session) writeLoop() {
 	m := s.srv.metrics
 	var buf []byte // reused for batches; pion copies what it sends
 	for {
-		select {
-		case <-s.ctx.Done():
+		if !s.waitDrained(ch) {
 			return
-		case <-s.wake:
 		}
-		for {
-			if !s.waitDrained(ch) {
-				return
-			}
-			out, frames, msgs, built, closeReason := s.take(buf[:0])
-			if frames == 0 {
-				if closeReason != "" {
-					s.close(closeReason)
-					return
-				}
-				break
-			}
-			err := ch.send(out)
-			s.mu.Lock()
-			s.busy = false
-			s.mu.Unlock()
-			if err != nil {
-				s.sendFailed(err)
-				return
-			}
-			if built {
-				buf = out
-			}
-			m.sends.Inc()
-			m.batchSize.Observe(float64(frames))
-			if msgs > 0 {
-				m.delivered.Add(float64(msgs))
-			}
+		out, frames, msgs, built, closeReason := s.take(buf[:0])
+		if frames == 0 {
 			if closeReason != "" {
-				s.waitFlushed(ch)
 				s.close(closeReason)
-				return
 			}
+			return
+		}
+		err := ch.send(out)
+		s.mu.Lock()
+		s.busy = false
+		s.mu.Unlock()
+		if err != nil {
+			s.sendFailed(err)
+			return
+		}
+		if built {
+			buf = out
+		}
+		m.sends.Inc()
+		m.batchSize.Observe(float64(frames))
+		if msgs > 0 {
+			m.delivered.Add(float64(msgs))
+		}
+		if closeReason != "" {
+			s.waitFlushed(ch)
+			s.close(closeReason)
+			return
 		}
 	}
 }
@@ -228,8 +241,9 @@ func (s *session) take(buf []byte) (out []byte, frames, msgs int, built bool, cl
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || s.busy {
-		// A fan-out is writing; it wakes the writer when done if anything
+		// A fan-out is writing; it starts a writer when done if anything
 		// is left.
+		s.writing = false
 		return nil, 0, 0, false, ""
 	}
 	if s.dropped > 0 {
@@ -278,6 +292,7 @@ func (s *session) take(buf []byte) (out []byte, frames, msgs int, built bool, cl
 	}
 	switch frames {
 	case 0:
+		s.writing = closeReason != "" // a writer that closes the session is the last
 		return nil, 0, 0, false, closeReason
 	case 1:
 		s.busy = true

@@ -137,7 +137,7 @@ func (s *session) replay(topic, since string) {
 		s.close(closeSlow)
 		return
 	}
-	signal(s.wake)
+	s.kick()
 }
 
 // replayOverflow is how many of the oldest replay frames must go so that

@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"sync"
 	"time"
-
-	pion "github.com/pion/webrtc/v4"
 )
 
 // Server relays topics between a Bus (the overlay) and browsers connected
@@ -19,10 +17,8 @@ type Server struct {
 	cfg         Config
 	bus         Bus
 	log         *slog.Logger
-	api         *pion.API
-	closeUDP    func() error // the sessions' shared UDP sockets
-	startPinger sync.Once    // pingWebSockets, from the first WebSocket on
-	iceServers  []pion.ICEServer
+	stack       *dcStack  // the sessions' shared UDP sockets and certificate
+	startPinger sync.Once // pingWebSockets, from the first WebSocket on
 	metrics     *metrics
 	bridge      *bridge
 	now         func() time.Time
@@ -82,7 +78,7 @@ func New(bus Bus, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	api, closeUDP, err := serverTransport(transportOptions{
+	stack, err := newDCStack(transportOptions{
 		loopbackOnly:   cfg.LoopbackOnly,
 		portMin:        cfg.UDPPortMin,
 		portMax:        cfg.UDPPortMax,
@@ -93,28 +89,26 @@ func New(bus Bus, cfg Config) (*Server, error) {
 		// buffer could never be reassembled), not pion's 1 MiB.
 		receiveBufferSize: uint32(max(2*cfg.MaxFrameSize, 64<<10)),
 		log:               log,
-	})
+	}, cfg.ICEServers)
 	if err != nil {
 		return nil, err
 	}
 	cfg.AllowedOrigins = append([]string(nil), cfg.AllowedOrigins...)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg:        cfg,
-		bus:        bus,
-		log:        log,
-		api:        api,
-		closeUDP:   closeUDP,
-		iceServers: toPionICEServers(cfg.ICEServers, cfg.LoopbackOnly),
-		metrics:    m,
-		now:        now,
-		tokens:     tokens,
-		ctx:        ctx,
-		cancel:     cancel,
-		sessions:   make(map[uint64]*session),
-		pending:    make(map[uint64]struct{}),
-		bySubject:  make(map[string]int),
-		offers:     newOfferLimiter(cfg.OfferRate, cfg.OfferBurst),
+		cfg:       cfg,
+		bus:       bus,
+		log:       log,
+		stack:     stack,
+		metrics:   m,
+		now:       now,
+		tokens:    tokens,
+		ctx:       ctx,
+		cancel:    cancel,
+		sessions:  make(map[uint64]*session),
+		pending:   make(map[uint64]struct{}),
+		bySubject: make(map[string]int),
+		offers:    newOfferLimiter(cfg.OfferRate, cfg.OfferBurst),
 	}
 	s.bridge = newBridge(s)
 	switch {
@@ -151,7 +145,7 @@ func (s *Server) Close() error {
 		s.bridge.close()
 		s.cancel()
 		s.wg.Wait()
-		s.closeUDP()
+		s.stack.close()
 	})
 	return nil
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/immense-p2p/immense/internal/browsersig"
 	"github.com/pion/datachannel"
-	pion "github.com/pion/webrtc/v4"
 	"golang.org/x/time/rate"
 )
 
@@ -26,14 +25,14 @@ const (
 	closeGrace = 2 * time.Second
 )
 
-// session is one browser: its peer connection, its data channel, the
-// topics it follows and the queue of frames waiting for the channel.
+// session is one browser: its link (ICE, DTLS, SCTP), its data channel,
+// the topics it follows and the queue of frames waiting for the channel.
 //
-// Frames from the browser are handled on pion's read goroutine for the
-// channel, one at a time, so a browser's publishes are throttled by its
+// Frames from the browser are handled on the session's read goroutine
+// (the one that connected the link), one at a time, so a browser's publishes are throttled by its
 // own publish latency and never by other sessions. Messages to a browser
 // that keeps up are written by the topic's fan-out goroutine directly
-// (pion's Send does not block); a browser that is behind has them queued
+// (a data channel write does not block); a browser that is behind has them queued
 // for its writer goroutine, the only place that waits for the browser.
 // ACK and ERROR frames always go through the writer.
 type session struct {
@@ -48,19 +47,23 @@ type session struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	// wake tells the writer there is something to send; low tells it the
-	// data channel's buffer drained below the low threshold. Both hold at
-	// most one pending signal.
-	wake chan struct{}
-	low  chan struct{}
+	// paced: a data channel session, which gets its topics' fan-out
+	// rounds at most every FanoutInterval (bridge.run). Set before the
+	// session joins any topic, and never changed.
+	paced bool
+
+	// low tells the writer the data channel's buffer drained below the
+	// low threshold. It holds at most one pending signal.
+	low chan struct{}
 
 	mu           sync.Mutex
-	pc           *pion.PeerConnection
+	link         *dcLink
 	closeConn    func(reason string) // closes a WebSocket session's connection
 	ch           channel             // nil until the data channel opens or the WebSocket is accepted
 	opened       bool
 	closed       bool
 	busy         bool // the writer or a fan-out is writing to ch
+	writing      bool // a writer goroutine runs (writeLoop)
 	topics       map[string]struct{}
 	resume       map[string]*resumeState // topics being resumed (resume.go)
 	control      [][]byte                // ACK and ERROR frames, written before messages
@@ -83,7 +86,6 @@ func newSession(srv *Server, id uint64, claims Claims) *session {
 		log:    srv.log.With("session", id),
 		ctx:    ctx,
 		cancel: cancel,
-		wake:   make(chan struct{}, 1),
 		low:    make(chan struct{}, 1),
 		topics: make(map[string]struct{}),
 	}
@@ -100,15 +102,18 @@ func newSession(srv *Server, id uint64, claims Claims) *session {
 	return s
 }
 
-// setPeerConnection gives the session its peer connection; false if the
-// session closed meanwhile, in which case the caller closes pc.
-func (s *session) setPeerConnection(pc *pion.PeerConnection) bool {
+// setLink gives the session its link and starts the goroutine that
+// connects it and then reads the browser's frames; false if the session
+// closed meanwhile, in which case the caller closes l.
+func (s *session) setLink(l *dcLink) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return false
 	}
-	s.pc = pc
+	s.link = l
+	s.srv.wg.Add(1) // under s.mu, so that no Add races with Close's Wait
+	go s.connect(l)
 	return true
 }
 
@@ -130,46 +135,48 @@ func (s *session) startConnectTimer() {
 	})
 }
 
-func (s *session) onDataChannel(dc *pion.DataChannel) {
-	reliable := dc.Ordered() && dc.MaxRetransmits() == nil && dc.MaxPacketLifeTime() == nil
+// connect connects the link (closing the session, which closes the link,
+// ends it), starts the writer once the data channel is open, and becomes
+// the session's reader.
+func (s *session) connect(l *dcLink) {
+	defer s.srv.wg.Done()
+	dc, err := l.connect(s.ctx, s.acceptChannel)
+	if err != nil {
+		s.log.Debug("browser did not connect", "err", err)
+		s.close(closeFailed)
+		return
+	}
 	s.mu.Lock()
-	if s.closed || s.ch != nil || dc.Label() != dataChannelLabel || !reliable {
+	if s.closed {
 		s.mu.Unlock()
-		s.log.Debug("refusing data channel", "label", dc.Label(), "reliable", reliable)
-		_ = dc.Close()
 		return
 	}
 	s.ch = dataChannel{dc}
+	s.paced = true
+	s.opened = true
+	if s.connectTimer != nil {
+		s.connectTimer.Stop()
+	}
 	s.mu.Unlock()
-
 	// Writing resumes at a quarter of the high-water mark, so each wakeup
 	// has room for a good batch rather than one frame.
 	dc.SetBufferedAmountLowThreshold(uint64(s.srv.cfg.MaxBufferedAmount / 4))
 	dc.OnBufferedAmountLow(func() { signal(s.low) })
-	dc.OnOpen(func() {
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			return
-		}
-		s.opened = true
-		if s.connectTimer != nil {
-			s.connectTimer.Stop()
-		}
-		s.srv.wg.Add(2) // under s.mu, so that no Add races with Close's Wait
-		s.mu.Unlock()
-		raw, err := dc.Detach()
-		if err != nil {
-			s.log.Warn("data channel not detached", "err", err)
-			s.srv.wg.Add(-2)
-			s.close(closeServer)
-			return
-		}
-		s.srv.sessionOpened(s)
-		s.log.Debug("data channel open")
-		go s.writeLoop()
-		go s.readLoop(raw)
-	})
+	s.srv.sessionOpened(s)
+	s.log.Debug("data channel open")
+	s.readLoop(dc)
+}
+
+// acceptChannel takes the browser's data channel: the one labelled
+// dataChannelLabel, reliable and ordered. Others are refused.
+func (s *session) acceptChannel(dc *datachannel.DataChannel) bool {
+	c := dc.Config
+	reliable := c.ChannelType == datachannel.ChannelTypeReliable
+	if c.Label != dataChannelLabel || !reliable {
+		s.log.Debug("refusing data channel", "label", c.Label, "reliable", reliable)
+		return false
+	}
+	return true
 }
 
 // readBufferSize is what a session reads browser frames into: enough for
@@ -180,7 +187,6 @@ const readBufferSize = 2 << 10
 
 // readLoop reads the browser's frames until the data channel closes.
 func (s *session) readLoop(raw datachannel.ReadWriteCloser) {
-	defer s.srv.wg.Done()
 	defer s.close(closeClient)
 	buf := make([]byte, readBufferSize)
 	for {
@@ -313,7 +319,7 @@ func (s *session) publish(f *frame) {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.srv.cfg.PublishTimeout)
 	defer cancel()
-	// The payload aliases a buffer pion allocated for this message alone,
+	// The payload aliases a buffer readLoop allocated for this message alone,
 	// so the bus may keep it.
 	if err := s.srv.bus.Publish(ctx, f.topic, f.payload, s.token, proof); err != nil {
 		if s.ctx.Err() != nil {
@@ -377,7 +383,7 @@ func (s *session) expire() {
 	// case it cannot (a stalled channel). close stops it.
 	s.flushTimer = time.AfterFunc(2*closeGrace, func() { s.close(closeTokenExpired) })
 	s.mu.Unlock()
-	signal(s.wake)
+	s.kick()
 }
 
 func (s *session) ack(req uint32) {
@@ -414,8 +420,8 @@ func (s *session) sendControl(b []byte) {
 		return
 	}
 	s.control = append(s.control, b)
+	s.startWriter()
 	s.mu.Unlock()
-	signal(s.wake)
 }
 
 // lostTopic is called by the bridge when the overlay ended a topic's
@@ -442,7 +448,7 @@ func (s *session) close(reason string) {
 		s.topics = nil
 		s.queue = ring{}
 		s.control = nil
-		pc, closeConn := s.pc, s.closeConn
+		link, closeConn := s.link, s.closeConn
 		for _, t := range []*time.Timer{s.connectTimer, s.expiryTimer, s.flushTimer} {
 			if t != nil {
 				t.Stop()
@@ -456,13 +462,13 @@ func (s *session) close(reason string) {
 		if closeConn != nil {
 			closeConn(reason) // ends the WebSocket reader, and a writer blocked in a write
 		}
-		if pc != nil {
-			// GracefulClose waits for pion's goroutines, our callbacks
-			// among them, so it must not run on one of them.
+		if link != nil {
+			// Closing waits for pion's goroutines, our callbacks among
+			// them, so it must not run on one of them.
 			s.srv.wg.Add(1)
 			go func() {
 				defer s.srv.wg.Done()
-				_ = pc.GracefulClose()
+				link.close()
 			}()
 		}
 		// Last: until the session leaves the map, Server.Close finds it

@@ -12,9 +12,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"time"
-
-	pion "github.com/pion/webrtc/v4"
 )
 
 // OfferPath is where the node mounts the Server: browsers POST their SDP
@@ -188,53 +185,27 @@ func (s *Server) cors(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// answer applies the browser's offer to a new peer connection and returns
+// answer starts the session's link for the browser's offer and returns
 // the SDP answer with every local candidate, or an HTTP status and error.
 func (sess *session) answer(ctx context.Context, offer string) (string, int, error) {
 	srv := sess.srv
-	pc, err := srv.api.NewPeerConnection(pion.Configuration{ICEServers: srv.iceServers})
+	o, err := parseOffer(offer)
 	if err != nil {
-		return "", http.StatusInternalServerError, fmt.Errorf("new peer connection: %w", err)
-	}
-	if !sess.setPeerConnection(pc) {
-		_ = pc.GracefulClose()
-		return "", http.StatusServiceUnavailable, ErrClosed
-	}
-	pc.OnDataChannel(sess.onDataChannel)
-	pc.OnConnectionStateChange(func(st pion.PeerConnectionState) {
-		switch st {
-		case pion.PeerConnectionStateFailed:
-			sess.close(closeFailed)
-		case pion.PeerConnectionStateClosed:
-			sess.close(closeClient)
-		}
-	})
-	if err := pc.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeOffer, SDP: offer}); err != nil {
 		return "", http.StatusBadRequest, fmt.Errorf("bad offer: %w", err)
 	}
-	ans, err := pc.CreateAnswer(nil)
+	link, answer, err := srv.stack.newLink(ctx, o, srv.cfg.GatherTimeout, func() { sess.close(closeFailed) })
 	if err != nil {
-		return "", http.StatusBadRequest, fmt.Errorf("cannot answer offer: %w", err)
+		if ctx.Err() != nil {
+			return "", http.StatusServiceUnavailable, err
+		}
+		return "", http.StatusInternalServerError, err
 	}
-	gathered := pion.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(ans); err != nil {
-		return "", http.StatusInternalServerError, fmt.Errorf("set local description: %w", err)
-	}
-	timer := time.NewTimer(srv.cfg.GatherTimeout)
-	defer timer.Stop()
-	select {
-	case <-gathered:
-	case <-timer.C:
-		// Answer with what was gathered: host candidates come first and
-		// are often enough; a slow STUN server should not fail the offer.
-		srv.log.Warn("ICE gathering timed out; answering with the candidates gathered so far (is a STUN server unreachable?)", "timeout", srv.cfg.GatherTimeout)
-	case <-ctx.Done():
-		return "", http.StatusServiceUnavailable, ctx.Err()
-	case <-sess.ctx.Done():
+	if !sess.setLink(link) {
+		link.close()
 		return "", http.StatusServiceUnavailable, ErrClosed
 	}
 	sess.startConnectTimer()
-	return pc.LocalDescription().SDP, 0, nil
+	return answer, 0, nil
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"time"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/logging"
@@ -24,17 +23,11 @@ type transportOptions struct {
 	maxMessageSize    int
 	receiveBufferSize uint32 // 0 = pion's default
 	log               *slog.Logger
-
-	// The server's lean path (see serverTransport); the client and the
-	// benchmark's bare-pion baseline leave them unset.
-	udpMux       ice.UDPMux    // one socket for every session, instead of one per session
-	keepAlive    time.Duration // ICE keepalive interval; 0 = pion's 2 s
-	noMDNS       bool          // no mDNS socket per session
-	zeroChecksum bool          // SCTP zero checksum (RFC 9653) where the other end agrees
-	detach       bool          // data channels read by the session (readLoop), not by pion
 }
 
-// newAPI builds the pion API both ends use.
+// newAPI builds the pion API of the Go client (client.go) and of the
+// benchmark's bare-pion baseline, with pion's defaults otherwise. The
+// server does not use pion's PeerConnection (dclink.go).
 func newAPI(o transportOptions) (*pion.API, error) {
 	var se pion.SettingEngine
 	se.LoggerFactory = pionLogFactory{o.log}
@@ -46,9 +39,7 @@ func newAPI(o transportOptions) (*pion.API, error) {
 	if o.receiveBufferSize > 0 {
 		se.SetSCTPMaxReceiveBufferSize(o.receiveBufferSize)
 	}
-	if o.udpMux != nil {
-		se.SetICEUDPMux(o.udpMux)
-	} else if o.portMin != 0 {
+	if o.portMin != 0 {
 		if err := se.SetEphemeralUDPPortRange(o.portMin, o.portMax); err != nil {
 			return nil, fmt.Errorf("UDP port range %d-%d: %w", o.portMin, o.portMax, err)
 		}
@@ -65,57 +56,11 @@ func newAPI(o transportOptions) (*pion.API, error) {
 		se.SetNetworkTypes([]pion.NetworkType{pion.NetworkTypeUDP4})
 		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	}
-	if o.noMDNS {
-		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	}
-	if o.keepAlive > 0 {
-		// pion's disconnected and failed timeouts (5 s, 25 s), a longer
-		// keepalive.
-		se.SetICETimeouts(5*time.Second, 25*time.Second, o.keepAlive)
-	}
-	se.EnableSCTPZeroChecksum(o.zeroChecksum)
-	if o.detach {
-		se.DetachDataChannels()
-		// Without media, each connection's copy of the (empty) media
-		// engine is waste.
-		se.DisableMediaEngineCopy(true)
-	}
 	return pion.NewAPI(pion.WithSettingEngine(se)), nil
 }
 
-// serverKeepAlive is how often the server sends an ICE keepalive on an idle
-// session. Browsers check consent every 5 s on their own (RFC 7675), which
-// keeps NAT bindings open; pion's default of 2 s adds a timer and a packet
-// per session for nothing.
-const serverKeepAlive = 10 * time.Second
-
 // udpMuxBuffer is the socket buffer asked for the shared UDP sockets.
 const udpMuxBuffer = 4 << 20
-
-// serverTransport is the server's lean path: every browser session shares
-// one UDP socket per local address (ICE UDP mux), bound to the first free
-// port of [portMin, portMax] (any port when both are 0); no mDNS socket
-// per session (the server only answers: a browser's mDNS-named candidates
-// become peer-reflexive ones when its checks arrive); a 10 s keepalive;
-// SCTP zero checksum with browsers that offer it (DTLS already
-// authenticates every packet, so the CRC32c is redundant work); data
-// channels detached, so that the session reads frames with a small buffer
-// (session.readLoop) instead of pion's 64 KiB one per channel. Media is
-// never set up: the API has no codecs and no interceptors. The returned
-// close releases the sockets.
-func serverTransport(o transportOptions) (*pion.API, func() error, error) {
-	mux, err := listenUDPMux(o)
-	if err != nil {
-		return nil, nil, err
-	}
-	o.udpMux, o.keepAlive, o.noMDNS, o.zeroChecksum, o.detach = mux, serverKeepAlive, true, true, true
-	api, err := newAPI(o)
-	if err != nil {
-		mux.Close()
-		return nil, nil, err
-	}
-	return api, mux.Close, nil
-}
 
 // listenUDPMux binds the server's UDP mux: one socket per local address
 // (IPv4 loopback only with loopbackOnly), on the first port of the range

@@ -159,10 +159,9 @@ func (s *session) attachWebSocket(conn *websocket.Conn) bool {
 		_ = conn.Close()
 	}
 	s.opened = true
-	s.srv.wg.Add(2) // under s.mu, so that no Add races with Close's Wait
+	s.srv.wg.Add(1) // under s.mu, so that no Add races with Close's Wait
 	s.mu.Unlock()
 	s.srv.sessionOpened(s)
-	go s.writeLoop()
 	go s.readWebSocket(conn)
 	return true
 }
