@@ -30,7 +30,9 @@ import (
 // peers (listed as private). Both receive a message published on another
 // NAT'd peer; the volunteer's browser publishes and the public peer's
 // browser receives it; a bad token is refused the same way on both (a
-// SignalingError 401 that closes the client).
+// SignalingError 401 that closes the client); and when both clients are
+// cut off while far more than their queues is published, both peers apply
+// the same slow-consumer policy (drop-oldest, reported to the client).
 func TestNATBrowsers(t *testing.T) {
 	lab := newNATLab(t, 2)
 	peerBin, _ := binaries(t)
@@ -165,6 +167,73 @@ func TestNATBrowsers(t *testing.T) {
 	}
 	if n := metricSum(t, vol, "immense_webrtc_offers_total", `result="unauthorized"`); n < 1 {
 		t.Errorf("the volunteer counted %v unauthorized offers: the token was not checked there", n)
+	}
+
+	// Backpressure: both clients stop reading (the network drops what
+	// their peers send them), far more than a session's queue is
+	// published, then the network comes back. Each peer applies the same
+	// slow-consumer policy (drop-oldest): the client is told how many
+	// messages were dropped (ERROR messages-dropped) and gets the newest.
+	const flood, floodSize = 800, 16 << 10
+	run("follow the flood topic", 30*time.Second, chromedp.Evaluate(`(async () => {
+  window.dropped = {ws: 0, rtc: 0};
+  window.flood = {ws: [], rtc: []};
+  for (const [name, c] of [["ws", ws], ["rtc", rtc]]) {
+    c.addEventListener("error", (e) => { if (e.detail.error.code === m.ErrorCode.MESSAGES_DROPPED) dropped[name]++; });
+    await c.subscribe("lab/flood", (msg) => flood[name].push(msg.text.slice(0, 10)));
+  }
+  return true;
+})()`, &done, awaitJS))
+	waitTopicPeersNS(t, pub, "lab/flood", 1)
+	publishNS(t, pub, "lab/flood", "warm-up")
+	waitPage("both clients receive the warm-up", `flood.ws.includes("warm-up") && flood.rtc.includes("warm-up")`)
+	// Cut off: what the public peer sends to Chromium's connections (not
+	// to the test's, which publishes through the same port), and what the
+	// volunteer sends from anything but its libp2p port (its ICE socket).
+	_, httpPort, _ := net.SplitHostPort(strings.TrimPrefix(pub.info.HTTP, "http://"))
+	ss := lab.must("ip", "netns", "exec", lab.public.name, "ss", "-tnpH", "state", "established", "( dport = :"+httpPort+" )")
+	var browserPorts []string
+	for _, l := range strings.Split(ss, "\n") {
+		if f := strings.Fields(l); len(f) >= 4 && strings.Contains(l, `"chrom`) {
+			if _, p, err := net.SplitHostPort(f[2]); err == nil {
+				browserPorts = append(browserPorts, p)
+			}
+		}
+	}
+	if len(browserPorts) == 0 {
+		t.Fatalf("no Chromium connection to the public peer's port %s:\n%s", httpPort, ss)
+	}
+	stall := filepath.Join(t.TempDir(), "stall.nft")
+	rules := fmt.Sprintf(`table inet stall {
+  chain out { type filter hook output priority 0; policy accept; tcp sport %s tcp dport { %s } drop; }
+  chain in { type filter hook input priority 0; policy accept; ip saddr %s udp sport != 4001 drop; }
+}
+`, httpPort, strings.Join(browserPorts, ", "), lab.homes[0].wanIP)
+	if err := os.WriteFile(stall, []byte(rules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lab.must("ip", "netns", "exec", lab.public.name, "nft", "-f", stall)
+	payload := strings.Repeat(".", floodSize)
+	for i := range flood {
+		publishNS(t, pub, "lab/flood", fmt.Sprintf("flood-%04d", i)+payload)
+	}
+	lab.must("ip", "netns", "exec", lab.public.name, "nft", "delete", "table", "inet", "stall")
+	publishNS(t, pub, "lab/flood", "the end")
+	waitPage("both clients catch up", `flood.ws.includes("the end") && flood.rtc.includes("the end")`)
+	var result struct {
+		Dropped  struct{ WS, RTC int }
+		Received struct{ WS, RTC int }
+	}
+	run("read the outcome", 10*time.Second, chromedp.Evaluate(`({dropped, received: {ws: flood.ws.length, rtc: flood.rtc.length}})`, &result))
+	t.Logf("of %d messages of %d KiB published while the clients were cut off: WebSocket client got %d and %d drop reports, WebRTC client got %d and %d drop reports",
+		flood, floodSize>>10, result.Received.WS, result.Dropped.WS, result.Received.RTC, result.Dropped.RTC)
+	if result.Dropped.WS == 0 || result.Dropped.RTC == 0 || result.Received.WS >= flood || result.Received.RTC >= flood {
+		t.Errorf("backpressure differs from drop-oldest: %+v", result)
+	}
+	for _, n := range []*labNode{pub, vol} {
+		if d := metricSum(t, n, "immense_webrtc_messages_dropped_total", `reason="queue_full"`); d == 0 {
+			t.Errorf("%s dropped no message for its cut-off client", n.name)
+		}
 	}
 }
 
