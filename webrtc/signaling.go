@@ -81,31 +81,8 @@ func decodeOfferRequest(body io.Reader, max int) (offerRequest, error) {
 // gathered (no trickle: one round trip, and no second endpoint to
 // secure).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.cors(w, r)
-	switch r.Method {
-	case http.MethodOptions:
-		w.WriteHeader(http.StatusNoContent)
-		return
-	case http.MethodPost:
-	default:
-		w.Header().Set("Allow", "POST, OPTIONS")
-		httpError(w, http.StatusMethodNotAllowed, "use POST")
-		return
-	}
-	if !s.offers.allow(r.RemoteAddr, s.now()) {
-		s.metrics.offers.WithLabelValues(offerRateLimited).Inc()
-		w.Header().Set("Retry-After", "1")
-		httpError(w, http.StatusTooManyRequests, "too many offers from this address: slow down")
-		return
-	}
-	req, err := decodeOfferRequest(http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxOfferSize)), s.cfg.MaxOfferSize)
-	if err != nil {
-		s.metrics.offers.WithLabelValues(offerBadRequest).Inc()
-		if errors.Is(err, errRequestTooLarge) {
-			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request larger than %d bytes", s.cfg.MaxOfferSize))
-			return
-		}
-		httpError(w, http.StatusBadRequest, err.Error())
+	req, ok := s.readOffer(w, r, func(result string) { s.metrics.offers.WithLabelValues(result).Inc() })
+	if !ok {
 		return
 	}
 	answer, err := s.Answer(r.Context(), req.SDP, req.Token, r.RemoteAddr)
@@ -122,6 +99,41 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, offerResponse{Type: "answer", SDP: answer})
+}
+
+// readOffer answers CORS preflights and other methods than POST,
+// rate-limits r's address, and reads and checks the offer in its body. If
+// it returns false, it has answered r, and counted a refusal with count
+// (offerRateLimited or offerBadRequest).
+func (s *Server) readOffer(w http.ResponseWriter, r *http.Request, count func(result string)) (offerRequest, bool) {
+	s.cors(w, r)
+	switch r.Method {
+	case http.MethodOptions:
+		w.WriteHeader(http.StatusNoContent)
+		return offerRequest{}, false
+	case http.MethodPost:
+	default:
+		w.Header().Set("Allow", "POST, OPTIONS")
+		httpError(w, http.StatusMethodNotAllowed, "use POST")
+		return offerRequest{}, false
+	}
+	if !s.offers.allow(r.RemoteAddr, s.now()) {
+		count(offerRateLimited)
+		w.Header().Set("Retry-After", "1")
+		httpError(w, http.StatusTooManyRequests, "too many offers from this address: slow down")
+		return offerRequest{}, false
+	}
+	req, err := decodeOfferRequest(http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxOfferSize)), s.cfg.MaxOfferSize)
+	if err != nil {
+		count(offerBadRequest)
+		if errors.Is(err, errRequestTooLarge) {
+			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request larger than %d bytes", s.cfg.MaxOfferSize))
+			return offerRequest{}, false
+		}
+		httpError(w, http.StatusBadRequest, err.Error())
+		return offerRequest{}, false
+	}
+	return req, true
 }
 
 // OfferError is why Answer refused an offer: the HTTP status the offer

@@ -111,12 +111,13 @@ type Relay struct {
 	results  *prometheus.CounterVec // side, result
 }
 
-// Relay results (metric label values).
+// Relay results (metric label values); Handler counts the offer
+// endpoint's refusals under the same names.
 const (
 	relayAnswered    = "answered"
 	relayRefused     = "refused" // the volunteer answered an error
-	relayBadRequest  = "bad_request"
-	relayRateLimited = "rate_limited"
+	relayBadRequest  = offerBadRequest
+	relayRateLimited = offerRateLimited
 	relayBusy        = "busy"
 	relayNoPeer      = "no_peer"
 	relayFailed      = "failed"
@@ -226,43 +227,20 @@ func writeSignal(w io.Writer, v any) error {
 
 // Handler serves SignalPath: it forwards a browser's offer to the peer
 // named by ?peer= through dial and returns its answer. The offer is
-// checked (size, form) and the browser's address rate-limited as at the
-// offer endpoint before anything is forwarded.
+// checked (size, form) and the browser's address rate-limited (sharing
+// the offer endpoint's budget) before anything is forwarded.
 func (r *Relay) Handler(dial SignalDialer) http.Handler {
 	s := r.srv
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		s.cors(w, req)
-		switch req.Method {
-		case http.MethodOptions:
-			w.WriteHeader(http.StatusNoContent)
-			return
-		case http.MethodPost:
-		default:
-			w.Header().Set("Allow", "POST, OPTIONS")
-			httpError(w, http.StatusMethodNotAllowed, "use POST")
+		count := func(result string) { r.results.WithLabelValues("forward", result).Inc() }
+		offer, ok := s.readOffer(w, req, count) // offer results are relay results
+		if !ok {
 			return
 		}
-		count := func(result string) { r.results.WithLabelValues("forward", result).Inc() }
 		target := req.URL.Query().Get("peer")
 		if target == "" || len(target) > maxPeerParam {
 			count(relayBadRequest)
 			httpError(w, http.StatusBadRequest, "?peer=<peer ID> is required: the peer to send the offer to")
-			return
-		}
-		if !s.offers.allow(req.RemoteAddr, s.now()) {
-			count(relayRateLimited)
-			w.Header().Set("Retry-After", "1")
-			httpError(w, http.StatusTooManyRequests, "too many offers from this address: slow down")
-			return
-		}
-		offer, err := decodeOfferRequest(http.MaxBytesReader(w, req.Body, int64(s.cfg.MaxOfferSize)), s.cfg.MaxOfferSize)
-		if err != nil {
-			count(relayBadRequest)
-			if errors.Is(err, errRequestTooLarge) {
-				httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request larger than %d bytes", s.cfg.MaxOfferSize))
-				return
-			}
-			httpError(w, http.StatusBadRequest, err.Error())
 			return
 		}
 		select {
