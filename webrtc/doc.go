@@ -28,6 +28,12 @@
 // full (with Retry-After) or closing. A session whose data channel has not
 // opened ConnectTimeout after the answer is dropped.
 //
+// A browser that cannot reach a peer's HTTP port (a volunteer behind NAT)
+// POSTs the same body to another peer's SignalPath?peer=<peer ID>; that
+// peer forwards it over SignalProtocol and returns the target's answer,
+// signed with the target's libp2p key (AnswerSignedBytes), which the
+// browser verifies against the peer ID (Relay, signalrelay.go).
+//
 // # Tokens
 //
 // A token is a JWT (RFC 7519) signed with EdDSA (Ed25519: the app mints
