@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,6 +55,9 @@ const (
 	maxSignalAnswer = 16 << 10
 	// maxPeerParam caps the peer query parameter (a peer ID is 52 bytes).
 	maxPeerParam = 128
+	// signalReadTimeout bounds reading a forwarded request, which a
+	// forwarder sends at once; and reading the rest of a refused one.
+	signalReadTimeout = 5 * time.Second
 	// answerDomain separates answer signatures from any other use of a
 	// peer's key.
 	answerDomain = "immense/signal-answer/v1"
@@ -108,7 +112,14 @@ type Relay struct {
 	forwards chan struct{}
 	served   chan struct{}
 	perPeer  *offerLimiter
-	results  *prometheus.CounterVec // side, result
+
+	mu      sync.Mutex
+	serving map[string]int // relayed offers being answered, per forwarder
+
+	// testHookServing, set by tests before use, is called when an offer
+	// from forwarder has taken its slots.
+	testHookServing func(forwarder string)
+	results         *prometheus.CounterVec // side, result
 }
 
 // Relay results (metric label values); Handler counts the offer
@@ -135,6 +146,7 @@ func NewRelay(srv *Server, cfg RelayConfig) (*Relay, error) {
 		forwards: make(chan struct{}, cfg.MaxForwards),
 		served:   make(chan struct{}, cfg.MaxServed),
 		perPeer:  newOfferLimiter(cfg.PerForwarderRate, max(cfg.PerForwarderBurst, 1)),
+		serving:  make(map[string]int),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "immense", Subsystem: "webrtc", Name: "relayed_offers_total",
 			Help: "Relayed signaling offers, by side (forward: this peer forwarded a browser's offer; serve: this peer answered a forwarded one) and result."},
 			[]string{"side", "result"}),
@@ -309,10 +321,10 @@ func (r *Relay) ServeStream(st SignalStream, from string, sign func([]byte) ([]b
 	refuse := func(result string, status int, msg string) {
 		count(result)
 		_ = writeSignal(st, signalAnswer{Status: status, Error: msg})
-		// Read what is left of the request (bounded, within the
-		// deadline) so that closing does not reset the stream under
-		// the answer.
+		// Read what is left of the request (bounded in size and time)
+		// so that closing does not reset the stream under the answer.
 		_ = st.CloseWrite()
+		_ = st.SetDeadline(time.Now().Add(signalReadTimeout))
 		_, _ = io.Copy(io.Discard, io.LimitReader(st, int64(s.cfg.MaxOfferSize)+1))
 	}
 	select {
@@ -322,10 +334,19 @@ func (r *Relay) ServeStream(st SignalStream, from string, sign func([]byte) ([]b
 		refuse(relayBusy, http.StatusServiceUnavailable, "the peer is answering too many relayed offers: retry")
 		return
 	}
+	if !r.take(from) {
+		refuse(relayBusy, http.StatusServiceUnavailable, "the peer is answering too many offers from this forwarding peer: retry")
+		return
+	}
+	defer r.release(from)
+	if r.testHookServing != nil {
+		r.testHookServing(from)
+	}
 	if !r.perPeer.allow(from, s.now()) {
 		refuse(relayRateLimited, http.StatusTooManyRequests, "too many offers through this forwarding peer: slow down")
 		return
 	}
+	_ = st.SetDeadline(time.Now().Add(signalReadTimeout))
 	var v [1]byte
 	if _, err := io.ReadFull(st, v[:]); err != nil || v[0] != SignalVersion {
 		refuse(relayBadRequest, http.StatusBadRequest, fmt.Sprintf("signal version %d, want %d", v[0], SignalVersion))
@@ -336,6 +357,7 @@ func (r *Relay) ServeStream(st SignalStream, from string, sign func([]byte) ([]b
 		refuse(relayBadRequest, http.StatusBadRequest, err.Error())
 		return
 	}
+	_ = st.SetDeadline(time.Now().Add(r.cfg.Timeout))
 	ctx, cancel := context.WithTimeout(s.ctx, r.cfg.Timeout)
 	defer cancel()
 	answer, err := s.Answer(ctx, offer.SDP, offer.Token, "relayed by "+from)
@@ -384,4 +406,25 @@ func (r *Relay) PeersHandler(list func() []SignalPeer) http.Handler {
 			Peers []SignalPeer `json:"peers"`
 		}{peers})
 	})
+}
+
+// take counts an offer from forwarder being answered, if it has fewer
+// than a quarter of MaxServed (at least 1) under way: one forwarder cannot
+// hold every slot.
+func (r *Relay) take(forwarder string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.serving[forwarder] >= max(r.cfg.MaxServed/4, 1) {
+		return false
+	}
+	r.serving[forwarder]++
+	return true
+}
+
+func (r *Relay) release(forwarder string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.serving[forwarder]--; r.serving[forwarder] <= 0 {
+		delete(r.serving, forwarder)
+	}
 }

@@ -227,6 +227,72 @@ func TestRelayBusy(t *testing.T) {
 	}
 }
 
+// TestRelayServedPerForwarder: one forwarding peer holding its share of a
+// volunteer's answer slots (a quarter of MaxServed) gets 503 for more,
+// while another forwarder is still answered.
+func TestRelayServedPerForwarder(t *testing.T) {
+	vol := newTestEnv(t, nil)
+	rc := DefaultRelayConfig()
+	rc.MaxServed = 4
+	r, err := NewRelay(vol.srv, rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken := make(chan string, 4)
+	r.testHookServing = func(f string) { taken <- f }
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	// serve starts answering a stream from forwarder and returns the
+	// forwarder's end.
+	serve := func(forwarder string) *net.TCPConn {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.ServeStream(sc.(*net.TCPConn), forwarder, func(b []byte) ([]byte, error) { return make([]byte, 64), nil })
+		}()
+		return c.(*net.TCPConn)
+	}
+	answer := func(c *net.TCPConn, send string) signalAnswer {
+		t.Helper()
+		c.Write([]byte(send))
+		c.CloseWrite()
+		a, err := decodeSignalAnswer(c, maxSignalAnswer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	hold := serve("f1") // sends nothing yet
+	defer hold.Close()
+	if f := <-taken; f != "f1" {
+		t.Fatalf("slot taken by %q", f)
+	}
+	_, sdp := rawOffer(t)
+	req := "\x01" + mustJSON(offerRequest{SDP: sdp, Token: "x.y.z"})
+	if a := answer(serve("f1"), req); a.Status != http.StatusServiceUnavailable {
+		t.Errorf("a second offer from f1 at once: %+v, want 503", a)
+	}
+	if a := answer(serve("f2"), req); a.Status != http.StatusUnauthorized {
+		t.Errorf("an offer from f2: %+v, want the token check's 401", a)
+	}
+	if a := answer(hold, req); a.Status != http.StatusUnauthorized {
+		t.Errorf("the held offer from f1: %+v, want the token check's 401", a)
+	}
+}
+
 func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
