@@ -61,7 +61,9 @@ type HTTPOptions struct {
 //
 // the probes, without a token (readiness.go): GET /healthz and /readyz;
 // and the endpoints for browsers, open to any page (browsers bring their
-// own tokens): POST /v1/webrtc/offer, GET /v1/ws (a WebSocket), and GET /,
+// own tokens): POST /v1/webrtc/offer, GET /v1/ws (a WebSocket), POST
+// /v1/webrtc/signal?peer= and GET /v1/webrtc/peers (relayed signaling to
+// NAT'd peers, signal.go), and GET /,
 // /app.js, /client.js and /immense.d.ts (the demo page and the client
 // library).
 //
@@ -127,6 +129,8 @@ func (a *api) routes() http.Handler {
 	if n.browsers != nil && opts.Topics {
 		mux.Handle("/v1/webrtc/offer", n.browsers)
 		mux.Handle("GET "+webrtc.WebSocketPath, n.browsers.WebSocketHandler())
+		mux.Handle(webrtc.SignalPath, n.relay.Handler(n.dialSignal))
+		mux.Handle("GET "+webrtc.SignalPeersPath, n.relay.PeersHandler(n.signalPeers))
 		demo := webrtc.DemoHandler()
 		for _, p := range []string{"GET /{$}", "GET /app.js", "GET /client.js", "GET /immense.d.ts"} {
 			mux.Handle(p, demo)

@@ -41,6 +41,7 @@ type Node struct {
 	started time.Time
 
 	browsers     *webrtc.Server      // nil without Config.Browsers
+	relay        *webrtc.Relay       // relayed signaling (signal.go); nil without Config.Browsers
 	topicKeys    []ed25519.PublicKey // the app's topic keys (appauth.go), which also verify browser tokens
 	state        *state              // nil without Config.State
 	bw           *metrics.BandwidthCounter
@@ -137,6 +138,10 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		n.presence = newPresence(n, cfg.Presence) // before the browsers, which report to it
 	}
 	if err := n.startBrowsers(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	if err := n.startSignalRelay(); err != nil {
 		n.Close()
 		return nil, err
 	}

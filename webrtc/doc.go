@@ -40,6 +40,12 @@
 // RTP demultiplexing, interceptors or mDNS are started: a session costs
 // twelve goroutines, eleven of them pion's, and about 130 KiB.
 //
+// A browser that cannot reach a peer's HTTP port (a volunteer behind NAT)
+// POSTs the same body to another peer's SignalPath?peer=<peer ID>; that
+// peer forwards it over SignalProtocol and returns the target's answer,
+// signed with the target's libp2p key (AnswerSignedBytes), which the
+// browser verifies against the peer ID (Relay, signalrelay.go).
+//
 // # Tokens
 //
 // A token is a JWT (RFC 7519) signed with EdDSA (Ed25519: the app mints

@@ -78,62 +78,100 @@ func decodeOfferRequest(body io.Reader, max int) (offerRequest, error) {
 // gathered (no trickle: one round trip, and no second endpoint to
 // secure).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	req, ok := s.readOffer(w, r, func(result string) { s.metrics.offers.WithLabelValues(result).Inc() })
+	if !ok {
+		return
+	}
+	answer, err := s.Answer(r.Context(), req.SDP, req.Token, r.RemoteAddr)
+	if err != nil {
+		var oe *OfferError
+		errors.As(err, &oe)
+		switch oe.Status {
+		case http.StatusUnauthorized:
+			w.Header().Set("WWW-Authenticate", `Bearer realm="immense"`)
+		case http.StatusServiceUnavailable:
+			w.Header().Set("Retry-After", "5")
+		}
+		httpError(w, oe.Status, oe.Message)
+		return
+	}
+	writeJSON(w, http.StatusOK, offerResponse{Type: "answer", SDP: answer})
+}
+
+// readOffer answers CORS preflights and other methods than POST,
+// rate-limits r's address, and reads and checks the offer in its body. If
+// it returns false, it has answered r, and counted a refusal with count
+// (offerRateLimited or offerBadRequest).
+func (s *Server) readOffer(w http.ResponseWriter, r *http.Request, count func(result string)) (offerRequest, bool) {
 	s.cors(w, r)
 	switch r.Method {
 	case http.MethodOptions:
 		w.WriteHeader(http.StatusNoContent)
-		return
+		return offerRequest{}, false
 	case http.MethodPost:
 	default:
 		w.Header().Set("Allow", "POST, OPTIONS")
 		httpError(w, http.StatusMethodNotAllowed, "use POST")
-		return
+		return offerRequest{}, false
 	}
 	if !s.offers.allow(r.RemoteAddr, s.now()) {
-		s.metrics.offers.WithLabelValues(offerRateLimited).Inc()
+		count(offerRateLimited)
 		w.Header().Set("Retry-After", "1")
 		httpError(w, http.StatusTooManyRequests, "too many offers from this address: slow down")
-		return
+		return offerRequest{}, false
 	}
 	req, err := decodeOfferRequest(http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxOfferSize)), s.cfg.MaxOfferSize)
 	if err != nil {
-		s.metrics.offers.WithLabelValues(offerBadRequest).Inc()
+		count(offerBadRequest)
 		if errors.Is(err, errRequestTooLarge) {
 			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request larger than %d bytes", s.cfg.MaxOfferSize))
-			return
+			return offerRequest{}, false
 		}
 		httpError(w, http.StatusBadRequest, err.Error())
-		return
+		return offerRequest{}, false
 	}
-	claims, err := s.authorize(req.Token)
+	return req, true
+}
+
+// OfferError is why Answer refused an offer: the HTTP status the offer
+// endpoint answers with, and a message for the browser.
+type OfferError struct {
+	Status  int
+	Message string
+}
+
+func (e *OfferError) Error() string { return e.Message }
+
+// Answer admits a browser's offer (its SDP and token) as the offer
+// endpoint does, and returns the SDP answer with every local candidate. It
+// is the entry point for offers that arrive by other ways than this peer's
+// own HTTP, such as relayed signaling (signalrelay.go); remote names the
+// sender in logs. Every error is an *OfferError.
+func (s *Server) Answer(ctx context.Context, offerSDP, token, remote string) (string, error) {
+	claims, err := s.authorize(token)
 	if err != nil {
 		s.metrics.offers.WithLabelValues(offerUnauthorized).Inc()
-		s.log.Debug("offer refused", "remote", r.RemoteAddr, "err", err)
-		w.Header().Set("WWW-Authenticate", `Bearer realm="immense"`)
-		httpError(w, http.StatusUnauthorized, err.Error())
-		return
+		s.log.Debug("offer refused", "remote", remote, "err", err)
+		return "", &OfferError{http.StatusUnauthorized, err.Error()}
 	}
-	sess, err := s.addSession(claims, s.budgetSubject(claims, req.Token))
+	sess, err := s.addSession(claims, s.budgetSubject(claims, token))
 	if err != nil {
 		s.metrics.offers.WithLabelValues(offerFull).Inc()
-		w.Header().Set("Retry-After", "5")
-		httpError(w, http.StatusServiceUnavailable, err.Error())
-		return
+		return "", &OfferError{http.StatusServiceUnavailable, err.Error()}
 	}
 	if !s.cfg.InsecureNoAuth {
-		sess.token = req.Token // verified above; relayed with its publishes
+		sess.token = token // verified above; relayed with its publishes
 	}
-	answer, status, err := sess.answer(r.Context(), req.SDP)
+	answer, status, err := sess.answer(ctx, offerSDP)
 	if err != nil {
 		s.metrics.offers.WithLabelValues(offerFailed).Inc()
 		sess.close(closeFailed)
-		s.log.Debug("offer failed", "remote", r.RemoteAddr, "session", sess.id, "err", err)
-		httpError(w, status, err.Error())
-		return
+		s.log.Debug("offer failed", "remote", remote, "session", sess.id, "err", err)
+		return "", &OfferError{status, err.Error()}
 	}
 	s.metrics.offers.WithLabelValues(offerAccepted).Inc()
-	s.log.Debug("session answered", "remote", r.RemoteAddr, "session", sess.id, "sub", claims.Subject)
-	writeJSON(w, http.StatusOK, offerResponse{Type: "answer", SDP: answer})
+	s.log.Debug("session answered", "remote", remote, "session", sess.id, "sub", claims.Subject)
+	return answer, nil
 }
 
 // budgetSubject is what a session counts against for MaxSessionsPerSubject:

@@ -88,8 +88,9 @@ export interface ReconnectOptions {
 export interface ConnectOptions {
   /** How to reach the peer: "auto" (default) tries a WebSocket first and
    * falls back to WebRTC when the peer cannot be reached directly (a NAT'd
-   * volunteer); "websocket" or "webrtc" use only that. Client.transport
-   * says which is in use. */
+   * volunteer); "websocket" or "webrtc" use only that. A {url, peer} target
+   * is always reached over WebRTC, with relayed signaling ("websocket"
+   * refuses it). Client.transport and Client.signaling say which is in use. */
   transport?: "auto" | "websocket" | "webrtc";
   /** Replaces globalThis.WebSocket (tests, non-browser runtimes). */
   WebSocket?: typeof WebSocket;
@@ -119,8 +120,27 @@ export interface ConnectOptions {
 export interface OpenDetail {
   /** The transport this connection uses. */
   transport: "websocket" | "webrtc";
-  /** The offer URL of the peer connected to. */
+  /** The offer URL of the peer connected to (for relayed signaling, of the forwarding peer). */
   url: string;
+  /** The peer ID of a peer reached through relayed signaling, else null. */
+  peer: string | null;
+  /** "direct" (the peer's own endpoint) or "relayed" (through the peer at url). */
+  signaling: "direct" | "relayed";
+}
+
+/** A peer reached through relayed signaling: the forwarding peer's URL and the target's peer ID. */
+export interface Target {
+  url: string | URL;
+  peer: string;
+}
+
+/** A peer listed by discoverPeers. */
+export interface DiscoveredPeer {
+  /** The forwarding peer's offer URL. */
+  url: string;
+  peer: string;
+  /** "private": behind NAT, only WebRTC reaches it; "public". */
+  reachability: "private" | "public";
 }
 
 export interface DisconnectDetail {
@@ -169,7 +189,7 @@ export interface ClientEventMap {
  * next peer of its list after a failure, resuming each topic after the
  * last message it delivered. */
 export declare class Client extends EventTarget {
-  constructor(url: string | URL | Array<string | URL>, options?: ConnectOptions);
+  constructor(url: string | URL | Target | Array<string | URL | Target>, options?: ConnectOptions);
   /** The resolved offer URLs, tried in turn. */
   readonly urls: string[];
   /** The offer URL in use (or being tried). */
@@ -190,6 +210,10 @@ export declare class Client extends EventTarget {
   publicKey(): Promise<string>;
   /** How the client is connected: "websocket" or "webrtc"; null before the first connection opens. */
   readonly transport: "websocket" | "webrtc" | null;
+  /** The peer ID of the peer in use when reached through relayed signaling, else null. */
+  readonly peer: string | null;
+  /** How the session was negotiated: "direct" or "relayed"; null before the first connection opens. */
+  readonly signaling: "direct" | "relayed" | null;
   /** Closes for good; pending calls reject. */
   close(): void;
   addEventListener<K extends keyof ClientEventMap>(
@@ -207,7 +231,7 @@ export declare class Client extends EventTarget {
 }
 
 /** Connects to a peer (its base URL or offer URL), or to the first of a list that answers, and returns the client at once. */
-export declare function connect(url: string | URL | Array<string | URL>, options?: ConnectOptions): Client;
+export declare function connect(url: string | URL | Target | Array<string | URL | Target>, options?: ConnectOptions): Client;
 
 /** Compares two message ids as stream positions: -1, 0 or 1. */
 export declare function comparePositions(a: string, b: string): -1 | 0 | 1;
@@ -217,6 +241,21 @@ export declare function validateTopic(topic: string): void;
 
 /** Resolves a peer URL to its offer URL. */
 export declare function offerURL(url: string | URL): string;
+
+/** The relayed signaling URL on the peer of an offer URL, for an offer to peer. */
+export declare function signalURL(offer: string, peer: string): string;
+
+/** The peers the peer at url forwards offers to, as targets for connect(). */
+export declare function discoverPeers(url: string | URL, options?: { fetch?: typeof fetch }): Promise<DiscoveredPeer[]>;
+
+/** Whether a relayed answer {sdp, peer, sig} is signed by the key in peerID over offerSDP and the answer. */
+export declare function verifyRelayedAnswer(peerID: string, offerSDP: string, answer: { sdp: string; peer: string; sig: string }): Promise<boolean>;
+
+/** The raw Ed25519 public key in a peer ID; throws for other kinds. */
+export declare function peerPublicKey(peerID: string): Uint8Array;
+
+/** The bytes a peer signs for a relayed answer. */
+export declare function answerSignedBytes(offerSDP: string, answerSDP: string): Promise<Uint8Array>;
 
 /** A decoded frame (see docs/browser-protocol.md). */
 export interface Frame {

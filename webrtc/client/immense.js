@@ -25,6 +25,12 @@ export const OFFER_PATH = "/v1/webrtc/offer";
 /** Path of the WebSocket endpoint on a peer. */
 export const WEBSOCKET_PATH = "/v1/ws";
 
+/** Path on a peer that forwards an offer to another peer (relayed signaling): POST with ?peer=<peer ID>. */
+export const SIGNAL_PATH = "/v1/webrtc/signal";
+
+/** Path on a peer that lists the peers it forwards offers to. */
+export const SIGNAL_PEERS_PATH = "/v1/webrtc/peers";
+
 // Close codes of the WebSocket handshake (docs/browser-protocol.md), as
 // the HTTP statuses of the offer endpoint.
 const WS_CLOSE_STATUS = { 4400: 400, 4401: 401, 4503: 503 };
@@ -480,6 +486,38 @@ export function offerURL(url) {
 }
 
 /**
+ * The relayed signaling URL, on the peer whose offer URL is given, for an
+ * offer to peer: SIGNAL_PATH?peer=<peer ID>.
+ * @param {string} offer
+ * @param {string} peer
+ */
+export function signalURL(offer, peer) {
+  const u = new URL(offer);
+  u.pathname = u.pathname.slice(0, u.pathname.length - OFFER_PATH.length) + SIGNAL_PATH;
+  u.search = "?peer=" + encodeURIComponent(peer);
+  return u.href;
+}
+
+/**
+ * Asks the peer at url which peers it forwards offers to (relayed
+ * signaling), and returns them as targets for connect():
+ * {url, peer, reachability}, where reachability is "private" for a peer
+ * behind NAT (only WebRTC reaches it) or "public".
+ * @param {string | URL} url the forwarding peer's base URL or offer URL
+ * @param {{fetch?: typeof fetch}} [options]
+ */
+export async function discoverPeers(url, options = {}) {
+  const doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+  const offer = offerURL(url);
+  const list = new URL(offer);
+  list.pathname = list.pathname.slice(0, list.pathname.length - OFFER_PATH.length) + SIGNAL_PEERS_PATH;
+  const res = await doFetch(list.href, { method: "GET" });
+  if (!res.ok) throw new SignalingError(res.status, (await res.json().catch(() => ({}))).error ?? res.statusText);
+  const body = await res.json();
+  return (body.peers ?? []).map((p) => ({ url: offer, peer: String(p.id), reachability: p.reachability === "private" ? "private" : "public" }));
+}
+
+/**
  * The WebSocket URL of the peer whose offer URL is given: ws:// or wss://
  * and WEBSOCKET_PATH in place of OFFER_PATH.
  * @param {string} offer
@@ -514,11 +552,20 @@ export function connect(url, options = {}) {
 }
 
 /**
- * @param {string | URL | Array<string | URL>} urls
- * @returns {string[]}
+ * The targets to try in turn: a URL (a peer reached directly), or
+ * {url, peer} (the peer whose ID is peer, reached through relayed
+ * signaling on the peer at url).
+ * @param {string | URL | Target | Array<string | URL | Target>} urls
+ * @returns {{url: string, peer: string | null}[]}
  */
-function offerURLs(urls) {
-  const list = (Array.isArray(urls) ? urls : [urls]).map(offerURL);
+function targets(urls) {
+  const list = (Array.isArray(urls) ? urls : [urls]).map((u) => {
+    if (u && typeof u === "object" && !(u instanceof URL)) {
+      if (typeof u.peer !== "string" || u.peer === "") throw new TypeError("a target object needs url and peer (a peer ID)");
+      return { url: offerURL(u.url), peer: u.peer };
+    }
+    return { url: offerURL(u), peer: null };
+  });
   if (list.length === 0) throw new TypeError("no peer URL");
   return list;
 }
@@ -531,10 +578,15 @@ function offerURLs(urls) {
 export class Client extends EventTarget {
   constructor(url, options = {}) {
     super();
-    /** The peers' offer URLs, tried in turn. */
-    this.urls = offerURLs(url);
+    this._targets = targets(url);
+    /** The peers' offer URLs, tried in turn (for a relayed target, the forwarding peer's). */
+    this.urls = this._targets.map((t) => t.url);
     /** The offer URL of the peer in use (or being tried). */
     this.url = this.urls[0];
+    /** The ID of the peer in use when it is reached through relayed signaling, else null. */
+    this.peer = this._targets[0].peer;
+    /** How the session was negotiated: "direct" (the peer's own endpoint) or "relayed" (through the peer at url); null until open. */
+    this.signaling = null;
     this._urlIndex = 0;
     /** Per topic, the position of the last message delivered, to resume after. */
     this._cursors = new Map();
@@ -550,6 +602,9 @@ export class Client extends EventTarget {
       throw new Error("WebRTC is not available here (no RTCPeerConnection)");
     }
     if (mode === "websocket" && !this._WebSocket) throw new Error("WebSockets are not available here");
+    if (mode === "websocket" && this._targets.some((t) => t.peer)) {
+      throw new TypeError('a {url, peer} target is reached through relayed signaling, which needs WebRTC: use transport "auto" or "webrtc"');
+    }
     /**
      * How the client is connected: "websocket" or "webrtc" (null until the
      * first connection opens). With transport "auto" it is a WebSocket
@@ -734,7 +789,13 @@ export class Client extends EventTarget {
       const token = await this._token();
       if (stale()) return;
       const mode = this.options.transport;
-      if (mode !== "webrtc" && this._WebSocket) {
+      const relayedPeer = this.peer;
+      if (relayedPeer && mode === "websocket") {
+        throw new Error(`peer ${relayedPeer} is reached through relayed signaling, which needs WebRTC (transport is "websocket")`);
+      }
+      // A peer reached through another (a NAT'd volunteer) has no
+      // reachable HTTP port: WebRTC only.
+      if (!relayedPeer && mode !== "webrtc" && this._WebSocket) {
         try {
           await this._connectWebSocket(gen, token);
           return;
@@ -755,6 +816,7 @@ export class Client extends EventTarget {
         if (stale()) return;
         this._chan = dc;
         this.transport = "webrtc";
+        this.signaling = relayedPeer ? "relayed" : "direct";
         this._onOpen(gen);
       };
       dc.onmessage = (ev) => !stale() && this._onMessage(ev.data);
@@ -765,16 +827,24 @@ export class Client extends EventTarget {
       await pc.setLocalDescription(await pc.createOffer());
       await gatheringComplete(pc, this.options.gatherTimeout);
       if (stale()) return;
-      const res = await this._fetch(this.url, {
+      const offerSDP = pc.localDescription.sdp;
+      const res = await this._fetch(relayedPeer ? signalURL(this.url, relayedPeer) : this.url, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ sdp: pc.localDescription.sdp, token: token || undefined }),
+        body: JSON.stringify({ sdp: offerSDP, token: token || undefined }),
       });
       if (!res.ok) {
         const body = await res.json().catch(() => ({}));
         throw new SignalingError(res.status, body.error ?? res.statusText);
       }
       const answer = await res.json();
+      if (stale()) return;
+      // A relayed answer must be signed by the peer asked for, over our
+      // offer: the forwarding peer can neither answer in its place nor
+      // swap the DTLS fingerprint.
+      if (relayedPeer && !(await verifyRelayedAnswer(relayedPeer, offerSDP, answer))) {
+        throw new Error(`the relayed answer is not signed by peer ${relayedPeer}`);
+      }
       if (stale()) return;
       await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
       this._connectTimer = setTimeout(() => {
@@ -871,7 +941,8 @@ export class Client extends EventTarget {
     this._outbox = [];
     for (const item of outbox) this._transmit(item);
     this._resolveReady();
-    this.dispatchEvent(new CustomEvent("open", { detail: { transport: this.transport, url: this.url } }));
+    if (this.transport === "websocket") this.signaling = "direct";
+    this.dispatchEvent(new CustomEvent("open", { detail: { transport: this.transport, url: this.url, peer: this.peer, signaling: this.signaling } }));
   }
 
   _onDisconnect(gen, error) {
@@ -890,6 +961,7 @@ export class Client extends EventTarget {
     // Fail over: the next attempt goes to the next peer of the list.
     this._urlIndex = (this._urlIndex + 1) % this.urls.length;
     this.url = this.urls[this._urlIndex];
+    this.peer = this._targets[this._urlIndex].peer;
     const { initialDelay, maxDelay, factor } = this.options.reconnect;
     // A full round of the list before backing off further.
     const round = Math.floor(this._attempt++ / this.urls.length);
@@ -1137,6 +1209,70 @@ export function tokenBoundKey(token) {
   } catch {
     return "";
   }
+}
+
+const ANSWER_CONTEXT = utf8.encode("immense/signal-answer/v1\0");
+
+/** The bytes a peer signs for a relayed answer (AnswerSignedBytes in Go): the context, SHA-256 of the offer, the answer. */
+export async function answerSignedBytes(offerSDP, answerSDP) {
+  const h = new Uint8Array(await crypto.subtle.digest("SHA-256", utf8.encode(offerSDP)));
+  const a = utf8.encode(answerSDP);
+  const out = new Uint8Array(ANSWER_CONTEXT.length + h.length + a.length);
+  out.set(ANSWER_CONTEXT, 0);
+  out.set(h, ANSWER_CONTEXT.length);
+  out.set(a, ANSWER_CONTEXT.length + h.length);
+  return out;
+}
+
+/** Whether answer ({sdp, peer, sig}) is signed by peerID's Ed25519 key over offerSDP and the answer. */
+export async function verifyRelayedAnswer(peerID, offerSDP, answer) {
+  if (answer?.peer !== peerID || typeof answer.sdp !== "string" || typeof answer.sig !== "string") return false;
+  try {
+    const key = await crypto.subtle.importKey("raw", peerPublicKey(peerID), { name: "Ed25519" }, false, ["verify"]);
+    return await crypto.subtle.verify("Ed25519", key, fromBase64url(answer.sig), await answerSignedBytes(offerSDP, answer.sdp));
+  } catch {
+    return false;
+  }
+}
+
+// An Ed25519 peer ID is base58btc of an identity multihash (0x00, length
+// 36) of the protobuf public key: field 1 key type 1 (Ed25519), field 2
+// the 32 key bytes.
+const ED25519_PEER_PREFIX = [0x00, 0x24, 0x08, 0x01, 0x12, 0x20];
+const BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+
+/** The raw Ed25519 public key in a peer ID ("12D3KooW..."); throws for other kinds of ID. */
+export function peerPublicKey(peerID) {
+  const b = base58Decode(peerID);
+  if (b.length !== ED25519_PEER_PREFIX.length + 32 || ED25519_PEER_PREFIX.some((v, i) => b[i] !== v)) {
+    throw new Error(`peer ID ${peerID} does not hold an Ed25519 key`);
+  }
+  return b.subarray(ED25519_PEER_PREFIX.length);
+}
+
+function base58Decode(s) {
+  if (typeof s !== "string" || s.length === 0 || s.length > 128) throw new Error("bad base58");
+  let n = 0n;
+  for (const c of s) {
+    const v = BASE58.indexOf(c);
+    if (v < 0) throw new Error("bad base58");
+    n = n * 58n + BigInt(v);
+  }
+  const bytes = [];
+  while (n > 0n) {
+    bytes.unshift(Number(n & 0xffn));
+    n >>= 8n;
+  }
+  for (const c of s) {
+    if (c !== "1") break;
+    bytes.unshift(0);
+  }
+  return Uint8Array.from(bytes);
+}
+
+function fromBase64url(s) {
+  const b64 = s.replace(/-/g, "+").replace(/_/g, "/");
+  return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
 }
 
 function base64url(bytes) {

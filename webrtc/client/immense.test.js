@@ -9,7 +9,12 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import {
+  answerSignedBytes,
   connect,
+  discoverPeers,
+  peerPublicKey,
+  signalURL,
+  verifyRelayedAnswer,
   decodeFrame,
   encodeFrame,
   signedBytes,
@@ -386,7 +391,8 @@ test("transport auto: a WebSocket when the peer is reachable, WebRTC when it is 
   const client = connect("https://peer.example", { token: "good", WebSocket: FakeWebSocket, fetch: srv.fetch, RTCPeerConnection: fakeWebRTC(srv) });
   const open = await once(client, "open");
   assert.equal(client.transport, "websocket");
-  assert.deepEqual(open.detail, { transport: "websocket", url: "https://peer.example/v1/webrtc/offer" });
+  assert.deepEqual(open.detail, { transport: "websocket", url: "https://peer.example/v1/webrtc/offer", peer: null, signaling: "direct" });
+  assert.equal(client.signaling, "direct");
   assert.equal(sockets[0].url, "wss://peer.example/v1/ws");
   await client.subscribe("chat", () => {});
   assert.equal(sockets[0].frames.at(-1).type, "subscribe");
@@ -398,6 +404,7 @@ test("transport auto: a WebSocket when the peer is reachable, WebRTC when it is 
   const natted = connect("http://volunteer.example:8090", { token: "good", WebSocket: down.FakeWebSocket, fetch: srv2.fetch, RTCPeerConnection: fakeWebRTC(srv2) });
   await once(natted, "open");
   assert.equal(natted.transport, "webrtc");
+  assert.equal(natted.signaling, "direct");
   assert.equal(down.sockets[0].url, "ws://volunteer.example:8090/v1/ws");
   assert.equal(srv2.offers.length, 1);
   natted.close();
@@ -432,4 +439,105 @@ test("a publish made before the first connection is signed when the token is bou
   assert.equal(f.type, "signed-publish");
   assert.equal(f.sig.length, 64);
   client.close();
+});
+
+// A vector made by Go (webrtc.AnswerSignedBytes, signed with the libp2p
+// key of seed 00 01 .. 1f): the JS client checks the same bytes.
+const relayVector = {
+  peer: "12D3KooWA4Xop1JaT3MHxwYMkCepYsv4iPVopMXwCz5iHYdBfeSB",
+  key: "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8",
+  sig: "FlZOnHR32fBfiIuw9gsrFJsnOxt3AvGJMwbJ4fftAaV07uF87umRjI3HPqiks7T98dCtUChvCdZyOSolujFDAw",
+  signed: "696d6d656e73652f7369676e616c2d616e737765722f7631007e1ffcaf6d9eae23fbd83c8f17ac0cba50e740fe2305a7cff97c77ee014164d0763d3020616e73776572",
+};
+
+test("relayed answers: the same signed bytes, key and signature as Go", async () => {
+  const { peer, key, sig, signed } = relayVector;
+  assert.equal(hex(peerPublicKey(peer)), key);
+  assert.equal(hex(await answerSignedBytes("v=0 offer", "v=0 answer")), signed);
+  assert.equal(await verifyRelayedAnswer(peer, "v=0 offer", { sdp: "v=0 answer", peer, sig }), true);
+  assert.equal(await verifyRelayedAnswer(peer, "v=0 other offer", { sdp: "v=0 answer", peer, sig }), false, "another offer");
+  assert.equal(await verifyRelayedAnswer(peer, "v=0 offer", { sdp: "v=0 answer ", peer, sig }), false, "another answer");
+  assert.equal(await verifyRelayedAnswer(peer, "v=0 offer", { sdp: "v=0 answer", peer: "12D3KooWother", sig }), false, "another peer named");
+  assert.equal(await verifyRelayedAnswer(peer, "v=0 offer", { sdp: "v=0 answer", peer }), false, "unsigned");
+  assert.throws(() => peerPublicKey("QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"), /Ed25519/); // an RSA-style (SHA-256) ID
+  assert.throws(() => peerPublicKey("12D3KooW0OIl"), /base58/);
+  assert.equal(signalURL("https://p.example/x/v1/webrtc/offer", peer), `https://p.example/x/v1/webrtc/signal?peer=${peer}`);
+});
+
+const B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+function base58(bytes) {
+  let n = BigInt("0x" + (hex(bytes) || "0"));
+  let out = "";
+  while (n > 0n) {
+    out = B58[Number(n % 58n)] + out;
+    n /= 58n;
+  }
+  for (const b of bytes) {
+    if (b !== 0) break;
+    out = "1" + out;
+  }
+  return out;
+}
+
+// relayServer is a FakeServer whose offers go through a forwarder's
+// SIGNAL_PATH to a volunteer that signs its answers with key (or with
+// forger's key, if given).
+async function relayServer(forge = false) {
+  const srv = new FakeServer();
+  const kp = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
+  const other = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
+  const raw = new Uint8Array(await crypto.subtle.exportKey("raw", kp.publicKey));
+  srv.peerID = base58(Uint8Array.from([0x00, 0x24, 0x08, 0x01, 0x12, 0x20, ...raw]));
+  srv.fetch = async (url, init) => {
+    const body = JSON.parse(init.body);
+    srv.offers.push({ url, body });
+    if (!srv.tokens.has(body.token)) return jsonResponse(401, { error: "token required" });
+    const sdp = "v=0 fake-answer";
+    const signer = forge ? other.privateKey : kp.privateKey;
+    const sig = new Uint8Array(await crypto.subtle.sign("Ed25519", signer, await answerSignedBytes(body.sdp, sdp)));
+    return jsonResponse(200, { type: "answer", sdp, peer: new URL(url).searchParams.get("peer"), sig: Buffer.from(sig).toString("base64url") });
+  };
+  return srv;
+}
+
+test("a {url, peer} target: WebRTC through relayed signaling, the answer verified, and said so", async () => {
+  const srv = await relayServer();
+  const ws = fakeWebSockets("accept");
+  const target = { url: "https://public.example", peer: srv.peerID };
+  const client = connect(target, { token: "good", WebSocket: ws.FakeWebSocket, fetch: srv.fetch, RTCPeerConnection: fakeWebRTC(srv) });
+  const open = await once(client, "open");
+  assert.deepEqual(open.detail, { transport: "webrtc", url: "https://public.example/v1/webrtc/offer", peer: srv.peerID, signaling: "relayed" });
+  assert.equal(client.transport, "webrtc");
+  assert.equal(client.signaling, "relayed");
+  assert.equal(srv.offers[0].url, `https://public.example/v1/webrtc/signal?peer=${srv.peerID}`);
+  assert.equal(ws.sockets.length, 0, "no WebSocket to a NAT'd volunteer");
+  await client.subscribe("chat", () => {});
+  client.close();
+
+  assert.throws(() => connect(target, { transport: "websocket", WebSocket: ws.FakeWebSocket }), TypeError);
+});
+
+test("a relayed answer not signed by the peer asked for is refused", async () => {
+  const srv = await relayServer(true);
+  const client = connect({ url: "https://public.example", peer: srv.peerID }, { token: "good", fetch: srv.fetch, RTCPeerConnection: fakeWebRTC(srv), reconnect: fastReconnect() });
+  const { detail } = await once(client, "disconnect");
+  assert.match(detail.error.message, /not signed by peer/);
+  assert.equal(client.state, "connecting");
+  client.close();
+});
+
+test("discoverPeers lists the forwarder's peers as targets", async () => {
+  const calls = [];
+  const fetch = async (url) => {
+    calls.push(url);
+    return jsonResponse(200, { peers: [{ id: "12D3KooWa", reachability: "private" }, { id: "12D3KooWb", reachability: "public" }, { id: "12D3KooWc", reachability: "odd" }] });
+  };
+  const peers = await discoverPeers("https://public.example", { fetch });
+  assert.deepEqual(calls, ["https://public.example/v1/webrtc/peers"]);
+  assert.deepEqual(peers, [
+    { url: "https://public.example/v1/webrtc/offer", peer: "12D3KooWa", reachability: "private" },
+    { url: "https://public.example/v1/webrtc/offer", peer: "12D3KooWb", reachability: "public" },
+    { url: "https://public.example/v1/webrtc/offer", peer: "12D3KooWc", reachability: "public" },
+  ]);
+  await assert.rejects(discoverPeers("https://public.example", { fetch: async () => jsonResponse(404, { error: "no" }) }), SignalingError);
 });
