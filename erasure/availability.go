@@ -194,13 +194,16 @@ func (t *AvailabilityTracker) priorLocked(now time.Time) float64 {
 		t.prior = t.cfg.Prior
 		return t.prior
 	}
-	sum := 0.0
+	// Summed in fixed point: a float sum would depend on the map's
+	// (random) order in its last bits, and a seeded simulation must not.
+	const one = 1 << 40
+	var sum int64
 	for _, pa := range t.peers {
 		// Not advance: it would move every peer's since, which prune
 		// orders by.
-		sum += t.estimateAt(pa, now)
+		sum += int64(math.Round(t.estimateAt(pa, now) * one))
 	}
-	t.prior = sum / float64(n)
+	t.prior = float64(sum) / one / float64(n)
 	return t.prior
 }
 
