@@ -250,17 +250,17 @@ type Storage struct {
 	// Default 1d in model mode, 10s live.
 	WriteWithin Duration `yaml:"write_within"`
 
-	DataShards  int      `yaml:"data_shards"`  // least k; default erasure.DefaultDataShards
+	DataShards int `yaml:"data_shards"` // least k; default erasure.DefaultDataShards
 	// MaxDataShards is the largest k, MinShardSize the least shard size k
 	// is raised for (erasure.ChooseDataShards); defaults erasure's. Set
 	// max_data_shards to data_shards for a fixed k (the sweep over k).
 	MaxDataShards int      `yaml:"max_data_shards"`
 	MinShardSize  ByteSize `yaml:"min_shard_size"`
-	MinParity   int      `yaml:"min_parity"`   // default erasure.DefaultMinParity
-	MaxShards   int      `yaml:"max_shards"`   // default erasure.MaxShards
-	SegmentSize ByteSize `yaml:"segment_size"` // default erasure.DefaultSegmentSize
-	Target      float64  `yaml:"target"`       // default erasure.DefaultTarget
-	GracePeriod Duration `yaml:"grace_period"` // default erasure.DefaultRepairPolicy().GracePeriod
+	MinParity     int      `yaml:"min_parity"`   // default erasure.DefaultMinParity
+	MaxShards     int      `yaml:"max_shards"`   // default erasure.MaxShards
+	SegmentSize   ByteSize `yaml:"segment_size"` // default erasure.DefaultSegmentSize
+	Target        float64  `yaml:"target"`       // default erasure.DefaultTarget
+	GracePeriod   Duration `yaml:"grace_period"` // default erasure.DefaultRepairPolicy().GracePeriod
 
 	// Repair scheduling (erasure.SchedulerConfig); defaults are erasure's.
 	CheckInterval    Duration `yaml:"check_interval"`
