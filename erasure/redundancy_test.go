@@ -165,14 +165,13 @@ func TestPopulationPrior(t *testing.T) {
 // TestPlanRepairLazy: lost shards are regenerated only once P(>=k online)
 // of the holders left falls below the target, then all together.
 func TestPlanRepairLazy(t *testing.T) {
-	now := time.Unix(1e6, 0)
+	now, pol := time.Unix(1e6, 0), DefaultRepairPolicy()
 	p := Params{DataShards: 4, ParityShards: 10, SegmentSize: MinSegmentSize}
 	cs := candidates(30)
-	holders := make([]HolderStatus, 14)
-	for i := range holders {
-		holders[i] = HolderStatus{Peer: cs[i].ID, Reachable: true, Complete: true, LastSeen: now, Availability: 0.8}
+	var holders []HolderStatus
+	for _, c := range cs[:14] {
+		holders = append(holders, HolderStatus{Peer: c.ID, Reachable: true, Complete: true, LastSeen: now, Availability: 0.8})
 	}
-	pol := DefaultRepairPolicy()
 	gone := func(i int) { holders[i].Reachable, holders[i].LastSeen = false, now.Add(-2*pol.GracePeriod) }
 	// 14 holders at 0.8 for k=4, of which 12 meet the target (the issue's
 	// table): the first two losses wait.

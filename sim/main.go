@@ -126,11 +126,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	clock := fs.String("clock", runner.ClockVirtual, "live: virtual (testing/synctest, through sim/live's test binary) or real")
 	parallel := fs.Int("parallel", 1, "live, virtual clock: runs at once (each uses about one core)")
 	fs.Usage = func() { fmt.Fprint(stderr, usage+"\nFlags of run:\n"); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if *file == "" || *out == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "sim run: --scenario and --out are required")
@@ -179,11 +176,8 @@ func cmdSweep(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	seed := fs.Uint64("seed", 0, "seed (overrides the scenario's; 0 keeps it)")
 	quiet := fs.Bool("quiet", false, "no progress bar")
 	fs.Usage = func() { fmt.Fprint(stderr, usage+"\nFlags of sweep:\n"); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if *out == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "sim sweep: --out is required")
@@ -227,11 +221,8 @@ func cmdStorageCost(ctx context.Context, args []string, stdout, stderr io.Writer
 	ks := fs.String("k", "4,8,12,16", "comma-separated k")
 	quiet := fs.Bool("quiet", false, "no progress bar")
 	fs.Usage = func() { fmt.Fprint(stderr, usage+"\nFlags of storagecost:\n"); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if *out == "" || fs.NArg() > 0 || *nodes < 100 || *days < 1 {
 		fmt.Fprintln(stderr, "sim storagecost: --out is required; --nodes >= 100, --days >= 1")
@@ -257,4 +248,16 @@ func cmdStorageCost(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	fmt.Fprintf(stdout, "report: %s/report.md\n", *out)
 	return 0
+}
+
+// parseFlags parses args into fs; when it fails it returns the exit code
+// (0 for -help, 2 for bad usage) and false.
+func parseFlags(fs *flag.FlagSet, args []string) (int, bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		return 2, false
+	}
+	return 0, true
 }
