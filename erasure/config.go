@@ -17,6 +17,14 @@ type Config struct {
 	// MaxShards) are available, Put lowers k to keep MinParity parity
 	// shards, down to k = 1.
 	DataShards int
+	// MaxDataShards is the largest k: Put raises k with the value's size
+	// (ChooseDataShards) up to this, keeping shards of at least
+	// MinShardSize. Default DefaultMaxDataShards (16); set it to
+	// DataShards for a fixed k.
+	MaxDataShards int
+	// MinShardSize is the least shard size per segment k is raised for.
+	// Default DefaultMinShardSize (16 KiB).
+	MinShardSize int
 	// MinParity is the least m whatever the availability estimates say.
 	// Default DefaultMinParity (2).
 	MinParity int
@@ -122,6 +130,8 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		DataShards:        DefaultDataShards,
+		MaxDataShards:     DefaultMaxDataShards,
+		MinShardSize:      DefaultMinShardSize,
 		MinParity:         DefaultMinParity,
 		MaxShards:         MaxShards,
 		SegmentSize:       DefaultSegmentSize,
@@ -174,6 +184,10 @@ func (c *Config) validate() error {
 	switch {
 	case c.DataShards < 1 || c.DataShards > MaxShards:
 		return fmt.Errorf("config: DataShards %d must be in [1, %d]", c.DataShards, MaxShards)
+	case c.MaxDataShards != 0 && (c.MaxDataShards < c.DataShards || c.MaxDataShards > MaxShards):
+		return fmt.Errorf("config: MaxDataShards %d must be in [DataShards, %d]", c.MaxDataShards, MaxShards)
+	case c.MinShardSize < 0:
+		return fmt.Errorf("config: MinShardSize %d must not be negative", c.MinShardSize)
 	case c.MinParity < 0:
 		return fmt.Errorf("config: MinParity %d must not be negative", c.MinParity)
 	case c.MaxShards < c.DataShards || c.MaxShards > MaxShards:

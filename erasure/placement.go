@@ -25,11 +25,31 @@ type Candidate struct {
 	// at most one holder per Net among peers without a Zone.
 	Net      string
 	HasQuota bool // false when the peer recently refused for quota (or failed a request): not to be chosen
+	// Used is the share of the peer's storage quota in use, in [0, 1], as
+	// far as the chooser knows; 0 when unknown. Placement favours peers
+	// with room (see placementWeight).
+	Used float64
 }
 
-// minPlacementWeight keeps peers with a zero estimate eligible (last
-// resort), since estimates of new or briefly seen peers are poor.
-const minPlacementWeight = 0.01
+// placementWeight is c's weight in the rendezvous hash: its availability
+// squared, times the share of its quota that is free. A holder online with
+// probability a is worth about a shards towards the k a read needs, so
+// the shards an object needs for its target fall roughly as 1/a; the
+// square makes placement seek out the available peers (with weight a alone,
+// a population of volunteers online a fifth of the time hands most shards
+// to the least available, and ChooseParity has to pay for them with
+// parity). The free share spreads the load: a reliable volunteer whose
+// quota fills up loses weight in step, so the reliable peers are not all
+// filled first and then lost to every later object.
+func placementWeight(c Candidate) float64 {
+	a := clamp01(c.Availability)
+	return a * a * (1 - clamp01(c.Used))
+}
+
+// minPlacementWeight keeps peers with a zero estimate (or a full quota, as
+// far as we know) eligible, as a last resort, since estimates of new or
+// briefly seen peers are poor.
+const minPlacementWeight = 1e-3
 
 // PlacementSeed is what the shard targets of an object derive from. A
 // Service uses AppKey.PlacementSeed(obj), a keyed hash of the object id
@@ -61,8 +81,8 @@ func keyOf(p peer.ID) peerKey {
 // placementScore ranks the peer with key k for a shard whose target is t;
 // lower is better. It is weighted rendezvous hashing: u = SHA-256(t || k)
 // read as a number in (0, 1) is the peer's random variate for this shard,
-// and score = -ln(u)/w for the candidate's availability w, so that a peer
-// twice as available wins about twice as many shards. Because t is secret
+// and score = -ln(u)/w for the candidate's weight w (placementWeight), so
+// that a peer of twice the weight wins about twice as many shards. Because t is secret
 // (see PlacementSeed) and the hash covers the pair, knowing which peers
 // won other shards, or this shard before, tells nothing about how a new
 // peer id would score: ids cannot be ground for it.
@@ -145,7 +165,7 @@ func PlaceShards(seed PlacementSeed, indices []int, cands []Candidate, exclude m
 			if used[i] || (c.Zone != "" && zoneUse[c.Zone] > minUse) || (c.Zone == "" && netUsed[c.Net]) {
 				continue
 			}
-			s := placementScore(t, c.key, c.Availability)
+			s := placementScore(t, c.key, placementWeight(c.Candidate))
 			if s < bestScore || (s == bestScore && bytes.Compare([]byte(c.ID), []byte(pool[best].ID)) < 0) {
 				best, bestScore = i, s
 			}

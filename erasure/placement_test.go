@@ -467,7 +467,7 @@ func TestPlanPutFewNetworks(t *testing.T) {
 		cs[i].Availability = 1
 	}
 	pol := PutPolicy{DataShards: 4, MinParity: 2, MaxShards: 32, Target: 0.9999}
-	p, err := PlanPut(PlacementSeed{1}, cs, pol)
+	p, err := PlanPut(PlacementSeed{1}, cs, pol, 1<<10)
 	if err != nil || p.K != 1 || p.M != 2 || len(p.Holders) != 3 {
 		t.Fatalf("12 peers on 3 networks: %+v %v, want k=1 m=2 on 3 holders", p, err)
 	}

@@ -365,14 +365,14 @@ func TestRepairSchedulerOrder(t *testing.T) {
 func TestPlanPut(t *testing.T) {
 	obj := PlacementSeed{7}
 	pol := PutPolicy{DataShards: 4, MinParity: 2, MaxShards: 32, Target: 0.9999}
-	if _, err := PlanPut(obj, nil, pol); err != ErrNotEnoughPeers {
+	if _, err := PlanPut(obj, nil, pol, 1<<10); err != ErrNotEnoughPeers {
 		t.Fatalf("no candidates: %v", err)
 	}
 	full := candidates(3)
 	for i := range full {
 		full[i].HasQuota = false
 	}
-	if _, err := PlanPut(obj, full, pol); err != ErrNotEnoughPeers {
+	if _, err := PlanPut(obj, full, pol, 1<<10); err != ErrNotEnoughPeers {
 		t.Fatalf("no candidate with quota: %v", err)
 	}
 
@@ -383,7 +383,7 @@ func TestPlanPut(t *testing.T) {
 	for i := range small {
 		small[i].Availability = 1
 	}
-	p, err := PlanPut(obj, small, pol)
+	p, err := PlanPut(obj, small, pol, 1<<10)
 	if err != nil || p.K != 2 || p.M != 2 || len(p.Holders) != 4 || !p.TargetMet {
 		t.Fatalf("small network: %+v %v, want k=2 m=2 on 4 holders", p, err)
 	}
@@ -401,7 +401,7 @@ func TestPlanPut(t *testing.T) {
 	for i := range many {
 		many[i].Availability = 0.5
 	}
-	p, err = PlanPut(obj, many, pol)
+	p, err = PlanPut(obj, many, pol, 1<<10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -420,7 +420,7 @@ func TestPlanPut(t *testing.T) {
 	for i, c := range many {
 		rev[len(many)-1-i] = c
 	}
-	if q, _ := PlanPut(obj, rev, pol); fmt.Sprint(q) != fmt.Sprint(p) {
+	if q, _ := PlanPut(obj, rev, pol, 1<<10); fmt.Sprint(q) != fmt.Sprint(p) {
 		t.Fatalf("candidate order changed the plan: %+v vs %+v", q, p)
 	}
 }
@@ -446,7 +446,7 @@ func TestCheckedHolder(t *testing.T) {
 	if st := CheckedHolder(a, self, false, true, tr, started, now); st.Reachable || st.Complete || !st.LastSeen.Equal(seenA) || st.Availability != tr.Availability(a) {
 		t.Errorf("a (offline, seen at %v): %+v", seenA, st)
 	}
-	if st := CheckedHolder(b, self, false, false, tr, started, now); !st.LastSeen.Equal(started) || st.Availability != 0.5 {
+	if st := CheckedHolder(b, self, false, false, tr, started, now); !st.LastSeen.Equal(started) || st.Availability != tr.PopulationPrior() {
 		t.Errorf("b (never seen): %+v", st)
 	}
 	late := now.Add(-time.Second) // the checker restarted after a was last seen

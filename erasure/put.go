@@ -90,7 +90,7 @@ func (s *Service) putOnce(ctx context.Context, key string, obj ObjectID, version
 			cands[i].HasQuota = false
 		}
 	}
-	plan, err := PlanPut(s.key.PlacementSeed(obj), cands, s.cfg.PutPolicy())
+	plan, err := PlanPut(s.key.PlacementSeed(obj), cands, s.cfg.PutPolicy(), int64(len(value)))
 	if err != nil {
 		return nil, err
 	}

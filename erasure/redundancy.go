@@ -12,9 +12,22 @@ const (
 	// DefaultTarget is the probability, estimated from the holders'
 	// availability, that at least k shards of an object are online.
 	DefaultTarget = 0.9999
-	// DefaultDataShards is k. 4 keeps the fetch fan-out and the per-shard
-	// overhead low; the simulator explores 4..8.
+	// DefaultDataShards is the least k, the k of small objects. 4 keeps
+	// the fetch fan-out and the per-shard overhead of a small object low.
 	DefaultDataShards = 4
+	// DefaultMaxDataShards is the largest k, for objects of at least
+	// DefaultMaxDataShards*DefaultMinShardSize bytes (256 KiB). With at most
+	// MaxShards (32) shards an object costs at most MaxShards/k times its
+	// size: 8x at k=4, 2x at k=16. Holders online with probability p need
+	// about k/p shards, so a larger k buys a lower expansion for the same
+	// target (issue 14: at p = 0.8, 12 shards for k=4 (3x), 31 for k=16
+	// (1.9x)); 16 leaves up to 16 parity shards within the cap.
+	DefaultMaxDataShards = 16
+	// DefaultMinShardSize is the least shard size (per segment) k is raised
+	// for: a shard costs a request, a 32-byte hash in the manifest and
+	// a holder's bookkeeping whatever its size, which is under 1% of
+	// 16 KiB; a smaller shard would spend the saving on overhead.
+	DefaultMinShardSize = 16 << 10
 	// DefaultMinParity is the least m, whatever availability says: even
 	// servers that are always up get lost for good sometimes.
 	DefaultMinParity = 2
@@ -90,13 +103,45 @@ func ChooseParity(k int, avail []float64, target float64, minParity, maxShards i
 
 // PutPolicy is the part of Config that decides how a new object is stored.
 type PutPolicy struct {
-	DataShards, MinParity, MaxShards int
-	Target                           float64
+	// DataShards is the least k (small objects), MaxDataShards the largest
+	// (0: DataShards); k grows with the object's size so that no shard of a
+	// segment is smaller than MinShardSize (see ChooseDataShards).
+	DataShards, MaxDataShards, MinShardSize int
+	// SegmentSize is the plaintext bytes per segment (0: DefaultSegmentSize).
+	SegmentSize          int
+	MinParity, MaxShards int
+	Target               float64
 }
 
 // PutPolicy returns c's put policy.
 func (c Config) PutPolicy() PutPolicy {
-	return PutPolicy{DataShards: c.DataShards, MinParity: c.MinParity, MaxShards: c.MaxShards, Target: c.Target}
+	return PutPolicy{DataShards: c.DataShards, MaxDataShards: c.MaxDataShards, MinShardSize: c.MinShardSize,
+		SegmentSize: c.SegmentSize, MinParity: c.MinParity, MaxShards: c.MaxShards, Target: c.Target}
+}
+
+// ChooseDataShards returns k for an object of size bytes stored on at most
+// holders peers: the largest k in [pol.DataShards, pol.MaxDataShards] whose
+// shards of one segment (min(size, SegmentSize)/k bytes) are at least
+// MinShardSize, lowered to keep MinParity parity shards when fewer than
+// k+MinParity holders can be had (down to 1). Larger objects get more data
+// shards because the expansion a target needs falls with k (see
+// DefaultMaxDataShards); small ones keep few, since each shard has a fixed
+// cost. A segment is still decoded from k shards of SegmentSize/k bytes, so
+// the memory a Get or repair needs per segment does not grow with k.
+func ChooseDataShards(size int64, holders int, pol PutPolicy) int {
+	k := max(1, pol.DataShards)
+	maxK := max(k, pol.MaxDataShards)
+	seg := int64(pol.SegmentSize)
+	if seg <= 0 {
+		seg = DefaultSegmentSize
+	}
+	if floor := int64(pol.MinShardSize); floor > 0 {
+		k = max(k, min(maxK, int(min(size, seg)/floor)))
+	}
+	if pol.MaxShards > 0 {
+		k = min(k, pol.MaxShards-pol.MinParity)
+	}
+	return max(1, min(k, holders-pol.MinParity))
 }
 
 // PutPlan is how a new object is stored.
@@ -112,15 +157,22 @@ type PutPlan struct {
 	TargetMet bool
 }
 
-// PlanPut decides how Put stores the object whose placement seed is seed
-// on cands (those without quota are never chosen): Place orders the
-// candidates; k is the policy's DataShards, lowered when Place finds fewer
-// holders than k+MinParity (a small network, or few networks) to keep
-// MinParity parity shards (down to 1); ChooseParity picks m from the
-// availability estimates of the holders in that order. It is pure: the
+// PlanPut decides how Put stores the object of size bytes whose placement
+// seed is seed on cands (those without quota are never chosen): Place
+// draws up to MaxShards holders, favouring available peers with room (see
+// placementWeight); they are ordered by estimated availability, most
+// available first (ties keep Place's order), so that the least m
+// ChooseParity finds is also the least for the holders drawn. k is chosen
+// by size and population: each k from ChooseDataShards' (the largest the
+// size allows, lowered when Place finds fewer holders than k+MinParity: a
+// small network, or few networks) down to DataShards is tried with
+// ChooseParity, and the plan of least expansion meeting the target is
+// taken (a large k needs many available holders: among volunteers
+// rarely online, or with few candidates, a smaller k stores the object
+// more cheaply, or at all); when none meets it, the most probable. It is pure: the
 // simulator calls it too. It returns ErrNotEnoughPeers when no candidate
 // has quota.
-func PlanPut(seed PlacementSeed, cands []Candidate, pol PutPolicy) (PutPlan, error) {
+func PlanPut(seed PlacementSeed, cands []Candidate, pol PutPolicy, size int64) (PutPlan, error) {
 	usable := 0
 	avail := map[peer.ID]float64{}
 	for _, c := range cands {
@@ -135,11 +187,63 @@ func PlanPut(seed PlacementSeed, cands []Candidate, pol PutPolicy) (PutPlan, err
 		return PutPlan{}, ErrNotEnoughPeers
 	}
 	order := Place(seed, min(pol.MaxShards, usable), cands)
-	k := max(1, min(pol.DataShards, len(order)-pol.MinParity))
+	slices.SortStableFunc(order, func(a, b peer.ID) int {
+		return cmpDesc(avail[a], avail[b])
+	})
 	avails := make([]float64, len(order))
 	for i, p := range order {
 		avails[i] = avail[p]
 	}
-	m, prob, ok := ChooseParity(k, avails, pol.Target, pol.MinParity, pol.MaxShards)
-	return PutPlan{K: k, M: m, Holders: slices.Clone(order[:k+m]), Prob: prob, TargetMet: ok}, nil
+	kMax := ChooseDataShards(size, len(order), pol)
+	var best PutPlan
+	for k := kMax; k >= min(kMax, max(1, pol.DataShards)); k-- {
+		m, prob, ok := ChooseParity(k, avails, pol.Target, pol.MinParity, pol.MaxShards)
+		c := PutPlan{K: k, M: m, Prob: prob, TargetMet: ok}
+		if best.K == 0 || betterPlan(c, best) {
+			best = c
+		}
+	}
+	best.Holders = slices.Clone(order[:best.K+best.M])
+	return best, nil
+}
+
+// betterPlan reports whether a stores an object better than b: meeting
+// the target beats missing it; among plans that meet it, the lower
+// expansion (k+m)/k wins; among plans that miss it, the higher
+// probability. Ties keep b, the plan with the larger k.
+func betterPlan(a, b PutPlan) bool {
+	if a.TargetMet != b.TargetMet {
+		return a.TargetMet
+	}
+	if a.TargetMet {
+		return (a.K+a.M)*b.K < (b.K+b.M)*a.K
+	}
+	return a.Prob > b.Prob
+}
+
+// cmpDesc orders larger values first.
+func cmpDesc(a, b float64) int {
+	switch {
+	case a > b:
+		return -1
+	case a < b:
+		return 1
+	}
+	return 0
+}
+
+// LeastShards returns the least n such that the n most available of the
+// holders whose availabilities are avail have at least k online with
+// probability target (ProbAtLeast), and false when all of them do not: the
+// optimum for those holders, against which the simulator measures what
+// ChooseParity chose from estimates.
+func LeastShards(k int, avail []float64, target float64) (int, bool) {
+	sorted := slices.Clone(avail)
+	slices.SortFunc(sorted, cmpDesc)
+	for n := k; n <= len(sorted); n++ {
+		if ProbAtLeast(k, sorted[:n]) >= target {
+			return n, true
+		}
+	}
+	return len(sorted), false
 }

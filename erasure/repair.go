@@ -141,16 +141,17 @@ type RepairPlan struct {
 //
 // A shard index is lost when its holder is online without it (absent) or
 // has been unreachable for longer than the grace period (gone). Repair is
-// due when something is lost and either fewer than k+ceil(m/2) shards are
-// still present (healthy or briefly offline), or the probability that k
-// shards are online, from the holders' availability, is below the target.
-// It then regenerates every lost shard, onto new peers chosen by PlaceShards
-// (excluding all current holders). Shards of holders that are offline within
-// the grace period are never moved, however low the probability: with
-// volunteers online a fifth of the time, moving the shards of sleeping
-// holders would keep repair busy forever (Wuala's lesson). The target thus
-// decides how eagerly lost shards are replaced: at once while the estimate is
-// below target, lazily (only under the threshold) while it is above.
+// lazy (Total Recall, Carbonite): it is due only when something is lost
+// and the probability that k shards are online, from the availability of
+// the holders left (lost shards count as never online), has fallen below
+// the target: the same model and target Put chose m with, so an object
+// whose surviving holders still meet the target waits, and the losses of
+// several holders are repaired together from one fetch of k shards. It
+// then regenerates every lost shard, onto new peers chosen by PlaceShards
+// (excluding all current holders). Shards of holders that are offline
+// within the grace period are never moved, however low the probability:
+// with volunteers online a fifth of the time, moving the shards of
+// sleeping holders would keep repair busy forever (Wuala's lesson).
 func PlanRepair(seed PlacementSeed, p Params, holders []HolderStatus, cands []Candidate, pol RepairPolicy, now time.Time) RepairPlan {
 	k, n := p.DataShards, p.Total()
 	plan := RepairPlan{States: make([]ShardState, n)}
@@ -180,14 +181,13 @@ func PlanRepair(seed PlacementSeed, p Params, holders []HolderStatus, cands []Ca
 	}
 	plan.Prob = ProbAtLeast(k, avail)
 	plan.ProbAfter = plan.Prob
-	threshold := k + (p.ParityShards+1)/2
 	present := plan.Healthy + plan.Offline
 	switch {
 	case plan.Lost == 0 && plan.Prob >= pol.Target:
 		plan.Reason = "all shards present"
 		return plan
-	case plan.Lost > 0 && present >= threshold && plan.Prob >= pol.Target:
-		plan.Reason = fmt.Sprintf("%d lost, %d present >= threshold %d and target met", plan.Lost, present, threshold)
+	case plan.Lost > 0 && plan.Prob >= pol.Target:
+		plan.Reason = fmt.Sprintf("%d lost, %d present, target met: repair waits", plan.Lost, present)
 		return plan
 	}
 
@@ -242,8 +242,8 @@ func PlanRepair(seed PlacementSeed, p Params, holders []HolderStatus, cands []Ca
 		return plan
 	}
 	plan.Action = RepairNow
-	plan.Reason = fmt.Sprintf("%d lost, %d present (threshold %d), P(>=k online) %.6f (target %v)",
-		plan.Lost, present, threshold, plan.Prob, pol.Target)
+	plan.Reason = fmt.Sprintf("%d lost, %d present, P(>=k online) %.6f (target %v)",
+		plan.Lost, present, plan.Prob, pol.Target)
 	return plan
 }
 

@@ -31,6 +31,7 @@ Usage:
   sim run   --scenario FILE --out DIR [--seed N] [--mode live|model] [--runs N]
             [--clock virtual|real] [--parallel N] [--quiet] [--node-logs] [-v]
   sim sweep --out DIR [--scenario FILE] [--nodes N,N,...] [--seed N]
+  sim storagecost --out DIR [--scenario FILE] [--nodes N] [--days N] [--k K,K,...]
   sim benchplot --out DIR FILE...
   sim replot --dir DIR [--kind live|model|sweep] [--scenario FILE]
   sim help
@@ -53,6 +54,12 @@ run    runs one scenario file (sim/scenarios/*.yaml). Its "mode" says how:
 sweep  runs the scaling study: the model at several network sizes, plotting
        delivery latency, lookup hops and repair traffic per node against
        log N. Defaults: --scenario sim/scenarios/sweep.yaml, its node counts.
+
+storagecost  studies the storage policy's cost (issue 14): the expansion
+       erasure's policy chooses against the volunteers' mean availability,
+       with the bound curves, and the model at a reduced size with k fixed
+       at each value. Defaults: --scenario sim/scenarios/realistic-mix.yaml,
+       --nodes 10000, --days 60, --k 4,8,12,16.
 
 benchplot  reads go test -bench output (docs/perf/*.txt) and draws, for
        each benchmark, its figures as ratios against the baseline measured
@@ -86,6 +93,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdRun(ctx, args[1:], stdout, stderr)
 	case "sweep":
 		return cmdSweep(ctx, args[1:], stdout, stderr)
+	case "storagecost":
+		return cmdStorageCost(ctx, args[1:], stdout, stderr)
 	case "benchplot":
 		return cmdBenchplot(args[1:], stdout, stderr)
 	case "replot":
@@ -117,11 +126,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	clock := fs.String("clock", runner.ClockVirtual, "live: virtual (testing/synctest, through sim/live's test binary) or real")
 	parallel := fs.Int("parallel", 1, "live, virtual clock: runs at once (each uses about one core)")
 	fs.Usage = func() { fmt.Fprint(stderr, usage+"\nFlags of run:\n"); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if *file == "" || *out == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "sim run: --scenario and --out are required")
@@ -170,11 +176,8 @@ func cmdSweep(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	seed := fs.Uint64("seed", 0, "seed (overrides the scenario's; 0 keeps it)")
 	quiet := fs.Bool("quiet", false, "no progress bar")
 	fs.Usage = func() { fmt.Fprint(stderr, usage+"\nFlags of sweep:\n"); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if *out == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "sim sweep: --out is required")
@@ -206,4 +209,55 @@ func cmdSweep(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	fmt.Fprintf(stdout, "%d sizes; report: %s/report.md\n", len(res.Series.Rows), *out)
 	return 0
+}
+
+func cmdStorageCost(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("sim storagecost", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("scenario", "sim/scenarios/realistic-mix.yaml", "base model scenario")
+	out := fs.String("out", "", "output directory, required")
+	nodes := fs.Int("nodes", 10_000, "nodes of the model runs over k")
+	days := fs.Int("days", 60, "simulated days of the model runs over k")
+	ks := fs.String("k", "4,8,12,16", "comma-separated k")
+	quiet := fs.Bool("quiet", false, "no progress bar")
+	fs.Usage = func() { fmt.Fprint(stderr, usage+"\nFlags of storagecost:\n"); fs.PrintDefaults() }
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if *out == "" || fs.NArg() > 0 || *nodes < 100 || *days < 1 {
+		fmt.Fprintln(stderr, "sim storagecost: --out is required; --nodes >= 100, --days >= 1")
+		return 2
+	}
+	so := runner.StorageCostOptions{Nodes: *nodes, Days: *days}
+	for _, f := range strings.Split(*ks, ",") {
+		k, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || k < 1 {
+			fmt.Fprintf(stderr, "sim storagecost: bad k %q\n", f)
+			return 2
+		}
+		so.Ks = append(so.Ks, k)
+	}
+	sc, err := scenario.Load(*file)
+	if err != nil {
+		fmt.Fprintf(stderr, "sim storagecost: %v\n", err)
+		return 2
+	}
+	if _, err := runner.StorageCost(ctx, sc, so, runner.Options{Out: *out, Progress: !*quiet, Logger: logger(stderr, false)}); err != nil {
+		fmt.Fprintf(stderr, "sim storagecost: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "report: %s/report.md\n", *out)
+	return 0
+}
+
+// parseFlags parses args into fs; when it fails it returns the exit code
+// (0 for -help, 2 for bad usage) and false.
+func parseFlags(fs *flag.FlagSet, args []string) (int, bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		return 2, false
+	}
+	return 0, true
 }

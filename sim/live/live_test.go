@@ -50,6 +50,11 @@ func TestLive30(t *testing.T) {
 		t.Logf("objects %v (k %.1f, m at put %.1f), reads %v (%v with >= k holders online), retrievability %.3f, when available %.3f, lost %v, repair %v bytes",
 			*s.Objects, d["data_shards_mean"], d["parity_per_object_mean"], d["reads"], d["reads_when_available"], *s.Retrievability,
 			d["retrievability_when_available"], *s.ObjectsLost, d["repair_bytes_total"])
+		if s.StorageExpansion == nil || *s.StorageExpansion < 1 {
+			t.Errorf("storage_expansion %v", s.StorageExpansion)
+		} else {
+			t.Logf("storage expansion %.3f", *s.StorageExpansion)
+		}
 		if *s.Objects != float64(sc.Storage.Objects) {
 			t.Errorf("%v of %d objects written (%v put errors)", *s.Objects, sc.Storage.Objects, d["put_errors"])
 		}

@@ -56,6 +56,7 @@ func newNetwork(sc *scenario.Scenario, regions []int, dir, appKeyFile string, no
 func stateConfig(s scenario.Storage) *erasure.Config {
 	c := erasure.DefaultConfig()
 	c.DataShards, c.MinParity, c.MaxShards = s.DataShards, s.MinParity, s.MaxShards
+	c.MaxDataShards, c.MinShardSize = s.MaxDataShards, int(s.MinShardSize)
 	c.SegmentSize = int(s.SegmentSize)
 	c.Target = s.Target
 	c.Repair.Target = s.Target

@@ -435,6 +435,7 @@ type storageFigures struct {
 	written, lost, lostPlacement, putErrs, noReader  int
 	reads, ok, available, okAvailable, okUnavailable int
 	kSum, mSum, versionsSum                          float64
+	expansion                                        []float64 // stored / object bytes, per object
 	repair                                           repairCounters
 	// failures holds a few errors of reads that failed although at least
 	// k holders were online throughout: each one is a finding.
@@ -503,6 +504,14 @@ func (r *run) storageFigures(online [][]interval) *storageFigures {
 		f.written++
 		f.kSum += float64(o.k)
 		f.mSum += float64(o.m)
+		if n := int64(len(o.value)); n > 0 && o.k > 0 {
+			p := erasure.Params{DataShards: o.k, ParityShards: o.m, SegmentSize: int(r.sc.Storage.SegmentSize)}
+			stored := int64(0)
+			for seg := range p.Segments(n) {
+				stored += int64(p.ShardSize(p.SegmentLen(n, seg)))
+			}
+			f.expansion = append(f.expansion, float64(p.Total())*float64(stored)/float64(n))
+		}
 		f.versionsSum += float64(o.manifests)
 		if !o.finalOK {
 			f.lost++
@@ -535,6 +544,13 @@ func (f *storageFigures) summarize(sum *report.Summary, nodes int, days float64)
 	sum.ObjectsLost = report.F(float64(f.lost))
 	sum.Retrievability = report.F(ratio(f.ok, f.reads))
 	sum.RepairBytesPerNodePerDay = report.F(f.repair.bytes / float64(nodes) / days)
+	// Expansion at the Put (repair keeps k and m); the optimum, byte shares
+	// and repair bound need availabilities and stores live mode does not
+	// track: null.
+	if len(f.expansion) > 0 {
+		m, _ := report.MeanStd(f.expansion)
+		sum.StorageExpansion = report.F(m)
+	}
 	d := sum.Details
 	d["repair_upload_bytes_per_node_per_day"] = f.repair.bytes / float64(nodes) / days
 	d["objects_written"] = float64(f.written)

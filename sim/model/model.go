@@ -156,6 +156,9 @@ func (r *run) advance(t time.Duration) {
 	if t > w {
 		from := max(r.lastT, w)
 		r.onlineNodeSec += float64(r.pop.online.len()) * (t - from).Seconds()
+		if r.st != nil {
+			r.st.integrate(t - from)
+		}
 		r.lastT = t
 	} else {
 		r.lastT = t
@@ -175,6 +178,9 @@ func (r *run) transition(t churn.Transition) error {
 	}
 	if r.st != nil && t.Kind != churn.Replace {
 		r.st.transition(t.Node, t.Kind == churn.Up)
+	}
+	if r.st != nil && t.Kind == churn.Replace {
+		r.st.replaced(t.Node)
 	}
 	return nil
 }
@@ -403,7 +409,7 @@ func (r *run) result() *report.Result {
 		}
 		sum.RepairBytesPerNodePerDay = report.F(s.repairBytes / float64(sc.Nodes) / days)
 		d := sum.Details
-		d["repair_bytes_per_server_per_day"] = s.repairBytes / float64(max(1, sc.Servers.Count)) / days
+		d["repair_bytes_per_server_per_day"] = s.serverRepairBytes / float64(len(s.repairers)) / days
 		d["repair_upload_bytes_per_node_per_day"] = s.repairUpload / float64(sc.Nodes) / days
 		d["repairs"] = float64(s.repairs)
 		d["repairs_blocked"] = float64(s.blocked)
@@ -417,6 +423,7 @@ func (r *run) result() *report.Result {
 			d["parity_per_object_mean"] = parity / float64(written)
 		}
 		d["shards_on_servers_share"] = ratio(onServers, totalShards)
+		r.storageCost(&sum)
 	}
 	if sc.Topic.PublishEvery > 0 {
 		sum.DeliveryRatio = report.F(ratio(r.delivered, r.expected))

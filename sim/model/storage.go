@@ -78,6 +78,20 @@ type storage struct {
 	readableSamples float64
 	readableTotal   float64
 	lastReadable    float64
+
+	// Quotas and stored bytes (issue 14): used is the shard bytes each slot
+	// holds; storedVol and storedSrv their sums by class; storedVolSec and
+	// storedSrvSec their integrals over the measured window (byte-seconds),
+	// for the Blake-Rodrigues bound; departedBytes the bytes that left
+	// the network with departing holders.
+	used                       []int64
+	storedVol, storedSrv       int64
+	storedVolSec, storedSrvSec float64
+	departedBytes              float64
+	// Repair bytes by who paid them (fetched + uploaded): app servers, and
+	// volunteers regenerating under delegation (repair_by: volunteers).
+	serverRepairBytes, volunteerRepairBytes float64
+	volunteerRepairBySlot                   map[int32]float64
 }
 
 func newStorage(sc *scenario.Scenario, pop *population, now func() time.Duration, seed uint64) (*storage, error) {
@@ -89,6 +103,9 @@ func newStorage(sc *scenario.Scenario, pop *population, now func() time.Duration
 		byID:   map[erasure.ObjectID]*object{},
 		policy: erasure.RepairPolicy{Target: sc.Storage.Target, GracePeriod: sc.Storage.GracePeriod.D()},
 		rng:    rand.New(rand.NewPCG(seed, 0x73746f72)), // "stor"
+		used:   make([]int64, sc.Nodes),
+
+		volunteerRepairBySlot: map[int32]float64{},
 		// No object is written before the first probe: nothing to report.
 		lastReadable: math.NaN(),
 	}
@@ -97,7 +114,7 @@ func newStorage(sc *scenario.Scenario, pop *population, now func() time.Duration
 		s.shared = erasure.NewAvailabilityTracker(erasure.AvailabilityConfig{Now: clock})
 	}
 	st := sc.Storage
-	for i := range sc.Servers.Count {
+	for i := range st.AppServers {
 		cfg := erasure.DefaultSchedulerConfig()
 		cfg.Interval, cfg.Jitter = st.CheckInterval.D(), st.Jitter
 		cfg.ChecksPerSecond, cfg.CheckBurst = st.ChecksPerSecond, st.CheckBurst
@@ -150,6 +167,37 @@ func (s *storage) transition(slot int, up bool) {
 	}
 }
 
+// replaced forgets what the departed occupant of slot held: its shards
+// left the network with it.
+func (s *storage) replaced(slot int) {
+	s.departedBytes += float64(s.used[slot])
+	s.addUsed(int32(slot), -s.used[slot])
+}
+
+// addUsed changes the bytes slot holds by d.
+func (s *storage) addUsed(slot int32, d int64) {
+	s.used[slot] += d
+	if int(slot) < s.pop.servers {
+		s.storedSrv += d
+	} else {
+		s.storedVol += d
+	}
+}
+
+// integrate adds dt of the current stored bytes to the integrals.
+func (s *storage) integrate(dt time.Duration) {
+	s.storedVolSec += float64(s.storedVol) * dt.Seconds()
+	s.storedSrvSec += float64(s.storedSrv) * dt.Seconds()
+}
+
+// quota is the shard bytes the node in slot accepts; 0: no limit.
+func (s *storage) quota(slot int32) int64 {
+	if int(slot) < s.pop.servers {
+		return int64(s.sc.Storage.ServerQuota)
+	}
+	return int64(s.sc.Storage.VolunteerQuota)
+}
+
 // noteOutcome is erasure.Service.noteOutcome for a request to p.
 func (r *repairer) noteOutcome(p peer.ID, online bool) {
 	if online {
@@ -162,8 +210,10 @@ func (r *repairer) noteOutcome(p peer.ID, online bool) {
 // candidates is what Service.candidates returns on the repairer: itself,
 // then node's StoragePeers (the DHT's closest peers to the key, then every
 // connected peer: the other servers, which bootstrap from each other, and
-// a sample of the volunteers that dialled in).
-func (s *storage) candidates(r *repairer, o *object) []erasure.Candidate {
+// a sample of the volunteers that dialled in). A peer that cannot take need
+// more bytes within its quota has none (it would refuse the shard); Used
+// is its share of its quota in use, which placement weighs.
+func (s *storage) candidates(r *repairer, o *object, need int64) []erasure.Candidate {
 	st := s.sc.Storage
 	var out []erasure.Candidate
 	seen := map[int32]bool{}
@@ -174,16 +224,21 @@ func (s *storage) candidates(r *repairer, o *object) []erasure.Candidate {
 		seen[slot] = true
 		id := s.pop.ids[slot]
 		quota := slot >= int32(s.pop.servers) || *st.ServersHoldShards
+		used := 0.0
+		if q := s.quota(slot); q > 0 {
+			used = float64(s.used[slot]) / float64(q)
+			quota = quota && s.used[slot]+need <= q
+		}
 		out = append(out, erasure.Candidate{ID: id, Availability: r.tracker.Availability(id), HasQuota: quota,
-			Net: s.netOf(slot)})
+			Net: s.netOf(slot), Used: used})
 	}
 	add(int32(r.slot))
 	for _, slot := range s.pop.closestOnline(o.key, st.Candidates, nil) {
 		add(slot)
 	}
-	for i := range s.pop.servers {
-		if s.pop.isOnline(i) {
-			add(int32(i))
+	for _, o := range s.repairers {
+		if s.pop.isOnline(o.slot) {
+			add(int32(o.slot))
 		}
 	}
 	if n := s.pop.online.len(); n > 0 {
@@ -235,26 +290,44 @@ func (s *storage) write(o *object) bool {
 		return false
 	}
 	st := s.sc.Storage
-	plan, err := erasure.PlanPut(o.seed(), s.candidates(r, o), erasure.PutPolicy{
-		DataShards: st.DataShards, MinParity: st.MinParity, MaxShards: st.MaxShards, Target: st.Target})
+	// The largest shard any plan can have: at the least k.
+	need := shardBytes(erasure.Params{DataShards: st.DataShards, ParityShards: st.MinParity, SegmentSize: int(st.SegmentSize)}, o.size)
+	plan, err := erasure.PlanPut(o.seed(), s.candidates(r, o, need), s.putPolicy(), o.size)
 	if err != nil {
 		return false
 	}
 	o.params = erasure.Params{DataShards: plan.K, ParityShards: plan.M, SegmentSize: int(st.SegmentSize)}
+	o.shardBytes = shardBytes(o.params, o.size)
 	o.holders = o.holders[:0]
 	for _, p := range plan.Holders {
-		o.holders = append(o.holders, s.ref(p))
+		h := s.ref(p)
+		o.holders = append(o.holders, h)
+		s.addUsed(h.slot, o.shardBytes)
 		if p != s.pop.ids[r.slot] {
 			r.noteOutcome(p, true) // the upload succeeded: it is online
 		}
 	}
-	o.shardBytes = 0
-	for seg := range o.params.Segments(o.size) {
-		o.shardBytes += int64(o.params.ShardSize(o.params.SegmentLen(o.size, seg)))
-	}
 	o.written, o.targetMet = true, plan.TargetMet
 	r.sched.Add(o.id, s.clock())
 	return true
+}
+
+// putPolicy is the scenario's erasure.PutPolicy.
+func (s *storage) putPolicy() erasure.PutPolicy {
+	st := s.sc.Storage
+	return erasure.PutPolicy{DataShards: st.DataShards, MaxDataShards: st.MaxDataShards,
+		MinShardSize: int(st.MinShardSize), SegmentSize: int(st.SegmentSize),
+		MinParity: st.MinParity, MaxShards: st.MaxShards, Target: st.Target}
+}
+
+// shardBytes is the bytes of one shard index of an object of size bytes
+// stored with p, all segments together.
+func shardBytes(p erasure.Params, size int64) int64 {
+	n := int64(0)
+	for seg := range p.Segments(size) {
+		n += int64(p.ShardSize(p.SegmentLen(size, seg)))
+	}
+	return n
 }
 
 // tick runs every repairer's due checks, as Service.repairLoop does.
@@ -308,7 +381,7 @@ func (s *storage) check(r *repairer, o *object) {
 	if plan.Action == erasure.RepairNone {
 		return
 	}
-	plan = erasure.PlanRepair(o.seed(), o.params, holders, s.candidates(r, o), s.policy, now)
+	plan = erasure.PlanRepair(o.seed(), o.params, holders, s.candidates(r, o, o.shardBytes), s.policy, now)
 	switch plan.Action {
 	case erasure.RepairNone:
 		return
@@ -321,11 +394,22 @@ func (s *storage) check(r *repairer, o *object) {
 		s.deferred++
 		return
 	}
-	// Regenerate: fetch k shards of every segment from healthy holders (a
-	// local one costs no traffic), store each regenerated shard index on
-	// its new holder.
+	// Regenerate: the regenerating peer fetches k shards of every segment
+	// from healthy holders (a local one costs no traffic) and stores each
+	// regenerated shard index on its new holder. It is the app server, or
+	// with repair_by: volunteers the first volunteer holding a healthy
+	// shard (under the app's delegation; the server still decides).
+	regen, local := self, selfHealthy
+	if s.sc.Storage.RepairBy == "volunteers" {
+		for i, st := range plan.States {
+			if st == erasure.ShardHealthy && int(o.holders[i].slot) >= s.pop.servers {
+				regen, local = o.holders[i].id, true
+				break
+			}
+		}
+	}
 	fetched := int64(o.params.DataShards)
-	if selfHealthy {
+	if local {
 		fetched--
 	}
 	bytes := float64(fetched * o.shardBytes)
@@ -337,12 +421,25 @@ func (s *storage) check(r *repairer, o *object) {
 	for j, t := range plan.Targets {
 		idx := plan.Regenerate[j]
 		s.repairUpload += float64(o.shardBytes)
-		if t != self {
+		if t != regen {
 			bytes += float64(o.shardBytes)
+		}
+		if t != self {
 			r.noteOutcome(t, true)
 		}
+		if old := o.holders[idx]; s.alive(old) {
+			s.addUsed(old.slot, -o.shardBytes) // its stale shard is collected
+		}
 		o.holders[idx] = s.ref(t)
+		s.addUsed(o.holders[idx].slot, o.shardBytes)
 		s.regenerated++
+	}
+	if regen == self {
+		s.serverRepairBytes += bytes
+	} else {
+		slot := s.pop.slotOf[regen]
+		s.volunteerRepairBytes += bytes
+		s.volunteerRepairBySlot[slot] += bytes
 	}
 	s.repairs++
 	s.intervalRepairs++

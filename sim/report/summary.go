@@ -48,6 +48,24 @@ type Summary struct {
 	// whose result contained that peer.
 	LookupSuccess *float64 `json:"lookup_success"`
 
+	// Storage cost (issue 14). StorageExpansion is stored bytes / object
+	// bytes, the mean over objects. StorageExpansionOptimum is the same
+	// for the least number of shards that meets the target on the holders
+	// chosen, from their measured availabilities with the exact
+	// Poisson-binomial (erasure.LeastShards), the mean over objects.
+	StorageExpansion        *float64 `json:"storage_expansion"`
+	StorageExpansionOptimum *float64 `json:"storage_expansion_optimum"`
+	// VolunteerBytesShare is the share of shard bytes held by volunteers;
+	// VolunteerQuotaUseMaxOverMean the most used volunteer's quota use over
+	// the mean of the volunteers holding shards (1: perfectly even).
+	VolunteerBytesShare          *float64 `json:"volunteer_bytes_share"`
+	VolunteerQuotaUseMaxOverMean *float64 `json:"volunteer_quota_use_max_over_mean"`
+	// RepairBytesVsBound is the bytes repair stored on new holders over
+	// the Blake-Rodrigues bound: the bytes that departures destroyed, each
+	// holder class's stored bytes times the window over its mean lifetime
+	// (docs/simulation.md).
+	RepairBytesVsBound *float64 `json:"repair_bytes_vs_bound"`
+
 	// Details holds further figures, by name (see report.md).
 	Details map[string]float64 `json:"details,omitempty"`
 	// StdDev is the standard deviation over runs of every figure above,
@@ -82,6 +100,10 @@ func (s *Summary) figures() map[string]float64 {
 		{"retrievability", s.Retrievability}, {"repair_bytes_per_node_per_day", s.RepairBytesPerNodePerDay},
 		{"delivery_ratio", s.DeliveryRatio}, {"latency_p50_ms", s.LatencyP50MS}, {"latency_p99_ms", s.LatencyP99MS},
 		{"lookup_success", s.LookupSuccess},
+		{"storage_expansion", s.StorageExpansion}, {"storage_expansion_optimum", s.StorageExpansionOptimum},
+		{"volunteer_bytes_share", s.VolunteerBytesShare},
+		{"volunteer_quota_use_max_over_mean", s.VolunteerQuotaUseMaxOverMean},
+		{"repair_bytes_vs_bound", s.RepairBytesVsBound},
 	} {
 		if kv.v != nil {
 			out[kv.k] = *kv.v
@@ -137,6 +159,10 @@ func Aggregate(runs []Summary) Summary {
 	out.Retrievability, out.RepairBytesPerNodePerDay = get("retrievability"), get("repair_bytes_per_node_per_day")
 	out.DeliveryRatio, out.LatencyP50MS, out.LatencyP99MS = get("delivery_ratio"), get("latency_p50_ms"), get("latency_p99_ms")
 	out.LookupSuccess = get("lookup_success")
+	out.StorageExpansion, out.StorageExpansionOptimum = get("storage_expansion"), get("storage_expansion_optimum")
+	out.VolunteerBytesShare = get("volunteer_bytes_share")
+	out.VolunteerQuotaUseMaxOverMean = get("volunteer_quota_use_max_over_mean")
+	out.RepairBytesVsBound = get("repair_bytes_vs_bound")
 	for k := range runs[0].Details {
 		if v, ok := mean[k]; ok {
 			out.Details[k] = v

@@ -253,12 +253,17 @@ type Storage struct {
 	// Default 1d in model mode, 10s live.
 	WriteWithin Duration `yaml:"write_within"`
 
-	DataShards  int      `yaml:"data_shards"`  // k; default erasure.DefaultDataShards
-	MinParity   int      `yaml:"min_parity"`   // default erasure.DefaultMinParity
-	MaxShards   int      `yaml:"max_shards"`   // default erasure.MaxShards
-	SegmentSize ByteSize `yaml:"segment_size"` // default erasure.DefaultSegmentSize
-	Target      float64  `yaml:"target"`       // default erasure.DefaultTarget
-	GracePeriod Duration `yaml:"grace_period"` // default erasure.DefaultRepairPolicy().GracePeriod
+	DataShards int `yaml:"data_shards"` // least k; default erasure.DefaultDataShards
+	// MaxDataShards is the largest k, MinShardSize the least shard size k
+	// is raised for (erasure.ChooseDataShards); defaults erasure's. Set
+	// max_data_shards to data_shards for a fixed k (the sweep over k).
+	MaxDataShards int      `yaml:"max_data_shards"`
+	MinShardSize  ByteSize `yaml:"min_shard_size"`
+	MinParity     int      `yaml:"min_parity"`   // default erasure.DefaultMinParity
+	MaxShards     int      `yaml:"max_shards"`   // default erasure.MaxShards
+	SegmentSize   ByteSize `yaml:"segment_size"` // default erasure.DefaultSegmentSize
+	Target        float64  `yaml:"target"`       // default erasure.DefaultTarget
+	GracePeriod   Duration `yaml:"grace_period"` // default erasure.DefaultRepairPolicy().GracePeriod
 
 	// Repair scheduling (erasure.SchedulerConfig); defaults are erasure's.
 	CheckInterval    Duration `yaml:"check_interval"`
@@ -295,6 +300,23 @@ type Storage struct {
 	// own, as live mode's simulated addresses do. Volunteers are spread
 	// over 2^22 networks (home connections) at random.
 	ServerSubnets int `yaml:"server_subnets"`
+	// AppServers is how many of the servers hold the app key: they write
+	// and repair the objects, and are connected to each other (model).
+	// Default servers.count. The other servers are always-on peers that
+	// hold shards like any other (hosted nodes, "a few percent servers").
+	AppServers int `yaml:"app_servers"`
+	// VolunteerQuota and ServerQuota are the bytes of shards one volunteer
+	// or server accepts (model; erasure.StoreConfig.Quota). A peer whose
+	// quota would overflow is not a candidate, and placement favours peers
+	// with room (erasure.Candidate.Used). 0 (default): no quota.
+	VolunteerQuota ByteSize `yaml:"volunteer_quota"`
+	ServerQuota    ByteSize `yaml:"server_quota"`
+	// RepairBy is who pays a repair's bytes (model): "app_servers" (default,
+	// today: the app server that checks fetches k shards and uploads the
+	// regenerated ones) or "volunteers" (a volunteer holding a healthy
+	// shard regenerates under the app's delegation, fetching k-1 shards;
+	// the app server still decides, so only the accounting changes).
+	RepairBy string `yaml:"repair_by"`
 	// Observe is how app peers learn availability: "probes" (default) feeds
 	// each app peer's erasure.AvailabilityTracker only with what its own
 	// requests see, as the service does; "full" feeds it every
@@ -472,6 +494,14 @@ func (sc *Scenario) setDefaults() {
 	}
 	pick(&s.WriteWithin, 24*time.Hour, 10*time.Second)
 	setInt(&s.DataShards, ed.DataShards)
+	setInt(&s.MaxDataShards, max(s.DataShards, ed.MaxDataShards))
+	if s.MinShardSize == 0 {
+		s.MinShardSize = ByteSize(ed.MinShardSize)
+	}
+	setInt(&s.AppServers, sc.Servers.Count)
+	if s.RepairBy == "" {
+		s.RepairBy = "app_servers"
+	}
 	if s.MinParity == 0 {
 		s.MinParity = ed.MinParity
 	}
@@ -642,6 +672,18 @@ func (sc *Scenario) validate() error {
 		}
 		if s.Target <= 0 || s.Target >= 1 {
 			bad("storage.target %v must be in (0, 1)", s.Target)
+		}
+		if s.MaxDataShards < s.DataShards || s.MaxDataShards > s.MaxShards-s.MinParity {
+			bad("storage.max_data_shards %d must be in [data_shards, max_shards-min_parity]", s.MaxDataShards)
+		}
+		if s.AppServers < 1 || s.AppServers > sc.Servers.Count {
+			bad("storage.app_servers %d must be in [1, servers.count]", s.AppServers)
+		}
+		if s.VolunteerQuota < 0 || s.ServerQuota < 0 {
+			bad("storage: quotas must not be negative")
+		}
+		if s.RepairBy != "app_servers" && s.RepairBy != "volunteers" {
+			bad("storage.repair_by %q: want app_servers or volunteers", s.RepairBy)
 		}
 		if s.Candidates < s.DataShards {
 			bad("storage.candidates %d must be at least data_shards", s.Candidates)

@@ -1,0 +1,189 @@
+package erasure
+
+import (
+	"fmt"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// TestLeastShardsTable: the least n for 99.99% with k of n holders each
+// online with probability p, the table of issue 14, computed by hand from
+// the binomial tail (and cross-checked with the closed form in
+// TestProbAtLeast).
+func TestLeastShardsTable(t *testing.T) {
+	want := map[float64][4]int{ // k = 4, 8, 16, 32
+		0.2: {73, 107, 166, 274},
+		0.6: {20, 29, 47, 81},
+		0.8: {12, 19, 31, 55},
+	}
+	for p, ns := range want {
+		for i, k := range []int{4, 8, 16, 32} {
+			avail := make([]float64, 300)
+			for j := range avail {
+				avail[j] = p
+			}
+			n, ok := LeastShards(k, avail, DefaultTarget)
+			if !ok || n != ns[i] {
+				t.Errorf("p=%v k=%d: n=%d (ok %v), want %d", p, k, n, ok, ns[i])
+			}
+			// The least: one fewer misses the target.
+			if BinomialAtLeast(k, n-1, p) >= DefaultTarget || BinomialAtLeast(k, n, p) < DefaultTarget {
+				t.Errorf("p=%v k=%d: n=%d is not the least", p, k, n)
+			}
+		}
+	}
+	// Heterogeneous: the most available holders count first. Two servers
+	// and two volunteers at 0.2, k=2: the servers alone reach the target.
+	if n, ok := LeastShards(2, []float64{0.2, 1, 0.2, 1}, DefaultTarget); !ok || n != 2 {
+		t.Errorf("two servers: n=%d ok=%v", n, ok)
+	}
+	if _, ok := LeastShards(3, []float64{0.2, 0.2, 0.2}, DefaultTarget); ok {
+		t.Error("unreachable target reported met")
+	}
+}
+
+// TestChooseDataShards: k grows with size, one data shard per
+// MinShardSize of a segment, between DataShards and MaxDataShards, and
+// is lowered to keep MinParity parity shards on the holders available.
+func TestChooseDataShards(t *testing.T) {
+	pol := PutPolicy{DataShards: 4, MaxDataShards: 16, MinShardSize: 16 << 10, SegmentSize: 1 << 20,
+		MinParity: 2, MaxShards: 32}
+	for _, tc := range []struct {
+		size    int64
+		holders int
+		want    int
+	}{
+		{1 << 10, 32, 4},    // small: the least k
+		{64 << 10, 32, 4},   // 4 shards of 16 KiB
+		{128 << 10, 32, 8},  // 8 of 16 KiB
+		{200 << 10, 32, 12}, // 12 of 16.7 KiB
+		{256 << 10, 32, 16}, // 16 of 16 KiB
+		{64 << 20, 32, 16},  // segments of 1 MiB: 16 of 64 KiB
+		{64 << 20, 12, 10},  // 12 peers: 2 parity shards left
+		{64 << 20, 3, 1},    // 3 peers: k=1, m=2
+		{1 << 10, 5, 3},     // small network lowers even the least k
+		{64 << 20, 0, 1},    // none: 1 (PlanPut refuses before)
+	} {
+		if got := ChooseDataShards(tc.size, tc.holders, pol); got != tc.want {
+			t.Errorf("size %d on %d holders: k=%d, want %d", tc.size, tc.holders, got, tc.want)
+		}
+	}
+	// MaxDataShards unset: a fixed k, as before issue 14.
+	fixed := PutPolicy{DataShards: 4, MinParity: 2, MaxShards: 32, MinShardSize: 16 << 10}
+	if got := ChooseDataShards(64<<20, 32, fixed); got != 4 {
+		t.Errorf("fixed k: %d", got)
+	}
+}
+
+// TestPlanPutPrefersAvailable: with volunteers of mixed availability, Put
+// puts the object on the available ones and needs fewer shards than on
+// the population average: at k=16, a population at 0.6 would need 47.
+func TestPlanPutPrefersAvailable(t *testing.T) {
+	var cs []Candidate
+	for i := range 200 {
+		a := 0.1 // most volunteers are rarely online
+		if i%5 == 0 {
+			a = 0.9 // a fifth nearly always
+		}
+		cs = append(cs, Candidate{ID: peer.ID(fmt.Sprintf("v%03d", i)), Availability: a, HasQuota: true,
+			Net: fmt.Sprintf("n%d", i)})
+	}
+	pol := DefaultConfig().PutPolicy()
+	p, err := PlanPut(PlacementSeed{3}, cs, pol, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.K != 16 || !p.TargetMet || p.K+p.M > 28 {
+		t.Fatalf("plan k=%d m=%d prob %v met %v: want k=16 and at most 28 shards", p.K, p.M, p.Prob, p.TargetMet)
+	}
+	// The plan is the optimum for the holders it drew.
+	avail := map[peer.ID]float64{}
+	for _, c := range cs {
+		avail[c.ID] = c.Availability
+	}
+	var drawn []float64
+	for _, h := range Place(PlacementSeed{3}, 32, cs) {
+		drawn = append(drawn, avail[h])
+	}
+	if n, _ := LeastShards(16, drawn, pol.Target); n != p.K+p.M {
+		t.Fatalf("plan has %d shards, the optimum for its holders %d", p.K+p.M, n)
+	}
+}
+
+// TestPlaceBalancesQuota: a peer whose quota is nearly full wins fewer
+// shards than an equally available one with room.
+func TestPlaceBalancesQuota(t *testing.T) {
+	cs := candidates(10)
+	for i := range cs {
+		cs[i].Availability = 0.8
+	}
+	cs[0].Used, cs[1].Used = 0.9, 0
+	wins := map[peer.ID]int{}
+	for o := range 2000 {
+		wins[Place(PlacementSeed{byte(o), byte(o >> 8)}, 1, cs)[0]]++
+	}
+	if wins[cs[1].ID] <= 4*wins[cs[0].ID] {
+		t.Fatalf("quota not weighted: full %d, empty %d", wins[cs[0].ID], wins[cs[1].ID])
+	}
+}
+
+// TestPopulationPrior: a peer never observed is assumed to be like those
+// observed (their mean estimate), not a fixed 0.5; before anything is
+// observed, Prior.
+func TestPopulationPrior(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(0, 0)}
+	tr := NewAvailabilityTracker(AvailabilityConfig{HalfLife: time.Hour, Now: clk.Now})
+	if a := tr.Availability("new"); a != DefaultPrior {
+		t.Fatalf("nothing observed: %v, want %v", a, DefaultPrior)
+	}
+	// Eight peers online 10% of the time, for many half-lives.
+	for range 200 {
+		for i := range 8 {
+			tr.Succeeded(peer.ID(fmt.Sprint(i)))
+		}
+		clk.Advance(6 * time.Minute)
+		for i := range 8 {
+			tr.Failed(peer.ID(fmt.Sprint(i)))
+		}
+		clk.Advance(54 * time.Minute)
+	}
+	a := tr.Availability("new")
+	if math.Abs(a-0.1) > 0.05 {
+		t.Fatalf("population prior %v, want about 0.1", a)
+	}
+	// A newcomer starts there and its own observations move it.
+	tr.Connected("new")
+	clk.Advance(time.Hour)
+	if b := tr.Availability("new"); math.Abs(b-(1-(1-a)/2)) > 0.02 {
+		t.Fatalf("newcomer after a half-life online: %v, want %v", b, 1-(1-a)/2)
+	}
+}
+
+// TestPlanRepairLazy: lost shards are regenerated only once P(>=k online)
+// of the holders left falls below the target, then all together.
+func TestPlanRepairLazy(t *testing.T) {
+	now, pol := time.Unix(1e6, 0), DefaultRepairPolicy()
+	p := Params{DataShards: 4, ParityShards: 10, SegmentSize: MinSegmentSize}
+	cs := candidates(30)
+	var holders []HolderStatus
+	for _, c := range cs[:14] {
+		holders = append(holders, HolderStatus{Peer: c.ID, Reachable: true, Complete: true, LastSeen: now, Availability: 0.8})
+	}
+	gone := func(i int) { holders[i].Reachable, holders[i].LastSeen = false, now.Add(-2*pol.GracePeriod) }
+	// 14 holders at 0.8 for k=4, of which 12 meet the target (the issue's
+	// table): the first two losses wait.
+	for i := range 2 {
+		gone(i)
+		if plan := PlanRepair(PlacementSeed{}, p, holders, cs, pol, now); plan.Action != RepairNone {
+			t.Fatalf("%d lost, %d left: %v (%s)", i+1, 14-i-1, plan.Action, plan.Reason)
+		}
+	}
+	gone(2)
+	plan := PlanRepair(PlacementSeed{}, p, holders, cs, pol, now)
+	if plan.Action != RepairNow || fmt.Sprint(plan.Regenerate) != "[0 1 2]" || plan.ProbAfter < pol.Target {
+		t.Fatalf("3 lost, 11 left (P %v): %+v", BinomialAtLeast(4, 11, 0.8), plan)
+	}
+}
