@@ -347,6 +347,17 @@ func (s *Service) hintChain(ctx context.Context, m *Manifest, i int) ([]peer.ID,
 // of index i lead to, the last (current) one first. It returns the holder
 // that answered.
 func (s *Service) fetchViaHints(ctx context.Context, m *Manifest, seg, i int) ([]byte, peer.ID, error) {
+	data, p, err := s.fetchViaHandoffHints(ctx, m, seg, i)
+	if err != nil {
+		// A volunteer may have regenerated the index elsewhere.
+		if d, rp, rerr := s.fetchViaRepairHint(ctx, m, seg, i); rerr == nil {
+			return d, rp, nil
+		}
+	}
+	return data, p, err
+}
+
+func (s *Service) fetchViaHandoffHints(ctx context.Context, m *Manifest, seg, i int) ([]byte, peer.ID, error) {
 	chain, _, err := s.hintChain(ctx, m, i)
 	if len(chain) == 0 {
 		if err == nil {
@@ -391,7 +402,7 @@ func (s *Service) keepHandedOff(ctx context.Context, m *Manifest, i int) (bool, 
 		return true, err // never delete on doubt
 	}
 	if len(chain) == 0 || chain[len(chain)-1] != s.h.ID() {
-		return false, nil
+		return s.keepRepaired(ctx, m, i) // or regenerated here by a volunteer
 	}
 	if st := s.checkIndex(ctx, m, i, m.Placement[i]); st.Reachable && st.Complete {
 		s.log.Debug("handed-off shards are back on their holder; dropping our copy", "object", m.Object, "index", i, "holder", m.Placement[i])

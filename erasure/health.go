@@ -75,7 +75,16 @@ func (s *Service) Health(ctx context.Context, key string) (*Health, error) {
 // another peer before leaving (a trusted hint chain, see hintChain) and
 // that peer has them all, the status is that peer's, marked HandedOff.
 func (s *Service) checkHolders(ctx context.Context, m *Manifest) []HolderStatus {
+	out, _ := s.checkHoldersHinted(ctx, m)
+	return out
+}
+
+// checkHoldersHinted is checkHolders, also telling how many indices are
+// on the holders volunteers' repair hints name (checkRepaired), within
+// their delegation's budget.
+func (s *Service) checkHoldersHinted(ctx context.Context, m *Manifest) ([]HolderStatus, int) {
 	out := make([]HolderStatus, len(m.Placement))
+	rep := make([]repairedStatus, len(m.Placement))
 	var wg sync.WaitGroup
 	for i, p := range m.Placement {
 		wg.Go(func() {
@@ -85,13 +94,15 @@ func (s *Service) checkHolders(ctx context.Context, m *Manifest) []HolderStatus 
 			if !st.Reachable {
 				if hs, ok := s.checkHandedOff(ctx, m, i); ok {
 					st = hs
+				} else {
+					rep[i] = s.checkRepaired(ctx, m, i)
 				}
 			}
 			out[i] = st
 		})
 	}
 	wg.Wait()
-	return out
+	return out, applyRepaired(out, rep)
 }
 
 // checkIndex asks p whether it has shard i of every segment of m.
