@@ -39,7 +39,7 @@ const (
 	// OpRepair: regenerate lost shards onto new holders and publish repair
 	// hints for them.
 	OpRepair = 1 << iota
-	opAll = OpRepair
+	opAll    = OpRepair
 )
 
 var delegationMagic = [4]byte{'I', 'M', 'D', 'G'}
