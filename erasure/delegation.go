@@ -279,3 +279,15 @@ func selectNewest(vals [][]byte, created func([]byte) (time.Time, error), invali
 	}
 	return best, nil
 }
+
+// Marshal encodes a signed delegation.
+func (d *Delegation) Marshal() ([]byte, error) {
+	if len(d.Signature) != ed25519.SignatureSize {
+		return nil, fmt.Errorf("%w: unsigned", ErrInvalidDelegation)
+	}
+	body, err := d.body()
+	if err != nil {
+		return nil, err
+	}
+	return append(body, d.Signature...), nil
+}

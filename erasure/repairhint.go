@@ -273,3 +273,15 @@ func (RepairHintValidator) Select(key string, vals [][]byte) (int, error) {
 		return h.Created, nil
 	}, ErrInvalidRepairHint)
 }
+
+// Marshal encodes a signed repair hint.
+func (h *RepairHint) Marshal() ([]byte, error) {
+	if len(h.Signature) != 64 {
+		return nil, fmt.Errorf("%w: unsigned", ErrInvalidRepairHint)
+	}
+	body, err := h.body()
+	if err != nil {
+		return nil, err
+	}
+	return append(body, h.Signature...), nil
+}
