@@ -177,6 +177,7 @@ func (s *Service) volunteerRepairObject(ctx context.Context, d *Delegation, rec 
 	}
 	res.Delegated++
 	holders, hinted := s.checkHoldersHinted(ctx, m)
+	hinted += s.renewRepairHints(ctx, d, rec, m, holders, d.Budget-hinted)
 	cands, err := s.candidates(ctx, dhtKey)
 	if err != nil {
 		return res, err
@@ -235,6 +236,54 @@ func (s *Service) volunteerRepairObject(ctx context.Context, d *Delegation, rec 
 		s.volunteerNeed.remove(needKey)
 	}
 	return res, errors.Join(errs...)
+}
+
+// renewRepairHints re-signs, under the current delegation d (rec), the
+// repair hints of m's unreachable indices that were refused only because
+// they carry an older delegation (expired while the app was away) and
+// whose holder still has every shard: the shards stay where they are, and
+// count again for readers. It updates holders for the indices renewed and
+// returns how many, at most budget.
+func (s *Service) renewRepairHints(ctx context.Context, d *Delegation, rec []byte, m *Manifest, holders []HolderStatus, budget int) int {
+	self := s.h.ID()
+	now := s.cfg.Now()
+	renewed := 0
+	for i, st := range holders {
+		if renewed >= budget {
+			break
+		}
+		if st.Reachable {
+			continue
+		}
+		key := RepairHintKey(m.Namespace(), m.Object, i)
+		b, err := s.records.GetValue(ctx, key)
+		if err != nil {
+			continue
+		}
+		old, err := validateRepairHint(key, b)
+		if err != nil || old.DataVersion != m.DataVersion || !old.Delegation.Created.Before(d.Created) ||
+			holds(m, old.Holder) || old.Holder == self {
+			continue
+		}
+		hs := s.checkIndex(ctx, m, i, old.Holder)
+		if !hs.Reachable || !hs.Complete {
+			continue
+		}
+		h := &RepairHint{Object: m.Object, DataVersion: m.DataVersion, Index: i, Created: now, Signer: self,
+			Holder: old.Holder, Delegation: d, delegation: rec}
+		nb, err := h.Sign(s.h.Peerstore().PrivKey(self))
+		if err == nil {
+			err = s.records.PutValue(ctx, key, nb)
+		}
+		if err != nil {
+			s.log.Debug("renew repair hint", "key", key, "err", err)
+			continue
+		}
+		hs.HandedOff = true
+		holders[i] = hs
+		renewed++
+	}
+	return renewed
 }
 
 // volunteerSeed is the placement seed volunteers repair an object with.
