@@ -23,6 +23,7 @@ type metrics struct {
 	// volunteer repair (volunteerrepair.go)
 	roles        *prometheus.CounterVec
 	hintsRefused prometheus.Counter
+	roleTotals   RepairBytes
 }
 
 // newMetrics creates the metrics and registers them, with gauges reading

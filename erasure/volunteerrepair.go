@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -469,7 +470,27 @@ func (m *metrics) newVolunteerMetrics(ns, sub string) []prometheus.Collector {
 func (m *metrics) roleBytes(role string, bytes int64) {
 	if m != nil && bytes > 0 {
 		m.roles.WithLabelValues(role).Add(float64(bytes))
+		if role == roleServer {
+			m.roleTotals.Server.Add(bytes)
+		} else {
+			m.roleTotals.Volunteer.Add(bytes)
+		}
 	}
+}
+
+// RepairBytes counts the shard bytes this peer's repairs regenerated and
+// uploaded since it started, by role (immense_state_repair_role_bytes_total).
+type RepairBytes struct {
+	// Server: repairs of its own namespace, as a holder of the app key.
+	Server atomic.Int64
+	// Volunteer: repairs of other apps' objects under their delegation.
+	Volunteer atomic.Int64
+}
+
+// RepairBytes returns the shard bytes this peer's repairs uploaded since
+// it started: as the app's server, and as a volunteer for other apps.
+func (s *Service) RepairBytes() (server, volunteer int64) {
+	return s.metrics.roleTotals.Server.Load(), s.metrics.roleTotals.Volunteer.Load()
 }
 
 func (m *metrics) repairHintRefused() {

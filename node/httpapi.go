@@ -518,6 +518,16 @@ type StorageStatus struct {
 	Shards  int    `json:"shards"`
 	Objects int    `json:"objects"`
 	Zone    string `json:"zone,omitempty"`
+	// RepairBytes are the shard bytes this node's repairs uploaded since
+	// it started: for its own app (server) and, under other apps'
+	// delegations, as a volunteer.
+	RepairBytes RepairRoleBytes `json:"repair_bytes"`
+}
+
+// RepairRoleBytes splits repair traffic by role.
+type RepairRoleBytes struct {
+	Server    int64 `json:"server"`
+	Volunteer int64 `json:"volunteer"`
 }
 
 // maxStatusConns caps the connections listed in /v1/status.
@@ -592,7 +602,9 @@ func (n *Node) storageStatus() *StorageStatus {
 			objects[r.Object] = struct{}{}
 		}
 	}
-	return &StorageStatus{Used: st.Used(), Quota: st.Quota(), Shards: len(shards), Objects: len(objects), Zone: n.cfg.State.Zone}
+	server, volunteer := n.state.svc.RepairBytes()
+	return &StorageStatus{Used: st.Used(), Quota: st.Quota(), Shards: len(shards), Objects: len(objects), Zone: n.cfg.State.Zone,
+		RepairBytes: RepairRoleBytes{Server: server, Volunteer: volunteer}}
 }
 
 func (a *api) status(w http.ResponseWriter, _ *http.Request) {
