@@ -91,12 +91,17 @@ func (s *Service) checkHoldersHinted(ctx context.Context, m *Manifest) ([]Holder
 			st := s.checkIndex(ctx, m, i, p)
 			// Only an unreachable holder may have left on purpose: one
 			// that answers without its shards has lost them.
+			handed := false
 			if !st.Reachable {
-				if hs, ok := s.checkHandedOff(ctx, m, i); ok {
+				var hs HolderStatus
+				if hs, handed = s.checkHandedOff(ctx, m, i); handed {
 					st = hs
-				} else {
-					rep[i] = s.checkRepaired(ctx, m, i)
 				}
+			}
+			// A volunteer may have regenerated the shard of a holder that
+			// is gone or lost it.
+			if !handed && !(st.Reachable && st.Complete) {
+				rep[i] = s.checkRepaired(ctx, m, i)
 			}
 			out[i] = st
 		})

@@ -201,7 +201,7 @@ func (s *Service) volunteerRepairObject(ctx context.Context, d *Delegation, rec 
 	}
 	left := d.Budget - hinted
 	if left <= 0 {
-		s.log.Debug("volunteer repair: delegation budget used up; waiting for the app", "object", obj, "budget", d.Budget)
+		s.log.Debug("volunteer repair: delegation budget used up; waiting for the app", "object", obj.String(), "budget", d.Budget)
 		return res, nil
 	}
 	if len(plan.Targets) > left {
@@ -209,7 +209,7 @@ func (s *Service) volunteerRepairObject(ctx context.Context, d *Delegation, rec 
 	}
 	plan.Regenerate = plan.Regenerate[:len(plan.Targets)]
 	base, _ := adoptHandedOff(m, holders)
-	s.log.Info("repairing object as a volunteer", "namespace", ns, "object", obj, "reason", plan.Reason,
+	s.log.Info("repairing object as a volunteer", "namespace", ns.String(), "object", obj.String(), "reason", plan.Reason,
 		"shards", plan.Regenerate, "targets", plan.Targets, "rank", rank)
 	moved, bytes, regErr := s.regenerate(ctx, base, plan)
 	res.Bytes = bytes

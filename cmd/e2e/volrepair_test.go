@@ -59,6 +59,11 @@ func TestStateVolunteerRepair(t *testing.T) {
 		p := net.peer(fmt.Sprintf("spare%d", i), dir, listen, volFlags...)
 		vols[p.info.PeerID], dirs[p.info.PeerID] = p, dir
 	}
+	// Every holder knows the spare peers before it may need them: the
+	// app, the other volunteers, the spares and the bootstrap node.
+	for _, id := range res.Holders {
+		stateWaitConnected(t, vols[id], volunteers+2+1)
+	}
 	app.kill()
 
 	// floor(m/2)+1 holders come back without their shards: fewer than
@@ -75,7 +80,10 @@ func TestStateVolunteerRepair(t *testing.T) {
 	}
 
 	// Wait until a volunteer has regenerated them all.
-	want := float64(wiped) * float64(len(value)) / float64(res.K) // about: padding and sealing add a little
+	// One segment: the value and its 40 bytes of nonce and tag, in k
+	// shards.
+	shardSize := (len(value) + 40 + res.K - 1) / res.K
+	want := float64(wiped * shardSize)
 	deadline := time.Now().Add(90 * time.Second)
 	var repairer *proc
 	for repairer == nil {
@@ -92,6 +100,9 @@ func TestStateVolunteerRepair(t *testing.T) {
 		}
 		if repairer == nil {
 			if time.Now().After(deadline) {
+				for _, p := range vols {
+					t.Logf("%s:\n%s", p.name, p.dump())
+				}
 				t.Fatalf("no volunteer repaired %d shards within 90 s", wiped)
 			}
 			time.Sleep(200 * time.Millisecond)
@@ -105,7 +116,9 @@ func TestStateVolunteerRepair(t *testing.T) {
 
 	// One more original holder goes: the k original shards still online
 	// are k-1, so the read needs the regenerated ones.
-	vols[res.Holders[wiped]].kill()
+	gone := vols[res.Holders[wiped]]
+	goneBytes := stateMetric(t, gone.info.HTTP, `immense_state_repair_role_bytes_total{role="volunteer"}`)
+	gone.kill()
 	reader := net.peer("reader", t.TempDir(), listen, "--app-key", net.keyFile, "--storage-quota", "1KiB")
 	stateWaitConnected(t, reader, 3)
 	deadline = time.Now().Add(60 * time.Second)
@@ -121,6 +134,17 @@ func TestStateVolunteerRepair(t *testing.T) {
 			t.Fatalf("read through repair hints: %v", err)
 		}
 		time.Sleep(500 * time.Millisecond) // the reader is still finding peers
+	}
+	// Several volunteer passes later, nobody has regenerated anything
+	// again: the repair hints count for the indices they repaired.
+	total := goneBytes
+	for _, p := range vols {
+		if p != gone {
+			total += stateMetric(t, p.info.HTTP, `immense_state_repair_role_bytes_total{role="volunteer"}`)
+		}
+	}
+	if total != want {
+		t.Errorf("volunteers uploaded %v bytes, want %v (%d shards of %d)", total, want, wiped, shardSize)
 	}
 }
 
