@@ -312,3 +312,25 @@ func FuzzRepairHintDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestApplyRepairedBudget: health and repair checks count at most the
+// delegation's budget of indices placed by repair hints, in index order.
+func TestApplyRepairedBudget(t *testing.T) {
+	ids := testPeerIDs(t, 5)
+	out := make([]HolderStatus, 5)
+	rep := make([]repairedStatus, 5)
+	for i := range rep {
+		out[i] = HolderStatus{Peer: ids[i]}
+		if i > 0 {
+			rep[i] = repairedStatus{st: HolderStatus{Peer: ids[i], Reachable: true, Complete: true, HandedOff: true}, budget: 2, ok: true}
+		}
+	}
+	if used := applyRepaired(out, rep); used != 2 {
+		t.Fatalf("used %d, want the budget 2", used)
+	}
+	for i, st := range out {
+		if want := i == 1 || i == 2; st.HandedOff != want {
+			t.Errorf("index %d: handed off %v, want %v", i, st.HandedOff, want)
+		}
+	}
+}
