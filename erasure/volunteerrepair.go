@@ -179,15 +179,13 @@ func (s *Service) volunteerRepairObject(ctx context.Context, d *Delegation, rec 
 	res.Delegated++
 	holders, hinted := s.checkHoldersHinted(ctx, m)
 	hinted += s.renewRepairHints(ctx, d, rec, m, holders, d.Budget-hinted)
-	cands, err := s.candidates(ctx, dhtKey)
-	if err != nil {
-		return res, err
-	}
 	seed := volunteerSeed(m)
 	now := s.cfg.Now()
-	plan := PlanRepair(seed, m.Params, holders, s.withHolders(cands, holders), s.cfg.Repair, now)
+	// Planned first without candidates: finding them costs a DHT lookup,
+	// and most objects need nothing.
+	plan := PlanRepair(seed, m.Params, holders, s.withHolders(nil, holders), s.cfg.Repair, now)
 	needKey := fmt.Sprintf("%s/%d", dhtKey, m.Version)
-	if plan.Action != RepairNow {
+	if plan.Action == RepairNone || plan.Healthy < m.Params.DataShards {
 		s.volunteerNeed.remove(needKey)
 		return res, nil
 	}
@@ -202,6 +200,14 @@ func (s *Service) volunteerRepairObject(ctx context.Context, d *Delegation, rec 
 	left := d.Budget - hinted
 	if left <= 0 {
 		s.log.Debug("volunteer repair: delegation budget used up; waiting for the app", "object", obj.String(), "budget", d.Budget)
+		return res, nil
+	}
+	cands, err := s.candidates(ctx, dhtKey)
+	if err != nil {
+		return res, err
+	}
+	if plan = PlanRepair(seed, m.Params, holders, s.withHolders(cands, holders), s.cfg.Repair, now); plan.Action != RepairNow {
+		s.log.Debug("volunteer repair: cannot repair now", "object", obj.String(), "reason", plan.Reason)
 		return res, nil
 	}
 	if len(plan.Targets) > left {
