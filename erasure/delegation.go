@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"math"
 	"strings"
 	"time"
 
@@ -164,8 +163,7 @@ func (d *Delegation) body() ([]byte, error) {
 	b = binary.BigEndian.AppendUint64(b, uint64(d.Created.UnixNano()))
 	b = binary.BigEndian.AppendUint64(b, uint64(d.Expires.UnixNano()))
 	b = append(b, byte(d.Budget))
-	b = append(b, byte(len(d.Delegate)))
-	b = append(b, d.Delegate...)
+	b = appendPeerID(b, d.Delegate)
 	return b, nil
 }
 
@@ -183,39 +181,22 @@ func (d *Delegation) Sign(k *AppKey) ([]byte, error) {
 // ParseDelegation decodes and verifies a delegation: canonical, within
 // MaxDelegationSize, consistent and signed by the app key it carries.
 func ParseDelegation(b []byte) (*Delegation, error) {
-	if len(b) > MaxDelegationSize {
-		return nil, fmt.Errorf("%w: %d bytes, over %d", ErrInvalidDelegation, len(b), MaxDelegationSize)
+	r, sig, err := openRecord(b, delegationHeaderLen+1, MaxDelegationSize, delegationMagic, DelegationFormat)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidDelegation, err)
 	}
-	if len(b) < delegationHeaderLen+1+ed25519.SignatureSize {
-		return nil, fmt.Errorf("%w: %d bytes, too short", ErrInvalidDelegation, len(b))
-	}
-	r := &manifestReader{b: b[:len(b)-ed25519.SignatureSize]}
-	if !bytes.Equal(r.take(4), delegationMagic[:]) {
-		return nil, fmt.Errorf("%w: bad magic", ErrInvalidDelegation)
-	}
-	if f := r.u8(); f != DelegationFormat {
-		return nil, fmt.Errorf("%w: unknown format %d", ErrInvalidDelegation, f)
-	}
-	d := &Delegation{PublicKey: ed25519.PublicKey(bytes.Clone(r.take(32)))}
+	d := &Delegation{PublicKey: ed25519.PublicKey(bytes.Clone(r.take(32))), Signature: sig}
 	d.Ops = r.u8()
-	created, expires := r.u64(), r.u64()
-	if created > math.MaxInt64 || expires > math.MaxInt64 {
-		return nil, fmt.Errorf("%w: time out of range", ErrInvalidDelegation)
-	}
-	d.Created, d.Expires = time.Unix(0, int64(created)).UTC(), time.Unix(0, int64(expires)).UTC()
+	d.Created, d.Expires = r.time(), r.time()
 	d.Budget = int(r.u8())
-	d.Delegate = peer.ID(r.take(int(r.u8())))
-	if r.err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidDelegation, r.err)
-	}
-	if len(r.b) != 0 {
-		return nil, fmt.Errorf("%w: %d trailing bytes", ErrInvalidDelegation, len(r.b))
+	d.Delegate = r.peerID()
+	if err := r.end(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidDelegation, err)
 	}
 	if err := d.check(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidDelegation, err)
 	}
-	d.Signature = bytes.Clone(b[len(b)-ed25519.SignatureSize:])
-	if !ed25519.Verify(d.PublicKey, append([]byte(delegationSigDomain), b[:len(b)-ed25519.SignatureSize]...), d.Signature) {
+	if !ed25519.Verify(d.PublicKey, append([]byte(delegationSigDomain), b[:len(b)-sigLen]...), d.Signature) {
 		return nil, fmt.Errorf("%w: bad signature", ErrInvalidDelegation)
 	}
 	return d, nil

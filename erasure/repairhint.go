@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/crypto/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -137,10 +135,7 @@ func (h *RepairHint) body() ([]byte, error) {
 	b = binary.BigEndian.AppendUint64(b, h.DataVersion)
 	b = binary.BigEndian.AppendUint16(b, uint16(h.Index))
 	b = binary.BigEndian.AppendUint64(b, uint64(h.Created.UnixNano()))
-	b = append(b, byte(len(h.Signer)))
-	b = append(b, h.Signer...)
-	b = append(b, byte(len(h.Holder)))
-	b = append(b, h.Holder...)
+	b = appendPeerID(appendPeerID(b, h.Signer), h.Holder)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(h.delegation)))
 	b = append(b, h.delegation...)
 	return b, nil
@@ -149,19 +144,13 @@ func (h *RepairHint) body() ([]byte, error) {
 // Sign signs h with priv, which must be the identity key of h.Signer, and
 // returns the encoding.
 func (h *RepairHint) Sign(priv crypto.PrivKey) ([]byte, error) {
-	if priv == nil || priv.Type() != pb.KeyType_Ed25519 {
-		return nil, fmt.Errorf("%w: repair hints are signed with an Ed25519 peer key", ErrInvalidRepairHint)
-	}
-	if id, err := peer.IDFromPrivateKey(priv); err != nil || id != h.Signer {
-		return nil, fmt.Errorf("%w: key of %s cannot sign for %s", ErrInvalidRepairHint, id, h.Signer)
-	}
 	body, err := h.body()
 	if err != nil {
 		return nil, err
 	}
-	sig, err := priv.Sign(append([]byte(repairHintSigDomain), body...))
+	sig, err := signAsPeer(priv, h.Signer, repairHintSigDomain, body)
 	if err != nil {
-		return nil, fmt.Errorf("sign repair hint: %w", err)
+		return nil, fmt.Errorf("%w: %v", ErrInvalidRepairHint, err)
 	}
 	h.Signature = sig
 	return append(body, sig...), nil
@@ -174,63 +163,31 @@ func (h *RepairHint) Sign(priv crypto.PrivKey) ([]byte, error) {
 // checks neither the DHT key (RepairHintValidator) nor time and holders
 // (Service.acceptRepairHint, against the current manifest).
 func ParseRepairHint(b []byte) (*RepairHint, error) {
-	const sigLen = 64
-	if len(b) > MaxRepairHintSize {
-		return nil, fmt.Errorf("%w: %d bytes, over %d", ErrInvalidRepairHint, len(b), MaxRepairHintSize)
-	}
-	if len(b) < repairHintHeaderLen+4+sigLen {
-		return nil, fmt.Errorf("%w: %d bytes, too short", ErrInvalidRepairHint, len(b))
-	}
-	r := &manifestReader{b: b[:len(b)-sigLen]}
-	if !bytes.Equal(r.take(4), repairHintMagic[:]) {
-		return nil, fmt.Errorf("%w: bad magic", ErrInvalidRepairHint)
-	}
-	if f := r.u8(); f != RepairHintFormat {
-		return nil, fmt.Errorf("%w: unknown format %d", ErrInvalidRepairHint, f)
-	}
-	h := &RepairHint{}
-	copy(h.Object[:], r.take(32))
-	h.DataVersion = r.u64()
-	if v := r.take(2); v != nil {
-		h.Index = int(binary.BigEndian.Uint16(v))
-	}
-	created := r.u64()
-	if created > math.MaxInt64 {
-		return nil, fmt.Errorf("%w: created %d out of range", ErrInvalidRepairHint, created)
-	}
-	h.Created = time.Unix(0, int64(created)).UTC()
-	h.Signer = peer.ID(r.take(int(r.u8())))
-	h.Holder = peer.ID(r.take(int(r.u8())))
-	var dlen int
-	if v := r.take(2); v != nil {
-		dlen = int(binary.BigEndian.Uint16(v))
-	}
-	h.delegation = bytes.Clone(r.take(dlen))
-	if r.err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidRepairHint, r.err)
-	}
-	if len(r.b) != 0 {
-		return nil, fmt.Errorf("%w: %d trailing bytes", ErrInvalidRepairHint, len(r.b))
-	}
-	d, err := ParseDelegation(h.delegation)
+	r, sig, err := openRecord(b, repairHintHeaderLen+4, MaxRepairHintSize, repairHintMagic, RepairHintFormat)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidRepairHint, err)
 	}
-	h.Delegation = d
+	h := &RepairHint{Signature: sig}
+	copy(h.Object[:], r.take(32))
+	h.DataVersion = r.u64()
+	h.Index = r.u16()
+	h.Created = r.time()
+	h.Signer, h.Holder = r.peerID(), r.peerID()
+	h.delegation = bytes.Clone(r.take(r.u16()))
+	if err := r.end(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidRepairHint, err)
+	}
+	if h.Delegation, err = ParseDelegation(h.delegation); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidRepairHint, err)
+	}
 	if err := h.check(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidRepairHint, err)
 	}
-	if d.Ops&OpRepair == 0 || (d.Delegate != "" && d.Delegate != h.Signer) {
+	if d := h.Delegation; d.Ops&OpRepair == 0 || (d.Delegate != "" && d.Delegate != h.Signer) {
 		return nil, fmt.Errorf("%w: the delegation does not let %s repair", ErrInvalidRepairHint, h.Signer)
 	}
-	pub, err := h.Signer.ExtractPublicKey()
-	if err != nil || pub.Type() != pb.KeyType_Ed25519 {
-		return nil, fmt.Errorf("%w: signer %s has no Ed25519 key in its id", ErrInvalidRepairHint, h.Signer)
-	}
-	h.Signature = bytes.Clone(b[len(b)-sigLen:])
-	ok, err := pub.Verify(append([]byte(repairHintSigDomain), b[:len(b)-sigLen]...), h.Signature)
-	if err != nil || !ok {
-		return nil, fmt.Errorf("%w: bad signature", ErrInvalidRepairHint)
+	if err := verifyAsPeer(h.Signer, repairHintSigDomain, b[:len(b)-sigLen], h.Signature); err != nil {
+		return nil, fmt.Errorf("%w: signer: %v", ErrInvalidRepairHint, err)
 	}
 	return h, nil
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"sort"
 	"sync/atomic"
@@ -90,20 +89,11 @@ func (s *Service) lookupDelegation(ctx context.Context, ns NamespaceID) (*Delega
 // volunteerLoop runs VolunteerRepair every VolunteerRepairInterval (±25%
 // jitter, so that holders started together do not pass in step).
 func (s *Service) volunteerLoop() {
-	defer s.wg.Done()
-	for {
-		d := time.Duration(float64(s.cfg.VolunteerRepairInterval) * (0.75 + 0.5*rand.Float64()))
-		t := time.NewTimer(d)
-		select {
-		case <-s.ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
+	s.everyJittered(s.cfg.VolunteerRepairInterval, func() {
 		if _, err := s.VolunteerRepair(s.ctx); err != nil && s.ctx.Err() == nil {
 			s.log.Debug("volunteer repair", "err", err)
 		}
-	}
+	})
 }
 
 // VolunteerRepair checks every object of another namespace that this peer
