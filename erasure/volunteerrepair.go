@@ -196,6 +196,9 @@ func (s *Service) volunteerRepairObject(ctx context.Context, d *Delegation, rec 
 	if err != nil {
 		return res, err
 	}
+	// No target may be a peer the manifest places an index on, even one
+	// whose index a hint moved elsewhere: readers refuse such a hint.
+	cands = slices.DeleteFunc(cands, func(c Candidate) bool { return holds(m, c.ID) })
 	if plan = PlanRepair(seed, m.Params, holders, s.withHolders(cands, holders), s.cfg.Repair, now); plan.Action != RepairNow {
 		s.log.Debug("volunteer repair: cannot repair now", "object", obj.String(), "reason", plan.Reason)
 		return res, nil

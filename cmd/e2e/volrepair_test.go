@@ -69,14 +69,17 @@ func TestStateVolunteerRepair(t *testing.T) {
 	// floor(m/2)+1 holders come back without their shards: fewer than
 	// k+ceil(m/2) remain, so repair is due at once (no grace period for a
 	// holder that answers without its shard).
+	// All stop before any restarts, so that none of them can be the one
+	// that repairs (its counters would restart from 0).
 	wiped := res.M/2 + 1
 	for _, id := range res.Holders[:wiped] {
-		p := vols[id]
-		p.kill()
+		vols[id].kill()
 		if err := os.RemoveAll(filepath.Join(dirs[id], "shards")); err != nil {
 			t.Fatal(err)
 		}
-		vols[id] = net.peer(p.name+"-wiped", dirs[id], listen, volFlags...)
+	}
+	for _, id := range res.Holders[:wiped] {
+		vols[id] = net.peer(vols[id].name+"-wiped", dirs[id], listen, volFlags...)
 	}
 
 	// Wait until a volunteer has regenerated them all.
