@@ -180,7 +180,10 @@ func (s *Service) volunteerRepairObject(ctx context.Context, d *Delegation, rec 
 		return res, nil
 	}
 	since, _ := s.volunteerNeed.setFirst(needKey, now)
-	rank := volunteerRank(seed, holders, self)
+	rank := 0 // a named delegate is alone
+	if d.Delegate == "" {
+		rank = volunteerRank(seed, holders, self)
+	}
 	if rank < 0 || now.Sub(since) < time.Duration(rank)*s.cfg.VolunteerBackoff {
 		// A holder of better rank is on it; we take over if it has not
 		// done it after its turn (it may be offline or out of bandwidth).
@@ -301,10 +304,11 @@ func volunteerSeed(m *Manifest) PlacementSeed {
 }
 
 // volunteerRank returns self's place (0 first) among the healthy holders
-// of an object, ordered by SHA-256(seed || peer id), or -1 if self is not
-// one: the holder of rank r repairs once the object has needed it for r
-// backoffs, so one volunteer does the work and the next steps in only if
-// it does not.
+// of an object that its manifest names (those an open delegation lets
+// act; not the ones hints led to), ordered by SHA-256(seed || peer id),
+// or -1 if self is not one: the holder of rank r repairs once the object
+// has needed it for r backoffs, so one volunteer does the work and the
+// next steps in only if it does not.
 func volunteerRank(seed PlacementSeed, holders []HolderStatus, self peer.ID) int {
 	type ranked struct {
 		p peer.ID
@@ -312,7 +316,7 @@ func volunteerRank(seed PlacementSeed, holders []HolderStatus, self peer.ID) int
 	}
 	var rs []ranked
 	for _, h := range holders {
-		if h.Reachable && h.Complete && !slices.ContainsFunc(rs, func(r ranked) bool { return r.p == h.Peer }) {
+		if h.Reachable && h.Complete && !h.HandedOff && !slices.ContainsFunc(rs, func(r ranked) bool { return r.p == h.Peer }) {
 			rs = append(rs, ranked{h.Peer, sha256.Sum256(append(seed[:], h.Peer...))})
 		}
 	}

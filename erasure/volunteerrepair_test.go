@@ -232,6 +232,12 @@ func TestVolunteerRank(t *testing.T) {
 	if r := volunteerRank(seed, hs, ids[3]); r != -1 {
 		t.Fatalf("holder without its shards ranked %d", r)
 	}
+	// A holder a hint led to cannot act under an open delegation: it
+	// must not hold a rank the others wait for.
+	hs[3] = HolderStatus{Peer: ids[3], Reachable: true, Complete: true, HandedOff: true}
+	if r := volunteerRank(seed, hs, ids[3]); r != -1 {
+		t.Fatalf("hinted holder ranked %d", r)
+	}
 	seed[0] = 1
 	differ := false
 	for _, p := range ids[:3] {
