@@ -9,7 +9,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/routing"
 )
 
 // handoffParallel is how many objects a handoff works on at once: enough
@@ -296,19 +295,7 @@ func (s *Service) sendLocalColumn(ctx context.Context, p peer.ID, m *Manifest, i
 // lookupHint gets and verifies the hint old left for index i of an object.
 // It returns an error wrapping ErrNotFound when there is none.
 func (s *Service) lookupHint(ctx context.Context, ns NamespaceID, obj ObjectID, i int, old peer.ID) (*Hint, []byte, error) {
-	key := HintKey(ns, obj, i, old)
-	b, err := s.records.GetValue(ctx, key)
-	if errors.Is(err, routing.ErrNotFound) {
-		return nil, nil, fmt.Errorf("hint %s: %w", key, ErrNotFound)
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("get hint %s: %w", key, err)
-	}
-	h, err := validateHint(key, b)
-	if err != nil {
-		return nil, nil, fmt.Errorf("get hint %s: %w", key, err)
-	}
-	return h, b, nil
+	return getRecord(ctx, s.records, "hint", HintKey(ns, obj, i, old), validateHint)
 }
 
 // hintChain follows handoff hints for index i of m from the holder the

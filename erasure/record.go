@@ -2,12 +2,15 @@ package erasure
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/routing"
 )
 
 // The small signed DHT records (handoff hints, delegations, repair hints)
@@ -70,3 +73,22 @@ func (r *manifestReader) u16() int {
 
 // appendPeerID appends len u8 | peer id bytes.
 func appendPeerID(b []byte, p peer.ID) []byte { return append(append(b, byte(len(p))), p...) }
+
+// getRecord gets the record under key from the DHT and validates it. The
+// error wraps ErrNotFound when there is none; what kind names the record
+// in errors.
+func getRecord[T any](ctx context.Context, r Records, kind, key string, validate func(key string, b []byte) (T, error)) (T, []byte, error) {
+	var zero T
+	b, err := r.GetValue(ctx, key)
+	if errors.Is(err, routing.ErrNotFound) {
+		return zero, nil, fmt.Errorf("%s %s: %w", kind, key, ErrNotFound)
+	}
+	if err != nil {
+		return zero, nil, fmt.Errorf("get %s %s: %w", kind, key, err)
+	}
+	v, err := validate(key, b)
+	if err != nil {
+		return zero, nil, fmt.Errorf("get %s %s: %w", kind, key, err)
+	}
+	return v, b, nil
+}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/routing"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -71,19 +70,7 @@ func (s *Service) RenewDelegation(ctx context.Context) error {
 // lookupDelegation gets and verifies the delegation of namespace ns; an
 // error wraps ErrNotFound when there is none.
 func (s *Service) lookupDelegation(ctx context.Context, ns NamespaceID) (*Delegation, []byte, error) {
-	key := DelegationKey(ns)
-	b, err := s.records.GetValue(ctx, key)
-	if errors.Is(err, routing.ErrNotFound) {
-		return nil, nil, fmt.Errorf("delegation %s: %w", key, ErrNotFound)
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("get delegation %s: %w", key, err)
-	}
-	d, err := validateDelegation(key, b)
-	if err != nil {
-		return nil, nil, fmt.Errorf("get delegation %s: %w", key, err)
-	}
-	return d, b, nil
+	return getRecord(ctx, s.records, "delegation", DelegationKey(ns), validateDelegation)
 }
 
 // volunteerLoop runs VolunteerRepair every VolunteerRepairInterval (±25%
@@ -333,18 +320,14 @@ func volunteerRank(seed PlacementSeed, holders []HolderStatus, self peer.ID) int
 // checks it against m (acceptRepairHint).
 func (s *Service) lookupRepairHint(ctx context.Context, m *Manifest, i int) (*RepairHint, []byte, error) {
 	key := RepairHintKey(m.Namespace(), m.Object, i)
-	b, err := s.records.GetValue(ctx, key)
-	if errors.Is(err, routing.ErrNotFound) {
-		return nil, nil, fmt.Errorf("repair hint %s: %w", key, ErrNotFound)
-	}
+	h, b, err := getRecord(ctx, s.records, "repair hint", key, validateRepairHint)
 	if err != nil {
-		return nil, nil, fmt.Errorf("get repair hint %s: %w", key, err)
+		if errors.Is(err, ErrInvalidRepairHint) {
+			s.metrics.repairHintRefused()
+		}
+		return nil, nil, err
 	}
-	h, err := validateRepairHint(key, b)
-	if err == nil {
-		err = acceptRepairHint(m, h, s.cfg.Now())
-	}
-	if err != nil {
+	if err := acceptRepairHint(m, h, s.cfg.Now()); err != nil {
 		s.metrics.repairHintRefused()
 		s.log.Debug("refused a repair hint", "key", key, "err", err)
 		return nil, nil, fmt.Errorf("repair hint %s: %w", key, err)
