@@ -582,7 +582,7 @@ func (n *Node) Status() Status {
 			TotalIn: bw.TotalIn, TotalOut: bw.TotalOut, RateIn: bw.RateIn, RateOut: bw.RateOut,
 		},
 		Connections:     conns,
-		Storage:         n.storageStatus(),
+		Storage:         n.withRepairBytes(n.storageStatus()),
 		BrowserSessions: sessions,
 		Joins:           JoinStatus{Rate: n.cfg.Overlay.JoinRate, Burst: n.cfg.Overlay.JoinBurst, JoinStats: n.overlay.JoinStats()},
 		Uptime:          time.Since(n.started).Round(time.Second).String(),
@@ -602,9 +602,7 @@ func (n *Node) storageStatus() *StorageStatus {
 			objects[r.Object] = struct{}{}
 		}
 	}
-	server, volunteer := n.state.svc.RepairBytes()
-	return &StorageStatus{Used: st.Used(), Quota: st.Quota(), Shards: len(shards), Objects: len(objects), Zone: n.cfg.State.Zone,
-		RepairBytes: RepairRoleBytes{Server: server, Volunteer: volunteer}}
+	return &StorageStatus{Used: st.Used(), Quota: st.Quota(), Shards: len(shards), Objects: len(objects), Zone: n.cfg.State.Zone}
 }
 
 func (a *api) status(w http.ResponseWriter, _ *http.Request) {
