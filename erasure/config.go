@@ -116,6 +116,31 @@ type Config struct {
 	// repaired the usual way once the grace period has passed.
 	HandoffTimeout time.Duration
 
+	// DelegateRepair, on a peer with the app key, is the lifetime of the
+	// repair delegation it signs and keeps in the DHT (renewed at half
+	// life by the repair loop): holders of the app's shards may then
+	// regenerate lost ones while the app's peers are offline (see
+	// Delegation). 0, the default, delegates nothing. A week outlasts a
+	// server's maintenance window; a volunteer's repair counts only while
+	// the delegation it carries is unexpired, so an app that stops
+	// renewing takes volunteers off its objects within one lifetime.
+	DelegateRepair time.Duration
+	// DelegationBudget is how many shard indices of one object version
+	// volunteers may place before the app folds them into a new manifest.
+	// Default DefaultDelegationBudget (8).
+	DelegationBudget int
+	// VolunteerRepairInterval is how often this peer checks the objects of
+	// other apps it holds shards of, repairing those whose app delegates
+	// repair (Service.VolunteerRepair); 0 disables it. Default 1 h, the
+	// repair scheduler's interval: a check costs a delegation and a
+	// manifest lookup and one question to each holder.
+	VolunteerRepairInterval time.Duration
+	// VolunteerBackoff is how long the holder of rank r among an object's
+	// healthy holders waits, times r, after it first saw the object need
+	// repair, before it repairs it itself: rank 0 repairs at once, the
+	// others only if it does not. Default 10 min, a few repairs' time.
+	VolunteerBackoff time.Duration
+
 	// Logger defaults to slog.Default(); the service logs with
 	// component=erasure.
 	Logger *slog.Logger
@@ -152,6 +177,10 @@ func DefaultConfig() Config {
 		GCMissingGrace:    7 * 24 * time.Hour,
 		HandoffTimeout:    20 * time.Second,
 		Now:               time.Now,
+
+		DelegationBudget:        DefaultDelegationBudget,
+		VolunteerRepairInterval: time.Hour,
+		VolunteerBackoff:        10 * time.Minute,
 	}
 }
 
@@ -171,6 +200,8 @@ func DevnetConfig() Config {
 	c.GCInterval = time.Minute
 	c.GCMinAge = 10 * time.Second
 	c.GCMissingGrace = time.Minute
+	c.VolunteerRepairInterval = 20 * time.Second
+	c.VolunteerBackoff = 5 * time.Second
 	return c
 }
 
@@ -224,6 +255,11 @@ func (c *Config) validate() error {
 			c.GCInterval, c.GCMinAge, c.GCMissingGrace)
 	case c.HandoffTimeout < 0:
 		return fmt.Errorf("config: HandoffTimeout %v must not be negative", c.HandoffTimeout)
+	case c.DelegateRepair < 0 || c.VolunteerRepairInterval < 0 || c.VolunteerBackoff < 0:
+		return fmt.Errorf("config: DelegateRepair %v, VolunteerRepairInterval %v and VolunteerBackoff %v must not be negative",
+			c.DelegateRepair, c.VolunteerRepairInterval, c.VolunteerBackoff)
+	case c.DelegateRepair > 0 && (c.DelegationBudget < 1 || c.DelegationBudget > MaxShards):
+		return fmt.Errorf("config: DelegationBudget %d must be in [1, %d]", c.DelegationBudget, MaxShards)
 	}
 	for p, z := range c.Zones {
 		if err := checkZone(z); err != nil {

@@ -32,12 +32,16 @@ func seedCorpora(t *testing.T) map[string][][]byte {
 	wire = append(wire, []byte{1, msgCheck, 0, 0xff, 0xff}, []byte{0, 0, 0, 5, 1, 2})
 	_, hint, _ := testHint(t)
 	refs := encodeRefs(sampleRefs())
+	_, deleg := testDelegation(t, k)
+	_, _, rhint, _ := testRepairHint(t, k)
 	return map[string][][]byte{
-		"FuzzManifestDecode": {good, ts, truncated, []byte("IMMF\x01\x00")},
-		"FuzzWireDecode":     wire,
-		"FuzzHandoffDecode":  {hint, hint[:len(hint)-10], append(bytes.Clone(hint), 0), []byte("IMHO\x01")},
-		"FuzzKeyFileDecode":  keyFileSeeds(),
-		"FuzzRefsDecode":     {refs, refs[:len(refs)-3], encodeRefs(sampleRefs()[:1]), []byte("IMSR\x01\x00")},
+		"FuzzManifestDecode":   {good, ts, truncated, []byte("IMMF\x01\x00")},
+		"FuzzWireDecode":       wire,
+		"FuzzHandoffDecode":    {hint, hint[:len(hint)-10], append(bytes.Clone(hint), 0), []byte("IMHO\x01")},
+		"FuzzKeyFileDecode":    keyFileSeeds(),
+		"FuzzRefsDecode":       {refs, refs[:len(refs)-3], encodeRefs(sampleRefs()[:1]), []byte("IMSR\x01\x00")},
+		"FuzzDelegationDecode": {deleg, deleg[:len(deleg)-10], append(bytes.Clone(deleg), 0), []byte("IMDG\x01")},
+		"FuzzRepairHintDecode": {rhint, rhint[:len(rhint)-10], append(bytes.Clone(rhint), 0), []byte("IMRH\x01")},
 	}
 }
 

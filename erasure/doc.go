@@ -16,6 +16,11 @@
 //     version, and ManifestValidator for the DHT namespace "immense-state".
 //   - Hint (hint.go): the signed record of a planned departure, and
 //     HintValidator for the DHT namespace "immense-handoff".
+//   - Delegation (delegation.go) and RepairHint (repairhint.go): the
+//     app's signed grant that lets holders repair its objects, and a
+//     volunteer's signed record of where it regenerated a shard, with
+//     their validators for "immense-delegation" and "immense-repair";
+//     volunteerrepair.go is the work (Service.VolunteerRepair).
 //   - Store (store.go): shard files on disk with a quota.
 //   - ShardServer and Client (protocol.go, wire.go): the shard protocol.
 //   - Pure policy, no I/O, injected clocks (availability.go, redundancy.go,
@@ -107,6 +112,34 @@
 // holder that has every shard by writing the next manifest version with it
 // in the placement (same data version and hashes).
 //
+// # Repair delegations and repair hints (format 1)
+//
+// An app lets the holders of its shards repair its objects while its own
+// peers are away (docs/state.md, "Repair by volunteers"). It publishes
+// under DHT key "/immense-delegation/" + hex(N) the delegation (integers
+// big-endian, canonical, at most MaxDelegationSize = 256 bytes)
+//
+//	"IMDG" | format u8 = 1 | public key [32] | ops u8 (bit 0: repair) | created u64 | expires u64 (Unix ns)
+//	budget u8 (1..32) | len u8 | delegate peer id (len 0: any holder the current manifest names)
+//	signature [64] = Ed25519(app key, "immense-state delegation v1\x00" || everything before it)
+//
+// valid when SHA-256 of the public key is N; the newest created wins. A
+// volunteer that regenerated index i of object O onto a new holder
+// publishes under "/immense-repair/" + hex(N) + "/" + hex(O) + "/" + i
+// (decimal) the repair hint (at most MaxRepairHintSize = 768 bytes)
+//
+//	"IMRH" | format u8 = 1 | object id [32] | data version u64 | index u16 | created u64 (Unix ns)
+//	len u8 | signer peer id | len u8 | holder peer id | len u16 | delegation (its whole encoding)
+//	signature [64] = Ed25519(signer's libp2p key, "immense-state repair hint v1\x00" || everything before it)
+//
+// valid when the signer's id embeds an Ed25519 key that verifies it, the
+// delegation verifies, allows repair and names the signer (or nobody), and
+// its namespace, the object and the index are the key's; the newest
+// created wins. Readers accept one only against the current manifest (see
+// acceptRepairHint): same data version, the delegation unexpired now and
+// at the hint's creation, an open delegation's signer a holder the
+// manifest names, the new holder none of them.
+//
 // # Shard protocol /immense/shard/1.0.0
 //
 // One request and one response per stream. The client writes a frame and
@@ -191,8 +224,9 @@
 //
 // # Fuzzing
 //
-// FuzzWireDecode, FuzzManifestDecode, FuzzHandoffDecode, FuzzRefsDecode and
-// FuzzKeyFileDecode have seed corpora in
+// FuzzWireDecode, FuzzManifestDecode, FuzzHandoffDecode, FuzzRefsDecode,
+// FuzzKeyFileDecode, FuzzDelegationDecode and FuzzRepairHintDecode have
+// seed corpora in
 // testdata/fuzz. Run them with, e.g.,
 //
 //	go test ./erasure -run XXX -fuzz FuzzWireDecode -fuzztime 60s -fuzzminimizetime 2s

@@ -66,4 +66,10 @@ var (
 	ErrRemote = errors.New("erasure: remote error")
 	// ErrBusy is returned by a shard server that is at its concurrency limit.
 	ErrBusy = errors.New("erasure: server busy")
+	// ErrInvalidDelegation is returned for a repair delegation that is
+	// malformed, oversized or not signed by the owner of its namespace.
+	ErrInvalidDelegation = errors.New("erasure: invalid delegation")
+	// ErrInvalidRepairHint is returned for a repair hint that is
+	// malformed, oversized, badly signed, or carries an invalid delegation.
+	ErrInvalidRepairHint = errors.New("erasure: invalid repair hint")
 )

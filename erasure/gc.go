@@ -11,19 +11,26 @@ import (
 // gcLoop runs CollectGarbage every GCInterval (with ±25% jitter, so that
 // peers started together do not all query the DHT at once).
 func (s *Service) gcLoop() {
+	s.everyJittered(s.cfg.GCInterval, func() {
+		if _, _, err := s.CollectGarbage(s.ctx); err != nil && s.ctx.Err() == nil {
+			s.log.Warn("garbage collection", "err", err)
+		}
+	})
+}
+
+// everyJittered runs fn every interval × U[0.75, 1.25] until the service
+// closes, then marks its goroutine done.
+func (s *Service) everyJittered(interval time.Duration, fn func()) {
 	defer s.wg.Done()
 	for {
-		d := time.Duration(float64(s.cfg.GCInterval) * (0.75 + 0.5*rand.Float64()))
-		t := time.NewTimer(d)
+		t := time.NewTimer(time.Duration(float64(interval) * (0.75 + 0.5*rand.Float64())))
 		select {
 		case <-s.ctx.Done():
 			t.Stop()
 			return
 		case <-t.C:
 		}
-		if _, _, err := s.CollectGarbage(s.ctx); err != nil && s.ctx.Err() == nil {
-			s.log.Warn("garbage collection", "err", err)
-		}
+		fn()
 	}
 }
 

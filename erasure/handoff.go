@@ -9,7 +9,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/routing"
 )
 
 // handoffParallel is how many objects a handoff works on at once: enough
@@ -296,19 +295,7 @@ func (s *Service) sendLocalColumn(ctx context.Context, p peer.ID, m *Manifest, i
 // lookupHint gets and verifies the hint old left for index i of an object.
 // It returns an error wrapping ErrNotFound when there is none.
 func (s *Service) lookupHint(ctx context.Context, ns NamespaceID, obj ObjectID, i int, old peer.ID) (*Hint, []byte, error) {
-	key := HintKey(ns, obj, i, old)
-	b, err := s.records.GetValue(ctx, key)
-	if errors.Is(err, routing.ErrNotFound) {
-		return nil, nil, fmt.Errorf("hint %s: %w", key, ErrNotFound)
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("get hint %s: %w", key, err)
-	}
-	h, err := validateHint(key, b)
-	if err != nil {
-		return nil, nil, fmt.Errorf("get hint %s: %w", key, err)
-	}
-	return h, b, nil
+	return getRecord(ctx, s.records, "hint", HintKey(ns, obj, i, old), validateHint)
 }
 
 // hintChain follows handoff hints for index i of m from the holder the
@@ -347,6 +334,17 @@ func (s *Service) hintChain(ctx context.Context, m *Manifest, i int) ([]peer.ID,
 // of index i lead to, the last (current) one first. It returns the holder
 // that answered.
 func (s *Service) fetchViaHints(ctx context.Context, m *Manifest, seg, i int) ([]byte, peer.ID, error) {
+	data, p, err := s.fetchViaHandoffHints(ctx, m, seg, i)
+	if err != nil {
+		// A volunteer may have regenerated the index elsewhere.
+		if d, rp, rerr := s.fetchViaRepairHint(ctx, m, seg, i); rerr == nil {
+			return d, rp, nil
+		}
+	}
+	return data, p, err
+}
+
+func (s *Service) fetchViaHandoffHints(ctx context.Context, m *Manifest, seg, i int) ([]byte, peer.ID, error) {
 	chain, _, err := s.hintChain(ctx, m, i)
 	if len(chain) == 0 {
 		if err == nil {
@@ -391,7 +389,7 @@ func (s *Service) keepHandedOff(ctx context.Context, m *Manifest, i int) (bool, 
 		return true, err // never delete on doubt
 	}
 	if len(chain) == 0 || chain[len(chain)-1] != s.h.ID() {
-		return false, nil
+		return s.keepRepaired(ctx, m, i) // or regenerated here by a volunteer
 	}
 	if st := s.checkIndex(ctx, m, i, m.Placement[i]); st.Reachable && st.Complete {
 		s.log.Debug("handed-off shards are back on their holder; dropping our copy", "object", m.Object, "index", i, "holder", m.Placement[i])

@@ -75,23 +75,39 @@ func (s *Service) Health(ctx context.Context, key string) (*Health, error) {
 // another peer before leaving (a trusted hint chain, see hintChain) and
 // that peer has them all, the status is that peer's, marked HandedOff.
 func (s *Service) checkHolders(ctx context.Context, m *Manifest) []HolderStatus {
+	out, _ := s.checkHoldersHinted(ctx, m)
+	return out
+}
+
+// checkHoldersHinted is checkHolders, also telling how many indices are
+// on the holders volunteers' repair hints name (checkRepaired), within
+// their delegation's budget.
+func (s *Service) checkHoldersHinted(ctx context.Context, m *Manifest) ([]HolderStatus, int) {
 	out := make([]HolderStatus, len(m.Placement))
+	rep := make([]repairedStatus, len(m.Placement))
 	var wg sync.WaitGroup
 	for i, p := range m.Placement {
 		wg.Go(func() {
 			st := s.checkIndex(ctx, m, i, p)
 			// Only an unreachable holder may have left on purpose: one
 			// that answers without its shards has lost them.
+			handed := false
 			if !st.Reachable {
-				if hs, ok := s.checkHandedOff(ctx, m, i); ok {
+				var hs HolderStatus
+				if hs, handed = s.checkHandedOff(ctx, m, i); handed {
 					st = hs
 				}
+			}
+			// A volunteer may have regenerated the shard of a holder that
+			// is gone or lost it.
+			if !handed && !(st.Reachable && st.Complete) {
+				rep[i] = s.checkRepaired(ctx, m, i)
 			}
 			out[i] = st
 		})
 	}
 	wg.Wait()
-	return out
+	return out, applyRepaired(out, rep)
 }
 
 // checkIndex asks p whether it has shard i of every segment of m.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -127,30 +126,20 @@ func (h *Hint) body() ([]byte, error) {
 	b = binary.BigEndian.AppendUint64(b, h.DataVersion)
 	b = binary.BigEndian.AppendUint16(b, uint16(h.Index))
 	b = binary.BigEndian.AppendUint64(b, uint64(h.Created.UnixNano()))
-	b = append(b, byte(len(h.Old)))
-	b = append(b, h.Old...)
-	b = append(b, byte(len(h.New)))
-	b = append(b, h.New...)
+	b = appendPeerID(appendPeerID(b, h.Old), h.New)
 	return b, nil
 }
 
 // Sign signs h with priv, which must be the identity key of h.Old, and
 // returns the encoded hint.
 func (h *Hint) Sign(priv crypto.PrivKey) ([]byte, error) {
-	if priv == nil || priv.Type() != pb.KeyType_Ed25519 {
-		return nil, fmt.Errorf("%w: hints are signed with an Ed25519 peer key", ErrInvalidHint)
-	}
-	id, err := peer.IDFromPrivateKey(priv)
-	if err != nil || id != h.Old {
-		return nil, fmt.Errorf("%w: key of %s cannot sign for old holder %s", ErrInvalidHint, id, h.Old)
-	}
 	body, err := h.body()
 	if err != nil {
 		return nil, err
 	}
-	sig, err := priv.Sign(append([]byte(hintSigDomain), body...))
+	sig, err := signAsPeer(priv, h.Old, hintSigDomain, body)
 	if err != nil {
-		return nil, fmt.Errorf("sign hint: %w", err)
+		return nil, fmt.Errorf("%w: %v", ErrInvalidHint, err)
 	}
 	h.Signature = sig
 	return append(body, sig...), nil
@@ -161,53 +150,56 @@ func (h *Hint) Sign(priv crypto.PrivKey) ([]byte, error) {
 // inside its old holder's peer id. It does not check the DHT key: see
 // HintValidator.
 func ParseHint(b []byte) (*Hint, error) {
-	const sigLen = 64
-	if len(b) > MaxHintSize {
-		return nil, fmt.Errorf("%w: %d bytes, over %d", ErrInvalidHint, len(b), MaxHintSize)
+	r, sig, err := openRecord(b, hintHeaderLen+2, MaxHintSize, hintMagic, HintFormat)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidHint, err)
 	}
-	if len(b) < hintHeaderLen+2+sigLen {
-		return nil, fmt.Errorf("%w: %d bytes, too short", ErrInvalidHint, len(b))
-	}
-	r := &manifestReader{b: b[:len(b)-sigLen]}
-	if !bytes.Equal(r.take(4), hintMagic[:]) {
-		return nil, fmt.Errorf("%w: bad magic", ErrInvalidHint)
-	}
-	if f := r.u8(); f != HintFormat {
-		return nil, fmt.Errorf("%w: unknown format %d", ErrInvalidHint, f)
-	}
-	h := &Hint{}
+	h := &Hint{Signature: sig}
 	copy(h.Namespace[:], r.take(32))
 	copy(h.Object[:], r.take(32))
 	h.DataVersion = r.u64()
-	if v := r.take(2); v != nil {
-		h.Index = int(binary.BigEndian.Uint16(v))
-	}
-	created := r.u64()
-	if created > math.MaxInt64 {
-		return nil, fmt.Errorf("%w: created %d out of range", ErrInvalidHint, created)
-	}
-	h.Created = time.Unix(0, int64(created)).UTC()
-	h.Old = peer.ID(r.take(int(r.u8())))
-	h.New = peer.ID(r.take(int(r.u8())))
-	if r.err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidHint, r.err)
-	}
-	if len(r.b) != 0 {
-		return nil, fmt.Errorf("%w: %d trailing bytes", ErrInvalidHint, len(r.b))
+	h.Index = r.u16()
+	h.Created = r.time()
+	h.Old, h.New = r.peerID(), r.peerID()
+	if err := r.end(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidHint, err)
 	}
 	if err := h.check(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidHint, err)
 	}
-	pub, err := h.Old.ExtractPublicKey()
-	if err != nil || pub.Type() != pb.KeyType_Ed25519 {
-		return nil, fmt.Errorf("%w: old holder %s has no Ed25519 key in its id", ErrInvalidHint, h.Old)
-	}
-	h.Signature = bytes.Clone(b[len(b)-sigLen:])
-	ok, err := pub.Verify(append([]byte(hintSigDomain), b[:len(b)-sigLen]...), h.Signature)
-	if err != nil || !ok {
-		return nil, fmt.Errorf("%w: bad signature", ErrInvalidHint)
+	if err := verifyAsPeer(h.Old, hintSigDomain, b[:len(b)-sigLen], h.Signature); err != nil {
+		return nil, fmt.Errorf("%w: old holder: %v", ErrInvalidHint, err)
 	}
 	return h, nil
+}
+
+// signAsPeer signs domain || body with priv, which must be the Ed25519
+// identity key of peer id.
+func signAsPeer(priv crypto.PrivKey, id peer.ID, domain string, body []byte) ([]byte, error) {
+	if priv == nil || priv.Type() != pb.KeyType_Ed25519 {
+		return nil, fmt.Errorf("not an Ed25519 peer key")
+	}
+	if got, err := peer.IDFromPrivateKey(priv); err != nil || got != id {
+		return nil, fmt.Errorf("key of %s cannot sign for %s", got, id)
+	}
+	sig, err := priv.Sign(append([]byte(domain), body...))
+	if err != nil {
+		return nil, fmt.Errorf("sign: %w", err)
+	}
+	return sig, nil
+}
+
+// verifyAsPeer checks sig over domain || signed with the Ed25519 key
+// inside peer id.
+func verifyAsPeer(id peer.ID, domain string, signed, sig []byte) error {
+	pub, err := id.ExtractPublicKey()
+	if err != nil || pub.Type() != pb.KeyType_Ed25519 {
+		return fmt.Errorf("%s has no Ed25519 key in its id", id)
+	}
+	if ok, err := pub.Verify(append([]byte(domain), signed...), sig); err != nil || !ok {
+		return fmt.Errorf("bad signature")
+	}
+	return nil
 }
 
 // Marshal encodes a signed hint.

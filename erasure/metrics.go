@@ -20,6 +20,10 @@ type metrics struct {
 	adoptions      prometheus.Counter
 	puts, gets     *prometheus.CounterVec
 	sharedNet      prometheus.Counter
+	// volunteer repair (volunteerrepair.go)
+	roles        *prometheus.CounterVec
+	hintsRefused prometheus.Counter
+	roleTotals   RepairBytes
 }
 
 // newMetrics creates the metrics and registers them, with gauges reading
@@ -79,11 +83,13 @@ func newMetrics(reg prometheus.Registerer, store *Store) (*metrics, error) {
 		m.gets.WithLabelValues(r)
 	}
 	m.gets.WithLabelValues("not_found")
+	volunteer := m.newVolunteerMetrics(ns, sub)
 	if reg == nil {
 		return m, nil
 	}
 	cs := []prometheus.Collector{m.shardsStored, m.shardsServed, m.shardsRefused, m.badShards,
 		m.repairs, m.repairBytes, m.repairedShards, m.gcRemoved, m.rollbacks, m.deletes, m.handoffShards, m.adoptions, m.puts, m.gets, m.sharedNet}
+	cs = append(cs, volunteer...)
 	if store != nil {
 		cs = append(cs,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,

@@ -45,6 +45,9 @@ func (s *Service) repairLoop() {
 			return
 		case <-t.C:
 			s.republishTombstones(s.ctx)
+			if err := s.RenewDelegation(s.ctx); err != nil {
+				s.log.Debug("renew delegation", "err", err)
+			}
 			for _, obj := range s.sched.Due(s.cfg.Now()) {
 				if s.ctx.Err() != nil {
 					return
@@ -245,6 +248,7 @@ func (s *Service) RepairObject(ctx context.Context, obj ObjectID) (*RepairPlan, 
 		shards = len(moved)
 	}
 	s.metrics.repair(d.outcome, shards, bytes)
+	s.metrics.roleBytes(roleServer, bytes)
 	if d.retry {
 		s.sched.Retry(obj, s.cfg.Now())
 	}
@@ -344,7 +348,7 @@ func (s *Service) regenerate(ctx context.Context, m *Manifest, plan RepairPlan) 
 		var wg sync.WaitGroup
 		for i, p := range targets {
 			wg.Go(func() {
-				ref := ShardRef{Namespace: s.key.Namespace(), Object: m.Object, Version: m.DataVersion,
+				ref := ShardRef{Namespace: m.Namespace(), Object: m.Object, Version: m.DataVersion,
 					Segment: uint32(seg), Index: uint16(i)}
 				err := s.storeShard(ctx, p, m.Hashes[seg][i], ref, shards[i])
 				mu.Lock()

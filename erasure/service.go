@@ -96,6 +96,11 @@ type Service struct {
 	// hintsRepublished: when GC last re-put a handoff hint that keeps a
 	// shard here, by hint key.
 	hintsRepublished stamps[string]
+	// delegated: when this app's repair delegation was last published.
+	delegated stamps[NamespaceID]
+	// volunteerNeed: since when volunteer repair has seen an object
+	// version need repair, by "<DHT key>/<version>" (rank back-off).
+	volunteerNeed stamps[string]
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -169,6 +174,10 @@ func New(cfg Config, d Deps) (*Service, error) {
 	if cfg.GCInterval > 0 {
 		s.wg.Add(1)
 		go s.gcLoop()
+	}
+	if cfg.VolunteerRepairInterval > 0 {
+		s.wg.Add(1)
+		go s.volunteerLoop()
 	}
 	return s, nil
 }

@@ -382,7 +382,7 @@ func (c *Config) validate() error {
 	if o.JoinMaxPeers != 0 {
 		errs = append(errs, errors.New("Overlay.JoinMaxPeers is filled in by the node from Limits.ConnHighWater: leave it 0"))
 	}
-	for _, ns := range []string{erasure.RecordNamespace, erasure.HandoffNamespace} {
+	for _, ns := range []string{erasure.RecordNamespace, erasure.HandoffNamespace, erasure.DelegationNamespace, erasure.RepairNamespace} {
 		if _, ok := o.Validators[ns]; ok {
 			errs = append(errs, fmt.Errorf("Overlay.Validators: namespace %q is the node's own", ns))
 		}
@@ -424,6 +424,8 @@ func (c *Config) overlayConfig(bootstrap []peer.AddrInfo, log *slog.Logger) over
 	// node checks erasure's.
 	o.Validators[erasure.RecordNamespace] = erasure.ManifestValidator{}
 	o.Validators[erasure.HandoffNamespace] = erasure.HintValidator{}
+	o.Validators[erasure.DelegationNamespace] = erasure.DelegationValidator{}
+	o.Validators[erasure.RepairNamespace] = erasure.RepairHintValidator{}
 	if o.Logger == nil {
 		o.Logger = log
 	}

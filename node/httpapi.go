@@ -521,6 +521,16 @@ type StorageStatus struct {
 	Shards  int    `json:"shards"`
 	Objects int    `json:"objects"`
 	Zone    string `json:"zone,omitempty"`
+	// RepairBytes are the shard bytes this node's repairs uploaded since
+	// it started: for its own app (server) and, under other apps'
+	// delegations, as a volunteer.
+	RepairBytes RepairRoleBytes `json:"repair_bytes"`
+}
+
+// RepairRoleBytes splits repair traffic by role.
+type RepairRoleBytes struct {
+	Server    int64 `json:"server"`
+	Volunteer int64 `json:"volunteer"`
 }
 
 // maxStatusConns caps the connections listed in /v1/status.
@@ -575,7 +585,7 @@ func (n *Node) Status() Status {
 			TotalIn: bw.TotalIn, TotalOut: bw.TotalOut, RateIn: bw.RateIn, RateOut: bw.RateOut,
 		},
 		Connections:     conns,
-		Storage:         n.storageStatus(),
+		Storage:         n.withRepairBytes(n.storageStatus()),
 		BrowserSessions: sessions,
 		Joins:           JoinStatus{Rate: n.cfg.Overlay.JoinRate, Burst: n.cfg.Overlay.JoinBurst, JoinStats: n.overlay.JoinStats()},
 		Uptime:          time.Since(n.started).Round(time.Second).String(),

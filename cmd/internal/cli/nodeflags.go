@@ -53,6 +53,8 @@ func NodeFlags(c *node.Config) []Flag {
 			Flag{"zone", "failure-domain label (region, data centre); shards of an object are spread over zones", String(&c.State.Zone)},
 			Flag{"handoff-timeout", "on SIGINT/SIGTERM, hand the shards this peer holds to other peers for at most this long before exiting (0: do not; a second signal cuts it short)", Duration(&c.State.HandoffTimeout)},
 			Flag{"zones", "`file` of trusted failure domains, one \"<peer id> <zone>\" a line: only these zones (and --zone) spread shards, and their peers may share a /24; zones other peers declare are ignored", String(&c.State.ZonesFile)},
+			Flag{"delegate-repair", "with --app-key: let the holders of the app's shards regenerate lost ones while this app's peers are offline, under a delegation this peer signs and renews, valid this long (e.g. 168h; 0: do not delegate)", Duration(&c.State.DelegateRepair)},
+			Flag{"volunteer-repair-interval", "how often to repair, as a volunteer, the objects of other apps whose shards this peer holds and whose app delegates repair (0: never)", Duration(&c.State.VolunteerRepairInterval)},
 			Flag{"durable-history", "topic `patterns` whose history this peer, with --app-key, also keeps in the app's state for 24 h (10,000 messages a topic), so that a resume from further back than the in-memory window recovers (comma-separated; a trailing * matches a prefix; default none)", Strings(&c.DurableHistory.Topics)},
 		)
 	}
