@@ -136,6 +136,7 @@ func (b *bridge) run(f *feed, sub Subscription) {
 	defer b.srv.wg.Done()
 	defer sub.Close()
 	var frames [][]byte
+	var msgs []Message
 	for {
 		msg, err := sub.Next(f.ctx)
 		if err != nil {
@@ -144,20 +145,18 @@ func (b *bridge) run(f *feed, sub Subscription) {
 			}
 			return
 		}
-		frames = frames[:0]
+		frames, msgs = frames[:0], msgs[:0]
 		for ok := true; ok; msg, ok = sub.TryNext() {
 			if frame := b.encode(f, &msg); frame != nil {
 				frames = append(frames, frame)
+				msgs = append(msgs, msg)
 			}
 			if len(frames) >= maxDrain {
 				break
 			}
 		}
 		if len(frames) > 0 {
-			wire := batchFrames(frames, b.srv.cfg.MaxFrameSize)
-			for _, s := range *f.subs.Load() {
-				s.deliver(f.topic, wire, frames)
-			}
+			b.fanOut(f, msgs, frames) // relayfeed.go
 		}
 	}
 }

@@ -182,6 +182,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock used for token checks; nil means time.Now.
 	Now func() time.Time
+
+	// Relay configures browser relays (relayconfig.go); off by default.
+	Relay RelayConfig
 }
 
 // DefaultConfig returns the configuration of a production peer: tokens
@@ -207,6 +210,7 @@ func DefaultConfig() Config {
 		MaxBufferedAmount:     128 << 10,
 		SlowPolicy:            DropOldest,
 		StallTimeout:          30 * time.Second,
+		Relay:                 DefaultRelayConfig(),
 	}
 }
 
@@ -308,5 +312,6 @@ func (c *Config) validate() error {
 	if c.StallTimeout <= 0 {
 		bad("StallTimeout", "%v, must be positive", c.StallTimeout)
 	}
+	c.Relay.validate(bad)
 	return errors.Join(errs...)
 }

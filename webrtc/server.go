@@ -25,6 +25,7 @@ type Server struct {
 	iceServers  []pion.ICEServer
 	metrics     *metrics
 	bridge      *bridge
+	relays      *relays // relays.go
 	now         func() time.Time
 	tokens      *Verifier
 
@@ -117,6 +118,12 @@ func New(bus Bus, cfg Config) (*Server, error) {
 		offers:     newOfferLimiter(cfg.OfferRate, cfg.OfferBurst),
 	}
 	s.bridge = newBridge(s)
+	if s.relays, err = newRelays(s); err != nil {
+		closeUDP()
+		cancel()
+		return nil, err
+	}
+	s.relays.start()
 	switch {
 	case cfg.InsecureNoAuth:
 		log.Warn("browsers are admitted without a token and may read and write every topic (insecure-no-auth); never do this outside a devnet")
