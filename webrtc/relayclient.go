@@ -27,6 +27,11 @@ const (
 	// linkTimeout bounds the opening of a link to a relay; a child then
 	// reports it refused and is moved.
 	linkTimeout = 10 * time.Second
+	// stallHeads is how many HEAD intervals in a row a child behind the
+	// peer's HEAD gets nothing before it reports its relay stalled: more
+	// than one, so that an SCTP retransmission timeout (1 s and more) on
+	// a loaded link is not taken for a stall.
+	stallHeads = 2
 	// maxChildBuffered is how far a child may fall behind (bytes not yet
 	// acknowledged) before its relay closes its link.
 	maxChildBuffered = 1 << 20
@@ -78,10 +83,12 @@ type clientRelays struct {
 
 // relayTopic is one topic fed through the relay protocol.
 type relayTopic struct {
-	key      ed25519.PublicKey
-	last     uint64 // last sequence accepted (0: none yet)
-	prevHead uint64
-	feed     *feedLink // our relay; nil: the peer
+	key        ed25519.PublicKey
+	last       uint64    // last sequence accepted (0: none yet)
+	prevHead   uint64    // the last HEAD
+	lastAtHead uint64    // last when it came
+	stuck      int       // HEAD intervals without progress while behind
+	feed       *feedLink // our relay; nil: the peer
 
 	relaying    bool
 	maxChildren int
@@ -95,6 +102,7 @@ type feedLink struct {
 	id   uint32
 	pc   *pion.PeerConnection
 	open bool // HELLO sent: from then on it is judged by the HEADs
+	got  bool // a record came through it
 }
 
 // childLink is a link to a child.
@@ -166,14 +174,21 @@ func (r *clientRelays) onFrame(f *frame) {
 	case frameRecord:
 		r.accept(f.topic, t, f, 0)
 	case frameHead:
+		// Stalled: behind the previous HEAD and nothing came since. A
+		// relay that is slow but moving is left alone.
 		switch {
 		case t.feed == nil || !t.feed.open:
 			t.prevHead = 0 // not judged before the link is open
 			return
-		case t.prevHead > 0 && t.last < t.prevHead:
-			r.reportFeed(f.topic, t, ReportStalled, nil)
+		case t.prevHead > 0 && t.last < t.prevHead && t.last == t.lastAtHead:
+			if t.stuck++; t.stuck >= stallHeads {
+				r.reportFeed(f.topic, t, ReportStalled, nil)
+				t.stuck = 0
+			}
+		default:
+			t.stuck = 0
 		}
-		t.prevHead = rf.seq
+		t.prevHead, t.lastAtHead = rf.seq, t.last
 	}
 }
 
@@ -249,8 +264,17 @@ func (r *clientRelays) accept(topic string, t *relayTopic, f *frame, link uint32
 	case t.last != 0 && seq <= t.last:
 		return // already had it
 	case t.last != 0 && seq > t.last+1 && link != 0:
-		r.reportFeed(topic, t, ReportDropped, nil)
+		// A jump on a link's first record is a relay whose backlog does
+		// not reach back to us (it relays since recently), not a drop.
+		why := ReportDropped
+		if !t.feed.got {
+			why = ReportRefused
+		}
+		r.reportFeed(topic, t, why, nil)
 		return
+	}
+	if link != 0 {
+		t.feed.got = true
 	}
 	t.last = seq
 	m := Message{Topic: topic, ID: f.id, From: f.from, Time: fromMicros(f.time), Data: f.payload}
@@ -432,6 +456,11 @@ func (r *clientRelays) answerLink(topic string, id uint32, offer string) {
 		}
 		dc.OnMessage(func(msg pion.DataChannelMessage) { r.onHello(topic, id, pc, dc, msg.Data) })
 		dc.OnClose(func() { r.childLost(topic, id, pc) })
+	})
+	pc.OnConnectionStateChange(func(st pion.PeerConnectionState) {
+		if st == pion.PeerConnectionStateFailed || st == pion.PeerConnectionStateClosed {
+			r.childLost(topic, id, pc)
+		}
 	})
 	if err := pc.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeOffer, SDP: offer}); err != nil {
 		_ = pc.Close()

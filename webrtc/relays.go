@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -39,9 +40,8 @@ type relays struct {
 	nextLink uint32
 	gone     []*session
 
-	// testHookRound, set by tests before the server serves, is called
-	// after every round.
-	testHookRound func()
+	// testHookRound, set by tests, is called after every round.
+	testHookRound atomic.Pointer[func()]
 }
 
 // readiness is a session's RELAY-READY.
@@ -191,8 +191,8 @@ func (rs *relays) round(heads bool) {
 	rs.m.viaRelays.Set(float64(via))
 	rs.m.directMembers.Set(float64(direct))
 	rs.m.maxDepth.Set(float64(depth))
-	if h := rs.testHookRound; h != nil {
-		h()
+	if h := rs.testHookRound.Load(); h != nil {
+		(*h)()
 	}
 }
 
@@ -280,21 +280,68 @@ func (rs *relays) onReport(s *session, f *frame) {
 		return
 	}
 	relay := m.feeder
-	if r.reason != ReportForged || rs.forgery(f.topic, r.evidence) {
-		relay.reporters[s] = true
-		m.avoid[relay.s] = true
+	m.avoid[relay.s] = true
+	rs.log.Debug("relay reported", "topic", f.topic, "relay", relay.s.id, "child", s.id, "reason", r.reason)
+	switch r.reason {
+	case ReportForged:
+		if rs.forgery(f.topic, r.evidence) {
+			relay.reporters[s] = true
+		}
+	case ReportStalled, ReportDropped:
+		// Judged later: a relay whose own feed failed starves its
+		// children too, and moves about when they report it.
+		relay.suspect = append(relay.suspect, suspicion{s, rs.srv.now()})
 	}
 	t.place(rs, m, reattachReported)
-	if len(relay.reporters) >= rs.cfg.ReportQuorum && relay.relay {
-		rs.mu.Lock()
-		rs.isolated[relay.s] = true
-		rs.mu.Unlock()
-		rs.m.isolated.Inc()
-		rs.log.Info("relay isolated after reports by its children", "topic", f.topic, "session", relay.s.id, "reporters", len(relay.reporters))
-		t.unrelay(rs, relay, reattachIsolated)
-	}
+	t.isolate(rs, relay)
 	t.mu.Unlock()
 	s.ack(f.req)
+}
+
+// suspicion is a stall or drop report awaiting judgment.
+type suspicion struct {
+	child *session
+	at    time.Time
+}
+
+// movedGrace is how many HEAD intervals around a relay's own move its
+// children's stall and drop reports do not count against it, and how
+// long the peer waits to judge them.
+const movedGrace = 5
+
+// judge counts the stall and drop reports against r that have waited
+// movedGrace intervals: those made while r was not itself moving (its own
+// feed failing starves its children too). t.mu is held.
+func (t *tree) judge(rs *relays, r *member) {
+	grace := movedGrace * rs.cfg.HeadInterval
+	now := rs.srv.now()
+	kept := r.suspect[:0]
+	for _, p := range r.suspect {
+		switch {
+		case now.Sub(p.at) < grace:
+			kept = append(kept, p)
+		case slices.ContainsFunc(r.moves, func(m time.Time) bool { d := m.Sub(p.at); return d > -grace && d < grace }):
+			// r moved around then: its feed, not r, failed.
+		default:
+			r.reporters[p.child] = true
+		}
+	}
+	r.suspect = kept
+	t.isolate(rs, r)
+}
+
+// isolate stops r relaying for good once ReportQuorum children reported
+// it. t.mu is held.
+func (t *tree) isolate(rs *relays, r *member) {
+	if len(r.reporters) < rs.cfg.ReportQuorum || !r.relay {
+		return
+	}
+	rs.mu.Lock()
+	rs.isolated[r.s] = true
+	rs.mu.Unlock()
+	rs.m.isolated.Inc()
+	rs.log.Info("relay isolated after reports by its children", "topic", t.topic, "session", r.s.id, "reporters", len(r.reporters), "depth", r.depth, "moves", len(r.moves))
+	t.unrelay(rs, r, reattachIsolated)
 }
 
 // forgery reports whether evidence is a RECORD of topic whose signature

@@ -33,14 +33,16 @@ type record struct {
 // relay, and maybe a relay itself.
 type member struct {
 	s       *session
-	feeder  *member // nil: the peer
-	link    uint32  // the link to feeder
-	depth   int     // 1: fed by the peer
-	pending bool    // the peer feeds it once it says FROM
-	relay   bool    // invited to relay
+	feeder  *member     // nil: the peer
+	link    uint32      // the link to feeder
+	depth   int         // 1: fed by the peer
+	pending bool        // the peer feeds it once it says FROM
+	relay   bool        // invited to relay
+	moves   []time.Time // its latest moves its feed caused, oldest first
 
 	children  []*member
-	reporters map[*session]bool // children that reported it
+	reporters map[*session]bool // children whose reports against it count
+	suspect   []suspicion       // stall and drop reports not judged yet
 	avoid     map[*session]bool // relays it reported
 }
 
@@ -138,6 +140,9 @@ func (t *tree) rebalance(rs *relays, subs []*session) {
 		}
 	}
 	for _, m := range t.sorted() {
+		if len(m.suspect) > 0 {
+			t.judge(rs, m)
+		}
 		if !m.relay {
 			continue
 		}
@@ -169,8 +174,9 @@ func (t *tree) rebalance(rs *relays, subs []*session) {
 	if need <= 0 {
 		return
 	}
+	cands := rs.candidates(subs)
 	if free := t.free(rs); free < need {
-		for _, s := range rs.candidates(subs) {
+		for _, s := range cands {
 			if free >= need {
 				break
 			}
@@ -186,12 +192,23 @@ func (t *tree) rebalance(rs *relays, subs []*session) {
 			m.relay = true
 			free += rs.capacity(s, t.rate)
 			t.invite(rs, m)
+			if m.feeder == nil && !m.pending {
+				// A new relay goes under another if one has room, so
+				// that it adds no session to the peer's own.
+				if r := t.pick(rs, m); r != nil {
+					t.attachTo(rs, m, r, t.seq, reattachJoin)
+					need--
+				}
+			}
 		}
 	}
 	slices.SortFunc(plain, func(a, b *session) int { return cmp.Compare(a.id, b.id) })
 	for _, s := range plain {
 		if need <= 0 {
 			break
+		}
+		if slices.Contains(cands, s) {
+			continue // kept to be invited: a leaf at the bottom could not relay
 		}
 		m := newMember(s)
 		r := t.pick(rs, m)
@@ -201,6 +218,23 @@ func (t *tree) rebalance(rs *relays, subs []*session) {
 		t.members[s] = m
 		t.attachTo(rs, m, r, t.seq, reattachJoin)
 		need--
+	}
+	// Still over budget: the relays the peer feeds go under other relays,
+	// with their children, newest first.
+	ms := t.sorted()
+	slices.Reverse(ms)
+	for _, m := range ms {
+		if need <= 0 {
+			break
+		}
+		if m.feeder != nil || m.pending {
+			continue
+		}
+		if r := t.pick(rs, m); r != nil {
+			t.detach(rs, m)
+			t.attachTo(rs, m, r, 0, reattachBudget)
+			need--
+		}
 	}
 }
 
@@ -232,6 +266,9 @@ func (t *tree) sorted() []*member {
 // and deep enough room for m's own subtree.
 func (t *tree) pick(rs *relays, m *member) *member {
 	h := height(m)
+	if m.relay {
+		h = max(h, 2) // room below it for children of its own
+	}
 	var best *member
 	for _, r := range t.sorted() {
 		if !r.relay || r == m || m.avoid[r.s] || isBelow(r, m) || r.depth+h > rs.cfg.MaxDepth {
@@ -255,6 +292,7 @@ func (t *tree) place(rs *relays, m *member, reason string) {
 		return
 	}
 	m.feeder, m.link, m.pending = nil, 0, true
+	m.moved(rs.srv.now(), reason)
 	setDepth(m, 1)
 	t.attach++
 	rs.m.reattached.WithLabelValues(reason).Inc()
@@ -264,6 +302,7 @@ func (t *tree) place(rs *relays, m *member, reason string) {
 // attachTo makes r feed m, from sequence from (0: m knows where it is).
 func (t *tree) attachTo(rs *relays, m, r *member, from uint64, reason string) {
 	m.feeder, m.pending = r, false
+	m.moved(rs.srv.now(), reason)
 	m.link = rs.newLink(t.topic, m.s, r.s)
 	r.children = append(r.children, m)
 	setDepth(m, r.depth+1)
@@ -327,6 +366,21 @@ func (t *tree) status() RelayStatus {
 		st.MaxDepth = max(st.MaxDepth, m.depth)
 	}
 	return st
+}
+
+// maxMoves is how many of a member's moves it remembers.
+const maxMoves = 4
+
+// moved records a move that its feed failing caused (which excuses its
+// children's reports around then); a move the peer chose does not.
+func (m *member) moved(at time.Time, reason string) {
+	if reason == reattachJoin || reason == reattachBudget {
+		return
+	}
+	if len(m.moves) == maxMoves {
+		m.moves = append(m.moves[:0], m.moves[1:]...)
+	}
+	m.moves = append(m.moves, at)
 }
 
 func setDepth(m *member, d int) {
