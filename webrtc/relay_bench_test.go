@@ -168,4 +168,3 @@ func benchRelayFanout(b *testing.B, relays bool, k int) [3]float64 {
 	b.ReportMetric(cpu.Seconds()/wall.Seconds(), "cpu-cores")
 	return [3]float64{perCPU, writesPerMsg, p99}
 }
-
