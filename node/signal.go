@@ -24,7 +24,7 @@ func (n *Node) startSignalRelay() error {
 	if n.browsers == nil {
 		return nil
 	}
-	r, err := webrtc.NewRelay(n.browsers, webrtc.DefaultRelayConfig())
+	r, err := webrtc.NewSignalRelay(n.browsers, webrtc.DefaultSignalRelayConfig())
 	if err != nil {
 		return fmt.Errorf("start relayed signaling: %w", err)
 	}

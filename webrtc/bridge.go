@@ -155,6 +155,7 @@ func (b *bridge) run(f *feed, sub Subscription) {
 	interval := b.srv.cfg.FanoutInterval
 	var (
 		frames [][]byte
+		msgs   []Message
 		held   [][]byte  // for the data channel sessions' next round
 		last   time.Time // of the data channel sessions' last round
 	)
@@ -179,16 +180,30 @@ func (b *bridge) run(f *feed, sub Subscription) {
 			b.lost(f)
 			return
 		}
-		frames = frames[:0]
+		frames, msgs = frames[:0], msgs[:0]
 		for ok := true; ok; msg, ok = sub.TryNext() {
 			if frame := b.encode(f, &msg); frame != nil {
 				frames = append(frames, frame)
+				msgs = append(msgs, msg)
 			}
 			if len(frames) >= maxDrain {
 				break
 			}
 		}
 		if len(frames) == 0 {
+			continue
+		}
+		if t := b.srv.relays.treeOf(f.topic); t != nil {
+			// A relayed topic is not paced: its records are stamped and
+			// sent in one step under the tree's lock, which orders them
+			// with members' moves (relayfeed.go). Messages held from
+			// before the tree go out first, as they would have.
+			if len(held) > 0 {
+				b.fanOut(f, held, true)
+				held = held[:0]
+			}
+			b.fanOutRelayed(t, f, msgs, frames)
+			last = time.Now()
 			continue
 		}
 		b.fanOut(f, frames, false)

@@ -23,16 +23,19 @@ import (
 // Unlike the JS client it does not reconnect: a closed Client reports why
 // in Err, and the caller dials again.
 type Client struct {
-	pc       *pion.PeerConnection
-	dc       *pion.DataChannel
-	log      *slog.Logger
-	onError  func(error)
-	key      ed25519.PrivateKey // signs publishes, if the token is bound to it
-	maxOut   int                // largest frame the server accepts
-	maxIn    int                // largest frame we accept
-	msgs     chan Message
-	done     chan struct{}
-	closedWG sync.WaitGroup // the shutdown goroutine
+	pc         *pion.PeerConnection
+	dc         *pion.DataChannel
+	api        *pion.API // for links to other browsers (relayclient.go)
+	iceServers []pion.ICEServer
+	relay      *clientRelays
+	log        *slog.Logger
+	onError    func(error)
+	key        ed25519.PrivateKey // signs publishes, if the token is bound to it
+	maxOut     int                // largest frame the server accepts
+	maxIn      int                // largest frame we accept
+	msgs       chan Message
+	done       chan struct{}
+	closedWG   sync.WaitGroup // the shutdown goroutine
 
 	nextReq atomic.Uint32
 
@@ -57,6 +60,8 @@ type clientConfig struct {
 	onError       func(error)
 	log           *slog.Logger
 	key           ed25519.PrivateKey
+	relay         *RelayOptions  // relayclient.go
+	misdoer       relayBehaviour // tests
 }
 
 // WithHTTPClient sets the HTTP client used for signaling (default
@@ -143,7 +148,8 @@ func Dial(ctx context.Context, offerURL, token string, opts ...ClientOption) (*C
 	if err != nil {
 		return nil, err
 	}
-	pc, err := api.NewPeerConnection(pion.Configuration{ICEServers: toPionICEServers(cfg.iceServers, cfg.loopbackOnly)})
+	ice := toPionICEServers(cfg.iceServers, cfg.loopbackOnly)
+	pc, err := api.NewPeerConnection(pion.Configuration{ICEServers: ice})
 	if err != nil {
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}
@@ -154,16 +160,19 @@ func Dial(ctx context.Context, offerURL, token string, opts ...ClientOption) (*C
 		return nil, fmt.Errorf("create data channel: %w", err)
 	}
 	c := &Client{
-		pc:      pc,
-		dc:      dc,
-		log:     log,
-		onError: cfg.onError,
-		key:     cfg.key,
-		maxIn:   maxFrameSizeLimit,
-		msgs:    make(chan Message, cfg.messageBuffer),
-		done:    make(chan struct{}),
-		pending: make(map[uint32]chan error),
+		pc:         pc,
+		dc:         dc,
+		api:        api,
+		iceServers: ice,
+		log:        log,
+		onError:    cfg.onError,
+		key:        cfg.key,
+		maxIn:      maxFrameSizeLimit,
+		msgs:       make(chan Message, cfg.messageBuffer),
+		done:       make(chan struct{}),
+		pending:    make(map[uint32]chan error),
 	}
+	c.relay = newClientRelays(c, &cfg)
 	opened := make(chan struct{})
 	dc.OnOpen(func() { close(opened) })
 	dc.OnMessage(c.onMessage)
@@ -192,6 +201,9 @@ func Dial(ctx context.Context, offerURL, token string, opts ...ClientOption) (*C
 	c.maxOut = int(pc.SCTP().GetCapabilities().MaxMessageSize)
 	if c.maxOut == 0 || c.maxOut > maxFrameSizeLimit {
 		c.maxOut = maxFrameSizeLimit
+	}
+	if err := c.relay.ready(ctx); err != nil {
+		c.log.Info("the peer does not take this client as a relay", "err", err)
 	}
 	return c, nil
 }
@@ -387,6 +399,8 @@ func (c *Client) handle(f *frame) bool {
 		if f.req == 0 || !c.answer(f.req, err) {
 			c.report(err)
 		}
+	case frameRelayInvite, frameAttach, frameSignal, frameRecord, frameHead:
+		c.relay.onFrame(f) // relayclient.go
 	default:
 		c.report(fmt.Errorf("%w: unexpected %s frame from server", ErrBadFrame, f.typ))
 	}
@@ -430,6 +444,7 @@ func (c *Client) shutdown(cause error) {
 			// Handlers blocked on a full Messages channel return on done;
 			// after them nothing sends on msgs.
 			c.inflight.Wait()
+			c.relay.close()
 			close(c.msgs)
 			_ = c.pc.GracefulClose()
 		}()

@@ -195,6 +195,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock used for token checks; nil means time.Now.
 	Now func() time.Time
+
+	// Relay configures browser relays (relayconfig.go); off by default.
+	Relay RelayConfig
 }
 
 // DefaultConfig returns the configuration of a production peer: tokens
@@ -221,6 +224,7 @@ func DefaultConfig() Config {
 		SlowPolicy:            DropOldest,
 		StallTimeout:          30 * time.Second,
 		FanoutInterval:        30 * time.Millisecond,
+		Relay:                 DefaultRelayConfig(),
 	}
 }
 
@@ -325,5 +329,6 @@ func (c *Config) validate() error {
 	if c.StallTimeout <= 0 {
 		bad("StallTimeout", "%v, must be positive", c.StallTimeout)
 	}
+	c.Relay.validate(bad)
 	return errors.Join(errs...)
 }

@@ -44,7 +44,7 @@
 // POSTs the same body to another peer's SignalPath?peer=<peer ID>; that
 // peer forwards it over SignalProtocol and returns the target's answer,
 // signed with the target's libp2p key (AnswerSignedBytes), which the
-// browser verifies against the peer ID (Relay, signalrelay.go).
+// browser verifies against the peer ID (SignalRelay, signalrelay.go).
 //
 // # Tokens
 //

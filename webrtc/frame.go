@@ -56,6 +56,9 @@ func (t frameType) String() string {
 	case framePresence:
 		return "presence"
 	}
+	if isRelayFrame(t) {
+		return relayFrameName(t)
+	}
 	return "unknown"
 }
 
@@ -160,6 +163,8 @@ type frame struct {
 	reason  string    // error
 	batch   [][]byte  // batch to encode: the encoded inner frames
 	items   []frame   // batch decoded: the inner frames
+
+	relay *relayFields // relay frames (relayframe.go)
 }
 
 // Fixed parts of the encoding.
@@ -265,6 +270,9 @@ func appendFrame(dst []byte, f *frame) ([]byte, error) {
 			dst = appendBytes32(dst, inner)
 		}
 	default:
+		if isRelayFrame(f.typ) {
+			return appendRelayFrame(dst, f)
+		}
 		return nil, fmt.Errorf("%w: unknown frame type %d", ErrBadFrame, f.typ)
 	}
 	return dst, nil
@@ -299,7 +307,7 @@ func decodeFrameDepth(b []byte, max int, allowBatch bool) (frame, error) {
 	f.typ = frameType(b[1])
 	r := reader{b: b[headerLen:]}
 	switch f.typ {
-	case frameSubscribe, frameUnsubscribe, framePublish, frameSignedPublish, frameAck, frameError:
+	case frameSubscribe, frameUnsubscribe, framePublish, frameSignedPublish, frameAck, frameError, frameRelayReady, frameFrom, frameReport:
 		// The request ID comes first, so even a frame of another version
 		// whose layout we cannot know gets a correlated reply.
 		if len(r.b) >= 4 {
@@ -379,7 +387,12 @@ func decodeFrameDepth(b []byte, max int, allowBatch bool) (frame, error) {
 			f.items = append(f.items, item)
 		}
 	default:
-		return f, fmt.Errorf("%w: unknown frame type %d", ErrBadFrame, b[1])
+		if !isRelayFrame(f.typ) {
+			return f, fmt.Errorf("%w: unknown frame type %d", ErrBadFrame, b[1])
+		}
+		if err := decodeRelayFrame(&f, &r); err != nil {
+			return f, err
+		}
 	}
 	if r.err != nil {
 		return f, fmt.Errorf("%w: %s frame: %v", ErrBadFrame, f.typ, r.err)
@@ -388,7 +401,8 @@ func decodeFrameDepth(b []byte, max int, allowBatch bool) (frame, error) {
 		return f, fmt.Errorf("%w: %s frame: %d trailing bytes", ErrBadFrame, f.typ, len(r.b))
 	}
 	switch f.typ {
-	case frameSubscribe, frameUnsubscribe, framePublish, frameSignedPublish, frameMessage, framePresence:
+	case frameSubscribe, frameUnsubscribe, framePublish, frameSignedPublish, frameMessage, framePresence,
+		frameRelayInvite, frameAttach, frameSignal, frameRecord, frameFrom, frameHead, frameReport, frameHello:
 		if err := ValidateTopic(f.topic); err != nil {
 			return f, err
 		}

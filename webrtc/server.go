@@ -21,6 +21,7 @@ type Server struct {
 	startPinger sync.Once // pingWebSockets, from the first WebSocket on
 	metrics     *metrics
 	bridge      *bridge
+	relays      *relays // relays.go
 	now         func() time.Time
 	tokens      *Verifier
 
@@ -111,6 +112,12 @@ func New(bus Bus, cfg Config) (*Server, error) {
 		offers:    newOfferLimiter(cfg.OfferRate, cfg.OfferBurst),
 	}
 	s.bridge = newBridge(s)
+	if s.relays, err = newRelays(s); err != nil {
+		s.stack.close()
+		cancel()
+		return nil, err
+	}
+	s.relays.start()
 	switch {
 	case cfg.InsecureNoAuth:
 		log.Warn("browsers are admitted without a token and may read and write every topic (insecure-no-auth); never do this outside a devnet")

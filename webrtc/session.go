@@ -242,6 +242,10 @@ func (s *session) onMessage(data []byte, isString bool) {
 	case framePublish, frameSignedPublish:
 		s.publish(&f)
 	default:
+		if isRelayFrame(f.typ) {
+			s.srv.relays.onFrame(s, &f) // relays.go
+			return
+		}
 		s.reject(f.req, CodeUnexpectedFrame, "", fmt.Sprintf("%s frames go from server to client", f.typ))
 	}
 }
@@ -475,6 +479,7 @@ func (s *session) close(reason string) {
 		// and waits (in closeOnce) for the wg.Add above, which must come
 		// before its wg.Wait.
 		s.srv.removeSession(s)
+		s.srv.relays.sessionGone(s)
 		s.srv.metrics.closed.WithLabelValues(reason).Inc()
 		s.log.Debug("session closed", "reason", reason)
 		if h := s.srv.testHookClosed; h != nil {

@@ -79,8 +79,8 @@ type SignalDialer func(ctx context.Context, peer string) (SignalStream, error)
 // forward offers to.
 var ErrNoSignalPeer = errors.New("webrtc: peer not reachable for relayed signaling")
 
-// RelayConfig bounds relayed signaling on both sides.
-type RelayConfig struct {
+// SignalRelayConfig bounds relayed signaling on both sides.
+type SignalRelayConfig struct {
 	// MaxForwards is how many offers this peer forwards at once (beyond,
 	// 503); MaxServed how many relayed offers it answers at once.
 	MaxForwards, MaxServed int
@@ -95,19 +95,19 @@ type RelayConfig struct {
 	Timeout time.Duration
 }
 
-// DefaultRelayConfig: 32 forwards and 16 answers at once (an answer holds
+// DefaultSignalRelayConfig: 32 forwards and 16 answers at once (an answer holds
 // a session slot and a gathering peer connection); 20 relayed offers/s per
 // forwarder (burst 80), four times a browser address's; 20 s per hop, the
 // gathering timeout (5 s) with room for a relayed connection's latency.
-func DefaultRelayConfig() RelayConfig {
-	return RelayConfig{MaxForwards: 32, MaxServed: 16, PerForwarderRate: 20, PerForwarderBurst: 80, Timeout: 20 * time.Second}
+func DefaultSignalRelayConfig() SignalRelayConfig {
+	return SignalRelayConfig{MaxForwards: 32, MaxServed: 16, PerForwarderRate: 20, PerForwarderBurst: 80, Timeout: 20 * time.Second}
 }
 
-// Relay forwards browsers' offers to other peers (Handler) and answers
+// SignalRelay forwards browsers' offers to other peers (Handler) and answers
 // offers forwarded to this peer (ServeStream), on behalf of a Server.
-type Relay struct {
+type SignalRelay struct {
 	srv      *Server
-	cfg      RelayConfig
+	cfg      SignalRelayConfig
 	log      *slog.Logger
 	forwards chan struct{}
 	served   chan struct{}
@@ -122,7 +122,7 @@ type Relay struct {
 	results         *prometheus.CounterVec // side, result
 }
 
-// Relay results (metric label values); Handler counts the offer
+// SignalRelay results (metric label values); Handler counts the offer
 // endpoint's refusals under the same names.
 const (
 	relayAnswered    = "answered"
@@ -134,14 +134,14 @@ const (
 	relayFailed      = "failed"
 )
 
-// NewRelay returns the relayed signaling of srv. Its metric,
+// NewSignalRelay returns the relayed signaling of srv. Its metric,
 // immense_webrtc_relayed_offers_total{side,result}, is registered with
 // srv's Registerer.
-func NewRelay(srv *Server, cfg RelayConfig) (*Relay, error) {
+func NewSignalRelay(srv *Server, cfg SignalRelayConfig) (*SignalRelay, error) {
 	if cfg.MaxForwards <= 0 || cfg.MaxServed <= 0 || cfg.Timeout <= 0 || cfg.PerForwarderRate < 0 {
-		return nil, errors.New("webrtc: RelayConfig: MaxForwards, MaxServed and Timeout must be positive")
+		return nil, errors.New("webrtc: SignalRelayConfig: MaxForwards, MaxServed and Timeout must be positive")
 	}
-	r := &Relay{
+	r := &SignalRelay{
 		srv: srv, cfg: cfg, log: srv.log.With("component", "webrtc.relay"),
 		forwards: make(chan struct{}, cfg.MaxForwards),
 		served:   make(chan struct{}, cfg.MaxServed),
@@ -159,8 +159,8 @@ func NewRelay(srv *Server, cfg RelayConfig) (*Relay, error) {
 	return r, nil
 }
 
-// signalAnswer is the volunteer's message on the stream.
-type signalAnswer struct {
+// signalReply is the volunteer's message on the stream.
+type signalReply struct {
 	Status int    `json:"status"`
 	SDP    string `json:"sdp,omitempty"`
 	Sig    string `json:"sig,omitempty"`
@@ -191,8 +191,8 @@ func AnswerSignedBytes(offerSDP, answerSDP string) []byte {
 
 // decodeSignalAnswer reads and checks a volunteer's answer of at most max
 // bytes (after the version byte).
-func decodeSignalAnswer(r io.Reader, max int) (signalAnswer, error) {
-	var a signalAnswer
+func decodeSignalAnswer(r io.Reader, max int) (signalReply, error) {
+	var a signalReply
 	b, err := io.ReadAll(io.LimitReader(r, int64(max)+2))
 	if err != nil {
 		return a, fmt.Errorf("read answer: %w", err)
@@ -241,7 +241,7 @@ func writeSignal(w io.Writer, v any) error {
 // named by ?peer= through dial and returns its answer. The offer is
 // checked (size, form) and the browser's address rate-limited (sharing
 // the offer endpoint's budget) before anything is forwarded.
-func (r *Relay) Handler(dial SignalDialer) http.Handler {
+func (r *SignalRelay) Handler(dial SignalDialer) http.Handler {
 	s := r.srv
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		count := func(result string) { r.results.WithLabelValues("forward", result).Inc() }
@@ -291,10 +291,10 @@ func (r *Relay) Handler(dial SignalDialer) http.Handler {
 }
 
 // forward sends offer to target and reads its answer, within ctx.
-func (r *Relay) forward(ctx context.Context, dial SignalDialer, target string, offer offerRequest) (signalAnswer, error) {
+func (r *SignalRelay) forward(ctx context.Context, dial SignalDialer, target string, offer offerRequest) (signalReply, error) {
 	st, err := dial(ctx, target)
 	if err != nil {
-		return signalAnswer{}, err
+		return signalReply{}, err
 	}
 	defer st.Close()
 	deadline, _ := ctx.Deadline()
@@ -302,10 +302,10 @@ func (r *Relay) forward(ctx context.Context, dial SignalDialer, target string, o
 	stop := context.AfterFunc(ctx, func() { _ = st.Close() })
 	defer stop()
 	if err := writeSignal(st, offer); err != nil {
-		return signalAnswer{}, fmt.Errorf("send offer: %w", err)
+		return signalReply{}, fmt.Errorf("send offer: %w", err)
 	}
 	if err := st.CloseWrite(); err != nil {
-		return signalAnswer{}, fmt.Errorf("send offer: %w", err)
+		return signalReply{}, fmt.Errorf("send offer: %w", err)
 	}
 	return decodeSignalAnswer(st, maxSignalAnswer)
 }
@@ -313,14 +313,14 @@ func (r *Relay) forward(ctx context.Context, dial SignalDialer, target string, o
 // ServeStream answers one offer forwarded by the peer from over st, as the
 // offer endpoint would, and signs the answer with sign (this peer's libp2p
 // key). It returns when the exchange is over, within the relay's Timeout.
-func (r *Relay) ServeStream(st SignalStream, from string, sign func([]byte) ([]byte, error)) {
+func (r *SignalRelay) ServeStream(st SignalStream, from string, sign func([]byte) ([]byte, error)) {
 	defer st.Close()
 	s := r.srv
 	count := func(result string) { r.results.WithLabelValues("serve", result).Inc() }
 	_ = st.SetDeadline(time.Now().Add(r.cfg.Timeout))
 	refuse := func(result string, status int, msg string) {
 		count(result)
-		_ = writeSignal(st, signalAnswer{Status: status, Error: msg})
+		_ = writeSignal(st, signalReply{Status: status, Error: msg})
 		// Read what is left of the request (bounded in size and time)
 		// so that closing does not reset the stream under the answer.
 		_ = st.CloseWrite()
@@ -373,7 +373,7 @@ func (r *Relay) ServeStream(st SignalStream, from string, sign func([]byte) ([]b
 		return
 	}
 	count(relayAnswered)
-	if err := writeSignal(st, signalAnswer{Status: http.StatusOK, SDP: answer, Sig: base64.RawURLEncoding.EncodeToString(sig)}); err != nil {
+	if err := writeSignal(st, signalReply{Status: http.StatusOK, SDP: answer, Sig: base64.RawURLEncoding.EncodeToString(sig)}); err != nil {
 		r.log.Debug("relayed answer not delivered", "from", from, "err", err)
 	}
 }
@@ -392,7 +392,7 @@ const maxSignalPeers = 256
 
 // PeersHandler serves SignalPeersPath: GET answers {"peers": [...]}, the
 // first maxSignalPeers of list().
-func (r *Relay) PeersHandler(list func() []SignalPeer) http.Handler {
+func (r *SignalRelay) PeersHandler(list func() []SignalPeer) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.srv.cors(w, req)
 		peers := list()
@@ -411,7 +411,7 @@ func (r *Relay) PeersHandler(list func() []SignalPeer) http.Handler {
 // take counts an offer from forwarder being answered, if it has fewer
 // than a quarter of MaxServed (at least 1) under way: one forwarder cannot
 // hold every slot.
-func (r *Relay) take(forwarder string) bool {
+func (r *SignalRelay) take(forwarder string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.serving[forwarder] >= max(r.cfg.MaxServed/4, 1) {
@@ -421,7 +421,7 @@ func (r *Relay) take(forwarder string) bool {
 	return true
 }
 
-func (r *Relay) release(forwarder string) {
+func (r *SignalRelay) release(forwarder string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.serving[forwarder]--; r.serving[forwarder] <= 0 {

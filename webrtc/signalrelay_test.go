@@ -18,30 +18,30 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// relayEnv is a volunteer (a Server with its Relay, answering streams) and
+// signalRelayEnv is a volunteer (a Server with its Relay, answering streams) and
 // a forwarder (another Server's Relay.Handler on httptest) whose dialer
 // reaches the volunteer, under the ID "volunteer", over loopback TCP.
-type relayEnv struct {
+type signalRelayEnv struct {
 	vol       *testEnv
-	volRelay  *Relay
+	volRelay  *SignalRelay
 	key       ed25519.PrivateKey
 	url       string // the forwarder's SignalPath
-	forwarder *Relay
+	forwarder *SignalRelay
 	wg        sync.WaitGroup
 	// answer, if set, replaces the volunteer: it gets the stream.
 	answer func(SignalStream)
 }
 
-func newRelayEnv(t *testing.T, rc RelayConfig) *relayEnv {
+func newSignalRelayEnv(t *testing.T, rc SignalRelayConfig) *signalRelayEnv {
 	t.Helper()
-	e := &relayEnv{vol: newTestEnv(t, nil)}
+	e := &signalRelayEnv{vol: newTestEnv(t, nil)}
 	_, e.key, _ = ed25519.GenerateKey(nil)
 	var err error
-	if e.volRelay, err = NewRelay(e.vol.srv, rc); err != nil {
+	if e.volRelay, err = NewSignalRelay(e.vol.srv, rc); err != nil {
 		t.Fatal(err)
 	}
 	fwd := newTestEnv(t, nil)
-	if e.forwarder, err = NewRelay(fwd.srv, rc); err != nil {
+	if e.forwarder, err = NewSignalRelay(fwd.srv, rc); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -92,7 +92,7 @@ func newRelayEnv(t *testing.T, rc RelayConfig) *relayEnv {
 // carries the volunteer's signature over the client's offer and the
 // answer; the token is checked by the volunteer.
 func TestRelayedSignaling(t *testing.T) {
-	e := newRelayEnv(t, DefaultRelayConfig())
+	e := newSignalRelayEnv(t, DefaultSignalRelayConfig())
 	ctx := testContext(t)
 	tok := e.vol.token([]string{"room"}, []string{"room"})
 
@@ -145,10 +145,10 @@ func TestRelayedSignaling(t *testing.T) {
 // TestRelayedSignalingRefusals: what the forwarder refuses before
 // forwarding, and what the volunteer's refusals look like to the browser.
 func TestRelayedSignalingRefusals(t *testing.T) {
-	rc := DefaultRelayConfig()
+	rc := DefaultSignalRelayConfig()
 	rc.PerForwarderRate, rc.PerForwarderBurst = 0.001, 2
 	rc.Timeout = 2 * time.Second
-	e := newRelayEnv(t, rc)
+	e := newSignalRelayEnv(t, rc)
 	_, sdp := rawOffer(t)
 	tok := e.vol.token([]string{"room"}, nil)
 
@@ -199,9 +199,9 @@ func TestRelayedSignalingRefusals(t *testing.T) {
 
 // TestRelayBusy: offers beyond MaxForwards at once are refused with 503.
 func TestRelayBusy(t *testing.T) {
-	rc := DefaultRelayConfig()
+	rc := DefaultSignalRelayConfig()
 	rc.MaxForwards = 1
-	e := newRelayEnv(t, rc)
+	e := newSignalRelayEnv(t, rc)
 	release := make(chan struct{})
 	held := make(chan struct{})
 	e.answer = func(st SignalStream) {
@@ -232,9 +232,9 @@ func TestRelayBusy(t *testing.T) {
 // while another forwarder is still answered.
 func TestRelayServedPerForwarder(t *testing.T) {
 	vol := newTestEnv(t, nil)
-	rc := DefaultRelayConfig()
+	rc := DefaultSignalRelayConfig()
 	rc.MaxServed = 4
-	r, err := NewRelay(vol.srv, rc)
+	r, err := NewSignalRelay(vol.srv, rc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +265,7 @@ func TestRelayServedPerForwarder(t *testing.T) {
 		}()
 		return c.(*net.TCPConn)
 	}
-	answer := func(c *net.TCPConn, send string) signalAnswer {
+	answer := func(c *net.TCPConn, send string) signalReply {
 		t.Helper()
 		c.Write([]byte(send))
 		c.CloseWrite()
@@ -305,14 +305,14 @@ func TestNewRelayRegisters(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	if _, err := NewRelay(srv, RelayConfig{}); err == nil {
-		t.Error("a zero RelayConfig was accepted")
+	if _, err := NewSignalRelay(srv, SignalRelayConfig{}); err == nil {
+		t.Error("a zero SignalRelayConfig was accepted")
 	}
-	if _, err := NewRelay(srv, DefaultRelayConfig()); err != nil {
+	if _, err := NewSignalRelay(srv, DefaultSignalRelayConfig()); err != nil {
 		t.Fatal(err)
 	}
 	var are prometheus.AlreadyRegisteredError
-	if _, err := NewRelay(srv, DefaultRelayConfig()); !errors.As(err, &are) {
+	if _, err := NewSignalRelay(srv, DefaultSignalRelayConfig()); !errors.As(err, &are) {
 		t.Errorf("a second relay on one registry: %v", err)
 	}
 }

@@ -1,0 +1,497 @@
+package webrtc
+
+import (
+	"cmp"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// relays is the peer side of browser relays (docs/browser-protocol.md,
+// section 8): which sessions may relay, one tree per relayed topic, the
+// links between browsers it signals, and the loop that keeps the trees
+// within their budgets.
+//
+// Locks: a tree's mu is taken before relays.mu, never after; nothing is
+// sent to a session while relays.mu is held (a send may close the
+// session, whose close reports here).
+type relays struct {
+	srv  *Server
+	cfg  RelayConfig
+	key  ed25519.PrivateKey
+	pub  ed25519.PublicKey
+	m    *relayMetrics
+	log  *slog.Logger
+	kick chan struct{}
+
+	mu       sync.Mutex
+	ready    map[*session]*readiness
+	limits   map[*session]*rate.Limiter // SIGNAL budget of each session that signals
+	isolated map[*session]bool
+	trees    map[string]*tree
+	links    map[uint32]*link
+	nextLink uint32
+	gone     []*session
+
+	// testHookRound, set by tests, is called after every round.
+	testHookRound atomic.Pointer[func()]
+}
+
+// readiness is a session's RELAY-READY.
+type readiness struct {
+	upload      uint32 // measured by the browser, bytes/s
+	maxChildren int
+	metered     bool
+	at          time.Time
+}
+
+// link is a browser-to-browser connection the peer signals.
+type link struct {
+	topic        string
+	child, relay *session
+	signals      int
+}
+
+// maxSignalsPerLink bounds the SIGNAL frames one link may take: an offer,
+// an answer, candidates and a close.
+const maxSignalsPerLink = 32
+
+func newRelays(srv *Server) (*relays, error) {
+	m, err := newRelayMetrics(srv.cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("relay key: %w", err)
+	}
+	log := srv.cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &relays{
+		srv: srv, cfg: srv.cfg.Relay, key: key, pub: pub, m: m,
+		log:      log.With("component", "webrtc.relay"),
+		kick:     make(chan struct{}, 1),
+		ready:    make(map[*session]*readiness),
+		limits:   make(map[*session]*rate.Limiter),
+		isolated: make(map[*session]bool),
+		trees:    make(map[string]*tree),
+		links:    make(map[uint32]*link),
+	}, nil
+}
+
+// start runs the loop if relays are on. Called by New.
+func (rs *relays) start() {
+	if !rs.cfg.Enabled {
+		return
+	}
+	rs.srv.wg.Add(1)
+	go rs.run()
+}
+
+// run rebalances the trees on every event and every HeadInterval, when it
+// also sends the HEADs.
+func (rs *relays) run() {
+	defer rs.srv.wg.Done()
+	tick := time.NewTicker(rs.cfg.HeadInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-rs.srv.ctx.Done():
+			return
+		case <-tick.C:
+			rs.round(true)
+		case <-rs.kick:
+			rs.round(false)
+		}
+	}
+}
+
+// sessionGone is called by a closing session.
+func (rs *relays) sessionGone(s *session) {
+	if !rs.cfg.Enabled {
+		return
+	}
+	rs.mu.Lock()
+	rs.gone = append(rs.gone, s)
+	rs.mu.Unlock()
+	signal(rs.kick)
+}
+
+// treeOf returns topic's tree, nil if the topic is not relayed.
+func (rs *relays) treeOf(topic string) *tree {
+	if !rs.cfg.Enabled {
+		return nil
+	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return rs.trees[topic]
+}
+
+// round forgets the sessions gone, then brings every topic followed by
+// more sessions than DirectBudget, or relayed already, within budget.
+func (rs *relays) round(heads bool) {
+	rs.mu.Lock()
+	for _, s := range rs.gone {
+		delete(rs.ready, s)
+		delete(rs.limits, s)
+		delete(rs.isolated, s)
+	}
+	for id, l := range rs.links {
+		if slices.Contains(rs.gone, l.child) || slices.Contains(rs.gone, l.relay) {
+			delete(rs.links, id)
+		}
+	}
+	rs.gone = nil
+	rs.mu.Unlock()
+
+	var relaysN, via, direct, depth int
+	for topic, subs := range rs.srv.bridge.followed() {
+		rs.mu.Lock()
+		t := rs.trees[topic]
+		if t == nil && len(subs) > rs.cfg.DirectBudget {
+			t = newTree(topic, rs.cfg.Backlog)
+			rs.trees[topic] = t
+		}
+		rs.mu.Unlock()
+		if t == nil {
+			continue
+		}
+		t.mu.Lock()
+		if heads {
+			t.measure(rs.cfg.HeadInterval)
+			t.sendHeads()
+		}
+		t.rebalance(rs, subs)
+		st := t.status()
+		t.mu.Unlock()
+		relaysN += st.Relays
+		via += st.ViaRelays
+		direct += st.members - st.ViaRelays
+		depth = max(depth, st.MaxDepth)
+	}
+	// Trees of topics nobody follows any more.
+	followed := rs.srv.bridge.followed()
+	rs.mu.Lock()
+	for topic := range rs.trees {
+		if _, ok := followed[topic]; !ok {
+			delete(rs.trees, topic)
+		}
+	}
+	rs.mu.Unlock()
+	rs.m.relays.Set(float64(relaysN))
+	rs.m.viaRelays.Set(float64(via))
+	rs.m.directMembers.Set(float64(direct))
+	rs.m.maxDepth.Set(float64(depth))
+	if h := rs.testHookRound.Load(); h != nil {
+		(*h)()
+	}
+}
+
+// onFrame handles a relay frame from session s, on its read goroutine.
+func (rs *relays) onFrame(s *session, f *frame) {
+	switch f.typ {
+	case frameRelayReady:
+		rs.onReady(s, f)
+	case frameFrom:
+		rs.onFrom(s, f)
+	case frameReport:
+		rs.onReport(s, f)
+	case frameSignal:
+		rs.onSignal(s, f)
+	default:
+		s.reject(f.req, CodeUnexpectedFrame, "", fmt.Sprintf("%s frames do not go from a client to its peer", f.typ))
+	}
+}
+
+func (rs *relays) onReady(s *session, f *frame) {
+	if !rs.cfg.Enabled {
+		s.reject(f.req, CodeRelayRefused, "", "this peer does not use browser relays")
+		return
+	}
+	r := f.relay
+	rs.mu.Lock()
+	if r.maxChildren == 0 || r.upload == 0 {
+		delete(rs.ready, s) // withdrawn: its children move at the next round
+	} else {
+		prev := rs.ready[s]
+		at := rs.srv.now()
+		if prev != nil {
+			at = prev.at // uptime counts from the first READY
+		}
+		rs.ready[s] = &readiness{upload: r.upload, maxChildren: int(r.maxChildren), metered: r.flags&relayFlagMetered != 0, at: at}
+	}
+	rs.mu.Unlock()
+	s.ack(f.req)
+	signal(rs.kick)
+}
+
+// onFrom starts feeding records to a member the peer took back, after the
+// sequence number it has.
+func (rs *relays) onFrom(s *session, f *frame) {
+	t := rs.treeOf(f.topic)
+	if t == nil {
+		s.reject(f.req, CodeRelayRefused, f.topic, "the topic is not relayed here")
+		return
+	}
+	t.mu.Lock()
+	m := t.members[s]
+	if m == nil || m.feeder != nil {
+		t.mu.Unlock()
+		s.reject(f.req, CodeRelayRefused, f.topic, "not attached to this peer for the topic")
+		return
+	}
+	if m.pending {
+		m.pending = false
+		records, complete := t.after(f.relay.seq)
+		if !complete {
+			s.reject(0, CodeGap, f.topic, "resumed from before what the peer could replay: messages were lost")
+		}
+		if len(records) > 0 {
+			s.deliver(f.topic, batchFrames(records, rs.srv.cfg.MaxFrameSize), records)
+		}
+	}
+	t.mu.Unlock()
+	s.ack(f.req)
+}
+
+func (rs *relays) onReport(s *session, f *frame) {
+	t := rs.treeOf(f.topic)
+	if t == nil {
+		s.ack(f.req)
+		return
+	}
+	r := f.relay
+	rs.m.reports.WithLabelValues(r.reason.String()).Inc()
+	t.mu.Lock()
+	m := t.members[s]
+	if m == nil || m.feeder == nil || m.link != r.link {
+		// Stale: the child was moved already.
+		t.mu.Unlock()
+		s.ack(f.req)
+		return
+	}
+	relay := m.feeder
+	m.avoid[relay.s] = true
+	rs.log.Debug("relay reported", "topic", f.topic, "relay", relay.s.id, "child", s.id, "reason", r.reason)
+	switch r.reason {
+	case ReportForged:
+		if rs.forgery(f.topic, r.evidence) {
+			relay.reporters[s] = true
+		}
+	case ReportStalled, ReportDropped:
+		// Judged later: a relay whose own feed failed starves its
+		// children too, and moves about when they report it.
+		relay.suspect = append(relay.suspect, suspicion{s, rs.srv.now()})
+	}
+	t.place(rs, m, reattachReported)
+	t.isolate(rs, relay)
+	t.mu.Unlock()
+	s.ack(f.req)
+}
+
+// suspicion is a stall or drop report awaiting judgment.
+type suspicion struct {
+	child *session
+	at    time.Time
+}
+
+// movedGrace is how many HEAD intervals around a relay's own move its
+// children's stall and drop reports do not count against it, and how
+// long the peer waits to judge them.
+const movedGrace = 5
+
+// judge counts the stall and drop reports against r that have waited
+// movedGrace intervals: those made while r was not itself moving (its own
+// feed failing starves its children too). t.mu is held.
+func (t *tree) judge(rs *relays, r *member) {
+	grace := movedGrace * rs.cfg.HeadInterval
+	now := rs.srv.now()
+	kept := r.suspect[:0]
+	for _, p := range r.suspect {
+		switch {
+		case now.Sub(p.at) < grace:
+			kept = append(kept, p)
+		case slices.ContainsFunc(r.moves, func(m time.Time) bool { d := m.Sub(p.at); return d > -grace && d < grace }):
+			// r moved around then: its feed, not r, failed.
+		default:
+			r.reporters[p.child] = true
+		}
+	}
+	r.suspect = kept
+	t.isolate(rs, r)
+}
+
+// isolate stops r relaying for good once ReportQuorum children reported
+// it. t.mu is held.
+func (t *tree) isolate(rs *relays, r *member) {
+	if len(r.reporters) < rs.cfg.ReportQuorum || !r.relay {
+		return
+	}
+	rs.mu.Lock()
+	rs.isolated[r.s] = true
+	rs.mu.Unlock()
+	rs.m.isolated.Inc()
+	rs.log.Info("relay isolated after reports by its children", "topic", t.topic, "session", r.s.id, "reporters", len(r.reporters), "depth", r.depth, "moves", len(r.moves))
+	t.unrelay(rs, r, reattachIsolated)
+}
+
+// forgery reports whether evidence is a RECORD of topic whose signature
+// fails: what a child that got a forged record sends. A valid record is a
+// false report.
+func (rs *relays) forgery(topic string, evidence []byte) bool {
+	f, err := decodeFrame(evidence, rs.srv.cfg.MaxFrameSize)
+	if err != nil || f.typ != frameRecord || f.topic != topic {
+		return false
+	}
+	return verifyRecord(rs.pub, &f) != nil
+}
+
+// onSignal forwards a SIGNAL between the two ends of a link.
+func (rs *relays) onSignal(s *session, f *frame) {
+	r := f.relay
+	rs.mu.Lock()
+	lim := rs.limits[s]
+	if lim == nil {
+		lim = rate.NewLimiter(rate.Limit(rs.cfg.SignalRate), rs.cfg.SignalBurst)
+		rs.limits[s] = lim
+	}
+	l := rs.links[r.link]
+	var to *session
+	switch {
+	case !lim.Allow():
+		rs.mu.Unlock()
+		rs.m.signals.WithLabelValues(signalLimited).Inc()
+		s.reject(0, CodeRateLimited, f.topic, fmt.Sprintf("more than %g signals per second", rs.cfg.SignalRate))
+		return
+	case l == nil || l.topic != f.topic || l.signals >= maxSignalsPerLink:
+	case s == l.child:
+		to = l.relay
+	case s == l.relay:
+		to = l.child
+	}
+	if to != nil {
+		l.signals++
+	}
+	rs.mu.Unlock()
+	if to == nil {
+		rs.m.signals.WithLabelValues(signalRefused).Inc()
+		s.reject(0, CodeRelayRefused, f.topic, fmt.Sprintf("link %d is not one of this session's", r.link))
+		return
+	}
+	b, err := appendFrame(nil, f)
+	if err != nil {
+		return
+	}
+	rs.m.signals.WithLabelValues(signalForwarded).Inc()
+	to.sendControl(b)
+}
+
+// newLink records a link from child to relay for topic.
+func (rs *relays) newLink(topic string, child, relay *session) uint32 {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	rs.nextLink++
+	if rs.nextLink == 0 {
+		rs.nextLink = 1
+	}
+	rs.links[rs.nextLink] = &link{topic: topic, child: child, relay: relay}
+	return rs.nextLink
+}
+
+func (rs *relays) dropLink(id uint32) {
+	if id == 0 {
+		return
+	}
+	rs.mu.Lock()
+	delete(rs.links, id)
+	rs.mu.Unlock()
+}
+
+// capacity is how many children r may feed now: its own and the peer's
+// caps, and its upload over the topic's measured rate.
+func (rs *relays) capacity(s *session, topicRate float64) int {
+	rs.mu.Lock()
+	r, iso := rs.ready[s], rs.isolated[s]
+	rs.mu.Unlock()
+	if r == nil || iso {
+		return 0
+	}
+	return relayCapacity(rs.cfg, r, topicRate)
+}
+
+// relayCapacity is the children a relay that sent r may feed on a topic
+// of topicRate bytes/s.
+func relayCapacity(cfg RelayConfig, r *readiness, topicRate float64) int {
+	n := min(cfg.MaxChildren, r.maxChildren)
+	if topicRate > 0 {
+		n = min(n, int(float64(min(r.upload, cfg.MaxUpload))/topicRate))
+	}
+	return max(n, 0)
+}
+
+// candidates returns the sessions among subs that may be invited to relay
+// topic, fastest upload first.
+func (rs *relays) candidates(subs []*session) []*session {
+	now := rs.srv.now()
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	var out []*session
+	for _, s := range subs {
+		r := rs.ready[s]
+		if r == nil || r.metered || rs.isolated[s] || now.Sub(r.at) < rs.cfg.MinUptime {
+			continue
+		}
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b *session) int {
+		return cmp.Or(cmp.Compare(rs.ready[b].upload, rs.ready[a].upload), cmp.Compare(a.id, b.id))
+	})
+	return out
+}
+
+// RelayStatus is how one topic's browsers are fed (GET /v1/status).
+type RelayStatus struct {
+	Topic string `json:"topic"`
+	// Direct counts the sessions this peer feeds; ViaRelays those fed by
+	// another browser; Relays those relaying.
+	Direct    int `json:"direct"`
+	ViaRelays int `json:"via_relays"`
+	Relays    int `json:"relays"`
+	// MaxDepth is the largest depth of a session (1: fed by this peer).
+	MaxDepth int `json:"max_depth"`
+	// Attachments counts the sessions (re)attached to a feeder.
+	Attachments uint64 `json:"attachments"`
+
+	members int
+}
+
+// RelayStatus returns, for each relayed topic, how its browsers are fed.
+func (s *Server) RelayStatus() []RelayStatus {
+	rs := s.relays
+	rs.mu.Lock()
+	trees := make([]*tree, 0, len(rs.trees))
+	for _, t := range rs.trees {
+		trees = append(trees, t)
+	}
+	rs.mu.Unlock()
+	followed := s.bridge.followed()
+	out := make([]RelayStatus, 0, len(trees))
+	for _, t := range trees {
+		t.mu.Lock()
+		st := t.status()
+		t.mu.Unlock()
+		st.Direct = len(followed[t.topic]) - st.ViaRelays
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b RelayStatus) int { return cmp.Compare(a.Topic, b.Topic) })
+	return out
+}
