@@ -41,7 +41,7 @@ type Node struct {
 	started time.Time
 
 	browsers     *webrtc.Server      // nil without Config.Browsers
-	relay        *webrtc.SignalRelay       // relayed signaling (signal.go); nil without Config.Browsers
+	relay        *webrtc.SignalRelay // relayed signaling (signal.go); nil without Config.Browsers
 	topicKeys    []ed25519.PublicKey // the app's topic keys (appauth.go), which also verify browser tokens
 	state        *state              // nil without Config.State
 	bw           *metrics.BandwidthCounter
