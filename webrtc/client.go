@@ -128,7 +128,9 @@ func (e *SignalingError) Error() string {
 // Dial connects to the server whose signaling endpoint is offerURL (for
 // example "https://peer.example/v1/webrtc/offer"), presenting token (empty
 // for a server in insecure-no-auth mode). It returns once the data channel
-// is open.
+// is open. For a volunteer reached through another peer's SignalPath
+// (offerURL ending in "?peer=<peer ID>"), the answer must be signed by the
+// key that peer ID names, else Dial fails.
 func Dial(ctx context.Context, offerURL, token string, opts ...ClientOption) (*Client, error) {
 	cfg := clientConfig{httpClient: http.DefaultClient, messageBuffer: 1024}
 	for _, o := range opts {
@@ -224,7 +226,12 @@ func negotiate(ctx context.Context, hc *http.Client, pc *pion.PeerConnection, of
 	case <-ctx.Done():
 		return fmt.Errorf("gather candidates: %w", ctx.Err())
 	}
-	body, _ := json.Marshal(offerRequest{SDP: pc.LocalDescription().SDP, Token: token})
+	signer, err := relayedSigner(offerURL)
+	if err != nil {
+		return err
+	}
+	offerSDP := pc.LocalDescription().SDP
+	body, _ := json.Marshal(offerRequest{SDP: offerSDP, Token: token})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, offerURL, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("offer: %w", err)
@@ -246,9 +253,14 @@ func negotiate(ctx context.Context, hc *http.Client, pc *pion.PeerConnection, of
 		}
 		return &SignalingError{StatusCode: resp.StatusCode, Message: e.Error}
 	}
-	var ans offerResponse
+	var ans relayedAnswer
 	if err := json.Unmarshal(rb, &ans); err != nil {
 		return fmt.Errorf("offer: bad answer: %w", err)
+	}
+	if signer != nil {
+		if err := signer.verify(offerSDP, &ans); err != nil {
+			return err
+		}
 	}
 	if err := pc.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeAnswer, SDP: ans.SDP}); err != nil {
 		return fmt.Errorf("offer: apply answer: %w", err)

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -24,7 +26,9 @@ import (
 type signalRelayEnv struct {
 	vol       *testEnv
 	volRelay  *SignalRelay
-	key       ed25519.PrivateKey
+	key       ed25519.PrivateKey // the volunteer's; signKey signs if set
+	signKey   ed25519.PrivateKey
+	id        string // the volunteer's peer ID, from key
 	url       string // the forwarder's SignalPath
 	forwarder *SignalRelay
 	wg        sync.WaitGroup
@@ -36,7 +40,15 @@ func newSignalRelayEnv(t *testing.T, rc SignalRelayConfig) *signalRelayEnv {
 	t.Helper()
 	e := &signalRelayEnv{vol: newTestEnv(t, nil)}
 	_, e.key, _ = ed25519.GenerateKey(nil)
-	var err error
+	lk, err := crypto.UnmarshalEd25519PrivateKey(e.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := peer.IDFromPrivateKey(lk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.id = pid.String()
 	if e.volRelay, err = NewSignalRelay(e.vol.srv, rc); err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +61,7 @@ func newSignalRelayEnv(t *testing.T, rc SignalRelayConfig) *signalRelayEnv {
 		t.Fatal(err)
 	}
 	dial := func(ctx context.Context, peer string) (SignalStream, error) {
-		if peer != "volunteer" {
+		if peer != "volunteer" && peer != e.id {
 			return nil, ErrNoSignalPeer
 		}
 		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", ln.Addr().String())
@@ -73,7 +85,11 @@ func newSignalRelayEnv(t *testing.T, rc SignalRelayConfig) *signalRelayEnv {
 					e.answer(c.(*net.TCPConn))
 					return
 				}
-				e.volRelay.ServeStream(c.(*net.TCPConn), "forwarder", func(b []byte) ([]byte, error) { return ed25519.Sign(e.key, b), nil })
+				key := e.key
+				if e.signKey != nil {
+					key = e.signKey
+				}
+				e.volRelay.ServeStream(c.(*net.TCPConn), "forwarder", func(b []byte) ([]byte, error) { return ed25519.Sign(key, b), nil })
 			}()
 		}
 	}()
@@ -96,7 +112,7 @@ func TestRelayedSignaling(t *testing.T) {
 	ctx := testContext(t)
 	tok := e.vol.token([]string{"room"}, []string{"room"})
 
-	c, err := Dial(ctx, e.url+"?peer=volunteer", tok, WithLoopbackOnly())
+	c, err := Dial(ctx, e.url+"?peer="+e.id, tok, WithLoopbackOnly())
 	if err != nil {
 		t.Fatalf("Dial through the relay: %v", err)
 	}
@@ -139,6 +155,28 @@ func TestRelayedSignaling(t *testing.T) {
 	}
 	if got := value(t, e.volRelay.results.WithLabelValues("serve", relayAnswered)); got != 2 {
 		t.Errorf("volunteer counted %v answers, want 2", got)
+	}
+}
+
+// TestRelayedSignalingVerified: the Go client, like the JS one, refuses a
+// relayed answer not signed by the peer it asked for (a forwarder answering
+// in the volunteer's place), and a peer parameter that names no Ed25519 key.
+func TestRelayedSignalingVerified(t *testing.T) {
+	e := newSignalRelayEnv(t, DefaultSignalRelayConfig())
+	ctx := testContext(t)
+	tok := e.vol.token([]string{"room"}, nil)
+	_, e.signKey, _ = ed25519.GenerateKey(nil)
+	if c, err := Dial(ctx, e.url+"?peer="+e.id, tok, WithLoopbackOnly()); err == nil || !strings.Contains(err.Error(), "not signed by the peer") {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("an answer signed by another key: %v, want refused", err)
+	}
+	if c, err := Dial(ctx, e.url+"?peer=volunteer", tok, WithLoopbackOnly()); err == nil || !strings.Contains(err.Error(), "not a peer ID") {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("a peer parameter that is no peer ID: %v, want refused", err)
 	}
 }
 
