@@ -198,6 +198,13 @@ func (t *tree) rebalance(rs *relays, subs []*session) {
 				if r := t.pick(rs, m); r != nil {
 					t.attachTo(rs, m, r, t.seq, reattachJoin)
 					need--
+				} else {
+					// Fed by the peer, from the records after its
+					// position: until now it got MESSAGE frames, so it
+					// must be told where the records start, or a later
+					// move "from where it is" replays it the backlog.
+					m.pending = true
+					t.send(rs, m, 0, t.seq)
 				}
 			}
 		}
