@@ -480,10 +480,13 @@ type Status struct {
 	Storage *StorageStatus `json:"storage,omitempty"`
 	// BrowserSessions counts browsers connected or connecting over
 	// WebRTC; absent without the browser bridge.
-	BrowserSessions *int       `json:"browser_sessions,omitempty"`
-	Joins           JoinStatus `json:"joins"`
-	Uptime          string     `json:"uptime"`
-	Version         string     `json:"version"`
+	BrowserSessions *int `json:"browser_sessions,omitempty"`
+	// BrowserRelays says, for each topic this peer feeds through browser
+	// relays, how its browsers are fed; absent when none is.
+	BrowserRelays []webrtc.RelayStatus `json:"browser_relays,omitempty"`
+	Joins         JoinStatus           `json:"joins"`
+	Uptime        string               `json:"uptime"`
+	Version       string               `json:"version"`
 }
 
 // JoinStatus reports the join protocol: newcomers this node admitted or
@@ -562,9 +565,10 @@ func (n *Node) Status() Status {
 		bw = n.bw.GetBandwidthTotals()
 	}
 	var sessions *int
+	var relays []webrtc.RelayStatus
 	if n.browsers != nil {
 		k := n.browsers.Sessions()
-		sessions = &k
+		sessions, relays = &k, n.browsers.RelayStatus()
 	}
 	js := n.overlay.JoinState()
 	return Status{
@@ -587,6 +591,7 @@ func (n *Node) Status() Status {
 		Connections:     conns,
 		Storage:         n.withRepairBytes(n.storageStatus()),
 		BrowserSessions: sessions,
+		BrowserRelays:   relays,
 		Joins:           JoinStatus{Rate: n.cfg.Overlay.JoinRate, Burst: n.cfg.Overlay.JoinBurst, JoinStats: n.overlay.JoinStats()},
 		Uptime:          time.Since(n.started).Round(time.Second).String(),
 		Version:         userAgent,

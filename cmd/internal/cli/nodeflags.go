@@ -65,6 +65,9 @@ func NodeFlags(c *node.Config) []Flag {
 			Flag{"insecure-no-auth", "accept browsers without a token: anyone who reaches --http can read and write every topic", Bool(&b.InsecureNoAuth)},
 			Flag{"ice-server", "STUN/TURN server for browsers' ICE, e.g. stun:stun.example.org:3478 (repeatable)", iceServers{&b.ICEServers}},
 			Flag{"webrtc-public-ip", "public IP to announce to browsers when behind 1:1 NAT (repeatable)", Strings(&b.PublicIPs)},
+			Flag{"browser-relays", "let this peer ask browsers to relay a topic to other browsers once it feeds more than --browser-relay-direct-budget of them (only browsers whose app and user opted in; docs/browser-protocol.md section 8)", Bool(&b.Relay.Enabled)},
+			Flag{"browser-relay-direct-budget", "browsers of one topic this peer feeds itself before it attaches further ones to browser relays", Int(&b.Relay.DirectBudget)},
+			Flag{"browser-relay-max-children", "browsers one browser relay feeds at most (1-255)", Int(&b.Relay.MaxChildren)},
 			Flag{"webrtc-udp-ports", "UDP port `range` for browser connections: all of them share one socket, on the first free port of the range, e.g. 50000-50000 (default: any)", portRange{&b.UDPPortMin, &b.UDPPortMax}},
 		)
 	}
