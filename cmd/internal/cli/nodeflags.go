@@ -68,6 +68,7 @@ func NodeFlags(c *node.Config) []Flag {
 			Flag{"browser-relays", "let this peer ask browsers to relay a topic to other browsers once it feeds more than --browser-relay-direct-budget of them (only browsers whose app and user opted in; docs/browser-protocol.md section 8)", Bool(&b.Relay.Enabled)},
 			Flag{"browser-relay-direct-budget", "browsers of one topic this peer feeds itself before it attaches further ones to browser relays", Int(&b.Relay.DirectBudget)},
 			Flag{"browser-relay-max-children", "browsers one browser relay feeds at most (1-255)", Int(&b.Relay.MaxChildren)},
+			Flag{"browser-relay-min-uptime", "how long a browser must have been connected and willing before it is asked to relay", Duration(&b.Relay.MinUptime)},
 			Flag{"webrtc-udp-ports", "UDP port `range` for browser connections: all of them share one socket, on the first free port of the range, e.g. 50000-50000 (default: any)", portRange{&b.UDPPortMin, &b.UDPPortMax}},
 		)
 	}
