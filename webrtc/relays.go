@@ -251,6 +251,7 @@ func (rs *relays) onFrom(s *session, f *frame) {
 	}
 	if m.pending {
 		m.pending = false
+		t.changed()
 		records, complete := t.after(f.relay.seq)
 		if !complete {
 			s.reject(0, CodeGap, f.topic, "resumed from before what the peer could replay: messages were lost")

@@ -22,7 +22,16 @@ type tree struct {
 	rate    float64 // bytes/s, smoothed
 	members map[*session]*member
 	attach  uint64 // attachments made
+
+	// The fan-out's targets (relayfeed.go) for the subscriber list
+	// targetsOf; targetsOK is cleared by every change of a member's feed.
+	targetsOf  *[]*session
+	targetsOK  bool
+	fed, plain []*session
 }
+
+// changed invalidates the fan-out's targets. t.mu is held.
+func (t *tree) changed() { t.targetsOK = false }
 
 type record struct {
 	seq uint64
@@ -117,6 +126,7 @@ func (t *tree) sendHeads() {
 // and sessions beyond DirectBudget go under relays, inviting more if
 // needed.
 func (t *tree) rebalance(rs *relays, subs []*session) {
+	defer t.changed()
 	following := make(map[*session]bool, len(subs))
 	for _, s := range subs {
 		following[s] = true
@@ -277,16 +287,19 @@ func (t *tree) pick(rs *relays, m *member) *member {
 		h = max(h, 2) // room below it for children of its own
 	}
 	var best *member
-	for _, r := range t.sorted() {
-		if !r.relay || r == m || m.avoid[r.s] || isBelow(r, m) || r.depth+h > rs.cfg.MaxDepth {
+	for _, r := range t.members {
+		if !r.relay || r == m || m.avoid[r.s] || r.depth+h > rs.cfg.MaxDepth {
 			continue
 		}
-		if len(r.children) >= rs.capacity(r.s, t.rate) {
+		// The shallowest, then the oldest session: the same choice
+		// whatever the map's order.
+		if best != nil && (r.depth > best.depth || r.depth == best.depth && r.s.id > best.s.id) {
 			continue
 		}
-		if best == nil || r.depth < best.depth {
-			best = r
+		if isBelow(r, m) || len(r.children) >= rs.capacity(r.s, t.rate) {
+			continue
 		}
+		best = r
 	}
 	return best
 }
@@ -298,6 +311,7 @@ func (t *tree) place(rs *relays, m *member, reason string) {
 		t.attachTo(rs, m, r, 0, reason)
 		return
 	}
+	t.changed()
 	m.feeder, m.link, m.pending = nil, 0, true
 	m.moved(rs.srv.now(), reason)
 	setDepth(m, 1)
@@ -308,6 +322,7 @@ func (t *tree) place(rs *relays, m *member, reason string) {
 
 // attachTo makes r feed m, from sequence from (0: m knows where it is).
 func (t *tree) attachTo(rs *relays, m, r *member, from uint64, reason string) {
+	t.changed()
 	m.feeder, m.pending = r, false
 	m.moved(rs.srv.now(), reason)
 	m.link = rs.newLink(t.topic, m.s, r.s)
@@ -345,12 +360,14 @@ func (t *tree) detach(rs *relays, m *member) {
 		f.children = slices.DeleteFunc(f.children, func(c *member) bool { return c == m })
 	}
 	rs.dropLink(m.link)
+	t.changed()
 	m.feeder, m.link = nil, 0
 }
 
 // unrelay stops r relaying and moves its children.
 func (t *tree) unrelay(rs *relays, r *member, reason string) {
 	r.relay = false
+	t.changed()
 	children := r.children
 	r.children = nil
 	for _, c := range children {
