@@ -168,3 +168,132 @@ func benchRelayFanout(b *testing.B, relays bool, k int) [3]float64 {
 	b.ReportMetric(cpu.Seconds()/wall.Seconds(), "cpu-cores")
 	return [3]float64{perCPU, writesPerMsg, p99}
 }
+
+var (
+	relayE2EK    = flag.Int("webrtc.relay-e2e-k", 200, "clients in BenchmarkRelayEndToEnd")
+	relayE2ERate = flag.Int("webrtc.relay-e2e-rate", 20, "messages per second published in BenchmarkRelayEndToEnd")
+)
+
+// BenchmarkRelayEndToEnd: the latency a follower sees, from publication
+// to its client's receipt, with K real pion clients on one peer fed
+// directly (relays off, the default data channel path) and through
+// browser relays (one client in five willing, up to 6 children each,
+// depth 3), in the same run. Relay hops are real browser-to-browser data
+// channels between the in-process clients; the whole machine (peer,
+// relays and followers) shares two cores, so the absolute numbers are
+// pessimistic and the ratio is what counts.
+func BenchmarkRelayEndToEnd(b *testing.B) {
+	k := *relayE2EK
+	p99 := map[string]float64{}
+	for _, mode := range []string{"direct", "relays"} {
+		b.Run(fmt.Sprintf("%s/K=%d", mode, k), func(b *testing.B) {
+			p99[mode] = benchRelayEndToEnd(b, mode == "relays", k)
+		})
+	}
+	if p99["direct"] > 0 {
+		fmt.Printf("K=%d relays/direct: p99 end to end x%.2f\n", k, p99["relays"]/p99["direct"])
+	}
+}
+
+// benchRelayEndToEnd returns the p99 latency in seconds.
+func benchRelayEndToEnd(b *testing.B, relays bool, k int) float64 {
+	const topic = "celebrity"
+	e, rounds := relayEnv(b, func(c *RelayConfig) {
+		c.Enabled = relays
+		c.DirectBudget, c.MaxChildren, c.HeadInterval = 8, 6, time.Second
+	})
+	e.srv.cfg.Logger = slog.New(slog.DiscardHandler)
+	ctx := testContext(b)
+	tok := e.token([]string{topic}, nil)
+	willing := k / 5
+	clients := e.dialMany(ctx, willing, tok, WithRelay(RelayOptions{MaxChildren: 6, Upload: 1 << 20}))
+	clients = append(clients, e.dialMany(ctx, k-willing, tok)...)
+	subscribeAll(b, ctx, clients, topic)
+	if relays {
+		st := waitStatus(b, ctx, e, rounds, topic, func(st RelayStatus) bool {
+			return st.Direct <= 2*8 && st.ViaRelays+st.Direct == k
+		})
+		b.Logf("tree: %+v", st)
+		// Attached is not connected: wait for every link between
+		// browsers to be open, or the first messages measure their set-up.
+		for !linksOpen(clients, topic) {
+			waitRounds(b, ctx, rounds, 1)
+		}
+	}
+	n := max(b.N, 5**relayE2ERate)
+	var mu sync.Mutex
+	lat := make([]time.Duration, 0, n*k)
+	var wg sync.WaitGroup
+	var viaLat, peerLat []time.Duration // by the client's feed when the run starts
+	for _, c := range clients {
+		c.relay.mu.Lock()
+		tt := c.relay.topics[topic]
+		via := tt != nil && tt.feed != nil
+		c.relay.mu.Unlock()
+		wg.Go(func() {
+			for range n {
+				select {
+				case m := <-c.Messages():
+					d := time.Since(m.Time)
+					mu.Lock()
+					lat = append(lat, d)
+					if via {
+						viaLat = append(viaLat, d)
+					} else {
+						peerLat = append(peerLat, d)
+					}
+					mu.Unlock()
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
+	}
+	b.ResetTimer()
+	tick := time.NewTicker(time.Second / time.Duration(*relayE2ERate))
+	for i := range n {
+		<-tick.C
+		if err := e.bus.Publish(ctx, topic, seqPayload(i, 128), "", nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	tick.Stop()
+	wg.Wait()
+	b.StopTimer()
+	if len(lat) < n*k {
+		b.Fatalf("%d of %d deliveries", len(lat), n*k)
+	}
+	if relays {
+		logRelayMetrics(b, e)
+	}
+	slices.Sort(viaLat)
+	slices.Sort(peerLat)
+	if len(viaLat) > 0 {
+		b.Logf("via relay: n %d p50 %v p99 %v", len(viaLat), viaLat[len(viaLat)/2], viaLat[len(viaLat)*99/100])
+	}
+	if len(peerLat) > 0 {
+		b.Logf("from peer: n %d p50 %v p99 %v", len(peerLat), peerLat[len(peerLat)/2], peerLat[len(peerLat)*99/100])
+	}
+	slices.Sort(lat)
+	p50, p99 := lat[len(lat)/2], lat[len(lat)*99/100]
+	b.ReportMetric(float64(p50.Microseconds())/1e3, "p50-ms")
+	b.ReportMetric(float64(p99.Microseconds())/1e3, "p99-ms")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1e3, "max-ms")
+	return p99.Seconds()
+}
+
+// linksOpen reports whether every client fed topic by a relay has its
+// link to it open (a client outside the tree has no relay topic).
+func linksOpen(clients []*Client, topic string) bool {
+	for _, c := range clients {
+		r := c.relay
+		r.mu.Lock()
+		t := r.topics[topic]
+		open := t == nil || t.feed == nil || t.feed.open
+		r.mu.Unlock()
+		if !open {
+			return false
+		}
+	}
+	return true
+}

@@ -15,7 +15,7 @@ import (
 
 // relayEnv is a testEnv with relays on: a small direct budget, no
 // uptime wait, and a short HEAD interval so that stalls show quickly.
-func relayEnv(t *testing.T, mutate func(*RelayConfig)) (*testEnv, chan struct{}) {
+func relayEnv(t testing.TB, mutate func(*RelayConfig)) (*testEnv, chan struct{}) {
 	rounds := make(chan struct{}, 1)
 	e := newTestEnv(t, func(c *Config) {
 		c.Relay.Enabled = true
@@ -36,7 +36,7 @@ func relayEnv(t *testing.T, mutate func(*RelayConfig)) (*testEnv, chan struct{})
 
 // waitStatus waits, round by round, until topic's relay status satisfies
 // ok.
-func waitStatus(t *testing.T, ctx context.Context, e *testEnv, rounds chan struct{}, topic string, ok func(RelayStatus) bool) RelayStatus {
+func waitStatus(t testing.TB, ctx context.Context, e *testEnv, rounds chan struct{}, topic string, ok func(RelayStatus) bool) RelayStatus {
 	t.Helper()
 	for {
 		for _, st := range e.srv.RelayStatus() {
@@ -61,7 +61,7 @@ func waitIsolated(t *testing.T, ctx context.Context, e *testEnv, rounds chan str
 }
 
 // waitRounds waits until n more rounds of the relay loop have ended.
-func waitRounds(t *testing.T, ctx context.Context, rounds chan struct{}, n int) {
+func waitRounds(t testing.TB, ctx context.Context, rounds chan struct{}, n int) {
 	t.Helper()
 	for range n {
 		select {
@@ -112,7 +112,7 @@ func publishSeq(t *testing.T, ctx context.Context, e *testEnv, topic string, fro
 	}
 }
 
-func subscribeAll(t *testing.T, ctx context.Context, clients []*Client, topic string) {
+func subscribeAll(t testing.TB, ctx context.Context, clients []*Client, topic string) {
 	t.Helper()
 	for i, c := range clients {
 		if err := c.Subscribe(ctx, topic); err != nil {
@@ -407,7 +407,7 @@ func TestRelayTreeHundreds(t *testing.T) {
 	receiveAll(t, ctx, all, topic, messages, 10)
 }
 
-func logRelayMetrics(t *testing.T, e *testEnv) {
+func logRelayMetrics(t testing.TB, e *testEnv) {
 	m := e.srv.relays.m
 	var sb strings.Builder
 	for _, r := range []ReportReason{ReportGone, ReportStalled, ReportDropped, ReportForged, ReportRefused} {
