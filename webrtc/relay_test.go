@@ -243,6 +243,39 @@ func TestRelayLeaves(t *testing.T) {
 	receiveAll(t, ctx, append([]*Client{relays[1]}, plain...), topic, 10, 20)
 }
 
+// TestRelayUploadCap: a relay never forwards faster than the upload it
+// offered: given a burst far beyond it, it closes its children's links
+// (and the peer, measuring the topic's rate, stops asking it), and the
+// children get every message all the same.
+func TestRelayUploadCap(t *testing.T) {
+	const topic, messages, size, upload = "news", 100, 1024, 8 << 10
+	e, rounds := relayEnv(t, nil)
+	ctx := testContext(t)
+	tok := e.token([]string{topic}, nil)
+	began := time.Now()
+	relay := e.dial(ctx, tok, WithRelay(RelayOptions{MaxChildren: 4, Upload: upload}))
+	plain := e.dialMany(ctx, 4, tok)
+	all := append([]*Client{relay}, plain...)
+	subscribeAll(t, ctx, all, topic)
+	waitStatus(t, ctx, e, rounds, topic, func(st RelayStatus) bool { return st.ViaRelays == 3 })
+	for !linksOpen(all, topic) {
+		waitRounds(t, ctx, rounds, 1)
+	}
+	for i := range messages {
+		if err := e.bus.Publish(ctx, topic, seqPayload(i, size), "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	receiveAll(t, ctx, all, topic, 0, messages)
+	// The cap's burst is one second of it; uncapped, the relay would
+	// have sent its 3 children about 300 KiB.
+	limit := upload * (1 + time.Since(began).Seconds())
+	if got := float64(relay.RelayedBytes()); got > limit {
+		t.Errorf("the relay forwarded %.0f bytes, above its cap's %.0f", got, limit)
+	}
+	t.Logf("relayed %d bytes in %v; status %+v", relay.RelayedBytes(), time.Since(began).Round(time.Millisecond), e.srv.RelayStatus())
+}
+
 // TestRelayCapacity: a relay is given no more children than its and the
 // peer's caps, and its upload over the topic's rate, allow.
 func TestRelayCapacity(t *testing.T) {

@@ -155,8 +155,10 @@ func (r *clientRelays) onFrame(f *frame) {
 		t.key = rf.key
 		t.relaying = true
 		t.maxChildren = min(int(rf.maxChildren), r.opts.MaxChildren)
+		// A second's worth of burst; forward raises it to a record that
+		// is larger, which could never pass otherwise.
 		up := min(rf.upload, r.opts.Upload)
-		t.limiter = rate.NewLimiter(rate.Limit(up), max(int(up), r.c.maxIn))
+		t.limiter = rate.NewLimiter(rate.Limit(up), int(up))
 	case frameAttach:
 		t.key = rf.key
 		t.last = max(t.last, rf.seq)
@@ -307,7 +309,7 @@ func (r *clientRelays) forward(t *relayTopic, b []byte) {
 		if !ch.ready {
 			continue
 		}
-		if !t.limiter.AllowN(time.Now(), len(b)) || ch.dc.BufferedAmount() > maxChildBuffered {
+		if !t.allow(len(b)) || ch.dc.BufferedAmount() > maxChildBuffered {
 			// Over the cap, or a child that does not keep up: close its
 			// link rather than exceed; it reports us and is moved.
 			delete(t.children, id)
@@ -318,6 +320,14 @@ func (r *clientRelays) forward(t *relayTopic, b []byte) {
 			r.forwarded.Add(int64(len(b)))
 		}
 	}
+}
+
+// allow takes n bytes from the upload cap. r.mu is held.
+func (t *relayTopic) allow(n int) bool {
+	if n > t.limiter.Burst() {
+		t.limiter.SetBurst(n)
+	}
+	return t.limiter.AllowN(time.Now(), n)
 }
 
 // tamper is what a misbehaving relay (in tests) makes of a record it
@@ -511,8 +521,16 @@ func (r *clientRelays) onHello(topic string, id uint32, pc *pion.PeerConnection,
 		}
 	}
 	for _, b := range batchFrames(records, r.c.maxOut) {
-		_ = dc.Send(b)
-		r.forwarded.Add(int64(len(b)))
+		if !t.allow(len(b)) {
+			// The replay alone would exceed the cap: the child reports
+			// the link gone and the peer, whose budget it is, replays.
+			delete(t.children, id)
+			r.goClose(pc)
+			return
+		}
+		if dc.Send(b) == nil {
+			r.forwarded.Add(int64(len(b)))
+		}
 	}
 }
 
