@@ -279,24 +279,22 @@ func (r *clientRelays) accept(topic string, t *relayTopic, f *frame, link uint32
 		t.feed.got = true
 	}
 	t.last = seq
+	// Children first: an app slow to read its messages must not hold up
+	// the browsers this one feeds (they would report it stalled).
+	if t.relaying {
+		if b, err := appendFrame(nil, f); err == nil {
+			t.backlog = append(t.backlog, record{seq, b})
+			if len(t.backlog) > 2*clientBacklog {
+				t.backlog = append(t.backlog[:0:0], t.backlog[len(t.backlog)-clientBacklog:]...)
+			}
+			r.forward(t, b)
+		}
+	}
 	m := Message{Topic: topic, ID: f.id, From: f.from, Time: fromMicros(f.time), Data: f.payload}
 	select {
 	case r.c.msgs <- m:
 	case <-r.c.done:
-		return
 	}
-	if !t.relaying {
-		return
-	}
-	b, err := appendFrame(nil, f)
-	if err != nil {
-		return
-	}
-	t.backlog = append(t.backlog, record{seq, b})
-	if len(t.backlog) > 2*clientBacklog {
-		t.backlog = append(t.backlog[:0:0], t.backlog[len(t.backlog)-clientBacklog:]...)
-	}
-	r.forward(t, b)
 }
 
 // forward sends one record to every ready child, within the upload cap.
