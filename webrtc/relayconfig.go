@@ -43,6 +43,13 @@ type RelayConfig struct {
 	// ReportQuorum is how many distinct children must report a relay
 	// before it is isolated. Default 2: one lying child only moves itself.
 	ReportQuorum int
+	// StallIsolation is how long a relay isolated for stalling or
+	// dropping is not invited again; it doubles with each isolation of the
+	// same session, up to 64 times. One isolated for forging (a quorum of
+	// children each holding a record whose signature fails) is never
+	// invited again. Default 1 min: a stall may be the network's doing, or
+	// a loaded peer's, and an honest relay is worth having back.
+	StallIsolation time.Duration
 	// SignalRate and SignalBurst limit the SIGNAL frames one session
 	// sends, per second. Defaults 20/s, burst 40.
 	SignalRate  float64
@@ -53,16 +60,17 @@ type RelayConfig struct {
 // Enabled.
 func DefaultRelayConfig() RelayConfig {
 	return RelayConfig{
-		DirectBudget: 32,
-		MaxChildren:  8,
-		MaxDepth:     3,
-		MaxUpload:    1 << 20,
-		MinUptime:    30 * time.Second,
-		HeadInterval: time.Second,
-		Backlog:      1024,
-		ReportQuorum: 2,
-		SignalRate:   20,
-		SignalBurst:  40,
+		DirectBudget:   32,
+		MaxChildren:    8,
+		MaxDepth:       3,
+		MaxUpload:      1 << 20,
+		MinUptime:      30 * time.Second,
+		HeadInterval:   time.Second,
+		Backlog:        1024,
+		ReportQuorum:   2,
+		StallIsolation: time.Minute,
+		SignalRate:     20,
+		SignalBurst:    40,
 	}
 }
 
@@ -84,5 +92,6 @@ func (c *RelayConfig) validate(bad func(field, format string, args ...any)) {
 	check("HeadInterval", c.HeadInterval > 0, c.HeadInterval)
 	check("Backlog", c.Backlog >= 1, c.Backlog)
 	check("ReportQuorum", c.ReportQuorum >= 1, c.ReportQuorum)
+	check("StallIsolation", c.StallIsolation > 0, c.StallIsolation)
 	check("SignalRate/SignalBurst", c.SignalRate > 0 && c.SignalBurst >= 1, fmt.Sprintf("%v/%d", c.SignalRate, c.SignalBurst))
 }

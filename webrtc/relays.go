@@ -34,7 +34,7 @@ type relays struct {
 	mu       sync.Mutex
 	ready    map[*session]*readiness
 	limits   map[*session]*rate.Limiter // SIGNAL budget of each session that signals
-	isolated map[*session]bool
+	isolated map[*session]*isolation
 	trees    map[string]*tree
 	links    map[uint32]*link
 	nextLink uint32
@@ -82,7 +82,7 @@ func newRelays(srv *Server) (*relays, error) {
 		kick:     make(chan struct{}, 1),
 		ready:    make(map[*session]*readiness),
 		limits:   make(map[*session]*rate.Limiter),
-		isolated: make(map[*session]bool),
+		isolated: make(map[*session]*isolation),
 		trees:    make(map[string]*tree),
 		links:    make(map[uint32]*link),
 	}, nil
@@ -286,7 +286,7 @@ func (rs *relays) onReport(s *session, f *frame) {
 	switch r.reason {
 	case ReportForged:
 		if rs.forgery(f.topic, r.evidence) {
-			relay.reporters[s] = true
+			relay.reporters[s] = ReportForged
 		}
 	case ReportStalled, ReportDropped:
 		// Judged later: a relay whose own feed failed starves its
@@ -324,25 +324,61 @@ func (t *tree) judge(rs *relays, r *member) {
 		case slices.ContainsFunc(r.moves, func(m time.Time) bool { d := m.Sub(p.at); return d > -grace && d < grace }):
 			// r moved around then: its feed, not r, failed.
 		default:
-			r.reporters[p.child] = true
+			r.reporters[p.child] = ReportStalled
 		}
 	}
 	r.suspect = kept
 	t.isolate(rs, r)
 }
 
-// isolate stops r relaying for good once ReportQuorum children reported
-// it. t.mu is held.
+// isolation is a session's exclusion from relaying.
+type isolation struct {
+	until   time.Time // zero: for good
+	times   int       // isolations so far
+	forever bool
+}
+
+// maxIsolationDoublings caps the growth of StallIsolation: 2^6 = 64 times
+// it (about an hour at the default).
+const maxIsolationDoublings = 6
+
+// isolate stops r relaying once ReportQuorum children reported it: for
+// good if they all caught it forging, else for StallIsolation, doubled at
+// each isolation (a stall or a drop may be the network's or the machine's
+// doing, not the relay's: many honest relays of a loaded peer can be
+// reported at once). t.mu is held.
 func (t *tree) isolate(rs *relays, r *member) {
 	if len(r.reporters) < rs.cfg.ReportQuorum || !r.relay {
 		return
 	}
+	forged := 0
+	for _, why := range r.reporters {
+		if why == ReportForged {
+			forged++
+		}
+	}
+	now := rs.srv.now()
 	rs.mu.Lock()
-	rs.isolated[r.s] = true
+	iso := rs.isolated[r.s]
+	if iso == nil {
+		iso = &isolation{}
+		rs.isolated[r.s] = iso
+	}
+	iso.forever = iso.forever || forged >= rs.cfg.ReportQuorum
+	iso.until = now.Add(rs.cfg.StallIsolation << min(iso.times, maxIsolationDoublings))
+	iso.times++
 	rs.mu.Unlock()
+	clear(r.reporters) // a relay invited again starts afresh
 	rs.m.isolated.Inc()
-	rs.log.Info("relay isolated after reports by its children", "topic", t.topic, "session", r.s.id, "reporters", len(r.reporters), "depth", r.depth, "moves", len(r.moves))
+	rs.log.Info("relay isolated after reports by its children", "topic", t.topic, "session", r.s.id,
+		"forged", forged, "for_good", iso.forever, "until", iso.until, "depth", r.depth, "moves", len(r.moves))
 	t.unrelay(rs, r, reattachIsolated)
+}
+
+// excluded reports whether s may not relay now. rs.mu is held.
+func (rs *relays) excluded(s *session, now time.Time) bool {
+	iso := rs.isolated[s]
+	return iso != nil && (iso.forever || now.Before(iso.until))
 }
 
 // forgery reports whether evidence is a RECORD of topic whose signature
@@ -420,8 +456,9 @@ func (rs *relays) dropLink(id uint32) {
 // capacity is how many children r may feed now: its own and the peer's
 // caps, and its upload over the topic's measured rate.
 func (rs *relays) capacity(s *session, topicRate float64) int {
+	now := rs.srv.now()
 	rs.mu.Lock()
-	r, iso := rs.ready[s], rs.isolated[s]
+	r, iso := rs.ready[s], rs.excluded(s, now)
 	rs.mu.Unlock()
 	if r == nil || iso {
 		return 0
@@ -448,7 +485,7 @@ func (rs *relays) candidates(subs []*session) []*session {
 	var out []*session
 	for _, s := range subs {
 		r := rs.ready[s]
-		if r == nil || r.metered || rs.isolated[s] || now.Sub(r.at) < rs.cfg.MinUptime {
+		if r == nil || r.metered || rs.excluded(s, now) || now.Sub(r.at) < rs.cfg.MinUptime {
 			continue
 		}
 		out = append(out, s)

@@ -50,7 +50,7 @@ type member struct {
 	moves   []time.Time // its latest moves its feed caused, oldest first
 
 	children  []*member
-	reporters map[*session]bool // children whose reports against it count
+	reporters map[*session]ReportReason // children whose reports against it count
 	suspect   []suspicion       // stall and drop reports not judged yet
 	avoid     map[*session]bool // relays it reported
 }
@@ -60,7 +60,7 @@ func newTree(topic string, backlog int) *tree {
 }
 
 func newMember(s *session) *member {
-	return &member{s: s, depth: 1, reporters: make(map[*session]bool), avoid: make(map[*session]bool)}
+	return &member{s: s, depth: 1, reporters: make(map[*session]ReportReason), avoid: make(map[*session]bool)}
 }
 
 // stamp signs msgs as the next records and keeps them in the backlog.
