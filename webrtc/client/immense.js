@@ -53,8 +53,50 @@ const T_ERROR = 6;
 const T_BATCH = 7;
 const T_SIGNED_PUBLISH = 8;
 const T_PRESENCE = 9;
+// Relay frames (docs/browser-protocol.md, section 8).
+const T_RELAY_READY = 10;
+const T_RELAY_INVITE = 11;
+const T_ATTACH = 12;
+const T_SIGNAL = 13;
+const T_RECORD = 14;
+const T_FROM = 15;
+const T_HEAD = 16;
+const T_REPORT = 17;
+const T_HELLO = 18;
 
-const TYPE_NAMES = ["", "subscribe", "unsubscribe", "publish", "message", "ack", "error", "batch", "signed-publish", "presence"];
+const TYPE_NAMES = [
+  "",
+  "subscribe",
+  "unsubscribe",
+  "publish",
+  "message",
+  "ack",
+  "error",
+  "batch",
+  "signed-publish",
+  "presence",
+  "relay-ready",
+  "relay-invite",
+  "attach",
+  "signal",
+  "record",
+  "from",
+  "head",
+  "report",
+  "hello",
+];
+
+/** Kinds of a SIGNAL frame, by their wire value. */
+const SIGNAL_KINDS = ["", "offer", "answer", "candidate", "close"];
+
+/** Why a child left its relay (REPORT frame), by their wire value. */
+const REPORT_REASONS = ["", "gone", "stalled", "dropped", "forged", "refused"];
+
+/** Size of a peer's relay key (raw Ed25519). */
+const KEY_SIZE = 32;
+
+/** Largest SIGNAL data (an SDP): 16 KiB. */
+const MAX_SIGNAL_DATA = 16 << 10;
 
 /** Size of an Ed25519 signature. */
 const SIG_SIZE = 64;
@@ -75,6 +117,7 @@ export const ErrorCode = Object.freeze({
   MESSAGES_DROPPED: 12,
   INTERNAL: 13,
   GAP: 14,
+  RELAY_REFUSED: 15,
 });
 
 const CODE_NAMES = Object.fromEntries(
@@ -144,7 +187,13 @@ export function encodeFrame(f) {
   const type = TYPE_NAMES.indexOf(f.type);
   if (type < 1) throw new TypeError(`unknown frame type ${f.type}`);
   const hasTopic =
-    type === T_SUBSCRIBE || type === T_UNSUBSCRIBE || type === T_PUBLISH || type === T_SIGNED_PUBLISH || type === T_MESSAGE || type === T_PRESENCE;
+    type === T_SUBSCRIBE ||
+    type === T_UNSUBSCRIBE ||
+    type === T_PUBLISH ||
+    type === T_SIGNED_PUBLISH ||
+    type === T_MESSAGE ||
+    type === T_PRESENCE ||
+    type > T_RELAY_READY;
   if (hasTopic || (type === T_ERROR && f.topic)) validateTopic(f.topic);
   const topic = f.topic ? utf8.encode(f.topic) : new Uint8Array(0);
   const payload = f.payload ?? new Uint8Array(0);
@@ -153,6 +202,9 @@ export function encodeFrame(f) {
   const reason = utf8.encode(f.reason ?? "").subarray(0, 0xffff);
   const since = utf8.encode(type === T_SUBSCRIBE ? (f.since ?? "") : "");
   if (since.length > MAX_SINCE) throw new RangeError(`resume position of ${since.length} bytes`);
+  const data = utf8.encode(type === T_SIGNAL ? (f.data ?? "") : "");
+  const evidence = type === T_REPORT ? (f.evidence ?? new Uint8Array(0)) : new Uint8Array(0);
+  checkRelayFields(type, f, id, from, data);
   let size = 2;
   switch (type) {
     case T_SUBSCRIBE:
@@ -186,6 +238,33 @@ export function encodeFrame(f) {
       for (const it of items) size += 4 + it.length;
       break;
     }
+    case T_RELAY_READY:
+      size += 4 + 1 + 4 + 1;
+      break;
+    case T_RELAY_INVITE:
+      size += 1 + topic.length + 1 + 4 + KEY_SIZE;
+      break;
+    case T_ATTACH:
+      size += 1 + topic.length + 4 + 8 + KEY_SIZE;
+      break;
+    case T_SIGNAL:
+      size += 4 + 1 + 1 + topic.length + 2 + data.length;
+      break;
+    case T_RECORD:
+      size += 1 + topic.length + 8 + 2 + id.length + 2 + from.length + 8 + 4 + payload.length + SIG_SIZE;
+      break;
+    case T_FROM:
+      size += 4 + 1 + topic.length + 8;
+      break;
+    case T_HEAD:
+      size += 1 + topic.length + 8;
+      break;
+    case T_REPORT:
+      size += 4 + 1 + topic.length + 4 + 1 + 4 + evidence.length;
+      break;
+    case T_HELLO:
+      size += 1 + topic.length + 4 + 8;
+      break;
   }
   const out = new Uint8Array(size);
   const w = new Writer(out);
@@ -239,8 +318,104 @@ export function encodeFrame(f) {
         w.bytes32(it);
       }
       break;
+    case T_RELAY_READY:
+      w.u32(f.req ?? 0);
+      w.u8(f.metered ? 1 : 0);
+      w.u32(f.upload ?? 0);
+      w.u8(f.maxChildren ?? 0);
+      break;
+    case T_RELAY_INVITE:
+      w.str8(topic);
+      w.u8(f.maxChildren ?? 0);
+      w.u32(f.uploadCap ?? 0);
+      w.raw(f.key);
+      break;
+    case T_ATTACH:
+      w.str8(topic);
+      w.u32(f.link ?? 0);
+      w.u64(f.from ?? 0);
+      w.raw(f.key);
+      break;
+    case T_SIGNAL:
+      w.u32(f.link);
+      w.u8(SIGNAL_KINDS.indexOf(f.kind));
+      w.str8(topic);
+      w.str16(data);
+      break;
+    case T_RECORD:
+      w.str8(topic);
+      w.u64(f.seq);
+      w.str16(id);
+      w.str16(from);
+      w.i64(f.time ?? 0);
+      w.bytes32(payload);
+      w.raw(f.sig);
+      break;
+    case T_FROM:
+      w.u32(f.req ?? 0);
+      w.str8(topic);
+      w.u64(f.after ?? 0);
+      break;
+    case T_HEAD:
+      w.str8(topic);
+      w.u64(f.seq ?? 0);
+      break;
+    case T_REPORT:
+      w.u32(f.req ?? 0);
+      w.str8(topic);
+      w.u32(f.link ?? 0);
+      w.u8(REPORT_REASONS.indexOf(f.reason));
+      w.bytes32(evidence);
+      break;
+    case T_HELLO:
+      w.str8(topic);
+      w.u32(f.link ?? 0);
+      w.u64(f.after ?? 0);
+      break;
   }
   return out;
+}
+
+// checkRelayFields throws unless a relay frame's fields fit their wire
+// types (the other frames' are checked in encodeFrame).
+function checkRelayFields(type, f, id, from, data) {
+  const u8 = (v) => v === undefined || (Number.isInteger(v) && v >= 0 && v <= 0xff);
+  const u32 = (v) => v === undefined || (Number.isInteger(v) && v >= 0 && v <= 0xffffffff);
+  const u64 = (v) => v === undefined || (Number.isSafeInteger(v) && v >= 0);
+  const ok = (cond, what) => {
+    if (!cond) throw new RangeError(`${TYPE_NAMES[type]} frame: bad ${what}`);
+  };
+  switch (type) {
+    case T_RELAY_READY:
+      ok(u8(f.maxChildren) && u32(f.upload), "maxChildren or upload");
+      break;
+    case T_RELAY_INVITE:
+    case T_ATTACH:
+      ok(f.key instanceof Uint8Array && f.key.length === KEY_SIZE, "key (32 bytes)");
+      ok(u8(f.maxChildren) && u32(f.uploadCap) && u32(f.link) && u64(f.from), "number");
+      break;
+    case T_SIGNAL:
+      ok(SIGNAL_KINDS.indexOf(f.kind) > 0, "kind");
+      ok(Number.isInteger(f.link) && f.link > 0 && f.link <= 0xffffffff, "link");
+      ok(data.length <= MAX_SIGNAL_DATA, "data (at most 16 KiB)");
+      break;
+    case T_RECORD:
+      ok(f.sig instanceof Uint8Array && f.sig.length === SIG_SIZE, "signature");
+      ok(Number.isSafeInteger(f.seq) && f.seq >= 0, "seq");
+      ok(id.length <= 0xffff && from.length <= 0xffff, "id or publisher");
+      break;
+    case T_FROM:
+    case T_HELLO:
+      ok(u32(f.link) && u64(f.after), "link or after");
+      break;
+    case T_HEAD:
+      ok(u64(f.seq), "seq");
+      break;
+    case T_REPORT:
+      ok(REPORT_REASONS.indexOf(f.reason) > 0, "reason");
+      ok(u32(f.link), "link");
+      break;
+  }
 }
 
 /**
@@ -324,11 +499,76 @@ function decode(bytes, maxSize, allowBatch) {
       for (let i = 0; i < n; i++) f.items.push(decode(r.bytes32(), maxSize, false));
       break;
     }
+    case T_RELAY_READY: {
+      f.req = r.u32();
+      const flags = r.u8();
+      if (flags > 1) throw new FrameError(`relay flags ${flags}`);
+      f.metered = flags === 1;
+      f.upload = r.u32();
+      f.maxChildren = r.u8();
+      break;
+    }
+    case T_RELAY_INVITE:
+      f.topic = r.str8();
+      f.maxChildren = r.u8();
+      f.uploadCap = r.u32();
+      f.key = r.take(KEY_SIZE);
+      break;
+    case T_ATTACH:
+      f.topic = r.str8();
+      f.link = r.u32();
+      f.from = r.u64();
+      f.key = r.take(KEY_SIZE);
+      break;
+    case T_SIGNAL: {
+      f.link = r.u32();
+      const kind = r.u8();
+      f.topic = r.str8();
+      f.data = r.str16();
+      if (!SIGNAL_KINDS[kind] || f.link === 0 || utf8.encode(f.data).length > MAX_SIGNAL_DATA) {
+        throw new FrameError(`signal kind ${kind}, link ${f.link}`);
+      }
+      f.kind = SIGNAL_KINDS[kind];
+      break;
+    }
+    case T_RECORD:
+      f.topic = r.str8();
+      f.seq = r.u64();
+      f.id = r.str16();
+      f.from = r.str16();
+      f.time = r.i64();
+      f.payload = r.bytes32();
+      f.sig = r.take(SIG_SIZE);
+      break;
+    case T_FROM:
+      f.req = r.u32();
+      f.topic = r.str8();
+      f.after = r.u64();
+      break;
+    case T_HEAD:
+      f.topic = r.str8();
+      f.seq = r.u64();
+      break;
+    case T_REPORT: {
+      f.req = r.u32();
+      f.topic = r.str8();
+      f.link = r.u32();
+      const reason = r.u8();
+      f.evidence = r.bytes32();
+      if (!REPORT_REASONS[reason]) throw new FrameError(`report reason ${reason}`);
+      f.reason = REPORT_REASONS[reason];
+      break;
+    }
+    case T_HELLO:
+      f.topic = r.str8();
+      f.link = r.u32();
+      f.after = r.u64();
+      break;
     default:
       throw new FrameError(`unknown frame type ${type}`);
   }
   if (r.off !== bytes.length) throw new FrameError(`${f.type} frame: ${bytes.length - r.off} trailing bytes`);
-  if (type !== T_ACK && type !== T_BATCH && (type !== T_ERROR || f.topic !== "")) {
+  if (type !== T_ACK && type !== T_BATCH && type !== T_RELAY_READY && (type !== T_ERROR || f.topic !== "")) {
     if (!TOPIC_RE.test(f.topic) || f.topic.length > MAX_TOPIC_LENGTH) throw new FrameError(`invalid topic ${JSON.stringify(f.topic)}`);
   }
   return f;
@@ -355,6 +595,10 @@ class Writer {
   }
   i64(v) {
     this.view.setBigInt64(this.off, BigInt(Math.trunc(v)));
+    this.off += 8;
+  }
+  u64(v) {
+    this.view.setBigUint64(this.off, BigInt(v));
     this.off += 8;
   }
   raw(b) {
@@ -409,6 +653,15 @@ class Reader {
     const v = Number(this.view.getBigInt64(this.off));
     this.off += 8;
     return v;
+  }
+  // A u64 as a Number: sequence numbers count messages of one topic, far
+  // below 2^53; a larger one is refused rather than rounded.
+  u64() {
+    this.need(8);
+    const v = this.view.getBigUint64(this.off);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new FrameError(`sequence number ${v} beyond 2^53`);
+    this.off += 8;
+    return Number(v);
   }
   take(n) {
     this.need(n);
