@@ -333,7 +333,7 @@ export function encodeFrame(f) {
     case T_ATTACH:
       w.str8(topic);
       w.u32(f.link ?? 0);
-      w.u64(f.from ?? 0);
+      w.u64(f.after ?? 0);
       w.raw(f.key);
       break;
     case T_SIGNAL:
@@ -392,7 +392,7 @@ function checkRelayFields(type, f, id, from, data) {
     case T_RELAY_INVITE:
     case T_ATTACH:
       ok(f.key instanceof Uint8Array && f.key.length === KEY_SIZE, "key (32 bytes)");
-      ok(u8(f.maxChildren) && u32(f.uploadCap) && u32(f.link) && u64(f.from), "number");
+      ok(u8(f.maxChildren) && u32(f.uploadCap) && u32(f.link) && u64(f.after), "number");
       break;
     case T_SIGNAL:
       ok(SIGNAL_KINDS.indexOf(f.kind) > 0, "kind");
@@ -517,7 +517,7 @@ function decode(bytes, maxSize, allowBatch) {
     case T_ATTACH:
       f.topic = r.str8();
       f.link = r.u32();
-      f.from = r.u64();
+      f.after = r.u64();
       f.key = r.take(KEY_SIZE);
       break;
     case T_SIGNAL: {
@@ -1652,7 +1652,7 @@ class Relays {
       }
       case "attach":
         this.setKey(t, f.key);
-        t.last = Math.max(t.last, f.from);
+        t.last = Math.max(t.last, f.after);
         t.prevHead = 0;
         this.dropFeed(t);
         if (f.link === 0) {

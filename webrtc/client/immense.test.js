@@ -594,8 +594,8 @@ test("relay frames: Go's golden vectors decode to the documented fields, and the
   const inv = g("relay-invite");
   assert.deepEqual([inv.topic, inv.maxChildren, inv.uploadCap, inv.key.length], ["news", 4, 250000, 32]);
   const att = g("attach");
-  assert.deepEqual([att.topic, att.link, att.from], ["news", 7, 41]);
-  assert.equal(g("attach-peer").from, 2 ** 40);
+  assert.deepEqual([att.topic, att.link, att.after], ["news", 7, 41]);
+  assert.equal(g("attach-peer").after, 2 ** 40);
   assert.deepEqual(g("signal-offer"), { type: "signal", link: 7, kind: "offer", topic: "news", data: "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n" });
   assert.deepEqual(g("signal-close"), { type: "signal", link: 0xfffffffe, kind: "close", topic: "news", data: "" });
   assert.deepEqual(g("from"), { type: "from", req: 0, topic: "news", after: 41 });
@@ -636,7 +636,7 @@ test("relay child: records verified, delivered once in order; a relay that drops
   const sent = (type) => srv.frames.filter((f) => f.type === type);
 
   // Attached to the peer itself: FROM says where it is.
-  control.deliver(encodeFrame({ type: "attach", topic: "news", link: 0, from: 0, key: peer.key }));
+  control.deliver(encodeFrame({ type: "attach", topic: "news", link: 0, after: 0, key: peer.key }));
   await waitFor(() => sent("from").length === 1, "FROM");
   assert.deepEqual(sent("from")[0], { type: "from", req: 0, topic: "news", after: 0 });
   // In order, once; a duplicate and a forged record from the peer are
@@ -653,7 +653,7 @@ test("relay child: records verified, delivered once in order; a relay that drops
   // Moved to a relay: an offer through the peer, HELLO with the last seq
   // once the channel opens, then records from the relay.
   const link = async (id) => {
-    control.deliver(encodeFrame({ type: "attach", topic: "news", link: id, from: 0, key: peer.key }));
+    control.deliver(encodeFrame({ type: "attach", topic: "news", link: id, after: 0, key: peer.key }));
     await waitFor(() => sent("signal").some((f) => f.link === id && f.kind === "offer"), `offer on link ${id}`);
     const pc = srv.peers.at(-1);
     assert.equal(pc.dc.label, "immense-relay");
@@ -713,7 +713,7 @@ test("relay child: records verified, delivered once in order; a relay that drops
   assert.deepEqual([sent("report")[4].link, sent("report")[4].reason], [9, "gone"]);
 
   // Back on the peer, from where it is.
-  control.deliver(encodeFrame({ type: "attach", topic: "news", link: 0, from: 0, key: peer.key }));
+  control.deliver(encodeFrame({ type: "attach", topic: "news", link: 0, after: 0, key: peer.key }));
   await waitFor(() => sent("from").length === 2, "FROM");
   assert.equal(sent("from")[1].after, 6);
   control.deliver(encodeFrame({ type: "batch", items: [r[5], r[6], r[7], r[8]] }));
@@ -752,7 +752,7 @@ test("relay role: opt-in READY, answers offers, replays the backlog after HELLO,
   const control = srv.channel;
   // Invited with a cap of 100 kB/s (below the user's 300 kB/s).
   control.deliver(encodeFrame({ type: "relay-invite", topic: "news", maxChildren: 8, uploadCap: 100_000, key: peer.key }));
-  control.deliver(encodeFrame({ type: "attach", topic: "news", link: 0, from: 0, key: peer.key }));
+  control.deliver(encodeFrame({ type: "attach", topic: "news", link: 0, after: 0, key: peer.key }));
   const r = [];
   for (let i = 1; i <= 4; i++) r[i] = await peer.record(i);
   control.deliver(encodeFrame({ type: "batch", items: [r[1], r[2], r[3]] }));
