@@ -1034,9 +1034,11 @@ export class Client extends EventTarget {
    * @param {RelayOptions | null} relay
    */
   setRelay(relay) {
+    const offered = !!this.options.relay;
     this.options.relay = relay ?? undefined;
     if (!relay) this._relays.withdraw();
-    if (this.state === "open") this._sendRelayReady(!relay);
+    // A withdrawal only undoes an offer (a peer without relays refuses both).
+    if (this.state === "open" && (relay || offered)) this._sendRelayReady(!relay);
   }
 
   /** Closes the connection for good; pending calls reject. */

@@ -814,3 +814,36 @@ test("relay role: opt-in READY, answers offers, replays the backlog after HELLO,
   assert.equal(srv.frames.filter((f) => f.type === "relay-ready").at(-1).maxChildren, 0);
   client.close();
 });
+
+test("relay child without Ed25519 in WebCrypto: records from the peer taken, relays left as refused (not accused)", async () => {
+  const srv = new FakeServer();
+  const peer = await relayPeer();
+  const subtle = crypto.subtle;
+  const importKey = subtle.importKey;
+  subtle.importKey = async (format, key, alg, ...rest) => {
+    if (alg?.name === "Ed25519") throw new DOMException("Ed25519 is not supported", "NotSupportedError");
+    return importKey.call(subtle, format, key, alg, ...rest);
+  };
+  try {
+    const client = connect("https://peer.example", { token: "good", fetch: srv.fetch, RTCPeerConnection: fakeWebRTC(srv) });
+    const got = [];
+    await client.subscribe("news", (m) => got.push(seqOf(m)));
+    const control = srv.channel;
+    control.deliver(encodeFrame({ type: "attach", topic: "news", link: 0, after: 0, key: peer.key }));
+    control.deliver(encodeFrame({ type: "batch", items: [await peer.record(1), await peer.record(2)] }));
+    await waitFor(() => got.length === 2, "records from the peer");
+    control.deliver(encodeFrame({ type: "attach", topic: "news", link: 4, after: 0, key: peer.key }));
+    await waitFor(() => srv.frames.some((f) => f.type === "signal" && f.kind === "offer"), "offer");
+    const pc = srv.peers.at(-1);
+    control.deliver(encodeFrame({ type: "signal", topic: "news", link: 4, kind: "answer", data: "v=0 relay" }));
+    await waitFor(() => pc.dc.sent?.length === 1, "HELLO");
+    pc.dc.deliver(await peer.record(3));
+    await waitFor(() => srv.frames.some((f) => f.type === "report"), "report");
+    const rep = srv.frames.find((f) => f.type === "report");
+    assert.deepEqual([rep.link, rep.reason, rep.evidence.length], [4, "refused", 0]);
+    assert.deepEqual(got, [1, 2]);
+    client.close();
+  } finally {
+    subtle.importKey = importKey;
+  }
+});
