@@ -108,11 +108,11 @@ func TestBrowserRelay(t *testing.T) {
 	opts := browsertest.Options(t)
 	e, rounds := relayEnv(t, func(c *RelayConfig) {
 		c.DirectBudget = 1
-		// Chromium tabs on two loaded cores: a HEAD interval well above
-		// what a tab takes to forward, so that a slow relay is not taken
-		// for a stalled one (which would move children, losing nothing,
-		// but not test what this test is about).
-		c.HeadInterval = 500 * time.Millisecond
+		// Chromium tabs on two loaded cores: the default HEAD interval,
+		// well above what a tab takes to forward, so that a slow relay is
+		// not taken for a stalled one (which would move its child for
+		// good, losing nothing, but not testing what this test is about).
+		c.HeadInterval = time.Second
 	})
 	t.Cleanup(func() { logRelayMetrics(t, e) })
 	mux := http.NewServeMux()
