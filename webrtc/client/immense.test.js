@@ -630,7 +630,7 @@ test("relay frames: Go's golden vectors decode to the documented fields, and the
   // cannot keep), or throws FrameError; nothing else.
   let seed = 7;
   const rand = () => (seed = (seed * 1103515245 + 12345) >>> 0) >>> 16;
-  const vectors = golden.map((v) => unhex(v.hex)).filter((b) => b[1] >= 10 || (b[1] === 7 && b[8] === 14)); // relay frames, batches of records
+  const vectors = golden.map((v) => unhex(v.hex)).filter((b) => b[1] >= 10 || (b[1] === 7 && b[9] === 14)); // relay frames, batches of records
   let decoded = 0;
   for (let i = 0; i < 20000; i++) {
     let b = vectors[rand() % vectors.length].slice();
