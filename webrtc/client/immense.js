@@ -12,6 +12,12 @@
 // delivered: the peer replays what it missed from the topic's history,
 // once each, then goes on live. A "gap" event says when the history no
 // longer reached back that far.
+//
+// A peer may have another browser feed a topic to this one (a relay):
+// every such message is signed by the peer and verified here, so relays
+// can delay or drop but not forge. With the relay option, which a page
+// sets only once its user agreed, this browser may feed others too
+// (docs/browser-protocol.md, section 8).
 
 /** Version byte of every frame; the server refuses any other. */
 export const FRAME_VERSION = 1;
@@ -826,7 +832,10 @@ function targets(urls) {
 /**
  * A connection to a peer. Events: "open", "disconnect" (detail: {error,
  * retryIn}), "close" (detail: {error}), "error" (detail: {error}) for
- * errors not tied to a call, such as dropped messages.
+ * errors not tied to a call, such as dropped messages; "relay" (detail:
+ * relayStatus()) when how a topic is fed or what the client relays
+ * changes, "relayreport" (detail: {topic, link, reason}) when it leaves a
+ * relay and reports it.
  */
 export class Client extends EventTarget {
   constructor(url, options = {}) {
