@@ -91,20 +91,22 @@ var polling = chromedp.WithPollingInterval(20 * time.Millisecond)
 
 func awaitPromise(p *runtime.EvaluateParams) *runtime.EvaluateParams { return p.WithAwaitPromise(true) }
 
-// TestBrowserRelay runs immense.js's relay roles in headless Chromium:
-// four tabs follow one topic on a peer that feeds one itself; the tab
-// whose user allowed relaying with the fastest upload feeds two others
-// over browser-to-browser data channels, and every tab gets every
-// message, in order, once, including those published while the tree
-// formed. Then the relay tab closes: its children move (to the peer,
-// then to the other tab that may relay) and lose nothing. Last, that
-// relay forges records (a test hook): both children detect it, report
-// it with the record as evidence, move, and the peer isolates it.
-func TestBrowserRelay(t *testing.T) {
+// relayBrowsers is a Server with relays on (DirectBudget 1, no uptime
+// wait) behind an HTTP server with the relay test page, and a headless
+// Chromium whose tabs open it.
+type relayBrowsers struct {
+	t      *testing.T
+	e      *testEnv
+	rounds chan struct{}
+	ctx    context.Context
+	url    string
+	bctx   context.Context
+}
+
+func newRelayBrowsers(t *testing.T) *relayBrowsers {
 	if testing.Short() {
 		t.Skip("starts Chromium")
 	}
-	const topic = "news"
 	opts := browsertest.Options(t)
 	e, rounds := relayEnv(t, func(c *RelayConfig) {
 		c.DirectBudget = 1
@@ -126,40 +128,56 @@ func TestBrowserRelay(t *testing.T) {
 	hs := httptest.NewServer(mux)
 	t.Cleanup(hs.Close)
 	ctx := testContext(t)
-	tok := e.token([]string{topic}, nil)
-
 	actx, cancel := chromedp.NewExecAllocator(ctx, opts...)
-	defer cancel()
+	t.Cleanup(cancel)
 	bctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
+	t.Cleanup(cancel)
 	if err := chromedp.Run(bctx); err != nil {
 		t.Fatalf("start chromium: %v", err)
 	}
+	return &relayBrowsers{t: t, e: e, rounds: rounds, ctx: ctx, url: hs.URL + "/relay-test", bctx: bctx}
+}
+
+// tab opens a tab that follows topic with token tok, offering to relay
+// with relay (JS RelayOptions, or "null").
+func (rb *relayBrowsers) tab(name, tok, topic, relay string) *browserTab {
+	t := rb.t
+	t.Helper()
+	tctx, tcancel := chromedp.NewContext(rb.bctx) // a new tab of the same browser
+	tab := &browserTab{t: t, name: name, ctx: tctx, cancel: tcancel}
+	t.Cleanup(tcancel)
+	// Open the tab on tctx: the context of a tab's first Run owns it, so
+	// it must not be one of run's per-step timeouts.
+	if err := chromedp.Run(tctx); err != nil {
+		t.Fatalf("open tab %s: %v", name, err)
+	}
+	var ok bool
+	var transport string
+	tab.run("load", chromedp.Navigate(rb.url), chromedp.Poll(`window.loaded === true`, &ok, polling))
+	tab.run("subscribe", chromedp.Evaluate(fmt.Sprintf(`start(%q, %q, %s)`, tok, topic, relay), &transport, awaitPromise))
+	return tab
+}
+
+// TestBrowserRelay runs immense.js's relay roles in headless Chromium:
+// four tabs follow one topic on a peer that feeds one itself; the tab
+// whose user allowed relaying with the fastest upload feeds two others
+// over browser-to-browser data channels, and every tab gets every
+// message, in order, once, including those published while the tree
+// formed. Then the relay tab closes: its children move (to the peer,
+// then to the other tab that may relay) and lose nothing. Last, that
+// relay forges records (a test hook): both children detect it, report
+// it with the record as evidence, move, and the peer isolates it.
+func TestBrowserRelay(t *testing.T) {
+	const topic = "news"
+	rb := newRelayBrowsers(t)
+	e, rounds, ctx := rb.e, rb.rounds, rb.ctx
+	tok := e.token([]string{topic}, nil)
 	// The relay candidates report faster uploads than the others; a's is
 	// the fastest, so the peer invites it first.
-	relayOpts := map[string]string{
-		"a": `{maxChildren: 4, upload: 2 << 20}`,
-		"b": `{maxChildren: 4, upload: 1 << 20}`,
-		"c": `null`,
-		"d": `null`,
-	}
-	tabs := map[string]*browserTab{}
-	for _, name := range []string{"a", "b", "c", "d"} {
-		tctx, tcancel := chromedp.NewContext(bctx) // a new tab of the same browser
-		tab := &browserTab{t: t, name: name, ctx: tctx, cancel: tcancel}
-		t.Cleanup(tcancel)
-		// Open the tab on tctx: the context of a tab's first Run owns it,
-		// so it must not be one of run's per-step timeouts.
-		if err := chromedp.Run(tctx); err != nil {
-			t.Fatalf("open tab %s: %v", name, err)
-		}
-		tabs[name] = tab
-		var ok bool
-		var transport string
-		tab.run("load", chromedp.Navigate(hs.URL+"/relay-test"), chromedp.Poll(`window.loaded === true`, &ok, polling))
-		tab.run("subscribe", chromedp.Evaluate(fmt.Sprintf(`start(%q, %q, %s)`, tok, topic, relayOpts[name]), &transport, awaitPromise))
-	}
-	a, b, c, d := tabs["a"], tabs["b"], tabs["c"], tabs["d"]
+	a := rb.tab("a", tok, topic, `{maxChildren: 4, upload: 2 << 20}`)
+	b := rb.tab("b", tok, topic, `{maxChildren: 4, upload: 1 << 20}`)
+	c := rb.tab("c", tok, topic, `null`)
+	d := rb.tab("d", tok, topic, `null`)
 
 	// Published while the tree forms: subscribers switch from MESSAGE
 	// frames to records without a gap or a duplicate.
