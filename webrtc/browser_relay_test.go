@@ -244,3 +244,49 @@ func TestBrowserRelay(t *testing.T) {
 	}
 	t.Logf("final: %+v", e.srv.RelayStatus())
 }
+
+// TestBrowserRelayGo mixes the two clients in one tree: a Go relay (pion)
+// feeds a Chromium relay, which feeds a Go child and a Chromium child; so
+// records cross pion→Chromium and Chromium→pion links, each side
+// verifying the other's forwarding of the peer's signatures, and all four
+// get every message, in order, once.
+func TestBrowserRelayGo(t *testing.T) {
+	const topic = "news"
+	rb := newRelayBrowsers(t)
+	e, rounds, ctx := rb.e, rb.rounds, rb.ctx
+	tok := e.token([]string{topic}, nil)
+	// Subscribed in this order, the Go relay (the fastest upload, one
+	// child) is invited first and fed by the peer; the tab relay next,
+	// under it (depth 2); the two plain clients under the tab (depth 3).
+	goRelay := e.dial(ctx, tok, WithRelay(RelayOptions{MaxChildren: 1, Upload: 4 << 20}))
+	if err := goRelay.Subscribe(ctx, topic); err != nil {
+		t.Fatal(err)
+	}
+	tabRelay := rb.tab("relay", tok, topic, `{maxChildren: 4, upload: 2 << 20}`)
+	goChild := e.dial(ctx, tok)
+	if err := goChild.Subscribe(ctx, topic); err != nil {
+		t.Fatal(err)
+	}
+	tabChild := rb.tab("child", tok, topic, `null`)
+
+	st := waitStatus(t, ctx, e, rounds, topic, func(st RelayStatus) bool { return st.ViaRelays == 3 && st.Relays == 2 })
+	t.Logf("tree: %+v", st)
+	if st.MaxDepth != 3 {
+		t.Fatalf("status %+v, want depth 3: Go relay, tab relay, children", st)
+	}
+	tabRelay.waitFed(topic, "relay")
+	tabChild.waitFed(topic, "relay")
+	tabRelay.run("the tab relay feeds two", chromedp.Poll(`window.children() === 2`, nil, polling))
+	publishSeq(t, ctx, e, topic, 0, 30)
+	receiveAll(t, ctx, []*Client{goRelay, goChild}, topic, 0, 30)
+	tabRelay.waitGot(30)
+	tabChild.waitGot(30)
+	if goRelay.RelayedBytes() == 0 {
+		t.Error("the Go relay forwarded nothing to the tab")
+	}
+	var relayed float64
+	tabRelay.run("relayed bytes", chromedp.Evaluate(`client.relayStatus().forwardedBytes`, &relayed))
+	if relayed == 0 {
+		t.Error("the tab relay forwarded nothing")
+	}
+}
