@@ -249,7 +249,8 @@ func TestBrowserRelay(t *testing.T) {
 // feeds a Chromium relay, which feeds a Go child and a Chromium child; so
 // records cross pion→Chromium and Chromium→pion links, each side
 // verifying the other's forwarding of the peer's signatures, and all four
-// get every message, in order, once.
+// get every message, in order, once. Then the Chromium relay stalls, and
+// both children, Go and JS, detect it by the HEAD rule and move.
 func TestBrowserRelayGo(t *testing.T) {
 	const topic = "news"
 	rb := newRelayBrowsers(t)
@@ -289,4 +290,28 @@ func TestBrowserRelayGo(t *testing.T) {
 	if relayed == 0 {
 		t.Error("the tab relay forwarded nothing")
 	}
+
+	// The tab relay stalls (a test hook): its Go and Chromium children see
+	// the peer's HEADs run ahead, report it stalled, are moved, and get
+	// what they missed from the peer's backlog; judged a few HEADs later,
+	// the two reports isolate it.
+	tabRelay.run("stall", chromedp.Evaluate(`client._relays.misbehave = "stall"`, nil))
+	publishSeq(t, ctx, e, topic, 30, 10)
+	receiveAll(t, ctx, []*Client{goRelay, goChild}, topic, 30, 10)
+	tabRelay.waitGot(40)
+	tabChild.waitGot(40)
+	waitIsolated(t, ctx, e, rounds, 1)
+	if v := value(t, e.srv.relays.m.reports.WithLabelValues("stalled")); v < 2 {
+		t.Errorf("stalled reports = %v, want 2 (the Go child and the tab)", v)
+	}
+	var reports []string
+	tabChild.run("reports", chromedp.Evaluate(`window.reports`, &reports))
+	if !slices.Contains(reports, "stalled") {
+		t.Errorf("the tab child reported %q, want stalled", reports)
+	}
+	publishSeq(t, ctx, e, topic, 40, 10)
+	receiveAll(t, ctx, []*Client{goRelay, goChild}, topic, 40, 10)
+	tabRelay.waitGot(50)
+	tabChild.waitGot(50)
+	t.Logf("final: %+v", e.srv.RelayStatus())
 }
