@@ -188,6 +188,13 @@ func TestBrowserRelay(t *testing.T) {
 	d.waitFed(topic, "relay")
 	var children int
 	a.run("a feeds two", chromedp.Poll(`window.children() === 2`, nil, polling), chromedp.Evaluate(`window.children()`, &children))
+	// Only the tabs whose page passed the relay option said RELAY-READY.
+	e.srv.relays.mu.Lock()
+	ready := len(e.srv.relays.ready)
+	e.srv.relays.mu.Unlock()
+	if ready != 2 {
+		t.Errorf("%d sessions offered to relay, want 2 (a and b)", ready)
+	}
 	publishSeq(t, ctx, e, topic, 10, 20)
 	for _, tab := range []*browserTab{a, b, c, d} {
 		tab.waitGot(30)
@@ -241,6 +248,14 @@ func TestBrowserRelay(t *testing.T) {
 	publishSeq(t, ctx, e, topic, 70, 10)
 	for _, tab := range []*browserTab{b, c, d} {
 		tab.waitGot(80)
+	}
+	for _, tab := range []*browserTab{c, d} {
+		var offered bool
+		var forwarded float64
+		tab.run("relayed nothing", chromedp.Evaluate(`client.relayStatus().offered`, &offered), chromedp.Evaluate(`client.relayStatus().forwardedBytes`, &forwarded))
+		if offered || forwarded != 0 {
+			t.Errorf("%s, never allowed to relay, offered %v and forwarded %v bytes", tab.name, offered, forwarded)
+		}
 	}
 	t.Logf("final: %+v", e.srv.RelayStatus())
 }
