@@ -112,6 +112,11 @@ client.addEventListener("relay", (e) => {
 client.addEventListener("error", (e) => {
   const err = e.detail.error;
   if (err.code === ErrorCode.MESSAGES_DROPPED) return; // the counter shows it
+  if (err.code === ErrorCode.RELAY_REFUSED && $("relay-consent").checked) {
+    $("relay-consent").checked = false;
+    $("relay-status").textContent = "this peer does not use browser relays";
+    return;
+  }
   showError(err);
 });
 
