@@ -56,7 +56,54 @@ func goldenFrames(t testing.TB) []struct {
 		// so the JS client's test signs the same bytes and compares).
 		{"signed-publish", frame{typ: frameSignedPublish, req: 4, topic: "chat", time: 1700000000123,
 			sig: browsersig.Sign(goldenBrowserKey, "chat", time.UnixMilli(1700000000123), []byte("héllo")), payload: []byte("héllo")}},
+		// Relay frames (relayframe.go). The RECORD is signed by
+		// goldenRelayKey, whose public half the ATTACH and INVITE carry,
+		// so that the JS client verifies a Go signature.
+		{"relay-ready", frame{typ: frameRelayReady, req: 5, relay: &relayFields{flags: relayFlagMetered, upload: 1 << 20, maxChildren: 8}}},
+		{"relay-ready-withdraw", frame{typ: frameRelayReady, req: 6, relay: &relayFields{}}},
+		{"relay-invite", frame{typ: frameRelayInvite, topic: "news", relay: &relayFields{maxChildren: 4, upload: 250_000, key: goldenRelayPub}}},
+		{"attach", frame{typ: frameAttach, topic: "news", relay: &relayFields{link: 7, seq: 41, key: goldenRelayPub}}},
+		{"attach-peer", frame{typ: frameAttach, topic: "news", relay: &relayFields{seq: 1 << 40, key: goldenRelayPub}}},
+		{"signal-offer", frame{typ: frameSignal, topic: "news", relay: &relayFields{link: 7, kind: signalOffer, data: "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"}}},
+		{"signal-close", frame{typ: frameSignal, topic: "news", relay: &relayFields{link: 0xfffffffe, kind: signalClose}}},
+		{"record", goldenRecord(t)},
+		{"from", frame{typ: frameFrom, topic: "news", relay: &relayFields{seq: 41}}},
+		{"head", frame{typ: frameHead, topic: "news", relay: &relayFields{seq: 57}}},
+		{"report-forged", frame{typ: frameReport, req: 3, topic: "news", relay: &relayFields{link: 7, reason: ReportForged, evidence: []byte{1, 14, 0}}}},
+		{"report-stalled", frame{typ: frameReport, topic: "news", relay: &relayFields{link: 7, reason: ReportStalled}}},
+		{"hello", frame{typ: frameHello, topic: "news", relay: &relayFields{link: 7, seq: 41}}},
+		{"batch-records", frame{typ: frameBatch, batch: [][]byte{mustEncode(t, goldenRecord(t)), mustEncode(t, goldenRecord(t))}}},
 	}
+}
+
+// goldenRelayKey signs the golden RECORD: the Ed25519 key of the seed 32
+// bytes of 7.
+var (
+	goldenRelayKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
+	goldenRelayPub = goldenRelayKey.Public().(ed25519.PublicKey)
+)
+
+// goldenRecord is message "héllo" of topic news at seq 42, signed by
+// goldenRelayKey.
+func goldenRecord(t testing.TB) frame {
+	m := Message{Topic: "news", ID: "1700000000123456789-3-12D3KooWpeer", From: "token:alice", Time: time.UnixMicro(1700000000123456), Data: []byte("héllo")}
+	b, err := signRecord(goldenRelayKey, 42, &m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := decodeFrame(b, testMaxFrame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func mustEncode(t testing.TB, f frame) []byte {
+	b, err := appendFrame(nil, &f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // goldenBrowserKey signs the signed-publish golden frame: the Ed25519 key

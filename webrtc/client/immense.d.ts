@@ -24,6 +24,8 @@ export declare const ErrorCode: Readonly<{
   INTERNAL: 13;
   /** A resumed subscription lost messages: its position is older than the peer's history. */
   GAP: 14;
+  /** Relays are off on this peer, or a relay frame named a link or topic the session is no end of. */
+  RELAY_REFUSED: 15;
 }>;
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -115,6 +117,58 @@ export interface ConnectOptions {
   fetch?: typeof fetch;
   /** Replaces globalThis.RTCPeerConnection (tests, non-browser runtimes). */
   RTCPeerConnection?: typeof RTCPeerConnection;
+  /** Offers this browser as a relay: it may feed topics it follows to
+   * other browsers of the same peer over browser-to-browser data channels.
+   * Absent (the default): never. Set it only once the user agreed on this
+   * page (it spends their upload); the peer's app must allow relays too.
+   * client.setRelay() gives or withdraws it later. */
+  relay?: RelayOptions | null;
+}
+
+/** What a user lets the client spend relaying (docs/browser-protocol.md, section 8). */
+export interface RelayOptions {
+  /** Most children per topic, 0..255 (default 4); the peer caps it too (default 8). */
+  maxChildren?: number;
+  /** Upload the client may spend forwarding, bytes/s (default 262144); the peer caps it too (default 1 MiB/s), and the client never forwards faster than the smaller. */
+  upload?: number;
+  /** The link is metered: the peer never invites the client. Also set when
+   * navigator.connection says "cellular" or saveData. */
+  metered?: boolean;
+}
+
+/** How one topic is fed, and whom the client feeds with it. */
+export interface RelayTopicStatus {
+  topic: string;
+  /** "peer": by the peer's own connection; "attaching": a link to a relay
+   * is opening; "relay": by another browser. */
+  fedBy: "peer" | "attaching" | "relay";
+  /** The link to the relay (0: the peer). */
+  link: number;
+  /** The peer's sequence number of the last record delivered (0: none yet). */
+  seq: number;
+  /** Whether the peer invited this client to relay the topic. */
+  relaying: boolean;
+  /** Children fed now. */
+  children: number;
+}
+
+/** client.relayStatus(), and the detail of "relay" events. */
+export interface RelayStatus {
+  /** Whether the client offers to relay (options.relay). */
+  offered: boolean;
+  /** The topics fed through the relay protocol (others are fed by the peer as plain messages). */
+  topics: RelayTopicStatus[];
+  /** Children fed now, over all topics. */
+  children: number;
+  /** Bytes forwarded to children so far. */
+  forwardedBytes: number;
+}
+
+export interface RelayReportDetail {
+  topic: string;
+  link: number;
+  /** Why the client left its relay and reported it to the peer. */
+  reason: "gone" | "stalled" | "dropped" | "forged" | "refused";
 }
 
 export interface OpenDetail {
@@ -180,6 +234,10 @@ export interface ClientEventMap {
   presence: CustomEvent<PresenceDetail>;
   /** A resume (after a reconnect, or from options.since) reached further back than the peer's history. */
   gap: CustomEvent<GapDetail>;
+  /** How the client is fed or what it relays changed. */
+  relay: CustomEvent<RelayStatus>;
+  /** The client left a relay that closed, stalled, dropped, forged or refused, and told the peer (which moves it). */
+  relayreport: CustomEvent<RelayReportDetail>;
   disconnect: CustomEvent<DisconnectDetail>;
   close: CustomEvent<{ error: Error | null }>;
   error: CustomEvent<{ error: Error }>;
@@ -214,6 +272,10 @@ export declare class Client extends EventTarget {
   readonly peer: string | null;
   /** How the session was negotiated: "direct" or "relayed"; null before the first connection opens. */
   readonly signaling: "direct" | "relayed" | null;
+  /** How each topic is fed (by the peer or another browser) and whom the client feeds. */
+  relayStatus(): RelayStatus;
+  /** Offers (options), or withdraws (null), this browser as a relay; ask the user first. */
+  setRelay(relay: RelayOptions | null): void;
   /** Closes for good; pending calls reject. */
   close(): void;
   addEventListener<K extends keyof ClientEventMap>(
@@ -259,7 +321,25 @@ export declare function answerSignedBytes(offerSDP: string, answerSDP: string): 
 
 /** A decoded frame (see docs/browser-protocol.md). */
 export interface Frame {
-  type: "subscribe" | "unsubscribe" | "publish" | "message" | "ack" | "error" | "batch" | "signed-publish" | "presence";
+  type:
+    | "subscribe"
+    | "unsubscribe"
+    | "publish"
+    | "message"
+    | "ack"
+    | "error"
+    | "batch"
+    | "signed-publish"
+    | "presence"
+    | "relay-ready"
+    | "relay-invite"
+    | "attach"
+    | "signal"
+    | "record"
+    | "from"
+    | "head"
+    | "report"
+    | "hello";
   /** Presence: a join (else a leave); id is the member, from its peer. */
   joined?: boolean;
   req?: number;
@@ -277,7 +357,34 @@ export interface Frame {
   reason?: string;
   /** Encoding: the encoded inner frames; decoding: the decoded ones. */
   items?: Uint8Array[] | Frame[];
+  /** relay-ready: the link is metered. */
+  metered?: boolean;
+  /** relay-ready: upload offered, bytes/s. */
+  upload?: number;
+  /** relay-ready, relay-invite: children. */
+  maxChildren?: number;
+  /** relay-invite: the upload the peer asks for at most, bytes/s. */
+  uploadCap?: number;
+  /** relay-invite, attach: the peer's relay key (raw Ed25519, 32 bytes). */
+  key?: Uint8Array;
+  /** attach, signal, report, hello: the link (attach: 0 is the peer itself). */
+  link?: number;
+  /** record, head: the peer's sequence number for the topic. */
+  seq?: number;
+  /** attach (the wire's "from"), from, hello: the sequence number the member has. */
+  after?: number;
+  /** signal */
+  kind?: "offer" | "answer" | "candidate" | "close";
+  /** signal: an SDP. */
+  data?: string;
+  /** report: the RECORD frame a forged report is about. */
+  evidence?: Uint8Array;
 }
+
+/** The bytes a peer signs for a RECORD. */
+export declare function recordSignedBytes(topic: string, seq: number, id: string, from: string, time: number, payload: Uint8Array): Uint8Array;
+/** Whether a decoded RECORD is signed by key, the peer's relay key (raw, or imported for Ed25519 verify). */
+export declare function verifyRecord(key: Uint8Array | CryptoKey, record: Frame): Promise<boolean>;
 
 /** Encodes a frame. */
 export declare function encodeFrame(frame: Frame): Uint8Array;

@@ -12,6 +12,12 @@
 // delivered: the peer replays what it missed from the topic's history,
 // once each, then goes on live. A "gap" event says when the history no
 // longer reached back that far.
+//
+// A peer may have another browser feed a topic to this one (a relay):
+// every such message is signed by the peer and verified here, so relays
+// can delay or drop but not forge. With the relay option, which a page
+// sets only once its user agreed, this browser may feed others too
+// (docs/browser-protocol.md, section 8).
 
 /** Version byte of every frame; the server refuses any other. */
 export const FRAME_VERSION = 1;
@@ -53,8 +59,50 @@ const T_ERROR = 6;
 const T_BATCH = 7;
 const T_SIGNED_PUBLISH = 8;
 const T_PRESENCE = 9;
+// Relay frames (docs/browser-protocol.md, section 8).
+const T_RELAY_READY = 10;
+const T_RELAY_INVITE = 11;
+const T_ATTACH = 12;
+const T_SIGNAL = 13;
+const T_RECORD = 14;
+const T_FROM = 15;
+const T_HEAD = 16;
+const T_REPORT = 17;
+const T_HELLO = 18;
 
-const TYPE_NAMES = ["", "subscribe", "unsubscribe", "publish", "message", "ack", "error", "batch", "signed-publish", "presence"];
+const TYPE_NAMES = [
+  "",
+  "subscribe",
+  "unsubscribe",
+  "publish",
+  "message",
+  "ack",
+  "error",
+  "batch",
+  "signed-publish",
+  "presence",
+  "relay-ready",
+  "relay-invite",
+  "attach",
+  "signal",
+  "record",
+  "from",
+  "head",
+  "report",
+  "hello",
+];
+
+/** Kinds of a SIGNAL frame, by their wire value. */
+const SIGNAL_KINDS = ["", "offer", "answer", "candidate", "close"];
+
+/** Why a child left its relay (REPORT frame), by their wire value. */
+const REPORT_REASONS = ["", "gone", "stalled", "dropped", "forged", "refused"];
+
+/** Size of a peer's relay key (raw Ed25519). */
+const KEY_SIZE = 32;
+
+/** Largest SIGNAL data (an SDP): 16 KiB. */
+const MAX_SIGNAL_DATA = 16 << 10;
 
 /** Size of an Ed25519 signature. */
 const SIG_SIZE = 64;
@@ -75,6 +123,7 @@ export const ErrorCode = Object.freeze({
   MESSAGES_DROPPED: 12,
   INTERNAL: 13,
   GAP: 14,
+  RELAY_REFUSED: 15,
 });
 
 const CODE_NAMES = Object.fromEntries(
@@ -144,7 +193,13 @@ export function encodeFrame(f) {
   const type = TYPE_NAMES.indexOf(f.type);
   if (type < 1) throw new TypeError(`unknown frame type ${f.type}`);
   const hasTopic =
-    type === T_SUBSCRIBE || type === T_UNSUBSCRIBE || type === T_PUBLISH || type === T_SIGNED_PUBLISH || type === T_MESSAGE || type === T_PRESENCE;
+    type === T_SUBSCRIBE ||
+    type === T_UNSUBSCRIBE ||
+    type === T_PUBLISH ||
+    type === T_SIGNED_PUBLISH ||
+    type === T_MESSAGE ||
+    type === T_PRESENCE ||
+    type > T_RELAY_READY;
   if (hasTopic || (type === T_ERROR && f.topic)) validateTopic(f.topic);
   const topic = f.topic ? utf8.encode(f.topic) : new Uint8Array(0);
   const payload = f.payload ?? new Uint8Array(0);
@@ -153,6 +208,9 @@ export function encodeFrame(f) {
   const reason = utf8.encode(f.reason ?? "").subarray(0, 0xffff);
   const since = utf8.encode(type === T_SUBSCRIBE ? (f.since ?? "") : "");
   if (since.length > MAX_SINCE) throw new RangeError(`resume position of ${since.length} bytes`);
+  const data = utf8.encode(type === T_SIGNAL ? (f.data ?? "") : "");
+  const evidence = type === T_REPORT ? (f.evidence ?? new Uint8Array(0)) : new Uint8Array(0);
+  checkRelayFields(type, f, id, from, data);
   let size = 2;
   switch (type) {
     case T_SUBSCRIBE:
@@ -186,6 +244,33 @@ export function encodeFrame(f) {
       for (const it of items) size += 4 + it.length;
       break;
     }
+    case T_RELAY_READY:
+      size += 4 + 1 + 4 + 1;
+      break;
+    case T_RELAY_INVITE:
+      size += 1 + topic.length + 1 + 4 + KEY_SIZE;
+      break;
+    case T_ATTACH:
+      size += 1 + topic.length + 4 + 8 + KEY_SIZE;
+      break;
+    case T_SIGNAL:
+      size += 4 + 1 + 1 + topic.length + 2 + data.length;
+      break;
+    case T_RECORD:
+      size += 1 + topic.length + 8 + 2 + id.length + 2 + from.length + 8 + 4 + payload.length + SIG_SIZE;
+      break;
+    case T_FROM:
+      size += 4 + 1 + topic.length + 8;
+      break;
+    case T_HEAD:
+      size += 1 + topic.length + 8;
+      break;
+    case T_REPORT:
+      size += 4 + 1 + topic.length + 4 + 1 + 4 + evidence.length;
+      break;
+    case T_HELLO:
+      size += 1 + topic.length + 4 + 8;
+      break;
   }
   const out = new Uint8Array(size);
   const w = new Writer(out);
@@ -239,8 +324,104 @@ export function encodeFrame(f) {
         w.bytes32(it);
       }
       break;
+    case T_RELAY_READY:
+      w.u32(f.req ?? 0);
+      w.u8(f.metered ? 1 : 0);
+      w.u32(f.upload ?? 0);
+      w.u8(f.maxChildren ?? 0);
+      break;
+    case T_RELAY_INVITE:
+      w.str8(topic);
+      w.u8(f.maxChildren ?? 0);
+      w.u32(f.uploadCap ?? 0);
+      w.raw(f.key);
+      break;
+    case T_ATTACH:
+      w.str8(topic);
+      w.u32(f.link ?? 0);
+      w.u64(f.after ?? 0);
+      w.raw(f.key);
+      break;
+    case T_SIGNAL:
+      w.u32(f.link);
+      w.u8(SIGNAL_KINDS.indexOf(f.kind));
+      w.str8(topic);
+      w.str16(data);
+      break;
+    case T_RECORD:
+      w.str8(topic);
+      w.u64(f.seq);
+      w.str16(id);
+      w.str16(from);
+      w.i64(f.time ?? 0);
+      w.bytes32(payload);
+      w.raw(f.sig);
+      break;
+    case T_FROM:
+      w.u32(f.req ?? 0);
+      w.str8(topic);
+      w.u64(f.after ?? 0);
+      break;
+    case T_HEAD:
+      w.str8(topic);
+      w.u64(f.seq ?? 0);
+      break;
+    case T_REPORT:
+      w.u32(f.req ?? 0);
+      w.str8(topic);
+      w.u32(f.link ?? 0);
+      w.u8(REPORT_REASONS.indexOf(f.reason));
+      w.bytes32(evidence);
+      break;
+    case T_HELLO:
+      w.str8(topic);
+      w.u32(f.link ?? 0);
+      w.u64(f.after ?? 0);
+      break;
   }
   return out;
+}
+
+// checkRelayFields throws unless a relay frame's fields fit their wire
+// types (the other frames' are checked in encodeFrame).
+function checkRelayFields(type, f, id, from, data) {
+  const u8 = (v) => v === undefined || (Number.isInteger(v) && v >= 0 && v <= 0xff);
+  const u32 = (v) => v === undefined || (Number.isInteger(v) && v >= 0 && v <= 0xffffffff);
+  const u64 = (v) => v === undefined || (Number.isSafeInteger(v) && v >= 0);
+  const ok = (cond, what) => {
+    if (!cond) throw new RangeError(`${TYPE_NAMES[type]} frame: bad ${what}`);
+  };
+  switch (type) {
+    case T_RELAY_READY:
+      ok(u8(f.maxChildren) && u32(f.upload), "maxChildren or upload");
+      break;
+    case T_RELAY_INVITE:
+    case T_ATTACH:
+      ok(f.key instanceof Uint8Array && f.key.length === KEY_SIZE, "key (32 bytes)");
+      ok(u8(f.maxChildren) && u32(f.uploadCap) && u32(f.link) && u64(f.after), "number");
+      break;
+    case T_SIGNAL:
+      ok(SIGNAL_KINDS.indexOf(f.kind) > 0, "kind");
+      ok(Number.isInteger(f.link) && f.link > 0 && f.link <= 0xffffffff, "link");
+      ok(data.length <= MAX_SIGNAL_DATA, "data (at most 16 KiB)");
+      break;
+    case T_RECORD:
+      ok(f.sig instanceof Uint8Array && f.sig.length === SIG_SIZE, "signature");
+      ok(Number.isSafeInteger(f.seq) && f.seq >= 0, "seq");
+      ok(id.length <= 0xffff && from.length <= 0xffff, "id or publisher");
+      break;
+    case T_FROM:
+    case T_HELLO:
+      ok(u32(f.link) && u64(f.after), "link or after");
+      break;
+    case T_HEAD:
+      ok(u64(f.seq), "seq");
+      break;
+    case T_REPORT:
+      ok(REPORT_REASONS.indexOf(f.reason) > 0, "reason");
+      ok(u32(f.link), "link");
+      break;
+  }
 }
 
 /**
@@ -324,11 +505,76 @@ function decode(bytes, maxSize, allowBatch) {
       for (let i = 0; i < n; i++) f.items.push(decode(r.bytes32(), maxSize, false));
       break;
     }
+    case T_RELAY_READY: {
+      f.req = r.u32();
+      const flags = r.u8();
+      if (flags > 1) throw new FrameError(`relay flags ${flags}`);
+      f.metered = flags === 1;
+      f.upload = r.u32();
+      f.maxChildren = r.u8();
+      break;
+    }
+    case T_RELAY_INVITE:
+      f.topic = r.str8();
+      f.maxChildren = r.u8();
+      f.uploadCap = r.u32();
+      f.key = r.take(KEY_SIZE);
+      break;
+    case T_ATTACH:
+      f.topic = r.str8();
+      f.link = r.u32();
+      f.after = r.u64();
+      f.key = r.take(KEY_SIZE);
+      break;
+    case T_SIGNAL: {
+      f.link = r.u32();
+      const kind = r.u8();
+      f.topic = r.str8();
+      f.data = r.str16();
+      if (!SIGNAL_KINDS[kind] || f.link === 0 || utf8.encode(f.data).length > MAX_SIGNAL_DATA) {
+        throw new FrameError(`signal kind ${kind}, link ${f.link}`);
+      }
+      f.kind = SIGNAL_KINDS[kind];
+      break;
+    }
+    case T_RECORD:
+      f.topic = r.str8();
+      f.seq = r.u64();
+      f.id = r.str16();
+      f.from = r.str16();
+      f.time = r.i64();
+      f.payload = r.bytes32();
+      f.sig = r.take(SIG_SIZE);
+      break;
+    case T_FROM:
+      f.req = r.u32();
+      f.topic = r.str8();
+      f.after = r.u64();
+      break;
+    case T_HEAD:
+      f.topic = r.str8();
+      f.seq = r.u64();
+      break;
+    case T_REPORT: {
+      f.req = r.u32();
+      f.topic = r.str8();
+      f.link = r.u32();
+      const reason = r.u8();
+      f.evidence = r.bytes32();
+      if (!REPORT_REASONS[reason]) throw new FrameError(`report reason ${reason}`);
+      f.reason = REPORT_REASONS[reason];
+      break;
+    }
+    case T_HELLO:
+      f.topic = r.str8();
+      f.link = r.u32();
+      f.after = r.u64();
+      break;
     default:
       throw new FrameError(`unknown frame type ${type}`);
   }
   if (r.off !== bytes.length) throw new FrameError(`${f.type} frame: ${bytes.length - r.off} trailing bytes`);
-  if (type !== T_ACK && type !== T_BATCH && (type !== T_ERROR || f.topic !== "")) {
+  if (type !== T_ACK && type !== T_BATCH && type !== T_RELAY_READY && (type !== T_ERROR || f.topic !== "")) {
     if (!TOPIC_RE.test(f.topic) || f.topic.length > MAX_TOPIC_LENGTH) throw new FrameError(`invalid topic ${JSON.stringify(f.topic)}`);
   }
   return f;
@@ -355,6 +601,10 @@ class Writer {
   }
   i64(v) {
     this.view.setBigInt64(this.off, BigInt(Math.trunc(v)));
+    this.off += 8;
+  }
+  u64(v) {
+    this.view.setBigUint64(this.off, BigInt(v));
     this.off += 8;
   }
   raw(b) {
@@ -409,6 +659,15 @@ class Reader {
     const v = Number(this.view.getBigInt64(this.off));
     this.off += 8;
     return v;
+  }
+  // A u64 as a Number: sequence numbers count messages of one topic, far
+  // below 2^53; a larger one is refused rather than rounded.
+  u64() {
+    this.need(8);
+    const v = this.view.getBigUint64(this.off);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new FrameError(`sequence number ${v} beyond 2^53`);
+    this.off += 8;
+    return Number(v);
   }
   take(n) {
     this.need(n);
@@ -573,7 +832,10 @@ function targets(urls) {
 /**
  * A connection to a peer. Events: "open", "disconnect" (detail: {error,
  * retryIn}), "close" (detail: {error}), "error" (detail: {error}) for
- * errors not tied to a call, such as dropped messages.
+ * errors not tied to a call, such as dropped messages; "relay" (detail:
+ * relayStatus()) when how a topic is fed or what the client relays
+ * changes, "relayreport" (detail: {topic, link, reason}) when it leaves a
+ * relay and reports it.
  */
 export class Client extends EventTarget {
   constructor(url, options = {}) {
@@ -636,6 +898,8 @@ export class Client extends EventTarget {
     this._keyPair = browserKeyPair(this.options.keyPair);
     this._keyPair.catch(() => {}); // no Ed25519 here: bound tokens cannot be used, bearer tokens still can
     this._bound = false;
+    /** Browser relays: the topics fed through them, and what this client relays. */
+    this._relays = new Relays(this);
     this.ready = new Promise((resolve, reject) => {
       this._resolveReady = resolve;
       this._rejectReady = reject;
@@ -709,6 +973,7 @@ export class Client extends EventTarget {
     this._handlers.delete(topic);
     this._cursors.delete(topic);
     this._members.delete(topic);
+    this._relays.drop(topic);
     this._ready.get(topic)?.reject(new Error("unsubscribed"));
     this._ready.delete(topic);
     if (this.state !== "open") return Promise.resolve(); // nothing to undo on the server
@@ -757,6 +1022,32 @@ export class Client extends EventTarget {
    */
   members(topic) {
     return [...(this._members.get(topic)?.values() ?? [])];
+  }
+
+  /**
+   * How the client's topics are fed and what it relays: per topic,
+   * fedBy "peer" (the peer's own connection), "attaching" (a link to a
+   * relay is opening) or "relay" (another browser feeds it), the last
+   * sequence number, and the children it feeds. A "relay" event carries
+   * the same after every change.
+   * @returns {RelayStatus}
+   */
+  relayStatus() {
+    return this._relays.status();
+  }
+
+  /**
+   * Offers (or, with null, withdraws) this browser as a relay: the
+   * relay option given later, for example once the user agreed. A
+   * withdrawal closes the links to the children; the peer moves them.
+   * @param {RelayOptions | null} relay
+   */
+  setRelay(relay) {
+    const offered = !!this.options.relay;
+    this.options.relay = relay ?? undefined;
+    if (!relay) this._relays.withdraw();
+    // A withdrawal only undoes an offer (a peer without relays refuses both).
+    if (this.state === "open" && (relay || offered)) this._sendRelayReady(!relay);
   }
 
   /** Closes the connection for good; pending calls reject. */
@@ -937,6 +1228,7 @@ export class Client extends EventTarget {
     const max = this.transport === "webrtc" ? this._pc?.sctp?.maxMessageSize : undefined;
     this._maxFrame = max && Number.isFinite(max) ? Math.min(max, 1 << 20) : 65535;
     for (const topic of this._handlers.keys()) this._sendSubscribe(topic);
+    if (this.options.relay) this._sendRelayReady(false);
     const outbox = this._outbox;
     this._outbox = [];
     for (const item of outbox) this._transmit(item);
@@ -974,6 +1266,7 @@ export class Client extends EventTarget {
   }
 
   _teardown() {
+    this._relays.reset();
     const dc = this._dc;
     const pc = this._pc;
     const ws = this._ws;
@@ -1079,6 +1372,13 @@ export class Client extends EventTarget {
     this._send(bytes);
   }
 
+  /** Tells the peer this browser may relay (RELAY-READY), or no longer (withdraw: 0 children). */
+  _sendRelayReady(withdraw) {
+    const offer = relayOffer(this.options.relay);
+    const f = withdraw || !offer ? { type: "relay-ready", maxChildren: 0, upload: 0 } : { type: "relay-ready", ...offer };
+    this._request(f).catch((err) => this._emitError(err));
+  }
+
   _takeReq() {
     const req = this._nextReq;
     this._nextReq = this._nextReq >= 0xffffffff ? 1 : this._nextReq + 1; // 0 means "no ACK"
@@ -1114,21 +1414,16 @@ export class Client extends EventTarget {
 
   _handle(f) {
     switch (f.type) {
-      case "message": {
-        const set = this._handlers.get(f.topic);
-        if (!set) return; // unsubscribed; already on its way
-        const msg = new Message(f.topic, f.id, f.from, f.time, f.payload);
-        const cursor = this._cursors.get(f.topic);
-        if (f.id && (!cursor || !parsePosition(cursor) || comparePositions(f.id, cursor) > 0)) this._cursors.set(f.topic, f.id);
-        for (const h of [...set]) {
-          try {
-            h(msg);
-          } catch (err) {
-            this._emitError(err);
-          }
-        }
+      case "message":
+        this._deliver(f);
         return;
-      }
+      case "relay-invite":
+      case "attach":
+      case "signal":
+      case "record":
+      case "head":
+        this._relays.onFrame(f);
+        return;
       case "presence": {
         if (!this._handlers.has(f.topic)) return;
         let m = this._members.get(f.topic);
@@ -1172,8 +1467,592 @@ export class Client extends EventTarget {
     }
   }
 
+  /** Hands a MESSAGE, or a RECORD the relay code accepted, to the topic's handlers. */
+  _deliver(f) {
+    const set = this._handlers.get(f.topic);
+    if (!set) return; // unsubscribed; already on its way
+    const msg = new Message(f.topic, f.id, f.from, f.time, f.payload);
+    const cursor = this._cursors.get(f.topic);
+    if (f.id && (!cursor || !parsePosition(cursor) || comparePositions(f.id, cursor) > 0)) this._cursors.set(f.topic, f.id);
+    for (const h of [...set]) {
+      try {
+        h(msg);
+      } catch (err) {
+        this._emitError(err);
+      }
+    }
+  }
+
   _emitError(error) {
     this.dispatchEvent(new CustomEvent("error", { detail: { error } }));
+  }
+}
+
+// --- browser relays (docs/browser-protocol.md, section 8) ---
+//
+// Every client can be fed a topic by another browser (a child); a client
+// whose app and user opted in (options.relay) can feed others (a relay).
+// The peer signs every message of a relayed topic as a RECORD with a
+// per-topic sequence number; a child verifies each one (WebCrypto
+// Ed25519) against the peer's relay key from ATTACH or RELAY-INVITE, so
+// a relay can drop or stall but never forge, alter or reorder undetected.
+// This is a port of the Go client's webrtc/relayclient.go.
+
+/** Label of the data channel between two browsers. */
+const RELAY_LABEL = "immense-relay";
+/** Records a relay keeps per topic to resume a child from an earlier position (clientBacklog in Go). */
+const RELAY_BACKLOG = 1024;
+/** How long a link to a relay may take to open before the child reports it refused (linkTimeout in Go); also how long a relay waits for a child's HELLO. */
+const LINK_TIMEOUT = 10_000;
+/** HEAD intervals in a row a child behind the peer's HEAD gets nothing before it reports its relay stalled: more than one, so that an SCTP retransmission timeout on a loaded link is not taken for a stall (stallHeads in Go). */
+const STALL_HEADS = 2;
+/** How far (bytes queued, not yet sent) a child may fall behind before its relay closes its link (maxChildBuffered in Go). */
+const MAX_CHILD_BUFFERED = 1 << 20;
+/** Upload a relay offers, bytes/s, when the app gives none: 256 KiB/s, a small share of a home uplink. */
+const DEFAULT_RELAY_UPLOAD = 256 << 10;
+/** Children a relay feeds per topic when the app gives no number (the peer caps it too: Relay.MaxChildren, default 8). */
+const DEFAULT_RELAY_CHILDREN = 4;
+/** Largest BATCH of backlog records a relay sends a child at once. */
+const RELAY_BATCH = 64 << 10;
+
+const RECORD_CONTEXT = utf8.encode("immense/relay-record/v1\0");
+
+/**
+ * The bytes a peer signs for a RECORD (recordSigned in Go):
+ * "immense/relay-record/v1" 0x00 topic 0x00 seq (u64) len(id) (u16) id
+ * len(from) (u16) from time (i64 µs) payload.
+ * @param {string} topic
+ * @param {number} seq
+ * @param {string} id
+ * @param {string} from
+ * @param {number} time microseconds since the Unix epoch
+ * @param {Uint8Array} payload
+ */
+export function recordSignedBytes(topic, seq, id, from, time, payload) {
+  const t = utf8.encode(topic);
+  const i = utf8.encode(id);
+  const f = utf8.encode(from);
+  const out = new Uint8Array(RECORD_CONTEXT.length + t.length + 1 + 8 + 2 + i.length + 2 + f.length + 8 + payload.length);
+  const w = new Writer(out);
+  w.raw(RECORD_CONTEXT);
+  w.raw(t);
+  w.u8(0);
+  w.u64(seq);
+  w.str16(i);
+  w.str16(f);
+  w.i64(time);
+  w.raw(payload);
+  return out;
+}
+
+/**
+ * Whether a decoded RECORD frame is signed by key, the peer's relay key
+ * (32 raw bytes, or a CryptoKey imported for Ed25519 "verify").
+ * @param {Uint8Array | CryptoKey} key
+ * @param {Frame} record
+ * @returns {Promise<boolean>}
+ */
+export async function verifyRecord(key, record) {
+  if (record?.type !== "record" || !(record.sig instanceof Uint8Array)) return false;
+  try {
+    const k = key instanceof Uint8Array ? await crypto.subtle.importKey("raw", key, { name: "Ed25519" }, false, ["verify"]) : key;
+    const signed = recordSignedBytes(record.topic, record.seq, record.id, record.from, record.time, record.payload);
+    return await crypto.subtle.verify("Ed25519", k, record.sig, signed);
+  } catch {
+    return false;
+  }
+}
+
+/** A token bucket: rate bytes/s, at most burst at once (golang.org/x/time/rate's AllowN). */
+class TokenBucket {
+  constructor(rate, burst) {
+    this.rate = rate;
+    this.burst = burst;
+    this.tokens = burst;
+    this.at = performance.now();
+  }
+  take(n) {
+    const now = performance.now();
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.at) / 1000) * this.rate);
+    this.at = now;
+    if (n > this.tokens) return false;
+    this.tokens -= n;
+    return true;
+  }
+}
+
+/** What the page offers to relay: options.relay normalised. */
+function relayOffer(opts) {
+  if (!opts) return null;
+  const conn = globalThis.navigator?.connection;
+  return {
+    maxChildren: Math.max(0, Math.min(255, Math.trunc(opts.maxChildren ?? DEFAULT_RELAY_CHILDREN))),
+    upload: Math.max(0, Math.min(0xffffffff, Math.trunc(opts.upload ?? DEFAULT_RELAY_UPLOAD))),
+    // Never relay on a link the browser says is metered.
+    metered: !!opts.metered || conn?.type === "cellular" || conn?.saveData === true,
+  };
+}
+
+/** A client's relay state: one entry per topic fed through the relay protocol. */
+class Relays {
+  /** @param {Client} client */
+  constructor(client) {
+    this.c = client;
+    /** @type {Map<string, any>} */
+    this.topics = new Map();
+    /** Bytes forwarded to children. */
+    this.forwarded = 0;
+    /** Tests only: "forge" alters each forwarded payload, "stall" forwards nothing. */
+    this.misbehave = null;
+    this._statusQueued = false;
+  }
+
+  topic(name) {
+    let t = this.topics.get(name);
+    if (!t) {
+      t = {
+        name,
+        dead: false,
+        keyHex: "",
+        key: null, // the peer's relay key, raw
+        cryptoKey: null, // its WebCrypto import, a promise
+        last: 0, // last sequence accepted (0: none yet)
+        prevHead: 0, // the last HEAD
+        lastAtHead: 0, // last when it came
+        stuck: 0, // HEAD intervals without progress while behind
+        feed: null, // our relay's link; null: the peer
+        relaying: false,
+        maxChildren: 0,
+        bucket: null, // the upload cap
+        backlog: [], // {seq, bytes}, oldest first
+        children: new Map(), // link id -> {pc, dc, ready, timer}
+        queue: Promise.resolve(),
+      };
+      this.topics.set(name, t);
+    }
+    return t;
+  }
+
+  /** Runs fn after everything queued for t: records are verified (asynchronously) and applied in arrival order. */
+  run(t, fn) {
+    t.queue = t.queue
+      .then(() => (t.dead ? undefined : fn()))
+      .catch((err) => this.c._emitError(err));
+    return t.queue;
+  }
+
+  /** A relay frame from the peer. */
+  onFrame(f) {
+    const t = this.topic(f.topic);
+    this.run(t, () => this.onPeerFrame(t, f));
+  }
+
+  async onPeerFrame(t, f) {
+    switch (f.type) {
+      case "relay-invite": {
+        const offer = relayOffer(this.c.options.relay);
+        if (!offer) return; // never asked for
+        this.setKey(t, f.key);
+        t.relaying = true;
+        t.maxChildren = Math.min(f.maxChildren, offer.maxChildren);
+        const rate = Math.min(f.uploadCap, offer.upload);
+        // A burst of at least a frame, so that any record can go.
+        t.bucket = new TokenBucket(rate, Math.max(rate, MAX_INCOMING_FRAME));
+        this.changed();
+        return;
+      }
+      case "attach":
+        this.setKey(t, f.key);
+        t.last = Math.max(t.last, f.after);
+        t.prevHead = 0;
+        this.dropFeed(t);
+        if (f.link === 0) {
+          this.c._send(encodeFrame({ type: "from", req: 0, topic: t.name, after: t.last }));
+        } else {
+          t.feed = { id: f.link, pc: null, dc: null, open: false, got: false, timer: null };
+          this.openLink(t, t.feed);
+        }
+        this.changed();
+        return;
+      case "signal":
+        this.onSignal(t, f);
+        return;
+      case "record":
+        await this.accept(t, f, null);
+        return;
+      case "head":
+        // Stalled: behind the previous HEAD and nothing came since. A
+        // relay that is slow but moving is left alone.
+        if (!t.feed || !t.feed.open) {
+          t.prevHead = 0; // not judged before the link is open
+          return;
+        }
+        if (t.prevHead > 0 && t.last < t.prevHead && t.last === t.lastAtHead) {
+          if (++t.stuck >= STALL_HEADS) {
+            this.reportFeed(t, "stalled");
+            t.stuck = 0;
+          }
+        } else {
+          t.stuck = 0;
+        }
+        t.prevHead = f.seq;
+        t.lastAtHead = t.last;
+        return;
+    }
+  }
+
+  setKey(t, key) {
+    const h = hexOf(key);
+    if (h === t.keyHex) return;
+    t.keyHex = h;
+    t.key = key.slice();
+    t.cryptoKey = crypto.subtle.importKey("raw", t.key, { name: "Ed25519" }, false, ["verify"]);
+    t.cryptoKey.catch(() => {}); // no Ed25519 here: see verify
+  }
+
+  /**
+   * Whether record f is the peer's. A browser whose WebCrypto lacks
+   * Ed25519 cannot tell: it takes records from the peer's own connection
+   * (which it trusts with every message anyway) and none from a relay.
+   */
+  async verify(t, f, link) {
+    if (!t.cryptoKey || f.topic !== t.name) return false;
+    let key;
+    try {
+      key = await t.cryptoKey;
+    } catch {
+      return link === null;
+    }
+    return verifyRecord(key, f);
+  }
+
+  /**
+   * Checks a record from the peer (link null) or our relay and, if it is
+   * the next one, delivers and forwards it.
+   */
+  async accept(t, f, link) {
+    if (link && t.feed !== link) return; // from a link we left
+    const ok = await this.verify(t, f, link);
+    if (t.dead || (link && t.feed !== link)) return;
+    if (!ok) {
+      if (!link) return;
+      // Without Ed25519 nothing a relay sends can be checked: leave it
+      // without accusing it.
+      const noEd25519 = !t.cryptoKey || (await t.cryptoKey.then(() => false, () => true));
+      if (t.feed === link) this.reportFeed(t, noEd25519 ? "refused" : "forged", noEd25519 ? undefined : encodeFrame(f));
+      return;
+    }
+    const seq = f.seq;
+    if (t.last !== 0 && seq <= t.last) return; // already had it
+    if (t.last !== 0 && seq > t.last + 1 && link) {
+      // A jump on a link's first record is a relay whose backlog does
+      // not reach back to us (it relays since recently), not a drop.
+      this.reportFeed(t, link.got ? "dropped" : "refused");
+      return;
+    }
+    if (link && !link.got) {
+      link.got = true;
+      this.changed();
+    }
+    t.last = seq;
+    this.c._deliver(f);
+    if (!t.relaying) return;
+    const bytes = encodeFrame(f); // canonical: the bytes the peer sent
+    t.backlog.push({ seq, bytes });
+    if (t.backlog.length > 2 * RELAY_BACKLOG) t.backlog = t.backlog.slice(-RELAY_BACKLOG);
+    this.forward(t, bytes);
+  }
+
+  /** Sends one record to every ready child, within the upload cap. */
+  forward(t, bytes) {
+    const b = this.tamper(bytes);
+    if (!b) return;
+    for (const [id, ch] of t.children) {
+      if (!ch.ready) continue;
+      if (!t.bucket.take(b.length) || ch.dc.bufferedAmount > MAX_CHILD_BUFFERED) {
+        // Over the cap, or a child that does not keep up: close its link
+        // rather than exceed; it reports us and is moved.
+        t.children.delete(id);
+        closeQuietly(ch.pc);
+        this.changed();
+        continue;
+      }
+      try {
+        ch.dc.send(b);
+        this.forwarded += b.length;
+      } catch {
+        // a closing channel: its close event removes the child
+      }
+    }
+  }
+
+  /** What a misbehaving relay (tests) makes of a record it forwards: null to drop it. */
+  tamper(bytes) {
+    if (this.misbehave === "stall") return null;
+    if (this.misbehave === "forge") {
+      const b = bytes.slice();
+      b[b.length - SIG_SIZE - 1] ^= 0xff; // the payload's last byte
+      return b;
+    }
+    return bytes;
+  }
+
+  /** Reports our relay to the peer and leaves it; the peer answers with an ATTACH. */
+  reportFeed(t, reason, evidence) {
+    if (!t.feed) return;
+    this.c._send(encodeFrame({ type: "report", req: 0, topic: t.name, link: t.feed.id, reason, evidence }));
+    this.c.dispatchEvent(new CustomEvent("relayreport", { detail: { topic: t.name, link: t.feed.id, reason } }));
+    this.dropFeed(t);
+    this.changed();
+  }
+
+  dropFeed(t) {
+    const l = t.feed;
+    t.feed = null;
+    if (!l) return;
+    clearTimeout(l.timer);
+    closeQuietly(l.pc);
+  }
+
+  /** Connects to the relay of link l (as the offerer, no trickle) and sends HELLO once the channel opens. */
+  async openLink(t, l) {
+    const fail = () => this.run(t, () => t.feed === l && this.reportFeed(t, "refused"));
+    try {
+      const pc = new this.c._RTCPeerConnection({ iceServers: this.c.options.iceServers });
+      l.pc = pc;
+      if (t.feed !== l) return closeQuietly(pc);
+      const dc = pc.createDataChannel(RELAY_LABEL); // ordered, reliable
+      dc.binaryType = "arraybuffer";
+      l.dc = dc;
+      l.timer = setTimeout(() => !l.open && fail(), LINK_TIMEOUT);
+      dc.onopen = () =>
+        this.run(t, () => {
+          if (t.feed !== l) return;
+          dc.send(encodeFrame({ type: "hello", topic: t.name, link: l.id, after: t.last }));
+          l.open = true;
+          clearTimeout(l.timer);
+          this.changed();
+        });
+      dc.onmessage = (ev) => this.run(t, () => this.onLinkMessage(t, l, ev.data));
+      dc.onclose = () => this.linkLost(t, l);
+      pc.onconnectionstatechange = () => {
+        if (pc.connectionState === "failed" || pc.connectionState === "closed") this.linkLost(t, l);
+      };
+      await pc.setLocalDescription(await pc.createOffer());
+      await gatheringComplete(pc, this.c.options.gatherTimeout);
+      if (t.feed !== l || t.dead) return;
+      this.c._send(encodeFrame({ type: "signal", topic: t.name, link: l.id, kind: "offer", data: pc.localDescription.sdp }));
+    } catch {
+      fail();
+    }
+  }
+
+  linkLost(t, l) {
+    this.run(t, () => t.feed === l && this.reportFeed(t, "gone"));
+  }
+
+  /** A frame from our relay: only RECORDs (or BATCHes of them) are valid. */
+  async onLinkMessage(t, l, data) {
+    if (t.feed !== l) return;
+    let f;
+    try {
+      if (typeof data === "string") throw new FrameError("text on a relay link");
+      f = decodeFrame(new Uint8Array(data), MAX_INCOMING_FRAME);
+    } catch {
+      this.reportFeed(t, "forged");
+      return;
+    }
+    for (const item of f.type === "batch" ? f.items : [f]) {
+      if (item.type !== "record") {
+        this.reportFeed(t, "forged");
+        return;
+      }
+      await this.accept(t, item, l);
+      if (t.feed !== l) return; // reported
+    }
+  }
+
+  /** An answer for our feed, or an offer from a would-be child. */
+  onSignal(t, f) {
+    switch (f.kind) {
+      case "answer": {
+        const l = t.feed;
+        if (l && l.id === f.link && l.pc) {
+          l.pc.setRemoteDescription({ type: "answer", sdp: f.data }).catch(() => this.run(t, () => t.feed === l && this.reportFeed(t, "refused")));
+        }
+        return;
+      }
+      case "close":
+        if (t.feed && t.feed.id === f.link) this.reportFeed(t, "refused");
+        return;
+      case "offer":
+        if (!t.relaying || t.children.size >= t.maxChildren) {
+          this.c._send(encodeFrame({ type: "signal", topic: t.name, link: f.link, kind: "close" }));
+          return;
+        }
+        this.answerLink(t, f.link, f.data);
+        return;
+    }
+    // "candidate": descriptions carry every candidate (no trickle).
+  }
+
+  /** Accepts a child's offer on link id. */
+  async answerLink(t, id, offer) {
+    const refuse = () => !t.dead && this.c._send(encodeFrame({ type: "signal", topic: t.name, link: id, kind: "close" }));
+    let pc;
+    try {
+      pc = new this.c._RTCPeerConnection({ iceServers: this.c.options.iceServers });
+      const ch = { pc, dc: null, ready: false, timer: null };
+      pc.ondatachannel = (ev) => {
+        const dc = ev.channel;
+        if (dc.label !== RELAY_LABEL) return closeQuietly(dc);
+        dc.binaryType = "arraybuffer";
+        dc.onmessage = (m) => this.run(t, () => this.onHello(t, id, ch, dc, m.data));
+        dc.onclose = () => this.childLost(t, id, ch);
+      };
+      pc.onconnectionstatechange = () => {
+        if (pc.connectionState === "failed" || pc.connectionState === "closed") this.childLost(t, id, ch);
+      };
+      await pc.setRemoteDescription({ type: "offer", sdp: offer });
+      await pc.setLocalDescription(await pc.createAnswer());
+      await gatheringComplete(pc, this.c.options.gatherTimeout);
+      if (t.dead || !t.relaying || t.children.size >= t.maxChildren) {
+        closeQuietly(pc);
+        refuse();
+        return;
+      }
+      t.children.set(id, ch);
+      // A child that never says HELLO does not hold a slot.
+      ch.timer = setTimeout(() => this.run(t, () => !ch.ready && this.dropChild(t, id, ch)), LINK_TIMEOUT);
+      this.c._send(encodeFrame({ type: "signal", topic: t.name, link: id, kind: "answer", data: pc.localDescription.sdp }));
+    } catch {
+      closeQuietly(pc);
+      refuse();
+    }
+  }
+
+  /** A child's first frame, HELLO: send it the records after the position it names, then live ones. Any other frame closes the link. */
+  onHello(t, id, ch, dc, data) {
+    let f = null;
+    try {
+      if (typeof data !== "string") f = decodeFrame(new Uint8Array(data), MAX_INCOMING_FRAME);
+    } catch {
+      // f stays null: the link is closed below
+    }
+    if (t.children.get(id) !== ch || ch.ready || f?.type !== "hello" || f.topic !== t.name || f.link !== id) {
+      this.dropChild(t, id, ch);
+      return;
+    }
+    clearTimeout(ch.timer);
+    ch.dc = dc;
+    ch.ready = true;
+    let items = [];
+    let size = 0;
+    const flush = () => {
+      if (items.length === 0) return;
+      const b = items.length === 1 ? items[0] : encodeFrame({ type: "batch", items });
+      dc.send(b);
+      this.forwarded += b.length;
+      items = [];
+      size = 0;
+    };
+    for (const rec of t.backlog) {
+      const b = rec.seq > f.after ? this.tamper(rec.bytes) : null;
+      if (!b) continue;
+      if (size + b.length + 4 > RELAY_BATCH) flush();
+      items.push(b);
+      size += b.length + 4;
+    }
+    flush();
+    this.changed();
+  }
+
+  dropChild(t, id, ch) {
+    if (t.children.get(id) === ch) {
+      t.children.delete(id);
+      this.changed();
+    }
+    clearTimeout(ch.timer);
+    closeQuietly(ch.pc);
+  }
+
+  childLost(t, id, ch) {
+    if (t.children.get(id) === ch) this.dropChild(t, id, ch);
+  }
+
+  /** Stops relaying every topic (the user withdrew): the children's links close and the peer moves them. */
+  withdraw() {
+    for (const t of this.topics.values()) {
+      t.relaying = false;
+      for (const [id, ch] of t.children) this.dropChild(t, id, ch);
+    }
+    this.changed();
+  }
+
+  /** Forgets topic: its links close. */
+  drop(name) {
+    const t = this.topics.get(name);
+    if (!t) return;
+    this.topics.delete(name);
+    this.kill(t);
+    this.changed();
+  }
+
+  /** Forgets every topic (the session to the peer ended: the next one starts plain, and the peer attaches it again). */
+  reset() {
+    if (this.topics.size === 0) return;
+    for (const t of this.topics.values()) this.kill(t);
+    this.topics.clear();
+    this.changed();
+  }
+
+  kill(t) {
+    t.dead = true;
+    this.dropFeed(t);
+    for (const ch of t.children.values()) {
+      clearTimeout(ch.timer);
+      closeQuietly(ch.pc);
+    }
+    t.children.clear();
+  }
+
+  status() {
+    const topics = [...this.topics.values()].map((t) => ({
+      topic: t.name,
+      fedBy: t.feed ? (t.feed.open ? "relay" : "attaching") : "peer",
+      link: t.feed?.id ?? 0,
+      seq: t.last,
+      relaying: t.relaying,
+      children: [...t.children.values()].filter((ch) => ch.ready).length,
+    }));
+    return {
+      offered: !!relayOffer(this.c.options.relay),
+      topics,
+      children: topics.reduce((n, t) => n + t.children, 0),
+      forwardedBytes: this.forwarded,
+    };
+  }
+
+  /** Dispatches one "relay" event per task, however many changes it made. */
+  changed() {
+    if (this._statusQueued) return;
+    this._statusQueued = true;
+    queueMicrotask(() => {
+      this._statusQueued = false;
+      this.c.dispatchEvent(new CustomEvent("relay", { detail: this.status() }));
+    });
+  }
+}
+
+function hexOf(b) {
+  return Array.from(b, (v) => v.toString(16).padStart(2, "0")).join("");
+}
+
+function closeQuietly(x) {
+  try {
+    x?.close();
+  } catch {
+    // closing a failed connection may throw; it is going anyway
   }
 }
 

@@ -19,6 +19,8 @@ import {
   encodeFrame,
   signedBytes,
   tokenBoundKey,
+  recordSignedBytes,
+  verifyRecord,
   ErrorCode,
   FrameError,
   offerURL,
@@ -77,7 +79,7 @@ test("bad frames throw FrameError and nothing else", () => {
   const rand = () => (seed = (seed * 1103515245 + 12345) >>> 0) >>> 24;
   for (let i = 0; i < 20000; i++) {
     const b = Uint8Array.from({ length: rand() % 40 }, rand);
-    if (i % 2 === 0 && b.length > 1) (b[0] = 1), (b[1] = 1 + (rand() % 7));
+    if (i % 2 === 0 && b.length > 1) (b[0] = 1), (b[1] = 1 + (rand() % 18));
     try {
       const f = decodeFrame(b);
       assert.equal(hex(reencode(f)), hex(b));
@@ -98,9 +100,11 @@ test("topics and URLs", () => {
 // --- a scripted peer: fake RTCPeerConnection + fetch + server session ---
 
 class FakeChannel {
-  constructor(peer) {
+  constructor(peer, label = "immense") {
     this.peer = peer;
+    this.label = label;
     this.binaryType = "blob";
+    this.bufferedAmount = 0;
     this.onopen = this.onmessage = this.onclose = null;
   }
   send(bytes) {
@@ -124,23 +128,31 @@ function fakeWebRTC(server) {
       server.peers.push(this);
     }
     createDataChannel(label) {
-      assert.equal(label, "immense");
-      this.dc = new FakeChannel(this);
+      assert.ok(label === "immense" || label === "immense-relay", label);
+      this.dc = new FakeChannel(this, label);
       return this.dc;
     }
     async createOffer() {
       return { type: "offer", sdp: `v=0 fake-offer-${this.server.peers.length} m=application` };
+    }
+    async createAnswer() {
+      return { type: "answer", sdp: `v=0 fake-answer-${this.server.peers.length} m=application` };
     }
     async setLocalDescription(d) {
       this.localDescription = d;
       this.iceGatheringState = "complete";
     }
     async setRemoteDescription(d) {
+      this.remoteDescription = d;
+      if (d.type === "offer") return; // a relay answering a child: the test opens its channel
       assert.equal(d.type, "answer");
       setTimeout(() => this.dc.onopen?.(), 0);
     }
     close() {
+      if (this.closed) return;
       this.closed = true;
+      this.connectionState = "closed";
+      this.onconnectionstatechange?.();
     }
   };
 }
@@ -163,6 +175,10 @@ class FakeServer {
     return this.peers.at(-1).dc;
   }
   receive(dc, f) {
+    if (dc.label === "immense-relay") {
+      (dc.sent ??= []).push(f); // a relay link: the test plays the other browser
+      return;
+    }
     this.frames.push(f);
     if (f.type === "subscribe" && this.forbidden.has(f.topic)) {
       dc.deliver(encodeFrame({ type: "error", req: f.req, code: ErrorCode.FORBIDDEN, topic: f.topic, reason: "no" }));
@@ -540,4 +556,327 @@ test("discoverPeers lists the forwarder's peers as targets", async () => {
     { url: "https://public.example/v1/webrtc/offer", peer: "12D3KooWc", reachability: "public" },
   ]);
   await assert.rejects(discoverPeers("https://public.example", { fetch: async () => jsonResponse(404, { error: "no" }) }), SignalingError);
+});
+
+// --- browser relays ---
+
+// waitFor lets the client's promise chains (and WebCrypto, which works
+// off the main thread) run until cond holds; the bound only ends a test
+// that would hang.
+async function waitFor(cond, what) {
+  for (let i = 0; i < 10000; i++) {
+    if (cond()) return;
+    await new Promise((r) => (i < 100 ? setImmediate(r) : setTimeout(r, 1)));
+  }
+  assert.fail(`never: ${what}`);
+}
+
+const seqOf = (m) => Number(new DataView(m.data.buffer, m.data.byteOffset).getBigUint64(0));
+
+// relayPeer is a peer's relay key and the records it signs.
+async function relayPeer() {
+  const kp = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
+  const key = new Uint8Array(await crypto.subtle.exportKey("raw", kp.publicKey));
+  const record = async (seq, size = 8) => {
+    const payload = new Uint8Array(size);
+    new DataView(payload.buffer).setBigUint64(0, BigInt(seq));
+    const f = { type: "record", topic: "news", seq, id: `1700000000000000000-${seq}-12D3KooWp`, from: "token:a", time: 1700000000123456, payload };
+    f.sig = new Uint8Array(await crypto.subtle.sign("Ed25519", kp.privateKey, recordSignedBytes(f.topic, f.seq, f.id, f.from, f.time, f.payload)));
+    return encodeFrame(f);
+  };
+  return { key, record };
+}
+
+test("relay frames: Go's golden vectors decode to the documented fields, and the Go record signature verifies", async () => {
+  const g = (name) => decodeFrame(unhex(golden.find((f) => f.name === name).hex));
+  assert.deepEqual(g("relay-ready"), { type: "relay-ready", req: 5, metered: true, upload: 1 << 20, maxChildren: 8 });
+  assert.deepEqual(g("relay-ready-withdraw"), { type: "relay-ready", req: 6, metered: false, upload: 0, maxChildren: 0 });
+  const inv = g("relay-invite");
+  assert.deepEqual([inv.topic, inv.maxChildren, inv.uploadCap, inv.key.length], ["news", 4, 250000, 32]);
+  const att = g("attach");
+  assert.deepEqual([att.topic, att.link, att.after], ["news", 7, 41]);
+  assert.equal(g("attach-peer").after, 2 ** 40);
+  assert.deepEqual(g("signal-offer"), { type: "signal", link: 7, kind: "offer", topic: "news", data: "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n" });
+  assert.deepEqual(g("signal-close"), { type: "signal", link: 0xfffffffe, kind: "close", topic: "news", data: "" });
+  assert.deepEqual(g("from"), { type: "from", req: 0, topic: "news", after: 41 });
+  assert.deepEqual(g("head"), { type: "head", topic: "news", seq: 57 });
+  const rep = g("report-forged");
+  assert.deepEqual([rep.req, rep.topic, rep.link, rep.reason, hex(rep.evidence)], [3, "news", 7, "forged", "010e00"]);
+  assert.equal(g("report-stalled").reason, "stalled");
+  assert.deepEqual(g("hello"), { type: "hello", topic: "news", link: 7, after: 41 });
+
+  // The RECORD was signed in Go by the key the ATTACH carries.
+  const rec = g("record");
+  assert.deepEqual([rec.topic, rec.seq, rec.id, rec.from, rec.time, new TextDecoder().decode(rec.payload)], ["news", 42, "1700000000123456789-3-12D3KooWpeer", "token:alice", 1700000000123456, "héllo"]);
+  assert.ok(await verifyRecord(att.key, rec));
+  assert.ok(await verifyRecord(inv.key, g("batch-records").items[1]));
+  // Any change to a signed field fails.
+  for (const change of [{ seq: 43 }, { topic: "newz" }, { id: "x" }, { from: "token:bob" }, { time: 1 }, { payload: new Uint8Array([1]) }]) {
+    assert.equal(await verifyRecord(att.key, { ...rec, ...change }), false, JSON.stringify(Object.keys(change)));
+  }
+  assert.equal(await verifyRecord(new Uint8Array(32), rec), false);
+
+  // Bad relay frames are refused both ways.
+  for (const b of ["010a00000001020000000000", "010d000000000104" + "6e657773" + "0000", "010d000000070904" + "6e657773" + "0000", "011100000000046e657773000000070600000000"]) {
+    assert.throws(() => decodeFrame(unhex(b)), FrameError, b);
+  }
+  assert.throws(() => encodeFrame({ type: "signal", topic: "news", link: 0, kind: "offer" }), RangeError);
+  assert.throws(() => encodeFrame({ type: "attach", topic: "news", link: 1, key: new Uint8Array(31) }), RangeError);
+  assert.throws(() => encodeFrame({ type: "report", topic: "news", link: 1, reason: "bored" }), RangeError);
+  assert.throws(() => decodeFrame(unhex("011004" + "6e657773" + "0020000000000000")), FrameError, "a seq beyond 2^53");
+
+  // Mutated relay vectors: each decodes to a frame that re-encodes (to
+  // the same bytes, unless a string held invalid UTF-8, which JS strings
+  // cannot keep), or throws FrameError; nothing else.
+  let seed = 7;
+  const rand = () => (seed = (seed * 1103515245 + 12345) >>> 0) >>> 16;
+  const vectors = golden.map((v) => unhex(v.hex)).filter((b) => b[1] >= 10 || (b[1] === 7 && b[9] === 14)); // relay frames, batches of records
+  let decoded = 0;
+  for (let i = 0; i < 20000; i++) {
+    let b = vectors[rand() % vectors.length].slice();
+    switch (rand() % 3) {
+      case 0:
+        b[2 + (rand() % (b.length - 2))] = rand() & 0xff;
+        break;
+      case 1:
+        b = b.subarray(0, rand() % b.length);
+        break;
+      case 2:
+        b = Uint8Array.from([...b, rand() & 0xff]);
+        break;
+    }
+    let f;
+    try {
+      f = decodeFrame(b);
+    } catch (e) {
+      assert.ok(e instanceof FrameError, `${hex(b)}: ${e}`);
+      continue;
+    }
+    decoded++;
+    const again = reencode(f);
+    if (hex(again) !== hex(b)) assert.equal(hex(reencode(decodeFrame(again))), hex(again), hex(b));
+  }
+  assert.ok(decoded > 1000, `only ${decoded} mutated frames decoded`);
+});
+
+test("relay child: records verified, delivered once in order; a relay that drops, forges or stalls is reported and left", async () => {
+  const srv = new FakeServer();
+  const peer = await relayPeer();
+  const client = connect("https://peer.example", { token: "good", fetch: srv.fetch, RTCPeerConnection: fakeWebRTC(srv) });
+  const got = [];
+  await client.subscribe("news", (m) => got.push(seqOf(m)));
+  const control = srv.channel;
+  const sent = (type) => srv.frames.filter((f) => f.type === type);
+
+  // Attached to the peer itself: FROM says where it is.
+  control.deliver(encodeFrame({ type: "attach", topic: "news", link: 0, after: 0, key: peer.key }));
+  await waitFor(() => sent("from").length === 1, "FROM");
+  assert.deepEqual(sent("from")[0], { type: "from", req: 0, topic: "news", after: 0 });
+  // In order, once; a duplicate and a forged record from the peer are
+  // dropped (nothing to report: the peer is trusted).
+  const r = [];
+  for (let i = 1; i <= 12; i++) r[i] = await peer.record(i);
+  const forged3 = r[3].slice();
+  forged3[forged3.length - 65] ^= 1;
+  control.deliver(encodeFrame({ type: "batch", items: [r[1], r[2], r[2], forged3, r[3]] }));
+  await waitFor(() => got.length === 3, "records 1-3");
+  assert.deepEqual(got, [1, 2, 3]);
+  assert.equal(client.relayStatus().topics[0].fedBy, "peer");
+
+  // Moved to a relay: an offer through the peer, HELLO with the last seq
+  // once the channel opens, then records from the relay.
+  const link = async (id) => {
+    control.deliver(encodeFrame({ type: "attach", topic: "news", link: id, after: 0, key: peer.key }));
+    await waitFor(() => sent("signal").some((f) => f.link === id && f.kind === "offer"), `offer on link ${id}`);
+    const pc = srv.peers.at(-1);
+    assert.equal(pc.dc.label, "immense-relay");
+    control.deliver(encodeFrame({ type: "signal", topic: "news", link: id, kind: "answer", data: "v=0 relay" }));
+    await waitFor(() => pc.dc.sent?.length === 1, `HELLO on link ${id}`);
+    assert.deepEqual(pc.dc.sent[0], { type: "hello", topic: "news", link: id, after: got.at(-1) });
+    assert.equal(client.relayStatus().topics[0].fedBy, "relay");
+    return pc;
+  };
+  const reported = (n) => waitFor(() => sent("report").length === n, `report ${n}`);
+  let pc = await link(5);
+  pc.dc.deliver(r[4]);
+  await waitFor(() => got.length === 4, "record 4 from the relay");
+  pc.dc.deliver(r[6]); // 5 dropped
+  await reported(1);
+  assert.deepEqual(sent("report")[0], { type: "report", req: 0, topic: "news", link: 5, reason: "dropped", evidence: new Uint8Array(0) });
+  assert.ok(pc.closed, "the link to a reported relay is closed");
+  assert.equal(client.relayStatus().topics[0].fedBy, "peer");
+
+  // A forged record: reported with the record as evidence.
+  pc = await link(6);
+  const forged5 = r[5].slice();
+  forged5[forged5.length - 65] ^= 1;
+  pc.dc.deliver(forged5);
+  await reported(2);
+  assert.deepEqual([sent("report")[1].link, sent("report")[1].reason, hex(sent("report")[1].evidence)], [6, "forged", hex(forged5)]);
+
+  // A relay whose first record jumps (its backlog does not reach back
+  // to us) is refused, not accused.
+  pc = await link(7);
+  pc.dc.deliver(r[9]);
+  await reported(3);
+  assert.equal(sent("report")[2].reason, "refused");
+
+  // A relay that stalls: behind the peer's HEAD, nothing for two
+  // intervals in a row. One that moves is left alone.
+  pc = await link(8);
+  const head = (seq) => control.deliver(encodeFrame({ type: "head", topic: "news", seq }));
+  head(7);
+  pc.dc.deliver(r[5]);
+  await waitFor(() => got.length === 5, "record 5");
+  head(7); // behind, but it moved since the last HEAD
+  pc.dc.deliver(r[6]);
+  await waitFor(() => got.length === 6, "record 6");
+  head(9);
+  head(9); // behind and stuck: one interval
+  await client.publish("news", "barrier");
+  assert.equal(sent("report").length, 3, "one stuck interval is not a stall");
+  head(9); // two
+  await reported(4);
+  assert.deepEqual([sent("report")[3].link, sent("report")[3].reason], [8, "stalled"]);
+
+  // A link that closes: gone.
+  pc = await link(9);
+  pc.dc.onclose();
+  await reported(5);
+  assert.deepEqual([sent("report")[4].link, sent("report")[4].reason], [9, "gone"]);
+
+  // Back on the peer, from where it is.
+  control.deliver(encodeFrame({ type: "attach", topic: "news", link: 0, after: 0, key: peer.key }));
+  await waitFor(() => sent("from").length === 2, "FROM");
+  assert.equal(sent("from")[1].after, 6);
+  control.deliver(encodeFrame({ type: "batch", items: [r[5], r[6], r[7], r[8]] }));
+  await waitFor(() => got.length === 8, "records 7 and 8");
+  assert.deepEqual(got, [1, 2, 3, 4, 5, 6, 7, 8]);
+  client.close();
+});
+
+test("relay role: opt-in READY, answers offers, replays the backlog after HELLO, caps upload and drops a child that falls behind", async () => {
+  // Without the option: no READY, and an INVITE is ignored.
+  {
+    const srv = new FakeServer();
+    const client = connect("https://peer.example", { token: "good", fetch: srv.fetch, RTCPeerConnection: fakeWebRTC(srv) });
+    await client.subscribe("news", () => {});
+    srv.channel.deliver(encodeFrame({ type: "relay-invite", topic: "news", maxChildren: 4, uploadCap: 1000, key: new Uint8Array(32) }));
+    srv.channel.deliver(encodeFrame({ type: "signal", topic: "news", link: 3, kind: "offer", data: "v=0 child" }));
+    await waitFor(() => srv.frames.some((f) => f.type === "signal"), "refusal");
+    assert.equal(srv.frames.find((f) => f.type === "signal").kind, "close");
+    assert.equal(srv.frames.filter((f) => f.type === "relay-ready").length, 0);
+    assert.equal(client.relayStatus().offered, false);
+    client.close();
+  }
+  const srv = new FakeServer();
+  const peer = await relayPeer();
+  const client = connect("https://peer.example", {
+    token: "good",
+    fetch: srv.fetch,
+    RTCPeerConnection: fakeWebRTC(srv),
+    relay: { maxChildren: 2, upload: 300_000 },
+  });
+  const got = [];
+  await client.subscribe("news", (m) => got.push(seqOf(m)));
+  await waitFor(() => srv.frames.some((f) => f.type === "relay-ready"), "READY");
+  const ready = srv.frames.find((f) => f.type === "relay-ready");
+  assert.deepEqual([ready.maxChildren, ready.upload, ready.metered], [2, 300000, false]);
+  const control = srv.channel;
+  // Invited with a cap of 100 kB/s (below the user's 300 kB/s).
+  control.deliver(encodeFrame({ type: "relay-invite", topic: "news", maxChildren: 8, uploadCap: 100_000, key: peer.key }));
+  control.deliver(encodeFrame({ type: "attach", topic: "news", link: 0, after: 0, key: peer.key }));
+  const r = [];
+  for (let i = 1; i <= 4; i++) r[i] = await peer.record(i);
+  control.deliver(encodeFrame({ type: "batch", items: [r[1], r[2], r[3]] }));
+  await waitFor(() => got.length === 3, "records 1-3");
+
+  // A child offers: the relay answers, and after its HELLO (it has 1)
+  // replays 2 and 3, then forwards live records.
+  const child = async (id) => {
+    control.deliver(encodeFrame({ type: "signal", topic: "news", link: id, kind: "offer", data: `v=0 child ${id}` }));
+    await waitFor(() => srv.frames.some((f) => f.type === "signal" && f.link === id), `answer on link ${id}`);
+    const answer = srv.frames.find((f) => f.type === "signal" && f.link === id);
+    if (answer.kind !== "answer") return null;
+    const pc = srv.peers.at(-1);
+    const dc = new FakeChannel({ server: { receive: (_, f) => dc.frames.push(f) } }, "immense-relay");
+    dc.frames = [];
+    pc.ondatachannel({ channel: dc });
+    return { pc, dc };
+  };
+  const a = await child(11);
+  a.dc.onmessage({ data: encodeFrame({ type: "hello", topic: "news", link: 11, after: 1 }).buffer });
+  await waitFor(() => a.dc.frames.length === 1, "backlog");
+  assert.deepEqual(
+    a.dc.frames[0].items.map((f) => f.seq),
+    [2, 3],
+  );
+  control.deliver(r[4]);
+  await waitFor(() => a.dc.frames.length === 2, "live record");
+  assert.equal(a.dc.frames[1].seq, 4);
+  assert.equal(client.relayStatus().topics[0].children, 1);
+
+  // A second child fits; a third is refused (the user's 2).
+  const b = await child(12);
+  b.dc.onmessage({ data: encodeFrame({ type: "hello", topic: "news", link: 12, after: 4 }).buffer });
+  assert.equal(await child(13), null);
+  await waitFor(() => client.relayStatus().children === 2, "two children");
+
+  // A child that falls behind (1 MiB queued) is closed.
+  b.dc.bufferedAmount = 2 << 20;
+  control.deliver(await peer.record(5));
+  await waitFor(() => b.pc.closed, "the slow child closed");
+  assert.equal(a.dc.frames.at(-1).seq, 5);
+
+  // The upload cap: 100 kB/s with a burst of one maximum frame (1 MiB);
+  // records of 60 kB exhaust it within ~18, and the child is closed
+  // rather than fed beyond the cap.
+  let n = 6;
+  while (!a.pc.closed && n < 40) {
+    control.deliver(await peer.record(n++, 60_000));
+    await waitFor(() => got.length === n - 1, `record ${n - 1}`);
+  }
+  assert.ok(a.pc.closed, "the cap closed the child's link");
+  const sentBytes = a.dc.frames.reduce((s, f) => s + reencode(f).length, 0);
+  assert.ok(sentBytes <= (1 << 20) + 100_000 * 2, `forwarded ${sentBytes} bytes`);
+  assert.ok(n - 6 > 10, `closed after ${n - 6} large records`);
+
+  // Withdrawn by the user: READY with 0 children.
+  client.setRelay(null);
+  await waitFor(() => srv.frames.filter((f) => f.type === "relay-ready").length === 2, "withdrawal");
+  assert.equal(srv.frames.filter((f) => f.type === "relay-ready").at(-1).maxChildren, 0);
+  client.close();
+});
+
+test("relay child without Ed25519 in WebCrypto: records from the peer taken, relays left as refused (not accused)", async () => {
+  const srv = new FakeServer();
+  const peer = await relayPeer();
+  const subtle = crypto.subtle;
+  const importKey = subtle.importKey;
+  subtle.importKey = async (format, key, alg, ...rest) => {
+    if (alg?.name === "Ed25519") throw new DOMException("Ed25519 is not supported", "NotSupportedError");
+    return importKey.call(subtle, format, key, alg, ...rest);
+  };
+  try {
+    const client = connect("https://peer.example", { token: "good", fetch: srv.fetch, RTCPeerConnection: fakeWebRTC(srv) });
+    const got = [];
+    await client.subscribe("news", (m) => got.push(seqOf(m)));
+    const control = srv.channel;
+    control.deliver(encodeFrame({ type: "attach", topic: "news", link: 0, after: 0, key: peer.key }));
+    control.deliver(encodeFrame({ type: "batch", items: [await peer.record(1), await peer.record(2)] }));
+    await waitFor(() => got.length === 2, "records from the peer");
+    control.deliver(encodeFrame({ type: "attach", topic: "news", link: 4, after: 0, key: peer.key }));
+    await waitFor(() => srv.frames.some((f) => f.type === "signal" && f.kind === "offer"), "offer");
+    const pc = srv.peers.at(-1);
+    control.deliver(encodeFrame({ type: "signal", topic: "news", link: 4, kind: "answer", data: "v=0 relay" }));
+    await waitFor(() => pc.dc.sent?.length === 1, "HELLO");
+    pc.dc.deliver(await peer.record(3));
+    await waitFor(() => srv.frames.some((f) => f.type === "report"), "report");
+    const rep = srv.frames.find((f) => f.type === "report");
+    assert.deepEqual([rep.link, rep.reason, rep.evidence.length], [4, "refused", 0]);
+    assert.deepEqual(got, [1, 2]);
+    client.close();
+  } finally {
+    subtle.importKey = importKey;
+  }
 });

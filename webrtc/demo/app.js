@@ -98,9 +98,25 @@ client.addEventListener("presence", (e) => {
   const names = client.members(room).map((m) => m.id.replace(/^token:/, ""));
   $("present").textContent = names.length ? `here: ${[...new Set(names)].sort().join(", ")}` : "";
 });
+// Relays (docs/browser-protocol.md, section 8): this browser feeds others
+// only once its user ticked the box (the peer must allow relays too);
+// unticking withdraws. The line below says how this browser is fed.
+$("relay-consent").addEventListener("change", (e) => client.setRelay(e.target.checked ? { maxChildren: 4 } : null));
+client.addEventListener("relay", (e) => {
+  const { topics, children } = e.detail;
+  const viaRelay = topics.filter((t) => t.fedBy === "relay").map((t) => t.topic);
+  $("relay-status").textContent =
+    (viaRelay.length ? `fed by another browser on ${viaRelay.join(", ")}` : "fed by the peer") +
+    (children ? ` · feeding ${children} browser${children === 1 ? "" : "s"}` : "");
+});
 client.addEventListener("error", (e) => {
   const err = e.detail.error;
   if (err.code === ErrorCode.MESSAGES_DROPPED) return; // the counter shows it
+  if (err.code === ErrorCode.RELAY_REFUSED && $("relay-consent").checked) {
+    $("relay-consent").checked = false;
+    $("relay-status").textContent = "this peer does not use browser relays";
+    return;
+  }
   showError(err);
 });
 
