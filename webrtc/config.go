@@ -234,6 +234,11 @@ func DevnetConfig() Config {
 	c := DefaultConfig()
 	c.InsecureNoAuth = true
 	c.OfferRate = 0 // every browser of a devnet comes from 127.0.0.1
+	// The demo's consent box works: beyond 4 tabs on one peer, those whose
+	// user ticked it feed the others (after 5 s).
+	c.Relay.Enabled = true
+	c.Relay.DirectBudget = 4
+	c.Relay.MinUptime = 5 * time.Second
 	return c
 }
 

@@ -426,19 +426,25 @@ func TestRelayTreeHundreds(t *testing.T) {
 	t.Logf("%d clients: %+v", len(all), st)
 	publishSeq(t, ctx, e, topic, 0, messages)
 	receiveAll(t, ctx, all, topic, 0, messages)
-	// The forger for good, the staller for a while. On a machine this
-	// loaded an honest relay whose links to its children stall in SCTP
-	// retransmissions for seconds may be isolated for a while too (see
-	// docs/security.md), which loses no message either.
+	// The forger is isolated for good. The staller is bypassed (its
+	// children report it and move: every message reached everyone above)
+	// and usually isolated for a while; but reports made around its own
+	// moves are excused (its feed may have failed), and on a machine this
+	// loaded it moves often, as do honest relays, whose links stall in
+	// SCTP retransmissions for seconds (see docs/security.md).
 	forgerS, stallerS := e.relaySession(4<<20), e.relaySession(3<<20)
 	for {
 		e.srv.relays.mu.Lock()
 		f, s := e.srv.relays.isolated[forgerS], e.srv.relays.isolated[stallerS]
 		e.srv.relays.mu.Unlock()
-		if f != nil && s != nil {
-			if !f.forever || s.forever {
-				t.Errorf("forger isolated for good %v, staller %v: want true, false", f.forever, s.forever)
+		if f != nil {
+			if !f.forever {
+				t.Errorf("forger isolated %+v, want for good", f)
 			}
+			if s != nil && s.forever {
+				t.Errorf("staller isolated for good: %+v", s)
+			}
+			t.Logf("staller isolated: %v", s != nil)
 			break
 		}
 		waitRounds(t, ctx, rounds, 1)

@@ -1572,6 +1572,7 @@ class TokenBucket {
     this.at = performance.now();
   }
   take(n) {
+    if (n > this.burst) this.burst = n;
     const now = performance.now();
     this.tokens = Math.min(this.burst, this.tokens + ((now - this.at) / 1000) * this.rate);
     this.at = now;
@@ -1656,8 +1657,9 @@ class Relays {
         t.relaying = true;
         t.maxChildren = Math.min(f.maxChildren, offer.maxChildren);
         const rate = Math.min(f.uploadCap, offer.upload);
-        // A burst of at least a frame, so that any record can go.
-        t.bucket = new TokenBucket(rate, Math.max(rate, MAX_INCOMING_FRAME));
+        // A second's worth of burst, raised by take() to a larger record,
+        // which could never pass otherwise.
+        t.bucket = new TokenBucket(rate, rate);
         this.changed();
         return;
       }
@@ -1755,12 +1757,15 @@ class Relays {
       this.changed();
     }
     t.last = seq;
+    // Children first: a page slow to handle its messages must not hold up
+    // the browsers this one feeds.
+    if (t.relaying) {
+      const bytes = encodeFrame(f); // canonical: the bytes the peer sent
+      t.backlog.push({ seq, bytes });
+      if (t.backlog.length > 2 * RELAY_BACKLOG) t.backlog = t.backlog.slice(-RELAY_BACKLOG);
+      this.forward(t, bytes);
+    }
     this.c._deliver(f);
-    if (!t.relaying) return;
-    const bytes = encodeFrame(f); // canonical: the bytes the peer sent
-    t.backlog.push({ seq, bytes });
-    if (t.backlog.length > 2 * RELAY_BACKLOG) t.backlog = t.backlog.slice(-RELAY_BACKLOG);
-    this.forward(t, bytes);
   }
 
   /** Sends one record to every ready child, within the upload cap. */
@@ -1948,13 +1953,21 @@ class Relays {
     ch.ready = true;
     let items = [];
     let size = 0;
+    // The replay counts against the upload cap too: one that would exceed
+    // it closes the link, and the child is moved to the peer, whose budget
+    // it is.
+    let over = false;
     const flush = () => {
-      if (items.length === 0) return;
+      if (items.length === 0 || over) return;
       const b = items.length === 1 ? items[0] : encodeFrame({ type: "batch", items });
-      dc.send(b);
-      this.forwarded += b.length;
       items = [];
       size = 0;
+      if (!t.bucket.take(b.length)) {
+        over = true;
+        return;
+      }
+      dc.send(b);
+      this.forwarded += b.length;
     };
     for (const rec of t.backlog) {
       const b = rec.seq > f.after ? this.tamper(rec.bytes) : null;
@@ -1964,6 +1977,7 @@ class Relays {
       size += b.length + 4;
     }
     flush();
+    if (over) this.dropChild(t, id, ch);
     this.changed();
   }
 
