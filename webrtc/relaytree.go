@@ -51,8 +51,8 @@ type member struct {
 
 	children  []*member
 	reporters map[*session]ReportReason // children whose reports against it count
-	suspect   []suspicion       // stall and drop reports not judged yet
-	avoid     map[*session]bool // relays it reported
+	suspect   []suspicion               // stall and drop reports not judged yet
+	avoid     map[*session]bool         // relays it reported
 }
 
 func newTree(topic string, backlog int) *tree {
