@@ -621,7 +621,10 @@ func TestStateHandoff(t *testing.T) {
 	stateWaitConnected(t, slow, peers+1) // writer, peers 1, 3, 4, the volunteer, the bootstrap node
 	held := 0
 	for i := 0; held == 0 && i < 3; i++ {
-		res, err := statePut(writer.info.HTTP, fmt.Sprintf("slow-%d", i), stateValue(r, 1<<20))
+		// 8 MiB: a shard of it (k is at most 32) outlasts the uplink's
+		// 64 KiB burst by seconds, so the handoff is still running when
+		// the second signal comes; of 1 MiB, k = 16 made it one burst.
+		res, err := statePut(writer.info.HTTP, fmt.Sprintf("slow-%d", i), stateValue(r, 8<<20))
 		if err != nil {
 			t.Fatal(err)
 		}
