@@ -78,6 +78,17 @@ type storage struct {
 	readableSamples float64
 	readableTotal   float64
 	lastReadable    float64
+	// Why reads fail (diagnostics, summed over the hourly probes):
+	// trueProbSum sums, per object sample, P(>=k online) from the true
+	// long-run availability of the holders still in the network;
+	// unreadableDeparted counts unreadable samples of objects with a
+	// departed holder not yet replaced, unreadableTrueLow those whose
+	// holders by their true availability miss the target.
+	trueProbSum        float64
+	unreadable         int
+	unreadableDeparted int
+	unreadableTrueLow  int
+	avail              []float64 // scratch
 
 	// Quotas and stored bytes (issue 14): used is the shard bytes each slot
 	// holds; storedVol and storedSrv their sums by class; storedVolSec and
@@ -459,14 +470,30 @@ func (s *storage) probeReadable() {
 		if o.lost {
 			continue
 		}
-		up := 0
+		up, departed := 0, false
+		s.avail = s.avail[:0]
 		for _, h := range o.holders {
 			if s.reachable(h) {
 				up++
 			}
+			if s.alive(h) {
+				s.avail = append(s.avail, s.pop.sched.Profile(int(h.slot)).Availability)
+			} else {
+				departed = true
+			}
 		}
+		pt := erasure.ProbAtLeast(o.params.DataShards, s.avail)
+		s.trueProbSum += pt
 		if up >= o.params.DataShards {
 			readable++
+		} else {
+			s.unreadable++
+			if departed {
+				s.unreadableDeparted++
+			}
+			if pt < s.sc.Storage.Target {
+				s.unreadableTrueLow++
+			}
 		}
 	}
 	if total > 0 {
