@@ -3,6 +3,8 @@ package erasure
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -163,7 +165,8 @@ func TestPopulationPrior(t *testing.T) {
 }
 
 // TestPlanRepairLazy: lost shards are regenerated only once P(>=k online)
-// of the holders left falls below the target, then all together.
+// of the holders left falls below the target, and then only as many as
+// bring it back to the target.
 func TestPlanRepairLazy(t *testing.T) {
 	now, pol := time.Unix(1e6, 0), DefaultRepairPolicy()
 	p := Params{DataShards: 4, ParityShards: 10, SegmentSize: MinSegmentSize}
@@ -183,7 +186,90 @@ func TestPlanRepairLazy(t *testing.T) {
 	}
 	gone(2)
 	plan := PlanRepair(PlacementSeed{}, p, holders, cs, pol, now)
-	if plan.Action != RepairNow || fmt.Sprint(plan.Regenerate) != "[0 1 2]" || plan.ProbAfter < pol.Target {
-		t.Fatalf("3 lost, 11 left (P %v): %+v", BinomialAtLeast(4, 11, 0.8), plan)
+	// 11 at 0.8 miss the target (0.999765); one new holder at 0.5 gives
+	// 0.999873 (0.999765 + 0.5 x P(exactly 3 of 11 online), 0.000216),
+	// still short; two give 0.999931.
+	if got := ProbAtLeast(4, append(slices.Repeat([]float64{0.8}, 11), 0.5)); got >= pol.Target {
+		t.Fatalf("one new holder at 0.5 already meets the target: %v", got)
+	}
+	if plan.Action != RepairNow || len(plan.Regenerate) != 2 || len(plan.Targets) != 2 || plan.ProbAfter < pol.Target {
+		t.Fatalf("3 lost, 11 left (P %v): want 2 regenerated, got %+v", BinomialAtLeast(4, 11, 0.8), plan)
+	}
+}
+
+// TestPlanRepairMostSurelyLostFirst: repair regenerates absent shards
+// first, then gone ones by how long their holder has been unseen, and
+// leaves the rest, whose holders may come back, where they are.
+func TestPlanRepairMostSurelyLostFirst(t *testing.T) {
+	now, pol := time.Unix(1e6, 0), DefaultRepairPolicy()
+	p := Params{DataShards: 4, ParityShards: 4, SegmentSize: MinSegmentSize}
+	cs := candidates(20)
+	for i := range cs {
+		cs[i].Availability = 0.99
+	}
+	var holders []HolderStatus
+	for _, c := range cs[:8] {
+		holders = append(holders, HolderStatus{Peer: c.ID, Reachable: true, Complete: true, LastSeen: now, Availability: 0.99})
+	}
+	holders[1].Reachable, holders[1].LastSeen = false, now.Add(-3*pol.GracePeriod) // gone, unseen for 3 days
+	holders[4].Reachable, holders[4].LastSeen = false, now.Add(-9*pol.GracePeriod) // gone, unseen for 9 days
+	holders[6].Complete = false                                                    // absent: answered without it
+	// 5 left at 0.99: P(>=4) = 0.99902 < 0.9999; one more at 0.99 gives
+	// 0.99998: one regeneration suffices, the absent shard.
+	plan := PlanRepair(PlacementSeed{}, p, holders, cs, pol, now)
+	if plan.Action != RepairNow || fmt.Sprint(plan.Regenerate) != "[6]" || plan.ProbAfter < pol.Target {
+		t.Fatalf("want [6] regenerated, got %+v", plan)
+	}
+	// With new holders at 0.9, one gives 0.99989 (short by a hair), two
+	// 0.99999: the absent shard, then the one unseen longest.
+	for i := range cs {
+		cs[i].Availability = 0.9
+	}
+	plan = PlanRepair(PlacementSeed{}, p, holders, cs, pol, now)
+	if plan.Action != RepairNow || fmt.Sprint(plan.Regenerate) != "[6 4]" || plan.ProbAfter < pol.Target {
+		t.Fatalf("want [6 4] regenerated, got %+v", plan)
+	}
+}
+
+// TestPopulationPriorRunningSum: the prior kept as a running sum equals
+// the mean of every tracked estimate computed one by one, through
+// observations, pruning, forgetting and an epoch rebase.
+func TestPopulationPriorRunningSum(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(0, 0)}
+	tr := NewAvailabilityTracker(AvailabilityConfig{HalfLife: time.Minute, Now: clk.Now, MaxPeers: 40})
+	r := rand.New(rand.NewPCG(1, 2))
+	ids := make([]peer.ID, 60)
+	for i := range ids {
+		ids[i] = peer.ID(fmt.Sprint("p", i))
+	}
+	for step := range 5000 {
+		p := ids[r.IntN(len(ids))]
+		switch r.IntN(10) {
+		case 0:
+			tr.Forget(p)
+		case 1, 2, 3, 4:
+			tr.Connected(p)
+		default:
+			tr.Disconnected(p)
+		}
+		clk.Advance(time.Duration(r.IntN(20)) * time.Second) // 5000 steps pass maxEpochHalfLives
+		if step%97 != 0 {
+			continue
+		}
+		tr.mu.Lock()
+		sum, n := 0.0, 0
+		for _, pa := range tr.peers {
+			sum += tr.estimateAt(pa, clk.t)
+			n++
+		}
+		tr.priorAt = time.Time{} // force a refresh
+		got := tr.priorLocked(clk.t)
+		tr.mu.Unlock()
+		if n > 0 && math.Abs(got-sum/float64(n)) > 1e-9 {
+			t.Fatalf("step %d: prior %v, mean of %d estimates %v", step, got, n, sum/float64(n))
+		}
+	}
+	if !tr.epoch.After(time.Unix(0, 0)) {
+		t.Fatal("the epoch was never rebased")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -38,7 +39,7 @@ type HolderStatus struct {
 // It is pure: the simulator calls it too.
 func CheckedHolder(p, self peer.ID, reachable, complete bool, t *AvailabilityTracker, started, now time.Time) HolderStatus {
 	st := HolderStatus{Peer: p, Reachable: reachable, Complete: reachable && complete, LastSeen: started}
-	st.Availability = t.Availability(p)
+	st.Availability = t.LowerBound(p)
 	if p == self {
 		st.Availability = 1
 	}
@@ -209,12 +210,40 @@ func PlanRepair(seed PlacementSeed, p Params, holders []HolderStatus, cands []Ca
 			plan.Regenerate = append(plan.Regenerate, i)
 		}
 	}
+	// Most surely lost first: absent shards (the holder answered without
+	// it), then gone ones by how long their holder has been unseen.
+	lastSeen := func(i int) time.Time {
+		if i < len(holders) {
+			return holders[i].LastSeen
+		}
+		return time.Time{}
+	}
+	slices.SortStableFunc(plan.Regenerate, func(a, b int) int {
+		if sa, sb := plan.States[a] == ShardAbsent, plan.States[b] == ShardAbsent; sa != sb {
+			if sa {
+				return -1
+			}
+			return 1
+		}
+		return lastSeen(a).Compare(lastSeen(b))
+	})
 	plan.Targets = PlaceShards(seed, plan.Regenerate, cands, exclude)
+	// Regenerate only as many as bring P(>=k online) back to the target:
+	// a holder unseen past the grace period has often not left for good
+	// (a volunteer online a few percent of the time is offline for days),
+	// and its shard counts again when it returns; regenerating every shard
+	// presumed lost stored half as much again as departures took
+	// (docs/simulation.md, the repair bound).
 	after := append([]float64(nil), avail...)
+	plan.ProbAfter = plan.Prob
 	for j, t := range plan.Targets {
 		after[plan.Regenerate[j]] = candAvail[t]
+		plan.ProbAfter = ProbAtLeast(k, after)
+		if plan.ProbAfter >= pol.Target {
+			plan.Targets, plan.Regenerate = plan.Targets[:j+1], plan.Regenerate[:j+1]
+			break
+		}
 	}
-	plan.ProbAfter = ProbAtLeast(k, after)
 	if len(plan.Regenerate) == 0 {
 		plan.Reason = "below target, but no shard is lost: nothing to regenerate"
 		if plan.Offline > 0 {
