@@ -92,7 +92,7 @@ type storage struct {
 	// regenAliveBytes counts the regenerated shard bytes whose previous
 	// holder had not left (it was offline past the grace period).
 	regenAliveBytes float64
-	avail              []float64 // scratch
+	avail           []float64 // scratch
 
 	// Quotas and stored bytes (issue 14): used is the shard bytes each slot
 	// holds; storedVol and storedSrv their sums by class; storedVolSec and
