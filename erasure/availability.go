@@ -274,6 +274,19 @@ func (t *AvailabilityTracker) LowerBound(p peer.ID) float64 {
 	return t.lowerBound(pa.estimate, pa.cycles)
 }
 
+// view is LowerBound and LastSeen of p in one look-up, for CheckedHolder.
+func (t *AvailabilityTracker) view(p peer.ID) (lower float64, lastSeen time.Time, seen bool) {
+	now := t.cfg.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pa, ok := t.peers[p]
+	if !ok {
+		return t.priorLocked(now), time.Time{}, false
+	}
+	t.advance(pa, now)
+	return t.lowerBound(pa.estimate, pa.cycles), pa.lastSeen, pa.seen
+}
+
 func (t *AvailabilityTracker) lowerBound(a, cycles float64) float64 {
 	if t.cfg.Confidence <= 0 {
 		return a

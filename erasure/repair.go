@@ -39,11 +39,12 @@ type HolderStatus struct {
 // It is pure: the simulator calls it too.
 func CheckedHolder(p, self peer.ID, reachable, complete bool, t *AvailabilityTracker, started, now time.Time) HolderStatus {
 	st := HolderStatus{Peer: p, Reachable: reachable, Complete: reachable && complete, LastSeen: started}
-	st.Availability = t.LowerBound(p)
+	lower, ls, seen := t.view(p)
+	st.Availability = lower
 	if p == self {
 		st.Availability = 1
 	}
-	if ls, ok := t.LastSeen(p); ok && ls.After(st.LastSeen) {
+	if seen && ls.After(st.LastSeen) {
 		st.LastSeen = ls
 	}
 	if reachable {
