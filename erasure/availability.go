@@ -170,14 +170,21 @@ func NewAvailabilityTracker(cfg AvailabilityConfig) *AvailabilityTracker {
 
 // advance brings a peer's estimate up to now.
 func (t *AvailabilityTracker) advance(pa *peerAvail, now time.Time) {
-	if now.Sub(pa.since) <= 0 {
+	dt := now.Sub(pa.since)
+	if dt <= 0 {
 		return
 	}
 	if pa.online {
 		pa.lastSeen = now
 	}
-	pa.estimate = t.estimateAt(pa, now)
-	pa.cycles *= math.Exp2(-float64(now.Sub(pa.since)) / float64(t.cfg.HalfLife))
+	// As estimateAt, with the decay computed once for the cycles too.
+	f := math.Exp2(-float64(dt) / float64(t.cfg.HalfLife))
+	x := 0.0
+	if pa.online {
+		x = 1
+	}
+	pa.estimate = x + (pa.estimate-x)*f
+	pa.cycles *= f
 	pa.since = now
 }
 
