@@ -32,7 +32,8 @@ type HolderStatus struct {
 
 // CheckedHolder is the status PlanRepair needs of holder p, from what a
 // check found (reachable: p answered; complete: with its shard of every
-// segment) and the checking peer's tracker. The checking peer (self) is
+// segment) and the checking peer's tracker, whose lower confidence bound
+// (LowerBound) is the availability, as at Put. The checking peer (self) is
 // online whenever it checks, so its own availability counts as 1. A
 // holder not seen since the checker started (started) is given the
 // benefit of the doubt from then: after a restart nothing is known yet.
