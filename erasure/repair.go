@@ -131,9 +131,10 @@ type RepairPlan struct {
 	// lost shards counting as never online; ProbAfter the same once the
 	// plan is carried out.
 	Prob, ProbAfter float64
-	// Regenerate lists the shard indices to rebuild, Targets the new holder
-	// of each (Targets[i] for Regenerate[i]). Targets may be shorter when
-	// there are too few candidates; the rest wait for the next check.
+	// Regenerate lists the shard indices to rebuild, most surely lost
+	// first, Targets the new holder of each (Targets[i] for Regenerate[i]).
+	// Targets may be shorter when there are too few candidates; the rest
+	// wait for the next check.
 	Regenerate []int
 	Targets    []peer.ID
 }
@@ -150,8 +151,12 @@ type RepairPlan struct {
 // the target: the same model and target Put chose m with, so an object
 // whose surviving holders still meet the target waits, and the losses of
 // several holders are repaired together from one fetch of k shards. It
-// then regenerates every lost shard, onto new peers chosen by PlaceShards
-// (excluding all current holders). Shards of holders that are offline
+// then regenerates as many lost shards as bring the probability back to
+// the target (all of them when that is not enough), most surely lost
+// first: absent ones, then gone ones by how long their holder has been
+// unseen; the others stay in the manifest and count again if their holder
+// returns. The new holders are chosen by PlaceShards (excluding all
+// current holders). Shards of holders that are offline
 // within the grace period are never moved, however low the probability:
 // with volunteers online a fifth of the time, moving the shards of
 // sleeping holders would keep repair busy forever (Wuala's lesson).
