@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -31,18 +32,20 @@ type HolderStatus struct {
 
 // CheckedHolder is the status PlanRepair needs of holder p, from what a
 // check found (reachable: p answered; complete: with its shard of every
-// segment) and the checking peer's tracker. The checking peer (self) is
+// segment) and the checking peer's tracker, whose lower confidence bound
+// (LowerBound) is the availability, as at Put. The checking peer (self) is
 // online whenever it checks, so its own availability counts as 1. A
 // holder not seen since the checker started (started) is given the
 // benefit of the doubt from then: after a restart nothing is known yet.
 // It is pure: the simulator calls it too.
 func CheckedHolder(p, self peer.ID, reachable, complete bool, t *AvailabilityTracker, started, now time.Time) HolderStatus {
 	st := HolderStatus{Peer: p, Reachable: reachable, Complete: reachable && complete, LastSeen: started}
-	st.Availability = t.Availability(p)
+	lower, ls, seen := t.view(p)
+	st.Availability = lower
 	if p == self {
 		st.Availability = 1
 	}
-	if ls, ok := t.LastSeen(p); ok && ls.After(st.LastSeen) {
+	if seen && ls.After(st.LastSeen) {
 		st.LastSeen = ls
 	}
 	if reachable {
@@ -128,9 +131,10 @@ type RepairPlan struct {
 	// lost shards counting as never online; ProbAfter the same once the
 	// plan is carried out.
 	Prob, ProbAfter float64
-	// Regenerate lists the shard indices to rebuild, Targets the new holder
-	// of each (Targets[i] for Regenerate[i]). Targets may be shorter when
-	// there are too few candidates; the rest wait for the next check.
+	// Regenerate lists the shard indices to rebuild, most surely lost
+	// first, Targets the new holder of each (Targets[i] for Regenerate[i]).
+	// Targets may be shorter when there are too few candidates; the rest
+	// wait for the next check.
 	Regenerate []int
 	Targets    []peer.ID
 }
@@ -147,8 +151,12 @@ type RepairPlan struct {
 // the target: the same model and target Put chose m with, so an object
 // whose surviving holders still meet the target waits, and the losses of
 // several holders are repaired together from one fetch of k shards. It
-// then regenerates every lost shard, onto new peers chosen by PlaceShards
-// (excluding all current holders). Shards of holders that are offline
+// then regenerates as many lost shards as bring the probability back to
+// the target (all of them when that is not enough), most surely lost
+// first: absent ones, then gone ones by how long their holder has been
+// unseen; the others stay in the manifest and count again if their holder
+// returns. The new holders are chosen by PlaceShards (excluding all
+// current holders). Shards of holders that are offline
 // within the grace period are never moved, however low the probability:
 // with volunteers online a fifth of the time, moving the shards of
 // sleeping holders would keep repair busy forever (Wuala's lesson).
@@ -209,12 +217,40 @@ func PlanRepair(seed PlacementSeed, p Params, holders []HolderStatus, cands []Ca
 			plan.Regenerate = append(plan.Regenerate, i)
 		}
 	}
+	// Most surely lost first: absent shards (the holder answered without
+	// it), then gone ones by how long their holder has been unseen.
+	lastSeen := func(i int) time.Time {
+		if i < len(holders) {
+			return holders[i].LastSeen
+		}
+		return time.Time{}
+	}
+	slices.SortStableFunc(plan.Regenerate, func(a, b int) int {
+		if sa, sb := plan.States[a] == ShardAbsent, plan.States[b] == ShardAbsent; sa != sb {
+			if sa {
+				return -1
+			}
+			return 1
+		}
+		return lastSeen(a).Compare(lastSeen(b))
+	})
 	plan.Targets = PlaceShards(seed, plan.Regenerate, cands, exclude)
+	// Regenerate only as many as bring P(>=k online) back to the target:
+	// a holder unseen past the grace period has often not left for good
+	// (a volunteer online a few percent of the time is offline for days),
+	// and its shard counts again when it returns; regenerating every shard
+	// presumed lost stored half as much again as departures took
+	// (docs/simulation.md, the repair bound).
 	after := append([]float64(nil), avail...)
+	plan.ProbAfter = plan.Prob
 	for j, t := range plan.Targets {
 		after[plan.Regenerate[j]] = candAvail[t]
+		plan.ProbAfter = ProbAtLeast(k, after)
+		if plan.ProbAfter >= pol.Target {
+			plan.Targets, plan.Regenerate = plan.Targets[:j+1], plan.Regenerate[:j+1]
+			break
+		}
 	}
-	plan.ProbAfter = ProbAtLeast(k, after)
 	if len(plan.Regenerate) == 0 {
 		plan.Reason = "below target, but no shard is lost: nothing to regenerate"
 		if plan.Offline > 0 {

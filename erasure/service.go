@@ -278,14 +278,14 @@ func (s *Service) candidates(ctx context.Context, dhtKey string) ([]Candidate, e
 	}
 	self := s.h.ID()
 	seen := map[peer.ID]bool{self: true}
-	out := []Candidate{{ID: self, Zone: s.cfg.Zone, Availability: s.avail.Availability(self)}}
+	out := []Candidate{{ID: self, Zone: s.cfg.Zone, Availability: s.avail.LowerBound(self)}}
 	for _, pi := range infos {
 		if seen[pi.ID] || pi.ID == "" {
 			continue
 		}
 		seen[pi.ID] = true
 		out = append(out, Candidate{ID: pi.ID, Zone: s.cfg.zoneOf(pi.ID, pi.Zone), Net: s.peerNet(pi.ID),
-			Availability: s.avail.Availability(pi.ID)})
+			Availability: s.avail.LowerBound(pi.ID)})
 	}
 	nets := map[string]bool{}
 	shared := 0

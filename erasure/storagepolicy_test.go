@@ -15,11 +15,11 @@ import (
 
 // TestPolicyLoses60PercentOfHolders: issue 14's policy on a real service
 // (simulated network, virtual time). The writer has watched its 29 peers
-// for two days, each online half of every hour, so its tracker knows them
+// for four days, each online half of every hour, so its tracker knows them
 // and its prior for strangers is learned from them (about 0.5, not a fixed
 // guess). It stores objects of 1 KiB to 4 MiB: every plan meets the target
-// with the least shards its holders allow (LeastShards on their
-// estimates), and k stays 4 even where the size allows 16, because with
+// with the least shards its holders allow (LeastShards on the lower
+// confidence bounds of their estimates, which the policy places on), and k stays 4 even where the size allows 16, because with
 // holders online half of the time a larger k needs more holders than
 // there are. Then 60% of the peers go offline, as the estimates say they
 // will at any time, and every object reads back.
@@ -36,7 +36,7 @@ func TestPolicyLoses60PercentOfHolders(t *testing.T) {
 		writer := cn.nodes[0]
 		tr := writer.svc.Availability()
 		advance := func(d time.Duration) { offset.Add(int64(d)) }
-		for range 48 {
+		for range 96 {
 			for _, nd := range cn.nodes[1:] {
 				tr.Succeeded(nd.id)
 			}
@@ -66,7 +66,7 @@ func TestPolicyLoses60PercentOfHolders(t *testing.T) {
 			for _, h := range res.Holders {
 				// The writer rates itself as Put did: from its tracker,
 				// where it is unknown, at the prior.
-				est = append(est, tr.Availability(h))
+				est = append(est, tr.LowerBound(h))
 			}
 			least, _ := LeastShards(res.K, est, DefaultTarget)
 			if !res.TargetMet || res.K != 4 || len(res.Holders) > least {

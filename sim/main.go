@@ -18,8 +18,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/immense-p2p/immense/sim/runner"
 	"github.com/immense-p2p/immense/sim/scenario"
@@ -30,6 +32,7 @@ const usage = `sim simulates Immense networks under churn.
 Usage:
   sim run   --scenario FILE --out DIR [--seed N] [--mode live|model] [--runs N]
             [--clock virtual|real] [--parallel N] [--quiet] [--node-logs] [-v]
+            [--cpuprofile FILE]
   sim sweep --out DIR [--scenario FILE] [--nodes N,N,...] [--seed N]
   sim storagecost --out DIR [--scenario FILE] [--nodes N] [--days N] [--k K,K,...]
   sim benchplot --out DIR FILE...
@@ -125,6 +128,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	nodeLogs := fs.Bool("node-logs", false, "live: show the nodes' own warnings")
 	clock := fs.String("clock", runner.ClockVirtual, "live: virtual (testing/synctest, through sim/live's test binary) or real")
 	parallel := fs.Int("parallel", 1, "live, virtual clock: runs at once (each uses about one core)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	fs.Usage = func() { fmt.Fprint(stderr, usage+"\nFlags of run:\n"); fs.PrintDefaults() }
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
@@ -156,11 +160,26 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *nodeLogs {
 		opt.NodeLogger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "sim run: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "sim run: cpu profile: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
+	start := time.Now()
 	res, err := runner.Run(ctx, sc, opt)
 	if err != nil {
 		fmt.Fprintf(stderr, "sim run: %v\n", err)
 		return 1
 	}
+	log.Info("run done", "wall", time.Since(start).Round(time.Second))
 	js, _ := res.Summary.JSON()
 	stdout.Write(js)
 	fmt.Fprintf(stderr, "report: %s/report.md\n", *out)

@@ -98,6 +98,15 @@ func (r *run) storageCost(sum *report.Summary) {
 	d["repair_bound_bytes"] = bound
 	d["repair_upload_bytes"] = s.repairUpload
 	d["departed_bytes"] = s.departedBytes
+	if s.readableTotal > 0 {
+		d["retrievability_by_true_availability"] = s.trueProbSum / s.readableTotal
+	}
+	d["unreadable_samples"] = float64(s.unreadable)
+	if s.repairUpload > 0 {
+		d["repair_upload_holder_still_in_network_share"] = s.regenAliveBytes / s.repairUpload
+	}
+	d["unreadable_with_departed_holder"] = float64(s.unreadableDeparted)
+	d["unreadable_true_availability_below_target"] = float64(s.unreadableTrueLow)
 	d["stored_bytes_volunteers"] = float64(s.storedVol)
 	d["stored_bytes_servers"] = float64(s.storedSrv)
 	d["repair_bytes_by_volunteers_per_volunteer_per_day"] = s.volunteerRepairBytes / float64(max(1, sc.VolunteerCount())) / days

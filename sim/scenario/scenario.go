@@ -264,6 +264,12 @@ type Storage struct {
 	SegmentSize   ByteSize `yaml:"segment_size"` // default erasure.DefaultSegmentSize
 	Target        float64  `yaml:"target"`       // default erasure.DefaultTarget
 	GracePeriod   Duration `yaml:"grace_period"` // default erasure.DefaultRepairPolicy().GracePeriod
+	// AvailabilityHalfLife and AvailabilityConfidence configure the
+	// trackers (erasure.AvailabilityConfig HalfLife and Confidence, the z
+	// of the lower bound the policy places on); defaults erasure's. A
+	// negative confidence places on the mean estimate.
+	AvailabilityHalfLife   Duration `yaml:"availability_half_life"`
+	AvailabilityConfidence float64  `yaml:"availability_confidence"`
 
 	// Repair scheduling (erasure.SchedulerConfig); defaults are erasure's.
 	CheckInterval    Duration `yaml:"check_interval"`
@@ -511,6 +517,8 @@ func (sc *Scenario) setDefaults() {
 	}
 	setF(&s.Target, ed.Target)
 	setD(&s.GracePeriod, ed.Repair.GracePeriod)
+	setD(&s.AvailabilityHalfLife, erasure.DefaultAvailabilityConfig().HalfLife)
+	setF(&s.AvailabilityConfidence, erasure.DefaultConfidence)
 	setD(&s.CheckInterval, ed.Scheduler.Interval)
 	setF(&s.Jitter, ed.Scheduler.Jitter)
 	setF(&s.ChecksPerSecond, ed.Scheduler.ChecksPerSecond)
