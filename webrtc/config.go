@@ -173,19 +173,30 @@ type Config struct {
 	// this long, whatever the policy: the browser is gone or stuck, and its
 	// state is better freed. Default 30s.
 	StallTimeout time.Duration
-	// FanoutInterval is the least time between two fan-out rounds of a
-	// topic to its data channel browsers: a message that follows the
-	// previous round closer than this waits for the rest of the interval,
-	// and goes out with whatever else arrived meanwhile as one BATCH frame
-	// per browser. The first message after a quiet interval goes at once.
-	// Every data channel message costs the server a packet per browser
-	// (SCTP, DTLS encryption, a system call, and the browser's
-	// acknowledgement to read), whatever its size, so on a busy topic this
-	// divides the server's CPU per delivery by the messages per round, for
-	// at most this much latency. WebSocket browsers get every round at
-	// once. 0: every round at once. Default 30ms (BenchmarkFanout at 200
-	// messages/s: twice the deliveries per CPU-second of 0); at most 1s.
+	// FanoutInterval is the most a message waits for a topic's next
+	// fan-out round to its data channel browsers (pacing.go). Rounds to k
+	// data channel browsers are at least k/FanoutPacketRate seconds apart,
+	// and never more than this: a message that follows the last round
+	// sooner waits for the rest of that gap and goes out with whatever
+	// else arrived meanwhile as one BATCH frame per browser; the first
+	// message after a longer pause goes at once. Every data channel
+	// message costs the server a packet per browser (SCTP, DTLS
+	// encryption, a system call, and the browser's acknowledgement to
+	// read), whatever its size, so on a busy topic with many browsers
+	// this divides the server's CPU per delivery by the messages per
+	// round, for at most this much latency. WebSocket browsers get every
+	// round at once. 0: every round at once. Default 100ms: the gap of
+	// 2,000 browsers at the default FanoutPacketRate; at most 1s.
 	FanoutInterval time.Duration
+	// FanoutPacketRate is the data channel packets a second one topic's
+	// fan-out rounds aim to stay under, by spacing rounds to k browsers
+	// k/FanoutPacketRate apart (up to FanoutInterval). A topic below it
+	// is never held: 100 browsers of a topic of 200 messages/s get every
+	// message at once. 0: every round is held FanoutInterval after the
+	// last. Default 20000: about a third of a core for pion's
+	// per-packet path on the 2-core machine of docs/performance.md
+	// (BenchmarkFanout, 100 data channel browsers at 200 messages/s).
+	FanoutPacketRate float64
 
 	// Registerer receives the server's metrics (immense_webrtc_*). Nil
 	// means the metrics are kept but not registered.
@@ -223,7 +234,8 @@ func DefaultConfig() Config {
 		MaxBufferedAmount:     128 << 10,
 		SlowPolicy:            DropOldest,
 		StallTimeout:          30 * time.Second,
-		FanoutInterval:        30 * time.Millisecond,
+		FanoutInterval:        100 * time.Millisecond,
+		FanoutPacketRate:      20000,
 		Relay:                 DefaultRelayConfig(),
 	}
 }
@@ -292,6 +304,9 @@ func (c *Config) validate() error {
 	}
 	if c.FanoutInterval < 0 || c.FanoutInterval > time.Second {
 		bad("FanoutInterval", "%v, must be from 0 to 1s", c.FanoutInterval)
+	}
+	if c.FanoutPacketRate < 0 {
+		bad("FanoutPacketRate", "%v, must not be negative", c.FanoutPacketRate)
 	}
 	if c.ConnectTimeout <= 0 {
 		bad("ConnectTimeout", "%v, must be positive", c.ConnectTimeout)
