@@ -97,6 +97,15 @@ type Config struct {
 	// off: for tests and single-machine devnets, where no packet may leave
 	// the host.
 	LoopbackOnly bool
+	// ICELite makes the server an ICE-lite endpoint (RFC 8445 section
+	// 2.5, webrtc/icelite.go) for browsers' data channels: it advertises
+	// one address (its first IPv4 one, or PublicIPs with that port) and
+	// only answers the browser's connectivity checks, with no ICE agent
+	// per browser (4 goroutines and about 20 KiB less per browser). That
+	// needs an address browsers reach directly, so it is ignored when
+	// ICEServers are set: a peer behind a NAT runs full ICE, whose own
+	// checks open the NAT. Default true.
+	ICELite bool
 
 	// MaxSessions caps concurrent browser sessions; further offers get 503.
 	// Default 1000: at about 130 KiB of WebRTC state per session that is
@@ -236,6 +245,7 @@ func DefaultConfig() Config {
 		StallTimeout:          30 * time.Second,
 		FanoutInterval:        100 * time.Millisecond,
 		FanoutPacketRate:      20000,
+		ICELite:               true,
 		Relay:                 DefaultRelayConfig(),
 	}
 }

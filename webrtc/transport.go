@@ -22,6 +22,7 @@ type transportOptions struct {
 	publicIPs         []string
 	maxMessageSize    int
 	receiveBufferSize uint32 // 0 = pion's default
+	iceLite           bool   // the server answers as ICE-lite where it can (icelite.go)
 	log               *slog.Logger
 }
 
