@@ -41,7 +41,7 @@ import (
 // dcStack is what every session's link shares: the UDP sockets, the ICE
 // options, the DTLS certificate.
 type dcStack struct {
-	mux         *ice.MultiUDPMuxDefault
+	mux         *udpMux
 	agentOpts   []ice.AgentOption
 	cert        tls.Certificate
 	fingerprint string // of cert, "sha-256 AB:CD:..."
@@ -111,7 +111,7 @@ func newDCStack(o transportOptions, servers []ICEServer) (*dcStack, error) {
 		fingerprint:    fp,
 		maxMessageSize: o.maxMessageSize,
 		receiveBuffer:  o.receiveBufferSize,
-		logs:           pionLogFactory{o.log},
+		logs:           newPionLogFactory(o.log),
 	}
 	networks := []ice.NetworkType{ice.NetworkTypeUDP4, ice.NetworkTypeUDP6}
 	if o.loopbackOnly {
