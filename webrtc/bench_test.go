@@ -669,6 +669,7 @@ func runFarm(mode, url string, k int, in io.Reader, out io.Writer) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, k)
 	sem := make(chan struct{}, farmDialConc)
+	dialStart := time.Now()
 	for i := range subs {
 		fs := &farmSub{}
 		fs.lastSeq.Store(-1)
@@ -686,6 +687,11 @@ func runFarm(mode, url string, k int, in io.Reader, out io.Writer) error {
 			}
 			closersMu.Lock()
 			closers = append(closers, closeFn)
+			if n := len(closers); n%max(1, k/10) == 0 {
+				// Progress on stderr: connecting thousands of data
+				// channels on a loaded machine takes minutes.
+				fmt.Fprintf(os.Stderr, "farm %s: %d of %d subscribers connected after %v\n", mode, n, k, time.Since(dialStart).Round(time.Second))
+			}
 			closersMu.Unlock()
 			go fs.consume(msgs, &s0)
 		}()
