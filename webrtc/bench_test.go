@@ -32,6 +32,8 @@ package webrtc
 //	first-msg-ms   median time from a client starting its offer (or
 //	               WebSocket dial) to its first message
 //	lost           messages published but not received (drops)
+//	subs           subscribers measured: K, or those connected when
+//	               -webrtc.bench-connect-timeout (8m) ran out
 //	client-cpu-s/1k-deliv  the subscriber process's CPU per 1000 deliveries
 //	               (it shares the machine, so it limits the server too)
 //
@@ -75,6 +77,7 @@ var (
 	benchModes          = flag.String("webrtc.bench-modes", "stack,bare,ws,barews,centrifuge", "what BenchmarkFanout measures: stack (this package over data channels), bare (pion alone), ws (this package over WebSockets), barews (gorilla WebSockets alone), centrifuge (the centrifuge library over WebSockets, in a process of its own)")
 	benchFanoutInterval = flag.Duration("webrtc.bench-fanout-interval", DefaultConfig().FanoutInterval, "Config.FanoutInterval of the stack and ws modes")
 	benchDCMaxK         = flag.Int("webrtc.bench-dc-max-k", 0, "BenchmarkFanout skips the data channel modes (stack, bare) above this K; 0: no limit")
+	benchConnectTimeout = flag.Duration("webrtc.bench-connect-timeout", 8*time.Minute, "BenchmarkFanout's subscriber process starts no more connections after this and measures the subscribers it has (reported as subs)")
 	benchResults        sync.Map // "mode/K" -> farmResult, for the comparison table
 )
 
@@ -103,6 +106,7 @@ type farmResult struct {
 	CPUs      float64 `json:"-"`
 	Wall      float64 `json:"-"`
 	KiBPerSub float64 `json:"-"`
+	Subs      int     `json:"-"` // subscribers connected: K, or fewer if connecting took longer than -webrtc.bench-connect-timeout
 	PubRate   float64 `json:"-"` // messages published per second in the measured window
 }
 
@@ -129,7 +133,7 @@ func BenchmarkFanout(b *testing.B) {
 // benchstat ignores it.
 func printComparison(ks []int) {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\n%-6s %-10s %8s %10s %12s %8s %8s %9s %12s %6s\n", "K", "mode", "pub/s", "deliv/s", "deliv/cpu-s", "p50-ms", "p99-ms", "KiB/sub", "first-msg-ms", "lost")
+	fmt.Fprintf(&sb, "\n%-6s %-10s %6s %8s %10s %12s %8s %8s %9s %12s %6s\n", "K", "mode", "subs", "pub/s", "deliv/s", "deliv/cpu-s", "p50-ms", "p99-ms", "KiB/sub", "first-msg-ms", "lost")
 	for _, k := range ks {
 		for _, mode := range []string{"stack", "bare", "ws", "barews", "centrifuge"} {
 			v, ok := benchResults.Load(fmt.Sprintf("%s/%d", mode, k))
@@ -137,7 +141,7 @@ func printComparison(ks []int) {
 				continue
 			}
 			r := v.(farmResult)
-			fmt.Fprintf(&sb, "%-6d %-10s %8.1f %10.0f %12.0f %8.1f %8.1f %9.0f %12.0f %6d\n", k, mode, r.PubRate,
+			fmt.Fprintf(&sb, "%-6d %-10s %6d %8.1f %10.0f %12.0f %8.1f %8.1f %9.0f %12.0f %6d\n", k, mode, r.Subs, r.PubRate,
 				float64(r.Deliveries)/r.Wall, float64(r.Deliveries)/r.CPUs, float64(r.P50us)/1000, float64(r.P99us)/1000,
 				r.KiBPerSub, r.FirstMsgP50, r.Expected-r.Deliveries)
 		}
@@ -458,7 +462,7 @@ func benchFanout(b *testing.B, mode string, k int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	farm := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestBenchFarm$")
-	farm.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d", farmEnv, mode, url, k))
+	farm.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d %s", farmEnv, mode, url, k, *benchConnectTimeout))
 	farm.Stderr = os.Stderr
 	stdin, _ := farm.StdinPipe()
 	stdoutPipe, _ := farm.StdoutPipe()
@@ -482,18 +486,24 @@ func benchFanout(b *testing.B, mode string, k int) {
 		b.Fatalf("subscriber process ended before %q: %v\n%s", prefix, out.Err(), strings.Join(other, "\n"))
 		return ""
 	}
-	expectLine("READY")
+	subs, err := strconv.Atoi(expectLine("READY "))
+	if err != nil || subs < 1 {
+		b.Fatalf("subscriber process: READY %d: %v", subs, err)
+	}
+	if subs < k {
+		b.Logf("only %d of %d subscribers connected within %v; measuring those", subs, k, *benchConnectTimeout)
+	}
 	stopWarm()
 	<-warmDone
 
 	// Signed: with few bytes per subscriber, GC noise can make it negative.
-	kibPerSub := float64(int64(heapNow())-int64(m0)) / 1024 / float64(k)
+	kibPerSub := float64(int64(heapNow())-int64(m0)) / 1024 / float64(subs)
 	if dir := os.Getenv("IMMENSE_BENCH_HEAP"); dir != "" {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		per := func(now, before uint64) float64 { return (float64(now) - float64(before)) / 1024 / float64(k) }
+		per := func(now, before uint64) float64 { return (float64(now) - float64(before)) / 1024 / float64(subs) }
 		fmt.Fprintf(os.Stderr, "%s/K=%d per subscriber, over the server with none: heap in use %.1f KiB (allocated %.1f KiB), stacks %.1f KiB, goroutines %.1f\n", mode, k,
-			per(ms.HeapInuse, ms0.HeapInuse), per(ms.HeapAlloc, ms0.HeapAlloc), per(ms.StackInuse, ms0.StackInuse), float64(runtime.NumGoroutine()-g0)/float64(k))
+			per(ms.HeapInuse, ms0.HeapInuse), per(ms.HeapAlloc, ms0.HeapAlloc), per(ms.StackInuse, ms0.StackInuse), float64(runtime.NumGoroutine()-g0)/float64(subs))
 		f, _ := os.Create(fmt.Sprintf("%s/heap-%s-%d.pprof", dir, mode, k))
 		_ = pprof.WriteHeapProfile(f)
 		f.Close()
@@ -519,6 +529,7 @@ func benchFanout(b *testing.B, mode string, k int) {
 	r.PubRate = float64(last-s0+1) / pubWall.Seconds()
 	r.Wall = time.Unix(0, r.LastRecvUnix).Sub(t0).Seconds()
 	r.KiBPerSub = kibPerSub
+	r.Subs = subs
 	if r.Deliveries == 0 || r.Wall <= 0 {
 		b.Fatalf("nothing delivered: %+v", r)
 	}
@@ -536,6 +547,7 @@ func benchFanout(b *testing.B, mode string, k int) {
 	b.ReportMetric(r.CPUs/float64(r.Deliveries)*1000, "cpu-s/1k-deliv")
 	b.ReportMetric(float64(r.Deliveries)/r.CPUs, "deliv/cpu-s")
 	b.ReportMetric(kibPerSub, "KiB/sub")
+	b.ReportMetric(float64(subs), "subs")
 	b.ReportMetric(r.FirstMsgP50, "first-msg-ms")
 	b.ReportMetric(float64(r.Expected-r.Deliveries), "lost")
 	b.ReportMetric(r.ClientCPUs/float64(r.Deliveries)*1000, "client-cpu-s/1k-deliv")
@@ -632,12 +644,16 @@ func TestBenchFarm(t *testing.T) {
 	if spec == "" {
 		t.Skip("the subscriber process of BenchmarkFanout")
 	}
-	var mode, url string
+	var mode, url, timeout string
 	var k int
-	if _, err := fmt.Sscanf(spec, "%s %s %d", &mode, &url, &k); err != nil {
+	if _, err := fmt.Sscanf(spec, "%s %s %d %s", &mode, &url, &k, &timeout); err != nil {
 		t.Fatalf("bad %s=%q: %v", farmEnv, spec, err)
 	}
-	if err := runFarm(mode, url, k, os.Stdin, os.Stdout); err != nil {
+	connectTimeout, err := time.ParseDuration(timeout)
+	if err != nil {
+		t.Fatalf("bad %s=%q: %v", farmEnv, spec, err)
+	}
+	if err := runFarm(mode, url, k, connectTimeout, os.Stdin, os.Stdout); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -652,7 +668,7 @@ type farmSub struct {
 	mu         sync.Mutex
 }
 
-func runFarm(mode, url string, k int, in io.Reader, out io.Writer) error {
+func runFarm(mode, url string, k int, connectTimeout time.Duration, in io.Reader, out io.Writer) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -671,6 +687,12 @@ func runFarm(mode, url string, k int, in io.Reader, out io.Writer) error {
 	sem := make(chan struct{}, farmDialConc)
 	dialStart := time.Now()
 	for i := range subs {
+		if time.Since(dialStart) > connectTimeout {
+			// Measure the subscribers there are: the parent reports how
+			// many.
+			subs = subs[:i]
+			break
+		}
 		fs := &farmSub{}
 		fs.lastSeq.Store(-1)
 		subs[i] = fs
@@ -702,7 +724,7 @@ func runFarm(mode, url string, k int, in io.Reader, out io.Writer) error {
 		return err
 	default:
 	}
-	fmt.Fprintln(out, "READY")
+	fmt.Fprintln(out, "READY", len(subs))
 
 	lines := bufio.NewScanner(in)
 	var last int64
@@ -751,7 +773,7 @@ func runFarm(mode, url string, k int, in io.Reader, out io.Writer) error {
 		fs.mu.Unlock()
 	}
 	r.Deliveries = int64(len(lat))
-	r.Expected = int64(k) * (last - s0.Load() + 1)
+	r.Expected = int64(len(subs)) * (last - s0.Load() + 1)
 	slices.Sort(lat)
 	slices.Sort(firsts)
 	if len(lat) > 0 {
