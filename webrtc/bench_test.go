@@ -76,6 +76,7 @@ var (
 	benchSize           = flag.Int("webrtc.bench-size", 128, "payload size of BenchmarkFanout, bytes")
 	benchModes          = flag.String("webrtc.bench-modes", "stack,bare,ws,barews,centrifuge", "what BenchmarkFanout measures: stack (this package over data channels), bare (pion alone), ws (this package over WebSockets), barews (gorilla WebSockets alone), centrifuge (the centrifuge library over WebSockets, in a process of its own)")
 	benchFanoutInterval = flag.Duration("webrtc.bench-fanout-interval", DefaultConfig().FanoutInterval, "Config.FanoutInterval of the stack and ws modes")
+	benchPacketRate     = flag.Float64("webrtc.bench-fanout-packet-rate", DefaultConfig().FanoutPacketRate, "Config.FanoutPacketRate of the stack and ws modes")
 	benchDCMaxK         = flag.Int("webrtc.bench-dc-max-k", 0, "BenchmarkFanout skips the data channel modes (stack, bare) above this K; 0: no limit")
 	benchConnectTimeout = flag.Duration("webrtc.bench-connect-timeout", 8*time.Minute, "BenchmarkFanout's subscriber process starts no more connections after this and measures the subscribers it has (reported as subs)")
 	benchResults        sync.Map // "mode/K" -> farmResult, for the comparison table
@@ -403,6 +404,7 @@ func benchFanout(b *testing.B, mode string, k int) {
 		cfg.LoopbackOnly = true
 		cfg.MaxSessions = k + 10
 		cfg.FanoutInterval = *benchFanoutInterval
+		cfg.FanoutPacketRate = *benchPacketRate
 		cfg.Logger = quiet
 		bus := newMemBus()
 		srv, err := New(bus, cfg)
