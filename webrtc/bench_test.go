@@ -28,7 +28,10 @@ package webrtc
 //	cpu-s/1k-deliv server CPU seconds (user+sys) per 1000 deliveries
 //	deliv/cpu-s    the same, inverted: deliveries per server CPU second
 //	KiB/sub        server heap+stacks per connected subscriber, over the
-//	               server's own once it runs with no subscriber
+//	               server's own once it runs with no subscriber, just
+//	               after the subscribers connected (messages flowing)
+//	idle-KiB/sub   the same once the messages have drained (what a
+//	               connection costs with no backlog)
 //	first-msg-ms   median time from a client starting its offer (or
 //	               WebSocket dial) to its first message
 //	lost           messages published but not received (drops)
@@ -107,6 +110,7 @@ type farmResult struct {
 	CPUs      float64 `json:"-"`
 	Wall      float64 `json:"-"`
 	KiBPerSub float64 `json:"-"`
+	IdleKiB   float64 `json:"-"` // memory per subscriber once the backlog drained
 	Subs      int     `json:"-"` // subscribers connected: K, or fewer if connecting took longer than -webrtc.bench-connect-timeout
 	PubRate   float64 `json:"-"` // messages published per second in the measured window
 }
@@ -134,7 +138,7 @@ func BenchmarkFanout(b *testing.B) {
 // benchstat ignores it.
 func printComparison(ks []int) {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\n%-6s %-10s %6s %8s %10s %12s %8s %8s %9s %12s %6s\n", "K", "mode", "subs", "pub/s", "deliv/s", "deliv/cpu-s", "p50-ms", "p99-ms", "KiB/sub", "first-msg-ms", "lost")
+	fmt.Fprintf(&sb, "\n%-6s %-10s %6s %8s %10s %12s %8s %8s %9s %9s %12s %6s\n", "K", "mode", "subs", "pub/s", "deliv/s", "deliv/cpu-s", "p50-ms", "p99-ms", "KiB/sub", "idle-KiB", "first-msg-ms", "lost")
 	for _, k := range ks {
 		for _, mode := range []string{"stack", "bare", "ws", "barews", "centrifuge"} {
 			v, ok := benchResults.Load(fmt.Sprintf("%s/%d", mode, k))
@@ -142,9 +146,9 @@ func printComparison(ks []int) {
 				continue
 			}
 			r := v.(farmResult)
-			fmt.Fprintf(&sb, "%-6d %-10s %6d %8.1f %10.0f %12.0f %8.1f %8.1f %9.0f %12.0f %6d\n", k, mode, r.Subs, r.PubRate,
+			fmt.Fprintf(&sb, "%-6d %-10s %6d %8.1f %10.0f %12.0f %8.1f %8.1f %9.0f %9.0f %12.0f %6d\n", k, mode, r.Subs, r.PubRate,
 				float64(r.Deliveries)/r.Wall, float64(r.Deliveries)/r.CPUs, float64(r.P50us)/1000, float64(r.P99us)/1000,
-				r.KiBPerSub, r.FirstMsgP50, r.Expected-r.Deliveries)
+				r.KiBPerSub, r.IdleKiB, r.FirstMsgP50, r.Expected-r.Deliveries)
 		}
 		for _, pair := range [][2]string{{"stack", "bare"}, {"ws", "barews"}, {"ws", "bare"}, {"ws", "stack"}, {"ws", "centrifuge"}, {"stack", "centrifuge"}} {
 			s, ok1 := benchResults.Load(fmt.Sprintf("%s/%d", pair[0], k))
@@ -500,6 +504,10 @@ func benchFanout(b *testing.B, mode string, k int) {
 
 	// Signed: with few bytes per subscriber, GC noise can make it negative.
 	kibPerSub := float64(int64(heapNow())-int64(m0)) / 1024 / float64(subs)
+	// The same once what was published has drained (at most 10 s): what
+	// a connected subscriber costs with no backlog, where kibPerSub
+	// includes what a server that fell behind still holds.
+	idleKiBPerSub := float64(int64(settledHeap(heapNow))-int64(m0)) / 1024 / float64(subs)
 	if dir := os.Getenv("IMMENSE_BENCH_HEAP"); dir != "" {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
@@ -531,6 +539,7 @@ func benchFanout(b *testing.B, mode string, k int) {
 	r.PubRate = float64(last-s0+1) / pubWall.Seconds()
 	r.Wall = time.Unix(0, r.LastRecvUnix).Sub(t0).Seconds()
 	r.KiBPerSub = kibPerSub
+	r.IdleKiB = idleKiBPerSub
 	r.Subs = subs
 	if r.Deliveries == 0 || r.Wall <= 0 {
 		b.Fatalf("nothing delivered: %+v", r)
@@ -549,6 +558,7 @@ func benchFanout(b *testing.B, mode string, k int) {
 	b.ReportMetric(r.CPUs/float64(r.Deliveries)*1000, "cpu-s/1k-deliv")
 	b.ReportMetric(float64(r.Deliveries)/r.CPUs, "deliv/cpu-s")
 	b.ReportMetric(kibPerSub, "KiB/sub")
+	b.ReportMetric(idleKiBPerSub, "idle-KiB/sub")
 	b.ReportMetric(float64(subs), "subs")
 	b.ReportMetric(r.FirstMsgP50, "first-msg-ms")
 	b.ReportMetric(float64(r.Expected-r.Deliveries), "lost")
