@@ -195,16 +195,17 @@ type Config struct {
 	// this divides the server's CPU per delivery by the messages per
 	// round, for at most this much latency. WebSocket browsers get every
 	// round at once. 0: every round at once. Default 100ms: the gap of
-	// 2,000 browsers at the default FanoutPacketRate; at most 1s.
+	// 1,000 browsers at the default FanoutPacketRate; at most 1s.
 	FanoutInterval time.Duration
 	// FanoutPacketRate is the data channel packets a second one topic's
 	// fan-out rounds aim to stay under, by spacing rounds to k browsers
 	// k/FanoutPacketRate apart (up to FanoutInterval). A topic below it
-	// is never held: 100 browsers of a topic of 200 messages/s get every
-	// message at once. 0: every round is held FanoutInterval after the
-	// last. Default 20000: about 0.4 of a core of the machine of
-	// docs/performance.md (BenchmarkFanout: 100 data channel browsers at
-	// 200 messages/s, none held, took 47k deliveries per CPU-second).
+	// is never held: 50 browsers of a topic of 200 messages/s, or 1,000
+	// of a topic of 10 messages/s, get every message at once. 0: every
+	// round is held FanoutInterval after the last. Default 10000: about
+	// a quarter of a core of the machine of docs/performance.md, where
+	// BenchmarkFanout (100 browsers, 200 messages/s) had a lower p99 and
+	// used less CPU with it (10 ms gaps) than with 20000 (no holding).
 	FanoutPacketRate float64
 
 	// Registerer receives the server's metrics (immense_webrtc_*). Nil
@@ -244,7 +245,7 @@ func DefaultConfig() Config {
 		SlowPolicy:            DropOldest,
 		StallTimeout:          30 * time.Second,
 		FanoutInterval:        100 * time.Millisecond,
-		FanoutPacketRate:      20000,
+		FanoutPacketRate:      10000,
 		ICELite:               true,
 		Relay:                 DefaultRelayConfig(),
 	}

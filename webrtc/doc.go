@@ -110,12 +110,12 @@
 // Messages of a topic reach a browser in the order the peer received them.
 // The peer encodes each message once for all its browsers. A topic's
 // fan-out rounds to its k data channel browsers are paced by load
-// (pacing.go): at least k/FanoutPacketRate apart (20,000 packets a second
+// (pacing.go): at least k/FanoutPacketRate apart (10,000 packets a second
 // by default), at most FanoutInterval (100 ms). A message that follows the
 // last round sooner waits for the rest of that gap and goes out with
 // whatever else arrived, as one BATCH, since every data channel message
 // costs a packet per browser whatever its size; a topic whose rounds stay
-// under the packet rate is never held (100 browsers of a 200 messages/s
+// under the packet rate is never held (50 browsers of a 200 messages/s
 // topic get every message at once). WebSocket browsers get every round at
 // once. A browser
 // that keeps up gets each round written to its channel at once. A browser that falls
