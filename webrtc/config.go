@@ -99,12 +99,14 @@ type Config struct {
 	LoopbackOnly bool
 	// ICELite makes the server an ICE-lite endpoint (RFC 8445 section
 	// 2.5, webrtc/icelite.go) for browsers' data channels: it advertises
-	// one address (its first IPv4 one, or PublicIPs with that port) and
-	// only answers the browser's connectivity checks, with no ICE agent
-	// per browser (4 goroutines and about 20 KiB less per browser). That
+	// one address (its IPv4 one, or PublicIPs with that port) and only
+	// answers the browser's connectivity checks, with no ICE agent per
+	// browser (4 goroutines and about 20 KiB less per browser). That
 	// needs an address browsers reach directly, so it is ignored when
-	// ICEServers are set: a peer behind a NAT runs full ICE, whose own
-	// checks open the NAT. Default true.
+	// ICEServers are set (a peer behind a NAT runs full ICE, whose own
+	// checks open the NAT), and on a host with more than one IPv4 address
+	// among those the UDP sockets bind, where the server cannot tell
+	// which one browsers reach. Default true.
 	ICELite bool
 
 	// MaxSessions caps concurrent browser sessions; further offers get 503.

@@ -144,16 +144,25 @@ func newDCStack(o transportOptions, servers []ICEServer) (*dcStack, error) {
 	return st, nil
 }
 
-// liteAddress picks the address of ICE-lite sessions among the mux's: the
-// first IPv4 one (every browser has IPv4; a second address would need a
-// reader of its own per session), else the first. Its candidates are that
+// liteAddress returns the address of ICE-lite sessions and its
+// candidates, or nil if ICE-lite cannot serve this host. An ICE-lite
+// session reads one socket, so the mux must have exactly one IPv4 address
+// (its IPv6 ones, if any, are not advertised: every browser has IPv4): on
+// a host with several (a bridge for containers beside the public
+// interface) the server cannot tell which one browsers reach, and runs
+// full ICE, which advertises and checks them all. The candidates are that
 // address, or the public IPs with its port.
 func liteAddress(addrs []net.Addr, publicIPs []string) (net.Addr, []string) {
 	var pick *net.UDPAddr
 	for _, a := range addrs {
-		if ua, ok := a.(*net.UDPAddr); ok && (pick == nil || pick.IP.To4() == nil && ua.IP.To4() != nil) {
-			pick = ua
+		ua, ok := a.(*net.UDPAddr)
+		if !ok || ua.IP.To4() == nil {
+			continue
 		}
+		if pick != nil {
+			return nil, nil
+		}
+		pick = ua
 	}
 	if pick == nil {
 		return nil, nil

@@ -150,3 +150,30 @@ func TestLiteConnChecks(t *testing.T) {
 		t.Errorf("after the mux closed the connection: %v, want EOF", err)
 	}
 }
+
+// TestLiteAddress: ICE-lite serves a host with one IPv4 address among its
+// sockets (IPv6 ones beside it are not advertised), advertising it or the
+// public IPs with its port, and not a host with two, where it cannot tell
+// which one browsers reach.
+func TestLiteAddress(t *testing.T) {
+	v4 := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5000}
+	v4b := &net.UDPAddr{IP: net.IPv4(172, 17, 0, 1), Port: 5000}
+	v6 := &net.UDPAddr{IP: net.ParseIP("2001:db8::1"), Port: 5000}
+	for _, c := range []struct {
+		addrs  []net.Addr
+		public []string
+		want   net.Addr
+		cands  []string
+	}{
+		{[]net.Addr{v4}, nil, v4, []string{"1 1 udp 2130706431 192.0.2.1 5000 typ host"}},
+		{[]net.Addr{v6, v4}, nil, v4, []string{"1 1 udp 2130706431 192.0.2.1 5000 typ host"}},
+		{[]net.Addr{v4}, []string{"198.51.100.7"}, v4, []string{"1 1 udp 2130706431 198.51.100.7 5000 typ host"}},
+		{[]net.Addr{v4, v4b}, nil, nil, nil},
+		{[]net.Addr{v6}, nil, nil, nil},
+	} {
+		got, cands := liteAddress(c.addrs, c.public)
+		if fmt.Sprint(got) != fmt.Sprint(c.want) || fmt.Sprint(cands) != fmt.Sprint(c.cands) {
+			t.Errorf("liteAddress(%v, %v) = %v %q, want %v %q", c.addrs, c.public, got, cands, c.want, c.cands)
+		}
+	}
+}
