@@ -28,10 +28,16 @@ package webrtc
 //	cpu-s/1k-deliv server CPU seconds (user+sys) per 1000 deliveries
 //	deliv/cpu-s    the same, inverted: deliveries per server CPU second
 //	KiB/sub        server heap+stacks per connected subscriber, over the
-//	               server's own once it runs with no subscriber
+//	               server's own once it runs with no subscriber, just
+//	               after the subscribers connected (messages flowing)
+//	idle-KiB/sub   the same once the messages have drained (what a
+//	               connection costs with no backlog)
 //	first-msg-ms   median time from a client starting its offer (or
 //	               WebSocket dial) to its first message
 //	lost           messages published but not received (drops)
+//	subs           subscribers measured: K, or those connected when
+//	               -webrtc.bench-connect-timeout (8m) ran out
+//	dial-fails     connections that failed (not measured)
 //	client-cpu-s/1k-deliv  the subscriber process's CPU per 1000 deliveries
 //	               (it shares the machine, so it limits the server too)
 //
@@ -74,7 +80,9 @@ var (
 	benchSize           = flag.Int("webrtc.bench-size", 128, "payload size of BenchmarkFanout, bytes")
 	benchModes          = flag.String("webrtc.bench-modes", "stack,bare,ws,barews,centrifuge", "what BenchmarkFanout measures: stack (this package over data channels), bare (pion alone), ws (this package over WebSockets), barews (gorilla WebSockets alone), centrifuge (the centrifuge library over WebSockets, in a process of its own)")
 	benchFanoutInterval = flag.Duration("webrtc.bench-fanout-interval", DefaultConfig().FanoutInterval, "Config.FanoutInterval of the stack and ws modes")
+	benchPacketRate     = flag.Float64("webrtc.bench-fanout-packet-rate", DefaultConfig().FanoutPacketRate, "Config.FanoutPacketRate of the stack and ws modes")
 	benchDCMaxK         = flag.Int("webrtc.bench-dc-max-k", 0, "BenchmarkFanout skips the data channel modes (stack, bare) above this K; 0: no limit")
+	benchConnectTimeout = flag.Duration("webrtc.bench-connect-timeout", 8*time.Minute, "BenchmarkFanout's subscriber process starts no more connections after this and measures the subscribers it has (reported as subs)")
 	benchResults        sync.Map // "mode/K" -> farmResult, for the comparison table
 )
 
@@ -82,6 +90,8 @@ const (
 	benchTopic   = "bench"
 	farmEnv      = "IMMENSE_WEBRTC_BENCH_FARM" // set in the child process: "mode url k"
 	farmDialConc = 16
+	// farmDialTimeout bounds one subscriber's connection.
+	farmDialTimeout = 2 * time.Minute
 )
 
 // farmResult is what the subscriber process reports.
@@ -103,6 +113,8 @@ type farmResult struct {
 	CPUs      float64 `json:"-"`
 	Wall      float64 `json:"-"`
 	KiBPerSub float64 `json:"-"`
+	IdleKiB   float64 `json:"-"` // memory per subscriber once the backlog drained
+	Subs      int     `json:"-"` // subscribers connected: K, or fewer if connecting took longer than -webrtc.bench-connect-timeout
 	PubRate   float64 `json:"-"` // messages published per second in the measured window
 }
 
@@ -129,7 +141,7 @@ func BenchmarkFanout(b *testing.B) {
 // benchstat ignores it.
 func printComparison(ks []int) {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\n%-6s %-10s %8s %10s %12s %8s %8s %9s %12s %6s\n", "K", "mode", "pub/s", "deliv/s", "deliv/cpu-s", "p50-ms", "p99-ms", "KiB/sub", "first-msg-ms", "lost")
+	fmt.Fprintf(&sb, "\n%-6s %-10s %6s %8s %10s %12s %8s %8s %9s %9s %12s %6s\n", "K", "mode", "subs", "pub/s", "deliv/s", "deliv/cpu-s", "p50-ms", "p99-ms", "KiB/sub", "idle-KiB", "first-msg-ms", "lost")
 	for _, k := range ks {
 		for _, mode := range []string{"stack", "bare", "ws", "barews", "centrifuge"} {
 			v, ok := benchResults.Load(fmt.Sprintf("%s/%d", mode, k))
@@ -137,9 +149,9 @@ func printComparison(ks []int) {
 				continue
 			}
 			r := v.(farmResult)
-			fmt.Fprintf(&sb, "%-6d %-10s %8.1f %10.0f %12.0f %8.1f %8.1f %9.0f %12.0f %6d\n", k, mode, r.PubRate,
+			fmt.Fprintf(&sb, "%-6d %-10s %6d %8.1f %10.0f %12.0f %8.1f %8.1f %9.0f %9.0f %12.0f %6d\n", k, mode, r.Subs, r.PubRate,
 				float64(r.Deliveries)/r.Wall, float64(r.Deliveries)/r.CPUs, float64(r.P50us)/1000, float64(r.P99us)/1000,
-				r.KiBPerSub, r.FirstMsgP50, r.Expected-r.Deliveries)
+				r.KiBPerSub, r.IdleKiB, r.FirstMsgP50, r.Expected-r.Deliveries)
 		}
 		for _, pair := range [][2]string{{"stack", "bare"}, {"ws", "barews"}, {"ws", "bare"}, {"ws", "stack"}, {"ws", "centrifuge"}, {"stack", "centrifuge"}} {
 			s, ok1 := benchResults.Load(fmt.Sprintf("%s/%d", pair[0], k))
@@ -399,6 +411,7 @@ func benchFanout(b *testing.B, mode string, k int) {
 		cfg.LoopbackOnly = true
 		cfg.MaxSessions = k + 10
 		cfg.FanoutInterval = *benchFanoutInterval
+		cfg.FanoutPacketRate = *benchPacketRate
 		cfg.Logger = quiet
 		bus := newMemBus()
 		srv, err := New(bus, cfg)
@@ -458,7 +471,7 @@ func benchFanout(b *testing.B, mode string, k int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	farm := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestBenchFarm$")
-	farm.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d", farmEnv, mode, url, k))
+	farm.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d %s", farmEnv, mode, url, k, *benchConnectTimeout))
 	farm.Stderr = os.Stderr
 	stdin, _ := farm.StdinPipe()
 	stdoutPipe, _ := farm.StdoutPipe()
@@ -482,18 +495,28 @@ func benchFanout(b *testing.B, mode string, k int) {
 		b.Fatalf("subscriber process ended before %q: %v\n%s", prefix, out.Err(), strings.Join(other, "\n"))
 		return ""
 	}
-	expectLine("READY")
+	var subs, failed int
+	if _, err := fmt.Sscanf(expectLine("READY "), "%d %d", &subs, &failed); err != nil || subs < 1 {
+		b.Fatalf("subscriber process: READY %d: %v", subs, err)
+	}
+	if subs < k {
+		b.Logf("only %d of %d subscribers connected within %v (%d connections failed); measuring those", subs, k, *benchConnectTimeout, failed)
+	}
 	stopWarm()
 	<-warmDone
 
 	// Signed: with few bytes per subscriber, GC noise can make it negative.
-	kibPerSub := float64(int64(heapNow())-int64(m0)) / 1024 / float64(k)
+	kibPerSub := float64(int64(heapNow())-int64(m0)) / 1024 / float64(subs)
+	// The same once what was published has drained (at most 10 s): what
+	// a connected subscriber costs with no backlog, where kibPerSub
+	// includes what a server that fell behind still holds.
+	idleKiBPerSub := float64(int64(settledHeap(heapNow))-int64(m0)) / 1024 / float64(subs)
 	if dir := os.Getenv("IMMENSE_BENCH_HEAP"); dir != "" {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		per := func(now, before uint64) float64 { return (float64(now) - float64(before)) / 1024 / float64(k) }
+		per := func(now, before uint64) float64 { return (float64(now) - float64(before)) / 1024 / float64(subs) }
 		fmt.Fprintf(os.Stderr, "%s/K=%d per subscriber, over the server with none: heap in use %.1f KiB (allocated %.1f KiB), stacks %.1f KiB, goroutines %.1f\n", mode, k,
-			per(ms.HeapInuse, ms0.HeapInuse), per(ms.HeapAlloc, ms0.HeapAlloc), per(ms.StackInuse, ms0.StackInuse), float64(runtime.NumGoroutine()-g0)/float64(k))
+			per(ms.HeapInuse, ms0.HeapInuse), per(ms.HeapAlloc, ms0.HeapAlloc), per(ms.StackInuse, ms0.StackInuse), float64(runtime.NumGoroutine()-g0)/float64(subs))
 		f, _ := os.Create(fmt.Sprintf("%s/heap-%s-%d.pprof", dir, mode, k))
 		_ = pprof.WriteHeapProfile(f)
 		f.Close()
@@ -519,6 +542,8 @@ func benchFanout(b *testing.B, mode string, k int) {
 	r.PubRate = float64(last-s0+1) / pubWall.Seconds()
 	r.Wall = time.Unix(0, r.LastRecvUnix).Sub(t0).Seconds()
 	r.KiBPerSub = kibPerSub
+	r.IdleKiB = idleKiBPerSub
+	r.Subs = subs
 	if r.Deliveries == 0 || r.Wall <= 0 {
 		b.Fatalf("nothing delivered: %+v", r)
 	}
@@ -536,6 +561,9 @@ func benchFanout(b *testing.B, mode string, k int) {
 	b.ReportMetric(r.CPUs/float64(r.Deliveries)*1000, "cpu-s/1k-deliv")
 	b.ReportMetric(float64(r.Deliveries)/r.CPUs, "deliv/cpu-s")
 	b.ReportMetric(kibPerSub, "KiB/sub")
+	b.ReportMetric(idleKiBPerSub, "idle-KiB/sub")
+	b.ReportMetric(float64(subs), "subs")
+	b.ReportMetric(float64(failed), "dial-fails")
 	b.ReportMetric(r.FirstMsgP50, "first-msg-ms")
 	b.ReportMetric(float64(r.Expected-r.Deliveries), "lost")
 	b.ReportMetric(r.ClientCPUs/float64(r.Deliveries)*1000, "client-cpu-s/1k-deliv")
@@ -632,17 +660,22 @@ func TestBenchFarm(t *testing.T) {
 	if spec == "" {
 		t.Skip("the subscriber process of BenchmarkFanout")
 	}
-	var mode, url string
+	var mode, url, timeout string
 	var k int
-	if _, err := fmt.Sscanf(spec, "%s %s %d", &mode, &url, &k); err != nil {
+	if _, err := fmt.Sscanf(spec, "%s %s %d %s", &mode, &url, &k, &timeout); err != nil {
 		t.Fatalf("bad %s=%q: %v", farmEnv, spec, err)
 	}
-	if err := runFarm(mode, url, k, os.Stdin, os.Stdout); err != nil {
+	connectTimeout, err := time.ParseDuration(timeout)
+	if err != nil {
+		t.Fatalf("bad %s=%q: %v", farmEnv, spec, err)
+	}
+	if err := runFarm(mode, url, k, connectTimeout, os.Stdin, os.Stdout); err != nil {
 		t.Fatal(err)
 	}
 }
 
 type farmSub struct {
+	connected  bool
 	start      time.Time
 	first      time.Time
 	lastSeq    atomic.Int64
@@ -652,7 +685,7 @@ type farmSub struct {
 	mu         sync.Mutex
 }
 
-func runFarm(mode, url string, k int, in io.Reader, out io.Writer) error {
+func runFarm(mode, url string, k int, connectTimeout time.Duration, in io.Reader, out io.Writer) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -669,7 +702,14 @@ func runFarm(mode, url string, k int, in io.Reader, out io.Writer) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, k)
 	sem := make(chan struct{}, farmDialConc)
+	dialStart := time.Now()
 	for i := range subs {
+		if time.Since(dialStart) > connectTimeout {
+			// Measure the subscribers there are: the parent reports how
+			// many.
+			subs = subs[:i]
+			break
+		}
 		fs := &farmSub{}
 		fs.lastSeq.Store(-1)
 		subs[i] = fs
@@ -679,24 +719,52 @@ func runFarm(mode, url string, k int, in io.Reader, out io.Writer) error {
 			defer wg.Done()
 			defer func() { <-sem }()
 			fs.start = time.Now()
-			msgs, closeFn, err := farmDial(ctx, mode, url, quiet)
+			// Bounded, so that one connection the server gave up on
+			// (its ConnectTimeout, on a starved machine) cannot hold up
+			// the measurement; such failures are counted, not fatal.
+			dctx, dcancel := context.WithTimeout(ctx, farmDialTimeout)
+			msgs, closeFn, err := farmDial(dctx, mode, url, quiet)
+			dcancel()
 			if err != nil {
 				errs <- err
 				return
 			}
+			fs.connected = true
 			closersMu.Lock()
 			closers = append(closers, closeFn)
+			if n := len(closers); n%max(1, k/10) == 0 {
+				// Progress on stderr: connecting thousands of data
+				// channels on a loaded machine takes minutes.
+				fmt.Fprintf(os.Stderr, "farm %s: %d of %d subscribers connected after %v\n", mode, n, k, time.Since(dialStart).Round(time.Second))
+			}
 			closersMu.Unlock()
 			go fs.consume(msgs, &s0)
 		}()
 	}
 	wg.Wait()
-	select {
-	case err := <-errs:
-		return err
-	default:
+	close(errs)
+	failed := 0
+	var firstErr error
+	for err := range errs {
+		if firstErr == nil {
+			firstErr = err
+		}
+		failed++
 	}
-	fmt.Fprintln(out, "READY")
+	connected := subs[:0:0]
+	for _, fs := range subs {
+		if fs.connected {
+			connected = append(connected, fs)
+		}
+	}
+	if len(connected) == 0 {
+		return fmt.Errorf("no subscriber connected: %w", firstErr)
+	}
+	if failed > 0 {
+		fmt.Fprintf(os.Stderr, "farm %s: %d of %d connections failed, the first: %v\n", mode, failed, len(subs), firstErr)
+	}
+	subs = connected
+	fmt.Fprintln(out, "READY", len(subs), failed)
 
 	lines := bufio.NewScanner(in)
 	var last int64
@@ -745,7 +813,7 @@ func runFarm(mode, url string, k int, in io.Reader, out io.Writer) error {
 		fs.mu.Unlock()
 	}
 	r.Deliveries = int64(len(lat))
-	r.Expected = int64(k) * (last - s0.Load() + 1)
+	r.Expected = int64(len(subs)) * (last - s0.Load() + 1)
 	slices.Sort(lat)
 	slices.Sort(firsts)
 	if len(lat) > 0 {

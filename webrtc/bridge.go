@@ -140,10 +140,11 @@ const maxDrain = 256
 // run fans the messages of f's overlay subscription out to its sessions.
 // Delivering never blocks, so one slow browser cannot hold up the others.
 //
-// Data channel sessions get rounds at least FanoutInterval apart: messages
-// that come sooner after the last round are held for the rest of the
-// interval. WebSocket sessions get every round at once: a write there is
-// one system call, not a packet through SCTP and DTLS with an
+// Data channel sessions get rounds paced by the topic's load (pacing.go):
+// a message goes out at once unless the last round to them was less than
+// the pacer's gap ago, which grows with their number; then it is held for
+// the rest of the gap. WebSocket sessions get every round at once: a write
+// there is one system call, not a packet through SCTP and DTLS with an
 // acknowledgement to read. And when the fan-out falls behind (the overlay
 // delivers faster than it writes), messages wait in the subscription's
 // queue. Either way, each round takes all of them and sends them as one
@@ -152,17 +153,17 @@ const maxDrain = 256
 func (b *bridge) run(f *feed, sub Subscription) {
 	defer b.srv.wg.Done()
 	defer sub.Close()
-	interval := b.srv.cfg.FanoutInterval
+	p := pacer{maxHold: b.srv.cfg.FanoutInterval, packetRate: b.srv.cfg.FanoutPacketRate}
 	var (
 		frames [][]byte
 		msgs   []Message
 		held   [][]byte  // for the data channel sessions' next round
-		last   time.Time // of the data channel sessions' last round
+		due    time.Time // of the held messages
 	)
 	for {
 		ctx, cancel := f.ctx, context.CancelFunc(nil)
 		if len(held) > 0 {
-			ctx, cancel = context.WithDeadline(f.ctx, last.Add(interval))
+			ctx, cancel = context.WithDeadline(f.ctx, due)
 		}
 		msg, err := sub.Next(ctx)
 		if cancel != nil {
@@ -172,9 +173,10 @@ func (b *bridge) run(f *feed, sub Subscription) {
 		case err != nil && f.ctx.Err() != nil:
 			return
 		case err != nil && ctx.Err() != nil:
-			// The interval is over: the held messages go out.
+			// The gap is over: the held messages go out.
 			b.fanOut(f, held, true)
-			held, last = held[:0], time.Now()
+			held = held[:0]
+			p.sent(time.Now())
 			continue
 		case err != nil:
 			b.lost(f)
@@ -203,21 +205,36 @@ func (b *bridge) run(f *feed, sub Subscription) {
 				held = held[:0]
 			}
 			b.fanOutRelayed(t, f, msgs, frames)
-			last = time.Now()
+			p.sent(time.Now())
 			continue
 		}
 		b.fanOut(f, frames, false)
-		switch {
-		case len(held) == 0 && time.Since(last) >= interval:
-			b.fanOut(f, frames, true) // the first round after a quiet interval: at once
-			last = time.Now()
+		switch k, now := f.pacedCount(), time.Now(); {
+		case len(held) == 0 && p.ready(now, k):
+			b.fanOut(f, frames, true) // the topic's load allows a round now
+			p.sent(now)
 		case len(held)+len(frames) > maxDrain:
 			b.fanOut(f, append(held, frames...), true)
-			held, last = held[:0], time.Now()
+			held = held[:0]
+			p.sent(now)
+		case len(held) == 0:
+			held = append(held, frames...)
+			due = p.due(k)
 		default:
 			held = append(held, frames...)
 		}
 	}
+}
+
+// pacedCount is the number of f's data channel sessions.
+func (f *feed) pacedCount() int {
+	n := 0
+	for _, s := range *f.subs.Load() {
+		if s.paced {
+			n++
+		}
+	}
+	return n
 }
 
 // fanOut delivers frames to f's data channel sessions (dataChannels) or

@@ -97,6 +97,17 @@ type Config struct {
 	// off: for tests and single-machine devnets, where no packet may leave
 	// the host.
 	LoopbackOnly bool
+	// ICELite makes the server an ICE-lite endpoint (RFC 8445 section
+	// 2.5, webrtc/icelite.go) for browsers' data channels: it advertises
+	// one address (its IPv4 one, or PublicIPs with that port) and only
+	// answers the browser's connectivity checks, with no ICE agent per
+	// browser (4 goroutines and about 20 KiB less per browser). That
+	// needs an address browsers reach directly, so it is ignored when
+	// ICEServers are set (a peer behind a NAT runs full ICE, whose own
+	// checks open the NAT), and on a host with more than one IPv4 address
+	// among those the UDP sockets bind, where the server cannot tell
+	// which one browsers reach. Default true.
+	ICELite bool
 
 	// MaxSessions caps concurrent browser sessions; further offers get 503.
 	// Default 1000: at about 130 KiB of WebRTC state per session that is
@@ -173,19 +184,31 @@ type Config struct {
 	// this long, whatever the policy: the browser is gone or stuck, and its
 	// state is better freed. Default 30s.
 	StallTimeout time.Duration
-	// FanoutInterval is the least time between two fan-out rounds of a
-	// topic to its data channel browsers: a message that follows the
-	// previous round closer than this waits for the rest of the interval,
-	// and goes out with whatever else arrived meanwhile as one BATCH frame
-	// per browser. The first message after a quiet interval goes at once.
-	// Every data channel message costs the server a packet per browser
-	// (SCTP, DTLS encryption, a system call, and the browser's
-	// acknowledgement to read), whatever its size, so on a busy topic this
-	// divides the server's CPU per delivery by the messages per round, for
-	// at most this much latency. WebSocket browsers get every round at
-	// once. 0: every round at once. Default 30ms (BenchmarkFanout at 200
-	// messages/s: twice the deliveries per CPU-second of 0); at most 1s.
+	// FanoutInterval is the most a message waits for a topic's next
+	// fan-out round to its data channel browsers (pacing.go). Rounds to k
+	// data channel browsers are at least k/FanoutPacketRate seconds apart,
+	// and never more than this: a message that follows the last round
+	// sooner waits for the rest of that gap and goes out with whatever
+	// else arrived meanwhile as one BATCH frame per browser; the first
+	// message after a longer pause goes at once. Every data channel
+	// message costs the server a packet per browser (SCTP, DTLS
+	// encryption, a system call, and the browser's acknowledgement to
+	// read), whatever its size, so on a busy topic with many browsers
+	// this divides the server's CPU per delivery by the messages per
+	// round, for at most this much latency. WebSocket browsers get every
+	// round at once. 0: every round at once. Default 100ms: the gap of
+	// 1,000 browsers at the default FanoutPacketRate; at most 1s.
 	FanoutInterval time.Duration
+	// FanoutPacketRate is the data channel packets a second one topic's
+	// fan-out rounds aim to stay under, by spacing rounds to k browsers
+	// k/FanoutPacketRate apart (up to FanoutInterval). A topic below it
+	// is never held: 50 browsers of a topic of 200 messages/s, or 1,000
+	// of a topic of 10 messages/s, get every message at once. 0: every
+	// round is held FanoutInterval after the last. Default 10000: about
+	// a quarter of a core of the machine of docs/performance.md, where
+	// BenchmarkFanout (100 browsers, 200 messages/s) had a lower p99 and
+	// used less CPU with it (10 ms gaps) than with 20000 (no holding).
+	FanoutPacketRate float64
 
 	// Registerer receives the server's metrics (immense_webrtc_*). Nil
 	// means the metrics are kept but not registered.
@@ -223,7 +246,9 @@ func DefaultConfig() Config {
 		MaxBufferedAmount:     128 << 10,
 		SlowPolicy:            DropOldest,
 		StallTimeout:          30 * time.Second,
-		FanoutInterval:        30 * time.Millisecond,
+		FanoutInterval:        100 * time.Millisecond,
+		FanoutPacketRate:      10000,
+		ICELite:               true,
 		Relay:                 DefaultRelayConfig(),
 	}
 }
@@ -297,6 +322,9 @@ func (c *Config) validate() error {
 	}
 	if c.FanoutInterval < 0 || c.FanoutInterval > time.Second {
 		bad("FanoutInterval", "%v, must be from 0 to 1s", c.FanoutInterval)
+	}
+	if c.FanoutPacketRate < 0 {
+		bad("FanoutPacketRate", "%v, must not be negative", c.FanoutPacketRate)
 	}
 	if c.ConnectTimeout <= 0 {
 		bad("ConnectTimeout", "%v, must be positive", c.ConnectTimeout)

@@ -41,7 +41,7 @@ import (
 // dcStack is what every session's link shares: the UDP sockets, the ICE
 // options, the DTLS certificate.
 type dcStack struct {
-	mux         *ice.MultiUDPMuxDefault
+	mux         *udpMux
 	agentOpts   []ice.AgentOption
 	cert        tls.Certificate
 	fingerprint string // of cert, "sha-256 AB:CD:..."
@@ -51,6 +51,11 @@ type dcStack struct {
 	// receiveBuffer bounds what SCTP holds of a browser's unread data.
 	receiveBuffer uint32
 	logs          pionLogFactory
+	// lite is the one local address of ICE-lite sessions (icelite.go),
+	// nil when every session runs pion's full ICE agent; liteCandidates
+	// are the host candidates the answer gives for it.
+	lite           net.Addr
+	liteCandidates []string
 }
 
 // sctpPort is the SCTP port of both ends: pion's association uses 5000
@@ -106,7 +111,7 @@ func newDCStack(o transportOptions, servers []ICEServer) (*dcStack, error) {
 		fingerprint:    fp,
 		maxMessageSize: o.maxMessageSize,
 		receiveBuffer:  o.receiveBufferSize,
-		logs:           pionLogFactory{o.log},
+		logs:           newPionLogFactory(o.log),
 	}
 	networks := []ice.NetworkType{ice.NetworkTypeUDP4, ice.NetworkTypeUDP6}
 	if o.loopbackOnly {
@@ -133,7 +138,46 @@ func newDCStack(o transportOptions, servers []ICEServer) (*dcStack, error) {
 			External: o.publicIPs, AsCandidateType: ice.CandidateTypeHost,
 		}))
 	}
+	if o.iceLite && len(urls) == 0 {
+		st.lite, st.liteCandidates = liteAddress(mux.GetListenAddresses(), o.publicIPs)
+	}
 	return st, nil
+}
+
+// liteAddress returns the address of ICE-lite sessions and its
+// candidates, or nil if ICE-lite cannot serve this host. An ICE-lite
+// session reads one socket, so the mux must have exactly one IPv4 address
+// (its IPv6 ones, if any, are not advertised: every browser has IPv4): on
+// a host with several (a bridge for containers beside the public
+// interface) the server cannot tell which one browsers reach, and runs
+// full ICE, which advertises and checks them all. The candidates are that
+// address, or the public IPs with its port.
+func liteAddress(addrs []net.Addr, publicIPs []string) (net.Addr, []string) {
+	var pick *net.UDPAddr
+	for _, a := range addrs {
+		ua, ok := a.(*net.UDPAddr)
+		if !ok || ua.IP.To4() == nil {
+			continue
+		}
+		if pick != nil {
+			return nil, nil
+		}
+		pick = ua
+	}
+	if pick == nil {
+		return nil, nil
+	}
+	ips := publicIPs
+	if len(ips) == 0 {
+		ips = []string{pick.IP.String()}
+	}
+	cands := make([]string, len(ips))
+	for i, ip := range ips {
+		// Foundation, component 1, UDP, the highest host priority
+		// (RFC 8445 section 5.1.2.1: type 126, local preference 65535).
+		cands[i] = strconv.Itoa(i+1) + " 1 udp 2130706431 " + ip + " " + strconv.Itoa(pick.Port) + " typ host"
+	}
+	return pick, cands
 }
 
 func (st *dcStack) close() error { return st.mux.Close() }
@@ -197,7 +241,8 @@ func newCertificate() (tls.Certificate, string, error) {
 type dcLink struct {
 	st    *dcStack
 	offer remoteOffer
-	agent *ice.Agent
+	agent *ice.Agent // nil for an ICE-lite link
+	lite  *liteConn  // nil for a full ICE link
 
 	mu     sync.Mutex
 	closed bool
@@ -210,6 +255,15 @@ type dcLink struct {
 // gatherTimeout) and returns the link with the SDP answer. onFailed is
 // called (on the agent's goroutine) when ICE fails.
 func (st *dcStack) newLink(ctx context.Context, offer remoteOffer, gatherTimeout time.Duration, onFailed func()) (*dcLink, string, error) {
+	if st.lite != nil {
+		ufrag, pwd := newICECredentials()
+		lc, err := newLiteConn(st.mux, st.lite, ufrag, pwd, offer.ufrag, onFailed)
+		if err != nil {
+			return nil, "", fmt.Errorf("ICE-lite: %w", err)
+		}
+		l := &dcLink{st: st, offer: offer, lite: lc}
+		return l, buildAnswer(offer, true, ufrag, pwd, st.fingerprint, st.maxMessageSize, st.liteCandidates), nil
+	}
 	agent, err := ice.NewAgentWithOptions(st.agentOpts...)
 	if err != nil {
 		return nil, "", fmt.Errorf("ICE agent: %w", err)
@@ -268,7 +322,7 @@ func (st *dcStack) newLink(ctx context.Context, offer remoteOffer, gatherTimeout
 		return nil, "", fmt.Errorf("ICE credentials: %w", err)
 	}
 	mu.Lock()
-	answer := buildAnswer(offer, ufrag, pwd, st.fingerprint, st.maxMessageSize, cands)
+	answer := buildAnswer(offer, false, ufrag, pwd, st.fingerprint, st.maxMessageSize, cands)
 	mu.Unlock()
 	return l, answer, nil
 }
@@ -282,12 +336,22 @@ var errClosedLink = errors.New("closed while connecting")
 // channel accept takes. Other channels are refused. close (from another
 // goroutine, e.g. the connect timer) ends it.
 func (l *dcLink) connect(ctx context.Context, accept func(*datachannel.DataChannel) bool) (*datachannel.DataChannel, error) {
-	conn, err := l.agent.Accept(ctx, l.offer.ufrag, l.offer.pwd)
-	if err != nil {
-		return nil, fmt.Errorf("ICE: %w", err)
+	var (
+		pconn net.PacketConn
+		raddr net.Addr
+	)
+	if l.lite != nil {
+		// The browser's checks select the address (liteConn.WriteTo).
+		pconn, raddr = l.lite, &net.UDPAddr{IP: net.IPv4zero}
+	} else {
+		conn, err := l.agent.Accept(ctx, l.offer.ufrag, l.offer.pwd)
+		if err != nil {
+			return nil, fmt.Errorf("ICE: %w", err)
+		}
+		pconn, raddr = dtlsnet.PacketConnFromConn(conn), conn.RemoteAddr()
 	}
 	st := l.st
-	dc, err := dtls.Server(dtlsnet.PacketConnFromConn(conn), conn.RemoteAddr(), &dtls.Config{
+	dc, err := dtls.Server(pconn, raddr, &dtls.Config{
 		Certificates: []tls.Certificate{st.cert},
 		// Browsers offer SRTP in every handshake; one is selected so that
 		// none refuses the connection, but no SRTP session is started.
@@ -368,12 +432,19 @@ func (l *dcLink) close() {
 	if conn != nil {
 		_ = conn.Close()
 	}
+	if l.lite != nil {
+		_ = l.lite.Close()
+		return
+	}
 	_ = l.agent.GracefulClose()
 }
 
 // localPort is the local port of the selected ICE candidate pair, 0
 // before there is one.
 func (l *dcLink) localPort() int {
+	if l.lite != nil {
+		return l.lite.LocalAddr().(*net.UDPAddr).Port
+	}
 	pair, err := l.agent.GetSelectedCandidatePair()
 	if err != nil || pair == nil {
 		return 0
@@ -382,8 +453,9 @@ func (l *dcLink) localPort() int {
 }
 
 // buildAnswer writes the SDP answer to offer: one data channel section,
-// DTLS server (setup:passive), every local candidate, gathering complete.
-func buildAnswer(o remoteOffer, ufrag, pwd, fp string, maxMessageSize int, cands []string) string {
+// DTLS server (setup:passive), every local candidate, gathering complete;
+// lite says the server is an ICE-lite endpoint.
+func buildAnswer(o remoteOffer, lite bool, ufrag, pwd, fp string, maxMessageSize int, cands []string) string {
 	var b strings.Builder
 	w := func(lines ...string) {
 		for _, l := range lines {
@@ -395,6 +467,9 @@ func buildAnswer(o remoteOffer, ufrag, pwd, fp string, maxMessageSize int, cands
 		"o=- "+strconv.FormatUint(mrand.Uint64()>>1, 10)+" 2 IN IP4 0.0.0.0", // the session id: any number below 2^63
 		"s=-",
 		"t=0 0")
+	if lite {
+		w("a=ice-lite")
+	}
 	if o.bundle {
 		w("a=group:BUNDLE " + o.mid)
 	}

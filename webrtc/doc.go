@@ -29,16 +29,23 @@
 // opened ConnectTimeout after the answer is dropped.
 //
 // The server does not use pion's PeerConnection: it builds each session
-// from pion's parts (dclink.go): an ICE agent (controlled, full ICE, so
-// that NAT'd volunteers work) on the UDP mux every session shares, a DTLS
+// from pion's parts (dclink.go) on the UDP sockets every session shares
+// (udpmux.go): ICE as an ICE-lite endpoint (icelite.go: one host
+// candidate, a=ice-lite, the browser's checks answered inside the DTLS
+// connection's reads, no ICE agent) where the server has an address
+// browsers reach directly, or pion's full ICE agent (controlled) when
+// ICEServers are configured, so that NAT'd volunteers work; a DTLS
 // server with one certificate for the whole server, checked by the browser
 // against the answer's fingerprint while the server checks the browser's
 // against its offer's, an SCTP association and the one data channel. The
 // answer is written by hand (one m=application section, setup:passive,
 // every candidate, a=end-of-candidates); the offer is read with pion's SDP
 // parser and must have exactly that one section (parseOffer). No SRTP,
-// RTP demultiplexing, interceptors or mDNS are started: a session costs
-// twelve goroutines, eleven of them pion's, and about 130 KiB.
+// RTP demultiplexing, interceptors or mDNS are started: an ICE-lite session
+// costs seven goroutines (DTLS's reader, its read-context watcher and its
+// handshake loop; SCTP's reader, writer and timers; the session's reader)
+// and about 100 KiB of server memory (docs/performance.md); with the full
+// ICE agent four goroutines and about 20 KiB more.
 //
 // A browser that cannot reach a peer's HTTP port (a volunteer behind NAT)
 // POSTs the same body to another peer's SignalPath?peer=<peer ID>; that
@@ -102,11 +109,15 @@
 //
 // Messages of a topic reach a browser in the order the peer received them.
 // The peer encodes each message once for all its browsers. A topic's
-// fan-out rounds to data channel browsers are at least FanoutInterval
-// (30 ms) apart: a message that follows the last round sooner waits for the
-// rest of the interval and goes out with whatever else arrived, as one
-// BATCH, since every data channel message costs a packet per browser
-// whatever its size; WebSocket browsers get every round at once. A browser
+// fan-out rounds to its k data channel browsers are paced by load
+// (pacing.go): at least k/FanoutPacketRate apart (10,000 packets a second
+// by default), at most FanoutInterval (100 ms). A message that follows the
+// last round sooner waits for the rest of that gap and goes out with
+// whatever else arrived, as one BATCH, since every data channel message
+// costs a packet per browser whatever its size; a topic whose rounds stay
+// under the packet rate is never held (50 browsers of a 200 messages/s
+// topic get every message at once). WebSocket browsers get every round at
+// once. A browser
 // that keeps up gets each round written to its channel at once. A browser that falls
 // behind - its data channel holds more than MaxBufferedAmount bytes not yet
 // acknowledged - gets a queue, bounded by QueueLength messages and

@@ -16,6 +16,7 @@ func TestFanoutIntervalPacesDataChannels(t *testing.T) {
 	// Longer than Config allows, so that nothing here depends on timing;
 	// set before any topic's fan-out starts, which reads it once.
 	e.srv.cfg.FanoutInterval = time.Hour
+	e.srv.cfg.FanoutPacketRate = 0 // every round held the whole interval
 	ctx := testContext(t)
 	tok := e.token([]string{topic}, nil)
 	dc := e.dial(ctx, tok)

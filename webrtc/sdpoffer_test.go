@@ -46,7 +46,7 @@ func TestParseOffer(t *testing.T) {
 
 	// The answer is a description the parser reads back, with the
 	// section's mid, the DTLS server role and the candidates.
-	ans := buildAnswer(o, "abcd", "0123456789abcdef0123456789", "sha-256 AA:BB", 65535, []string{"1 1 udp 1 127.0.0.1 5000 typ host"})
+	ans := buildAnswer(o, false, "abcd", "0123456789abcdef0123456789", "sha-256 AA:BB", 65535, []string{"1 1 udp 1 127.0.0.1 5000 typ host"})
 	var d sdp.SessionDescription
 	if err := d.UnmarshalString(ans); err != nil {
 		t.Fatalf("answer does not parse: %v\n%s", err, ans)
@@ -103,7 +103,7 @@ func FuzzParseOffer(f *testing.F) {
 			t.Fatalf("accepted an offer out of bounds: %+v", o)
 		}
 		var d sdp.SessionDescription
-		if err := d.UnmarshalString(buildAnswer(o, "abcd", "0123456789abcdef0123456789", "sha-256 AA:BB", 65535, nil)); err != nil {
+		if err := d.UnmarshalString(buildAnswer(o, false, "abcd", "0123456789abcdef0123456789", "sha-256 AA:BB", 65535, nil)); err != nil {
 			t.Fatalf("answer to %q does not parse: %v", raw, err)
 		}
 	})

@@ -89,6 +89,7 @@ func New(bus Bus, cfg Config) (*Server, error) {
 		// need only hold two of the largest (a message larger than the
 		// buffer could never be reassembled), not pion's 1 MiB.
 		receiveBufferSize: uint32(max(2*cfg.MaxFrameSize, 64<<10)),
+		iceLite:           cfg.ICELite,
 		log:               log,
 	}, cfg.ICEServers)
 	if err != nil {

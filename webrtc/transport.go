@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/logging"
@@ -22,6 +23,7 @@ type transportOptions struct {
 	publicIPs         []string
 	maxMessageSize    int
 	receiveBufferSize uint32 // 0 = pion's default
+	iceLite           bool   // the server answers as ICE-lite where it can (icelite.go)
 	log               *slog.Logger
 }
 
@@ -30,7 +32,7 @@ type transportOptions struct {
 // server does not use pion's PeerConnection (dclink.go).
 func newAPI(o transportOptions) (*pion.API, error) {
 	var se pion.SettingEngine
-	se.LoggerFactory = pionLogFactory{o.log}
+	se.LoggerFactory = newPionLogFactory(o.log)
 	if o.maxMessageSize > 0 {
 		// Advertised to the other end as a=max-message-size, so a
 		// conforming browser refuses to send larger frames at all.
@@ -59,49 +61,6 @@ func newAPI(o transportOptions) (*pion.API, error) {
 	return pion.NewAPI(pion.WithSettingEngine(se)), nil
 }
 
-// udpMuxBuffer is the socket buffer asked for the shared UDP sockets.
-const udpMuxBuffer = 4 << 20
-
-// listenUDPMux binds the server's UDP mux: one socket per local address
-// (IPv4 loopback only with loopbackOnly), on the first port of the range
-// that every address can bind.
-func listenUDPMux(o transportOptions) (*ice.MultiUDPMuxDefault, error) {
-	opts := []ice.UDPMuxFromPortOption{
-		ice.UDPMuxFromPortWithLogger(pionLogFactory{o.log}.NewLogger("udpmux")),
-		// One socket now takes what a socket per session took: every
-		// browser's acknowledgements and handshakes. The kernel's default
-		// buffer (208 KiB on Linux) overflows at a few hundred browsers,
-		// and lost handshake packets fail connections. Linux caps this at
-		// net.core.rmem_max / wmem_max (docs/operating.md).
-		ice.UDPMuxFromPortWithReadBufferSize(udpMuxBuffer),
-		ice.UDPMuxFromPortWithWriteBufferSize(udpMuxBuffer),
-	}
-	if o.loopbackOnly {
-		opts = append(opts,
-			ice.UDPMuxFromPortWithLoopback(),
-			ice.UDPMuxFromPortWithIPFilter(func(ip net.IP) bool { return ip.IsLoopback() && ip.To4() != nil }),
-			ice.UDPMuxFromPortWithNetworks(ice.NetworkTypeUDP4))
-	} else {
-		// Not link-local addresses: no browser reaches the peer through
-		// one, and binding an IPv6 one fails while the address is still
-		// tentative (just after an interface comes up), which would fail
-		// the whole server.
-		opts = append(opts, ice.UDPMuxFromPortWithIPFilter(func(ip net.IP) bool { return ip.IsGlobalUnicast() }))
-	}
-	lo, hi := int(o.portMin), int(o.portMax)
-	var err error
-	for port := lo; port <= hi; port++ {
-		var mux *ice.MultiUDPMuxDefault
-		if mux, err = ice.NewMultiUDPMuxFromPort(port, opts...); err == nil {
-			return mux, nil
-		}
-	}
-	if lo == hi {
-		return nil, fmt.Errorf("browser UDP socket on port %d: %w", lo, err)
-	}
-	return nil, fmt.Errorf("browser UDP socket: no port of %d-%d is free: %w", lo, hi, err)
-}
-
 func toPionICEServers(servers []ICEServer, loopbackOnly bool) []pion.ICEServer {
 	if loopbackOnly {
 		return nil // nothing off the host may be contacted
@@ -120,22 +79,36 @@ func toPionICEServers(servers []ICEServer, loopbackOnly bool) []pion.ICEServer {
 // pionLogFactory routes pion's logs to slog. pion reports the routine
 // failures of browsers coming and going as errors; an operator can do
 // nothing about them, so they are logged at debug level, under the
-// attribute pion=<scope>.
-type pionLogFactory struct{ log *slog.Logger }
+// attribute pion=<scope>. Loggers are made once per scope and shared:
+// pion asks for several per connection (ICE, DTLS, SCTP, data channel),
+// and each slog.Logger.With copies the handler, about 0.8 KiB per browser.
+type pionLogFactory struct {
+	log    *slog.Logger
+	scopes *sync.Map // scope -> pionLogger
+}
+
+func newPionLogFactory(log *slog.Logger) pionLogFactory {
+	return pionLogFactory{log: log, scopes: new(sync.Map)}
+}
 
 // pion's trace, debug and info levels are far below anything useful in
 // production.
 const levelTrace = slog.LevelDebug - 4
 
 func (f pionLogFactory) NewLogger(scope string) logging.LeveledLogger {
+	if l, ok := f.scopes.Load(scope); ok {
+		return l.(pionLogger)
+	}
 	l := f.log.With("pion", scope)
-	// pion logs a lot on hot paths; deciding once per logger (pion makes
-	// one per connection) keeps the disabled case to a bool test.
-	return pionLogger{
+	// pion logs a lot on hot paths; deciding once per logger keeps the
+	// disabled case to a bool test.
+	pl := pionLogger{
 		log:     l,
 		traceOn: l.Enabled(context.Background(), levelTrace),
 		debugOn: l.Enabled(context.Background(), slog.LevelDebug),
 	}
+	f.scopes.Store(scope, pl)
+	return pl
 }
 
 type pionLogger struct {

@@ -1,0 +1,179 @@
+package webrtc
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v3"
+)
+
+// TestICELiteAndFullICE: a browser (the Go client, pion's full ICE agent)
+// connects and gets messages both when the server answers as ICE-lite and
+// when it runs a full agent per session; with ICE-lite no session has an
+// agent.
+func TestICELiteAndFullICE(t *testing.T) {
+	for _, lite := range []bool{true, false} {
+		t.Run(fmt.Sprintf("lite=%v", lite), func(t *testing.T) {
+			const topic = "room"
+			e := newTestEnv(t, func(c *Config) { c.ICELite = lite })
+			ctx := testContext(t)
+			c := e.dial(ctx, e.token([]string{topic}, nil))
+			if err := c.Subscribe(ctx, topic); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.bus.Publish(ctx, topic, []byte("hello"), "", nil); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case m := <-c.Messages():
+				if string(m.Data) != "hello" {
+					t.Fatalf("got %q", m.Data)
+				}
+			case <-ctx.Done():
+				t.Fatal("no message")
+			}
+			e.srv.mu.Lock()
+			defer e.srv.mu.Unlock()
+			for _, s := range e.srv.sessions {
+				if (s.link.lite != nil) != lite || (s.link.agent == nil) != lite {
+					t.Errorf("ICELite %v: session has lite endpoint %v, ICE agent %v", lite, s.link.lite != nil, s.link.agent != nil)
+				}
+			}
+		})
+	}
+}
+
+// packetPipe is an in-memory net.PacketConn: ReadFrom returns what the
+// test queued, WriteTo records what was written.
+type packetPipe struct {
+	in      chan pipePacket
+	written []pipePacket
+}
+
+type pipePacket struct {
+	b    []byte
+	addr net.Addr
+}
+
+func (p *packetPipe) ReadFrom(b []byte) (int, net.Addr, error) {
+	pkt, ok := <-p.in
+	if !ok {
+		return 0, nil, io.EOF
+	}
+	return copy(b, pkt.b), pkt.addr, nil
+}
+
+func (p *packetPipe) WriteTo(b []byte, addr net.Addr) (int, error) {
+	p.written = append(p.written, pipePacket{append([]byte(nil), b...), addr})
+	return len(b), nil
+}
+func (p *packetPipe) Close() error                     { return nil }
+func (p *packetPipe) LocalAddr() net.Addr              { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+func (p *packetPipe) SetDeadline(time.Time) error      { return nil }
+func (p *packetPipe) SetReadDeadline(time.Time) error  { return nil }
+func (p *packetPipe) SetWriteDeadline(time.Time) error { return nil }
+
+// TestLiteConnChecks: the ICE-lite endpoint answers only binding requests
+// with the right username and password, answers them with the browser's
+// address under the same password, and hands DTLS only packets from
+// addresses that passed a check; writes go to the nominated address.
+func TestLiteConnChecks(t *testing.T) {
+	const ufrag, pwd, remoteUfrag = "serverufrag", "serverpassword0123456789", "browser"
+	pipe := &packetPipe{in: make(chan pipePacket, 16)}
+	c := &liteConn{conn: pipe, username: ufrag + ":" + remoteUfrag, integrity: stun.NewShortTermIntegrity(pwd), onFailed: func() {}}
+	request := func(user, key string, nominate bool) []byte {
+		t.Helper()
+		setters := []stun.Setter{stun.TransactionID, stun.BindingRequest, stun.NewUsername(user)}
+		if nominate {
+			setters = append(setters, stun.RawAttribute{Type: stun.AttrUseCandidate})
+		}
+		setters = append(setters, stun.NewShortTermIntegrity(key), stun.Fingerprint)
+		m, err := stun.Build(setters...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Raw
+	}
+	a := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4001}
+	b := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4002}
+	stranger := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4003}
+	dtlsRecord := func(tag byte) []byte { return []byte{22, 0xfe, 0xfd, tag} } // a handshake record's first bytes
+
+	pipe.in <- pipePacket{request(ufrag+":"+remoteUfrag, "wrong password", false), stranger}
+	pipe.in <- pipePacket{request("other:"+remoteUfrag, pwd, false), stranger}
+	pipe.in <- pipePacket{dtlsRecord(1), stranger} // no check passed: dropped
+	pipe.in <- pipePacket{request(ufrag+":"+remoteUfrag, pwd, false), a}
+	pipe.in <- pipePacket{request(ufrag+":"+remoteUfrag, pwd, true), b} // nominated
+	pipe.in <- pipePacket{dtlsRecord(2), a}
+	close(pipe.in)
+
+	buf := make([]byte, 1500)
+	n, from, err := c.ReadFrom(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf[:n], dtlsRecord(2)) || from.String() != a.String() {
+		t.Fatalf("DTLS got %x from %v, want %x from %v", buf[:n], from, dtlsRecord(2), a)
+	}
+	if len(pipe.written) != 2 {
+		t.Fatalf("%d answers, want 2 (the checks with the right credentials)", len(pipe.written))
+	}
+	for i, want := range []*net.UDPAddr{a, b} {
+		w := pipe.written[i]
+		if w.addr.String() != want.String() {
+			t.Errorf("answer %d went to %v, want %v", i, w.addr, want)
+		}
+		m := &stun.Message{Raw: w.b}
+		if err := m.Decode(); err != nil || m.Type != stun.BindingSuccess {
+			t.Fatalf("answer %d: %v %v", i, m.Type, err)
+		}
+		if err := stun.NewShortTermIntegrity(pwd).Check(m); err != nil {
+			t.Errorf("answer %d: integrity: %v", i, err)
+		}
+		var xor stun.XORMappedAddress
+		if err := xor.GetFrom(m); err != nil || xor.Port != want.Port || !xor.IP.Equal(want.IP) {
+			t.Errorf("answer %d: mapped address %v (%v), want %v", i, xor, err, want)
+		}
+	}
+	// The last packet came from a, so DTLS answers go there.
+	if _, err := c.WriteTo([]byte("x"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := pipe.written[2].addr.String(); got != a.String() {
+		t.Errorf("DTLS write went to %v, want %v (the browser's latest address)", got, a)
+	}
+	if _, _, err := c.ReadFrom(buf); err != io.EOF {
+		t.Errorf("after the mux closed the connection: %v, want EOF", err)
+	}
+}
+
+// TestLiteAddress: ICE-lite serves a host with one IPv4 address among its
+// sockets (IPv6 ones beside it are not advertised), advertising it or the
+// public IPs with its port, and not a host with two, where it cannot tell
+// which one browsers reach.
+func TestLiteAddress(t *testing.T) {
+	v4 := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5000}
+	v4b := &net.UDPAddr{IP: net.IPv4(172, 17, 0, 1), Port: 5000}
+	v6 := &net.UDPAddr{IP: net.ParseIP("2001:db8::1"), Port: 5000}
+	for _, c := range []struct {
+		addrs  []net.Addr
+		public []string
+		want   net.Addr
+		cands  []string
+	}{
+		{[]net.Addr{v4}, nil, v4, []string{"1 1 udp 2130706431 192.0.2.1 5000 typ host"}},
+		{[]net.Addr{v6, v4}, nil, v4, []string{"1 1 udp 2130706431 192.0.2.1 5000 typ host"}},
+		{[]net.Addr{v4}, []string{"198.51.100.7"}, v4, []string{"1 1 udp 2130706431 198.51.100.7 5000 typ host"}},
+		{[]net.Addr{v4, v4b}, nil, nil, nil},
+		{[]net.Addr{v6}, nil, nil, nil},
+	} {
+		got, cands := liteAddress(c.addrs, c.public)
+		if fmt.Sprint(got) != fmt.Sprint(c.want) || fmt.Sprint(cands) != fmt.Sprint(c.cands) {
+			t.Errorf("liteAddress(%v, %v) = %v %q, want %v %q", c.addrs, c.public, got, cands, c.want, c.cands)
+		}
+	}
+}
