@@ -103,10 +103,11 @@ type Config struct {
 	// answers the browser's connectivity checks, with no ICE agent per
 	// browser (4 goroutines and about 20 KiB less per browser). That
 	// needs an address browsers reach directly, so it is ignored when
-	// ICEServers are set (a peer behind a NAT runs full ICE, whose own
-	// checks open the NAT), and on a host with more than one IPv4 address
-	// among those the UDP sockets bind, where the server cannot tell
-	// which one browsers reach. Default true.
+	// ICEServers are set or the host's address is private (RFC 1918,
+	// carrier-grade NAT) and no PublicIPs are given (a peer behind a NAT
+	// runs full ICE, whose own checks open the NAT), and on a host with
+	// more than one IPv4 address among those the UDP sockets bind, where
+	// the server cannot tell which one browsers reach. Default true.
 	ICELite bool
 
 	// MaxSessions caps concurrent browser sessions; further offers get 503.

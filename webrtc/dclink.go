@@ -145,7 +145,9 @@ func newDCStack(o transportOptions, servers []ICEServer) (*dcStack, error) {
 }
 
 // liteAddress returns the address of ICE-lite sessions and its
-// candidates, or nil if ICE-lite cannot serve this host. An ICE-lite
+// candidates, or nil if ICE-lite cannot serve this host: one whose
+// address is private (behind a NAT, unless PublicIPs says how it is
+// reached), or that has several. An ICE-lite
 // session reads one socket, so the mux must have exactly one IPv4 address
 // (its IPv6 ones, if any, are not advertised: every browser has IPv4): on
 // a host with several (a bridge for containers beside the public
@@ -167,6 +169,11 @@ func liteAddress(addrs []net.Addr, publicIPs []string) (net.Addr, []string) {
 	if pick == nil {
 		return nil, nil
 	}
+	if len(publicIPs) == 0 && !pick.IP.IsLoopback() && !reachableIP(pick.IP) {
+		// A private address: the host is most likely behind a NAT (a
+		// volunteer at home), which only the server's own checks open.
+		return nil, nil
+	}
 	ips := publicIPs
 	if len(ips) == 0 {
 		ips = []string{pick.IP.String()}
@@ -178,6 +185,16 @@ func liteAddress(addrs []net.Addr, publicIPs []string) (net.Addr, []string) {
 		cands[i] = strconv.Itoa(i+1) + " 1 udp 2130706431 " + ip + " " + strconv.Itoa(pick.Port) + " typ host"
 	}
 	return pick, cands
+}
+
+// cgnat is the shared address space of carrier-grade NAT (RFC 6598).
+var cgnat = net.IPNet{IP: net.IPv4(100, 64, 0, 0), Mask: net.CIDRMask(10, 32)}
+
+// reachableIP reports whether browsers elsewhere can send to ip directly:
+// a global unicast address, not a private (RFC 1918), carrier-grade NAT or
+// link-local one.
+func reachableIP(ip net.IP) bool {
+	return ip.IsGlobalUnicast() && !ip.IsPrivate() && !cgnat.Contains(ip)
 }
 
 func (st *dcStack) close() error { return st.mux.Close() }

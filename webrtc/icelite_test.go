@@ -154,11 +154,15 @@ func TestLiteConnChecks(t *testing.T) {
 // TestLiteAddress: ICE-lite serves a host with one IPv4 address among its
 // sockets (IPv6 ones beside it are not advertised), advertising it or the
 // public IPs with its port, and not a host with two, where it cannot tell
-// which one browsers reach.
+// which one browsers reach, nor one with a private address and no public
+// IP given (behind a NAT).
 func TestLiteAddress(t *testing.T) {
 	v4 := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5000}
 	v4b := &net.UDPAddr{IP: net.IPv4(172, 17, 0, 1), Port: 5000}
 	v6 := &net.UDPAddr{IP: net.ParseIP("2001:db8::1"), Port: 5000}
+	home := &net.UDPAddr{IP: net.IPv4(192, 168, 1, 2), Port: 5000}
+	carrier := &net.UDPAddr{IP: net.IPv4(100, 70, 0, 9), Port: 5000}
+	lo := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}
 	for _, c := range []struct {
 		addrs  []net.Addr
 		public []string
@@ -170,6 +174,12 @@ func TestLiteAddress(t *testing.T) {
 		{[]net.Addr{v4}, []string{"198.51.100.7"}, v4, []string{"1 1 udp 2130706431 198.51.100.7 5000 typ host"}},
 		{[]net.Addr{v4, v4b}, nil, nil, nil},
 		{[]net.Addr{v6}, nil, nil, nil},
+		// Private, CGNAT: behind a NAT, full ICE; unless the operator
+		// gave the public IP (1:1 NAT); loopback (tests, devnets): lite.
+		{[]net.Addr{home}, nil, nil, nil},
+		{[]net.Addr{carrier}, nil, nil, nil},
+		{[]net.Addr{home}, []string{"198.51.100.7"}, home, []string{"1 1 udp 2130706431 198.51.100.7 5000 typ host"}},
+		{[]net.Addr{lo}, nil, lo, []string{"1 1 udp 2130706431 127.0.0.1 5000 typ host"}},
 	} {
 		got, cands := liteAddress(c.addrs, c.public)
 		if fmt.Sprint(got) != fmt.Sprint(c.want) || fmt.Sprint(cands) != fmt.Sprint(c.cands) {
