@@ -67,7 +67,7 @@ func (s *Service) delete(ctx context.Context, key string) error {
 		}
 		return fmt.Errorf("publish tombstone: %w", err)
 	}
-	s.published(dhtKey, ts.Version)
+	s.published(dhtKey, ts.Version, rec)
 	if err := s.tracked.markPublished(key, ts.Version); err != nil {
 		s.log.Debug("record published tombstone", "key", key, "err", err)
 	}

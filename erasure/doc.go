@@ -82,9 +82,13 @@
 // after a Delete), the highest it verified, and the DHT's: a record that
 // expired from the DHT does not restart the key at version 1. A reader
 // remembers the highest version it verified per object (an LRU of
-// 16384 objects) and refuses an older manifest with ErrRolledBack
-// (immense_state_rollbacks_refused_total): a signed old manifest put back
-// after expiry is not served as current. The writer republishes a deleted
+// 16384 objects), with that version's signed record when it is at most
+// 16 KiB (8 MiB of them in all). Served an older manifest (a signed old
+// one put back after expiry, or, under churn, what the online peers still
+// hold while those that took the newer one are offline), it reads the
+// newer one it kept and puts it back in the DHT; without it, it refuses
+// with ErrRolledBack. Either way the older one is not served as current
+// (immense_state_rollbacks_refused_total counts them). The writer republishes a deleted
 // key's tombstone every RepublishInterval until GCMissingGrace has passed.
 //
 // # Handoff hints (format 1)

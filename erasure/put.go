@@ -239,7 +239,7 @@ func (s *Service) commit(ctx context.Context, key, dhtKey string, version uint64
 		}
 		return fmt.Errorf("publish manifest: %w", err)
 	}
-	s.published(dhtKey, version)
+	s.published(dhtKey, version, rec)
 	if err := s.tracked.markPublished(key, version); err != nil {
 		// The DHT has it; the rollback floor catches up with the next
 		// write of the list.

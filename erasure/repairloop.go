@@ -303,7 +303,7 @@ func (s *Service) publishRepair(ctx context.Context, obj ObjectID, dhtKey string
 		return 0, fmt.Errorf("publish manifest: %w", err)
 	}
 	s.republished.set(obj, s.cfg.Now())
-	s.published(dhtKey, next.Version)
+	s.published(dhtKey, next.Version, rec)
 	if err := s.tracked.raise(obj, next.Version); err != nil {
 		// The DHT has the version; the floor catches up with the next
 		// write of the list.

@@ -23,8 +23,9 @@ func (r *memRecords) expire(key string) {
 
 // TestManifestRollback: once an object's record has expired from the DHT,
 // a peer without the app key puts back an older signed manifest it kept.
-// A reader that verified a newer version refuses it (ErrRolledBack,
-// counted); the writer's next Put goes above every version it published,
+// A reader that verified a newer version reads that one from its memory
+// and puts it back (counted); one that kept only the version refuses
+// (ErrRolledBack); the writer's next Put goes above every version it published,
 // also after a restart; a deleted object's tombstone is republished (also
 // after a restart), so a replayed live manifest does not bring the object
 // back. Another object is read throughout.
@@ -101,9 +102,24 @@ func TestManifestRollback(t *testing.T) {
 			t.Fatalf("read: %q %v", v, err)
 		}
 
+		// The reader kept the record of version 3: it reads that one, and
+		// puts it back in the DHT.
 		replay(old)
-		if _, err := get(reader, "obj"); !errors.Is(err, ErrRolledBack) || rollbacks() != 1 {
-			t.Fatalf("read of a replayed version 2 after version 3: %v (rollbacks counted %v)", err, rollbacks())
+		if v, err := get(reader, "obj"); err != nil || v != "v3" || rollbacks() != 1 {
+			t.Fatalf("read of a replayed version 2 after version 3: %q %v (rollbacks counted %v)", v, err, rollbacks())
+		}
+		if m, err := validateRecord(dhtKey, kept()); err != nil || m.Version != 3 {
+			t.Fatalf("the DHT after the reader put version 3 back: %+v %v", m, err)
+		}
+		// A reader that kept only the version refuses the replay.
+		forgetful := tn.nodes[2].svc
+		forgetful.seen = newVersionMemory(maxRememberedVersions, 0, 0)
+		if v, err := get(forgetful, "obj"); err != nil || v != "v3" {
+			t.Fatalf("read: %q %v", v, err)
+		}
+		replay(old)
+		if _, err := get(forgetful, "obj"); !errors.Is(err, ErrRolledBack) || counterValue(forgetful.metrics.rollbacks) != 1 {
+			t.Fatalf("read of a replayed version 2 after version 3: %v (rollbacks counted %v)", err, counterValue(forgetful.metrics.rollbacks))
 		}
 		steady()
 		res, err := writer.Put(ctx, "obj", []byte("v4"))
@@ -130,9 +146,10 @@ func TestManifestRollback(t *testing.T) {
 			t.Fatalf("read after delete: %v", err)
 		}
 		replay(live)
-		if _, err := get(reader, "obj"); !errors.Is(err, ErrRolledBack) || rollbacks() != 2 {
+		if _, err := get(reader, "obj"); !errors.Is(err, ErrNotFound) || rollbacks() != 2 {
 			t.Fatalf("read of a replayed live version after the tombstone: %v (rollbacks counted %v)", err, rollbacks())
 		}
+
 		steady()
 		// The writer republishes its tombstone: a reader that never saw
 		// the object finds it deleted again.
@@ -199,17 +216,23 @@ func TestTombstonesExpire(t *testing.T) {
 	}
 }
 
-// TestVersionMemoryBounded: the reader's memory of versions is an LRU.
+// TestVersionMemoryBounded: the reader's memory of versions is an LRU,
+// and the records it keeps beside them are bounded in size and in all.
 func TestVersionMemoryBounded(t *testing.T) {
-	v := newVersionMemory(2)
-	v.observe("a", 5)
-	v.observe("b", 1)
-	if prev := v.observe("a", 3); prev != 5 || v.get("a") != 5 {
-		t.Fatalf("older version: prev %d, kept %d", prev, v.get("a"))
+	v := newVersionMemory(2, 5, 6)
+	v.observe("a", 5, []byte("a5"))
+	v.observe("b", 1, []byte("b1"))
+	if prev := v.observe("a", 3, []byte("a3")); prev != 5 || v.get("a") != 5 || string(v.record("a")) != "a5" {
+		t.Fatalf("older version: prev %d, kept %d %q", prev, v.get("a"), v.record("a"))
 	}
-	v.observe("c", 1) // evicts b, the least recently used
-	if v.len() != 2 || v.get("b") != 0 || v.get("a") != 5 {
-		t.Fatalf("len %d, a %d, b %d", v.len(), v.get("a"), v.get("b"))
+	v.observe("c", 1, []byte("too large")) // evicts b, the least recently used
+	if v.len() != 2 || v.get("b") != 0 || v.get("a") != 5 || v.record("c") != nil || v.get("c") != 1 {
+		t.Fatalf("len %d, a %d, b %d, c %d %q", v.len(), v.get("a"), v.get("b"), v.get("c"), v.record("c"))
+	}
+	v.observe("c", 2, []byte("c2"))
+	v.observe("a", 6, []byte("a6...")) // 7 bytes in all: c's record goes, not a's
+	if string(v.record("a")) != "a6..." || v.record("c") != nil || v.get("c") != 2 || v.bytes != 5 {
+		t.Fatalf("a %q, c %d %q, bytes %d", v.record("a"), v.get("c"), v.record("c"), v.bytes)
 	}
 }
 

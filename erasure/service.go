@@ -139,7 +139,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		avail: d.Availability, log: cfg.Logger.With("component", "erasure"), metrics: m,
 		client: NewClient(d.Host, cfg.RequestTimeout), sched: sched, started: cfg.Now(),
 		codecs: map[Params]*Codec{}, book: newPeerBook(cfg), tracked: tracked, ctx: ctx, cancel: cancel,
-		seen: newVersionMemory(maxRememberedVersions),
+		seen: newVersionMemory(maxRememberedVersions, maxRememberedRecord, maxRememberedRecordBytes),
 	}
 	for i := range s.objLocks {
 		s.objLocks[i] = make(objLock, 1)

@@ -13,26 +13,42 @@ import (
 // looked at for long, not the ones it reads.
 const maxRememberedVersions = 16384
 
+// maxRememberedRecord and maxRememberedRecordBytes bound the signed
+// manifests a service keeps beside the versions: the newest it verified
+// of each object, if no larger than this (a manifest of up to a few
+// hundred segments), and this much in all (the least recently used are
+// dropped first).
+const (
+	maxRememberedRecord      = 16 << 10
+	maxRememberedRecordBytes = 8 << 20
+)
+
 // versionMemory remembers, per DHT key, the highest manifest version this
 // service has verified, so that an older signed manifest served later (a
 // replay after the record expired from the DHT, or a DHT server that kept
-// an old one) is refused instead of returning stale data. It is an LRU of
+// an old one) is refused instead of returning stale data; and, within a
+// byte budget, that version's signed record, so that the service can
+// read (and put back) the newer one instead of failing. It is an LRU of
 // bounded size; safe for concurrent use.
 type versionMemory struct {
-	max int
+	max, maxRec, maxBytes int
 
 	mu    sync.Mutex
 	order *list.List // of *versionSeen, most recent at the front
 	byKey map[string]*list.Element
+	bytes int // of the records kept
 }
 
 type versionSeen struct {
 	key     string
 	version uint64
+	rec     []byte // the signed record of version, nil if not kept
 }
 
-func newVersionMemory(max int) *versionMemory {
-	return &versionMemory{max: max, order: list.New(), byKey: map[string]*list.Element{}}
+// newVersionMemory remembers max keys, and their records of up to maxRec
+// bytes, maxBytes in all.
+func newVersionMemory(max, maxRec, maxBytes int) *versionMemory {
+	return &versionMemory{max: max, maxRec: maxRec, maxBytes: maxBytes, order: list.New(), byKey: map[string]*list.Element{}}
 }
 
 // get returns the highest version remembered for key, 0 if none.
@@ -45,26 +61,56 @@ func (v *versionMemory) get(key string) uint64 {
 	return 0
 }
 
-// observe records that version of key was verified, and returns the
-// highest version known before (0 if none). A lower version than that is
-// not recorded: the caller refuses it.
-func (v *versionMemory) observe(key string, version uint64) uint64 {
+// observe records that version of key, whose signed record is rec, was
+// verified, and returns the highest version known before (0 if none). A
+// lower version than that is not recorded: the caller refuses it.
+func (v *versionMemory) observe(key string, version uint64, rec []byte) uint64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var s *versionSeen
+	prev := uint64(0)
+	if e, ok := v.byKey[key]; ok {
+		s = e.Value.(*versionSeen)
+		v.order.MoveToFront(e)
+		prev = s.version
+	} else {
+		s = &versionSeen{key: key}
+		v.byKey[key] = v.order.PushFront(s)
+		for v.order.Len() > v.max {
+			old := v.order.Back()
+			v.bytes -= len(old.Value.(*versionSeen).rec)
+			v.order.Remove(old)
+			delete(v.byKey, old.Value.(*versionSeen).key)
+		}
+	}
+	if version > s.version || (version == s.version && s.rec == nil) {
+		v.bytes -= len(s.rec)
+		s.version, s.rec = version, nil
+		if len(rec) > 0 && len(rec) <= v.maxRec {
+			s.rec = append([]byte(nil), rec...)
+			v.bytes += len(rec)
+			// Over the budget: drop the records of the least recently
+			// used keys (their versions stay).
+			for e := v.order.Back(); v.bytes > v.maxBytes && e != nil; e = e.Prev() {
+				if o := e.Value.(*versionSeen); o != s {
+					v.bytes -= len(o.rec)
+					o.rec = nil
+				}
+			}
+		}
+	}
+	return prev
+}
+
+// record returns the signed record of the highest version remembered for
+// key, nil if it was not kept.
+func (v *versionMemory) record(key string) []byte {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if e, ok := v.byKey[key]; ok {
-		s := e.Value.(*versionSeen)
-		v.order.MoveToFront(e)
-		prev := s.version
-		s.version = max(s.version, version)
-		return prev
+		return e.Value.(*versionSeen).rec
 	}
-	v.byKey[key] = v.order.PushFront(&versionSeen{key: key, version: version})
-	for v.order.Len() > v.max {
-		old := v.order.Back()
-		v.order.Remove(old)
-		delete(v.byKey, old.Value.(*versionSeen).key)
-	}
-	return 0
+	return nil
 }
 
 // len returns the number of keys remembered.
@@ -74,24 +120,38 @@ func (v *versionMemory) len() int {
 	return v.order.Len()
 }
 
-// latest fetches and verifies the current manifest under dhtKey, and
-// refuses it with ErrRolledBack if a higher version of the object was
-// verified before: the DHT keeps only the highest version it holds, and
-// once the record expired an attacker can put back any older signed one.
-// It returns an error wrapping ErrNotFound when the DHT has none.
+// latest fetches and verifies the current manifest under dhtKey. If a
+// higher version of the object was verified before (the DHT keeps only
+// the highest version it holds, and once the record expired an attacker
+// can put back any older signed one; under churn the peers that took the
+// newer one may all be offline), it returns that version instead when it
+// kept its record, and puts it back in the DHT; else it refuses with
+// ErrRolledBack. It returns an error wrapping ErrNotFound when the DHT has
+// none.
 func (s *Service) latest(ctx context.Context, dhtKey string) (*Manifest, []byte, error) {
 	m, rec, err := s.fetchManifest(ctx, dhtKey)
 	if err != nil {
 		return nil, nil, err
 	}
-	if prev := s.seen.observe(dhtKey, m.Version); m.Version < prev {
-		s.metrics.rolledBack()
-		s.log.Warn("refused a manifest older than one verified before (replayed or stale record)",
-			"key", dhtKey, "version", m.Version, "highest_seen", prev)
-		return nil, nil, fmt.Errorf("get manifest %s: version %d, but version %d was verified before: %w",
-			dhtKey, m.Version, prev, ErrRolledBack)
+	prev := s.seen.observe(dhtKey, m.Version, rec)
+	if m.Version >= prev {
+		return m, rec, nil
 	}
-	return m, rec, nil
+	s.metrics.rolledBack()
+	if newer := s.seen.record(dhtKey); newer != nil {
+		if nm, err := validateRecord(dhtKey, newer); err == nil && nm.Version == prev {
+			s.log.Info("the DHT served a manifest older than one verified before: using that one and putting it back",
+				"key", dhtKey, "version", m.Version, "highest_seen", prev)
+			if err := s.records.PutValue(ctx, dhtKey, newer); err != nil {
+				s.log.Debug("put back the newer manifest", "key", dhtKey, "err", err)
+			}
+			return nm, newer, nil
+		}
+	}
+	s.log.Warn("refused a manifest older than one verified before (replayed or stale record)",
+		"key", dhtKey, "version", m.Version, "highest_seen", prev)
+	return nil, nil, fmt.Errorf("get manifest %s: version %d, but version %d was verified before: %w",
+		dhtKey, m.Version, prev, ErrRolledBack)
 }
 
 // nextVersion returns the version a write of key (object dhtKey) after
@@ -106,8 +166,11 @@ func (s *Service) nextVersion(key, dhtKey string, cur *Manifest) uint64 {
 	return v + 1
 }
 
-// published notes that this service published version of dhtKey.
-func (s *Service) published(dhtKey string, version uint64) { s.seen.observe(dhtKey, version) }
+// published notes that this service published version of dhtKey, whose
+// signed record is rec.
+func (s *Service) published(dhtKey string, version uint64, rec []byte) {
+	s.seen.observe(dhtKey, version, rec)
+}
 
 // republishTombstones re-puts the tombstones of keys deleted less than
 // GCMissingGrace ago whose last put is RepublishInterval old, so that an
