@@ -69,6 +69,8 @@ func NodeFlags(c *node.Config) []Flag {
 			Flag{"browser-relay-direct-budget", "browsers of one topic this peer feeds itself before it attaches further ones to browser relays", Int(&b.Relay.DirectBudget)},
 			Flag{"browser-relay-max-children", "browsers one browser relay feeds at most (1-255)", Int(&b.Relay.MaxChildren)},
 			Flag{"browser-relay-min-uptime", "how long a browser must have been connected and willing before it is asked to relay", Duration(&b.Relay.MinUptime)},
+			Flag{"webrtc-ice-lite", "answer browsers as an ICE-lite endpoint (no ICE agent per browser) where they reach this peer directly: one public (or loopback) IPv4 address, or --webrtc-public-ip, and no --ice-server; else full ICE", Bool(&b.ICELite)},
+			Flag{"webrtc-fanout-packet-rate", "data channel packets per second a topic's fan-out aims at: its rounds to k browsers are at least k / this apart (batched), so a busy topic costs less CPU per delivery for a little latency; a light topic is never held", Float(&b.FanoutPacketRate)},
 			Flag{"webrtc-udp-ports", "UDP port `range` for browser connections: all of them share one socket, on the first free port of the range, e.g. 50000-50000 (default: any)", portRange{&b.UDPPortMin, &b.UDPPortMax}},
 		)
 	}
