@@ -187,3 +187,62 @@ func TestLiteAddress(t *testing.T) {
 		}
 	}
 }
+
+// sinkConn is a net.PacketConn that keeps what is written to it.
+type sinkConn struct {
+	net.PacketConn // nil: only WriteTo is called
+	writes         int
+}
+
+func (s *sinkConn) WriteTo(b []byte, _ net.Addr) (int, error) { s.writes++; return len(b), nil }
+
+// liteSeed returns a binding request as a browser sends it: the server's
+// ufrag and its own, integrity with the server's password, and (with
+// nominate) USE-CANDIDATE.
+func liteSeed(tb testing.TB, user, pwd string, nominate bool) []byte {
+	setters := []stun.Setter{stun.TransactionID, stun.BindingRequest, stun.NewUsername(user)}
+	if nominate {
+		setters = append(setters, stun.RawAttribute{Type: stun.AttrUseCandidate})
+	}
+	setters = append(setters, stun.NewShortTermIntegrity(pwd), stun.Fingerprint)
+	m, err := stun.Build(setters...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return m.Raw
+}
+
+// FuzzLiteSTUN: whatever a stranger sends to the ICE-lite endpoint, it
+// does not panic, and it takes the sender's address (and answers) only for
+// a binding request with the right username and message integrity; seeds
+// in testdata/fuzz/FuzzLiteSTUN and below.
+func FuzzLiteSTUN(f *testing.F) {
+	const user, pwd = "serverufrag:browser", "serverpasswordserverpassword1234"
+	f.Add(liteSeed(f, user, pwd, false))
+	f.Add(liteSeed(f, user, pwd, true))
+	f.Add(liteSeed(f, user, "wrongpasswordwrongpasswordwrong1", true))
+	f.Add(liteSeed(f, "serverufrag:other", pwd, false))
+	f.Add([]byte{0x16, 0xfe, 0xfd, 0, 0}) // a DTLS record
+	f.Fuzz(func(t *testing.T, b []byte) {
+		sink := &sinkConn{}
+		c := &liteConn{conn: sink, username: user, integrity: stun.NewShortTermIntegrity(pwd)}
+		addr := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 40000}
+		c.handleSTUN(append([]byte(nil), b...), addr)
+		// Judge it independently: a binding request, this username, a
+		// valid integrity.
+		m := &stun.Message{Raw: append([]byte(nil), b...)}
+		var u stun.Username
+		valid := m.Decode() == nil && m.Type == stun.BindingRequest &&
+			u.GetFrom(m) == nil && string(u) == user && stun.NewShortTermIntegrity(pwd).Check(m) == nil &&
+			(!m.Contains(stun.AttrFingerprint) || stun.Fingerprint.Check(m) == nil)
+		taken := len(c.checked) > 0
+		switch {
+		case taken && !valid:
+			t.Fatalf("took %v from a packet that is not a valid check: %x", c.checked, b)
+		case valid && (!taken || sink.writes != 1 || c.selected == nil):
+			t.Fatalf("a valid check: taken %v, answers %d, selected %v", taken, sink.writes, c.selected)
+		case sink.writes > 0 && !taken:
+			t.Fatalf("answered a packet it did not take: %x", b)
+		}
+	})
+}
