@@ -24,9 +24,9 @@ type feed struct {
 	topic  string
 	ctx    context.Context
 	cancel context.CancelFunc
-	// subs is replaced, never modified, under bridge.mu, so the fan-out
-	// reads it without a lock.
-	subs atomic.Pointer[[]*session]
+	// subs is replaced, never modified, under bridge.mu (setSubs), so the
+	// fan-out reads it without a lock.
+	subs atomic.Pointer[subscribers]
 
 	// presence is on for the topic (presence.go); members is the
 	// topic's membership as the Bus reported it, guarded by mu.
@@ -39,6 +39,29 @@ type feed struct {
 	// member (the Bus counts them).
 	presMu sync.Mutex
 	shown  map[*session]bool
+}
+
+// subscribers are a topic's sessions, all of them and split by how the
+// fan-out feeds them, so that a round visits only the sessions it writes
+// to. A session's kind is known before it subscribes: its data channel
+// is open (it sent the SUBSCRIBE over it) or it is a WebSocket one.
+type subscribers struct {
+	all   []*session
+	paced []*session // data channel sessions, whose rounds are paced
+	other []*session // fed every round at once
+}
+
+// setSubs replaces f's subscribers with all. b.mu is held.
+func (f *feed) setSubs(all []*session) {
+	sub := &subscribers{all: all}
+	for _, s := range all {
+		if s.paced {
+			sub.paced = append(sub.paced, s)
+		} else {
+			sub.other = append(sub.other, s)
+		}
+	}
+	f.subs.Store(sub)
 }
 
 func newBridge(srv *Server) *bridge {
@@ -62,7 +85,7 @@ func (b *bridge) join(topic string, s *session) error {
 			return err
 		}
 		f = &feed{topic: topic, ctx: ctx, cancel: cancel}
-		f.subs.Store(&[]*session{})
+		f.setSubs(nil)
 		b.feeds[topic] = f
 		b.srv.metrics.topics.Inc()
 		b.srv.wg.Add(1)
@@ -78,9 +101,9 @@ func (b *bridge) join(topic string, s *session) error {
 		b.dropIfEmpty(f)
 		return ErrClosed
 	}
-	subs := *f.subs.Load()
+	subs := f.subs.Load().all
 	if !slices.Contains(subs, s) {
-		f.subs.Store(ptr(append(slices.Clip(subs), s)))
+		f.setSubs(append(slices.Clip(subs), s))
 	}
 	return nil
 }
@@ -94,10 +117,10 @@ func (b *bridge) leave(topic string, s *session) {
 		b.mu.Unlock()
 		return
 	}
-	subs := *f.subs.Load()
+	subs := f.subs.Load().all
 	i := slices.Index(subs, s)
 	if i >= 0 {
-		f.subs.Store(ptr(slices.Delete(slices.Clone(subs), i, i+1)))
+		f.setSubs(slices.Delete(slices.Clone(subs), i, i+1))
 	}
 	b.dropIfEmpty(f)
 	b.mu.Unlock()
@@ -113,7 +136,7 @@ func (b *bridge) leave(topic string, s *session) {
 
 // dropIfEmpty ends f if nobody follows it. b.mu must be held.
 func (b *bridge) dropIfEmpty(f *feed) {
-	if len(*f.subs.Load()) > 0 || b.feeds[f.topic] != f {
+	if len(f.subs.Load().all) > 0 || b.feeds[f.topic] != f {
 		return
 	}
 	delete(b.feeds, f.topic)
@@ -128,7 +151,7 @@ func (b *bridge) close() {
 	defer b.mu.Unlock()
 	b.closed = true
 	for _, f := range b.feeds {
-		f.subs.Store(&[]*session{})
+		f.setSubs(nil)
 		b.dropIfEmpty(f)
 	}
 }
@@ -227,27 +250,20 @@ func (b *bridge) run(f *feed, sub Subscription) {
 }
 
 // pacedCount is the number of f's data channel sessions.
-func (f *feed) pacedCount() int {
-	n := 0
-	for _, s := range *f.subs.Load() {
-		if s.paced {
-			n++
-		}
-	}
-	return n
-}
+func (f *feed) pacedCount() int { return len(f.subs.Load().paced) }
 
 // fanOut delivers frames to f's data channel sessions (dataChannels) or
 // to its other sessions.
 func (b *bridge) fanOut(f *feed, frames [][]byte, dataChannels bool) {
-	var wire [][]byte
-	for _, s := range *f.subs.Load() {
-		if s.paced != dataChannels {
-			continue
-		}
-		if wire == nil {
-			wire = batchFrames(frames, b.srv.cfg.MaxFrameSize)
-		}
+	subs := f.subs.Load().other
+	if dataChannels {
+		subs = f.subs.Load().paced
+	}
+	if len(subs) == 0 {
+		return
+	}
+	wire := batchFrames(frames, b.srv.cfg.MaxFrameSize)
+	for _, s := range subs {
 		s.deliver(f.topic, wire, frames)
 	}
 }
@@ -261,7 +277,7 @@ func (b *bridge) encode(f *feed, msg *Message) []byte {
 		err = ErrFrameTooLarge
 	}
 	if err != nil {
-		b.srv.metrics.dropped.WithLabelValues(dropTooLarge).Add(float64(len(*f.subs.Load())))
+		b.srv.metrics.dropped.WithLabelValues(dropTooLarge).Add(float64(len(f.subs.Load().all)))
 		b.srv.log.Debug("message not relayed to browsers", "topic", f.topic, "id", msg.ID, "bytes", len(msg.Data), "err", err)
 		return nil
 	}
@@ -296,8 +312,8 @@ func batchFrames(frames [][]byte, max int) [][]byte {
 // sessions are told, and may subscribe again.
 func (b *bridge) lost(f *feed) {
 	b.mu.Lock()
-	subs := *f.subs.Load()
-	f.subs.Store(&[]*session{})
+	subs := f.subs.Load().all
+	f.setSubs(nil)
 	b.dropIfEmpty(f)
 	b.mu.Unlock()
 	b.srv.log.Warn("overlay ended a topic subscription held for browsers", "topic", f.topic, "sessions", len(subs))
@@ -305,5 +321,3 @@ func (b *bridge) lost(f *feed) {
 		s.lostTopic(f.topic)
 	}
 }
-
-func ptr[T any](v T) *T { return &v }

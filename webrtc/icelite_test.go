@@ -85,19 +85,7 @@ func TestLiteConnChecks(t *testing.T) {
 	const ufrag, pwd, remoteUfrag = "serverufrag", "serverpassword0123456789", "browser"
 	pipe := &packetPipe{in: make(chan pipePacket, 16)}
 	c := &liteConn{conn: pipe, username: ufrag + ":" + remoteUfrag, integrity: stun.NewShortTermIntegrity(pwd), onFailed: func() {}}
-	request := func(user, key string, nominate bool) []byte {
-		t.Helper()
-		setters := []stun.Setter{stun.TransactionID, stun.BindingRequest, stun.NewUsername(user)}
-		if nominate {
-			setters = append(setters, stun.RawAttribute{Type: stun.AttrUseCandidate})
-		}
-		setters = append(setters, stun.NewShortTermIntegrity(key), stun.Fingerprint)
-		m, err := stun.Build(setters...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m.Raw
-	}
+	request := func(user, key string, nominate bool) []byte { return bindingRequest(t, user, key, nominate) }
 	a := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4001}
 	b := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4002}
 	stranger := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4003}
@@ -188,18 +176,11 @@ func TestLiteAddress(t *testing.T) {
 	}
 }
 
-// sinkConn is a net.PacketConn that keeps what is written to it.
-type sinkConn struct {
-	net.PacketConn // nil: only WriteTo is called
-	writes         int
-}
-
-func (s *sinkConn) WriteTo(b []byte, _ net.Addr) (int, error) { s.writes++; return len(b), nil }
-
-// liteSeed returns a binding request as a browser sends it: the server's
-// ufrag and its own, integrity with the server's password, and (with
-// nominate) USE-CANDIDATE.
-func liteSeed(tb testing.TB, user, pwd string, nominate bool) []byte {
+// bindingRequest returns a binding request as a browser sends it:
+// USERNAME user (the server's ufrag and its own), integrity with pwd, and
+// (with nominate) USE-CANDIDATE.
+func bindingRequest(tb testing.TB, user, pwd string, nominate bool) []byte {
+	tb.Helper()
 	setters := []stun.Setter{stun.TransactionID, stun.BindingRequest, stun.NewUsername(user)}
 	if nominate {
 		setters = append(setters, stun.RawAttribute{Type: stun.AttrUseCandidate})
@@ -218,14 +199,14 @@ func liteSeed(tb testing.TB, user, pwd string, nominate bool) []byte {
 // in testdata/fuzz/FuzzLiteSTUN and below.
 func FuzzLiteSTUN(f *testing.F) {
 	const user, pwd = "serverufrag:browser", "serverpasswordserverpassword1234"
-	f.Add(liteSeed(f, user, pwd, false))
-	f.Add(liteSeed(f, user, pwd, true))
-	f.Add(liteSeed(f, user, "wrongpasswordwrongpasswordwrong1", true))
-	f.Add(liteSeed(f, "serverufrag:other", pwd, false))
+	f.Add(bindingRequest(f, user, pwd, false))
+	f.Add(bindingRequest(f, user, pwd, true))
+	f.Add(bindingRequest(f, user, "wrongpasswordwrongpasswordwrong1", true))
+	f.Add(bindingRequest(f, "serverufrag:other", pwd, false))
 	f.Add([]byte{0x16, 0xfe, 0xfd, 0, 0}) // a DTLS record
 	f.Fuzz(func(t *testing.T, b []byte) {
-		sink := &sinkConn{}
-		c := &liteConn{conn: sink, username: user, integrity: stun.NewShortTermIntegrity(pwd)}
+		pipe := &packetPipe{}
+		c := &liteConn{conn: pipe, username: user, integrity: stun.NewShortTermIntegrity(pwd)}
 		addr := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 40000}
 		c.handleSTUN(append([]byte(nil), b...), addr)
 		// Judge it independently: a binding request, this username, a
@@ -239,9 +220,9 @@ func FuzzLiteSTUN(f *testing.F) {
 		switch {
 		case taken && !valid:
 			t.Fatalf("took %v from a packet that is not a valid check: %x", c.checked, b)
-		case valid && (!taken || sink.writes != 1 || c.selected == nil):
-			t.Fatalf("a valid check: taken %v, answers %d, selected %v", taken, sink.writes, c.selected)
-		case sink.writes > 0 && !taken:
+		case valid && (!taken || len(pipe.written) != 1 || c.selected == nil):
+			t.Fatalf("a valid check: taken %v, answers %d, selected %v", taken, len(pipe.written), c.selected)
+		case len(pipe.written) > 0 && !taken:
 			t.Fatalf("answered a packet it did not take: %x", b)
 		}
 	})

@@ -51,7 +51,7 @@ func (b *bridge) watchPresence(f *feed) {
 			} else {
 				delete(f.members, [2]string{e.Member, e.Peer})
 			}
-			subs := *f.subs.Load()
+			subs := f.subs.Load().all
 			f.mu.Unlock()
 			for _, s := range subs {
 				s.deliver(f.topic, [][]byte{fr}, [][]byte{fr})
@@ -73,7 +73,7 @@ func (b *bridge) present(topic string, s *session) {
 	}
 	f.presMu.Lock()
 	b.mu.Lock()
-	in := slices.Contains(*f.subs.Load(), s)
+	in := slices.Contains(f.subs.Load().all, s)
 	b.mu.Unlock()
 	if !in || f.shown[s] {
 		f.presMu.Unlock()

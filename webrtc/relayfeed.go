@@ -30,10 +30,10 @@ func (b *bridge) fanOutRelayed(t *tree, f *feed, msgs []Message, frames [][]byte
 // sessions not in the tree; computed again only when the tree or subs
 // changed, so that a round costs the sessions the peer writes to, not
 // every follower of the topic. t.mu is held.
-func (t *tree) targets(subs *[]*session) (fed, plain []*session) {
+func (t *tree) targets(subs *subscribers) (fed, plain []*session) {
 	if t.targetsOf != subs || !t.targetsOK {
 		t.fed, t.plain = t.fed[:0], t.plain[:0]
-		for _, s := range *subs {
+		for _, s := range subs.all {
 			switch m := t.members[s]; {
 			case m == nil:
 				t.plain = append(t.plain, s)
@@ -52,7 +52,7 @@ func (b *bridge) followed() map[string][]*session {
 	defer b.mu.Unlock()
 	out := make(map[string][]*session, len(b.feeds))
 	for topic, f := range b.feeds {
-		out[topic] = *f.subs.Load()
+		out[topic] = f.subs.Load().all
 	}
 	return out
 }

@@ -25,7 +25,7 @@ type tree struct {
 
 	// The fan-out's targets (relayfeed.go) for the subscriber list
 	// targetsOf; targetsOK is cleared by every change of a member's feed.
-	targetsOf  *[]*session
+	targetsOf  *subscribers
 	targetsOK  bool
 	fed, plain []*session
 }
