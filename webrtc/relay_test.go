@@ -185,6 +185,44 @@ func TestRelayRefusedByApp(t *testing.T) {
 	if !errors.As(err, &se) || se.Code != CodeRelayRefused {
 		t.Fatalf("READY on a peer without relays: %v, want relay-refused", err)
 	}
+	// Nor does it keep anything for a session's other relay frames.
+	err = c.relay.c.request(ctx, &frame{typ: frameReport, topic: "a", relay: &relayFields{link: 1, reason: ReportStalled}})
+	if !errors.As(err, &se) || se.Code != CodeRelayRefused {
+		t.Fatalf("REPORT on a peer without relays: %v, want relay-refused", err)
+	}
+	e.srv.relays.mu.Lock()
+	kept := len(e.srv.relays.limits)
+	e.srv.relays.mu.Unlock()
+	if kept != 0 {
+		t.Errorf("a peer without relays keeps %d relay budgets", kept)
+	}
+}
+
+// TestRelayFramesLimited: a browser that floods its peer with relay
+// frames (here REPORTs naming no link, each acknowledged) gets
+// rate-limited once past SignalBurst.
+func TestRelayFramesLimited(t *testing.T) {
+	e, _ := relayEnv(t, func(c *RelayConfig) { c.SignalRate, c.SignalBurst, c.HeadInterval = 1, 10, time.Hour })
+	ctx := testContext(t)
+	c := e.dial(ctx, e.token([]string{"a"}, nil))
+	report := &frame{typ: frameReport, topic: "a", relay: &relayFields{link: 1, reason: ReportStalled}}
+	var limited int
+	for range 20 {
+		var se *ServerError
+		switch err := c.relay.c.request(ctx, report); {
+		case err == nil:
+		case errors.As(err, &se) && se.Code == CodeRateLimited:
+			limited++
+		default:
+			t.Fatalf("REPORT: %v", err)
+		}
+	}
+	// The burst of 10 passes, refilled by at most a token or two while
+	// the test runs; the rest is refused.
+	if limited < 8 {
+		t.Errorf("%d of 20 REPORTs past a burst of 10 refused, want about 10", limited)
+	}
+
 }
 
 // TestRelayMisbehaves: a relay that forges records, or one that stalls,

@@ -50,8 +50,10 @@ type RelayConfig struct {
 	// invited again. Default 1 min: a stall may be the network's doing, or
 	// a loaded peer's, and an honest relay is worth having back.
 	StallIsolation time.Duration
-	// SignalRate and SignalBurst limit the SIGNAL frames one session
-	// sends, per second. Defaults 20/s, burst 40.
+	// SignalRate and SignalBurst limit the relay frames (SIGNAL,
+	// RELAY-READY, FROM, REPORT) one session sends, per second; beyond
+	// them a frame is refused with rate-limited. Defaults 20/s, burst 40:
+	// a link's set-up takes a few.
 	SignalRate  float64
 	SignalBurst int
 }

@@ -51,7 +51,7 @@ func newRelayMetrics(reg prometheus.Registerer) (*relayMetrics, error) {
 		isolated: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "isolated_total",
 			Help: "Relays isolated after reports by a quorum of their children."}),
 		signals: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "signals_total",
-			Help: "SIGNAL frames between browsers by result: forwarded, refused, rate_limited."}, []string{"result"}),
+			Help: "SIGNAL frames between browsers by result (forwarded, refused), and relay frames of any type refused for exceeding Relay.SignalRate (rate_limited)."}, []string{"result"}),
 	}
 	if reg == nil {
 		return m, nil

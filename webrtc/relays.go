@@ -33,7 +33,7 @@ type relays struct {
 
 	mu       sync.Mutex
 	ready    map[*session]*readiness
-	limits   map[*session]*rate.Limiter // SIGNAL budget of each session that signals
+	limits   map[*session]*rate.Limiter // relay frame budget of each session that sent one
 	isolated map[*session]*isolation
 	trees    map[string]*tree
 	links    map[uint32]*link
@@ -198,6 +198,25 @@ func (rs *relays) round(heads bool) {
 
 // onFrame handles a relay frame from session s, on its read goroutine.
 func (rs *relays) onFrame(s *session, f *frame) {
+	if !rs.cfg.Enabled {
+		s.reject(f.req, CodeRelayRefused, f.topic, "this peer does not use browser relays")
+		return
+	}
+	// One budget for every relay frame a session sends: each costs the
+	// peer a look-up under a lock, some a rebalance of the trees.
+	rs.mu.Lock()
+	lim := rs.limits[s]
+	if lim == nil {
+		lim = rate.NewLimiter(rate.Limit(rs.cfg.SignalRate), rs.cfg.SignalBurst)
+		rs.limits[s] = lim
+	}
+	ok := lim.Allow()
+	rs.mu.Unlock()
+	if !ok {
+		rs.m.signals.WithLabelValues(signalLimited).Inc()
+		s.reject(f.req, CodeRateLimited, f.topic, fmt.Sprintf("more than %g relay frames per second", rs.cfg.SignalRate))
+		return
+	}
 	switch f.typ {
 	case frameRelayReady:
 		rs.onReady(s, f)
@@ -213,25 +232,26 @@ func (rs *relays) onFrame(s *session, f *frame) {
 }
 
 func (rs *relays) onReady(s *session, f *frame) {
-	if !rs.cfg.Enabled {
-		s.reject(f.req, CodeRelayRefused, "", "this peer does not use browser relays")
-		return
-	}
 	r := f.relay
 	rs.mu.Lock()
+	prev := rs.ready[s]
+	var changed bool
 	if r.maxChildren == 0 || r.upload == 0 {
+		changed = prev != nil
 		delete(rs.ready, s) // withdrawn: its children move at the next round
 	} else {
-		prev := rs.ready[s]
-		at := rs.srv.now()
+		next := &readiness{upload: r.upload, maxChildren: int(r.maxChildren), metered: r.flags&relayFlagMetered != 0, at: rs.srv.now()}
 		if prev != nil {
-			at = prev.at // uptime counts from the first READY
+			next.at = prev.at // uptime counts from the first READY
 		}
-		rs.ready[s] = &readiness{upload: r.upload, maxChildren: int(r.maxChildren), metered: r.flags&relayFlagMetered != 0, at: at}
+		changed = prev == nil || *prev != *next
+		rs.ready[s] = next
 	}
 	rs.mu.Unlock()
 	s.ack(f.req)
-	signal(rs.kick)
+	if changed {
+		signal(rs.kick) // a READY that changes nothing costs no round
+	}
 }
 
 // onFrom starts feeding records to a member the peer took back, after the
@@ -396,19 +416,9 @@ func (rs *relays) forgery(topic string, evidence []byte) bool {
 func (rs *relays) onSignal(s *session, f *frame) {
 	r := f.relay
 	rs.mu.Lock()
-	lim := rs.limits[s]
-	if lim == nil {
-		lim = rate.NewLimiter(rate.Limit(rs.cfg.SignalRate), rs.cfg.SignalBurst)
-		rs.limits[s] = lim
-	}
 	l := rs.links[r.link]
 	var to *session
 	switch {
-	case !lim.Allow():
-		rs.mu.Unlock()
-		rs.m.signals.WithLabelValues(signalLimited).Inc()
-		s.reject(0, CodeRateLimited, f.topic, fmt.Sprintf("more than %g signals per second", rs.cfg.SignalRate))
-		return
 	case l == nil || l.topic != f.topic || l.signals >= maxSignalsPerLink:
 	case s == l.child:
 		to = l.relay
