@@ -174,8 +174,8 @@ func TestBrowserRelay(t *testing.T) {
 	tok := e.token([]string{topic}, nil)
 	// The relay candidates report faster uploads than the others; a's is
 	// the fastest, so the peer invites it first.
-	a := rb.tab("a", tok, topic, `{maxChildren: 4, upload: 2 << 20}`)
-	b := rb.tab("b", tok, topic, `{maxChildren: 4, upload: 1 << 20}`)
+	a := rb.tab("a", tok, topic, `{maxChildren: 4, upload: 1 << 20}`)
+	b := rb.tab("b", tok, topic, `{maxChildren: 4, upload: 512 << 10}`)
 	c := rb.tab("c", tok, topic, `null`)
 	d := rb.tab("d", tok, topic, `null`)
 
@@ -274,11 +274,11 @@ func TestBrowserRelayGo(t *testing.T) {
 	// Subscribed in this order, the Go relay (the fastest upload, one
 	// child) is invited first and fed by the peer; the tab relay next,
 	// under it (depth 2); the two plain clients under the tab (depth 3).
-	goRelay := e.dial(ctx, tok, WithRelay(RelayOptions{MaxChildren: 1, Upload: 4 << 20}))
+	goRelay := e.dial(ctx, tok, WithRelay(RelayOptions{MaxChildren: 1, Upload: 1 << 20}))
 	if err := goRelay.Subscribe(ctx, topic); err != nil {
 		t.Fatal(err)
 	}
-	tabRelay := rb.tab("relay", tok, topic, `{maxChildren: 4, upload: 2 << 20}`)
+	tabRelay := rb.tab("relay", tok, topic, `{maxChildren: 4, upload: 512 << 10}`)
 	goChild := e.dial(ctx, tok)
 	if err := goChild.Subscribe(ctx, topic); err != nil {
 		t.Fatal(err)

@@ -62,6 +62,7 @@ type clientConfig struct {
 	key           ed25519.PrivateKey
 	relay         *RelayOptions  // relayclient.go
 	misdoer       relayBehaviour // tests
+	probePace     time.Duration  // tests: spaces the upload probe's chunks
 }
 
 // WithHTTPClient sets the HTTP client used for signaling (default

@@ -307,7 +307,7 @@ func decodeFrameDepth(b []byte, max int, allowBatch bool) (frame, error) {
 	f.typ = frameType(b[1])
 	r := reader{b: b[headerLen:]}
 	switch f.typ {
-	case frameSubscribe, frameUnsubscribe, framePublish, frameSignedPublish, frameAck, frameError, frameRelayReady, frameFrom, frameReport:
+	case frameSubscribe, frameUnsubscribe, framePublish, frameSignedPublish, frameAck, frameError, frameRelayReady, frameFrom, frameReport, frameProbe:
 		// The request ID comes first, so even a frame of another version
 		// whose layout we cannot know gets a correlated reply.
 		if len(r.b) >= 4 {

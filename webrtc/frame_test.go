@@ -72,6 +72,8 @@ func goldenFrames(t testing.TB) []struct {
 		{"report-forged", frame{typ: frameReport, req: 3, topic: "news", relay: &relayFields{link: 7, reason: ReportForged, evidence: []byte{1, 14, 0}}}},
 		{"report-stalled", frame{typ: frameReport, topic: "news", relay: &relayFields{link: 7, reason: ReportStalled}}},
 		{"hello", frame{typ: frameHello, topic: "news", relay: &relayFields{link: 7, seq: 41}}},
+		{"relay-probe", frame{typ: frameProbe, relay: &relayFields{probe: []byte{0, 0, 0}}}},
+		{"relay-probe-last", frame{typ: frameProbe, req: 8, relay: &relayFields{flags: probeFlagLast, probe: []byte{}}}},
 		{"batch-records", frame{typ: frameBatch, batch: [][]byte{mustEncode(t, goldenRecord(t)), mustEncode(t, goldenRecord(t))}}},
 	}
 }

@@ -225,6 +225,89 @@ func TestRelayFramesLimited(t *testing.T) {
 
 }
 
+// TestRelayProbe: the peer takes a relay's upload from its probe, not from
+// its word: a browser that offers 4 MiB/s over a link that delivers the
+// probe at 16 KiB per 40 ms is invited for what the link delivered; one
+// that never probed is never invited; probes are budgeted.
+func TestRelayProbe(t *testing.T) {
+	const topic = "news"
+	e, rounds := relayEnv(t, nil)
+	ctx := testContext(t)
+	tok := e.token([]string{topic}, nil)
+	slow := e.dial(ctx, tok, WithRelay(RelayOptions{MaxChildren: 4, Upload: 4 << 20}), func(c *clientConfig) { c.probePace = 40 * time.Millisecond })
+	// The session whose READY offered upload (each client here offers
+	// its own).
+	sessionOf := func(offered uint32) (*session, readiness) {
+		e.srv.relays.mu.Lock()
+		defer e.srv.relays.mu.Unlock()
+		for s, r := range e.srv.relays.ready {
+			if r.offered == offered {
+				return s, *r
+			}
+		}
+		t.Fatalf("no RELAY-READY offering %d bytes/s", offered)
+		return nil, readiness{}
+	}
+	// Three chunks after the first, each at least 40 ms after the one
+	// before: at most 3 × 16 KiB / 120 ms.
+	const most = 3 * maxProbeChunk / 0.120
+	_, r := sessionOf(4 << 20)
+	if r.offered != 4<<20 || r.upload == 0 || float64(r.upload) > most {
+		t.Fatalf("offered %d, measured %d bytes/s; want 4 MiB/s offered and 1-%.0f measured", r.offered, r.upload, most)
+	}
+	if v := value(t, e.srv.relays.m.probes.WithLabelValues(probeMeasured)); v != 1 {
+		t.Errorf("probes measured = %v, want 1", v)
+	}
+
+	// A READY without a probe is acknowledged, and never invited.
+	mute := e.dial(ctx, tok)
+	if err := mute.request(ctx, &frame{typ: frameRelayReady, relay: &relayFields{upload: 8 << 20, maxChildren: 8}}); err != nil {
+		t.Fatal(err)
+	}
+	plain := e.dialMany(ctx, 3, tok)
+	all := append([]*Client{slow, mute}, plain...)
+	subscribeAll(t, ctx, all, topic)
+	st := waitStatus(t, ctx, e, rounds, topic, func(st RelayStatus) bool { return st.Relays == 1 && st.ViaRelays >= 1 })
+	if s, r := sessionOf(8 << 20); r.upload != 0 || len(e.srv.relays.candidates([]*session{s})) != 0 {
+		t.Errorf("a session that never probed: measured %d bytes/s, candidate %v", r.upload, e.srv.relays.candidates([]*session{s}))
+	}
+	t.Logf("measured %d bytes/s; %+v", r.upload, st)
+
+	// Budgets: one probe per ProbeInterval, ProbeBytes per probe, two
+	// chunks at least.
+	probe := func(c *Client, n int, size int) error {
+		for range n - 1 {
+			if err := c.request(ctx, &frame{typ: frameProbe, relay: &relayFields{probe: make([]byte, size)}}); err != nil {
+				return err
+			}
+		}
+		return c.request(ctx, &frame{typ: frameProbe, relay: &relayFields{flags: probeFlagLast, probe: make([]byte, size)}})
+	}
+	code := func(err error) ErrorCode {
+		var se *ServerError
+		if errors.As(err, &se) {
+			return se.Code
+		}
+		t.Fatalf("want an ERROR frame, got %v", err)
+		return 0
+	}
+	if c := code(probe(slow, 2, 8)); c != CodeRateLimited {
+		t.Errorf("second probe within the interval: %v, want rate-limited", c)
+	}
+	fresh := e.dial(ctx, tok)
+	if c := code(probe(fresh, 5, maxProbeChunk)); c != CodeRateLimited {
+		t.Errorf("probe of 80 KiB: %v, want rate-limited", c)
+	}
+	if c := code(probe(e.dial(ctx, tok), 1, 8)); c != CodeBadFrame {
+		t.Errorf("probe of one chunk: %v, want bad-frame", c)
+	}
+	for _, res := range []string{probeLimited, probeTooLarge, probeTooShort} {
+		if v := value(t, e.srv.relays.m.probes.WithLabelValues(res)); v != 1 {
+			t.Errorf("probes %s = %v, want 1", res, v)
+		}
+	}
+}
+
 // TestRelayMisbehaves: a relay that forges records, or one that stalls,
 // is detected by its children, which move (to another relay or the peer)
 // and lose no message; reported by two children it is isolated.
@@ -240,8 +323,8 @@ func TestRelayMisbehaves(t *testing.T) {
 			tok := e.token([]string{topic}, nil)
 			// The bad relay reports the faster upload, so it is invited
 			// first and takes the first children.
-			bad := e.dial(ctx, tok, WithRelay(RelayOptions{MaxChildren: 2, Upload: 2 << 20}), func(c *clientConfig) { c.misdoer = tc.how })
-			good := e.dial(ctx, tok, WithRelay(RelayOptions{MaxChildren: 4, Upload: 1 << 20}))
+			bad := e.dial(ctx, tok, WithRelay(RelayOptions{MaxChildren: 2, Upload: 1 << 20}), func(c *clientConfig) { c.misdoer = tc.how })
+			good := e.dial(ctx, tok, WithRelay(RelayOptions{MaxChildren: 4, Upload: 512 << 10}))
 			plain := e.dialMany(ctx, 4, tok)
 			all := append([]*Client{bad, good}, plain...)
 			subscribeAll(t, ctx, all, topic)
@@ -382,6 +465,8 @@ func TestRelayFramesRoundTrip(t *testing.T) {
 		{typ: frameReport, topic: "a", relay: &relayFields{reason: 0}},
 		{typ: frameAttach, topic: "a", relay: &relayFields{key: []byte{1}}},
 		{typ: frameRelayReady, relay: &relayFields{flags: 2}},
+		{typ: frameProbe, relay: &relayFields{flags: 2}},
+		{typ: frameProbe, relay: &relayFields{probe: make([]byte, maxProbeChunk+1)}},
 	}
 	for _, f := range bad {
 		if _, err := appendFrame(nil, &f); !errors.Is(err, ErrBadFrame) {
@@ -402,6 +487,8 @@ func relaySeedFrames(key []byte) []frame {
 		{typ: frameHead, topic: "news", relay: &relayFields{seq: 57}},
 		{typ: frameReport, req: 3, topic: "news", relay: &relayFields{link: 7, reason: ReportForged, evidence: []byte{1, 14}}},
 		{typ: frameHello, topic: "news", relay: &relayFields{link: 7, seq: 41}},
+		{typ: frameProbe, relay: &relayFields{probe: []byte{0, 0, 0, 0}}},
+		{typ: frameProbe, req: 4, relay: &relayFields{flags: probeFlagLast, probe: []byte{0}}},
 	}
 }
 
@@ -450,9 +537,9 @@ func TestRelayTreeHundreds(t *testing.T) {
 	ctx := testContext(t)
 	tok := e.token([]string{topic}, nil)
 	// The misbehaving relays report the fastest uploads: invited first.
-	forger := e.dial(ctx, tok, WithRelay(RelayOptions{MaxChildren: 3, Upload: 4 << 20}), func(c *clientConfig) { c.misdoer = relayForges })
-	staller := e.dial(ctx, tok, WithRelay(RelayOptions{MaxChildren: 3, Upload: 3 << 20}), func(c *clientConfig) { c.misdoer = relayStalls })
-	relays := e.dialMany(ctx, n/5-2, tok, WithRelay(RelayOptions{MaxChildren: 6, Upload: 1 << 20}))
+	forger := e.dial(ctx, tok, WithRelay(RelayOptions{MaxChildren: 3, Upload: 1 << 20}), func(c *clientConfig) { c.misdoer = relayForges })
+	staller := e.dial(ctx, tok, WithRelay(RelayOptions{MaxChildren: 3, Upload: 768 << 10}), func(c *clientConfig) { c.misdoer = relayStalls })
+	relays := e.dialMany(ctx, n/5-2, tok, WithRelay(RelayOptions{MaxChildren: 6, Upload: 512 << 10}))
 	plain := e.dialMany(ctx, n-n/5, tok)
 	all := append(append([]*Client{forger, staller}, relays...), plain...)
 	subscribeAll(t, ctx, all, topic)
@@ -470,7 +557,7 @@ func TestRelayTreeHundreds(t *testing.T) {
 	// moves are excused (its feed may have failed), and on a machine this
 	// loaded it moves often, as do honest relays, whose links stall in
 	// SCTP retransmissions for seconds (see docs/security.md).
-	forgerS, stallerS := e.relaySession(4<<20), e.relaySession(3<<20)
+	forgerS, stallerS := e.relaySession(1<<20), e.relaySession(768<<10)
 	for {
 		e.srv.relays.mu.Lock()
 		f, s := e.srv.relays.isolated[forgerS], e.srv.relays.isolated[stallerS]
@@ -493,13 +580,13 @@ func TestRelayTreeHundreds(t *testing.T) {
 	receiveAll(t, ctx, all, topic, messages, 10)
 }
 
-// relaySession returns the session that said it may relay with upload.
+// relaySession returns the session that offered to relay with upload.
 func (e *testEnv) relaySession(upload uint32) *session {
 	rs := e.srv.relays
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	for s, r := range rs.ready {
-		if r.upload == upload {
+		if r.offered == upload {
 			return s
 		}
 	}

@@ -32,6 +32,9 @@ const (
 	// than one, so that an SCTP retransmission timeout (1 s and more) on
 	// a loaded link is not taken for a stall.
 	stallHeads = 2
+	// probeChunks is how many RELAY-PROBE frames of maxProbeChunk bytes
+	// an upload probe sends: 64 KiB, the peer's default Relay.ProbeBytes.
+	probeChunks = 4
 	// maxChildBuffered is how far a child may fall behind (bytes not yet
 	// acknowledged) before its relay closes its link.
 	maxChildBuffered = 1 << 20
@@ -71,6 +74,8 @@ type clientRelays struct {
 	c       *Client
 	opts    *RelayOptions // nil: never relays
 	misdoer relayBehaviour
+	// probePace spaces the probe's chunks, for tests: a slow link.
+	probePace time.Duration
 
 	forwarded atomic.Int64 // bytes forwarded to children
 
@@ -113,20 +118,65 @@ type childLink struct {
 }
 
 func newClientRelays(c *Client, cfg *clientConfig) *clientRelays {
-	return &clientRelays{c: c, opts: cfg.relay, misdoer: cfg.misdoer, topics: make(map[string]*relayTopic)}
+	return &clientRelays{c: c, opts: cfg.relay, misdoer: cfg.misdoer, probePace: cfg.probePace, topics: make(map[string]*relayTopic)}
 }
 
-// ready tells the peer the client may relay (Dial calls it).
+// ready tells the peer the client may relay (Dial calls it), after an
+// upload probe the peer measures it by.
 func (r *clientRelays) ready(ctx context.Context) error {
 	o := r.opts
 	if o == nil {
 		return nil
+	}
+	if err := r.probe(ctx); err != nil {
+		return err
 	}
 	var flags uint8
 	if o.Metered {
 		flags = relayFlagMetered
 	}
 	return r.c.request(ctx, &frame{typ: frameRelayReady, relay: &relayFields{flags: flags, upload: o.Upload, maxChildren: uint8(min(max(o.MaxChildren, 0), 255))}})
+}
+
+// probe sends the upload probe: probeChunks RELAY-PROBE frames of padding
+// back to back, the last one acknowledged. The peer measures the client's
+// upload by their arrival; a client that does not probe is never invited.
+func (r *clientRelays) probe(ctx context.Context) error {
+	pad := make([]byte, maxProbeChunk)
+	pace := func() error { // a slow link, for tests
+		if r.probePace <= 0 {
+			return nil
+		}
+		t := time.NewTimer(r.probePace)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			return nil
+		}
+	}
+	for i := range probeChunks - 1 {
+		if i > 0 {
+			if err := pace(); err != nil {
+				return err
+			}
+		}
+		b, err := appendFrame(nil, &frame{typ: frameProbe, relay: &relayFields{probe: pad}})
+		if err != nil {
+			return err
+		}
+		if err := r.c.sendRaw(b); err != nil {
+			return fmt.Errorf("upload probe: %w", err)
+		}
+	}
+	if err := pace(); err != nil {
+		return err
+	}
+	if err := r.c.request(ctx, &frame{typ: frameProbe, relay: &relayFields{flags: probeFlagLast, probe: pad}}); err != nil {
+		return fmt.Errorf("upload probe: %w", err)
+	}
+	return nil
 }
 
 func (r *clientRelays) topic(name string) *relayTopic {

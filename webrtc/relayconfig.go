@@ -28,6 +28,14 @@ type RelayConfig struct {
 	// MaxUpload caps the upload, in bytes/s, the peer asks of one relay,
 	// whatever the relay reports. Default 1 MB/s.
 	MaxUpload uint32
+	// ProbeBytes caps the padding of one upload probe (RELAY-PROBE
+	// frames), and ProbeInterval is how often a session may probe: the
+	// peer measures a would-be relay's upload from how fast a probe
+	// arrives, and invites no session it has not measured. Defaults 64 KiB
+	// and 10 min: a probe costs the peer that much download per browser
+	// that offers to relay.
+	ProbeBytes    int
+	ProbeInterval time.Duration
 	// MinUptime is how long a session must have been ready to relay
 	// (since its RELAY-READY) before it is invited: a tab that is about to
 	// close is a poor relay. Default 30s.
@@ -51,7 +59,7 @@ type RelayConfig struct {
 	// a loaded peer's, and an honest relay is worth having back.
 	StallIsolation time.Duration
 	// SignalRate and SignalBurst limit the relay frames (SIGNAL,
-	// RELAY-READY, FROM, REPORT) one session sends, per second; beyond
+	// RELAY-READY, RELAY-PROBE, FROM, REPORT) one session sends, per second; beyond
 	// them a frame is refused with rate-limited. Defaults 20/s, burst 40:
 	// a link's set-up takes a few.
 	SignalRate  float64
@@ -66,6 +74,8 @@ func DefaultRelayConfig() RelayConfig {
 		MaxChildren:    8,
 		MaxDepth:       3,
 		MaxUpload:      1 << 20,
+		ProbeBytes:     64 << 10,
+		ProbeInterval:  10 * time.Minute,
 		MinUptime:      30 * time.Second,
 		HeadInterval:   time.Second,
 		Backlog:        1024,
@@ -90,6 +100,8 @@ func (c *RelayConfig) validate(bad func(field, format string, args ...any)) {
 	check("MaxChildren", c.MaxChildren >= 1 && c.MaxChildren <= 255, c.MaxChildren)
 	check("MaxDepth", c.MaxDepth >= 2, c.MaxDepth)
 	check("MaxUpload", c.MaxUpload > 0, c.MaxUpload)
+	check("ProbeBytes", c.ProbeBytes >= 2, c.ProbeBytes)
+	check("ProbeInterval", c.ProbeInterval > 0, c.ProbeInterval)
 	check("MinUptime", c.MinUptime >= 0, c.MinUptime)
 	check("HeadInterval", c.HeadInterval > 0, c.HeadInterval)
 	check("Backlog", c.Backlog >= 1, c.Backlog)

@@ -21,6 +21,7 @@ const (
 	frameHead        frameType = 16
 	frameReport      frameType = 17
 	frameHello       frameType = 18
+	frameProbe       frameType = 19
 )
 
 // CodeRelayRefused: relays are off on this peer, or a relay frame names a
@@ -73,6 +74,11 @@ const (
 	maxSignalData = 16 << 10
 	// relayFlagMetered is bit 0 of RELAY-READY's flags.
 	relayFlagMetered = 1
+	// probeFlagLast is bit 0 of RELAY-PROBE's flags: the probe's last
+	// chunk.
+	probeFlagLast = 1
+	// maxProbeChunk caps one RELAY-PROBE's padding; a probe is a few.
+	maxProbeChunk = 16 << 10
 )
 
 // relayFields are the fields of the relay frames beyond those of frame.
@@ -80,19 +86,20 @@ type relayFields struct {
 	seq         uint64 // record, from (after), head, attach (from), hello (after)
 	link        uint32 // attach, signal, report, hello
 	kind        uint8  // signal
-	flags       uint8  // relay-ready
+	flags       uint8  // relay-ready, relay-probe
 	upload      uint32 // relay-ready (measured), relay-invite (cap); bytes/s
 	maxChildren uint8  // relay-ready, relay-invite
 	key         []byte // relay-invite, attach: the peer's relay key
 	reason      ReportReason
 	evidence    []byte // report
 	data        string // signal
+	probe       []byte // relay-probe: padding
 }
 
-func isRelayFrame(t frameType) bool { return t >= frameRelayReady && t <= frameHello }
+func isRelayFrame(t frameType) bool { return t >= frameRelayReady && t <= frameProbe }
 
 func relayFrameName(t frameType) string {
-	return [...]string{"relay-ready", "relay-invite", "attach", "signal", "record", "from", "head", "report", "hello"}[t-frameRelayReady]
+	return [...]string{"relay-ready", "relay-invite", "attach", "signal", "record", "from", "head", "report", "hello", "relay-probe"}[t-frameRelayReady]
 }
 
 // appendRelayFrame appends the body of a relay frame (the header is
@@ -102,7 +109,7 @@ func appendRelayFrame(dst []byte, f *frame) ([]byte, error) {
 	if r == nil {
 		r = &relayFields{}
 	}
-	if err := ValidateTopic(f.topic); err != nil && f.typ != frameRelayReady {
+	if err := ValidateTopic(f.topic); err != nil && f.typ != frameRelayReady && f.typ != frameProbe {
 		return nil, err
 	}
 	switch f.typ {
@@ -166,6 +173,13 @@ func appendRelayFrame(dst []byte, f *frame) ([]byte, error) {
 		dst = appendStr8(dst, f.topic)
 		dst = binary.BigEndian.AppendUint32(dst, r.link)
 		dst = binary.BigEndian.AppendUint64(dst, r.seq)
+	case frameProbe:
+		if r.flags > probeFlagLast || len(r.probe) > maxProbeChunk {
+			return nil, fmt.Errorf("%w: probe flags %d, %d bytes", ErrBadFrame, r.flags, len(r.probe))
+		}
+		dst = binary.BigEndian.AppendUint32(dst, f.req)
+		dst = append(dst, r.flags)
+		dst = appendBytes32(dst, r.probe)
 	}
 	return dst, nil
 }
@@ -240,6 +254,15 @@ func decodeRelayFrame(f *frame, r *reader) error {
 		f.topic = r.str8()
 		rf.link = r.u32()
 		rf.seq = r.u64()
+	case frameProbe:
+		f.req = r.u32()
+		if fl := r.take(1); fl != nil {
+			rf.flags = fl[0]
+		}
+		rf.probe = r.bytes32()
+		if r.err == nil && (rf.flags > probeFlagLast || len(rf.probe) > maxProbeChunk) {
+			return fmt.Errorf("%w: probe flags %d, %d bytes", ErrBadFrame, rf.flags, len(rf.probe))
+		}
 	}
 	return nil
 }

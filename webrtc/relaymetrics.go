@@ -17,6 +17,8 @@ type relayMetrics struct {
 	reports       *prometheus.CounterVec // reason
 	isolated      prometheus.Counter
 	signals       *prometheus.CounterVec // result
+	probes        *prometheus.CounterVec // result
+	probeUpload   prometheus.Histogram   // measured upload, bytes/s
 }
 
 const (
@@ -29,6 +31,11 @@ const (
 	signalForwarded = "forwarded"
 	signalRefused   = "refused"
 	signalLimited   = "rate_limited"
+
+	probeMeasured = "measured"
+	probeLimited  = "rate_limited" // a second probe within ProbeInterval
+	probeTooLarge = "too_large"    // over ProbeBytes
+	probeTooShort = "too_short"    // one chunk
 )
 
 func newRelayMetrics(reg prometheus.Registerer) (*relayMetrics, error) {
@@ -52,11 +59,16 @@ func newRelayMetrics(reg prometheus.Registerer) (*relayMetrics, error) {
 			Help: "Relays isolated after reports by a quorum of their children."}),
 		signals: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "signals_total",
 			Help: "SIGNAL frames between browsers by result (forwarded, refused), and relay frames of any type refused for exceeding Relay.SignalRate (rate_limited)."}, []string{"result"}),
+		probes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "probes_total",
+			Help: "Upload probes of browsers offering to relay, by result: measured, rate_limited (a second one within Relay.ProbeInterval), too_large (over Relay.ProbeBytes), too_short (one chunk)."}, []string{"result"}),
+		probeUpload: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "probe_upload_bytes_per_second",
+			Help:    "Upload of browsers offering to relay, as this peer measured it from their probes.",
+			Buckets: prometheus.ExponentialBuckets(16<<10, 2, 10)}), // 16 KiB/s to 8 MiB/s
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.relays, m.viaRelays, m.directMembers, m.maxDepth, m.records, m.reattached, m.reports, m.isolated, m.signals} {
+	for _, c := range []prometheus.Collector{m.relays, m.viaRelays, m.directMembers, m.maxDepth, m.records, m.reattached, m.reports, m.isolated, m.signals, m.probes, m.probeUpload} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

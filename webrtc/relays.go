@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,7 @@ type relays struct {
 	mu       sync.Mutex
 	ready    map[*session]*readiness
 	limits   map[*session]*rate.Limiter // relay frame budget of each session that sent one
+	probes   map[*session]*probe        // upload probes, under way or done
 	isolated map[*session]*isolation
 	trees    map[string]*tree
 	links    map[uint32]*link
@@ -46,10 +48,23 @@ type relays struct {
 
 // readiness is a session's RELAY-READY.
 type readiness struct {
-	upload      uint32 // measured by the browser, bytes/s
+	offered     uint32 // what the browser said it can spare, bytes/s
+	upload      uint32 // min(offered, what its probe measured); 0: not measured
 	maxChildren int
 	metered     bool
 	at          time.Time
+}
+
+// probe is a session's upload probe (RELAY-PROBE frames): the peer times
+// the chunks' arrival, so a browser's upload is measured here, not taken
+// from its word.
+type probe struct {
+	started time.Time // first chunk of the probe under way or last done
+	first   time.Time // arrival of the first chunk
+	chunks  int       // chunks of the probe under way; 0: none under way
+	bytes   int       // padding received in this probe
+	after   int       // of it, after the first chunk
+	upload  uint32    // the last completed probe's result, bytes/s
 }
 
 // link is a browser-to-browser connection the peer signals.
@@ -82,6 +97,7 @@ func newRelays(srv *Server) (*relays, error) {
 		kick:     make(chan struct{}, 1),
 		ready:    make(map[*session]*readiness),
 		limits:   make(map[*session]*rate.Limiter),
+		probes:   make(map[*session]*probe),
 		isolated: make(map[*session]*isolation),
 		trees:    make(map[string]*tree),
 		links:    make(map[uint32]*link),
@@ -143,6 +159,7 @@ func (rs *relays) round(heads bool) {
 	for _, s := range rs.gone {
 		delete(rs.ready, s)
 		delete(rs.limits, s)
+		delete(rs.probes, s)
 		delete(rs.isolated, s)
 	}
 	for id, l := range rs.links {
@@ -220,6 +237,8 @@ func (rs *relays) onFrame(s *session, f *frame) {
 	switch f.typ {
 	case frameRelayReady:
 		rs.onReady(s, f)
+	case frameProbe:
+		rs.onProbe(s, f)
 	case frameFrom:
 		rs.onFrom(s, f)
 	case frameReport:
@@ -240,7 +259,10 @@ func (rs *relays) onReady(s *session, f *frame) {
 		changed = prev != nil
 		delete(rs.ready, s) // withdrawn: its children move at the next round
 	} else {
-		next := &readiness{upload: r.upload, maxChildren: int(r.maxChildren), metered: r.flags&relayFlagMetered != 0, at: rs.srv.now()}
+		next := &readiness{offered: r.upload, maxChildren: int(r.maxChildren), metered: r.flags&relayFlagMetered != 0, at: rs.srv.now()}
+		if p := rs.probes[s]; p != nil {
+			next.upload = min(r.upload, p.upload)
+		}
 		if prev != nil {
 			next.at = prev.at // uptime counts from the first READY
 		}
@@ -252,6 +274,86 @@ func (rs *relays) onReady(s *session, f *frame) {
 	if changed {
 		signal(rs.kick) // a READY that changes nothing costs no round
 	}
+}
+
+// onProbe takes one chunk of a session's upload probe. The first chunk
+// starts the clock; the last one stops it, and the padding that came after
+// the first, over the time between them, is the session's measured upload
+// (a lower bound: a link still opening its congestion window measures
+// slower than it is). A probe carries at most ProbeBytes, and a session
+// starts at most one per ProbeInterval.
+func (rs *relays) onProbe(s *session, f *frame) {
+	r := f.relay
+	now := rs.srv.now()
+	rs.mu.Lock()
+	p := rs.probes[s]
+	if p == nil {
+		p = &probe{}
+		rs.probes[s] = p
+	}
+	if p.chunks == 0 {
+		if !p.started.IsZero() && now.Sub(p.started) < rs.cfg.ProbeInterval {
+			rs.mu.Unlock()
+			rs.m.probes.WithLabelValues(probeLimited).Inc()
+			s.reject(f.req, CodeRateLimited, "", fmt.Sprintf("one upload probe per %v", rs.cfg.ProbeInterval))
+			return
+		}
+		p.started, p.first, p.bytes, p.after = now, now, 0, 0
+	} else {
+		p.after += len(r.probe)
+	}
+	p.chunks++
+	p.bytes += len(r.probe)
+	if p.bytes > rs.cfg.ProbeBytes {
+		p.chunks = 0 // abandoned; the interval still counts from its start
+		rs.mu.Unlock()
+		rs.m.probes.WithLabelValues(probeTooLarge).Inc()
+		s.reject(f.req, CodeRateLimited, "", fmt.Sprintf("an upload probe carries at most %d bytes", rs.cfg.ProbeBytes))
+		return
+	}
+	if r.flags&probeFlagLast == 0 {
+		rs.mu.Unlock()
+		s.ack(f.req)
+		return
+	}
+	chunks := p.chunks
+	p.chunks = 0
+	p.upload = probeRate(p.after, now.Sub(p.first))
+	if chunks < 2 {
+		p.upload = 0 // one chunk times nothing
+	}
+	var changed bool
+	if rd := rs.ready[s]; rd != nil {
+		up := min(rd.offered, p.upload)
+		changed = up != rd.upload
+		rd.upload = up
+	}
+	upload := p.upload
+	rs.mu.Unlock()
+	if chunks < 2 {
+		rs.m.probes.WithLabelValues(probeTooShort).Inc()
+		s.reject(f.req, CodeBadFrame, "", "an upload probe needs two chunks or more: the first starts the clock")
+		return
+	}
+	rs.m.probes.WithLabelValues(probeMeasured).Inc()
+	rs.m.probeUpload.Observe(float64(upload))
+	rs.log.Debug("upload probe", "session", s.id, "bytes_per_second", upload, "chunks", chunks)
+	s.ack(f.req)
+	if changed {
+		signal(rs.kick)
+	}
+}
+
+// probeRate is n bytes over d in bytes/s, saturating; n bytes in no
+// measurable time are faster than anything a relay is asked for.
+func probeRate(n int, d time.Duration) uint32 {
+	if n <= 0 {
+		return 0
+	}
+	if d <= 0 {
+		return math.MaxUint32
+	}
+	return uint32(min(float64(n)/d.Seconds(), math.MaxUint32))
 }
 
 // onFrom starts feeding records to a member the peer took back, after the
@@ -495,7 +597,7 @@ func (rs *relays) candidates(subs []*session) []*session {
 	var out []*session
 	for _, s := range subs {
 		r := rs.ready[s]
-		if r == nil || r.metered || rs.excluded(s, now) || now.Sub(r.at) < rs.cfg.MinUptime {
+		if r == nil || r.metered || r.upload == 0 || rs.excluded(s, now) || now.Sub(r.at) < rs.cfg.MinUptime {
 			continue
 		}
 		out = append(out, s)

@@ -339,7 +339,8 @@ export interface Frame {
     | "from"
     | "head"
     | "report"
-    | "hello";
+    | "hello"
+    | "relay-probe";
   /** Presence: a join (else a leave); id is the member, from its peer. */
   joined?: boolean;
   req?: number;
@@ -379,6 +380,10 @@ export interface Frame {
   data?: string;
   /** report: the RECORD frame a forged report is about. */
   evidence?: Uint8Array;
+  /** relay-probe: the probe's last chunk. */
+  last?: boolean;
+  /** relay-probe: padding, at most 16 KiB. */
+  padding?: Uint8Array;
 }
 
 /** The bytes a peer signs for a RECORD. */

@@ -69,6 +69,7 @@ const T_FROM = 15;
 const T_HEAD = 16;
 const T_REPORT = 17;
 const T_HELLO = 18;
+const T_RELAY_PROBE = 19;
 
 const TYPE_NAMES = [
   "",
@@ -90,6 +91,7 @@ const TYPE_NAMES = [
   "head",
   "report",
   "hello",
+  "relay-probe",
 ];
 
 /** Kinds of a SIGNAL frame, by their wire value. */
@@ -103,6 +105,10 @@ const KEY_SIZE = 32;
 
 /** Largest SIGNAL data (an SDP): 16 KiB. */
 const MAX_SIGNAL_DATA = 16 << 10;
+
+/** Padding of one RELAY-PROBE frame (maxProbeChunk in Go); an upload probe is PROBE_CHUNKS of them, 64 KiB, the peer's default Relay.ProbeBytes. */
+const MAX_PROBE_CHUNK = 16 << 10;
+const PROBE_CHUNKS = 4;
 
 /** Size of an Ed25519 signature. */
 const SIG_SIZE = 64;
@@ -199,7 +205,7 @@ export function encodeFrame(f) {
     type === T_SIGNED_PUBLISH ||
     type === T_MESSAGE ||
     type === T_PRESENCE ||
-    type > T_RELAY_READY;
+    (type > T_RELAY_READY && type !== T_RELAY_PROBE);
   if (hasTopic || (type === T_ERROR && f.topic)) validateTopic(f.topic);
   const topic = f.topic ? utf8.encode(f.topic) : new Uint8Array(0);
   const payload = f.payload ?? new Uint8Array(0);
@@ -210,7 +216,8 @@ export function encodeFrame(f) {
   if (since.length > MAX_SINCE) throw new RangeError(`resume position of ${since.length} bytes`);
   const data = utf8.encode(type === T_SIGNAL ? (f.data ?? "") : "");
   const evidence = type === T_REPORT ? (f.evidence ?? new Uint8Array(0)) : new Uint8Array(0);
-  checkRelayFields(type, f, id, from, data);
+  const padding = type === T_RELAY_PROBE ? (f.padding ?? new Uint8Array(0)) : new Uint8Array(0);
+  checkRelayFields(type, f, id, from, data, padding);
   let size = 2;
   switch (type) {
     case T_SUBSCRIBE:
@@ -270,6 +277,9 @@ export function encodeFrame(f) {
       break;
     case T_HELLO:
       size += 1 + topic.length + 4 + 8;
+      break;
+    case T_RELAY_PROBE:
+      size += 4 + 1 + 4 + padding.length;
       break;
   }
   const out = new Uint8Array(size);
@@ -378,13 +388,18 @@ export function encodeFrame(f) {
       w.u32(f.link ?? 0);
       w.u64(f.after ?? 0);
       break;
+    case T_RELAY_PROBE:
+      w.u32(f.req ?? 0);
+      w.u8(f.last ? 1 : 0);
+      w.bytes32(padding);
+      break;
   }
   return out;
 }
 
 // checkRelayFields throws unless a relay frame's fields fit their wire
 // types (the other frames' are checked in encodeFrame).
-function checkRelayFields(type, f, id, from, data) {
+function checkRelayFields(type, f, id, from, data, padding) {
   const u8 = (v) => v === undefined || (Number.isInteger(v) && v >= 0 && v <= 0xff);
   const u32 = (v) => v === undefined || (Number.isInteger(v) && v >= 0 && v <= 0xffffffff);
   const u64 = (v) => v === undefined || (Number.isSafeInteger(v) && v >= 0);
@@ -394,6 +409,9 @@ function checkRelayFields(type, f, id, from, data) {
   switch (type) {
     case T_RELAY_READY:
       ok(u8(f.maxChildren) && u32(f.upload), "maxChildren or upload");
+      break;
+    case T_RELAY_PROBE:
+      ok(padding instanceof Uint8Array && padding.length <= MAX_PROBE_CHUNK, "padding (at most 16 KiB)");
       break;
     case T_RELAY_INVITE:
     case T_ATTACH:
@@ -570,11 +588,20 @@ function decode(bytes, maxSize, allowBatch) {
       f.link = r.u32();
       f.after = r.u64();
       break;
+    case T_RELAY_PROBE: {
+      f.req = r.u32();
+      const flags = r.u8();
+      if (flags > 1) throw new FrameError(`probe flags ${flags}`);
+      f.last = flags === 1;
+      f.padding = r.bytes32();
+      if (f.padding.length > MAX_PROBE_CHUNK) throw new FrameError(`probe of ${f.padding.length} bytes`);
+      break;
+    }
     default:
       throw new FrameError(`unknown frame type ${type}`);
   }
   if (r.off !== bytes.length) throw new FrameError(`${f.type} frame: ${bytes.length - r.off} trailing bytes`);
-  if (type !== T_ACK && type !== T_BATCH && type !== T_RELAY_READY && (type !== T_ERROR || f.topic !== "")) {
+  if (type !== T_ACK && type !== T_BATCH && type !== T_RELAY_READY && type !== T_RELAY_PROBE && (type !== T_ERROR || f.topic !== "")) {
     if (!TOPIC_RE.test(f.topic) || f.topic.length > MAX_TOPIC_LENGTH) throw new FrameError(`invalid topic ${JSON.stringify(f.topic)}`);
   }
   return f;
@@ -1228,6 +1255,7 @@ export class Client extends EventTarget {
     const max = this.transport === "webrtc" ? this._pc?.sctp?.maxMessageSize : undefined;
     this._maxFrame = max && Number.isFinite(max) ? Math.min(max, 1 << 20) : 65535;
     for (const topic of this._handlers.keys()) this._sendSubscribe(topic);
+    this._probed = false; // a new session: the peer measures it afresh
     if (this.options.relay) this._sendRelayReady(false);
     const outbox = this._outbox;
     this._outbox = [];
@@ -1376,7 +1404,21 @@ export class Client extends EventTarget {
   _sendRelayReady(withdraw) {
     const offer = relayOffer(this.options.relay);
     const f = withdraw || !offer ? { type: "relay-ready", maxChildren: 0, upload: 0 } : { type: "relay-ready", ...offer };
+    if (f.maxChildren > 0 && !f.metered && !this._probed) this._sendProbe();
     this._request(f).catch((err) => this._emitError(err));
+  }
+
+  /**
+   * Sends the upload probe, once per connection: PROBE_CHUNKS RELAY-PROBE
+   * frames of padding back to back, the last one acknowledged. The peer
+   * measures this browser's upload by how fast they arrive, and invites
+   * no browser it has not measured.
+   */
+  _sendProbe() {
+    this._probed = true;
+    const padding = new Uint8Array(MAX_PROBE_CHUNK);
+    for (let i = 0; i < PROBE_CHUNKS - 1; i++) this._send(encodeFrame({ type: "relay-probe", padding }));
+    this._request({ type: "relay-probe", last: true, padding }).catch((err) => this._emitError(err));
   }
 
   _takeReq() {

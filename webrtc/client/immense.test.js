@@ -604,6 +604,10 @@ test("relay frames: Go's golden vectors decode to the documented fields, and the
   assert.deepEqual([rep.req, rep.topic, rep.link, rep.reason, hex(rep.evidence)], [3, "news", 7, "forged", "010e00"]);
   assert.equal(g("report-stalled").reason, "stalled");
   assert.deepEqual(g("hello"), { type: "hello", topic: "news", link: 7, after: 41 });
+  assert.deepEqual(g("relay-probe"), { type: "relay-probe", req: 0, last: false, padding: new Uint8Array(3) });
+  assert.deepEqual(g("relay-probe-last"), { type: "relay-probe", req: 8, last: true, padding: new Uint8Array(0) });
+  assert.deepEqual(decodeFrame(encodeFrame({ type: "relay-probe", last: true, padding: new Uint8Array(16 << 10) })).padding.length, 16 << 10);
+  assert.throws(() => encodeFrame({ type: "relay-probe", padding: new Uint8Array((16 << 10) + 1) }), RangeError);
 
   // The RECORD was signed in Go by the key the ATTACH carries.
   const rec = g("record");
@@ -617,7 +621,7 @@ test("relay frames: Go's golden vectors decode to the documented fields, and the
   assert.equal(await verifyRecord(new Uint8Array(32), rec), false);
 
   // Bad relay frames are refused both ways.
-  for (const b of ["010a00000001020000000000", "010d000000000104" + "6e657773" + "0000", "010d000000070904" + "6e657773" + "0000", "011100000000046e657773000000070600000000"]) {
+  for (const b of ["010a00000001020000000000", "01130000000002" + "00000000", "011300000000000000400100", "010d000000000104" + "6e657773" + "0000", "010d000000070904" + "6e657773" + "0000", "011100000000046e657773000000070600000000"]) {
     assert.throws(() => decodeFrame(unhex(b)), FrameError, b);
   }
   assert.throws(() => encodeFrame({ type: "signal", topic: "news", link: 0, kind: "offer" }), RangeError);
@@ -782,6 +786,9 @@ test("relay role: opt-in READY, answers offers, replays the backlog after HELLO,
   await waitFor(() => srv.frames.some((f) => f.type === "relay-ready"), "READY");
   const ready = srv.frames.find((f) => f.type === "relay-ready");
   assert.deepEqual([ready.maxChildren, ready.upload, ready.metered], [2, 300000, false]);
+  // The upload probe went first: 64 KiB in four chunks, the last one marked.
+  const probes = srv.frames.slice(0, srv.frames.indexOf(ready)).filter((f) => f.type === "relay-probe");
+  assert.deepEqual(probes.map((f) => [f.last, f.padding.length]), [[false, 16384], [false, 16384], [false, 16384], [true, 16384]]);
   const control = srv.channel;
   // Invited with a cap of 100 kB/s (below the user's 300 kB/s).
   control.deliver(encodeFrame({ type: "relay-invite", topic: "news", maxChildren: 8, uploadCap: 100_000, key: peer.key }));
