@@ -4,7 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
 	"sync"
@@ -16,12 +18,15 @@ import (
 var (
 	relayBenchK    = flag.Int("webrtc.relay-bench-k", 1000, "subscribers in BenchmarkRelayFanout")
 	relayBenchRate = flag.Int("webrtc.relay-bench-rate", 500, "messages per second published in BenchmarkRelayFanout")
+	relayBenchSink = flag.String("webrtc.relay-bench-sink", "null", "what a session's write costs in BenchmarkRelayFanout: null (write(2) to /dev/null) or udp (sendto(2) of a datagram over loopback, to a socket that never reads)")
 )
 
 // BenchmarkRelayFanout: the peer's cost of one topic with K subscribers,
 // fed directly and through browser relays, in the same run. Sessions are
 // in process with a channel that makes one write(2) of each frame to
-// /dev/null, the least a socket write costs (so the process's CPU is the
+// /dev/null, the least a socket write costs, or with
+// -webrtc.relay-bench-sink udp one sendto(2) of it over loopback, the
+// least a data channel's packet costs (so the process's CPU is the
 // peer's alone: the relays' forwarding runs in the browsers, not here);
 // every message reaches K subscribers either way, so deliveries per peer
 // CPU-second is K x messages / the CPU the peer spent. p99 is from
@@ -46,7 +51,7 @@ func BenchmarkRelayFanout(b *testing.B) {
 
 // countChannel is a session's channel that counts, and samples latency.
 type countChannel struct {
-	sink   *os.File // /dev/null: one write(2) per frame, the least a socket write costs
+	sink   io.Writer // one write(2) or sendto(2) per frame (-webrtc.relay-bench-sink)
 	sends  *atomic.Int64
 	bytes  *atomic.Int64
 	sample bool
@@ -81,6 +86,36 @@ func (c countChannel) send(b []byte) error {
 func (c countChannel) buffered() uint64 { return 0 }
 func (c countChannel) direct() bool     { return true }
 
+// benchSink opens what the sessions of BenchmarkRelayFanout write to:
+// /dev/null, or a UDP socket on loopback that never reads, with a small
+// receive buffer, so that every datagram takes the kernel's whole send
+// path and loopback delivery and is dropped at the full queue (the
+// process never spends CPU receiving).
+func benchSink(kind string) (io.WriteCloser, error) {
+	switch kind {
+	case "null":
+		return os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	case "udp":
+		dst, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			return nil, err
+		}
+		_ = dst.SetReadBuffer(4096)
+		src, err := net.DialUDP("udp4", nil, dst.LocalAddr().(*net.UDPAddr))
+		if err != nil {
+			dst.Close()
+			return nil, err
+		}
+		return &udpSink{src, dst}, nil
+	}
+	return nil, fmt.Errorf("-webrtc.relay-bench-sink %q: want null or udp", kind)
+}
+
+type udpSink struct{ src, dst *net.UDPConn }
+
+func (u *udpSink) Write(b []byte) (int, error) { return u.src.Write(b) }
+func (u *udpSink) Close() error                { u.dst.Close(); return u.src.Close() }
+
 // benchRelayFanout returns deliveries per CPU-second, peer writes per
 // message and the p99 first-hop latency in seconds.
 func benchRelayFanout(b *testing.B, relays bool, k int) [3]float64 {
@@ -97,7 +132,7 @@ func benchRelayFanout(b *testing.B, relays bool, k int) [3]float64 {
 	}
 	defer srv.Close()
 	var sends, bytes atomic.Int64
-	sink, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	sink, err := benchSink(*relayBenchSink)
 	if err != nil {
 		b.Fatal(err)
 	}
