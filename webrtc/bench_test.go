@@ -33,7 +33,8 @@ package webrtc
 //	idle-KiB/sub   the same once the messages have drained (what a
 //	               connection costs with no backlog)
 //	first-msg-ms   median time from a client starting its offer (or
-//	               WebSocket dial) to its first message
+//	               WebSocket dial) to its first message (up to one
+//	               warm-up interval late with -webrtc.bench-warm-rate)
 //	lost           messages published but not received (drops)
 //	subs           subscribers measured: K, or those connected when
 //	               -webrtc.bench-connect-timeout (8m) ran out
@@ -46,6 +47,7 @@ package webrtc
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -82,6 +84,7 @@ var (
 	benchFanoutInterval = flag.Duration("webrtc.bench-fanout-interval", DefaultConfig().FanoutInterval, "Config.FanoutInterval of the stack and ws modes")
 	benchPacketRate     = flag.Float64("webrtc.bench-fanout-packet-rate", DefaultConfig().FanoutPacketRate, "Config.FanoutPacketRate of the stack and ws modes")
 	benchDCMaxK         = flag.Int("webrtc.bench-dc-max-k", 0, "BenchmarkFanout skips the data channel modes (stack, bare) above this K; 0: no limit")
+	benchWarmRate       = flag.Float64("webrtc.bench-warm-rate", 0, "publish rate of BenchmarkFanout while its subscribers connect, messages per second; 0: -webrtc.bench-rate (at K=2,000 over data channels a full-rate warm-up leaves too little CPU for the handshakes)")
 	benchConnectTimeout = flag.Duration("webrtc.bench-connect-timeout", 8*time.Minute, "BenchmarkFanout's subscriber process starts no more connections after this and measures the subscribers it has (reported as subs)")
 	benchResults        sync.Map // "mode/K" -> farmResult, for the comparison table
 )
@@ -461,6 +464,9 @@ func benchFanout(b *testing.B, mode string, k int) {
 	// Messages flow from the start, so that each subscriber's first
 	// message measures its connection time.
 	pub := &benchPublisher{srv: bs, size: *benchSize, interval: time.Duration(float64(time.Second) / *benchRate)}
+	if *benchWarmRate > 0 {
+		pub.warm = time.Duration(float64(time.Second) / *benchWarmRate)
+	}
 	warmCtx, stopWarm := context.WithCancel(context.Background())
 	warmDone := make(chan struct{})
 	go func() {
@@ -575,6 +581,7 @@ type benchPublisher struct {
 	srv      benchServer
 	size     int
 	interval time.Duration
+	warm     time.Duration // the interval of run (the warm-up); 0: interval
 	seq      atomic.Int64
 	due      time.Time
 }
@@ -593,7 +600,7 @@ func (p *benchPublisher) publishOne(due time.Time) {
 }
 
 func (p *benchPublisher) run(ctx context.Context) {
-	t := time.NewTicker(p.interval)
+	t := time.NewTicker(cmp.Or(p.warm, p.interval))
 	defer t.Stop()
 	for {
 		select {
