@@ -407,6 +407,9 @@ func (c *Client) handle(f *frame) bool {
 		// Presence is for browsers (immense.js); this client ignores it.
 	case frameAck:
 		c.answer(f.req, nil)
+	case frameProbe:
+		c.relay.onNonce(f) // relayclient.go: the peer's answer to a probe's start
+		c.answer(f.req, nil)
 	case frameError:
 		err := &ServerError{Code: f.code, Topic: f.topic, Reason: f.reason}
 		if f.req == 0 || !c.answer(f.req, err) {

@@ -364,5 +364,8 @@ func (c *Config) validate() error {
 		bad("StallTimeout", "%v, must be positive", c.StallTimeout)
 	}
 	c.Relay.validate(bad)
+	if c.Relay.Enabled && c.MaxFrameSize < maxProbeFrame {
+		bad("MaxFrameSize", "%d, must take an upload probe's frame (%d bytes) when relays are on", c.MaxFrameSize, maxProbeFrame)
+	}
 	return errors.Join(errs...)
 }

@@ -227,8 +227,9 @@ func TestRelayFramesLimited(t *testing.T) {
 
 // TestRelayProbe: the peer takes a relay's upload from its probe, not from
 // its word: a browser that offers 4 MiB/s over a link that delivers the
-// probe at 16 KiB per 40 ms is invited for what the link delivered; one
-// that never probed is never invited; probes are budgeted.
+// probe's chunks 40 ms apart is invited for what the link delivered; one
+// that never probed is never invited; chunks must carry the peer's nonce,
+// and probes are budgeted.
 func TestRelayProbe(t *testing.T) {
 	const topic = "news"
 	e, rounds := relayEnv(t, nil)
@@ -248,9 +249,9 @@ func TestRelayProbe(t *testing.T) {
 		t.Fatalf("no RELAY-READY offering %d bytes/s", offered)
 		return nil, readiness{}
 	}
-	// Three chunks after the first, each at least 40 ms after the one
-	// before: at most 3 × 16 KiB / 120 ms.
-	const most = 3 * maxProbeChunk / 0.120
+	// Four chunks, each sent at least 40 ms after the nonce or the chunk
+	// before: at most 64 KiB / 160 ms.
+	const most = maxProbeBytes / 0.160
 	_, r := sessionOf(4 << 20)
 	if r.offered != 4<<20 || r.upload == 0 || float64(r.upload) > most {
 		t.Fatalf("offered %d, measured %d bytes/s; want 4 MiB/s offered and 1-%.0f measured", r.offered, r.upload, most)
@@ -273,15 +274,26 @@ func TestRelayProbe(t *testing.T) {
 	}
 	t.Logf("measured %d bytes/s; %+v", r.upload, st)
 
-	// Budgets: one probe per ProbeInterval, ProbeBytes per probe, two
-	// chunks at least.
-	probe := func(c *Client, n int, size int) error {
+	// By hand: the start, then n chunks of size bytes, beginning with
+	// the nonce when withNonce.
+	probe := func(c *Client, n, size int, withNonce bool) error {
+		nonce := make(chan []byte, 1)
+		c.relay.mu.Lock()
+		c.relay.nonce = nonce
+		c.relay.mu.Unlock()
+		if err := c.request(ctx, &frame{typ: frameProbe, relay: &relayFields{}}); err != nil {
+			return err
+		}
+		pad := make([]byte, size)
+		if withNonce {
+			copy(pad, <-nonce)
+		}
 		for range n - 1 {
-			if err := c.request(ctx, &frame{typ: frameProbe, relay: &relayFields{probe: make([]byte, size)}}); err != nil {
+			if err := c.request(ctx, &frame{typ: frameProbe, relay: &relayFields{probe: pad}}); err != nil {
 				return err
 			}
 		}
-		return c.request(ctx, &frame{typ: frameProbe, relay: &relayFields{flags: probeFlagLast, probe: make([]byte, size)}})
+		return c.request(ctx, &frame{typ: frameProbe, relay: &relayFields{flags: probeFlagLast, probe: pad}})
 	}
 	code := func(err error) ErrorCode {
 		var se *ServerError
@@ -291,19 +303,22 @@ func TestRelayProbe(t *testing.T) {
 		t.Fatalf("want an ERROR frame, got %v", err)
 		return 0
 	}
-	if c := code(probe(slow, 2, 8)); c != CodeRateLimited {
+	if c := code(probe(slow, 2, 32, true)); c != CodeRateLimited {
 		t.Errorf("second probe within the interval: %v, want rate-limited", c)
 	}
-	fresh := e.dial(ctx, tok)
-	if c := code(probe(fresh, 5, maxProbeChunk)); c != CodeRateLimited {
+	if c := code(probe(e.dial(ctx, tok), 5, maxProbeChunk, true)); c != CodeRateLimited {
 		t.Errorf("probe of 80 KiB: %v, want rate-limited", c)
 	}
-	if c := code(probe(e.dial(ctx, tok), 1, 8)); c != CodeBadFrame {
-		t.Errorf("probe of one chunk: %v, want bad-frame", c)
+	if c := code(probe(e.dial(ctx, tok), 2, 1024, false)); c != CodeBadFrame {
+		t.Errorf("probe whose chunks lack the nonce: %v, want bad-frame", c)
 	}
-	for _, res := range []string{probeLimited, probeTooLarge, probeTooShort} {
-		if v := value(t, e.srv.relays.m.probes.WithLabelValues(res)); v != 1 {
-			t.Errorf("probes %s = %v, want 1", res, v)
+	// One small chunk is a probe too, timed from the nonce.
+	if err := probe(e.dial(ctx, tok), 1, probeNonceSize, true); err != nil {
+		t.Errorf("probe of one chunk: %v", err)
+	}
+	for res, want := range map[string]float64{probeMeasured: 2, probeLimited: 1, probeTooLarge: 1, probeBadNonce: 1} {
+		if v := value(t, e.srv.relays.m.probes.WithLabelValues(res)); v != want {
+			t.Errorf("probes %s = %v, want %v", res, v, want)
 		}
 	}
 }

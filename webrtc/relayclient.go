@@ -1,6 +1,7 @@
 package webrtc
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -33,8 +34,11 @@ const (
 	// a loaded link is not taken for a stall.
 	stallHeads = 2
 	// probeChunks is how many RELAY-PROBE frames of maxProbeChunk bytes
-	// an upload probe sends: 64 KiB, the peer's default Relay.ProbeBytes.
+	// an upload probe sends: 64 KiB, maxProbeBytes, the most a peer takes.
 	probeChunks = 4
+	// probeTimeout bounds an upload probe: a peer that predates probes
+	// never answers the first frame with a request ID.
+	probeTimeout = 10 * time.Second
 	// maxChildBuffered is how far a child may fall behind (bytes not yet
 	// acknowledged) before its relay closes its link.
 	maxChildBuffered = 1 << 20
@@ -76,6 +80,7 @@ type clientRelays struct {
 	misdoer relayBehaviour
 	// probePace spaces the probe's chunks, for tests: a slow link.
 	probePace time.Duration
+	nonce     chan<- []byte // the probe under way waits for the peer's nonce
 
 	forwarded atomic.Int64 // bytes forwarded to children
 
@@ -129,7 +134,9 @@ func (r *clientRelays) ready(ctx context.Context) error {
 		return nil
 	}
 	if err := r.probe(ctx); err != nil {
-		return err
+		// The peer will not invite it (or predates probes and needs
+		// none): the READY still says the user agreed.
+		r.c.log.Info("upload probe failed", "err", err)
 	}
 	var flags uint8
 	if o.Metered {
@@ -138,11 +145,29 @@ func (r *clientRelays) ready(ctx context.Context) error {
 	return r.c.request(ctx, &frame{typ: frameRelayReady, relay: &relayFields{flags: flags, upload: o.Upload, maxChildren: uint8(min(max(o.MaxChildren, 0), 255))}})
 }
 
-// probe sends the upload probe: probeChunks RELAY-PROBE frames of padding
-// back to back, the last one acknowledged. The peer measures the client's
-// upload by their arrival; a client that does not probe is never invited.
+// probe runs the upload probe: a RELAY-PROBE asking for it, answered by
+// the peer's nonce; then probeChunks chunks of maxProbeChunk bytes that
+// begin with it, back to back, the last one acknowledged. The peer
+// measures the client's upload by their arrival; a client that does not
+// probe is never invited.
 func (r *clientRelays) probe(ctx context.Context) error {
-	pad := make([]byte, maxProbeChunk)
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	nonce := make(chan []byte, 1)
+	r.mu.Lock()
+	r.nonce = nonce
+	r.mu.Unlock()
+	if err := r.c.request(ctx, &frame{typ: frameProbe, relay: &relayFields{}}); err != nil {
+		return fmt.Errorf("upload probe: %w", err)
+	}
+	var pad []byte
+	select {
+	case n := <-nonce:
+		pad = make([]byte, maxProbeChunk)
+		copy(pad, n)
+	default:
+		return errors.New("upload probe: the peer acknowledged without a nonce")
+	}
 	pace := func() error { // a slow link, for tests
 		if r.probePace <= 0 {
 			return nil
@@ -156,11 +181,9 @@ func (r *clientRelays) probe(ctx context.Context) error {
 			return nil
 		}
 	}
-	for i := range probeChunks - 1 {
-		if i > 0 {
-			if err := pace(); err != nil {
-				return err
-			}
+	for range probeChunks - 1 {
+		if err := pace(); err != nil {
+			return err
 		}
 		b, err := appendFrame(nil, &frame{typ: frameProbe, relay: &relayFields{probe: pad}})
 		if err != nil {
@@ -177,6 +200,21 @@ func (r *clientRelays) probe(ctx context.Context) error {
 		return fmt.Errorf("upload probe: %w", err)
 	}
 	return nil
+}
+
+// onNonce takes the peer's answer to a probe's start, before the
+// request's ACK is completed with it.
+func (r *clientRelays) onNonce(f *frame) {
+	if len(f.relay.probe) != probeNonceSize {
+		return
+	}
+	r.mu.Lock()
+	ch := r.nonce
+	r.nonce = nil
+	r.mu.Unlock()
+	if ch != nil {
+		ch <- bytes.Clone(f.relay.probe) // the frame's buffer is pion's
+	}
 }
 
 func (r *clientRelays) topic(name string) *relayTopic {

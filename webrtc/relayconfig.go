@@ -28,13 +28,11 @@ type RelayConfig struct {
 	// MaxUpload caps the upload, in bytes/s, the peer asks of one relay,
 	// whatever the relay reports. Default 1 MB/s.
 	MaxUpload uint32
-	// ProbeBytes caps the padding of one upload probe (RELAY-PROBE
-	// frames), and ProbeInterval is how often a session may probe: the
-	// peer measures a would-be relay's upload from how fast a probe
-	// arrives, and invites no session it has not measured. Defaults 64 KiB
-	// and 10 min: a probe costs the peer that much download per browser
-	// that offers to relay.
-	ProbeBytes    int
+	// ProbeInterval is how often a session may probe its upload: the peer
+	// measures a would-be relay's upload from how fast an upload probe
+	// (RELAY-PROBE frames, at most 64 KiB) arrives, and invites no session
+	// it has not measured. Default 10 min: a probe costs the peer 64 KiB
+	// of download per session that offers to relay.
 	ProbeInterval time.Duration
 	// MinUptime is how long a session must have been ready to relay
 	// (since its RELAY-READY) before it is invited: a tab that is about to
@@ -74,7 +72,6 @@ func DefaultRelayConfig() RelayConfig {
 		MaxChildren:    8,
 		MaxDepth:       3,
 		MaxUpload:      1 << 20,
-		ProbeBytes:     64 << 10,
 		ProbeInterval:  10 * time.Minute,
 		MinUptime:      30 * time.Second,
 		HeadInterval:   time.Second,
@@ -100,7 +97,6 @@ func (c *RelayConfig) validate(bad func(field, format string, args ...any)) {
 	check("MaxChildren", c.MaxChildren >= 1 && c.MaxChildren <= 255, c.MaxChildren)
 	check("MaxDepth", c.MaxDepth >= 2, c.MaxDepth)
 	check("MaxUpload", c.MaxUpload > 0, c.MaxUpload)
-	check("ProbeBytes", c.ProbeBytes >= 2, c.ProbeBytes)
 	check("ProbeInterval", c.ProbeInterval > 0, c.ProbeInterval)
 	check("MinUptime", c.MinUptime >= 0, c.MinUptime)
 	check("HeadInterval", c.HeadInterval > 0, c.HeadInterval)

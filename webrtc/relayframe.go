@@ -77,8 +77,16 @@ const (
 	// probeFlagLast is bit 0 of RELAY-PROBE's flags: the probe's last
 	// chunk.
 	probeFlagLast = 1
-	// maxProbeChunk caps one RELAY-PROBE's padding; a probe is a few.
+	// maxProbeChunk caps one RELAY-PROBE's padding, and maxProbeBytes a
+	// probe's: four chunks.
 	maxProbeChunk = 16 << 10
+	maxProbeBytes = 4 * maxProbeChunk
+	// probeNonceSize is the nonce a peer answers a probe's start with,
+	// which begins each of its chunks.
+	probeNonceSize = 16
+	// maxProbeFrame is the size of a RELAY-PROBE of maxProbeChunk: the
+	// peer's MaxFrameSize must take it.
+	maxProbeFrame = headerLen + 4 + 1 + 4 + maxProbeChunk
 )
 
 // relayFields are the fields of the relay frames beyond those of frame.
@@ -93,7 +101,7 @@ type relayFields struct {
 	reason      ReportReason
 	evidence    []byte // report
 	data        string // signal
-	probe       []byte // relay-probe: padding
+	probe       []byte // relay-probe: padding (peer → client: the nonce)
 }
 
 func isRelayFrame(t frameType) bool { return t >= frameRelayReady && t <= frameProbe }

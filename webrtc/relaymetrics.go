@@ -34,8 +34,8 @@ const (
 
 	probeMeasured = "measured"
 	probeLimited  = "rate_limited" // a second probe within ProbeInterval
-	probeTooLarge = "too_large"    // over ProbeBytes
-	probeTooShort = "too_short"    // one chunk
+	probeTooLarge = "too_large"    // over maxProbeBytes
+	probeBadNonce = "bad_nonce"    // a chunk without the peer's nonce
 )
 
 func newRelayMetrics(reg prometheus.Registerer) (*relayMetrics, error) {
@@ -60,7 +60,7 @@ func newRelayMetrics(reg prometheus.Registerer) (*relayMetrics, error) {
 		signals: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "signals_total",
 			Help: "SIGNAL frames between browsers by result (forwarded, refused), and relay frames of any type refused for exceeding Relay.SignalRate (rate_limited)."}, []string{"result"}),
 		probes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "probes_total",
-			Help: "Upload probes of browsers offering to relay, by result: measured, rate_limited (a second one within Relay.ProbeInterval), too_large (over Relay.ProbeBytes), too_short (one chunk)."}, []string{"result"}),
+			Help: "Upload probes of browsers offering to relay, by result: measured, rate_limited (a second one within Relay.ProbeInterval), too_large (over 64 KiB), bad_nonce (a chunk without the nonce the peer sent)."}, []string{"result"}),
 		probeUpload: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "probe_upload_bytes_per_second",
 			Help:    "Upload of browsers offering to relay, as this peer measured it from their probes.",
 			Buckets: prometheus.ExponentialBuckets(16<<10, 2, 10)}), // 16 KiB/s to 8 MiB/s

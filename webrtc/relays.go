@@ -1,6 +1,7 @@
 package webrtc
 
 import (
+	"bytes"
 	"cmp"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -55,15 +56,14 @@ type readiness struct {
 	at          time.Time
 }
 
-// probe is a session's upload probe (RELAY-PROBE frames): the peer times
-// the chunks' arrival, so a browser's upload is measured here, not taken
-// from its word.
+// probe is a session's upload probe (RELAY-PROBE frames): the peer sends
+// a nonce and times the chunks that carry it back, so a browser's upload
+// is measured here, not taken from its word, and no chunk can have left
+// the browser before the clock started.
 type probe struct {
-	started time.Time // first chunk of the probe under way or last done
-	first   time.Time // arrival of the first chunk
-	chunks  int       // chunks of the probe under way; 0: none under way
+	started time.Time // when the nonce of the probe under way, or of the last one, went out
+	nonce   []byte    // of the probe under way; nil: none under way
 	bytes   int       // padding received in this probe
-	after   int       // of it, after the first chunk
 	upload  uint32    // the last completed probe's result, bytes/s
 }
 
@@ -222,6 +222,11 @@ func (rs *relays) onFrame(s *session, f *frame) {
 	// One budget for every relay frame a session sends: each costs the
 	// peer a look-up under a lock, some a rebalance of the trees.
 	rs.mu.Lock()
+	if s.isClosed() {
+		// Its sessionGone may have run already: keep nothing for it.
+		rs.mu.Unlock()
+		return
+	}
 	lim := rs.limits[s]
 	if lim == nil {
 		lim = rate.NewLimiter(rate.Limit(rs.cfg.SignalRate), rs.cfg.SignalBurst)
@@ -276,12 +281,16 @@ func (rs *relays) onReady(s *session, f *frame) {
 	}
 }
 
-// onProbe takes one chunk of a session's upload probe. The first chunk
-// starts the clock; the last one stops it, and the padding that came after
-// the first, over the time between them, is the session's measured upload
-// (a lower bound: a link still opening its congestion window measures
-// slower than it is). A probe carries at most ProbeBytes, and a session
-// starts at most one per ProbeInterval.
+// onProbe takes a RELAY-PROBE. The first of a probe asks for it: the
+// peer answers with a RELAY-PROBE carrying a fresh nonce and starts the
+// clock as it sends it. The browser then sends chunks of padding that
+// begin with the nonce, the last one flagged; their bytes over the time
+// from the nonce to the last chunk's arrival is the session's measured
+// upload. It is a lower bound whatever the browser does: no chunk can
+// leave before the nonce arrives, and a round trip and any wait on either
+// side only add to the time (a link still opening its congestion window
+// measures slower than it is). A probe carries at most maxProbeBytes, and
+// a session starts at most one per ProbeInterval.
 func (rs *relays) onProbe(s *session, f *frame) {
 	r := f.relay
 	now := rs.srv.now()
@@ -291,24 +300,38 @@ func (rs *relays) onProbe(s *session, f *frame) {
 		p = &probe{}
 		rs.probes[s] = p
 	}
-	if p.chunks == 0 {
+	if p.nonce == nil {
 		if !p.started.IsZero() && now.Sub(p.started) < rs.cfg.ProbeInterval {
 			rs.mu.Unlock()
 			rs.m.probes.WithLabelValues(probeLimited).Inc()
 			s.reject(f.req, CodeRateLimited, "", fmt.Sprintf("one upload probe per %v", rs.cfg.ProbeInterval))
 			return
 		}
-		p.started, p.first, p.bytes, p.after = now, now, 0, 0
-	} else {
-		p.after += len(r.probe)
+		nonce := make([]byte, probeNonceSize)
+		_, _ = rand.Read(nonce) // crypto/rand.Read does not fail
+		p.nonce, p.bytes, p.started = nonce, 0, now
+		rs.mu.Unlock()
+		b, err := appendFrame(nil, &frame{typ: frameProbe, req: f.req, relay: &relayFields{probe: nonce}})
+		if err != nil {
+			rs.log.Error("cannot encode a probe nonce", "err", err)
+			return
+		}
+		s.sendControl(b)
+		return
 	}
-	p.chunks++
+	if !bytes.HasPrefix(r.probe, p.nonce) {
+		p.nonce = nil // abandoned; the interval still counts from its start
+		rs.mu.Unlock()
+		rs.m.probes.WithLabelValues(probeBadNonce).Inc()
+		s.reject(f.req, CodeBadFrame, "", "an upload probe's chunks begin with the nonce the peer sent")
+		return
+	}
 	p.bytes += len(r.probe)
-	if p.bytes > rs.cfg.ProbeBytes {
-		p.chunks = 0 // abandoned; the interval still counts from its start
+	if p.bytes > maxProbeBytes {
+		p.nonce = nil
 		rs.mu.Unlock()
 		rs.m.probes.WithLabelValues(probeTooLarge).Inc()
-		s.reject(f.req, CodeRateLimited, "", fmt.Sprintf("an upload probe carries at most %d bytes", rs.cfg.ProbeBytes))
+		s.reject(f.req, CodeRateLimited, "", fmt.Sprintf("an upload probe carries at most %d bytes", maxProbeBytes))
 		return
 	}
 	if r.flags&probeFlagLast == 0 {
@@ -316,28 +339,22 @@ func (rs *relays) onProbe(s *session, f *frame) {
 		s.ack(f.req)
 		return
 	}
-	chunks := p.chunks
-	p.chunks = 0
-	p.upload = probeRate(p.after, now.Sub(p.first))
-	if chunks < 2 {
-		p.upload = 0 // one chunk times nothing
-	}
+	p.nonce = nil
+	p.upload = probeRate(p.bytes, now.Sub(p.started))
+	upload := p.upload
 	var changed bool
 	if rd := rs.ready[s]; rd != nil {
-		up := min(rd.offered, p.upload)
-		changed = up != rd.upload
-		rd.upload = up
+		// A new readiness, not an update: capacity and invite read one
+		// after letting go of rs.mu.
+		next := *rd
+		next.upload = min(rd.offered, upload)
+		changed = next.upload != rd.upload
+		rs.ready[s] = &next
 	}
-	upload := p.upload
 	rs.mu.Unlock()
-	if chunks < 2 {
-		rs.m.probes.WithLabelValues(probeTooShort).Inc()
-		s.reject(f.req, CodeBadFrame, "", "an upload probe needs two chunks or more: the first starts the clock")
-		return
-	}
 	rs.m.probes.WithLabelValues(probeMeasured).Inc()
 	rs.m.probeUpload.Observe(float64(upload))
-	rs.log.Debug("upload probe", "session", s.id, "bytes_per_second", upload, "chunks", chunks)
+	rs.log.Debug("upload probe", "session", s.id, "bytes_per_second", upload)
 	s.ack(f.req)
 	if changed {
 		signal(rs.kick)

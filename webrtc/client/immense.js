@@ -106,9 +106,11 @@ const KEY_SIZE = 32;
 /** Largest SIGNAL data (an SDP): 16 KiB. */
 const MAX_SIGNAL_DATA = 16 << 10;
 
-/** Padding of one RELAY-PROBE frame (maxProbeChunk in Go); an upload probe is PROBE_CHUNKS of them, 64 KiB, the peer's default Relay.ProbeBytes. */
+/** Padding of one RELAY-PROBE frame (maxProbeChunk in Go); an upload probe is PROBE_CHUNKS of them, 64 KiB, the most a peer takes. */
 const MAX_PROBE_CHUNK = 16 << 10;
 const PROBE_CHUNKS = 4;
+/** The nonce a peer answers a probe's start with, which begins each chunk (probeNonceSize in Go). */
+const PROBE_NONCE_SIZE = 16;
 
 /** Size of an Ed25519 signature. */
 const SIG_SIZE = 64;
@@ -1388,9 +1390,9 @@ export class Client extends EventTarget {
       if (this._pending.delete(req)) item.reject(new Error(`${item.frame.type} timed out`));
     }, this.options.requestTimeout);
     this._pending.set(req, {
-      resolve: () => {
+      resolve: (value) => {
         clearTimeout(timer);
-        item.resolve();
+        item.resolve(value);
       },
       reject: (err) => {
         clearTimeout(timer);
@@ -1404,21 +1406,39 @@ export class Client extends EventTarget {
   _sendRelayReady(withdraw) {
     const offer = relayOffer(this.options.relay);
     const f = withdraw || !offer ? { type: "relay-ready", maxChildren: 0, upload: 0 } : { type: "relay-ready", ...offer };
-    if (f.maxChildren > 0 && !f.metered && !this._probed) this._sendProbe();
-    this._request(f).catch((err) => this._emitError(err));
+    const ready = () => this._request(f).catch((err) => this._emitError(err));
+    if (f.maxChildren > 0 && !f.metered && !this._probed) {
+      this._probed = true;
+      // The READY goes after the probe whatever its outcome: a peer that
+      // predates probes needs none; one that failed to measure does not
+      // invite, and the READY still says the user agreed.
+      const gen = this._gen;
+      this._probe()
+        .catch((err) => this._emitError(err))
+        .then(() => {
+          if (this._gen === gen && this.state === "open") ready();
+        });
+      return;
+    }
+    ready();
   }
 
   /**
-   * Sends the upload probe, once per connection: PROBE_CHUNKS RELAY-PROBE
-   * frames of padding back to back, the last one acknowledged. The peer
-   * measures this browser's upload by how fast they arrive, and invites
-   * no browser it has not measured.
+   * The upload probe, once per connection: a RELAY-PROBE asking for it,
+   * which the peer answers with a nonce; then PROBE_CHUNKS chunks of
+   * padding that begin with the nonce, back to back, the last one
+   * acknowledged. The peer measures this browser's upload by how fast they
+   * arrive after its nonce, and invites no browser it has not measured.
    */
-  _sendProbe() {
-    this._probed = true;
+  async _probe() {
+    const reply = await this._request({ type: "relay-probe" });
+    if (!(reply?.padding instanceof Uint8Array) || reply.padding.length !== PROBE_NONCE_SIZE) {
+      throw new FrameError("the peer answered the upload probe without a nonce");
+    }
     const padding = new Uint8Array(MAX_PROBE_CHUNK);
+    padding.set(reply.padding);
     for (let i = 0; i < PROBE_CHUNKS - 1; i++) this._send(encodeFrame({ type: "relay-probe", padding }));
-    this._request({ type: "relay-probe", last: true, padding }).catch((err) => this._emitError(err));
+    await this._request({ type: "relay-probe", last: true, padding });
   }
 
   _takeReq() {
@@ -1482,6 +1502,13 @@ export class Client extends EventTarget {
         const p = this._pending.get(f.req);
         this._pending.delete(f.req);
         p?.resolve();
+        return;
+      }
+      case "relay-probe": {
+        // The peer's nonce, answering the start of an upload probe.
+        const p = this._pending.get(f.req);
+        this._pending.delete(f.req);
+        p?.resolve(f);
         return;
       }
       case "error": {

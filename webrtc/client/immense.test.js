@@ -184,6 +184,10 @@ class FakeServer {
       dc.deliver(encodeFrame({ type: "error", req: f.req, code: ErrorCode.FORBIDDEN, topic: f.topic, reason: "no" }));
       return;
     }
+    if (f.type === "relay-probe" && f.padding.length === 0) {
+      dc.deliver(encodeFrame({ type: "relay-probe", req: f.req, padding: PROBE_NONCE })); // a probe's start
+      return;
+    }
     dc.deliver(encodeFrame({ type: "ack", req: f.req }));
   }
   push(topic, text, dc = this.channel) {
@@ -573,6 +577,9 @@ async function waitFor(cond, what) {
 
 const seqOf = (m) => Number(new DataView(m.data.buffer, m.data.byteOffset).getBigUint64(0));
 
+// PROBE_NONCE is what the fake peer answers an upload probe's start with.
+const PROBE_NONCE = new Uint8Array(16).fill(0xa5);
+
 // relayPeer is a peer's relay key and the records it signs.
 async function relayPeer() {
   const kp = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
@@ -786,9 +793,13 @@ test("relay role: opt-in READY, answers offers, replays the backlog after HELLO,
   await waitFor(() => srv.frames.some((f) => f.type === "relay-ready"), "READY");
   const ready = srv.frames.find((f) => f.type === "relay-ready");
   assert.deepEqual([ready.maxChildren, ready.upload, ready.metered], [2, 300000, false]);
-  // The upload probe went first: 64 KiB in four chunks, the last one marked.
+  // The upload probe went first: its start, answered with the nonce, then
+  // 64 KiB in four chunks that begin with it, the last one marked.
   const probes = srv.frames.slice(0, srv.frames.indexOf(ready)).filter((f) => f.type === "relay-probe");
-  assert.deepEqual(probes.map((f) => [f.last, f.padding.length]), [[false, 16384], [false, 16384], [false, 16384], [true, 16384]]);
+  assert.deepEqual(
+    probes.map((f) => [f.last, f.padding.length, hex(f.padding.subarray(0, 16))]),
+    [[false, 0, ""], ...[false, false, false, true].map((last) => [last, 16384, hex(PROBE_NONCE)])],
+  );
   const control = srv.channel;
   // Invited with a cap of 100 kB/s (below the user's 300 kB/s).
   control.deliver(encodeFrame({ type: "relay-invite", topic: "news", maxChildren: 8, uploadCap: 100_000, key: peer.key }));
