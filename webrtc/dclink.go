@@ -274,7 +274,7 @@ type dcLink struct {
 func (st *dcStack) newLink(ctx context.Context, offer remoteOffer, gatherTimeout time.Duration, onFailed func()) (*dcLink, string, error) {
 	if st.lite != nil {
 		ufrag, pwd := newICECredentials()
-		lc, err := newLiteConn(st.mux, st.lite, ufrag, pwd, offer.ufrag, onFailed)
+		lc, err := newLiteConn(st.mux, st.lite, ufrag, pwd, offer.ufrag, offer.pwd, onFailed)
 		if err != nil {
 			return nil, "", fmt.Errorf("ICE-lite: %w", err)
 		}

@@ -43,9 +43,13 @@ type liteConn struct {
 	conn      net.PacketConn // the UDP mux's connection for ufrag
 	username  string         // what the browser's checks must carry: ufrag ":" its ufrag
 	integrity stun.MessageIntegrity
-	onFailed  func()
-	lastSeen  atomic.Int64 // unix nanoseconds of the last packet from a checked address
-	timer     *time.Timer
+	// The browser's credentials, for the one binding request that tells
+	// its agent a checked pair works (handleSTUN).
+	remoteUser      string // its ufrag ":" ufrag
+	remoteIntegrity stun.MessageIntegrity
+	onFailed        func()
+	lastSeen        atomic.Int64 // unix nanoseconds of the last packet from a checked address
+	timer           *time.Timer
 
 	mu       sync.Mutex
 	checked  []*net.UDPAddr // remote addresses that passed a check, newest last
@@ -62,16 +66,18 @@ var errLiteNoAddress = errors.New("ICE-lite: no checked address to write to")
 // falls silent.
 func newLiteConn(mux interface {
 	GetConn(string, net.Addr) (net.PacketConn, error)
-}, local net.Addr, ufrag, pwd, remoteUfrag string, onFailed func()) (*liteConn, error) {
+}, local net.Addr, ufrag, pwd, remoteUfrag, remotePwd string, onFailed func()) (*liteConn, error) {
 	pc, err := mux.GetConn(ufrag, local)
 	if err != nil {
 		return nil, err
 	}
 	c := &liteConn{
-		conn:      pc,
-		username:  ufrag + ":" + remoteUfrag,
-		integrity: stun.NewShortTermIntegrity(pwd),
-		onFailed:  onFailed,
+		conn:            pc,
+		username:        ufrag + ":" + remoteUfrag,
+		integrity:       stun.NewShortTermIntegrity(pwd),
+		remoteUser:      remoteUfrag + ":" + ufrag,
+		remoteIntegrity: stun.NewShortTermIntegrity(remotePwd),
+		onFailed:        onFailed,
 	}
 	c.lastSeen.Store(time.Now().UnixNano())
 	c.mu.Lock()
@@ -181,6 +187,31 @@ func (c *liteConn) handleSTUN(raw []byte, addr *net.UDPAddr) {
 	c.mu.Unlock()
 	c.lastSeen.Store(time.Now().UnixNano())
 	_, _ = c.conn.WriteTo(out.Raw, addr) // also registers addr with the mux
+	if !known {
+		c.hint(addr)
+	}
+}
+
+// hint sends the browser one binding request on a pair that just passed
+// its check. A lite agent need not check (RFC 8445, section 2.5), and the
+// browser ignores the answer's absence; but pion's controlling agent
+// nominates a pair that worked only on its next tick, 200 ms later, unless
+// the other side's request shows the pair works both ways, when it
+// nominates at once: the Go client connected in 205-210 ms to an ICE-lite
+// server against 4-6 ms with full ICE, before this. One request per new
+// address (at most maxLiteAddrs a session); the answer is dropped with
+// the other responses.
+func (c *liteConn) hint(addr *net.UDPAddr) {
+	var tie [8]byte
+	_, _ = rand.Read(tie[:])
+	req, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.NewUsername(c.remoteUser),
+		stun.RawAttribute{Type: stun.AttrICEControlled, Value: tie[:]},
+		stun.RawAttribute{Type: stun.AttrPriority, Value: []byte{0x7e, 0xff, 0xff, 0xff}}, // a host candidate's
+		c.remoteIntegrity, stun.Fingerprint)
+	if err != nil {
+		return
+	}
+	_, _ = c.conn.WriteTo(req.Raw, addr)
 }
 
 // WriteTo sends b to the browser's selected address, whatever addr DTLS

@@ -80,11 +80,14 @@ func (p *packetPipe) SetWriteDeadline(time.Time) error { return nil }
 // TestLiteConnChecks: the ICE-lite endpoint answers only binding requests
 // with the right username and password, answers them with the browser's
 // address under the same password, and hands DTLS only packets from
-// addresses that passed a check; writes go to the nominated address.
+// addresses that passed a check; writes go to the nominated address. Each
+// newly checked address also gets one binding request under the browser's
+// credentials (the hint that makes pion's agent nominate at once).
 func TestLiteConnChecks(t *testing.T) {
-	const ufrag, pwd, remoteUfrag = "serverufrag", "serverpassword0123456789", "browser"
+	const ufrag, pwd, remoteUfrag, remotePwd = "serverufrag", "serverpassword0123456789", "browser", "browserpassword0123456789"
 	pipe := &packetPipe{in: make(chan pipePacket, 16)}
-	c := &liteConn{conn: pipe, username: ufrag + ":" + remoteUfrag, integrity: stun.NewShortTermIntegrity(pwd), onFailed: func() {}}
+	c := &liteConn{conn: pipe, username: ufrag + ":" + remoteUfrag, integrity: stun.NewShortTermIntegrity(pwd), onFailed: func() {},
+		remoteUser: remoteUfrag + ":" + ufrag, remoteIntegrity: stun.NewShortTermIntegrity(remotePwd)}
 	request := func(user, key string, nominate bool) []byte { return bindingRequest(t, user, key, nominate) }
 	a := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4001}
 	b := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4002}
@@ -107,11 +110,19 @@ func TestLiteConnChecks(t *testing.T) {
 	if !bytes.Equal(buf[:n], dtlsRecord(2)) || from.String() != a.String() {
 		t.Fatalf("DTLS got %x from %v, want %x from %v", buf[:n], from, dtlsRecord(2), a)
 	}
-	if len(pipe.written) != 2 {
-		t.Fatalf("%d answers, want 2 (the checks with the right credentials)", len(pipe.written))
+	if len(pipe.written) != 4 {
+		t.Fatalf("%d packets written, want 4 (an answer and a hint for each check with the right credentials)", len(pipe.written))
 	}
 	for i, want := range []*net.UDPAddr{a, b} {
-		w := pipe.written[i]
+		h := pipe.written[2*i+1]
+		hm := &stun.Message{Raw: h.b}
+		var u stun.Username
+		if err := hm.Decode(); err != nil || hm.Type != stun.BindingRequest || h.addr.String() != want.String() ||
+			u.GetFrom(hm) != nil || string(u) != remoteUfrag+":"+ufrag || !hm.Contains(stun.AttrICEControlled) ||
+			stun.NewShortTermIntegrity(remotePwd).Check(hm) != nil || stun.Fingerprint.Check(hm) != nil {
+			t.Errorf("hint %d to %v: %v %q %v, want a binding request to %v under the browser's credentials", i, h.addr, hm.Type, u, err, want)
+		}
+		w := pipe.written[2*i]
 		if w.addr.String() != want.String() {
 			t.Errorf("answer %d went to %v, want %v", i, w.addr, want)
 		}
@@ -131,7 +142,7 @@ func TestLiteConnChecks(t *testing.T) {
 	if _, err := c.WriteTo([]byte("x"), nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := pipe.written[2].addr.String(); got != a.String() {
+	if got := pipe.written[4].addr.String(); got != a.String() {
 		t.Errorf("DTLS write went to %v, want %v (the browser's latest address)", got, a)
 	}
 	if _, _, err := c.ReadFrom(buf); err != io.EOF {
@@ -220,8 +231,8 @@ func FuzzLiteSTUN(f *testing.F) {
 		switch {
 		case taken && !valid:
 			t.Fatalf("took %v from a packet that is not a valid check: %x", c.checked, b)
-		case valid && (!taken || len(pipe.written) != 1 || c.selected == nil):
-			t.Fatalf("a valid check: taken %v, answers %d, selected %v", taken, len(pipe.written), c.selected)
+		case valid && (!taken || len(pipe.written) != 2 || c.selected == nil):
+			t.Fatalf("a valid check: taken %v, answer and hint %d, selected %v", taken, len(pipe.written), c.selected)
 		case len(pipe.written) > 0 && !taken:
 			t.Fatalf("answered a packet it did not take: %x", b)
 		}
