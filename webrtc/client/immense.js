@@ -1414,7 +1414,10 @@ export class Client extends EventTarget {
       // invite, and the READY still says the user agreed.
       const gen = this._gen;
       this._probe()
-        .catch((err) => this._emitError(err))
+        .catch((err) => {
+          // A peer without relays refuses the READY too, which reports it.
+          if (!(err instanceof ServerError && err.code === ErrorCode.RELAY_REFUSED)) this._emitError(err);
+        })
         .then(() => {
           if (this._gen === gen && this.state === "open") ready();
         });
