@@ -135,8 +135,14 @@ func (r *clientRelays) ready(ctx context.Context) error {
 	}
 	if err := r.probe(ctx); err != nil {
 		// The peer will not invite it (or predates probes and needs
-		// none): the READY still says the user agreed.
-		r.c.log.Info("upload probe failed", "err", err)
+		// none): the READY still says the user agreed. A peer without
+		// relays refuses the READY too, which Dial logs.
+		var se *ServerError
+		if errors.As(err, &se) && se.Code == CodeRelayRefused {
+			r.c.log.Debug("upload probe refused", "err", err)
+		} else {
+			r.c.log.Info("upload probe failed", "err", err)
+		}
 	}
 	var flags uint8
 	if o.Metered {
