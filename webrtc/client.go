@@ -412,6 +412,9 @@ func (c *Client) handle(f *frame) bool {
 		c.answer(f.req, nil)
 	case frameError:
 		err := &ServerError{Code: f.code, Topic: f.topic, Reason: f.reason}
+		if f.req == 0 {
+			c.relay.onUncorrelated(err) // relayclient.go
+		}
 		if f.req == 0 || !c.answer(f.req, err) {
 			c.report(err)
 		}

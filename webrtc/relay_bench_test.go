@@ -157,7 +157,9 @@ func benchRelayFanout(b *testing.B, relays bool, k int) [3]float64 {
 			srv.relays.mu.Lock()
 			nonce := srv.relays.probes[s].nonce
 			srv.relays.mu.Unlock()
-			srv.relays.onProbe(s, &frame{typ: frameProbe, relay: &relayFields{flags: probeFlagLast, probe: nonce}})
+			chunk := make([]byte, maxProbeChunk) // 16 KiB in microseconds: far above the offer
+			copy(chunk, nonce)
+			srv.relays.onProbe(s, &frame{typ: frameProbe, relay: &relayFields{flags: probeFlagLast, probe: chunk}})
 			srv.relays.onReady(s, &frame{typ: frameRelayReady, relay: &relayFields{upload: 1 << 20, maxChildren: 8}})
 		}
 	}

@@ -676,3 +676,23 @@ func logRelayMetrics(t testing.TB, e *testEnv) {
 	}
 	t.Log(sb.String())
 }
+
+// TestProbeStartAbortedByOldPeer: a peer that predates probes answers the
+// probe's start with a bad-frame ERROR it cannot correlate (it cannot
+// read the frame's request ID); that ends the start at once, and other
+// uncorrelated errors do not.
+func TestProbeStartAbortedByOldPeer(t *testing.T) {
+	r := &clientRelays{}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	r.abortStart = cancel
+	r.onUncorrelated(&ServerError{Code: CodeRateLimited})
+	if ctx.Err() != nil {
+		t.Fatal("a rate-limited ERROR ended the probe's start")
+	}
+	old := &ServerError{Code: CodeBadFrame, Reason: "unknown frame type 19"}
+	r.onUncorrelated(old)
+	if !errors.Is(context.Cause(ctx), old) {
+		t.Fatalf("start not ended by the old peer's ERROR: cause %v", context.Cause(ctx))
+	}
+}

@@ -2,6 +2,7 @@ package webrtc
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -79,8 +80,9 @@ type clientRelays struct {
 	opts    *RelayOptions // nil: never relays
 	misdoer relayBehaviour
 	// probePace spaces the probe's chunks, for tests: a slow link.
-	probePace time.Duration
-	nonce     chan<- []byte // the probe under way waits for the peer's nonce
+	probePace  time.Duration
+	nonce      chan<- []byte           // the probe under way waits for the peer's nonce
+	abortStart context.CancelCauseFunc // ends the probe's start (onUncorrelated)
 
 	forwarded atomic.Int64 // bytes forwarded to children
 
@@ -160,11 +162,17 @@ func (r *clientRelays) probe(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	nonce := make(chan []byte, 1)
+	start, startDone := context.WithCancelCause(ctx)
+	defer startDone(nil)
 	r.mu.Lock()
-	r.nonce = nonce
+	r.nonce, r.abortStart = nonce, startDone
 	r.mu.Unlock()
-	if err := r.c.request(ctx, &frame{typ: frameProbe, relay: &relayFields{}}); err != nil {
-		return fmt.Errorf("upload probe: %w", err)
+	err := r.c.request(start, &frame{typ: frameProbe, relay: &relayFields{}})
+	r.mu.Lock()
+	r.abortStart = nil
+	r.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("upload probe: %w", cmp.Or(context.Cause(start), err))
 	}
 	var pad []byte
 	select {
@@ -206,6 +214,22 @@ func (r *clientRelays) probe(ctx context.Context) error {
 		return fmt.Errorf("upload probe: %w", err)
 	}
 	return nil
+}
+
+// onUncorrelated takes an ERROR without a request ID: a peer that
+// predates probes cannot read a RELAY-PROBE's ID and answers a bad-frame
+// ERROR without one, which ends a probe's start at once rather than at
+// probeTimeout.
+func (r *clientRelays) onUncorrelated(err *ServerError) {
+	if err.Code != CodeBadFrame {
+		return
+	}
+	r.mu.Lock()
+	abort := r.abortStart
+	r.mu.Unlock()
+	if abort != nil {
+		abort(err)
+	}
 }
 
 // onNonce takes the peer's answer to a probe's start, before the

@@ -258,6 +258,10 @@ func (rs *relays) onFrame(s *session, f *frame) {
 func (rs *relays) onReady(s *session, f *frame) {
 	r := f.relay
 	rs.mu.Lock()
+	if s.isClosed() { // its sessionGone may have run: keep nothing for it
+		rs.mu.Unlock()
+		return
+	}
 	prev := rs.ready[s]
 	var changed bool
 	if r.maxChildren == 0 || r.upload == 0 {
@@ -295,6 +299,10 @@ func (rs *relays) onProbe(s *session, f *frame) {
 	r := f.relay
 	now := rs.srv.now()
 	rs.mu.Lock()
+	if s.isClosed() { // its sessionGone may have run: keep nothing for it
+		rs.mu.Unlock()
+		return
+	}
 	p := rs.probes[s]
 	if p == nil {
 		p = &probe{}

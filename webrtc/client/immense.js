@@ -1411,7 +1411,9 @@ export class Client extends EventTarget {
       this._probed = true;
       // The READY goes after the probe whatever its outcome: a peer that
       // predates probes needs none; one that failed to measure does not
-      // invite, and the READY still says the user agreed.
+      // invite, and the READY still says the user agreed. It says what
+      // the page offers by then: setRelay may have changed or withdrawn
+      // the offer meanwhile (a withdrawal went out at once).
       const gen = this._gen;
       this._probe()
         .catch((err) => {
@@ -1419,7 +1421,7 @@ export class Client extends EventTarget {
           if (!(err instanceof ServerError && err.code === ErrorCode.RELAY_REFUSED)) this._emitError(err);
         })
         .then(() => {
-          if (this._gen === gen && this.state === "open") ready();
+          if (this._gen === gen && this.state === "open" && this.options.relay) this._sendRelayReady(false);
         });
       return;
     }
@@ -1434,7 +1436,12 @@ export class Client extends EventTarget {
    * arrive after its nonce, and invites no browser it has not measured.
    */
   async _probe() {
-    const reply = await this._request({ type: "relay-probe" });
+    if (MAX_PROBE_CHUNK + 11 > this._maxFrame) throw new RangeError(`the peer takes frames of ${this._maxFrame} bytes, too small for an upload probe`);
+    const start = this._request({ type: "relay-probe" });
+    start.catch(() => {}); // when aborted, its own timeout ends it later, unheard
+    const reply = await Promise.race([start, new Promise((_, reject) => (this._abortProbe = reject))]).finally(
+      () => (this._abortProbe = null),
+    );
     if (!(reply?.padding instanceof Uint8Array) || reply.padding.length !== PROBE_NONCE_SIZE) {
       throw new FrameError("the peer answered the upload probe without a nonce");
     }
@@ -1520,6 +1527,13 @@ export class Client extends EventTarget {
         if (p) {
           this._pending.delete(f.req);
           p.reject(err);
+          return;
+        }
+        if (!f.req && f.code === ErrorCode.BAD_FRAME && this._abortProbe) {
+          // A peer that predates probes cannot read the start's request
+          // ID: this is its answer, and the probe ends now, not at the
+          // request timeout.
+          this._abortProbe(err);
           return;
         }
         if (f.code === ErrorCode.SUBSCRIPTION_LOST && this._handlers.has(f.topic) && this.state === "open") {

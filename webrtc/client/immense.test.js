@@ -185,7 +185,14 @@ class FakeServer {
       return;
     }
     if (f.type === "relay-probe" && f.padding.length === 0) {
-      dc.deliver(encodeFrame({ type: "relay-probe", req: f.req, padding: PROBE_NONCE })); // a probe's start
+      // A probe's start: the nonce, or, from a peer that predates probes,
+      // an ERROR it cannot correlate.
+      const answer = () =>
+        this.oldPeer
+          ? dc.deliver(encodeFrame({ type: "error", req: 0, code: ErrorCode.BAD_FRAME, reason: "unknown frame type 19" }))
+          : dc.deliver(encodeFrame({ type: "relay-probe", req: f.req, padding: PROBE_NONCE }));
+      if (this.holdProbe) this.heldProbe = answer; // the test answers when it wants
+      else answer();
       return;
     }
     dc.deliver(encodeFrame({ type: "ack", req: f.req }));
@@ -864,6 +871,52 @@ test("relay role: opt-in READY, answers offers, replays the backlog after HELLO,
   await waitFor(() => srv.frames.filter((f) => f.type === "relay-ready").length === 2, "withdrawal");
   assert.equal(srv.frames.filter((f) => f.type === "relay-ready").at(-1).maxChildren, 0);
   client.close();
+});
+
+test("upload probe: a peer that predates probes ends it at once; the READY says what the page offers by then", async () => {
+  // An old peer answers the start with an ERROR it cannot correlate: the
+  // READY follows at once, not after the request timeout.
+  {
+    const srv = new FakeServer();
+    srv.oldPeer = true;
+    const errors = [];
+    const client = connect("https://peer.example", {
+      token: "good",
+      fetch: srv.fetch,
+      RTCPeerConnection: fakeWebRTC(srv),
+      relay: { maxChildren: 2, upload: 300_000 },
+      requestTimeout: 60_000,
+    });
+    client.addEventListener("error", (e) => errors.push(e.detail?.message ?? String(e.detail)));
+    await waitFor(() => srv.frames.some((f) => f.type === "relay-ready"), "READY after the old peer's ERROR");
+    assert.equal(srv.frames.filter((f) => f.type === "relay-probe").length, 1, "no chunks after a refused start");
+    assert.equal(errors.length, 1, `one error event, got ${JSON.stringify(errors)}`);
+    client.close();
+  }
+  // Withdrawn while the probe runs: the withdrawal goes at once, and no
+  // offer follows it.
+  {
+    const srv = new FakeServer();
+    const client = connect("https://peer.example", {
+      token: "good",
+      fetch: srv.fetch,
+      RTCPeerConnection: fakeWebRTC(srv),
+      relay: { maxChildren: 2, upload: 300_000 },
+    });
+    srv.holdProbe = true;
+    await waitFor(() => srv.heldProbe, "probe start");
+    client.setRelay(null);
+    srv.heldProbe();
+    await waitFor(() => srv.frames.filter((f) => f.type === "relay-probe").length === 5, "probe chunks");
+    await client.subscribe("news", () => {}); // one more round trip: anything queued has gone out
+    const readies = srv.frames.filter((f) => f.type === "relay-ready");
+    assert.deepEqual(
+      readies.map((f) => f.maxChildren),
+      [0],
+      "only the withdrawal",
+    );
+    client.close();
+  }
 });
 
 test("relay child without Ed25519 in WebCrypto: records from the peer taken, relays left as refused (not accused)", async () => {
