@@ -33,6 +33,10 @@ import (
 // often that is checked: a timer per session, no goroutine.
 const liteConsentCheck = 5 * time.Second
 
+// noLiteHints turns the binding request of hint off, for
+// BenchmarkBrowserConnect to measure what it saves.
+var noLiteHints atomic.Bool
+
 // maxLiteAddrs bounds the remote addresses a session keeps as checked:
 // a browser checks one pair per candidate of its own.
 const maxLiteAddrs = 8
@@ -176,7 +180,7 @@ func (c *liteConn) handleSTUN(raw []byte, addr *net.UDPAddr) {
 			break
 		}
 	}
-	hint := !known && c.hints < maxLiteAddrs
+	hint := !noLiteHints.Load() && !known && c.hints < maxLiteAddrs
 	if hint {
 		c.hints++
 	}
