@@ -69,17 +69,7 @@ func loopbackNet(t *testing.T, n int, adjust func(*Config)) ([]*Node, []*HTTPSer
 // browser starts a headless Chromium of its own (profile and all).
 func browser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
-	opts := browsertest.Options(t, extra...)
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancel)
-	ctx, cancel2 := chromedp.NewContext(actx)
-	t.Cleanup(cancel2)
-	// Start the browser on this context: the first Run's context owns the
-	// browser, and the callers' per-step timeouts must not close it.
-	if err := chromedp.Run(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return ctx
+	return browsertest.Start(t, context.Background(), extra...)
 }
 
 // TestBrowsersChat: two Chromium browsers, each on the demo page of a

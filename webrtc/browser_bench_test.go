@@ -39,16 +39,9 @@ window.loaded = true;
 // running pion's full ICE agent, in the same run. Reports the median and
 // p90 of b.N connections per mode.
 func BenchmarkBrowserConnect(b *testing.B) {
-	opts := browsertest.Options(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	actx, cancel := chromedp.NewExecAllocator(ctx, opts...)
-	defer cancel()
-	bctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	if err := chromedp.Run(bctx); err != nil {
-		b.Fatalf("start chromium: %v", err)
-	}
+	bctx := browsertest.Start(b, ctx)
 	medians := map[string]float64{}
 	for _, mode := range []string{"ice-lite", "ice-lite-no-hint", "full-ice"} {
 		b.Run(mode, func(b *testing.B) {

@@ -107,7 +107,6 @@ func newRelayBrowsers(t *testing.T) *relayBrowsers {
 	if testing.Short() {
 		t.Skip("starts Chromium")
 	}
-	opts := browsertest.Options(t)
 	e, rounds := relayEnv(t, func(c *RelayConfig) {
 		c.DirectBudget = 1
 		// Chromium tabs on two loaded cores: the default HEAD interval,
@@ -128,14 +127,7 @@ func newRelayBrowsers(t *testing.T) *relayBrowsers {
 	hs := httptest.NewServer(mux)
 	t.Cleanup(hs.Close)
 	ctx := testContext(t)
-	actx, cancel := chromedp.NewExecAllocator(ctx, opts...)
-	t.Cleanup(cancel)
-	bctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(cancel)
-	if err := chromedp.Run(bctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return &relayBrowsers{t: t, e: e, rounds: rounds, ctx: ctx, url: hs.URL + "/relay-test", bctx: bctx}
+	return &relayBrowsers{t: t, e: e, rounds: rounds, ctx: ctx, url: hs.URL + "/relay-test", bctx: browsertest.Start(t, ctx)}
 }
 
 // tab opens a tab that follows topic with token tok, offering to relay

@@ -25,7 +25,6 @@ func TestBrowserClient(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Chromium")
 	}
-	opts := browsertest.Options(t)
 	e := newTestEnv(t, nil)
 	mux := http.NewServeMux()
 	mux.Handle(OfferPath, e.srv)
@@ -41,15 +40,7 @@ func TestBrowserClient(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	actx, cancel := chromedp.NewExecAllocator(ctx, opts...)
-	defer cancel()
-	bctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	// Start the browser on bctx: the context of the first Run owns it, so
-	// it must not be one of the per-step timeouts below.
-	if err := chromedp.Run(bctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
+	bctx := browsertest.Start(t, ctx) // the per-step timeouts below derive from it
 	run := func(what string, actions ...chromedp.Action) {
 		t.Helper()
 		sctx, cancel := context.WithTimeout(bctx, 30*time.Second)

@@ -319,13 +319,5 @@ func labBrowser(t *testing.T, ns netns) context.Context {
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	opts := browsertest.Options(t, chromedp.ExecPath(wrapper), chromedp.Flag("remote-debugging-port", strconv.Itoa(port)))
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancel)
-	ctx, cancel2 := chromedp.NewContext(actx)
-	t.Cleanup(cancel2)
-	if err := chromedp.Run(ctx); err != nil {
-		t.Fatalf("start chromium in %s: %v", ns.name, err)
-	}
-	return ctx
+	return browsertest.Start(t, context.Background(), chromedp.ExecPath(wrapper), chromedp.Flag("remote-debugging-port", strconv.Itoa(port)))
 }

@@ -4,6 +4,7 @@
 package browsertest
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"testing"
@@ -37,6 +38,22 @@ func Options(t testing.TB, extra ...chromedp.ExecAllocatorOption) []chromedp.Exe
 		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns"),
 	)
 	return append(opts, extra...)
+}
+
+// Start starts a headless Chromium of the test's own (Options plus extra)
+// under parent and returns the context of its first tab, which owns the
+// browser: callers' per-step timeouts must derive from it, not replace it.
+// The browser is closed at the test's cleanup.
+func Start(t testing.TB, parent context.Context, extra ...chromedp.ExecAllocatorOption) context.Context {
+	t.Helper()
+	actx, cancel := chromedp.NewExecAllocator(parent, Options(t, extra...)...)
+	t.Cleanup(cancel)
+	ctx, cancel2 := chromedp.NewContext(actx)
+	t.Cleanup(cancel2)
+	if err := chromedp.Run(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
 }
 
 // profileDir is a Chromium profile directory, removed after the test (a
