@@ -40,7 +40,7 @@ type Client struct {
 	nextReq atomic.Uint32
 
 	mu       sync.Mutex
-	pending  map[uint32]chan error
+	pending  map[uint32]chan reply
 	closed   bool
 	err      error
 	inflight sync.WaitGroup // message handlers that may send on msgs
@@ -173,7 +173,7 @@ func Dial(ctx context.Context, offerURL, token string, opts ...ClientOption) (*C
 		maxIn:      maxFrameSizeLimit,
 		msgs:       make(chan Message, cfg.messageBuffer),
 		done:       make(chan struct{}),
-		pending:    make(map[uint32]chan error),
+		pending:    make(map[uint32]chan reply),
 	}
 	c.relay = newClientRelays(c, &cfg)
 	opened := make(chan struct{})
@@ -326,7 +326,21 @@ func (c *Client) Close() error {
 	return nil
 }
 
+// reply answers a request: an ACK (f nil), the frame that answers it
+// (RELAY-PROBE's nonce), or an ERROR (err).
+type reply struct {
+	f   *frame
+	err error
+}
+
 func (c *Client) request(ctx context.Context, f *frame) error {
+	_, err := c.requestReply(ctx, f)
+	return err
+}
+
+// requestReply sends f with a fresh request ID and waits for its answer:
+// the answering frame, nil for an ACK.
+func (c *Client) requestReply(ctx context.Context, f *frame) (*frame, error) {
 	req := c.nextReq.Add(1)
 	if req == 0 { // zero means "no ACK wanted"; skip it on wrap-around
 		req = c.nextReq.Add(1)
@@ -334,16 +348,16 @@ func (c *Client) request(ctx context.Context, f *frame) error {
 	f.req = req
 	b, err := appendFrame(nil, f)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(b) > c.maxOut {
-		return fmt.Errorf("%w: %d bytes, the server accepts %d", ErrFrameTooLarge, len(b), c.maxOut)
+		return nil, fmt.Errorf("%w: %d bytes, the server accepts %d", ErrFrameTooLarge, len(b), c.maxOut)
 	}
-	answer := make(chan error, 1)
+	answer := make(chan reply, 1)
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	c.pending[req] = answer
 	c.mu.Unlock()
@@ -353,15 +367,15 @@ func (c *Client) request(ctx context.Context, f *frame) error {
 		c.mu.Unlock()
 	}()
 	if err := c.dc.Send(b); err != nil {
-		return fmt.Errorf("send %s: %w", f.typ, err)
+		return nil, fmt.Errorf("send %s: %w", f.typ, err)
 	}
 	select {
-	case err := <-answer:
-		return err
+	case r := <-answer:
+		return r.f, r.err
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	case <-c.done:
-		return c.Err()
+		return nil, c.Err()
 	}
 }
 
@@ -406,16 +420,18 @@ func (c *Client) handle(f *frame) bool {
 	case framePresence:
 		// Presence is for browsers (immense.js); this client ignores it.
 	case frameAck:
-		c.answer(f.req, nil)
+		c.answer(f.req, reply{})
 	case frameProbe:
-		c.relay.onNonce(f) // relayclient.go: the peer's answer to a probe's start
-		c.answer(f.req, nil)
+		// The peer's nonce, answering a probe's start (relayclient.go);
+		// the frame's buffer is pion's.
+		f.relay.probe = bytes.Clone(f.relay.probe)
+		c.answer(f.req, reply{f: f})
 	case frameError:
 		err := &ServerError{Code: f.code, Topic: f.topic, Reason: f.reason}
 		if f.req == 0 {
 			c.relay.onUncorrelated(err) // relayclient.go
 		}
-		if f.req == 0 || !c.answer(f.req, err) {
+		if f.req == 0 || !c.answer(f.req, reply{err: err}) {
 			c.report(err)
 		}
 	case frameRelayInvite, frameAttach, frameSignal, frameRecord, frameHead:
@@ -427,13 +443,13 @@ func (c *Client) handle(f *frame) bool {
 }
 
 // answer completes request req; false if nobody waits for it.
-func (c *Client) answer(req uint32, err error) bool {
+func (c *Client) answer(req uint32, r reply) bool {
 	c.mu.Lock()
 	ch, ok := c.pending[req]
 	c.mu.Unlock()
 	if ok {
 		select {
-		case ch <- err:
+		case ch <- r:
 		default: // a second answer to the same request: ignore it
 		}
 	}

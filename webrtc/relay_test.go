@@ -277,16 +277,13 @@ func TestRelayProbe(t *testing.T) {
 	// By hand: the start, then n chunks of size bytes, beginning with
 	// the nonce when withNonce.
 	probe := func(c *Client, n, size int, withNonce bool) error {
-		nonce := make(chan []byte, 1)
-		c.relay.mu.Lock()
-		c.relay.nonce = nonce
-		c.relay.mu.Unlock()
-		if err := c.request(ctx, &frame{typ: frameProbe, relay: &relayFields{}}); err != nil {
+		nonce, err := c.requestReply(ctx, &frame{typ: frameProbe, relay: &relayFields{}})
+		if err != nil {
 			return err
 		}
 		pad := make([]byte, size)
 		if withNonce {
-			copy(pad, <-nonce)
+			copy(pad, nonce.relay.probe)
 		}
 		for range n - 1 {
 			if err := c.request(ctx, &frame{typ: frameProbe, relay: &relayFields{probe: pad}}); err != nil {

@@ -1,7 +1,6 @@
 package webrtc
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/ed25519"
@@ -81,7 +80,6 @@ type clientRelays struct {
 	misdoer relayBehaviour
 	// probePace spaces the probe's chunks, for tests: a slow link.
 	probePace  time.Duration
-	nonce      chan<- []byte           // the probe under way waits for the peer's nonce
 	abortStart context.CancelCauseFunc // ends the probe's start (onUncorrelated)
 
 	forwarded atomic.Int64 // bytes forwarded to children
@@ -161,27 +159,23 @@ func (r *clientRelays) ready(ctx context.Context) error {
 func (r *clientRelays) probe(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	nonce := make(chan []byte, 1)
 	start, startDone := context.WithCancelCause(ctx)
 	defer startDone(nil)
 	r.mu.Lock()
-	r.nonce, r.abortStart = nonce, startDone
+	r.abortStart = startDone
 	r.mu.Unlock()
-	err := r.c.request(start, &frame{typ: frameProbe, relay: &relayFields{}})
+	nonce, err := r.c.requestReply(start, &frame{typ: frameProbe, relay: &relayFields{}})
 	r.mu.Lock()
 	r.abortStart = nil
 	r.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("upload probe: %w", cmp.Or(context.Cause(start), err))
 	}
-	var pad []byte
-	select {
-	case n := <-nonce:
-		pad = make([]byte, maxProbeChunk)
-		copy(pad, n)
-	default:
-		return errors.New("upload probe: the peer acknowledged without a nonce")
+	if nonce == nil || len(nonce.relay.probe) != probeNonceSize {
+		return errors.New("upload probe: the peer answered without a nonce")
 	}
+	pad := make([]byte, maxProbeChunk)
+	copy(pad, nonce.relay.probe)
 	pace := func() error { // a slow link, for tests
 		if r.probePace <= 0 {
 			return nil
@@ -229,21 +223,6 @@ func (r *clientRelays) onUncorrelated(err *ServerError) {
 	r.mu.Unlock()
 	if abort != nil {
 		abort(err)
-	}
-}
-
-// onNonce takes the peer's answer to a probe's start, before the
-// request's ACK is completed with it.
-func (r *clientRelays) onNonce(f *frame) {
-	if len(f.relay.probe) != probeNonceSize {
-		return
-	}
-	r.mu.Lock()
-	ch := r.nonce
-	r.nonce = nil
-	r.mu.Unlock()
-	if ch != nil {
-		ch <- bytes.Clone(f.relay.probe) // the frame's buffer is pion's
 	}
 }
 
