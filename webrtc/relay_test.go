@@ -693,3 +693,45 @@ func TestProbeStartAbortedByOldPeer(t *testing.T) {
 		t.Fatalf("start not ended by the old peer's ERROR: cause %v", context.Cause(ctx))
 	}
 }
+
+// TestRelayUptime: a session is a candidate only once it has been ready
+// for Relay.MinUptime by the peer's own clock, counted from its first
+// RELAY-READY (a later READY that changes its offer does not restart it),
+// and only with a measured upload.
+func TestRelayUptime(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	e := newTestEnv(t, func(c *Config) {
+		c.Relay.Enabled = true
+		c.Relay.MinUptime = time.Minute
+		c.Now = func() time.Time { return now }
+	})
+	rs := e.srv.relays
+	s := &session{id: 1}
+	rs.mu.Lock()
+	rs.probes[s] = &probe{upload: 1 << 20} // as a completed probe leaves it
+	rs.mu.Unlock()
+	ready := func(children uint8) {
+		rs.onReady(s, &frame{typ: frameRelayReady, relay: &relayFields{upload: 512 << 10, maxChildren: children}})
+	}
+	candidate := func() bool { return len(rs.candidates([]*session{s})) == 1 }
+	ready(4)
+	if candidate() {
+		t.Fatal("a candidate right after its READY")
+	}
+	now = now.Add(40 * time.Second)
+	ready(6) // a new offer: uptime still counts from the first READY
+	if candidate() {
+		t.Fatal("a candidate after 40 s of a 1 min MinUptime")
+	}
+	now = now.Add(20 * time.Second)
+	if !candidate() {
+		t.Fatal("not a candidate after MinUptime")
+	}
+	rs.mu.Lock()
+	delete(rs.probes, s)
+	rs.mu.Unlock()
+	ready(5) // the same offer, unmeasured now
+	if candidate() {
+		t.Fatal("a candidate without a measured upload")
+	}
+}
