@@ -8,7 +8,8 @@ import (
 )
 
 // JoinState says whether the node is joined to the overlay (connected, with
-// a peer in its routing table) and, while it is not, why.
+// a peer in its routing table that has not refused it a join since it was
+// last joined) and, while it is not, why.
 type JoinState struct {
 	Joined bool
 	// Reason says, while not joined, what the last attempt found; when
@@ -58,7 +59,7 @@ func (o *Overlay) bootstrapLoop() {
 		case <-check.C:
 		}
 		connected := len(o.host.Network().Peers()) > 0
-		if connected && o.RoutingTableSize() > 0 {
+		if connected && o.avoided.joinedThrough(o.dht.RoutingTable().ListPeers()) {
 			o.setJoinState(JoinState{Joined: true})
 			if !joined {
 				joined = true
@@ -117,9 +118,17 @@ func jitter(d time.Duration) time.Duration {
 }
 
 // refresh fills the routing table through the peers we just reached.
+//
+// It first has the DHT look again at every connected peer (Bootstrap:
+// kad-dht's fixLowPeers, which runs while the table is nearly empty). The
+// DHT considers a peer when identify reports it, and leaves it out while
+// we avoid it; a connection that outlived our avoiding it (made while the
+// peer had us wait, then admitted on) would otherwise never enter the
+// table, and the node would wait for the next round to be joined.
 func (o *Overlay) refresh() {
 	ctx, cancel := context.WithTimeout(o.ctx, time.Minute)
 	defer cancel()
+	_ = o.dht.Bootstrap(ctx)
 	select {
 	case err := <-o.dht.ForceRefresh():
 		if err != nil && ctx.Err() == nil {

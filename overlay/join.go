@@ -352,11 +352,13 @@ func (o *Overlay) joinPeer(ai peer.AddrInfo) joinResult {
 		r.err = err
 	case m.typ == joinOK:
 		r.admitted = true
+		o.avoided.admitted(ai.ID)
 		return r
 	default:
 		o.joinBusyReceived.Add(1)
 		r.busy = &m
 		o.avoid(ai.ID, time.Now().Add(min(max(m.retryAfter, o.cfg.BootstrapBackoffMin), o.cfg.JoinRetryMax)))
+		o.avoided.refusedBy(ai.ID)
 		o.log.Debug("join refused: peer busy", "peer", ai.ID, "retry_after", m.retryAfter, "referrals", len(m.referrals))
 	}
 	_ = o.host.Network().ClosePeer(ai.ID)
@@ -411,9 +413,53 @@ func (o *Overlay) requestJoin(p peer.ID) (joinMessage, scope, error) {
 // check of a peer identify has just reported would dial a busy bootstrap
 // node straight back, and a node that joined through a referral would
 // still send its lookups to it.
+//
+// It also remembers, until they admit us or we are joined, the peers that
+// refused us: being connected to one of them, with it in the routing
+// table, is not being joined. The DHT can put a peer in the routing table
+// after our busy answer (its check of the peer started on identify,
+// before the answer, and adds it when done), and can dial it again once
+// the retry-after has passed; without this the node would count itself
+// joined through a peer that never admitted it.
 type avoidList struct {
-	mu    sync.Mutex
-	until map[peer.ID]time.Time
+	mu      sync.Mutex
+	until   map[peer.ID]time.Time
+	refused map[peer.ID]bool
+}
+
+// maxRefused bounds the refusals remembered while joining: the bootstrap
+// peers and the referrals asked, a few per round. Past it the oldest
+// rounds' entries are forgotten (the set is emptied), which at worst lets
+// the node count itself joined through one of them, as before.
+const maxRefused = 256
+
+func (a *avoidList) refusedBy(p peer.ID) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.refused == nil || len(a.refused) >= maxRefused {
+		a.refused = make(map[peer.ID]bool)
+	}
+	a.refused[p] = true
+}
+
+func (a *avoidList) admitted(p peer.ID) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.refused, p)
+}
+
+// joinedThrough reports whether one of ps has not refused us since we
+// last joined, and forgets the refusals if so.
+func (a *avoidList) joinedThrough(ps []peer.ID) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, p := range ps {
+		if !a.refused[p] {
+			a.refused = nil
+			return true
+		}
+	}
+	return false
 }
 
 // avoid records that p asked us to stay away until t.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/immense-p2p/immense/internal/simtest"
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -61,14 +62,16 @@ func (s *simNet) overlay(boot *Overlay, adjust func(*Config)) *Overlay {
 }
 
 // waitJoined waits until every overlay has joined, or fails after bound.
-func waitJoined(t *testing.T, bound time.Duration, os ...*Overlay) {
+func waitJoined(t *testing.T, bound time.Duration, ovs ...*Overlay) {
 	t.Helper()
 	deadline := time.After(bound)
-	for i, o := range os {
+	for i, o := range ovs {
 		select {
 		case <-o.Joined():
 		case <-deadline:
-			t.Fatalf("overlay %d of %d not joined within %v", i, len(os), bound)
+			st := o.JoinState()
+			t.Fatalf("overlay %d of %d not joined within %v: %q, next try in %v, %d peers connected, routing table %d, %+v",
+				i, len(ovs), bound, st.Reason, time.Until(st.NextTry), len(o.Host().Network().Peers()), o.RoutingTableSize(), o.JoinStats())
 		}
 	}
 }
@@ -283,6 +286,86 @@ func TestJoinBusyAnswer(t *testing.T) {
 		}
 		if st := boot.JoinStats(); st.Busy != 2 || st.Admitted != 1 {
 			t.Errorf("bootstrap stats %+v, want 1 admitted and 2 busy", st)
+		}
+	})
+}
+
+// TestJoinRefusedIsNotJoined: a node connected to a bootstrap node that
+// refused it, with that node in its routing table (as the DHT can leave it,
+// adding it once its check started before the busy answer is done), does
+// not count itself joined: when its retry comes it asks again, and stays
+// unjoined while the answer is busy. Then, admitted on a connection that
+// outlived its avoiding the node, it joins at once (the DHT is made to look
+// at its connected peers again) instead of a check interval later.
+func TestJoinRefusedIsNotJoined(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newSimNet(t)
+		boot := s.overlay(nil, func(c *Config) {
+			c.JoinRate, c.JoinBurst = 0.001, 1
+			c.JoinReferrals = 0
+			c.JoinRetryMax = 3 * time.Second
+		})
+		// A DHT client spends the one token: nobody's routing table gets
+		// a peer but the bootstrap node, which can then only be joined
+		// through.
+		first := s.overlay(boot, func(c *Config) { c.Mode = ModeClient })
+		waitJoined(t, 10*time.Second, first)
+		o := s.overlay(boot, nil)
+		for o.JoinState().NextTry.IsZero() { // refused, the round over
+			time.Sleep(10 * time.Millisecond)
+		}
+		// The leftovers of the refusal: a connection (the bootstrap node
+		// dials, so the node does not shun it) and a routing table entry.
+		identified, err := o.Host().EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer identified.Close()
+		// connect has the bootstrap node dial the node, and returns once
+		// the DHT has heard from identify (and left the node out).
+		connect := func() {
+			t.Helper()
+			for len(identified.Out()) > 0 {
+				<-identified.Out() // identify's reports of earlier connections
+			}
+			if err := boot.Host().Connect(context.Background(), peer.AddrInfo{ID: o.Host().ID(), Addrs: o.Host().Addrs()}); err != nil {
+				t.Fatal(err)
+			}
+			for e := range identified.Out() {
+				if e.(event.EvtPeerIdentificationCompleted).Peer == boot.Host().ID() {
+					break
+				}
+			}
+			synctest.Wait()
+		}
+		connect()
+		// Then a check started before the busy answer adds it.
+		if added, err := o.DHT().RoutingTable().TryAddPeer(boot.Host().ID(), true, false); !added || err != nil {
+			t.Fatalf("adding the bootstrap node to the routing table: %v, %v", added, err)
+		}
+		// The retry comes within JoinRetryMax plus a quarter of it (at
+		// least a second) of jitter.
+		time.Sleep(5 * time.Second)
+		if st := o.JoinState(); st.Joined {
+			t.Fatalf("joined through a bootstrap node that refused it: %+v; node %+v, bootstrap %+v, routing table %v", st, o.JoinStats(), boot.JoinStats(), o.DHT().RoutingTable().ListPeers())
+		}
+		if n := o.JoinStats().BusyReceived; n < 2 {
+			t.Fatalf("%d busy answers, want the node to have asked again", n)
+		}
+		if o.DHT().RoutingTable().Find(boot.Host().ID()) != "" {
+			t.Error("the refusing bootstrap node is still in the routing table")
+		}
+
+		// The bootstrap node dials again while the node avoids it, so
+		// the DHT leaves it out; then tokens are back, and the next retry
+		// is admitted on that connection. The node joins at once: the DHT
+		// is made to look at its connected peers again (without that,
+		// the admitted node would wait with an empty routing table).
+		connect()
+		boot.admission.limiter.SetLimit(1000)
+		waitJoined(t, 5*time.Second, o)
+		if st := boot.JoinStats(); st.Admitted != 2 {
+			t.Errorf("bootstrap stats %+v, want 2 admitted", st)
 		}
 	})
 }
