@@ -158,7 +158,7 @@
 //
 //	1 store:  hash [32] | ref | shard bytes (rest of the body)
 //	2 fetch:  hash [32]
-//	3 check:  flags u8 (bit 0: verify, i.e. read and hash) | count u16 (<= 1024) | count * hash [32]
+//	3 check:  flags u8 (bit 0: verify, i.e. read and hash) | count u16 (<= 1024; <= 4 with verify) | count * hash [32]
 //	4 delete: hash [32] | public key [32] | signature [64]
 //	          signature = Ed25519("immense-state delete v1\x00" || hash)
 //

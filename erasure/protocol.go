@@ -32,6 +32,10 @@ type ServerConfig struct {
 	// 16 MiB it also caps the memory requests can pin (16 x 16 MiB).
 	// Default 16.
 	MaxConcurrent int
+	// MaxPerPeer caps the slots one peer holds at once: past it, its
+	// requests are answered StatusBusy before their body is read, so that
+	// one peer cannot take every slot. Default 4.
+	MaxPerPeer int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -41,9 +45,14 @@ type ServerConfig struct {
 // dropped long before RequestTimeout.
 const headerTimeout = 10 * time.Second
 
+// minBodyRate is the slowest a request's body may come, after the
+// headerTimeout any request gets: a peer that trickles a small body keeps
+// its slot about headerTimeout, not RequestTimeout.
+const minBodyRate = 64 << 10 // bytes a second
+
 // DefaultServerConfig returns the server defaults.
 func DefaultServerConfig() ServerConfig {
-	return ServerConfig{RequestTimeout: 60 * time.Second, MaxConcurrent: 16}
+	return ServerConfig{RequestTimeout: 60 * time.Second, MaxConcurrent: 16, MaxPerPeer: 4}
 }
 
 func (c *ServerConfig) validate() error {
@@ -52,6 +61,12 @@ func (c *ServerConfig) validate() error {
 	}
 	if c.MaxConcurrent < 1 {
 		return fmt.Errorf("server config: MaxConcurrent %d must be at least 1", c.MaxConcurrent)
+	}
+	if c.MaxPerPeer == 0 {
+		c.MaxPerPeer = min(4, c.MaxConcurrent)
+	}
+	if c.MaxPerPeer < 1 {
+		return fmt.Errorf("server config: MaxPerPeer %d must be at least 1", c.MaxPerPeer)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -75,6 +90,7 @@ type ShardServer struct {
 	mu      sync.Mutex
 	closed  bool
 	streams map[network.Stream]struct{} // in progress, reset by Close
+	perPeer map[peer.ID]int             // slots held, by peer
 	wg      sync.WaitGroup
 	once    sync.Once
 }
@@ -90,7 +106,8 @@ func newShardServer(h host.Host, store *Store, cfg ServerConfig, m *metrics) (*S
 	}
 	s := &ShardServer{h: h, store: store, cfg: cfg, metrics: m,
 		log: cfg.Logger.With("component", "erasure.server"),
-		sem: make(chan struct{}, cfg.MaxConcurrent), streams: map[network.Stream]struct{}{}}
+		sem: make(chan struct{}, cfg.MaxConcurrent), streams: map[network.Stream]struct{}{},
+		perPeer: map[peer.ID]int{}}
 	h.SetStreamHandler(ShardProtocol, s.handle)
 	return s, nil
 }
@@ -130,9 +147,11 @@ func (s *ShardServer) handle(st network.Stream) {
 
 	// Memory is reserved before a request is read: the frame's length, the
 	// version and the type come first, within headerTimeout; a request is
-	// read only into one of MaxConcurrent slots (so at most MaxConcurrent
-	// frames of up to maxFrame bytes are held), and otherwise answered
-	// busy without reading its body.
+	// read only into one of MaxConcurrent slots, at most MaxPerPeer of
+	// them one peer's, and otherwise answered busy without reading its
+	// body. The slot is held until the response is written, so at most
+	// MaxConcurrent frames of up to maxFrame bytes are held, requests and
+	// responses together, whether or not the peer reads its answers.
 	st.SetDeadline(time.Now().Add(min(headerTimeout, s.cfg.RequestTimeout)))
 	var head [4 + 2]byte
 	if _, err := io.ReadFull(st, head[:]); err != nil {
@@ -142,26 +161,53 @@ func (s *ShardServer) handle(st network.Stream) {
 	}
 	n := binary.BigEndian.Uint32(head[:4])
 	typ := head[5] &^ msgResponse
-	var resp *response
-	switch {
-	case n < 2 || n > maxFrame:
+	if n < 2 || n > maxFrame {
 		s.log.Debug("read request", "peer", st.Conn().RemotePeer(), "err", badf("frame of %d bytes, over %d", n, maxFrame))
 		st.Reset()
 		return
-	default:
-		select {
-		case s.sem <- struct{}{}:
-			resp = s.readAndServe(st, head, int(n))
-			<-s.sem
-			if resp == nil {
-				st.Reset()
-				return
-			}
-		default:
-			s.metrics.refused("busy")
-			resp = &response{typ: typ, status: StatusBusy, msg: "server busy"}
-		}
 	}
+	from := st.Conn().RemotePeer()
+	release, ok := s.acquire(from)
+	if !ok {
+		s.metrics.refused("busy")
+		s.respond(st, &response{typ: typ, status: StatusBusy, msg: "server busy"})
+		return
+	}
+	defer release()
+	resp := s.readAndServe(st, head, int(n))
+	if resp == nil {
+		st.Reset()
+		return
+	}
+	s.respond(st, resp)
+}
+
+// acquire takes a slot for a request of from, unless every slot is taken
+// or from holds MaxPerPeer of them.
+func (s *ShardServer) acquire(from peer.ID) (release func(), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perPeer[from] >= s.cfg.MaxPerPeer {
+		return nil, false
+	}
+	select {
+	case s.sem <- struct{}{}:
+	default:
+		return nil, false
+	}
+	s.perPeer[from]++
+	return func() {
+		<-s.sem
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.perPeer[from]--; s.perPeer[from] == 0 {
+			delete(s.perPeer, from)
+		}
+	}, true
+}
+
+// respond writes resp and closes st, or resets it if the write fails.
+func (s *ShardServer) respond(st network.Stream, resp *response) {
 	if err := writeFrame(st, resp.encode()); err != nil {
 		s.log.Debug("write response", "peer", st.Conn().RemotePeer(), "err", err)
 		st.Reset()
@@ -174,7 +220,9 @@ func (s *ShardServer) handle(st network.Stream) {
 // whose frame is n bytes long, and serves it. A nil response means the
 // stream failed and is to be reset.
 func (s *ShardServer) readAndServe(st network.Stream, head [6]byte, n int) *response {
-	st.SetDeadline(time.Now().Add(s.cfg.RequestTimeout))
+	now := time.Now()
+	st.SetWriteDeadline(now.Add(s.cfg.RequestTimeout))
+	st.SetReadDeadline(now.Add(min(s.cfg.RequestTimeout, headerTimeout+time.Duration(n)*time.Second/minBodyRate)))
 	body := make([]byte, n)
 	copy(body, head[4:])
 	if _, err := io.ReadFull(st, body[2:]); err != nil {
@@ -355,11 +403,15 @@ func (c *Client) Fetch(ctx context.Context, p peer.ID, h Hash) ([]byte, error) {
 
 // Check asks p which of hashes it holds; with verify set, p reads and
 // hashes each shard first (and drops corrupt ones). More than
-// MaxCheckHashes hashes are asked in several requests.
+// MaxCheckHashes hashes (MaxVerifyHashes with verify) are asked in several
+// requests.
 func (c *Client) Check(ctx context.Context, p peer.ID, hashes []Hash, verify bool) ([]CheckResult, error) {
 	out := make([]CheckResult, 0, len(hashes))
 	for len(hashes) > 0 {
 		n := min(len(hashes), MaxCheckHashes)
+		if verify {
+			n = min(n, MaxVerifyHashes)
+		}
 		r, err := c.roundTrip(ctx, p, &request{typ: msgCheck, hashes: hashes[:n], verify: verify})
 		if err == nil {
 			err = r.err()

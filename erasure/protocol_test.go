@@ -2,7 +2,9 @@ package erasure
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"log/slog"
 	"testing"
 	"testing/synctest"
@@ -78,6 +80,126 @@ func TestShardServerReservesBeforeReading(t *testing.T) {
 		}
 		if d := time.Since(start); d > headerTimeout+time.Second {
 			t.Errorf("silent stream dropped after %v, want about %v", d, headerTimeout)
+		}
+	})
+}
+
+// TestShardServerSlotsPerPeer: one peer holds at most MaxPerPeer of the
+// MaxConcurrent slots, so stalled requests of one peer leave others
+// served; a small body that never comes loses its slot after about
+// headerTimeout, not RequestTimeout; and a slot is held until the answer
+// is written, so answers a peer does not read (8 MiB fetches) pin at most
+// MaxConcurrent frames: others are answered busy meanwhile, and served
+// once those streams go. Before, a slot was freed as soon as the shard
+// was read from disk, and one peer could pin one answer per stream it
+// opened (142 MiB of heap for 17 unread 8 MiB answers with
+// MaxConcurrent 1), or take all 16 slots with 6-byte headers for 60 s.
+func TestShardServerSlotsPerPeer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		net := simtest.New(t, simtest.Config{})
+		hs := simtest.NewHosts(t, net)
+		attacker, server, honest := hs.Start(0), hs.Start(1), hs.Start(2)
+		for _, h := range []interface{ Peerstore() peerstore.Peerstore }{attacker, honest} {
+			h.Peerstore().AddAddrs(server.ID(), server.Addrs(), peerstore.PermanentAddrTTL)
+		}
+		store, err := OpenStore(StoreConfig{Dir: t.TempDir(), Quota: 1 << 30})
+		if err != nil {
+			t.Fatal(err)
+		}
+		big := make([]byte, 8<<20)
+		rand.Read(big)
+		h := HashShard(big)
+		if err := store.Put(h, ShardRef{}, big); err != nil {
+			t.Fatal(err)
+		}
+		srv, err := NewShardServer(server, store, ServerConfig{RequestTimeout: time.Minute, MaxConcurrent: 3, MaxPerPeer: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Close()
+		ctx := context.Background()
+		open := func(typ byte, frame uint32) network.Stream {
+			t.Helper()
+			st, err := attacker.NewStream(ctx, server.ID(), ShardProtocol)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var head [6]byte
+			binary.BigEndian.PutUint32(head[:4], frame)
+			head[4], head[5] = wireVersion, typ
+			if _, err := st.Write(head[:]); err != nil {
+				t.Fatal(err)
+			}
+			return st
+		}
+		answer := func(st network.Stream) (*response, error) {
+			body, err := readFrame(st, maxFrame)
+			if err != nil {
+				return nil, err
+			}
+			return decodeResponse(body, msgStore)
+		}
+		fetch := func() error {
+			_, err := NewClient(honest, 30*time.Second).Fetch(ctx, server.ID(), h)
+			return err
+		}
+
+		// Two stalled stores take the attacker's two slots; its third
+		// request is answered busy unread, and an honest fetch is served.
+		a, b := open(msgStore, 7<<20), open(msgStore, 7<<20)
+		time.Sleep(time.Second)
+		if r, err := answer(open(msgStore, 7<<20)); err != nil || r.status != StatusBusy {
+			t.Fatalf("the attacker's third request: %+v, %v; want StatusBusy", r, err)
+		}
+		if err := fetch(); err != nil {
+			t.Fatalf("honest fetch while one peer stalls: %v", err)
+		}
+		a.Reset()
+		b.Reset()
+
+		// A 100-byte body that never comes: dropped within headerTimeout
+		// and a little.
+		start := time.Now()
+		if _, err := answer(open(msgFetch, 100)); err == nil {
+			t.Fatal("a request whose body never came got an answer")
+		}
+		if d := time.Since(start); d > headerTimeout+2*time.Second {
+			t.Errorf("a stalled 100-byte body held its slot %v, want about %v", d, headerTimeout)
+		}
+
+		// Unread answers keep their slots: two fetches of 8 MiB the
+		// attacker never reads, a third slot for the honest peer's
+		// stalled store, and then an honest fetch is busy.
+		var unread []network.Stream
+		for range 2 {
+			st, err := attacker.NewStream(ctx, server.ID(), ShardProtocol)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := writeFrame(st, (&request{typ: msgFetch, hash: h}).encode()); err != nil {
+				t.Fatal(err)
+			}
+			unread = append(unread, st)
+		}
+		stalled, err := honest.NewStream(ctx, server.ID(), ShardProtocol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var head [6]byte
+		binary.BigEndian.PutUint32(head[:4], 7<<20)
+		head[4], head[5] = wireVersion, msgStore
+		stalled.Write(head[:])
+		time.Sleep(5 * time.Second) // the answers are written as far as the peer's window
+		if err := fetch(); !errors.Is(err, ErrBusy) {
+			t.Fatalf("fetch while every slot holds an answer or a request: %v, want busy", err)
+		}
+		for _, st := range unread {
+			st.Reset()
+		}
+		stalled.Reset()
+		time.Sleep(time.Second)
+		if err := fetch(); err != nil {
+			t.Fatalf("fetch once the unread answers are gone: %v", err)
 		}
 	})
 }

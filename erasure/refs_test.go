@@ -237,3 +237,58 @@ func TestStoreGCPerRef(t *testing.T) {
 		t.Fatalf("gc: removed %d freed %d err %v used %d", removed, freed, err, s.Used())
 	}
 }
+
+// TestStoreRenewsRef: storing a ref that is there already renews its Added
+// time, across a reopen, so that GCMinAge protects a shard placed here
+// again from that moment (GC may hold an older manifest that lists it no
+// more); a store again within refRenewAge writes nothing. Before, the
+// first store's time stood.
+func TestStoreRenewsRef(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	cfg := DefaultStoreConfig(dir)
+	cfg.Quota, cfg.Now = 1<<20, func() time.Time { return now }
+	s, err := OpenStore(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := []byte("placed here twice")
+	h := HashShard(data)
+	ref := ShardRef{Namespace: NamespaceID{1}, Object: ObjectID{1}, Version: 3, Index: 2}
+	added := func() time.Time {
+		t.Helper()
+		info, ok := s.Stat(h)
+		if !ok || len(info.Refs) != 1 {
+			t.Fatalf("stat: %+v, %v; want the one ref", info, ok)
+		}
+		return info.Refs[0].Added
+	}
+	if err := s.Put(h, ref, data); err != nil {
+		t.Fatal(err)
+	}
+	first := now
+	now = now.Add(2 * time.Hour)
+	if err := s.Put(h, ref, data); err != nil {
+		t.Fatal(err)
+	}
+	if got := added(); !got.Equal(now) {
+		t.Fatalf("Added %v after a store again 2 h later, want %v (was %v)", got, now, first)
+	}
+	used := s.Used()
+	renewed := now
+	now = now.Add(refRenewAge / 2)
+	if err := s.Put(h, ref, data); err != nil {
+		t.Fatal(err)
+	}
+	if got := added(); !got.Equal(renewed) || s.Used() != used {
+		t.Fatalf("a store again within refRenewAge: Added %v, used %d; want %v and %d unchanged", got, s.Used(), renewed, used)
+	}
+	s.Close()
+	if s, err = OpenStore(cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := added(); !got.Equal(renewed) {
+		t.Fatalf("after reopen: Added %v, want %v", got, renewed)
+	}
+}

@@ -463,19 +463,33 @@ func (s *Store) Put(h Hash, ref ShardRef, data []byte) error {
 	return nil
 }
 
+// refRenewAge is how old a ref must be for a store of it again to renew
+// its Added time.
+const refRenewAge = time.Minute
+
 // addRef adds ref to the stored shard info, writing its refs file. s.mu
 // is held on entry and on return, but not while writing: the shard is
 // marked pending meanwhile, so no other change to it runs.
+//
+// Storing a ref that is there already renews its Added time (at most once
+// per refRenewAge, each renewal being a durable write): the writer placed
+// the shard here again, for a newer manifest than GC may have looked up,
+// and GCMinAge must protect it from that moment, not from the first store.
 func (s *Store) addRef(info ShardInfo, ref ShardRef) error {
 	h := info.Hash
-	if refIndex(info.Refs, ref) >= 0 {
-		return nil
-	}
-	if len(info.Refs) >= MaxShardRefs {
-		return fmt.Errorf("put shard %s: %w (%d)", h, ErrTooManyRefs, MaxShardRefs)
-	}
+	now := s.cfg.Now()
 	next := info.clone()
-	next.Refs = append(next.Refs, StoredRef{ShardRef: ref, Added: s.cfg.Now()})
+	if i := refIndex(info.Refs, ref); i >= 0 {
+		if now.Sub(info.Refs[i].Added) < refRenewAge {
+			return nil
+		}
+		next.Refs[i].Added = now
+	} else {
+		if len(info.Refs) >= MaxShardRefs {
+			return fmt.Errorf("put shard %s: %w (%d)", h, ErrTooManyRefs, MaxShardRefs)
+		}
+		next.Refs = append(next.Refs, StoredRef{ShardRef: ref, Added: now})
+	}
 	next.refsFile = true
 	need := next.diskBytes() - info.diskBytes()
 	if s.used+need > s.cfg.Quota {

@@ -25,6 +25,10 @@ const (
 	// hashes are 32 KiB, enough for every segment a holder has of the
 	// largest manifest.
 	MaxCheckHashes = 1024
+	// MaxVerifyHashes caps the hashes of a check request with verify set:
+	// each has the holder read and hash a whole shard (up to 16 MiB), so a
+	// 32 KiB request must not buy 16 GiB of disk reads.
+	MaxVerifyHashes = 4
 
 	refLen        = 32 + 32 + 8 + 4 + 2
 	maxMessageLen = 255
@@ -205,6 +209,9 @@ func decodeRequest(b []byte) (*request, error) {
 		n := int(binary.BigEndian.Uint16(b[1:3]))
 		if n > MaxCheckHashes {
 			return nil, badf("check of %d hashes, over %d", n, MaxCheckHashes)
+		}
+		if q.verify && n > MaxVerifyHashes {
+			return nil, badf("verified check of %d hashes, over %d", n, MaxVerifyHashes)
 		}
 		if len(b) != 3+32*n {
 			return nil, badf("check request length mismatch")

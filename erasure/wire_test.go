@@ -159,3 +159,23 @@ func TestShardProtocolDeleteAuthorization(t *testing.T) {
 		}
 	})
 }
+
+// TestCheckVerifyBounded: a check with verify set names at most
+// MaxVerifyHashes shards (each a whole shard read and hashed by the
+// holder); more is a bad request, so 32 KiB of request no longer buys the
+// reading of 1,024 shards. Without verify the cap stays MaxCheckHashes.
+func TestCheckVerifyBounded(t *testing.T) {
+	hashes := make([]Hash, MaxVerifyHashes+1)
+	for i := range hashes {
+		hashes[i] = Hash{byte(i)}
+	}
+	if _, err := decodeRequest((&request{typ: msgCheck, verify: true, hashes: hashes[:MaxVerifyHashes]}).encode()); err != nil {
+		t.Fatalf("verified check of %d hashes: %v", MaxVerifyHashes, err)
+	}
+	if _, err := decodeRequest((&request{typ: msgCheck, verify: true, hashes: hashes}).encode()); !errors.Is(err, ErrBadMessage) {
+		t.Fatalf("verified check of %d hashes: %v, want ErrBadMessage", len(hashes), err)
+	}
+	if _, err := decodeRequest((&request{typ: msgCheck, hashes: make([]Hash, MaxCheckHashes)}).encode()); err != nil {
+		t.Fatalf("check of %d hashes without verify: %v", MaxCheckHashes, err)
+	}
+}
