@@ -29,7 +29,7 @@ func ServeHTTP(addr string, h http.Handler, log *slog.Logger) (*HTTPServer, erro
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &HTTPServer{
 		srv: &http.Server{
-			Handler:           h,
+			Handler:           withBodyDeadline(h, transferTime),
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			MaxHeaderBytes:    64 << 10,
@@ -67,4 +67,31 @@ func (s *HTTPServer) Close() error {
 	}
 	<-s.done
 	return err
+}
+
+// chunkedBodyBudget is the size a body of unknown length (chunked) is
+// given time for; a handler that takes more sets its own deadline.
+const chunkedBodyBudget = 1 << 20
+
+// withBodyDeadline gives every request with a body a read deadline of
+// budget(its length): a client that announces a body and trickles it, or
+// never sends it, is cut off, on every route, whether or not the handler
+// reads the body (net/http drains an unread body after the handler, and
+// had no deadline to stop at). ReadHeaderTimeout covers only the headers,
+// and a server-wide ReadTimeout would end SSE streams. Handlers that read
+// more (publish, state PUT) set their own deadline. net/http lifts the
+// deadline when the body has been read to its end (its background read
+// for the next request starts then), so a handler working longer than
+// the budget after reading its body keeps its context.
+func withBodyDeadline(h http.Handler, budget func(n int64) time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+			n := r.ContentLength
+			if n < 0 {
+				n = chunkedBodyBudget
+			}
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(budget(n)))
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -380,6 +380,66 @@ func TestHistoryRequestFlood(t *testing.T) {
 	})
 }
 
+// TestHistorySilentStreams: a peer that opens history streams and sends
+// nothing (or is subscribed to nothing) holds no serving slot: a
+// subscriber's fetch is served meanwhile. And one peer holds at most
+// maxHistoryServesPerPeer slots. Before, maxHistoryServes silent streams
+// from one peer took every slot for FetchTimeout, and subscribers got no
+// history.
+func TestHistorySilentStreams(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newHistoryNet(t, 3, nil)
+		server, attacker, legit := n.os[0], n.os[1], n.os[2]
+		for _, o := range []*Overlay{server, legit} {
+			if _, err := o.Subscribe("room"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(5 * time.Second)
+		publishN(t, server, "room", 0, 10)
+		time.Sleep(time.Second)
+		for range maxHistoryServes {
+			st, err := attacker.Host().NewStream(t.Context(), server.Host().ID(), server.HistoryProtocol())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Reset()
+			st.Write([]byte{0}) // the stream opens on the server; then silence
+		}
+		time.Sleep(100 * time.Millisecond)
+		if es, _, err := legit.fetchFrom(t.Context(), server.Host().ID(), "room", server.cfg.History.Default); err != nil || len(es) != 10 {
+			t.Fatalf("a subscriber's fetch beside %d silent streams: %d messages, %v; want 10", maxHistoryServes, len(es), err)
+		}
+		if got := counterValue(t, server.metrics.historyServes.WithLabelValues("busy")); got != 0 {
+			t.Errorf("%v busy refusals, want none", got)
+		}
+
+		// Per peer: slots a peer holds beyond maxHistoryServesPerPeer are
+		// refused.
+		s := newServingSlots(maxHistoryServes, maxHistoryServesPerPeer)
+		var releases []func()
+		for range maxHistoryServesPerPeer {
+			r, ok := s.take(attacker.Host().ID())
+			if !ok {
+				t.Fatal("a peer's first slots refused")
+			}
+			releases = append(releases, r)
+		}
+		if _, ok := s.take(attacker.Host().ID()); ok {
+			t.Error("a peer took more than maxHistoryServesPerPeer slots")
+		}
+		if r, ok := s.take(legit.Host().ID()); !ok {
+			t.Error("another peer refused while slots are free")
+		} else {
+			r()
+		}
+		releases[0]()
+		if _, ok := s.take(attacker.Host().ID()); !ok {
+			t.Error("a released slot was not given back")
+		}
+	})
+}
+
 // FuzzHistoryDecode: requests, answer headers and messages as a stranger
 // sends them decode without a panic; what decodes re-encodes to itself.
 func FuzzHistoryDecode(f *testing.F) {

@@ -25,9 +25,15 @@ import (
 // opened with the topic's first local subscription and ended once the
 // topic has had no other subscriber for its TTL.
 
-// maxHistoryServes caps the history requests served at once, from all
-// peers together.
-const maxHistoryServes = 8
+// maxHistoryServes caps the history answers built and written at once,
+// from all peers together, and maxHistoryServesPerPeer those of one peer.
+// A request takes its slot only once it has been read and its sender
+// found subscribed: a stream that sends nothing, or a peer that is not a
+// subscriber, holds none.
+const (
+	maxHistoryServes        = 8
+	maxHistoryServesPerPeer = 2
+)
 
 // HistoryProtocol is the stream protocol of history fetches,
 // /immense/history/1.0.0 under the default prefix.
@@ -371,7 +377,8 @@ func (o *Overlay) checkFetched(name, wire string, b []byte, now time.Time) (hist
 
 // handleHistory serves one history request: only a peer that gossipsub
 // knows as a subscriber of the topic, which would receive its messages by
-// gossip anyway, within the per-peer request rate and maxHistoryServes.
+// gossip anyway, within the per-peer request rate, and the answer within
+// maxHistoryServes (maxHistoryServesPerPeer of one peer).
 func (o *Overlay) handleHistory(st network.Stream) {
 	from := st.Conn().RemotePeer()
 	if !o.enterHandler(st) {
@@ -383,18 +390,24 @@ func (o *Overlay) handleHistory(st network.Stream) {
 		st.Reset()
 		return
 	}
-	select {
-	case o.histSlots <- struct{}{}:
-		defer func() { <-o.histSlots }()
-	default:
+	stop := context.AfterFunc(o.ctx, func() { st.Reset() })
+	defer stop()
+	st.SetDeadline(time.Now().Add(cmp.Or(o.cfg.History.FetchTimeout, 5*time.Second)))
+	q, w, err := o.readHistoryRequest(st, from)
+	if err != nil {
+		o.metrics.historyServes.WithLabelValues("refused").Inc()
+		o.log.Debug("history request", "peer", from, "err", err)
+		st.Reset()
+		return
+	}
+	release, ok := o.histSlots.take(from)
+	if !ok {
 		o.metrics.historyServes.WithLabelValues("busy").Inc()
 		st.Reset()
 		return
 	}
-	stop := context.AfterFunc(o.ctx, func() { st.Reset() })
-	defer stop()
-	st.SetDeadline(time.Now().Add(cmp.Or(o.cfg.History.FetchTimeout, 5*time.Second)))
-	if err := o.serveHistory(st, from); err != nil {
+	defer release()
+	if err := o.serveHistory(st, w, q); err != nil {
 		o.metrics.historyServes.WithLabelValues("refused").Inc()
 		o.log.Debug("history request", "peer", from, "err", err)
 		st.Reset()
@@ -407,14 +420,16 @@ func (o *Overlay) handleHistory(st network.Stream) {
 // errNotServed says that a history request was refused.
 var errNotServed = errors.New("overlay: history not served")
 
-func (o *Overlay) serveHistory(st network.Stream, from peer.ID) error {
+// readHistoryRequest reads a history request and returns it with the
+// topic's window, if from is a subscriber of the topic.
+func (o *Overlay) readHistoryRequest(st network.Stream, from peer.ID) (historyReq, *window, error) {
 	b, err := readHistoryFrame(st, maxHistoryHead)
 	if err != nil {
-		return err
+		return historyReq{}, nil, err
 	}
 	q, err := decodeHistoryReq(b)
 	if err != nil {
-		return err
+		return historyReq{}, nil, err
 	}
 	o.mu.Lock()
 	ts := o.topics[q.topic]
@@ -425,11 +440,17 @@ func (o *Overlay) serveHistory(st network.Stream, from peer.ID) error {
 	}
 	o.mu.Unlock()
 	if w == nil {
-		return fmt.Errorf("%w: no window of %q", errNotServed, q.topic)
+		return historyReq{}, nil, fmt.Errorf("%w: no window of %q", errNotServed, q.topic)
 	}
 	if !awaitSubscriber(o.ctx, t, from, subscribeGrace) {
-		return fmt.Errorf("%w: %s is not subscribed to %q", errNotServed, from, q.topic)
+		return historyReq{}, nil, fmt.Errorf("%w: %s is not subscribed to %q", errNotServed, from, q.topic)
 	}
+	return q, w, nil
+}
+
+// serveHistory writes the answer to q from w.
+func (o *Overlay) serveHistory(st network.Stream, w *window, q historyReq) error {
+	var err error
 	entries, floor := o.history.since(w, q.since, q.max, time.Now())
 	frames := make([][]byte, len(entries))
 	total := 0
@@ -453,4 +474,36 @@ func (o *Overlay) serveHistory(st network.Stream, from peer.ID) error {
 		}
 	}
 	return nil
+}
+
+// servingSlots bounds answers served at once, in all and per peer.
+type servingSlots struct {
+	mu      sync.Mutex
+	max     int
+	perPeer int
+	total   int
+	held    map[peer.ID]int
+}
+
+func newServingSlots(max, perPeer int) *servingSlots {
+	return &servingSlots{max: max, perPeer: perPeer, held: map[peer.ID]int{}}
+}
+
+// take takes a slot for p, unless all are taken or p holds perPeer.
+func (s *servingSlots) take(p peer.ID) (release func(), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.total >= s.max || s.held[p] >= s.perPeer {
+		return nil, false
+	}
+	s.total++
+	s.held[p]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.total--
+		if s.held[p]--; s.held[p] == 0 {
+			delete(s.held, p)
+		}
+	}, true
 }

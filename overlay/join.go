@@ -217,13 +217,16 @@ func addrScope(a multiaddr.Multiaddr) scope {
 }
 
 // usableAddr reports whether a is worth giving to, or dialling on the word
-// of, a peer at scope from: a direct address (no relay circuit, nothing
-// unspecified) at least as wide as from. A peer on the internet gets only
-// public addresses, one on our LAN private ones too, one on loopback any.
-// Besides saving useless dials, this keeps a server from pointing
-// newcomers at their own LAN or loopback services.
+// of, a peer at scope from: a direct IP address (no relay circuit, nothing
+// unspecified, no DNS name) at least as wide as from. A peer on the
+// internet gets only public addresses, one on our LAN private ones too, one
+// on loopback any. Besides saving useless dials, this keeps a server from
+// pointing newcomers at their own LAN or loopback services, which a DNS
+// name would do behind our back: whoever advertises /dns4/10.0.0.1.nip.io
+// would have every newcomer it is referred to dial 10.0.0.1 on its own
+// network.
 func usableAddr(a multiaddr.Multiaddr, from scope) bool {
-	if manet.IsIPUnspecified(a) {
+	if manet.IsIPUnspecified(a) || !manet.IsThinWaist(a) {
 		return false
 	}
 	if _, err := a.ValueForProtocol(multiaddr.P_CIRCUIT); err == nil {

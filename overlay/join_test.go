@@ -414,7 +414,9 @@ func TestUsableAddr(t *testing.T) {
 	}{
 		{"/ip4/1.2.3.4/tcp/4001", scopePublic, true},
 		{"/ip4/1.2.3.4/udp/4001/quic-v1", scopeLoopback, true},
-		{"/dns4/boot.example.org/tcp/4001", scopePublic, true},
+		{"/dns4/boot.example.org/tcp/4001", scopePublic, false}, // a name may resolve to the newcomer's LAN
+		{"/dns4/10.0.0.1.nip.io/tcp/22", scopePublic, false},
+		{"/dns/localtest.me/udp/4001/quic-v1", scopeLoopback, false},
 		{"/ip4/192.168.1.2/tcp/4001", scopePublic, false},
 		{"/ip4/192.168.1.2/tcp/4001", scopePrivate, true},
 		{"/ip4/127.0.0.1/tcp/4001", scopePrivate, false},

@@ -80,7 +80,7 @@ type Overlay struct {
 	// request rate and the slots of requests served at once.
 	history   *historyStore
 	histServe *ratelimit.Keyed[peer.ID]
-	histSlots chan struct{}
+	histSlots *servingSlots
 }
 
 type topicState struct {
@@ -133,7 +133,7 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 			cfg.BootstrapBackoffMin, cfg.JoinRetryMax),
 		history:   newHistoryStore(cfg.History),
 		histServe: ratelimit.NewKeyed[peer.ID](cfg.History.ServeRate, cfg.History.ServeBurst, maxRateBuckets, ratelimit.EvictOldest),
-		histSlots: make(chan struct{}, maxHistoryServes),
+		histSlots: newServingSlots(maxHistoryServes, maxHistoryServesPerPeer),
 	}
 	// Spam strikes (ratelimit.go) lower a peer's score through its
 	// application-specific part, on top of any the caller configured.

@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 )
@@ -103,6 +105,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // it returns false, it has answered r, and counted a refusal with count
 // (offerRateLimited or offerBadRequest).
 func (s *Server) readOffer(w http.ResponseWriter, r *http.Request, count func(result string)) (offerRequest, bool) {
+	if err := s.insecureRequestRefused(r); err != nil {
+		count(offerUnauthorized)
+		httpError(w, http.StatusForbidden, err.Error())
+		return offerRequest{}, false
+	}
 	s.cors(w, r)
 	switch r.Method {
 	case http.MethodOptions:
@@ -131,6 +138,41 @@ func (s *Server) readOffer(w http.ResponseWriter, r *http.Request, count func(re
 		return offerRequest{}, false
 	}
 	return req, true
+}
+
+// insecureRequestRefused is the rule for browsers' requests to a peer that
+// admits them without a token (InsecureNoAuth): such a peer gives whoever
+// reaches it every topic, publishing as the peer itself, and a page on any
+// web site can reach a peer on the visitor's loopback. So only pages of
+// this machine may: the Host must be localhost or an IP address (a name an
+// attacker's DNS rebinds to 127.0.0.1 fails), and an Origin, when the
+// browser sends one, the peer's own, another on localhost or a loopback
+// address (an app's dev server), or one named in AllowedOrigins. It
+// refuses nothing with tokens on.
+func (s *Server) insecureRequestRefused(r *http.Request) error {
+	if !s.cfg.InsecureNoAuth {
+		return nil
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if !strings.EqualFold(host, "localhost") && net.ParseIP(strings.Trim(host, "[]")) == nil {
+		return fmt.Errorf("this peer admits browsers without a token (insecure-no-auth), so only by its IP address or localhost, not by the name %q", r.Host)
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" || slices.Contains(s.cfg.AllowedOrigins, origin) {
+		return nil
+	}
+	u, err := url.Parse(origin)
+	if err == nil && (u.Scheme == "http" || u.Scheme == "https") {
+		oh := u.Hostname()
+		ip := net.ParseIP(oh)
+		if strings.EqualFold(u.Host, r.Host) || strings.EqualFold(oh, "localhost") || (ip != nil && ip.IsLoopback()) {
+			return nil
+		}
+	}
+	return fmt.Errorf("this peer admits browsers without a token (insecure-no-auth), so only from pages of this machine or AllowedOrigins, not from %q", origin)
 }
 
 // OfferError is why Answer refused an offer: the HTTP status the offer

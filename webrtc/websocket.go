@@ -82,8 +82,13 @@ func (s *Server) WebSocketHandler() http.Handler {
 
 // originAllowed is the WebSocket form of the offer endpoint's CORS rule: a
 // page may connect if its origin is allowed (any, by default: tokens, not
-// origins, say what a browser may do).
+// origins, say what a browser may do), and, on a peer without tokens, only
+// the peer's own pages (insecureRequestRefused).
 func (s *Server) originAllowed(r *http.Request) bool {
+	if err := s.insecureRequestRefused(r); err != nil {
+		s.log.Debug("websocket refused", "remote", r.RemoteAddr, "reason", err)
+		return false
+	}
 	origin := r.Header.Get("Origin")
 	return origin == "" || slices.Contains(s.cfg.AllowedOrigins, "*") || slices.Contains(s.cfg.AllowedOrigins, origin)
 }
@@ -187,8 +192,7 @@ func (s *session) readWebSocket(conn *websocket.Conn) {
 }
 
 // pingWebSockets pings every WebSocket session each wsPingInterval, until
-// the server closes: one goroutine for all of them. A ping may be written
-// beside a session's writer (gorilla allows WriteControl concurrently).
+// the server closes: one goroutine for all of them.
 func (s *Server) pingWebSockets() {
 	defer s.wg.Done()
 	t := time.NewTicker(wsPingInterval)
@@ -199,19 +203,33 @@ func (s *Server) pingWebSockets() {
 			return
 		case <-t.C:
 		}
-		s.mu.Lock()
-		var conns []*websocket.Conn
-		for _, sess := range s.sessions {
-			sess.mu.Lock()
-			if ws, ok := sess.ch.(wsChannel); ok {
-				conns = append(conns, ws.conn)
-			}
-			sess.mu.Unlock()
+		s.pingRound()
+	}
+}
+
+// wsPingWait is the longest a ping waits for a session's writer. A ping
+// is written beside the session's writer (gorilla allows WriteControl
+// concurrently), but waits for a write in progress; a session whose
+// browser stopped reading has one blocked until StallTimeout.
+const wsPingWait = 100 * time.Millisecond
+
+// pingRound pings every WebSocket session once, each with its own
+// deadline: a stalled session costs the round wsPingWait, and the
+// sessions after it are pinged all the same. (With one deadline for the
+// round, a stalled session took all of it, and the idle sessions after it
+// went unpinged until they timed out.)
+func (s *Server) pingRound() {
+	s.mu.Lock()
+	var conns []*websocket.Conn
+	for _, sess := range s.sessions {
+		sess.mu.Lock()
+		if ws, ok := sess.ch.(wsChannel); ok {
+			conns = append(conns, ws.conn)
 		}
-		s.mu.Unlock()
-		deadline := time.Now().Add(time.Second)
-		for _, c := range conns {
-			_ = c.WriteControl(websocket.PingMessage, nil, deadline)
-		}
+		sess.mu.Unlock()
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsPingWait))
 	}
 }

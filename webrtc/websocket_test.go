@@ -189,3 +189,111 @@ func TestWebSocketStalled(t *testing.T) {
 		wsNext(t, live)
 	}
 }
+
+// TestInsecureNoAuthOwnPagesOnly: a peer that admits browsers without a
+// token (a devnet) gives them every topic as the peer itself, so only
+// pages of this machine may connect: a page on another site (its Origin)
+// and a page reached through a name (DNS rebinding to 127.0.0.1) are
+// refused on the WebSocket and the offer endpoint alike, while the peer's
+// own page, an app's dev server on localhost, or a client that sends no
+// Origin, still get in. With tokens, origins stay
+// open (AllowedOrigins "*"): the token says what a browser may do. Before,
+// any web site the owner visited could publish as the devnet's app peer.
+func TestInsecureNoAuthLocalPagesOnly(t *testing.T) {
+	e, url := wsEnv(t, func(c *Config) { c.Secret = nil; c.InsecureNoAuth = true })
+	host := strings.TrimPrefix(url, "ws://")
+	for name, tc := range map[string]struct {
+		header http.Header
+		ok     bool
+	}{
+		"no Origin":         {nil, true},
+		"its own page":      {http.Header{"Origin": {"http://" + host}}, true},
+		"a local dev page":  {http.Header{"Origin": {"http://localhost:3000"}}, true},
+		"another site":      {http.Header{"Origin": {"https://evil.example"}}, false},
+		"a rebound name":    {http.Header{"Host": {"evil.example:" + strings.Split(host, ":")[1]}}, false},
+		"rebound, same one": {http.Header{"Host": {"evil.example"}, "Origin": {"http://evil.example"}}, false},
+	} {
+		_, err := wsDial(t, url, "", tc.header)
+		if tc.ok != (err == nil) {
+			t.Errorf("WebSocket, %s: %v, want allowed %v", name, err, tc.ok)
+		}
+		req, _ := http.NewRequest(http.MethodPost, e.url, strings.NewReader("{}"))
+		for k, v := range tc.header {
+			req.Header[k] = v
+		}
+		if h := tc.header.Get("Host"); h != "" {
+			req.Host = h
+		}
+		if tc.header.Get("Origin") == "http://"+host {
+			req.Header.Set("Origin", strings.TrimSuffix(e.url, OfferPath)) // the offer endpoint's own page
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if refused := resp.StatusCode == http.StatusForbidden; refused == tc.ok {
+			t.Errorf("offer, %s: status %d, want allowed %v", name, resp.StatusCode, tc.ok)
+		}
+	}
+
+	e, url = wsEnv(t, nil)
+	if _, err := wsDial(t, url, e.token([]string{"*"}, nil), http.Header{"Origin": {"https://app.example"}}); err != nil {
+		t.Errorf("with tokens, a page on another origin: %v, want admitted", err)
+	}
+}
+
+// TestWebSocketPingsPastStalled: a ping round reaches every idle session
+// though sessions before it in the round have a write blocked (their
+// browsers stopped reading a busy topic): each ping waits at most
+// wsPingWait for its own session's writer. Before, one deadline for the
+// round went to the first stalled session, every later idle session got no
+// ping, and was closed for it after wsIdleTimeout.
+func TestWebSocketPingsPastStalled(t *testing.T) {
+	e, url := wsEnv(t, func(c *Config) { c.StallTimeout = 3 * time.Minute })
+	ctx := testContext(t)
+	tok := e.token([]string{"a", "b"}, nil)
+	for range 4 {
+		stuck, err := wsDial(t, url, tok, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := wsRequest(t, stuck, frame{typ: frameSubscribe, req: 1, topic: "a"}); f.typ != frameAck {
+			t.Fatalf("subscribe: %+v", f)
+		}
+	}
+	for i := range 400 { // 12 MiB: fills the stalled sessions' buffers
+		if err := e.bus.Publish(ctx, "a", seqPayload(i, 32<<10), "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pinged := make(chan int, 64)
+	for i := range 8 {
+		c, err := wsDial(t, url, tok, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetPingHandler(func(string) error {
+			pinged <- i
+			return nil
+		})
+		go func() {
+			_ = c.SetReadDeadline(time.Time{})
+			for {
+				if _, _, err := c.ReadMessage(); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	e.srv.pingRound()
+	got := map[int]bool{}
+	for len(got) < 8 {
+		select {
+		case i := <-pinged:
+			got[i] = true
+		case <-ctx.Done():
+			t.Fatalf("%d of 8 idle sessions pinged in a round beside 4 stalled ones", len(got))
+		}
+	}
+}
