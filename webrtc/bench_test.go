@@ -409,7 +409,7 @@ func benchFanout(b *testing.B, mode string, k int) {
 	switch mode {
 	case "stack", "ws":
 		cfg := DefaultConfig()
-		cfg.MaxSessionsPerSubject, cfg.OfferRate = 0, 0 // K clients, one token, one address
+		cfg.MaxSessionsPerSubject, cfg.OfferRate, cfg.MaxPendingPerClient = 0, 0, 0 // K clients, one token, one address
 		cfg.InsecureNoAuth = true                       // auth is per offer, not per message: no cost in the fan-out
 		cfg.LoopbackOnly = true
 		cfg.MaxSessions = k + 10

@@ -124,6 +124,12 @@ type Config struct {
 	// ConnectTimeout, and a flood of them must not crowd out open
 	// sessions. 0: no cap beyond MaxSessions. Default 64.
 	MaxPendingSessions int
+	// MaxPendingPerClient caps the pending sessions of one client address
+	// (IP, or /64 for IPv6; for a relayed offer, the forwarding peer), so
+	// that one client cannot hold every MaxPendingSessions slot with
+	// handshakes it never finishes. 0: no cap. Default 16. Behind a reverse
+	// proxy every browser shares the proxy's address: raise it there.
+	MaxPendingPerClient int
 	// OfferRate and OfferBurst limit the offers from one IP address (one
 	// /64 for IPv6), per second and in a burst; further ones get 429.
 	// Each offer costs ICE gathering and a DTLS key, and needs no token to
@@ -231,6 +237,7 @@ func DefaultConfig() Config {
 		MaxSessions:           1000,
 		MaxSessionsPerSubject: 16,
 		MaxPendingSessions:    64,
+		MaxPendingPerClient:   16,
 		OfferRate:             5,
 		OfferBurst:            20,
 		GatherTimeout:         5 * time.Second,
@@ -315,8 +322,8 @@ func (c *Config) validate() error {
 	if c.GatherTimeout <= 0 {
 		bad("GatherTimeout", "%v, must be positive", c.GatherTimeout)
 	}
-	if c.MaxSessionsPerSubject < 0 || c.MaxPendingSessions < 0 {
-		bad("MaxSessionsPerSubject/MaxPendingSessions", "negative (0 means no cap)")
+	if c.MaxSessionsPerSubject < 0 || c.MaxPendingSessions < 0 || c.MaxPendingPerClient < 0 {
+		bad("MaxSessionsPerSubject/MaxPendingSessions/MaxPendingPerClient", "negative (0 means no cap)")
 	}
 	if c.OfferRate < 0 || c.OfferBurst < 0 || (c.OfferRate > 0 && c.OfferBurst < 1) {
 		bad("OfferRate/OfferBurst", "%v/s burst %d: both positive, or OfferRate 0 for no limit", c.OfferRate, c.OfferBurst)

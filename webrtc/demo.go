@@ -12,9 +12,11 @@ import (
 //go:embed demo/index.html demo/app.js client/immense.js client/immense.d.ts
 var assets embed.FS
 
+const demoHTML = "text/html; charset=utf-8"
+
 // demoAssets maps the paths DemoHandler serves to embedded files.
 var demoAssets = map[string]struct{ file, contentType string }{
-	"/":             {"demo/index.html", "text/html; charset=utf-8"},
+	"/":             {"demo/index.html", demoHTML},
 	"/app.js":       {"demo/app.js", "text/javascript; charset=utf-8"},
 	"/client.js":    {"client/immense.js", "text/javascript; charset=utf-8"},
 	"/immense.d.ts": {"client/immense.d.ts", "text/plain; charset=utf-8"},
@@ -57,6 +59,12 @@ func DemoHandler() http.Handler {
 		// and the ETag makes revalidation cheap.
 		h.Set("Cache-Control", "no-cache")
 		h.Set("ETag", a.etag)
+		if a.contentType == demoHTML {
+			// No other site may frame the page and have its visitor click
+			// the relay opt-in or the load generator (their upload).
+			h.Set("Content-Security-Policy", "frame-ancestors 'none'")
+			h.Set("X-Frame-Options", "DENY")
+		}
 		if r.URL.Path == "/client.js" || r.URL.Path == "/immense.d.ts" {
 			// Apps on other origins may import the client from a peer.
 			h.Set("Access-Control-Allow-Origin", "*")

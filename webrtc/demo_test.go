@@ -26,6 +26,11 @@ func TestDemoHandler(t *testing.T) {
 		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), want.ctype) || !strings.Contains(string(body), want.contains) {
 			t.Errorf("%s: %d %s, body has %q: %v", path, resp.StatusCode, resp.Header.Get("Content-Type"), want.contains, strings.Contains(string(body), want.contains))
 		}
+		// No other site may frame the page (a click on the relay opt-in
+		// or the load generator spends the visitor's upload).
+		if framed := resp.Header.Get("Content-Security-Policy") != "frame-ancestors 'none'" || resp.Header.Get("X-Frame-Options") != "DENY"; framed == (path == "/") {
+			t.Errorf("%s: Content-Security-Policy %q, X-Frame-Options %q", path, resp.Header.Get("Content-Security-Policy"), resp.Header.Get("X-Frame-Options"))
+		}
 		// Revalidation with the ETag costs no body.
 		req, _ := http.NewRequest(http.MethodGet, hs.URL+path, nil)
 		req.Header.Set("If-None-Match", resp.Header.Get("ETag"))

@@ -29,7 +29,7 @@ func testConfig(t testing.TB) Config {
 	cfg.LoopbackOnly = true
 	// Tests dial many clients with one token from one address; the
 	// budgets on that have tests of their own (TestSessionBudgets).
-	cfg.MaxSessionsPerSubject, cfg.OfferRate = 0, 0
+	cfg.MaxSessionsPerSubject, cfg.OfferRate, cfg.MaxPendingPerClient = 0, 0, 0
 	cfg.Registerer = prometheus.NewRegistry()
 	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	return cfg

@@ -141,7 +141,7 @@ func benchRelayFanout(b *testing.B, relays bool, k int) [3]float64 {
 	var lat []time.Duration
 	sessions := make([]*session, k)
 	for i := range sessions {
-		s, err := srv.addSession(Claims{Read: []string{topic}}, "")
+		s, err := srv.addSession(Claims{Read: []string{topic}}, "", "")
 		if err != nil {
 			b.Fatal(err)
 		}

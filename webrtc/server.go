@@ -39,7 +39,8 @@ type Server struct {
 
 	mu        sync.Mutex
 	sessions  map[uint64]*session
-	pending   map[uint64]struct{} // sessions not yet open
+	pending   map[uint64]string // sessions not yet open, with their client key
+	pendingBy map[string]int    // pending sessions by client key
 	bySubject map[string]int      // sessions per token subject
 	nextID    uint64
 	closed    bool
@@ -108,7 +109,8 @@ func New(bus Bus, cfg Config) (*Server, error) {
 		ctx:       ctx,
 		cancel:    cancel,
 		sessions:  make(map[uint64]*session),
-		pending:   make(map[uint64]struct{}),
+		pending:   make(map[uint64]string),
+		pendingBy: make(map[string]int),
 		bySubject: make(map[string]int),
 		offers:    newOfferLimiter(cfg.OfferRate, cfg.OfferBurst),
 	}
@@ -159,8 +161,10 @@ func (s *Server) Close() error {
 }
 
 // addSession registers a new session for claims, counted against subject
-// ("" for none), or reports why not.
-func (s *Server) addSession(claims Claims, subject string) (*session, error) {
+// ("" for none) and, while it connects, against its client's address
+// (remote, counted by clientKey), or reports why not.
+func (s *Server) addSession(claims Claims, subject, remote string) (*session, error) {
+	client := clientKey(remote)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -172,6 +176,9 @@ func (s *Server) addSession(claims Claims, subject string) (*session, error) {
 	if max := s.cfg.MaxPendingSessions; max > 0 && len(s.pending) >= max {
 		return nil, fmt.Errorf("%w: %d sessions are still connecting", errFull, len(s.pending))
 	}
+	if max := s.cfg.MaxPendingPerClient; max > 0 && s.pendingBy[client] >= max {
+		return nil, fmt.Errorf("%w: %d sessions from this address are still connecting", errFull, max)
+	}
 	if max := s.cfg.MaxSessionsPerSubject; max > 0 && subject != "" && s.bySubject[subject] >= max {
 		return nil, fmt.Errorf("%w: this token's subject already has %d sessions", errSubjectFull, max)
 	}
@@ -179,7 +186,8 @@ func (s *Server) addSession(claims Claims, subject string) (*session, error) {
 	sess := newSession(s, s.nextID, claims)
 	sess.subject = subject
 	s.sessions[sess.id] = sess
-	s.pending[sess.id] = struct{}{}
+	s.pending[sess.id] = client
+	s.pendingBy[client]++
 	if subject != "" {
 		s.bySubject[subject]++
 	}
@@ -191,7 +199,20 @@ func (s *Server) addSession(claims Claims, subject string) (*session, error) {
 func (s *Server) sessionOpened(sess *session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.pending, sess.id)
+	s.unpend(sess.id)
+}
+
+// unpend takes session id off the connecting counts, if it is on them.
+// s.mu is held.
+func (s *Server) unpend(id uint64) {
+	client, ok := s.pending[id]
+	if !ok {
+		return
+	}
+	delete(s.pending, id)
+	if s.pendingBy[client]--; s.pendingBy[client] <= 0 {
+		delete(s.pendingBy, client)
+	}
 }
 
 func (s *Server) removeSession(sess *session) {
@@ -199,7 +220,7 @@ func (s *Server) removeSession(sess *session) {
 	defer s.mu.Unlock()
 	if _, ok := s.sessions[sess.id]; ok {
 		delete(s.sessions, sess.id)
-		delete(s.pending, sess.id)
+		s.unpend(sess.id)
 		if sess.subject != "" {
 			if s.bySubject[sess.subject]--; s.bySubject[sess.subject] <= 0 {
 				delete(s.bySubject, sess.subject)

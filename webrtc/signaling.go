@@ -110,6 +110,14 @@ func (s *Server) readOffer(w http.ResponseWriter, r *http.Request, count func(re
 		httpError(w, http.StatusForbidden, err.Error())
 		return offerRequest{}, false
 	}
+	if origin := r.Header.Get("Origin"); origin != "" && !slices.Contains(s.cfg.AllowedOrigins, "*") && !slices.Contains(s.cfg.AllowedOrigins, origin) {
+		// Refused, not just left without CORS headers: a text/plain POST
+		// needs no preflight, and would otherwise open a session the page
+		// merely cannot read the answer of.
+		count(offerUnauthorized)
+		httpError(w, http.StatusForbidden, fmt.Sprintf("origin %q is not allowed", origin))
+		return offerRequest{}, false
+	}
 	s.cors(w, r)
 	switch r.Method {
 	case http.MethodOptions:
@@ -196,7 +204,7 @@ func (s *Server) Answer(ctx context.Context, offerSDP, token, remote string) (st
 		s.log.Debug("offer refused", "remote", remote, "err", err)
 		return "", &OfferError{http.StatusUnauthorized, err.Error()}
 	}
-	sess, err := s.addSession(claims, s.budgetSubject(claims, token))
+	sess, err := s.addSession(claims, s.budgetSubject(claims, token), remote)
 	if err != nil {
 		s.metrics.offers.WithLabelValues(offerFull).Inc()
 		return "", &OfferError{http.StatusServiceUnavailable, err.Error()}

@@ -165,6 +165,21 @@ func TestSignalingCORS(t *testing.T) {
 	if resp.Header.Get("Access-Control-Allow-Origin") != "" {
 		t.Fatalf("origin not in AllowedOrigins was allowed")
 	}
+	// A POST from a page of another origin needs no preflight when it is
+	// text/plain: it is refused, not served with its answer hidden (which
+	// opened a session and took a pending slot).
+	_, sdp := rawOffer(t)
+	body, _ := json.Marshal(offerRequest{SDP: sdp, Token: e.token([]string{"a"}, nil)})
+	req, _ = http.NewRequest(http.MethodPost, e.url, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "text/plain")
+	req.Header.Set("Origin", "https://evil.example")
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || e.srv.Sessions() != 0 {
+		t.Fatalf("offer from a foreign origin: status %d, %d sessions; want 403 and none", resp.StatusCode, e.srv.Sessions())
+	}
 }
 
 func TestConnectTimeout(t *testing.T) {
@@ -328,6 +343,32 @@ func TestSessionBudgets(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("bob's session stopped receiving during the flood")
+	}
+}
+
+// TestPendingPerClient: one client address holds at most
+// MaxPendingPerClient of the MaxPendingSessions slots with handshakes it
+// never finishes; another address still gets a session. Before, one
+// address with a few tokens took all 64, and every other browser got 503.
+func TestPendingPerClient(t *testing.T) {
+	e := newTestEnv(t, func(c *Config) { c.MaxPendingSessions, c.MaxPendingPerClient = 10, 2 })
+	ctx := testContext(t)
+	offer := func(remote string) error {
+		_, sdp := rawOffer(t) // never connects: stays pending
+		_, err := e.srv.Answer(ctx, sdp, subjectToken(t, remote), remote)
+		return err
+	}
+	for i := range 2 {
+		if err := offer("192.0.2.7:1000"); err != nil {
+			t.Fatalf("offer %d: %v", i, err)
+		}
+	}
+	var oe *OfferError
+	if err := offer("192.0.2.7:1001"); !errors.As(err, &oe) || oe.Status != http.StatusServiceUnavailable || !strings.Contains(oe.Message, "from this address") {
+		t.Fatalf("a third pending session from one address: %v, want 503", err)
+	}
+	if err := offer("198.51.100.1:1000"); err != nil {
+		t.Fatalf("another address: %v", err)
 	}
 }
 

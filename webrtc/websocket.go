@@ -120,7 +120,7 @@ func (s *Server) acceptWebSocket(conn *websocket.Conn, remote string) {
 		refuse(WebSocketUnauthorized, offerUnauthorized, err.Error())
 		return
 	}
-	sess, err := s.addSession(claims, s.budgetSubject(claims, token))
+	sess, err := s.addSession(claims, s.budgetSubject(claims, token), remote)
 	if err != nil {
 		refuse(WebSocketFull, offerFull, err.Error())
 		return
