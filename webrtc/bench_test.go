@@ -410,7 +410,7 @@ func benchFanout(b *testing.B, mode string, k int) {
 	case "stack", "ws":
 		cfg := DefaultConfig()
 		cfg.MaxSessionsPerSubject, cfg.OfferRate, cfg.MaxPendingPerClient = 0, 0, 0 // K clients, one token, one address
-		cfg.InsecureNoAuth = true                       // auth is per offer, not per message: no cost in the fan-out
+		cfg.InsecureNoAuth = true                                                   // auth is per offer, not per message: no cost in the fan-out
 		cfg.LoopbackOnly = true
 		cfg.MaxSessions = k + 10
 		cfg.FanoutInterval = *benchFanoutInterval

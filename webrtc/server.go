@@ -41,7 +41,7 @@ type Server struct {
 	sessions  map[uint64]*session
 	pending   map[uint64]string // sessions not yet open, with their client key
 	pendingBy map[string]int    // pending sessions by client key
-	bySubject map[string]int      // sessions per token subject
+	bySubject map[string]int    // sessions per token subject
 	nextID    uint64
 	closed    bool
 
