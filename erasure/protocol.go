@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/immense-p2p/immense/internal/slots"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -82,7 +83,7 @@ type ShardServer struct {
 	cfg     ServerConfig
 	log     *slog.Logger
 	metrics *metrics
-	sem     chan struct{}
+	slots   *slots.Keyed[peer.ID] // requests read and served, and answers written
 	// leaving makes the server refuse new shards (busy): set by a handoff,
 	// so that writers do not place shards on a peer about to exit.
 	leaving atomic.Bool
@@ -90,7 +91,6 @@ type ShardServer struct {
 	mu      sync.Mutex
 	closed  bool
 	streams map[network.Stream]struct{} // in progress, reset by Close
-	perPeer map[peer.ID]int             // slots held, by peer
 	wg      sync.WaitGroup
 	once    sync.Once
 }
@@ -105,9 +105,8 @@ func newShardServer(h host.Host, store *Store, cfg ServerConfig, m *metrics) (*S
 		return nil, err
 	}
 	s := &ShardServer{h: h, store: store, cfg: cfg, metrics: m,
-		log: cfg.Logger.With("component", "erasure.server"),
-		sem: make(chan struct{}, cfg.MaxConcurrent), streams: map[network.Stream]struct{}{},
-		perPeer: map[peer.ID]int{}}
+		log:   cfg.Logger.With("component", "erasure.server"),
+		slots: slots.New[peer.ID](cfg.MaxConcurrent, cfg.MaxPerPeer), streams: map[network.Stream]struct{}{}}
 	h.SetStreamHandler(ShardProtocol, s.handle)
 	return s, nil
 }
@@ -167,7 +166,7 @@ func (s *ShardServer) handle(st network.Stream) {
 		return
 	}
 	from := st.Conn().RemotePeer()
-	release, ok := s.acquire(from)
+	release, ok := s.slots.Take(from)
 	if !ok {
 		s.metrics.refused("busy")
 		s.respond(st, &response{typ: typ, status: StatusBusy, msg: "server busy"})
@@ -180,30 +179,6 @@ func (s *ShardServer) handle(st network.Stream) {
 		return
 	}
 	s.respond(st, resp)
-}
-
-// acquire takes a slot for a request of from, unless every slot is taken
-// or from holds MaxPerPeer of them.
-func (s *ShardServer) acquire(from peer.ID) (release func(), ok bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.perPeer[from] >= s.cfg.MaxPerPeer {
-		return nil, false
-	}
-	select {
-	case s.sem <- struct{}{}:
-	default:
-		return nil, false
-	}
-	s.perPeer[from]++
-	return func() {
-		<-s.sem
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.perPeer[from]--; s.perPeer[from] == 0 {
-			delete(s.perPeer, from)
-		}
-	}, true
 }
 
 // respond writes resp and closes st, or resets it if the write fails.

@@ -414,28 +414,24 @@ func TestHistorySilentStreams(t *testing.T) {
 			t.Errorf("%v busy refusals, want none", got)
 		}
 
-		// Per peer: slots a peer holds beyond maxHistoryServesPerPeer are
-		// refused.
-		s := newServingSlots(maxHistoryServes, maxHistoryServesPerPeer)
+		// Per peer: beside a peer's maxHistoryServesPerPeer answers in
+		// progress, its next request is refused busy.
 		var releases []func()
 		for range maxHistoryServesPerPeer {
-			r, ok := s.take(attacker.Host().ID())
+			r, ok := server.histSlots.Take(legit.Host().ID())
 			if !ok {
 				t.Fatal("a peer's first slots refused")
 			}
 			releases = append(releases, r)
 		}
-		if _, ok := s.take(attacker.Host().ID()); ok {
-			t.Error("a peer took more than maxHistoryServesPerPeer slots")
+		if _, _, err := legit.fetchFrom(t.Context(), server.Host().ID(), "room", server.cfg.History.Default); err == nil {
+			t.Error("a peer served beyond maxHistoryServesPerPeer answers at once")
 		}
-		if r, ok := s.take(legit.Host().ID()); !ok {
-			t.Error("another peer refused while slots are free")
-		} else {
+		if got := counterValue(t, server.metrics.historyServes.WithLabelValues("busy")); got != 1 {
+			t.Errorf("%v busy refusals, want 1", got)
+		}
+		for _, r := range releases {
 			r()
-		}
-		releases[0]()
-		if _, ok := s.take(attacker.Host().ID()); !ok {
-			t.Error("a released slot was not given back")
 		}
 	})
 }

@@ -400,7 +400,7 @@ func (o *Overlay) handleHistory(st network.Stream) {
 		st.Reset()
 		return
 	}
-	release, ok := o.histSlots.take(from)
+	release, ok := o.histSlots.Take(from)
 	if !ok {
 		o.metrics.historyServes.WithLabelValues("busy").Inc()
 		st.Reset()
@@ -476,34 +476,3 @@ func (o *Overlay) serveHistory(st network.Stream, w *window, q historyReq) error
 	return nil
 }
 
-// servingSlots bounds answers served at once, in all and per peer.
-type servingSlots struct {
-	mu      sync.Mutex
-	max     int
-	perPeer int
-	total   int
-	held    map[peer.ID]int
-}
-
-func newServingSlots(max, perPeer int) *servingSlots {
-	return &servingSlots{max: max, perPeer: perPeer, held: map[peer.ID]int{}}
-}
-
-// take takes a slot for p, unless all are taken or p holds perPeer.
-func (s *servingSlots) take(p peer.ID) (release func(), ok bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.total >= s.max || s.held[p] >= s.perPeer {
-		return nil, false
-	}
-	s.total++
-	s.held[p]++
-	return func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		s.total--
-		if s.held[p]--; s.held[p] == 0 {
-			delete(s.held, p)
-		}
-	}, true
-}

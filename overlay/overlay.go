@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/immense-p2p/immense/internal/ratelimit"
+	"github.com/immense-p2p/immense/internal/slots"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	record "github.com/libp2p/go-libp2p-record"
@@ -80,7 +81,7 @@ type Overlay struct {
 	// request rate and the slots of requests served at once.
 	history   *historyStore
 	histServe *ratelimit.Keyed[peer.ID]
-	histSlots *servingSlots
+	histSlots *slots.Keyed[peer.ID]
 }
 
 type topicState struct {
@@ -133,7 +134,7 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 			cfg.BootstrapBackoffMin, cfg.JoinRetryMax),
 		history:   newHistoryStore(cfg.History),
 		histServe: ratelimit.NewKeyed[peer.ID](cfg.History.ServeRate, cfg.History.ServeBurst, maxRateBuckets, ratelimit.EvictOldest),
-		histSlots: newServingSlots(maxHistoryServes, maxHistoryServesPerPeer),
+		histSlots: slots.New[peer.ID](maxHistoryServes, maxHistoryServesPerPeer),
 	}
 	// Spam strikes (ratelimit.go) lower a peer's score through its
 	// application-specific part, on top of any the caller configured.

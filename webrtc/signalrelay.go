@@ -11,9 +11,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
+	"github.com/immense-p2p/immense/internal/slots"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -81,7 +81,8 @@ var ErrNoSignalPeer = errors.New("webrtc: peer not reachable for relayed signali
 
 // SignalRelayConfig bounds relayed signaling on both sides.
 type SignalRelayConfig struct {
-	// MaxForwards is how many offers this peer forwards at once (beyond,
+	// MaxForwards is how many offers this peer forwards at once, at most a
+	// quarter of them from one browser address or to one peer (beyond,
 	// 503); MaxServed how many relayed offers it answers at once.
 	MaxForwards, MaxServed int
 	// PerForwarderRate and PerForwarderBurst limit the relayed offers a
@@ -109,12 +110,9 @@ type SignalRelay struct {
 	srv      *Server
 	cfg      SignalRelayConfig
 	log      *slog.Logger
-	forwards chan struct{}
-	served   chan struct{}
+	forwards *slots.Keyed[string] // by browser address and by target
+	served   *slots.Keyed[string] // by forwarding peer
 	perPeer  *offerLimiter
-
-	mu      sync.Mutex
-	serving map[string]int // relayed offers being answered, per forwarder
 
 	// testHookServing, set by tests before use, is called when an offer
 	// from forwarder has taken its slots.
@@ -143,10 +141,9 @@ func NewSignalRelay(srv *Server, cfg SignalRelayConfig) (*SignalRelay, error) {
 	}
 	r := &SignalRelay{
 		srv: srv, cfg: cfg, log: srv.log.With("component", "webrtc.relay"),
-		forwards: make(chan struct{}, cfg.MaxForwards),
-		served:   make(chan struct{}, cfg.MaxServed),
+		forwards: slots.New[string](cfg.MaxForwards, max(cfg.MaxForwards/4, 1)),
+		served:   slots.New[string](cfg.MaxServed, max(cfg.MaxServed/4, 1)),
 		perPeer:  newOfferLimiter(cfg.PerForwarderRate, max(cfg.PerForwarderBurst, 1)),
-		serving:  make(map[string]int),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "immense", Subsystem: "webrtc", Name: "relayed_offers_total",
 			Help: "Relayed signaling offers, by side (forward: this peer forwarded a browser's offer; serve: this peer answered a forwarded one) and result."},
 			[]string{"side", "result"}),
@@ -255,15 +252,14 @@ func (r *SignalRelay) Handler(dial SignalDialer) http.Handler {
 			httpError(w, http.StatusBadRequest, "?peer=<peer ID> is required: the peer to send the offer to")
 			return
 		}
-		select {
-		case r.forwards <- struct{}{}:
-			defer func() { <-r.forwards }()
-		default:
+		release, ok := r.forwards.Take("client "+clientKey(req.RemoteAddr), "peer "+target)
+		if !ok {
 			count(relayBusy)
 			w.Header().Set("Retry-After", "1")
-			httpError(w, http.StatusServiceUnavailable, "this peer is forwarding too many offers: retry")
+			httpError(w, http.StatusServiceUnavailable, "this peer is forwarding too many offers (in all, from this address, or to that peer): retry")
 			return
 		}
+		defer release()
 		ctx, cancel := context.WithTimeout(req.Context(), r.cfg.Timeout)
 		defer cancel()
 		ans, err := r.forward(ctx, dial, target, offerRequest{SDP: offer.SDP, Token: offer.Token})
@@ -327,18 +323,12 @@ func (r *SignalRelay) ServeStream(st SignalStream, from string, sign func([]byte
 		_ = st.SetDeadline(time.Now().Add(signalReadTimeout))
 		_, _ = io.Copy(io.Discard, io.LimitReader(st, int64(s.cfg.MaxOfferSize)+1))
 	}
-	select {
-	case r.served <- struct{}{}:
-		defer func() { <-r.served }()
-	default:
-		refuse(relayBusy, http.StatusServiceUnavailable, "the peer is answering too many relayed offers: retry")
+	release, ok := r.served.Take(from)
+	if !ok {
+		refuse(relayBusy, http.StatusServiceUnavailable, "the peer is answering too many relayed offers (in all, or from this forwarding peer): retry")
 		return
 	}
-	if !r.take(from) {
-		refuse(relayBusy, http.StatusServiceUnavailable, "the peer is answering too many offers from this forwarding peer: retry")
-		return
-	}
-	defer r.release(from)
+	defer release()
 	if r.testHookServing != nil {
 		r.testHookServing(from)
 	}
@@ -406,25 +396,4 @@ func (r *SignalRelay) PeersHandler(list func() []SignalPeer) http.Handler {
 			Peers []SignalPeer `json:"peers"`
 		}{peers})
 	})
-}
-
-// take counts an offer from forwarder being answered, if it has fewer
-// than a quarter of MaxServed (at least 1) under way: one forwarder cannot
-// hold every slot.
-func (r *SignalRelay) take(forwarder string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.serving[forwarder] >= max(r.cfg.MaxServed/4, 1) {
-		return false
-	}
-	r.serving[forwarder]++
-	return true
-}
-
-func (r *SignalRelay) release(forwarder string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.serving[forwarder]--; r.serving[forwarder] <= 0 {
-		delete(r.serving, forwarder)
-	}
 }

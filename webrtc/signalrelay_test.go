@@ -407,3 +407,41 @@ func FuzzDecodeSignalAnswer(f *testing.F) {
 		}
 	})
 }
+
+// TestRelayForwardsPerClient: one browser address, or offers to one
+// peer, hold at most a quarter of MaxForwards at once; others are still
+// forwarded. Before, one address with a target that never answers held
+// all 32 slots for 20 s each, and every NAT'd volunteer behind this peer
+// was unreachable.
+func TestRelayForwardsPerClient(t *testing.T) {
+	rc := DefaultSignalRelayConfig()
+	rc.MaxForwards = 8 // 2 per address, 2 per target
+	e := newSignalRelayEnv(t, rc)
+	release := make(chan struct{})
+	held := make(chan struct{}, 8)
+	e.answer = func(st SignalStream) {
+		held <- struct{}{}
+		<-release
+		st.Close()
+	}
+	_, sdp := rawOffer(t)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			resp, body := postOffer(t, e.url+"?peer=volunteer", offerRequest{SDP: sdp, Token: "x"})
+			if resp.StatusCode != http.StatusBadGateway {
+				t.Errorf("a held forward: %d %s, want 502 once let go", resp.StatusCode, body)
+			}
+		})
+	}
+	<-held
+	<-held
+	if resp, body := postOffer(t, e.url+"?peer="+e.id, offerRequest{SDP: sdp, Token: "x"}); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("a third forward from one address at once: %d %s, want 503", resp.StatusCode, body)
+	}
+	if in, ofTarget := e.forwarder.forwards.InUse("peer volunteer"); in != 2 || ofTarget != 2 {
+		t.Errorf("forwards in use %d, to the volunteer %d; want 2 and 2", in, ofTarget)
+	}
+	close(release)
+	wg.Wait()
+}

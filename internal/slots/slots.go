@@ -1,0 +1,64 @@
+// Package slots bounds work a node does for others at once: so many in
+// all, and so many for any one key (a peer, an address), so that one
+// stranger cannot take every slot. A slot is held from Take to its
+// release, and the key's count is forgotten when it has none.
+package slots
+
+import "sync"
+
+// Keyed holds up to Max slots in all, at most PerKey of them for one key.
+// The zero value is not usable; use New.
+type Keyed[K comparable] struct {
+	mu     sync.Mutex
+	max    int
+	perKey int
+	total  int
+	held   map[K]int
+}
+
+// New returns slots of max in all and perKey per key (0: no cap per key).
+func New[K comparable](max, perKey int) *Keyed[K] {
+	return &Keyed[K]{max: max, perKey: perKey, held: make(map[K]int)}
+}
+
+// Take takes a slot for each of keys (one slot in all), unless every slot
+// is taken or one of the keys holds PerKey already. Release gives it back;
+// it must be called once.
+func (s *Keyed[K]) Take(keys ...K) (release func(), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.total >= s.max {
+		return nil, false
+	}
+	if s.perKey > 0 {
+		for _, k := range keys {
+			if s.held[k] >= s.perKey {
+				return nil, false
+			}
+		}
+	}
+	s.total++
+	for _, k := range keys {
+		s.held[k]++
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.total--
+			for _, k := range keys {
+				if s.held[k]--; s.held[k] <= 0 {
+					delete(s.held, k)
+				}
+			}
+		})
+	}, true
+}
+
+// InUse returns the slots taken, in all and by key.
+func (s *Keyed[K]) InUse(key K) (total, ofKey int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.total, s.held[key]
+}

@@ -1,0 +1,41 @@
+package slots
+
+import "testing"
+
+// TestKeyed: a key holds at most PerKey slots, all keys together at most
+// Max; a slot taken for two keys counts once in all and once for each; a
+// release gives back exactly what was taken, once; an idle key is
+// forgotten.
+func TestKeyed(t *testing.T) {
+	s := New[string](3, 2)
+	a1, ok1 := s.Take("a")
+	_, ok2 := s.Take("a")
+	if !ok1 || !ok2 {
+		t.Fatal("a key's first slots refused")
+	}
+	if _, ok := s.Take("a"); ok {
+		t.Fatal("a key took more than PerKey")
+	}
+	b, ok := s.Take("b", "target")
+	if !ok {
+		t.Fatal("another key refused with a slot free")
+	}
+	if _, ok := s.Take("c"); ok {
+		t.Fatal("more than Max slots taken")
+	}
+	if total, ofB := s.InUse("b"); total != 3 || ofB != 1 {
+		t.Fatalf("in use %d, of b %d; want 3 and 1", total, ofB)
+	}
+	b()
+	b() // a second release gives nothing back
+	if total, _ := s.InUse("b"); total != 2 || len(s.held) != 1 {
+		t.Fatalf("after b's release: %d in use, keys %v; want 2, and only a's", total, s.held)
+	}
+	a1()
+	if _, ok := s.Take("a"); !ok {
+		t.Fatal("a released slot not given back")
+	}
+	if _, ok := New[string](2, 0).Take("x", "x"); !ok {
+		t.Fatal("no per-key cap: refused")
+	}
+}
