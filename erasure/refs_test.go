@@ -99,7 +99,7 @@ func TestStoreRefs(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		want := int64(len(data)) + shardHeaderLen + refsFileLen(3)
+		want := fileCost(int64(len(data))+shardHeaderLen) + fileCost(refsFileLen(3))
 		if info, _ := s.Stat(h); len(info.Refs) != 3 || info.Ref != squat || s.Used() != want {
 			t.Fatalf("refs %+v used %d, want 3 refs, %d bytes", info.Refs, s.Used(), want)
 		}
@@ -148,7 +148,7 @@ func TestStoreRefs(t *testing.T) {
 func TestStoreRefsBounded(t *testing.T) {
 	data := []byte("popular")
 	h := HashShard(data)
-	quota := int64(len(data)) + shardHeaderLen + refsFileLen(MaxShardRefs)
+	quota := fileCost(int64(len(data))+shardHeaderLen) + fileCost(refsFileLen(MaxShardRefs))
 	s := openTestStore(t, t.TempDir(), quota)
 	for i := range MaxShardRefs {
 		if err := s.Put(h, ShardRef{Index: uint16(i)}, data); err != nil {
@@ -163,7 +163,7 @@ func TestStoreRefsBounded(t *testing.T) {
 		t.Fatalf("used %d, want %d", s.Used(), quota)
 	}
 	// The refs file counts against the quota.
-	s2 := openTestStore(t, t.TempDir(), int64(len(data))+shardHeaderLen+refsFileLen(1))
+	s2 := openTestStore(t, t.TempDir(), fileCost(int64(len(data))+shardHeaderLen)) // no room for a refs file
 	if err := s2.Put(h, ShardRef{}, data); err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +233,7 @@ func TestStoreGCPerRef(t *testing.T) {
 		t.Fatalf("after gc: %+v", info)
 	}
 	removed, freed, err := s.GC(context.Background(), func(context.Context, ShardInfo) (bool, error) { return false, nil })
-	if err != nil || removed != 1 || freed != int64(len(data))+shardHeaderLen+refsFileLen(1) || s.Used() != 0 {
+	if err != nil || removed != 1 || freed != fileCost(int64(len(data))+shardHeaderLen)+fileCost(refsFileLen(1)) || s.Used() != 0 {
 		t.Fatalf("gc: removed %d freed %d err %v used %d", removed, freed, err, s.Used())
 	}
 }

@@ -3,6 +3,7 @@ package erasure
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -40,7 +41,7 @@ func TestStorePutGetDelete(t *testing.T) {
 	if err != nil || !bytes.Equal(got, data) || info.Ref != ref || info.Size != int64(len(data)) {
 		t.Fatalf("get: %v %+v", err, info)
 	}
-	if s.Used() != int64(len(data))+shardHeaderLen || s.Len() != 1 || len(s.List()) != 1 {
+	if s.Used() != fileCost(int64(len(data))+shardHeaderLen) || s.Len() != 1 || len(s.List()) != 1 {
 		t.Fatalf("used %d len %d", s.Used(), s.Len())
 	}
 	if err := s.Delete(h); err != nil {
@@ -59,7 +60,7 @@ func TestStorePutGetDelete(t *testing.T) {
 
 func TestStoreQuotaNeverExceeded(t *testing.T) {
 	const shard = 1000
-	quota := int64(5*(shard+shardHeaderLen) + 10)
+	quota := 5*fileCost(shard+shardHeaderLen) + 10
 	s := openTestStore(t, t.TempDir(), quota)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -126,7 +127,7 @@ func TestStoreCrashSafety(t *testing.T) {
 			t.Fatalf("%s not removed", p)
 		}
 	}
-	if s2.Used() != 500+shardHeaderLen {
+	if s2.Used() != fileCost(500+shardHeaderLen) {
 		t.Fatalf("used %d", s2.Used())
 	}
 }
@@ -167,7 +168,30 @@ func TestStoreGC(t *testing.T) {
 		}
 		return true, nil
 	})
-	if err != nil || removed != 1 || freed != 1+shardHeaderLen || s.Len() != 3 {
+	if err != nil || removed != 1 || freed != fileCost(1+shardHeaderLen) || s.Len() != 3 {
 		t.Fatalf("gc: removed %d freed %d err %v len %d", removed, freed, err, s.Len())
+	}
+}
+
+// TestStoreTinyShards: a shard costs at least a disk block against the
+// quota, so a quota bounds the files (and index entries) a stranger can
+// make a volunteer keep: with room for 100 blocks the 101st 4-byte shard
+// is refused. Before, each was charged 91 bytes: the same quota took 4,500
+// of them, 45 times the quota on disk.
+func TestStoreTinyShards(t *testing.T) {
+	s := openTestStore(t, t.TempDir(), 100*diskBlock)
+	for i := range 101 {
+		var d [4]byte
+		binary.BigEndian.PutUint32(d[:], uint32(i))
+		err := s.Put(HashShard(d[:]), ShardRef{Index: uint16(i)}, d[:])
+		switch {
+		case i < 100 && err != nil:
+			t.Fatalf("shard %d: %v", i, err)
+		case i == 100 && !errors.Is(err, ErrQuotaExceeded):
+			t.Fatalf("shard 101 in a quota of 100 blocks: %v, want ErrQuotaExceeded", err)
+		}
+	}
+	if s.Used() != 100*diskBlock {
+		t.Errorf("used %d, want %d", s.Used(), 100*diskBlock)
 	}
 }
