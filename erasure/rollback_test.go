@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -301,4 +302,35 @@ func TestFailedDeleteUndone(t *testing.T) {
 			t.Fatalf("read after a failed delete: %q, %v", got, err)
 		}
 	})
+}
+
+// TestVersionsOfOthersApart: what a peer remembers of its own namespace's
+// versions is kept apart from what lookups of other namespaces (GC,
+// handoff and volunteer repair of the shards it holds for others) note, so
+// that a stranger's many namespaces cannot evict it: with room for 2 keys,
+// 3 foreign keys leave the own key remembered. Before, one LRU of 16,384
+// keys held both, and a stranger who stored tiny shards under 16,384 of
+// its own namespaces had one GC pass wipe this peer's rollback protection.
+func TestVersionsOfOthersApart(t *testing.T) {
+	key, err := GenerateAppKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := DHTKey(key.Namespace(), ObjectID{1})
+	s := &Service{
+		seen:       newVersionMemory(2, 0, 0),
+		seenOthers: newVersionMemory(2, 0, 0),
+		ownKeys:    strings.TrimSuffix(DHTKey(key.Namespace(), ObjectID{}), ObjectID{}.String()),
+	}
+	s.versionsOf(own).observe(own, 7, nil)
+	for i := range 3 {
+		foreign := DHTKey(NamespaceID{byte(i + 1)}, ObjectID{1})
+		if s.versionsOf(foreign) == s.seen {
+			t.Fatalf("%s counted as this peer's own namespace", foreign)
+		}
+		s.versionsOf(foreign).observe(foreign, 1, nil)
+	}
+	if v := s.versionsOf(own).get(own); v != 7 {
+		t.Fatalf("own key's version %d after 3 foreign lookups, want 7", v)
+	}
 }

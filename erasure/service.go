@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -89,6 +90,10 @@ type Service struct {
 	tracked *keyList  // the keys this service repairs, their versions, tombstones
 	// seen: the highest manifest version verified per DHT key (bounded).
 	seen *versionMemory
+	// seenOthers is the same for the other namespaces (versionsOf), and
+	// ownKeys the prefix of this namespace's DHT keys.
+	seenOthers *versionMemory
+	ownKeys    string
 	// republished: when a manifest was last put, by object.
 	republished stamps[ObjectID]
 	// missing: since when GC has not found the manifest under a DHT key.
@@ -139,7 +144,9 @@ func New(cfg Config, d Deps) (*Service, error) {
 		avail: d.Availability, log: cfg.Logger.With("component", "erasure"), metrics: m,
 		client: NewClient(d.Host, cfg.RequestTimeout), sched: sched, started: cfg.Now(),
 		codecs: map[Params]*Codec{}, book: newPeerBook(cfg), tracked: tracked, ctx: ctx, cancel: cancel,
-		seen: newVersionMemory(maxRememberedVersions, maxRememberedRecord, maxRememberedRecordBytes),
+		seen:       newVersionMemory(maxRememberedVersions, maxRememberedRecord, maxRememberedRecordBytes),
+		seenOthers: newVersionMemory(maxRememberedVersions, maxRememberedRecord, maxRememberedRecordBytes),
+		ownKeys:    strings.TrimSuffix(DHTKey(d.Key.Namespace(), ObjectID{}), ObjectID{}.String()),
 	}
 	for i := range s.objLocks {
 		s.objLocks[i] = make(objLock, 1)

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 )
 
@@ -120,6 +121,20 @@ func (v *versionMemory) len() int {
 	return v.order.Len()
 }
 
+// versionsOf returns the memory of verified versions that dhtKey's
+// belong in: the service's own namespace has one, every other namespace
+// (the shards this peer holds for others, which GC, handoff and volunteer
+// repair look up) shares the other. Else a stranger could evict what this
+// peer remembers of its own objects, and with it their protection from
+// rollback, by storing tiny shards under 16,384 namespaces of its own and
+// waiting for GC to look each up.
+func (s *Service) versionsOf(dhtKey string) *versionMemory {
+	if strings.HasPrefix(dhtKey, s.ownKeys) {
+		return s.seen
+	}
+	return s.seenOthers
+}
+
 // latest fetches and verifies the current manifest under dhtKey. If a
 // higher version of the object was verified before (the DHT keeps only
 // the highest version it holds, and once the record expired an attacker
@@ -133,12 +148,13 @@ func (s *Service) latest(ctx context.Context, dhtKey string) (*Manifest, []byte,
 	if err != nil {
 		return nil, nil, err
 	}
-	prev := s.seen.observe(dhtKey, m.Version, rec)
+	seen := s.versionsOf(dhtKey)
+	prev := seen.observe(dhtKey, m.Version, rec)
 	if m.Version >= prev {
 		return m, rec, nil
 	}
 	s.metrics.rolledBack()
-	if newer := s.seen.record(dhtKey); newer != nil {
+	if newer := seen.record(dhtKey); newer != nil {
 		if nm, err := validateRecord(dhtKey, newer); err == nil && nm.Version == prev {
 			s.log.Info("the DHT served a manifest older than one verified before: using that one and putting it back",
 				"key", dhtKey, "version", m.Version, "highest_seen", prev)
@@ -159,7 +175,7 @@ func (s *Service) latest(ctx context.Context, dhtKey string) (*Manifest, []byte,
 // service has published or verified of it, so versions never go back,
 // even after the record expired from the DHT.
 func (s *Service) nextVersion(key, dhtKey string, cur *Manifest) uint64 {
-	v := max(s.tracked.floor(key), s.seen.get(dhtKey))
+	v := max(s.tracked.floor(key), s.versionsOf(dhtKey).get(dhtKey))
 	if cur != nil {
 		v = max(v, cur.Version)
 	}
@@ -169,7 +185,7 @@ func (s *Service) nextVersion(key, dhtKey string, cur *Manifest) uint64 {
 // published notes that this service published version of dhtKey, whose
 // signed record is rec.
 func (s *Service) published(dhtKey string, version uint64, rec []byte) {
-	s.seen.observe(dhtKey, version, rec)
+	s.versionsOf(dhtKey).observe(dhtKey, version, rec)
 }
 
 // republishTombstones re-puts the tombstones of keys deleted less than
