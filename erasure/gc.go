@@ -96,6 +96,16 @@ func (s *Service) CollectGarbage(ctx context.Context) (removed int, freed int64,
 		return h.keep, h.err
 	}
 	removed, freed, err = s.store.GC(ctx, keep)
+	// Forget the missing manifests of objects no shard here names any
+	// more (their junk is gone): else every object a stranger ever made
+	// up stayed in the map until restart.
+	named := map[string]bool{}
+	for _, info := range s.store.List() {
+		for _, r := range info.Refs {
+			named[DHTKey(r.Namespace, r.Object)] = true
+		}
+	}
+	s.missing.retain(func(k string) bool { return named[k] })
 	s.metrics.gc(removed)
 	if removed > 0 {
 		s.log.Info("garbage collected shards", "removed", removed, "freed", freed)

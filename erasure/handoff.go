@@ -1,9 +1,11 @@
 package erasure
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -71,6 +73,7 @@ func (s *Service) Handoff(ctx context.Context) (HandoffResult, error) {
 		obj ObjectID
 	}
 	local := map[objKey]map[Hash]bool{}
+	held := map[objKey]int64{} // bytes held of each object
 	shards := s.store.List()
 	for _, info := range shards {
 		for _, r := range info.Refs {
@@ -79,8 +82,28 @@ func (s *Service) Handoff(ctx context.Context) (HandoffResult, error) {
 				local[k] = map[Hash]bool{}
 			}
 			local[k][info.Hash] = true
+			held[k] += info.Size
 		}
 	}
+	// The objects that matter most go first, so that junk (tiny shards
+	// under made-up objects, each costing a DHT lookup) cannot use up the
+	// timeout: objects whose manifest GC found missing last, the others
+	// by the bytes held here, most first.
+	order := make([]objKey, 0, len(local))
+	missing := make(map[objKey]bool, len(local))
+	for k := range local {
+		order = append(order, k)
+		_, missing[k] = s.missing.get(DHTKey(k.ns, k.obj))
+	}
+	slices.SortFunc(order, func(a, b objKey) int {
+		if missing[a] != missing[b] {
+			if missing[a] {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Compare(held[b], held[a])
+	})
 	res.Objects = len(local)
 	s.log.Info("handing off shards", "shards", len(shards), "objects", len(local))
 
@@ -104,7 +127,7 @@ func (s *Service) Handoff(ctx context.Context) (HandoffResult, error) {
 	}
 	done := 0
 feed:
-	for k := range local {
+	for _, k := range order {
 		select {
 		case work <- k:
 			done++

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/libp2p/go-libp2p/core/routing"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -226,6 +227,89 @@ func TestHandoff(t *testing.T) {
 			if got, err := reader.svc.Get(ctx, o.key); err != nil || !bytes.Equal(got, o.value) {
 				t.Fatalf("%s read after adoption: %v", o.key, err)
 			}
+		}
+	})
+}
+
+// slowRecords answers every GetValue after a delay, as a DHT lookup over
+// the internet takes.
+type slowRecords struct {
+	Records
+	delay time.Duration
+}
+
+func (r slowRecords) GetValue(ctx context.Context, key string, opts ...routing.Option) ([]byte, error) {
+	time.Sleep(r.delay)
+	return r.Records.GetValue(ctx, key, opts...)
+}
+
+// TestHandoffJunkLast: a leaving volunteer holding a stranger's junk (500
+// tiny shards under made-up objects, each a DHT lookup of 200 ms) besides
+// real shards hands off every real one within a timeout that fits a
+// fraction of the lookups: objects go by the bytes held, most first. Before,
+// they went in map order, and the junk used up the timeout.
+func TestHandoffJunkLast(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tn := newTestNet(t, 10, netOpts{config: func(i int, c *Config, sc *StoreConfig) {
+			c.DataShards, c.MinParity, c.MaxShards = 3, 2, 5
+		}})
+		ctx := context.Background()
+		writer := tn.nodes[0]
+		r := rand.New(rand.NewPCG(7, 7))
+		holds := map[peer.ID]int{}
+		var keys []string
+		for i := range 4 {
+			key := fmt.Sprintf("obj-%d", i)
+			res, err := writer.svc.Put(ctx, key, testValue(r, 10<<10, "j"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range res.Holders {
+				holds[p]++
+			}
+			keys = append(keys, key)
+		}
+		var leaver *testNode
+		for _, nd := range tn.nodes[1:] {
+			if leaver == nil || holds[nd.h.ID()] > holds[leaver.h.ID()] {
+				leaver = nd
+			}
+		}
+		affected := holds[leaver.h.ID()]
+		for i := range 500 {
+			junk := []byte{byte(i), byte(i >> 8), 'j', 'k'}
+			ref := ShardRef{Namespace: NamespaceID{9, byte(i)}, Object: ObjectID{byte(i >> 8), byte(i)}}
+			if err := leaver.store.Put(HashShard(junk), ref, junk); err != nil {
+				t.Fatal(err)
+			}
+		}
+		leaver.svc.records = slowRecords{leaver.svc.records, 200 * time.Millisecond}
+		leaver.svc.cfg.HandoffTimeout = 2 * time.Second
+		res, _ := leaver.svc.Handoff(ctx)
+		if res.HandedOff != affected || res.Held != affected {
+			t.Fatalf("handoff beside 500 junk objects: %+v, want all %d real ones handed off", res, affected)
+		}
+		if res.Unvisited == 0 {
+			t.Errorf("every junk object looked up within the timeout (%+v): the test does not stall", res)
+		}
+
+		// GC removes the junk once its manifests have been missing for the
+		// grace, and forgets that they were missing.
+		leaver.svc.records = leaver.svc.records.(slowRecords).Records
+		leaver.svc.cfg.GCMinAge, leaver.svc.cfg.GCMissingGrace = 0, time.Minute
+		if _, _, err := leaver.svc.CollectGarbage(ctx); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Minute)
+		removed, _, err := leaver.svc.CollectGarbage(ctx)
+		if err != nil || removed < 500 {
+			t.Fatalf("gc of the junk: removed %d, %v; want the 500", removed, err)
+		}
+		leaver.svc.missing.mu.Lock()
+		left := len(leaver.svc.missing.m)
+		leaver.svc.missing.mu.Unlock()
+		if left != 0 {
+			t.Errorf("%d missing manifests remembered after their shards went", left)
 		}
 	})
 }

@@ -374,6 +374,17 @@ func (s *stamps[K]) setFirst(k K, t time.Time) (time.Time, bool) {
 	return t, false
 }
 
+// retain forgets the keys keep does not keep.
+func (s *stamps[K]) retain(keep func(K) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.m {
+		if !keep(k) {
+			delete(s.m, k)
+		}
+	}
+}
+
 func (s *stamps[K]) remove(k K) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
