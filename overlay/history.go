@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"container/list"
+	"crypto/ed25519"
 	"fmt"
 	"sort"
 	"sync"
@@ -164,6 +165,14 @@ type histEntry struct {
 	size   int
 }
 
+// browserSig returns the browser's signature of a bound-token message.
+func (e *histEntry) browserSig() (string, bool) {
+	if e.env.kind != credBoundToken || len(e.env.cred) < ed25519.SignatureSize {
+		return "", false
+	}
+	return string(e.env.cred[:ed25519.SignatureSize]), true
+}
+
 // entrySize is what a message is charged against the budgets: its bytes
 // and the bookkeeping around them.
 func entrySize(m *pb.Message) int {
@@ -176,8 +185,14 @@ type window struct {
 	lim     HistoryLimits
 	entries []histEntry // by position
 	ids     map[posKey]struct{}
-	bytes   int
-	floor   Position
+	// browserSigs holds the browser signatures of the bound-token
+	// messages in the window: a copy of one under another gossipsub id (a
+	// history server can wrap a browser's signed envelope in messages of
+	// its own) is not a second message, as the live path's replay check
+	// says too.
+	browserSigs map[string]struct{}
+	bytes       int
+	floor       Position
 	// dropped is the newest message the limits dropped.
 	dropped Position
 	// ready is closed once the first fetch from other peers is over.
@@ -216,7 +231,8 @@ func (s *historyStore) open(topic string, now time.Time) (w *window, created boo
 	if len(s.windows) >= s.cfg.MaxTopics {
 		return nil, false
 	}
-	w = &window{topic: topic, lim: lim, ids: make(map[posKey]struct{}), floor: Position{Time: now}, ready: make(chan struct{})}
+	w = &window{topic: topic, lim: lim, ids: make(map[posKey]struct{}), browserSigs: make(map[string]struct{}),
+		floor: Position{Time: now}, ready: make(chan struct{})}
 	w.lru = s.lru.PushFront(w)
 	s.windows[topic] = w
 	return w, true
@@ -247,6 +263,13 @@ func (s *historyStore) addLocked(w *window, e histEntry, now time.Time) bool {
 	k := posKey{e.pos.Publisher, e.pos.Seq}
 	if _, dup := w.ids[k]; dup || s.windows[w.topic] != w || e.pos.Compare(w.floor) <= 0 || now.Sub(e.pos.Time) > w.lim.TTL {
 		return false
+	}
+	sig, signed := e.browserSig()
+	if _, dup := w.browserSigs[sig]; signed && dup {
+		return false
+	}
+	if signed {
+		w.browserSigs[sig] = struct{}{}
 	}
 	i := sort.Search(len(w.entries), func(i int) bool { return w.entries[i].pos.Compare(e.pos) > 0 })
 	w.entries = append(w.entries, histEntry{})
@@ -288,6 +311,9 @@ func (s *historyStore) dropOldest(w *window, n int) {
 	}
 	for _, e := range w.entries[:n] {
 		delete(w.ids, posKey{e.pos.Publisher, e.pos.Seq})
+		if sig, signed := e.browserSig(); signed {
+			delete(w.browserSigs, sig)
+		}
 		w.bytes -= e.size
 		s.bytes -= e.size
 	}

@@ -2,6 +2,9 @@ package overlay
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/binary"
 	"io"
 	"log/slog"
 	"strconv"
@@ -9,9 +12,12 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/immense-p2p/immense/internal/browsersig"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
 )
 
 func TestPositionText(t *testing.T) {
@@ -459,4 +465,65 @@ func FuzzHistoryDecode(f *testing.F) {
 			t.Fatalf("unsigned bytes %x accepted as a message", b)
 		}
 	})
+}
+
+// TestHistoryBrowserCopies: a history server that wraps one browser-signed
+// message (a bound token's) in messages of its own, under fresh gossipsub
+// identities, gets one copy into the window, not one per wrapper: the
+// browser's signature says it is one message, as the live path's replay
+// check does. Before, each copy was kept, served on, and replayed to
+// resuming browsers as another message from the same user.
+func TestHistoryBrowserCopies(t *testing.T) {
+	_, appKey, _ := ed25519.GenerateKey(rand.Reader)
+	cfg := DefaultConfig()
+	cfg.Auth.PublicKeys = []ed25519.PublicKey{appKey.Public().(ed25519.PublicKey)}
+	cfg.Auth.VerifyToken = chatVerifier
+	self := testPeerID(t, 9)
+	o := &Overlay{cfg: cfg, auth: newAuthorizer(cfg.Auth, self), history: newHistoryStore(cfg.History)}
+	o.ctx = t.Context()
+	now := time.Now()
+	pub := now.Add(-time.Minute).Truncate(time.Millisecond)
+	sig := browsersig.Sign(browserKey, "chat/lobby", pub, []byte("from bob"))
+	env := encodeEnvelope(pub, credBoundToken, append(sig, "bound-token"...), []byte("from bob"))
+	w, _ := o.history.open("chat/lobby", now.Add(-time.Hour))
+	added := 0
+	for i := range 3 {
+		e, err := o.checkFetched("chat/lobby", wireTopic("chat/lobby"), wrapAsFreshPeer(t, "chat/lobby", env, uint64(i+1)), now)
+		if err != nil {
+			t.Fatalf("copy %d refused: %v", i, err)
+		}
+		if o.history.add(w, e, now) {
+			added++
+		}
+	}
+	if es, _ := o.history.since(w, Position{}, 100, now); added != 1 || len(es) != 1 {
+		t.Fatalf("%d copies added, window holds %d; want the one message", added, len(es))
+	}
+	// Once the message leaves the window, its signature goes too.
+	o.history.mu.Lock()
+	o.history.dropOldest(w, 1)
+	left := len(w.browserSigs)
+	o.history.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d browser signatures left in an empty window", left)
+	}
+}
+
+// wrapAsFreshPeer signs data as a gossipsub message of topic from a new
+// identity.
+func wrapAsFreshPeer(t *testing.T, topic string, data []byte, seq uint64) []byte {
+	t.Helper()
+	priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := peer.IDFromPrivateKey(priv)
+	w := wireTopic(topic)
+	m := &pb.Message{From: []byte(id), Data: data, Seqno: binary.BigEndian.AppendUint64(nil, seq), Topic: &w}
+	b, _ := proto.Marshal(m)
+	if m.Signature, err = priv.Sign(append([]byte("libp2p-pubsub:"), b...)); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := proto.Marshal(m)
+	return out
 }

@@ -475,4 +475,3 @@ func (o *Overlay) serveHistory(st network.Stream, w *window, q historyReq) error
 	}
 	return nil
 }
-
