@@ -323,19 +323,13 @@ func (r *SignalRelay) ServeStream(st SignalStream, from string, sign func([]byte
 		_ = st.SetDeadline(time.Now().Add(signalReadTimeout))
 		_, _ = io.Copy(io.Discard, io.LimitReader(st, int64(s.cfg.MaxOfferSize)+1))
 	}
-	release, ok := r.served.Take(from)
-	if !ok {
-		refuse(relayBusy, http.StatusServiceUnavailable, "the peer is answering too many relayed offers (in all, or from this forwarding peer): retry")
-		return
-	}
-	defer release()
-	if r.testHookServing != nil {
-		r.testHookServing(from)
-	}
 	if !r.perPeer.allow(from, s.now()) {
 		refuse(relayRateLimited, http.StatusTooManyRequests, "too many offers through this forwarding peer: slow down")
 		return
 	}
+	// The offer is read before a slot is taken: a stream that sends
+	// nothing, or trickles, holds none (only its own goroutine, for
+	// signalReadTimeout).
 	_ = st.SetDeadline(time.Now().Add(signalReadTimeout))
 	var v [1]byte
 	if _, err := io.ReadFull(st, v[:]); err != nil || v[0] != SignalVersion {
@@ -346,6 +340,15 @@ func (r *SignalRelay) ServeStream(st SignalStream, from string, sign func([]byte
 	if err != nil {
 		refuse(relayBadRequest, http.StatusBadRequest, err.Error())
 		return
+	}
+	release, ok := r.served.Take(from)
+	if !ok {
+		refuse(relayBusy, http.StatusServiceUnavailable, "the peer is answering too many relayed offers (in all, or from this forwarding peer): retry")
+		return
+	}
+	defer release()
+	if r.testHookServing != nil {
+		r.testHookServing(from)
 	}
 	_ = st.SetDeadline(time.Now().Add(r.cfg.Timeout))
 	ctx, cancel := context.WithTimeout(s.ctx, r.cfg.Timeout)

@@ -7,11 +7,13 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -267,7 +269,10 @@ func TestRelayBusy(t *testing.T) {
 
 // TestRelayServedPerForwarder: one forwarding peer holding its share of a
 // volunteer's answer slots (a quarter of MaxServed) gets 503 for more,
-// while another forwarder is still answered.
+// while another forwarder is still answered; and streams that send
+// nothing hold no slot at all (the offer is read before one is taken:
+// before, four throwaway forwarder identities with four silent streams
+// each held every slot).
 func TestRelayServedPerForwarder(t *testing.T) {
 	vol := newTestEnv(t, nil)
 	rc := DefaultSignalRelayConfig()
@@ -277,7 +282,14 @@ func TestRelayServedPerForwarder(t *testing.T) {
 		t.Fatal(err)
 	}
 	taken := make(chan string, 4)
-	r.testHookServing = func(f string) { taken <- f }
+	gate := make(chan struct{})
+	var held atomic.Bool
+	r.testHookServing = func(f string) {
+		taken <- f
+		if f == "f1" && held.CompareAndSwap(false, true) {
+			<-gate // the first offer of f1 keeps its slot until the test lets go
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -313,21 +325,30 @@ func TestRelayServedPerForwarder(t *testing.T) {
 		}
 		return a
 	}
-	hold := serve("f1") // sends nothing yet
+	_, sdp := rawOffer(t)
+	req := "\x01" + mustJSON(offerRequest{SDP: sdp, Token: "x.y.z"})
+	// Silent streams from four forwarders take nothing.
+	for i := range 4 {
+		silent := serve(fmt.Sprintf("silent%d", i))
+		defer silent.Close()
+	}
+	hold := serve("f1")
 	defer hold.Close()
+	hold.Write([]byte(req))
+	hold.CloseWrite()
 	if f := <-taken; f != "f1" {
 		t.Fatalf("slot taken by %q", f)
 	}
-	_, sdp := rawOffer(t)
-	req := "\x01" + mustJSON(offerRequest{SDP: sdp, Token: "x.y.z"})
 	if a := answer(serve("f1"), req); a.Status != http.StatusServiceUnavailable {
 		t.Errorf("a second offer from f1 at once: %+v, want 503", a)
 	}
 	if a := answer(serve("f2"), req); a.Status != http.StatusUnauthorized {
-		t.Errorf("an offer from f2: %+v, want the token check's 401", a)
+		t.Errorf("an offer from f2 beside 4 silent streams and f1's: %+v, want the token check's 401", a)
 	}
-	if a := answer(hold, req); a.Status != http.StatusUnauthorized {
-		t.Errorf("the held offer from f1: %+v, want the token check's 401", a)
+	close(gate)
+	a, err := decodeSignalAnswer(hold, maxSignalAnswer)
+	if err != nil || a.Status != http.StatusUnauthorized {
+		t.Errorf("the held offer from f1: %+v, %v; want the token check's 401", a, err)
 	}
 }
 
