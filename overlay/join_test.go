@@ -363,7 +363,7 @@ func TestJoinRefusedIsNotJoined(t *testing.T) {
 		// the admitted node would wait with an empty routing table).
 		connect()
 		boot.admission.limiter.SetLimit(1000)
-		waitJoined(t, 5*time.Second, o)
+		waitJoined(t, 10*time.Second, o) // a retry (up to 4 s), the refresh, the next check
 		if st := boot.JoinStats(); st.Admitted != 2 {
 			t.Errorf("bootstrap stats %+v, want 2 admitted", st)
 		}
