@@ -80,6 +80,12 @@ type Config struct {
 	// InsecureNoAuth admits browsers without a token and lets them read and
 	// write every topic. For devnets only; the server logs a warning.
 	InsecureNoAuth bool
+	// AllowedHosts are host names (lower case, no port) besides localhost
+	// and IP addresses by which a peer with InsecureNoAuth may be reached
+	// (a devnet behind a name, a VM, a proxy): its other requests are
+	// refused, against DNS rebinding. Without InsecureNoAuth tokens decide
+	// and this is not used. peer sets it from --http-allowed-hosts.
+	AllowedHosts []string
 
 	// ICEServers help the server discover its public address (STUN) or
 	// relay through a TURN server. A peer with a public IP needs none.
@@ -128,7 +134,8 @@ type Config struct {
 	// (IP, or /64 for IPv6; for a relayed offer, the forwarding peer), so
 	// that one client cannot hold every MaxPendingSessions slot with
 	// handshakes it never finishes. 0: no cap. Default 16. Behind a reverse
-	// proxy every browser shares the proxy's address: raise it there.
+	// proxy every browser shares the proxy's address: raise it there
+	// (peer --browser-max-pending-per-address).
 	MaxPendingPerClient int
 	// OfferRate and OfferBurst limit the offers from one IP address (one
 	// /64 for IPv6), per second and in a burst; further ones get 429.

@@ -152,11 +152,11 @@ func (s *Server) readOffer(w http.ResponseWriter, r *http.Request, count func(re
 // admits them without a token (InsecureNoAuth): such a peer gives whoever
 // reaches it every topic, publishing as the peer itself, and a page on any
 // web site can reach a peer on the visitor's loopback. So only pages of
-// this machine may: the Host must be localhost or an IP address (a name an
-// attacker's DNS rebinds to 127.0.0.1 fails), and an Origin, when the
-// browser sends one, the peer's own, another on localhost or a loopback
-// address (an app's dev server), or one named in AllowedOrigins. It
-// refuses nothing with tokens on.
+// this machine may: the Host must be localhost, an IP address or one of
+// AllowedHosts (a name an attacker's DNS rebinds to 127.0.0.1 fails), and
+// an Origin, when the browser sends one, the peer's own, another on
+// localhost, a loopback address or an allowed host (an app's dev server),
+// or one named in AllowedOrigins. It refuses nothing with tokens on.
 func (s *Server) insecureRequestRefused(r *http.Request) error {
 	if !s.cfg.InsecureNoAuth {
 		return nil
@@ -165,7 +165,7 @@ func (s *Server) insecureRequestRefused(r *http.Request) error {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
-	if !strings.EqualFold(host, "localhost") && net.ParseIP(strings.Trim(host, "[]")) == nil {
+	if !strings.EqualFold(host, "localhost") && net.ParseIP(strings.Trim(host, "[]")) == nil && !slices.Contains(s.cfg.AllowedHosts, strings.ToLower(host)) {
 		return fmt.Errorf("this peer admits browsers without a token (insecure-no-auth), so only by its IP address or localhost, not by the name %q", r.Host)
 	}
 	origin := r.Header.Get("Origin")
@@ -176,7 +176,7 @@ func (s *Server) insecureRequestRefused(r *http.Request) error {
 	if err == nil && (u.Scheme == "http" || u.Scheme == "https") {
 		oh := u.Hostname()
 		ip := net.ParseIP(oh)
-		if strings.EqualFold(u.Host, r.Host) || strings.EqualFold(oh, "localhost") || (ip != nil && ip.IsLoopback()) {
+		if strings.EqualFold(u.Host, r.Host) || strings.EqualFold(oh, "localhost") || (ip != nil && ip.IsLoopback()) || slices.Contains(s.cfg.AllowedHosts, strings.ToLower(oh)) {
 			return nil
 		}
 	}

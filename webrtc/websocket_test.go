@@ -200,7 +200,7 @@ func TestWebSocketStalled(t *testing.T) {
 // open (AllowedOrigins "*"): the token says what a browser may do. Before,
 // any web site the owner visited could publish as the devnet's app peer.
 func TestInsecureNoAuthLocalPagesOnly(t *testing.T) {
-	e, url := wsEnv(t, func(c *Config) { c.Secret = nil; c.InsecureNoAuth = true })
+	e, url := wsEnv(t, func(c *Config) { c.Secret = nil; c.InsecureNoAuth = true; c.AllowedHosts = []string{"devbox"} })
 	host := strings.TrimPrefix(url, "ws://")
 	for name, tc := range map[string]struct {
 		header http.Header
@@ -212,6 +212,7 @@ func TestInsecureNoAuthLocalPagesOnly(t *testing.T) {
 		"another site":      {http.Header{"Origin": {"https://evil.example"}}, false},
 		"a rebound name":    {http.Header{"Host": {"evil.example:" + strings.Split(host, ":")[1]}}, false},
 		"rebound, same one": {http.Header{"Host": {"evil.example"}, "Origin": {"http://evil.example"}}, false},
+		"an allowed name":   {http.Header{"Host": {"devbox:" + strings.Split(host, ":")[1]}, "Origin": {"http://devbox:3000"}}, true},
 	} {
 		_, err := wsDial(t, url, "", tc.header)
 		if tc.ok != (err == nil) {

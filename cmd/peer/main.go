@@ -110,6 +110,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	o.node.Logger = log
 	o.node.Registry = cli.NewRegistry()
+	if b := o.node.Browsers; b != nil {
+		// The names the control API answers to are those a devnet's
+		// browsers may use too (webrtc.Config.AllowedHosts).
+		for _, h := range o.httpHosts {
+			b.AllowedHosts = append(b.AllowedHosts, strings.ToLower(h))
+		}
+	}
 	n, err := node.New(ctx, o.node)
 	if err != nil {
 		fmt.Fprintln(stderr, "peer:", err)
