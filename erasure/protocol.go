@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,7 +36,8 @@ type ServerConfig struct {
 	MaxConcurrent int
 	// MaxPerPeer caps the slots one peer holds at once: past it, its
 	// requests are answered StatusBusy before their body is read, so that
-	// one peer cannot take every slot. Default 4.
+	// one peer cannot take every slot. Default 8, half of them (clients
+	// send a busy request again a few times, backing off).
 	MaxPerPeer int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -53,7 +55,7 @@ const minBodyRate = 64 << 10 // bytes a second
 
 // DefaultServerConfig returns the server defaults.
 func DefaultServerConfig() ServerConfig {
-	return ServerConfig{RequestTimeout: 60 * time.Second, MaxConcurrent: 16, MaxPerPeer: 4}
+	return ServerConfig{RequestTimeout: 60 * time.Second, MaxConcurrent: 16, MaxPerPeer: 8}
 }
 
 func (c *ServerConfig) validate() error {
@@ -64,7 +66,7 @@ func (c *ServerConfig) validate() error {
 		return fmt.Errorf("server config: MaxConcurrent %d must be at least 1", c.MaxConcurrent)
 	}
 	if c.MaxPerPeer == 0 {
-		c.MaxPerPeer = min(4, c.MaxConcurrent)
+		c.MaxPerPeer = max(c.MaxConcurrent/2, 1)
 	}
 	if c.MaxPerPeer < 1 {
 		return fmt.Errorf("server config: MaxPerPeer %d must be at least 1", c.MaxPerPeer)
@@ -313,7 +315,33 @@ func NewClient(h host.Host, timeout time.Duration) *Client {
 }
 
 // roundTrip sends one request on a new stream and reads the response.
+// busyRetries is how many times a request answered busy is sent again,
+// after busyBackoff, doubled each time, with jitter: a holder answers busy
+// while all its slots, or the slots it gives one peer, are taken, which a
+// moment later they often are not (a node reading several objects from
+// one holder at once meets its per-peer share).
+const (
+	busyRetries = 3
+	busyBackoff = 50 * time.Millisecond
+)
+
 func (c *Client) roundTrip(ctx context.Context, p peer.ID, q *request) (*response, error) {
+	for attempt := 0; ; attempt++ {
+		r, err := c.roundTripOnce(ctx, p, q)
+		if err != nil || r.status != StatusBusy || attempt == busyRetries {
+			return r, err
+		}
+		wait := busyBackoff << attempt
+		wait += time.Duration(mrand.Int64N(int64(wait)))
+		select {
+		case <-ctx.Done():
+			return r, nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (c *Client) roundTripOnce(ctx context.Context, p peer.ID, q *request) (*response, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	// Relayed (limited) connections are not used: relays cap a circuit at

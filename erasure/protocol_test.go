@@ -1,11 +1,15 @@
 package erasure
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -201,5 +205,37 @@ func TestShardServerSlotsPerPeer(t *testing.T) {
 		if err := fetch(); err != nil {
 			t.Fatalf("fetch once the unread answers are gone: %v", err)
 		}
+	})
+}
+
+// TestConcurrentGetsOneReader: a reader fetching a dozen objects at once
+// from the same holders, more requests to each than they give one peer
+// (MaxPerPeer 2 here), reads them all: a busy answer is sent again after a
+// short backoff instead of costing the reader that holder. Before the
+// retry, with a per-peer share of 4, half of such reads failed with too few
+// shards.
+func TestConcurrentGetsOneReader(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tn := newTestNet(t, 8, netOpts{config: func(_ int, c *Config, _ *StoreConfig) { c.Server.MaxPerPeer = 2 }})
+		ctx := context.Background()
+		writer, reader := tn.nodes[0], tn.nodes[1]
+		r := mrand.New(mrand.NewPCG(12, 12))
+		values := make([][]byte, 12)
+		for i := range values {
+			values[i] = testValue(r, 4<<20, "c")
+			if _, err := writer.svc.Put(ctx, fmt.Sprintf("obj-%d", i), values[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var wg sync.WaitGroup
+		for i := range values {
+			wg.Go(func() {
+				got, err := reader.svc.Get(ctx, fmt.Sprintf("obj-%d", i))
+				if err != nil || !bytes.Equal(got, values[i]) {
+					t.Errorf("get obj-%d among 12 at once: %v", i, err)
+				}
+			})
+		}
+		wg.Wait()
 	})
 }

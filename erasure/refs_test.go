@@ -292,3 +292,33 @@ func TestStoreRenewsRef(t *testing.T) {
 		t.Fatalf("after reopen: Added %v, want %v", got, renewed)
 	}
 }
+
+// TestStoreRenewsRefWhenFull: storing a ref again into a full store
+// succeeds (the shard is here), keeping the old time when renewing it
+// would need a refs file the quota has no room for. Before the renewal
+// rule was made safe, a writer got ErrQuotaExceeded for a shard the peer
+// held, and placed it elsewhere.
+func TestStoreRenewsRefWhenFull(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	data := []byte("placed here twice, no room left")
+	cfg := DefaultStoreConfig(t.TempDir())
+	cfg.Quota, cfg.Now = fileCost(int64(len(data))+shardHeaderLen), func() time.Time { return now }
+	s, err := OpenStore(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	h := HashShard(data)
+	ref := ShardRef{Namespace: NamespaceID{1}, Object: ObjectID{1}}
+	if err := s.Put(h, ref, data); err != nil {
+		t.Fatal(err)
+	}
+	first := now
+	now = now.Add(2 * time.Hour)
+	if err := s.Put(h, ref, data); err != nil {
+		t.Fatalf("storing a held shard again into a full store: %v", err)
+	}
+	if info, _ := s.Stat(h); !info.Refs[0].Added.Equal(first) || s.Used() != cfg.Quota {
+		t.Fatalf("Added %v, used %d; want %v kept and %d", info.Refs[0].Added, s.Used(), first, cfg.Quota)
+	}
+}

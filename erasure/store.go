@@ -488,11 +488,13 @@ func (s *Store) addRef(info ShardInfo, ref ShardRef) error {
 	h := info.Hash
 	now := s.cfg.Now()
 	next := info.clone()
+	renew := false
 	if i := refIndex(info.Refs, ref); i >= 0 {
 		if now.Sub(info.Refs[i].Added) < refRenewAge {
 			return nil
 		}
 		next.Refs[i].Added = now
+		renew = true
 	} else {
 		if len(info.Refs) >= MaxShardRefs {
 			return fmt.Errorf("put shard %s: %w (%d)", h, ErrTooManyRefs, MaxShardRefs)
@@ -502,6 +504,11 @@ func (s *Store) addRef(info ShardInfo, ref ShardRef) error {
 	next.refsFile = true
 	need := next.diskBytes() - info.diskBytes()
 	if s.used+need > s.cfg.Quota {
+		if renew {
+			// The shard is here: the store succeeds, the time stays (a
+			// renewal that needs a refs file the quota has no room for).
+			return nil
+		}
 		return fmt.Errorf("put shard %s: add ref: %w (%d of %d bytes used, ref needs %d)", h, ErrQuotaExceeded, s.used, s.cfg.Quota, need)
 	}
 	s.used += need
@@ -512,6 +519,10 @@ func (s *Store) addRef(info ShardInfo, ref ShardRef) error {
 	delete(s.pending, h)
 	if err != nil {
 		s.used -= need
+		if renew {
+			s.log.Warn("could not renew a shard's ref time; keeping the old one", "hash", h, "err", err)
+			return nil
+		}
 		return fmt.Errorf("put shard %s: add ref: %w", h, err)
 	}
 	s.setIndex(h, next)
