@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -463,6 +464,54 @@ func FuzzHistoryDecode(f *testing.F) {
 		}
 		if _, _, err := decodeHistoryMessage(b, "immense/room"); err == nil {
 			t.Fatalf("unsigned bytes %x accepted as a message", b)
+		}
+	})
+}
+
+// TestHistoryManyTopicsAtOnce: a node that restarts and subscribes to six
+// topics at once recovers the history of every one from the one peer that
+// has it, though that peer serves one peer at most maxHistoryServesPerPeer
+// answers at once: the requester keeps to maxHistoryAsksPerPeer fetches
+// in flight per peer and the rest wait. (With a per-peer share of 2 and
+// no such limit, four of the six came back empty.)
+func TestHistoryManyTopicsAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const topics = 6
+		n := newHistoryNet(t, 2, nil)
+		name := func(i int) string { return "room" + strconv.Itoa(i) }
+		for i := range topics {
+			for _, o := range n.os {
+				if _, err := o.Subscribe(name(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		time.Sleep(5 * time.Second)
+		for i := range topics {
+			publishN(t, n.os[0], name(i), 0, 20)
+		}
+		time.Sleep(5 * time.Second)
+		n.os[1].Close()
+		n.s.hosts.Stop(1)
+		o := n.start(1, n.os[0], nil)
+		waitJoined(t, 30*time.Second, o)
+		var wg sync.WaitGroup
+		for i := range topics {
+			wg.Go(func() {
+				if _, err := o.Subscribe(name(i)); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		for i := range topics {
+			msgs, _, err := o.History(t.Context(), name(i), Position{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(msgs) != 20 {
+				t.Errorf("%s: %d messages recovered, want 20", name(i), len(msgs))
+			}
 		}
 	})
 }

@@ -30,9 +30,16 @@ import (
 // A request takes its slot only once it has been read and its sender
 // found subscribed: a stream that sends nothing, or a peer that is not a
 // subscriber, holds none.
+//
+// maxHistoryAsksPerPeer is the requester's side: the fetches it has in
+// flight to one peer (more wait), fewer than the peer serves one peer at
+// once, so that a node subscribing to many topics together is not refused
+// (and a request that follows the answer of the last, before the server
+// has freed its slot, still finds one).
 const (
 	maxHistoryServes        = 8
-	maxHistoryServesPerPeer = 2
+	maxHistoryServesPerPeer = 4
+	maxHistoryAsksPerPeer   = 2
 )
 
 // HistoryProtocol is the stream protocol of history fetches,
@@ -304,6 +311,11 @@ func (o *Overlay) maxHistoryFrame() int {
 // as the validator would have on receipt, at its publication time: the
 // right to publish then, and not older than the window's TTL now.
 func (o *Overlay) fetchFrom(ctx context.Context, p peer.ID, name string, lim HistoryLimits) ([]histEntry, Position, error) {
+	release, err := o.histAsks.Wait(ctx, p)
+	if err != nil {
+		return nil, Position{}, err
+	}
+	defer release()
 	st, err := o.host.NewStream(ctx, p, o.HistoryProtocol())
 	if err != nil {
 		return nil, Position{}, err

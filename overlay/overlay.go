@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -82,6 +83,7 @@ type Overlay struct {
 	history   *historyStore
 	histServe *ratelimit.Keyed[peer.ID]
 	histSlots *slots.Keyed[peer.ID]
+	histAsks  *slots.Keyed[peer.ID] // our fetches in flight, per peer
 }
 
 type topicState struct {
@@ -135,6 +137,7 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Overlay, error) {
 		history:   newHistoryStore(cfg.History),
 		histServe: ratelimit.NewKeyed[peer.ID](cfg.History.ServeRate, cfg.History.ServeBurst, maxRateBuckets, ratelimit.EvictOldest),
 		histSlots: slots.New[peer.ID](maxHistoryServes, maxHistoryServesPerPeer),
+		histAsks:  slots.New[peer.ID](math.MaxInt, maxHistoryAsksPerPeer),
 	}
 	// Spam strikes (ratelimit.go) lower a peer's score through its
 	// application-specific part, on top of any the caller configured.

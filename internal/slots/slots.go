@@ -4,7 +4,10 @@
 // release, and the key's count is forgotten when it has none.
 package slots
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
 // Keyed holds up to Max slots in all, at most PerKey of them for one key.
 // The zero value is not usable; use New.
@@ -14,11 +17,12 @@ type Keyed[K comparable] struct {
 	perKey int
 	total  int
 	held   map[K]int
+	freed  chan struct{} // closed (and replaced) when a slot is released
 }
 
 // New returns slots of max in all and perKey per key (0: no cap per key).
 func New[K comparable](max, perKey int) *Keyed[K] {
-	return &Keyed[K]{max: max, perKey: perKey, held: make(map[K]int)}
+	return &Keyed[K]{max: max, perKey: perKey, held: make(map[K]int), freed: make(chan struct{})}
 }
 
 // Take takes a slot for each of keys (one slot in all), unless every slot
@@ -27,6 +31,29 @@ func New[K comparable](max, perKey int) *Keyed[K] {
 func (s *Keyed[K]) Take(keys ...K) (release func(), ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.takeLocked(keys)
+}
+
+// Wait takes a slot for keys as Take does, waiting for one to be released
+// while there is none, until ctx is done.
+func (s *Keyed[K]) Wait(ctx context.Context, keys ...K) (release func(), err error) {
+	for {
+		s.mu.Lock()
+		release, ok := s.takeLocked(keys)
+		freed := s.freed
+		s.mu.Unlock()
+		if ok {
+			return release, nil
+		}
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (s *Keyed[K]) takeLocked(keys []K) (release func(), ok bool) {
 	if s.total >= s.max {
 		return nil, false
 	}
@@ -52,6 +79,8 @@ func (s *Keyed[K]) Take(keys ...K) (release func(), ok bool) {
 					delete(s.held, k)
 				}
 			}
+			close(s.freed)
+			s.freed = make(chan struct{})
 		})
 	}, true
 }

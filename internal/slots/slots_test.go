@@ -1,6 +1,9 @@
 package slots
 
-import "testing"
+import (
+	"context"
+	"testing"
+)
 
 // TestKeyed: a key holds at most PerKey slots, all keys together at most
 // Max; a slot taken for two keys counts once in all and once for each; a
@@ -37,5 +40,35 @@ func TestKeyed(t *testing.T) {
 	}
 	if _, ok := New[string](2, 0).Take("x", "x"); !ok {
 		t.Fatal("no per-key cap: refused")
+	}
+}
+
+// TestKeyedWait: Wait takes a slot at once when there is one, waits for a
+// release when the key holds its share, and gives up when its context
+// ends.
+func TestKeyedWait(t *testing.T) {
+	s := New[string](10, 1)
+	first, err := s.Wait(context.Background(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		r, err := s.Wait(context.Background(), "a")
+		if err == nil {
+			r()
+		}
+		got <- err
+	}()
+	first()
+	if err := <-got; err != nil {
+		t.Fatalf("waiting for a released slot: %v", err)
+	}
+	hold, _ := s.Take("a")
+	defer hold()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.Wait(ctx, "a"); err == nil {
+		t.Fatal("Wait took a slot the key had no share left for")
 	}
 }
