@@ -87,15 +87,22 @@ func (s *Service) Handoff(ctx context.Context) (HandoffResult, error) {
 	}
 	// The objects that matter most go first, so that junk (tiny shards
 	// under made-up objects, each costing a DHT lookup) cannot use up the
-	// timeout: objects whose manifest GC found missing last, the others
-	// by the bytes held here, most first.
+	// timeout: this peer's own namespace first, objects whose manifest GC
+	// found missing last, the others by the bytes held here, most first.
 	order := make([]objKey, 0, len(local))
 	missing := make(map[objKey]bool, len(local))
 	for k := range local {
 		order = append(order, k)
 		_, missing[k] = s.missing.get(DHTKey(k.ns, k.obj))
 	}
+	own := s.key.Namespace()
 	slices.SortFunc(order, func(a, b objKey) int {
+		if (a.ns == own) != (b.ns == own) {
+			if a.ns == own {
+				return -1
+			}
+			return 1
+		}
 		if missing[a] != missing[b] {
 			if missing[a] {
 				return 1

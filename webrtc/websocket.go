@@ -207,17 +207,23 @@ func (s *Server) pingWebSockets() {
 	}
 }
 
-// wsPingWait is the longest a ping waits for a session's writer. A ping
-// is written beside the session's writer (gorilla allows WriteControl
-// concurrently), but waits for a write in progress; a session whose
-// browser stopped reading has one blocked until StallTimeout.
-const wsPingWait = 100 * time.Millisecond
+// wsPingWait is the longest a ping waits for its session: for the
+// session's writer (gorilla's WriteControl waits for a write in progress;
+// a session whose browser stopped reading has one blocked until
+// StallTimeout), then for the socket. A ping that times out on the socket
+// ends the connection (gorilla marks it failed), so this is as long as one
+// round had in all before. wsPingParallel pings are under way at once.
+const (
+	wsPingWait     = time.Second
+	wsPingParallel = 16
+)
 
 // pingRound pings every WebSocket session once, each with its own
-// deadline: a stalled session costs the round wsPingWait, and the
-// sessions after it are pinged all the same. (With one deadline for the
-// round, a stalled session took all of it, and the idle sessions after it
-// went unpinged until they timed out.)
+// deadline, wsPingParallel at a time: stalled sessions cost the round
+// wsPingWait each, shared over the parallel pings, and the sessions after
+// them are pinged all the same. (With one deadline for the round, a
+// stalled session took all of it, and the idle sessions after it went
+// unpinged until they timed out.)
 func (s *Server) pingRound() {
 	s.mu.Lock()
 	var conns []*websocket.Conn
@@ -229,7 +235,14 @@ func (s *Server) pingRound() {
 		sess.mu.Unlock()
 	}
 	s.mu.Unlock()
+	var wg sync.WaitGroup
+	busy := make(chan struct{}, wsPingParallel)
 	for _, c := range conns {
-		_ = c.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsPingWait))
+		busy <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-busy }()
+			_ = c.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsPingWait))
+		})
 	}
+	wg.Wait()
 }
