@@ -83,6 +83,7 @@ func (s *Service) CollectGarbage(ctx context.Context) (removed int, freed int64,
 			return false, nil
 		}
 		if l.m.Placement[idx] == self {
+			s.placed.set(dhtKey, now)
 			return true, nil
 		}
 		// Handed here by a holder that left, and not yet adopted by the
@@ -93,12 +94,15 @@ func (s *Service) CollectGarbage(ctx context.Context) (removed int, freed int64,
 			h.keep, h.err = s.keepHandedOff(ctx, l.m, idx)
 			handed[hk] = h
 		}
+		if h.keep {
+			s.placed.set(dhtKey, now)
+		}
 		return h.keep, h.err
 	}
 	removed, freed, err = s.store.GC(ctx, keep)
 	// Forget the missing manifests of objects no shard here names any
 	// more (their junk is gone): else every object a stranger ever made
-	// up stayed in the map until restart.
+	// up stayed in the map until restart. The same for placed objects.
 	named := map[string]bool{}
 	for _, info := range s.store.List() {
 		for _, r := range info.Refs {
@@ -106,6 +110,7 @@ func (s *Service) CollectGarbage(ctx context.Context) (removed int, freed int64,
 		}
 	}
 	s.missing.retain(func(k string) bool { return named[k] })
+	s.placed.retain(func(k string) bool { return named[k] })
 	s.metrics.gc(removed)
 	if removed > 0 {
 		s.log.Info("garbage collected shards", "removed", removed, "freed", freed)

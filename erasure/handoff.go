@@ -87,21 +87,34 @@ func (s *Service) Handoff(ctx context.Context) (HandoffResult, error) {
 	}
 	// The objects that matter most go first, so that junk (tiny shards
 	// under made-up objects, each costing a DHT lookup) cannot use up the
-	// timeout: this peer's own namespace first, objects whose manifest GC
-	// found missing last, the others by the bytes held here, most first.
+	// timeout: this peer's own namespace first, then the objects whose
+	// manifest GC found placing shards here (made-up objects have none),
+	// those whose manifest GC found missing last, and otherwise by the
+	// bytes held here, most first.
 	order := make([]objKey, 0, len(local))
 	missing := make(map[objKey]bool, len(local))
+	placed := make(map[objKey]bool, len(local))
 	for k := range local {
 		order = append(order, k)
 		_, missing[k] = s.missing.get(DHTKey(k.ns, k.obj))
+		_, placed[k] = s.placed.get(DHTKey(k.ns, k.obj))
 	}
 	own := s.key.Namespace()
-	slices.SortFunc(order, func(a, b objKey) int {
-		if (a.ns == own) != (b.ns == own) {
-			if a.ns == own {
-				return -1
-			}
+	first := func(a, b bool) int { // a before b
+		switch {
+		case a && !b:
+			return -1
+		case b && !a:
 			return 1
+		}
+		return 0
+	}
+	slices.SortFunc(order, func(a, b objKey) int {
+		if c := first(a.ns == own, b.ns == own); c != 0 {
+			return c
+		}
+		if c := first(placed[a], placed[b]); c != 0 {
+			return c
 		}
 		if missing[a] != missing[b] {
 			if missing[a] {

@@ -314,6 +314,64 @@ func TestHandoffJunkLast(t *testing.T) {
 	})
 }
 
+// TestHandoffPlacedFirst: on a volunteer of another app, junk heavier than
+// the real objects (8 KiB a made-up object against 3.4 KiB, fresh, so that
+// GC has not found its manifest missing yet) still goes after the objects
+// whose manifest a GC pass found placing shards here. Before, handoff went by bytes held, and such junk went
+// first (an attacker's review: HandedOff 0).
+func TestHandoffPlacedFirst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		keys := make([]*AppKey, 10) // volunteers of other apps: the objects are not in their namespace
+		for i := range keys {
+			var err error
+			if keys[i], err = GenerateAppKey(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tn := newTestNet(t, 10, netOpts{key: func(i int) *AppKey { return keys[i] }, config: func(i int, c *Config, sc *StoreConfig) {
+			c.DataShards, c.MinParity, c.MaxShards = 3, 2, 5
+		}})
+		ctx := context.Background()
+		writer := tn.nodes[0]
+		r := rand.New(rand.NewPCG(8, 8))
+		holds := map[peer.ID]int{}
+		for i := range 4 {
+			res, err := writer.svc.Put(ctx, fmt.Sprintf("obj-%d", i), testValue(r, 10<<10, "p"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range res.Holders {
+				holds[p]++
+			}
+		}
+		var leaver *testNode
+		for _, nd := range tn.nodes[1:] {
+			if leaver == nil || holds[nd.h.ID()] > holds[leaver.h.ID()] {
+				leaver = nd
+			}
+		}
+		affected := holds[leaver.h.ID()]
+		leaver.svc.cfg.GCMinAge = 0
+		if _, _, err := leaver.svc.CollectGarbage(ctx); err != nil { // finds the real objects placed here
+			t.Fatal(err)
+		}
+		junk := make([]byte, 8<<10)
+		for i := range 300 {
+			junk[0], junk[1] = byte(i), byte(i>>8)
+			ref := ShardRef{Namespace: NamespaceID{9, byte(i)}, Object: ObjectID{byte(i >> 8), byte(i)}}
+			if err := leaver.store.Put(HashShard(junk), ref, junk); err != nil {
+				t.Fatal(err)
+			}
+		}
+		leaver.svc.records = slowRecords{leaver.svc.records, 200 * time.Millisecond}
+		leaver.svc.cfg.HandoffTimeout = 2 * time.Second
+		res, _ := leaver.svc.Handoff(ctx)
+		if res.HandedOff != affected || res.Held != affected {
+			t.Fatalf("handoff beside 300 objects of 8 KiB junk: %+v, want all %d real ones handed off", res, affected)
+		}
+	})
+}
+
 // TestHandoffHolderReturns: a holder that handed its shards off but did
 // not leave (or came back before the writer adopted the new holder) still
 // serves them, and the receiver's GC then drops its redundant copy.

@@ -98,6 +98,10 @@ type Service struct {
 	republished stamps[ObjectID]
 	// missing: since when GC has not found the manifest under a DHT key.
 	missing stamps[string]
+	// placed: when GC last found the manifest under a DHT key placing a
+	// shard here (or a hint handing one here): objects handoff takes
+	// first, since a stranger's made-up objects have no such manifest.
+	placed stamps[string]
 	// hintsRepublished: when GC last re-put a handoff hint that keeps a
 	// shard here, by hint key.
 	hintsRepublished stamps[string]
