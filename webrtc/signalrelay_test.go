@@ -28,14 +28,28 @@ import (
 type signalRelayEnv struct {
 	vol       *testEnv
 	volRelay  *SignalRelay
-	key       ed25519.PrivateKey // the volunteer's; signKey signs if set
+	key       ed25519.PrivateKey // the volunteer's; signKey signs if set (under answerMu)
 	signKey   ed25519.PrivateKey
 	id        string // the volunteer's peer ID, from key
 	url       string // the forwarder's SignalPath
 	forwarder *SignalRelay
 	wg        sync.WaitGroup
-	// answer, if set, replaces the volunteer: it gets the stream.
-	answer func(SignalStream)
+	// answer, if set (setAnswer), replaces the volunteer: it gets the
+	// stream.
+	answerMu sync.Mutex
+	answer   func(SignalStream)
+}
+
+func (e *signalRelayEnv) setAnswer(f func(SignalStream)) {
+	e.answerMu.Lock()
+	defer e.answerMu.Unlock()
+	e.answer = f
+}
+
+func (e *signalRelayEnv) answerer() func(SignalStream) {
+	e.answerMu.Lock()
+	defer e.answerMu.Unlock()
+	return e.answer
 }
 
 func newSignalRelayEnv(t *testing.T, rc SignalRelayConfig) *signalRelayEnv {
@@ -83,14 +97,16 @@ func newSignalRelayEnv(t *testing.T, rc SignalRelayConfig) *signalRelayEnv {
 			e.wg.Add(1)
 			go func() {
 				defer e.wg.Done()
-				if e.answer != nil {
-					e.answer(c.(*net.TCPConn))
+				if answer := e.answerer(); answer != nil {
+					answer(c.(*net.TCPConn))
 					return
 				}
 				key := e.key
+				e.answerMu.Lock()
 				if e.signKey != nil {
 					key = e.signKey
 				}
+				e.answerMu.Unlock()
 				e.volRelay.ServeStream(c.(*net.TCPConn), "forwarder", func(b []byte) ([]byte, error) { return ed25519.Sign(key, b), nil })
 			}()
 		}
@@ -167,7 +183,10 @@ func TestRelayedSignalingVerified(t *testing.T) {
 	e := newSignalRelayEnv(t, DefaultSignalRelayConfig())
 	ctx := testContext(t)
 	tok := e.vol.token([]string{"room"}, nil)
-	_, e.signKey, _ = ed25519.GenerateKey(nil)
+	_, signKey, _ := ed25519.GenerateKey(nil)
+	e.answerMu.Lock()
+	e.signKey = signKey
+	e.answerMu.Unlock()
 	if c, err := Dial(ctx, e.url+"?peer="+e.id, tok, WithLoopbackOnly()); err == nil || !strings.Contains(err.Error(), "not signed by the peer") {
 		if c != nil {
 			c.Close()
@@ -229,7 +248,7 @@ func TestRelayedSignalingRefusals(t *testing.T) {
 			st.Close()
 		},
 	} {
-		e.answer = answer
+		e.setAnswer(answer)
 		resp, body := postOffer(t, e.url+"?peer=volunteer", offerRequest{SDP: sdp, Token: tok})
 		if resp.StatusCode != http.StatusBadGateway {
 			t.Errorf("%s volunteer: %d %s, want 502", name, resp.StatusCode, body)
@@ -244,11 +263,11 @@ func TestRelayBusy(t *testing.T) {
 	e := newSignalRelayEnv(t, rc)
 	release := make(chan struct{})
 	held := make(chan struct{})
-	e.answer = func(st SignalStream) {
+	e.setAnswer(func(st SignalStream) {
 		close(held)
 		<-release
 		st.Close()
-	}
+	})
 	_, sdp := rawOffer(t)
 	done := make(chan struct{})
 	go func() {
@@ -440,11 +459,11 @@ func TestRelayForwardsPerClient(t *testing.T) {
 	e := newSignalRelayEnv(t, rc)
 	release := make(chan struct{})
 	held := make(chan struct{}, 8)
-	e.answer = func(st SignalStream) {
+	e.setAnswer(func(st SignalStream) {
 		held <- struct{}{}
 		<-release
 		st.Close()
-	}
+	})
 	_, sdp := rawOffer(t)
 	var wg sync.WaitGroup
 	for range 2 {
