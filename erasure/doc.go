@@ -175,7 +175,11 @@
 // Status codes: 0 OK, 1 not found, 2 quota exceeded, 3 bad request, 4 hash
 // mismatch, 5 unauthorized, 6 internal error, 7 busy. Clients map them to
 // ErrNotFound, ErrQuotaExceeded, ErrBadMessage, ErrHashMismatch,
-// ErrUnauthorized, ErrRemote and ErrBusy.
+// ErrUnauthorized, ErrRemote and ErrBusy. A server answers busy while its
+// request slots (ServerConfig.MaxConcurrent, held from a request's header
+// to the end of its answer), or those it gives one peer (MaxPerPeer), are
+// taken; a client sends a busy request again up to 3 times, 50 ms apart
+// and doubling, with jitter.
 //
 // A server stores a shard only if it hashes to the hash given and fits in
 // its quota (reserved before the write, so concurrent stores never exceed
