@@ -243,49 +243,62 @@ func (r slowRecords) GetValue(ctx context.Context, key string, opts ...routing.O
 	return r.Records.GetValue(ctx, key, opts...)
 }
 
+// junkHandoff sets up a leaving volunteer among 10 nodes (k=3, m=2) that
+// holds shards of 4 real objects of 10 KiB (3.4 KiB shards) and then, after
+// prepare, count shards of junkSize bytes under made-up objects, each a
+// DHT lookup of 200 ms; it returns the leaver, how many real objects it
+// holds, and its handoff within a 2 s timeout, which fits a fraction of
+// the lookups. keys gives the nodes' app keys (nil: one shared key).
+func junkHandoff(t *testing.T, keys func(int) *AppKey, count, junkSize int, prepare func(*testNode)) (*testNode, int, HandoffResult) {
+	t.Helper()
+	tn := newTestNet(t, 10, netOpts{key: keys, config: func(i int, c *Config, sc *StoreConfig) {
+		c.DataShards, c.MinParity, c.MaxShards = 3, 2, 5
+	}})
+	ctx := context.Background()
+	writer := tn.nodes[0]
+	r := rand.New(rand.NewPCG(7, 7))
+	holds := map[peer.ID]int{}
+	for i := range 4 {
+		res, err := writer.svc.Put(ctx, fmt.Sprintf("obj-%d", i), testValue(r, 10<<10, "j"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range res.Holders {
+			holds[p]++
+		}
+	}
+	var leaver *testNode
+	for _, nd := range tn.nodes[1:] {
+		if leaver == nil || holds[nd.h.ID()] > holds[leaver.h.ID()] {
+			leaver = nd
+		}
+	}
+	if prepare != nil {
+		prepare(leaver)
+	}
+	junk := make([]byte, junkSize)
+	for i := range count {
+		junk[0], junk[1] = byte(i), byte(i>>8)
+		ref := ShardRef{Namespace: NamespaceID{9, byte(i)}, Object: ObjectID{byte(i >> 8), byte(i)}}
+		if err := leaver.store.Put(HashShard(junk), ref, junk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leaver.svc.records = slowRecords{leaver.svc.records, 200 * time.Millisecond}
+	leaver.svc.cfg.HandoffTimeout = 2 * time.Second
+	res, _ := leaver.svc.Handoff(ctx)
+	return leaver, holds[leaver.h.ID()], res
+}
+
 // TestHandoffJunkLast: a leaving volunteer holding a stranger's junk (500
-// tiny shards under made-up objects, each a DHT lookup of 200 ms) besides
-// real shards hands off every real one within a timeout that fits a
-// fraction of the lookups: objects go by the bytes held, most first. Before,
-// they went in map order, and the junk used up the timeout.
+// tiny shards under made-up objects) besides real shards hands off every
+// real one within a timeout that fits a fraction of the lookups. Before,
+// objects went in map order, and the junk used up the timeout. Then GC
+// removes the junk once its manifests have been missing for the grace,
+// and forgets that they were missing.
 func TestHandoffJunkLast(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		tn := newTestNet(t, 10, netOpts{config: func(i int, c *Config, sc *StoreConfig) {
-			c.DataShards, c.MinParity, c.MaxShards = 3, 2, 5
-		}})
-		ctx := context.Background()
-		writer := tn.nodes[0]
-		r := rand.New(rand.NewPCG(7, 7))
-		holds := map[peer.ID]int{}
-		var keys []string
-		for i := range 4 {
-			key := fmt.Sprintf("obj-%d", i)
-			res, err := writer.svc.Put(ctx, key, testValue(r, 10<<10, "j"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, p := range res.Holders {
-				holds[p]++
-			}
-			keys = append(keys, key)
-		}
-		var leaver *testNode
-		for _, nd := range tn.nodes[1:] {
-			if leaver == nil || holds[nd.h.ID()] > holds[leaver.h.ID()] {
-				leaver = nd
-			}
-		}
-		affected := holds[leaver.h.ID()]
-		for i := range 500 {
-			junk := []byte{byte(i), byte(i >> 8), 'j', 'k'}
-			ref := ShardRef{Namespace: NamespaceID{9, byte(i)}, Object: ObjectID{byte(i >> 8), byte(i)}}
-			if err := leaver.store.Put(HashShard(junk), ref, junk); err != nil {
-				t.Fatal(err)
-			}
-		}
-		leaver.svc.records = slowRecords{leaver.svc.records, 200 * time.Millisecond}
-		leaver.svc.cfg.HandoffTimeout = 2 * time.Second
-		res, _ := leaver.svc.Handoff(ctx)
+		leaver, affected, res := junkHandoff(t, nil, 500, 4, nil)
 		if res.HandedOff != affected || res.Held != affected {
 			t.Fatalf("handoff beside 500 junk objects: %+v, want all %d real ones handed off", res, affected)
 		}
@@ -293,8 +306,7 @@ func TestHandoffJunkLast(t *testing.T) {
 			t.Errorf("every junk object looked up within the timeout (%+v): the test does not stall", res)
 		}
 
-		// GC removes the junk once its manifests have been missing for the
-		// grace, and forgets that they were missing.
+		ctx := context.Background()
 		leaver.svc.records = leaver.svc.records.(slowRecords).Records
 		leaver.svc.cfg.GCMinAge, leaver.svc.cfg.GCMissingGrace = 0, time.Minute
 		if _, _, err := leaver.svc.CollectGarbage(ctx); err != nil {
@@ -317,8 +329,9 @@ func TestHandoffJunkLast(t *testing.T) {
 // TestHandoffPlacedFirst: on a volunteer of another app, junk heavier than
 // the real objects (8 KiB a made-up object against 3.4 KiB, fresh, so that
 // GC has not found its manifest missing yet) still goes after the objects
-// whose manifest a GC pass found placing shards here. Before, handoff went by bytes held, and such junk went
-// first (an attacker's review: HandedOff 0).
+// whose manifest a GC pass found placing shards here. Before, handoff went
+// by bytes held, and such junk went first (an attacker's review: HandedOff
+// 0).
 func TestHandoffPlacedFirst(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		keys := make([]*AppKey, 10) // volunteers of other apps: the objects are not in their namespace
@@ -328,44 +341,12 @@ func TestHandoffPlacedFirst(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		tn := newTestNet(t, 10, netOpts{key: func(i int) *AppKey { return keys[i] }, config: func(i int, c *Config, sc *StoreConfig) {
-			c.DataShards, c.MinParity, c.MaxShards = 3, 2, 5
-		}})
-		ctx := context.Background()
-		writer := tn.nodes[0]
-		r := rand.New(rand.NewPCG(8, 8))
-		holds := map[peer.ID]int{}
-		for i := range 4 {
-			res, err := writer.svc.Put(ctx, fmt.Sprintf("obj-%d", i), testValue(r, 10<<10, "p"))
-			if err != nil {
+		_, affected, res := junkHandoff(t, func(i int) *AppKey { return keys[i] }, 300, 8<<10, func(leaver *testNode) {
+			leaver.svc.cfg.GCMinAge = 0
+			if _, _, err := leaver.svc.CollectGarbage(context.Background()); err != nil { // finds the real objects placed here
 				t.Fatal(err)
 			}
-			for _, p := range res.Holders {
-				holds[p]++
-			}
-		}
-		var leaver *testNode
-		for _, nd := range tn.nodes[1:] {
-			if leaver == nil || holds[nd.h.ID()] > holds[leaver.h.ID()] {
-				leaver = nd
-			}
-		}
-		affected := holds[leaver.h.ID()]
-		leaver.svc.cfg.GCMinAge = 0
-		if _, _, err := leaver.svc.CollectGarbage(ctx); err != nil { // finds the real objects placed here
-			t.Fatal(err)
-		}
-		junk := make([]byte, 8<<10)
-		for i := range 300 {
-			junk[0], junk[1] = byte(i), byte(i>>8)
-			ref := ShardRef{Namespace: NamespaceID{9, byte(i)}, Object: ObjectID{byte(i >> 8), byte(i)}}
-			if err := leaver.store.Put(HashShard(junk), ref, junk); err != nil {
-				t.Fatal(err)
-			}
-		}
-		leaver.svc.records = slowRecords{leaver.svc.records, 200 * time.Millisecond}
-		leaver.svc.cfg.HandoffTimeout = 2 * time.Second
-		res, _ := leaver.svc.Handoff(ctx)
+		})
 		if res.HandedOff != affected || res.Held != affected {
 			t.Fatalf("handoff beside 300 objects of 8 KiB junk: %+v, want all %d real ones handed off", res, affected)
 		}
