@@ -8,14 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/immense-p2p/immense/internal/durable"
+	"github.com/immense-p2p/immense/internal/hostname"
 )
 
 // The control API (publish, subscribe, state, status, metrics) lets its
@@ -104,7 +103,7 @@ func refusalReason(err error) string {
 }
 
 func (a *api) checkControl(r *http.Request) error {
-	if !a.hostAllowed(r.Host, r.Context().Value(http.LocalAddrContextKey)) {
+	if !hostname.Served(r, a.opts.AllowedHosts) {
 		return fmt.Errorf("%w (Host %q)", errAPIHost, r.Host)
 	}
 	if origin := r.Header.Get("Origin"); origin != "" && !a.sameOrigin(origin, r.Host) {
@@ -122,33 +121,6 @@ func (a *api) checkControl(r *http.Request) error {
 		return errAPIToken
 	}
 	return nil
-}
-
-// hostAllowed reports whether host (the request's Host, with or without a
-// port) names this server: localhost, an IP literal that is a loopback
-// address or the address the connection arrived on, or a configured name.
-func (a *api) hostAllowed(hostport string, local any) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	if host == "localhost" || slices.Contains(a.opts.AllowedHosts, host) {
-		return true
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	if ip == nil {
-		return false
-	}
-	if ip.IsLoopback() {
-		return true
-	}
-	if la, ok := local.(net.Addr); ok {
-		if tcp, ok := la.(*net.TCPAddr); ok && tcp.IP.Equal(ip) {
-			return true
-		}
-	}
-	return false
 }
 
 // sameOrigin reports whether origin is http(s)://host, host being the

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+
+	"github.com/immense-p2p/immense/internal/hostname"
 )
 
 // Probes for supervisors and load balancers, unauthenticated (they carry
@@ -50,7 +52,7 @@ func writable(dir string) error {
 // probe wraps a probe handler in the control API's Host check only.
 func (a *api) probe(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !a.hostAllowed(r.Host, r.Context().Value(http.LocalAddrContextKey)) {
+		if !hostname.Served(r, a.opts.AllowedHosts) {
 			a.refused.WithLabelValues("host").Inc()
 			writeError(w, http.StatusForbidden, fmt.Errorf("%w (Host %q)", errAPIHost, r.Host))
 			return

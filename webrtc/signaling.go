@@ -14,6 +14,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+
+	"github.com/immense-p2p/immense/internal/hostname"
 )
 
 // OfferPath is where the node mounts the Server: browsers POST their SDP
@@ -105,17 +107,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // it returns false, it has answered r, and counted a refusal with count
 // (offerRateLimited or offerBadRequest).
 func (s *Server) readOffer(w http.ResponseWriter, r *http.Request, count func(result string)) (offerRequest, bool) {
-	if err := s.insecureRequestRefused(r); err != nil {
+	// Refused, not just left without CORS headers: a text/plain POST
+	// needs no preflight, and would otherwise open a session the page
+	// merely cannot read the answer of.
+	if err := s.originRefused(r); err != nil {
 		count(offerUnauthorized)
 		httpError(w, http.StatusForbidden, err.Error())
-		return offerRequest{}, false
-	}
-	if origin := r.Header.Get("Origin"); origin != "" && !slices.Contains(s.cfg.AllowedOrigins, "*") && !slices.Contains(s.cfg.AllowedOrigins, origin) {
-		// Refused, not just left without CORS headers: a text/plain POST
-		// needs no preflight, and would otherwise open a session the page
-		// merely cannot read the answer of.
-		count(offerUnauthorized)
-		httpError(w, http.StatusForbidden, fmt.Sprintf("origin %q is not allowed", origin))
 		return offerRequest{}, false
 	}
 	s.cors(w, r)
@@ -148,39 +145,39 @@ func (s *Server) readOffer(w http.ResponseWriter, r *http.Request, count func(re
 	return req, true
 }
 
-// insecureRequestRefused is the rule for browsers' requests to a peer that
-// admits them without a token (InsecureNoAuth): such a peer gives whoever
-// reaches it every topic, publishing as the peer itself, and a page on any
-// web site can reach a peer on the visitor's loopback. So only pages of
-// this machine may: the Host must be localhost, an IP address or one of
-// AllowedHosts (a name an attacker's DNS rebinds to 127.0.0.1 fails), and
-// an Origin, when the browser sends one, the peer's own, another on
-// localhost, a loopback address or an allowed host (an app's dev server),
-// or one named in AllowedOrigins. It refuses nothing with tokens on.
-func (s *Server) insecureRequestRefused(r *http.Request) error {
-	if !s.cfg.InsecureNoAuth {
-		return nil
-	}
-	host := r.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	if !strings.EqualFold(host, "localhost") && net.ParseIP(strings.Trim(host, "[]")) == nil && !slices.Contains(s.cfg.AllowedHosts, strings.ToLower(host)) {
-		return fmt.Errorf("this peer admits browsers without a token (insecure-no-auth), so only by its IP address or localhost, not by the name %q", r.Host)
-	}
+// originRefused is the rule on which pages may connect browsers: a page
+// whose origin is allowed (any, by default: tokens, not origins, say what
+// a browser may do). And a peer that admits browsers without a token
+// (InsecureNoAuth) gives whoever reaches it every topic, publishing as the
+// peer itself, while a page on any web site can reach a peer on the
+// visitor's loopback; so then only pages of this machine may: the Host
+// must name this server (hostname.Served: localhost, a loopback or
+// listening IP, or one of AllowedHosts, so a name an attacker's DNS
+// rebinds to 127.0.0.1 fails), and an Origin, when the browser sends one,
+// be the peer's own, another on localhost, a loopback address or an
+// allowed host (an app's dev server), or one named in AllowedOrigins.
+func (s *Server) originRefused(r *http.Request) error {
 	origin := r.Header.Get("Origin")
+	if !s.cfg.InsecureNoAuth {
+		if origin == "" || slices.Contains(s.cfg.AllowedOrigins, "*") || slices.Contains(s.cfg.AllowedOrigins, origin) {
+			return nil
+		}
+		return fmt.Errorf("origin %q is not allowed", origin)
+	}
+	if !hostname.Served(r, s.cfg.AllowedHosts) {
+		return fmt.Errorf("this peer admits browsers without a token (insecure-no-auth), so only by localhost, its IP address or a name of --http-allowed-hosts, not by %q", r.Host)
+	}
 	if origin == "" || slices.Contains(s.cfg.AllowedOrigins, origin) {
 		return nil
 	}
-	u, err := url.Parse(origin)
-	if err == nil && (u.Scheme == "http" || u.Scheme == "https") {
-		oh := u.Hostname()
+	if u, err := url.Parse(origin); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
+		oh := strings.ToLower(u.Hostname())
 		ip := net.ParseIP(oh)
-		if strings.EqualFold(u.Host, r.Host) || strings.EqualFold(oh, "localhost") || (ip != nil && ip.IsLoopback()) || slices.Contains(s.cfg.AllowedHosts, strings.ToLower(oh)) {
+		if strings.EqualFold(u.Host, r.Host) || oh == "localhost" || (ip != nil && ip.IsLoopback()) || slices.Contains(s.cfg.AllowedHosts, oh) {
 			return nil
 		}
 	}
-	return fmt.Errorf("this peer admits browsers without a token (insecure-no-auth), so only from pages of this machine or AllowedOrigins, not from %q", origin)
+	return fmt.Errorf("this peer admits browsers without a token (insecure-no-auth), so only from pages of this machine or --browser-allowed-origins, not from %q", origin)
 }
 
 // OfferError is why Answer refused an offer: the HTTP status the offer
