@@ -76,12 +76,12 @@ func browserMessage(m *Message) webrtc.Message {
 
 // Resume replays topic's history after since for a browser
 // (webrtc.Resumer); live filters by the message IDs browserMessage gives.
-func (b bus) Resume(ctx context.Context, topic, since string) ([]webrtc.Message, bool, func(string) bool, error) {
+func (b bus) Resume(ctx context.Context, client, topic, since string) ([]webrtc.Message, bool, func(string) bool, error) {
 	p, err := overlay.ParsePosition(since)
 	if err != nil {
 		return nil, false, nil, err
 	}
-	msgs, ok, err := b.n.history(ctx, topic, p)
+	msgs, ok, err := b.n.history(ctx, client, topic, p)
 	if err != nil {
 		return nil, false, nil, err
 	}

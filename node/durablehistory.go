@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/immense-p2p/immense/erasure"
+	"github.com/immense-p2p/immense/internal/slots"
 	"github.com/immense-p2p/immense/internal/topicname"
 	"github.com/immense-p2p/immense/overlay"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -306,8 +307,9 @@ type durableHistory struct {
 	me  string
 	// topics is the writer's state per topic; only run touches it.
 	topics map[string]*durableTopic
-	// fills bounds the resumes reading durable history at once.
-	fills chan struct{}
+	// fills bounds the resumes reading durable history at once, in all
+	// and per client (durableread.go).
+	fills *slots.Keyed[string]
 	// stored counts segment and index writes by result, resumes by
 	// outcome (immense_node_durable_history_*_total).
 	stored, resumes *prometheus.CounterVec
@@ -321,7 +323,7 @@ func (n *Node) startDurableHistory() {
 		return
 	}
 	d := &durableHistory{n: n, cfg: c.withDefaults(), log: n.plog.With("component", "node.durablehistory"),
-		me: n.host.ID().String(), topics: map[string]*durableTopic{}, fills: make(chan struct{}, maxConcurrentFills),
+		me: n.host.ID().String(), topics: map[string]*durableTopic{}, fills: slots.New[string](maxConcurrentFills, maxFillsPerClient),
 		stored: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "immense", Subsystem: "node", Name: "durable_history_writes_total",
 			Help: "Durable history objects written to the state, by result (ok, failed)."}, []string{"result"}),
 		resumes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "immense", Subsystem: "node", Name: "durable_history_resumes_total",

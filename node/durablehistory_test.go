@@ -129,6 +129,25 @@ func TestDurableHistoryResume(t *testing.T) {
 			t.Errorf("recovered resumes counted: %v (%v)", m.GetCounter().GetValue(), err)
 		}
 
+		// A browser's token reads durable history one resume at a time:
+		// while one of its resumes reads, the next waits (here past
+		// fillWait, so it is a gap), and another token's is served.
+		release, ok := b.durable.fills.Take("sub:a")
+		if !ok {
+			t.Fatal("no fill slot free")
+		}
+		since := seen[5].Position.String()
+		if _, ok, _, err := (bus{b}).Resume(ctx, "sub:a", "room", since); err != nil || ok {
+			t.Errorf("a second resume of one token at once: recovered %v (%v), want a gap", ok, err)
+		}
+		if err := b.durable.resumes.WithLabelValues("busy").Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+			t.Errorf("busy resumes counted: %v (%v)", m.GetCounter().GetValue(), err)
+		}
+		if msgs, ok, _, err := (bus{b}).Resume(ctx, "sub:b", "room", since); err != nil || !ok || len(msgs) != 25 {
+			t.Errorf("another token's resume: %d messages, recovered %v (%v), want 25", len(msgs), ok, err)
+		}
+		release()
+
 		gapped, err := b.Subscribe(ctx, "plain", Since(seenPlain[5].Position))
 		if err != nil {
 			t.Fatal(err)

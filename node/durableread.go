@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/immense-p2p/immense/overlay"
 )
@@ -19,9 +20,14 @@ const (
 	// maxFillSegments caps the segments one resume reads (the default
 	// 10,000 messages are 40 segments of a writer).
 	maxFillSegments = 512
-	// maxConcurrentFills caps the resumes reading at once; a resume
-	// that finds them all busy is a gap.
+	// maxConcurrentFills caps the resumes reading at once, and
+	// maxFillsPerClient those of one client (a browser's token), so that
+	// one client resuming over and over, or many topics at once, holds at
+	// most one of them: its other resumes wait their turn. A resume that
+	// finds no slot within fillWait is a gap.
 	maxConcurrentFills = 4
+	maxFillsPerClient  = 1
+	fillWait           = 10 * time.Second
 )
 
 // stretch is a segment's coverage: every message in (prev, last].
@@ -31,15 +37,21 @@ type stretch struct{ prev, last overlay.Position }
 // not reach back to since. It returns the messages after since from the
 // durable history and the window together, in position order without
 // duplicates, and true, if the durable history covers everything from
-// since up to the window's floor; else nil and false: a gap.
-func (d *durableHistory) fill(ctx context.Context, topic string, since overlay.Position, window []*Message) ([]*Message, bool) {
-	select {
-	case d.fills <- struct{}{}:
-		defer func() { <-d.fills }()
-	default:
+// since up to the window's floor; else nil and false: a gap. client is
+// who the resume is for (Node.history), "" for this node's own callers.
+func (d *durableHistory) fill(ctx context.Context, client, topic string, since overlay.Position, window []*Message) ([]*Message, bool) {
+	var keys []string
+	if client != "" {
+		keys = append(keys, client)
+	}
+	wctx, cancel := context.WithTimeout(ctx, fillWait)
+	release, err := d.fills.Wait(wctx, keys...)
+	cancel()
+	if err != nil {
 		d.resumes.WithLabelValues("busy").Inc()
 		return nil, false
 	}
+	defer release()
 	msgs, ok := d.read(ctx, topic, since, window)
 	outcome := "gap"
 	if ok {

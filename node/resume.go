@@ -39,7 +39,7 @@ func Since(p Position) SubscribeOption {
 // ended or the node closed first. The subscription was taken out before,
 // so nothing falls between the replay and the live messages (Resume).
 func (n *Node) replay(ctx context.Context, topic string, since Position, out chan<- *Message) (*overlay.Resume, bool) {
-	msgs, ok, err := n.history(ctx, topic, since)
+	msgs, ok, err := n.history(ctx, "", topic, since)
 	if err != nil {
 		return nil, false
 	}
@@ -61,8 +61,10 @@ func (n *Node) replay(ctx context.Context, topic string, since Position, out cha
 // from the window, and, if the window does not reach back to since and
 // the topic's history is durable, from the durable history before it
 // (durablehistory.go). ok is false for a gap. A topic without a window
-// has none to give: an error only if ctx ended or the node closed.
-func (n *Node) history(ctx context.Context, topic string, since Position) (msgs []*Message, ok bool, err error) {
+// has none to give: an error only if ctx ended or the node closed. client
+// is who asks, for the budget of durable reads: a browser's token ("" for
+// this node's own subscribers and its control API's).
+func (n *Node) history(ctx context.Context, client, topic string, since Position) (msgs []*Message, ok bool, err error) {
 	msgs, ok, err = n.overlay.History(ctx, topic, since)
 	if err != nil {
 		if errors.Is(err, overlay.ErrNoHistory) {
@@ -71,7 +73,7 @@ func (n *Node) history(ctx context.Context, topic string, since Position) (msgs 
 		return msgs, ok, err
 	}
 	if !ok && !since.IsZero() && n.durable.keeps(topic) {
-		if all, full := n.durable.fill(ctx, topic, since, msgs); full {
+		if all, full := n.durable.fill(ctx, client, topic, since, msgs); full {
 			return all, true, nil
 		}
 	}

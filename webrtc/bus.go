@@ -37,8 +37,10 @@ type Resumer interface {
 	// replayed, not at or before since); it is called from one goroutine
 	// at a time. The bridge's subscription to topic exists before Resume
 	// is called, so no message falls between the replay and the live
-	// ones. An error means since is not a position.
-	Resume(ctx context.Context, topic, since string) (replay []Message, recovered bool, live func(id string) bool, err error)
+	// ones. An error means since is not a position. client is what the
+	// browser's requests count against (its token's subject, or a hash
+	// of the token; "" with InsecureNoAuth), for the Bus's own budgets.
+	Resume(ctx context.Context, client, topic, since string) (replay []Message, recovered bool, live func(id string) bool, err error)
 }
 
 // Presencer is a Bus that tracks who follows a topic, for the topics

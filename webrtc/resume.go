@@ -86,7 +86,7 @@ func (s *session) replay(topic, since string) {
 	if r, ok := s.srv.bus.(Resumer); ok {
 		ctx, cancel := context.WithTimeout(s.ctx, s.srv.cfg.PublishTimeout)
 		var err error
-		msgs, recovered, live, err = r.Resume(ctx, topic, since)
+		msgs, recovered, live, err = r.Resume(ctx, s.subject, topic, since)
 		cancel()
 		if err != nil {
 			s.log.Debug("resume", "topic", topic, "since", since, "err", err)

@@ -17,6 +17,8 @@ type histBus struct {
 	window int
 	hist   map[string][]Message // guarded by memBus.mu
 	first  map[string]uint64    // the oldest sequence number held, per topic
+	// clients are the clients of the resumes asked, in order.
+	clients []string
 }
 
 func newHistBus(window int) *histBus {
@@ -32,13 +34,14 @@ func newHistBus(window int) *histBus {
 	return h
 }
 
-func (h *histBus) Resume(_ context.Context, topic, since string) ([]Message, bool, func(string) bool, error) {
+func (h *histBus) Resume(_ context.Context, client, topic, since string) ([]Message, bool, func(string) bool, error) {
 	p, err := strconv.ParseUint(since, 16, 64)
 	if err != nil {
 		return nil, false, nil, errors.New("not a position")
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.clients = append(h.clients, client)
 	var out []Message
 	replayed := map[string]bool{}
 	for _, m := range h.hist[topic] {
@@ -127,6 +130,14 @@ func TestResumeSubscription(t *testing.T) {
 	}
 	if len(gaps) != 0 {
 		t.Errorf("a resume inside the window reported %v", gaps)
+	}
+	// Both resumes are asked for the token's budget key, which the Bus
+	// budgets its reads by.
+	bus.mu.Lock()
+	clients := bus.clients
+	bus.mu.Unlock()
+	if len(clients) != 2 || clients[0] == "" || clients[0] != clients[1] {
+		t.Errorf("resumes asked for clients %q, want the token's key twice", clients)
 	}
 }
 
