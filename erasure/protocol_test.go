@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/immense-p2p/immense/internal/simtest"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 )
 
@@ -44,19 +46,7 @@ func TestShardServerReservesBeforeReading(t *testing.T) {
 		ctx := context.Background()
 
 		// A store request announcing 7 MiB, of which only the type arrives.
-		stall := func() network.Stream {
-			st, err := client.NewStream(ctx, server.ID(), ShardProtocol)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var head [6]byte
-			binary.BigEndian.PutUint32(head[:4], 7<<20)
-			head[4], head[5] = wireVersion, msgStore
-			if _, err := st.Write(head[:]); err != nil {
-				t.Fatal(err)
-			}
-			return st
-		}
+		stall := func() network.Stream { return stallRequest(t, client, server.ID(), msgStore, 7<<20) }
 		a, b := stall(), stall()
 		defer a.Reset()
 		defer b.Reset()
@@ -64,11 +54,7 @@ func TestShardServerReservesBeforeReading(t *testing.T) {
 
 		c := stall()
 		c.CloseWrite() // the body never comes: only a busy answer can end this
-		body, err := readFrame(c, maxFrame)
-		if err != nil {
-			t.Fatalf("third request: %v, want a busy answer before its body is read", err)
-		}
-		resp, err := decodeResponse(body, msgStore)
+		resp, err := readAnswer(c)
 		if err != nil || resp.status != StatusBusy {
 			t.Fatalf("third request: %+v, %v; want StatusBusy", resp, err)
 		}
@@ -124,24 +110,7 @@ func TestShardServerSlotsPerPeer(t *testing.T) {
 		ctx := context.Background()
 		open := func(typ byte, frame uint32) network.Stream {
 			t.Helper()
-			st, err := attacker.NewStream(ctx, server.ID(), ShardProtocol)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var head [6]byte
-			binary.BigEndian.PutUint32(head[:4], frame)
-			head[4], head[5] = wireVersion, typ
-			if _, err := st.Write(head[:]); err != nil {
-				t.Fatal(err)
-			}
-			return st
-		}
-		answer := func(st network.Stream) (*response, error) {
-			body, err := readFrame(st, maxFrame)
-			if err != nil {
-				return nil, err
-			}
-			return decodeResponse(body, msgStore)
+			return stallRequest(t, attacker, server.ID(), typ, frame)
 		}
 		fetch := func() error {
 			_, err := NewClient(honest, 30*time.Second).Fetch(ctx, server.ID(), h)
@@ -152,7 +121,7 @@ func TestShardServerSlotsPerPeer(t *testing.T) {
 		// request is answered busy unread, and an honest fetch is served.
 		a, b := open(msgStore, 7<<20), open(msgStore, 7<<20)
 		time.Sleep(time.Second)
-		if r, err := answer(open(msgStore, 7<<20)); err != nil || r.status != StatusBusy {
+		if r, err := readAnswer(open(msgStore, 7<<20)); err != nil || r.status != StatusBusy {
 			t.Fatalf("the attacker's third request: %+v, %v; want StatusBusy", r, err)
 		}
 		if err := fetch(); err != nil {
@@ -164,7 +133,7 @@ func TestShardServerSlotsPerPeer(t *testing.T) {
 		// A 100-byte body that never comes: dropped within headerTimeout
 		// and a little.
 		start := time.Now()
-		if _, err := answer(open(msgFetch, 100)); err == nil {
+		if _, err := readAnswer(open(msgFetch, 100)); err == nil {
 			t.Fatal("a request whose body never came got an answer")
 		}
 		if d := time.Since(start); d > headerTimeout+2*time.Second {
@@ -185,14 +154,7 @@ func TestShardServerSlotsPerPeer(t *testing.T) {
 			}
 			unread = append(unread, st)
 		}
-		stalled, err := honest.NewStream(ctx, server.ID(), ShardProtocol)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var head [6]byte
-		binary.BigEndian.PutUint32(head[:4], 7<<20)
-		head[4], head[5] = wireVersion, msgStore
-		stalled.Write(head[:])
+		stalled := stallRequest(t, honest, server.ID(), msgStore, 7<<20)
 		time.Sleep(5 * time.Second) // the answers are written as far as the peer's window
 		if err := fetch(); !errors.Is(err, ErrBusy) {
 			t.Fatalf("fetch while every slot holds an answer or a request: %v, want busy", err)
@@ -206,6 +168,34 @@ func TestShardServerSlotsPerPeer(t *testing.T) {
 			t.Fatalf("fetch once the unread answers are gone: %v", err)
 		}
 	})
+}
+
+// stallRequest opens a shard stream from h to p and sends only the first
+// bytes of a request of type typ in a frame of frame bytes: enough for the
+// server to take a slot (or answer busy) and wait for a body that never
+// comes.
+func stallRequest(t *testing.T, h host.Host, p peer.ID, typ byte, frame uint32) network.Stream {
+	t.Helper()
+	st, err := h.NewStream(context.Background(), p, ShardProtocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var head [6]byte
+	binary.BigEndian.PutUint32(head[:4], frame)
+	head[4], head[5] = wireVersion, typ
+	if _, err := st.Write(head[:]); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// readAnswer reads a server's answer to a request stallRequest opened.
+func readAnswer(st network.Stream) (*response, error) {
+	body, err := readFrame(st, maxFrame)
+	if err != nil {
+		return nil, err
+	}
+	return decodeResponse(body, msgStore)
 }
 
 // TestConcurrentGetsOneReader: a reader fetching a dozen objects at once
