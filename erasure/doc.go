@@ -177,9 +177,12 @@
 // ErrNotFound, ErrQuotaExceeded, ErrBadMessage, ErrHashMismatch,
 // ErrUnauthorized, ErrRemote and ErrBusy. A server answers busy while its
 // request slots (ServerConfig.MaxConcurrent, held from a request's header
-// to the end of its answer), or those it gives one peer (MaxPerPeer), are
-// taken; a client sends a busy request again up to 3 times, 50 ms apart
-// and doubling, with jitter.
+// to the end of its answer), or those it gives one peer (MaxPerPeer), or
+// those it gives one machine (MaxPerAddr: the peers whose connections come
+// from one IPv4 address or IPv6 /56, and all relayed peers together;
+// loopback and private addresses are not capped), are taken; a client
+// sends a busy request again up to 3 times, 50 ms apart and doubling, with
+// jitter.
 //
 // A server stores a shard only if it hashes to the hash given and fits in
 // its quota (reserved before the write, so concurrent stores never exceed

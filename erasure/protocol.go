@@ -13,11 +13,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/immense-p2p/immense/internal/netprefix"
 	"github.com/immense-p2p/immense/internal/slots"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // ShardProtocol is the libp2p protocol id of the shard protocol.
@@ -39,6 +42,17 @@ type ServerConfig struct {
 	// one peer cannot take every slot. Default 8, half of them (clients
 	// send a busy request again a few times, backing off).
 	MaxPerPeer int
+	// MaxPerAddr caps the slots the peers on one machine hold together:
+	// those whose connection comes from one IPv4 address or IPv6 /56
+	// (netprefix.MachineOf, the prefixes node's connections per IP count
+	// by), and all relayed connections together, since a relayed
+	// connection shows only its relay's address and our clients never
+	// send shard requests over relays. Past it their requests are answered
+	// StatusBusy before their body is read, so that identities, which are
+	// free, take no more together than one does. Loopback, private and
+	// link-local addresses (devnets, the operator's LAN) are not capped.
+	// Default 8, as MaxPerPeer (0: MaxPerPeer).
+	MaxPerAddr int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -55,7 +69,7 @@ const minBodyRate = 64 << 10 // bytes a second
 
 // DefaultServerConfig returns the server defaults.
 func DefaultServerConfig() ServerConfig {
-	return ServerConfig{RequestTimeout: 60 * time.Second, MaxConcurrent: 16, MaxPerPeer: 8}
+	return ServerConfig{RequestTimeout: 60 * time.Second, MaxConcurrent: 16, MaxPerPeer: 8, MaxPerAddr: 8}
 }
 
 func (c *ServerConfig) validate() error {
@@ -71,6 +85,12 @@ func (c *ServerConfig) validate() error {
 	if c.MaxPerPeer < 1 {
 		return fmt.Errorf("server config: MaxPerPeer %d must be at least 1", c.MaxPerPeer)
 	}
+	if c.MaxPerAddr == 0 {
+		c.MaxPerAddr = c.MaxPerPeer
+	}
+	if c.MaxPerAddr < 1 {
+		return fmt.Errorf("server config: MaxPerAddr %d must be at least 1", c.MaxPerAddr)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -85,7 +105,7 @@ type ShardServer struct {
 	cfg     ServerConfig
 	log     *slog.Logger
 	metrics *metrics
-	slots   *slots.Keyed[peer.ID] // requests read and served, and answers written
+	slots   *slots.Keyed[slotKey] // requests read and served, and answers written
 	// leaving makes the server refuse new shards (busy): set by a handoff,
 	// so that writers do not place shards on a peer about to exit.
 	leaving atomic.Bool
@@ -107,10 +127,57 @@ func newShardServer(h host.Host, store *Store, cfg ServerConfig, m *metrics) (*S
 		return nil, err
 	}
 	s := &ShardServer{h: h, store: store, cfg: cfg, metrics: m,
-		log:   cfg.Logger.With("component", "erasure.server"),
-		slots: slots.New[peer.ID](cfg.MaxConcurrent, cfg.MaxPerPeer), streams: map[network.Stream]struct{}{}}
+		log:     cfg.Logger.With("component", "erasure.server"),
+		streams: map[network.Stream]struct{}{}}
+	s.slots = slots.NewPerKey(cfg.MaxConcurrent, func(k slotKey) int {
+		if k.addr != "" {
+			return cfg.MaxPerAddr
+		}
+		return cfg.MaxPerPeer
+	})
 	h.SetStreamHandler(ShardProtocol, s.handle)
 	return s, nil
+}
+
+// slotKey is what a request's slot counts against: its peer, or the
+// machine its connection comes from (addrKey).
+type slotKey struct {
+	peer peer.ID
+	addr string
+}
+
+// relayedAddr is the addrKey of every relayed connection.
+const relayedAddr = "relayed"
+
+// addrKey is the machine a connection from remote counts against for
+// MaxPerAddr: its IPv4 address or IPv6 /56, or "" (not capped) for a
+// loopback, private or link-local address, or one with no IP. A relayed
+// connection's address is the relay's, which any number of strangers can
+// come through, so all relayed connections count as one machine: counted
+// by the relay, an attacker would take a share through each relay it
+// finds. Our clients never send shard requests over a relay (their
+// streams do not allow limited connections: libp2p waits for a direct one,
+// by hole punching or reversal, or fails), so what comes relayed is a
+// stranger's own doing, and gets one machine's share at most.
+func addrKey(remote ma.Multiaddr) string {
+	if _, err := remote.ValueForProtocol(ma.P_CIRCUIT); err == nil {
+		return relayedAddr
+	}
+	ip, err := manet.ToIP(remote)
+	if err != nil {
+		return ""
+	}
+	return netprefix.MachineOf(ip)
+}
+
+// takeSlot takes a slot for a request on c: one of MaxConcurrent, counted
+// against its peer and, unless exempt, its machine.
+func (s *ShardServer) takeSlot(c network.Conn) (release func(), ok bool) {
+	keys := []slotKey{{peer: c.RemotePeer()}}
+	if a := addrKey(c.RemoteMultiaddr()); a != "" {
+		keys = append(keys, slotKey{addr: a})
+	}
+	return s.slots.Take(keys...)
 }
 
 // Close unregisters the protocol, resets the streams of requests in
@@ -149,8 +216,8 @@ func (s *ShardServer) handle(st network.Stream) {
 	// Memory is reserved before a request is read: the frame's length, the
 	// version and the type come first, within headerTimeout; a request is
 	// read only into one of MaxConcurrent slots, at most MaxPerPeer of
-	// them one peer's, and otherwise answered busy without reading its
-	// body. The slot is held until the response is written, so at most
+	// them one peer's and MaxPerAddr one machine's, and otherwise
+	// answered busy without reading its body. The slot is held until the response is written, so at most
 	// MaxConcurrent frames of up to maxFrame bytes are held, requests and
 	// responses together, whether or not the peer reads its answers.
 	st.SetDeadline(time.Now().Add(min(headerTimeout, s.cfg.RequestTimeout)))
@@ -167,8 +234,7 @@ func (s *ShardServer) handle(st network.Stream) {
 		st.Reset()
 		return
 	}
-	from := st.Conn().RemotePeer()
-	release, ok := s.slots.Take(from)
+	release, ok := s.takeSlot(st.Conn())
 	if !ok {
 		s.metrics.refused("busy")
 		s.respond(st, &response{typ: typ, status: StatusBusy, msg: "server busy"})

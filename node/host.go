@@ -5,6 +5,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/immense-p2p/immense/internal/netprefix"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -44,11 +45,12 @@ func resourceManager(l Limits) (network.ResourceManager, error) {
 	}
 	// Connections per IPv4 address and IPv6 /56 (Limits.MaxConnsPerIP):
 	// identities are free, addresses are not. Loopback stays unlimited
-	// (libp2p's network prefix limits), for devnets.
+	// (libp2p's network prefix limits), for devnets. The shard server's
+	// slots per address count by the same prefixes.
 	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(partial.Build(scaled)),
 		rcmgr.WithLimitPerSubnet(
-			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 32, ConnCount: l.MaxConnsPerIP}},
-			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 56, ConnCount: l.MaxConnsPerIP}}))
+			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: netprefix.MachineBits4, ConnCount: l.MaxConnsPerIP}},
+			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: netprefix.MachineBits6, ConnCount: l.MaxConnsPerIP}}))
 	if err != nil {
 		return nil, fmt.Errorf("resource manager: %w", err)
 	}

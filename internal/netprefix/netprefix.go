@@ -1,7 +1,10 @@
 // Package netprefix groups IP addresses by the network they are in, for
 // the rules that bound what one network may take (the DHT routing table's
 // diversity filter, shard placement): a /24 for IPv4, a /48 for IPv6, the
-// blocks one operator typically gets. Loopback, private, link-local and
+// blocks one operator typically gets. MachineOf groups them finer, by what
+// one machine or home line has (an IPv4 address, an IPv6 /56), for the
+// rules that bound what one machine with many identities may hold at once
+// (connections, shard server slots). Loopback, private, link-local and
 // unspecified addresses belong to no group: a devnet or a LAN runs all its
 // peers there, and a stranger on the internet cannot appear with one.
 package netprefix
@@ -29,6 +32,26 @@ func Of(ip net.IP) string {
 		return v4.Mask(net.CIDRMask(24, 32)).String() + "/24"
 	}
 	return ip.Mask(net.CIDRMask(48, 128)).String() + "/48"
+}
+
+// The prefix lengths of one machine's addresses: an IPv4 address, or the
+// IPv6 /56 an ISP commonly gives one customer. node's connections per IP
+// (libp2p's limit per subnet) count by them too.
+const (
+	MachineBits4 = 32
+	MachineBits6 = 56
+)
+
+// MachineOf returns ip's machine, "a.b.c.d/32" or "x:y:z:w::/56", or ""
+// when ip is exempt.
+func MachineOf(ip net.IP) string {
+	if Exempt(ip) {
+		return ""
+	}
+	if v4 := ip.To4(); v4 != nil {
+		return v4.String() + "/32"
+	}
+	return ip.Mask(net.CIDRMask(MachineBits6, 128)).String() + "/56"
 }
 
 // OfAddr returns the group of a multiaddr's first IP address (for a relayed

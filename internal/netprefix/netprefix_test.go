@@ -27,6 +27,19 @@ func TestOf(t *testing.T) {
 			t.Errorf("%s: %q, want %q", tc.addr, got, tc.want)
 		}
 	}
+	for _, tc := range []struct{ ip, want string }{
+		{"1.2.3.4", "1.2.3.4/32"},
+		{"::ffff:1.2.3.4", "1.2.3.4/32"},
+		{"2001:db8:1:2ff::1", "2001:db8:1:200::/56"},
+		{"2001:db8:1:3ff::1", "2001:db8:1:300::/56"},
+		{"127.0.0.1", ""},
+		{"10.1.2.3", ""},
+		{"fe80::1", ""},
+	} {
+		if got := MachineOf(net.ParseIP(tc.ip)); got != tc.want {
+			t.Errorf("MachineOf(%s): %q, want %q", tc.ip, got, tc.want)
+		}
+	}
 	if !Exempt(net.IPv4zero) || Exempt(net.ParseIP("8.8.8.8")) {
 		t.Error("Exempt")
 	}

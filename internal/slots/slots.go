@@ -10,11 +10,11 @@ import (
 )
 
 // Keyed holds up to Max slots in all, at most PerKey of them for one key.
-// The zero value is not usable; use New.
+// The zero value is not usable; use New or NewPerKey.
 type Keyed[K comparable] struct {
 	mu     sync.Mutex
 	max    int
-	perKey int
+	perKey func(K) int
 	total  int
 	held   map[K]int
 	freed  chan struct{} // closed (and replaced) when a slot is released
@@ -22,11 +22,19 @@ type Keyed[K comparable] struct {
 
 // New returns slots of max in all and perKey per key (0: no cap per key).
 func New[K comparable](max, perKey int) *Keyed[K] {
+	return NewPerKey(max, func(K) int { return perKey })
+}
+
+// NewPerKey returns slots of max in all and perKey(k) for key k (0: no
+// cap), for keys of kinds capped apart: a peer, and the network it comes
+// from.
+func NewPerKey[K comparable](max int, perKey func(K) int) *Keyed[K] {
 	return &Keyed[K]{max: max, perKey: perKey, held: make(map[K]int), freed: make(chan struct{})}
 }
 
 // Take takes a slot for each of keys (one slot in all), unless every slot
-// is taken or one of the keys holds PerKey already. Release gives it back;
+// is taken or one of the keys holds its PerKey already: all of them or
+// none. Release gives it back;
 // it must be called once.
 func (s *Keyed[K]) Take(keys ...K) (release func(), ok bool) {
 	s.mu.Lock()
@@ -57,11 +65,9 @@ func (s *Keyed[K]) takeLocked(keys []K) (release func(), ok bool) {
 	if s.total >= s.max {
 		return nil, false
 	}
-	if s.perKey > 0 {
-		for _, k := range keys {
-			if s.held[k] >= s.perKey {
-				return nil, false
-			}
+	for _, k := range keys {
+		if c := s.perKey(k); c > 0 && s.held[k] >= c {
+			return nil, false
 		}
 	}
 	s.total++

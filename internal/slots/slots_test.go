@@ -72,3 +72,43 @@ func TestKeyedWait(t *testing.T) {
 		t.Fatal("Wait took a slot the key had no share left for")
 	}
 }
+
+// TestKeyedPerKey: keys of two kinds with caps of their own, taken
+// together: a slot refused for one key takes nothing for the other.
+func TestKeyedPerKey(t *testing.T) {
+	// Peers "p..." get 2, networks "n..." 3; "-" is not capped.
+	s := NewPerKey(10, func(k string) int {
+		switch k[0] {
+		case 'p':
+			return 2
+		case 'n':
+			return 3
+		}
+		return 0
+	})
+	for _, p := range []string{"p1", "p1", "p2"} {
+		if _, ok := s.Take(p, "net"); !ok {
+			t.Fatalf("%s on net refused with its shares free", p)
+		}
+	}
+	if _, ok := s.Take("p2", "net"); ok {
+		t.Fatal("a network took more than its 3")
+	}
+	if total, ofP2 := s.InUse("p2"); total != 3 || ofP2 != 1 {
+		t.Fatalf("after a refusal: %d in use, %d of p2; want 3 and 1", total, ofP2)
+	}
+	if _, ok := s.Take("p1", "n2"); ok {
+		t.Fatal("a peer took more than its 2 from another network")
+	}
+	if _, ok := s.Take("p2", "n2"); !ok {
+		t.Fatal("a peer refused on another network with both shares free")
+	}
+	for range 6 {
+		if _, ok := s.Take("-"); !ok {
+			t.Fatal("an uncapped key refused with slots free")
+		}
+	}
+	if _, ok := s.Take("-"); ok {
+		t.Fatal("more than Max slots taken")
+	}
+}
