@@ -24,7 +24,7 @@ func NodeFlags(c *node.Config) []Flag {
 
 		{"max-conns", "hard cap on connections; lowers the inbound cap and --conn-high/--conn-low to fit unless they are given too", Int(&c.Limits.MaxConns)},
 		{"max-inbound-conns", "hard cap on inbound connections", Int(&c.Limits.MaxInboundConns)},
-		{"max-conns-per-ip", "connections from one IP address (loopback and private addresses are not limited): bounds what one machine with many identities can open", Int(&c.Limits.MaxConnsPerIP)},
+		{"max-conns-per-ip", "connections from one IPv4 address or IPv6 /56 (loopback is not limited): bounds what one machine with many identities can open", Int(&c.Limits.MaxConnsPerIP)},
 		{"conn-low", "connection manager low water mark", Int(&c.Limits.ConnLowWater)},
 		{"conn-high", "connection manager high water mark; joins through this node are refused above it", Int(&c.Limits.ConnHighWater)},
 		{"max-memory", "memory libp2p may use, e.g. 512MiB", Size(&c.Limits.MaxMemory)},
