@@ -27,7 +27,7 @@ func New[K comparable](max, perKey int) *Keyed[K] {
 
 // Take takes a slot for each of keys (one slot in all), unless every slot
 // is taken or one of the keys holds PerKey already. Release gives it back;
-// it must be called once.
+// calls after the first do nothing.
 func (s *Keyed[K]) Take(keys ...K) (release func(), ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
