@@ -17,7 +17,7 @@ import (
 // README's curls and a browser-facing app do. Before publishes stopped
 // waiting for discovery, each took 2 s (0.5/s).
 func BenchmarkLonePeerPublish(b *testing.B) {
-	n := loneNode(b)
+	n := loneNode(b, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	msg := []byte(strings.Repeat("x", 100))
@@ -37,7 +37,7 @@ func BenchmarkLonePeerPublish(b *testing.B) {
 	})
 
 	b.Run("http", func(b *testing.B) {
-		srv, err := ServeHTTP("127.0.0.1:0", n.Handler(HTTPOptions{Topics: true}), n.log)
+		srv, err := n.StartHTTP("127.0.0.1:0", HTTPOptions{Topics: true})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -80,18 +80,22 @@ func BenchmarkLonePeerPublish(b *testing.B) {
 	})
 }
 
-// loneNode starts a node on 127.0.0.1 with no other peer, closed when b
-// ends: the one-laptop deployment the benchmarks here measure.
-func loneNode(b *testing.B) *Node {
+// loneNode starts a node on 127.0.0.1 with no other peer, closed when tb
+// ends: the one-laptop deployment the benchmarks here measure. adjust,
+// if set, changes its config first.
+func loneNode(tb testing.TB, adjust func(*Config)) *Node {
 	cfg := DefaultConfig()
-	cfg.DataDir = b.TempDir()
+	cfg.DataDir = tb.TempDir()
 	cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
 	cfg.NAT.PortMap = false
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if adjust != nil {
+		adjust(&cfg)
+	}
 	n, err := New(context.Background(), cfg)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() { n.Close() })
+	tb.Cleanup(func() { n.Close() })
 	return n
 }

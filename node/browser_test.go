@@ -54,7 +54,7 @@ func loopbackNet(t *testing.T, n int, adjust func(*Config)) ([]*Node, []*HTTPSer
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { p.Close() })
-		srv, err := ServeHTTP("127.0.0.1:0", p.Handler(HTTPOptions{Topics: true}), quiet)
+		srv, err := p.StartHTTP("127.0.0.1:0", HTTPOptions{Topics: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,8 +169,7 @@ func TestControlAPIFromWebPages(t *testing.T) {
 	}
 	peers, servers := loopbackNet(t, 1, nil)
 	nd := peers[0]
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	open, err := ServeHTTP("127.0.0.1:0", nd.Handler(HTTPOptions{Topics: true, NoAPIToken: true}), quiet)
+	open, err := nd.StartHTTP("127.0.0.1:0", HTTPOptions{Topics: true, NoAPIToken: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 // the bridge's side of the bus, "burst" publishes 100 and then takes them
 // all as the fan-out does (Next, then TryNext while messages wait).
 func BenchmarkBrowserBus(b *testing.B) {
-	n := loneNode(b)
+	n := loneNode(b, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	msg := []byte(strings.Repeat("x", 100))

@@ -23,7 +23,8 @@ import (
 // Limits protect the machine a node runs on. They feed libp2p's resource
 // manager (hard limits: excess connections and streams are refused) and
 // connection manager (soft limits: above HighWater the least useful
-// connections are trimmed down to LowWater).
+// connections are trimmed down to LowWater), and cap the connections of
+// the HTTP API (HTTPMaxConns, HTTPMaxConnsPerIP).
 type Limits struct {
 	// MaxMemory is the memory libp2p may reserve for connections, streams
 	// and buffers, in bytes.
@@ -47,6 +48,24 @@ type Limits struct {
 	// with many identities takes of MaxInboundConns, and so how much of
 	// the routing table and of gossip meshes it can reach for.
 	MaxConnsPerIP int `json:"max_conns_per_ip"`
+
+	// HTTPMaxConns caps the connections the HTTP API (Node.StartHTTP)
+	// holds open at once, whatever they do: browsers' WebSockets and the
+	// SSE streams, which last, keep-alive connections and requests still
+	// arriving. Each takes a file descriptor and a goroutine; over the cap
+	// a new connection is answered 503 and closed. It bounds them
+	// together, so that no mix of them runs the process out of
+	// descriptors: 4096 leaves room for a full browser budget
+	// (webrtc.Config.MaxSessions) and SSE budget (HTTPOptions.MaxStreams)
+	// at once.
+	HTTPMaxConns int `json:"http_max_conns"`
+	// HTTPMaxConnsPerIP caps those of one IPv4 address (one IPv6 /56, as
+	// MaxConnsPerIP), so that one client cannot take them all; loopback
+	// is not limited (a reverse proxy on the machine, devnets, load
+	// generators). 128 is the tabs of a household or small office behind
+	// one NAT, each with a stream and a few keep-alive connections; a
+	// reverse proxy on another machine needs more.
+	HTTPMaxConnsPerIP int `json:"http_max_conns_per_ip"`
 }
 
 // limitsJSON is Limits as JSON: durations as strings for people reading
@@ -218,7 +237,9 @@ func DefaultConfig() Config {
 			// libp2p's default, and enough for the peers of one
 			// household or small office, each with one connection;
 			// a machine with many identities gets no more.
-			MaxConnsPerIP: 8,
+			MaxConnsPerIP:     8,
+			HTTPMaxConns:      4096,
+			HTTPMaxConnsPerIP: 128,
 		},
 		NAT: NATConfig{
 			Enabled:         true,
@@ -291,6 +312,11 @@ func VolunteerConfig() Config {
 		ConnHighWater:   connlimit.VolunteerHighWater,
 		ConnGracePeriod: 30 * time.Second,
 		MaxConnsPerIP:   8, // as DefaultConfig
+		// A home peer's HTTP port is mostly its owner's: browsers
+		// elsewhere reach a volunteer through relayed signaling and
+		// then UDP. A quarter of a server's.
+		HTTPMaxConns:      1024,
+		HTTPMaxConnsPerIP: 128, // as DefaultConfig
 	}
 	c.NAT.MaxRelayedConns = 16
 	c.Overlay.JoinRate = 2
@@ -362,6 +388,12 @@ func (c *Config) validate() error {
 	}
 	if l.MaxConnsPerIP < 1 {
 		errs = append(errs, fmt.Errorf("Limits.MaxConnsPerIP must be >= 1, got %d", l.MaxConnsPerIP))
+	}
+	if l.HTTPMaxConns < 1 {
+		errs = append(errs, fmt.Errorf("Limits.HTTPMaxConns must be >= 1, got %d", l.HTTPMaxConns))
+	}
+	if l.HTTPMaxConnsPerIP < 1 {
+		errs = append(errs, fmt.Errorf("Limits.HTTPMaxConnsPerIP must be >= 1, got %d", l.HTTPMaxConnsPerIP))
 	}
 	if l.ConnGracePeriod < 0 {
 		errs = append(errs, fmt.Errorf("Limits.ConnGracePeriod must be >= 0, got %v", l.ConnGracePeriod))

@@ -122,7 +122,7 @@ func StartDevnet(ctx context.Context, opts DevnetOptions) (*Devnet, error) {
 		if basePort != 0 {
 			port = basePort + i - 1
 		}
-		srv, err := ServeHTTP(net.JoinHostPort(host, strconv.Itoa(port)), p.Handler(HTTPOptions{Topics: true}), pcfg.Logger)
+		srv, err := p.StartHTTP(net.JoinHostPort(host, strconv.Itoa(port)), HTTPOptions{Topics: true})
 		if err != nil {
 			d.Close()
 			return nil, err

@@ -218,7 +218,9 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // publish backlog or topic table: a backlog drains within the overlay's
 // PublishDiscoveryTimeout (2 s by default), and a topic table full of
 // subscriptions needs one to end, which a client retrying every few
-// seconds notices soon enough without hammering the peer.
+// seconds notices soon enough without hammering the peer. Connections
+// refused over the HTTP caps (httpconns.go) are told the same: a slot is
+// free as soon as any client goes.
 const retryAfterBusy = "5"
 
 func writeError(w http.ResponseWriter, code int, err error) {

@@ -49,6 +49,10 @@ type Node struct {
 	apiToken     string          // the control API's bearer token (apiauth.go)
 	presence     *presence       // nil without Config.Presence.Topics
 	durable      *durableHistory // nil without Config.DurableHistory.Topics, State or AppKeyFile
+
+	// httpConnsRefused counts the HTTP connections StartHTTP's servers
+	// refused over Limits.HTTPMaxConns and HTTPMaxConnsPerIP, by reason.
+	httpConnsRefused *prometheus.CounterVec
 }
 
 // New starts a node: it loads or creates the identity in cfg.DataDir, starts
@@ -200,7 +204,11 @@ func (n *Node) registerMetrics() error {
 			return float64(t.TotalOut)
 		}
 	}
+	n.httpConnsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "immense", Subsystem: "http", Name: "conns_refused_total",
+		Help: "HTTP connections refused at once (503) because the server held Limits.HTTPMaxConns (reason total) or the client's address HTTPMaxConnsPerIP (per_ip)."},
+		[]string{"reason"})
 	for _, c := range []prometheus.Collector{
+		n.httpConnsRefused,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "immense", Subsystem: "node", Name: "bytes_received_total",
 			Help: "Bytes received on libp2p streams."}, bwTotal("in")),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "immense", Subsystem: "node", Name: "bytes_sent_total",

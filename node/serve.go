@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 )
 
@@ -18,14 +19,24 @@ type HTTPServer struct {
 	done   chan struct{}
 }
 
-// ServeHTTP listens on addr (host:port; port 0 picks a free one) and serves
-// h in the background. Streams in flight (SSE) see their request context
-// cancelled when the server closes.
-func ServeHTTP(addr string, h http.Handler, log *slog.Logger) (*HTTPServer, error) {
+// StartHTTP listens on addr (host:port; port 0 picks a free one) and
+// serves n.Handler(opts) in the background, holding at most
+// Limits.HTTPMaxConns connections open, Limits.HTTPMaxConnsPerIP of them
+// from one client address but loopback (httpconns.go). Streams in flight
+// (SSE) see their request context cancelled when the server closes.
+func (n *Node) StartHTTP(addr string, opts HTTPOptions) (*HTTPServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
+	log := n.plog.With("component", "node.http")
+	l := n.cfg.Limits
+	capped := newCapListener(ln, l.HTTPMaxConns, l.HTTPMaxConnsPerIP, netip.Addr.IsLoopback, n.httpConnsRefused, log)
+	return serveHTTP(capped, n.Handler(opts), log), nil
+}
+
+// serveHTTP serves h on ln in the background.
+func serveHTTP(ln net.Listener, h http.Handler, log *slog.Logger) *HTTPServer {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &HTTPServer{
 		srv: &http.Server{
@@ -43,10 +54,10 @@ func ServeHTTP(addr string, h http.Handler, log *slog.Logger) (*HTTPServer, erro
 	go func() {
 		defer close(s.done)
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server stopped", "addr", addr, "err", err)
+			log.Error("http server stopped", "addr", ln.Addr().String(), "err", err)
 		}
 	}()
-	return s, nil
+	return s
 }
 
 // Addr returns the address the server listens on.

@@ -34,8 +34,7 @@ func NewPerKey[K comparable](max int, perKey func(K) int) *Keyed[K] {
 
 // Take takes a slot for each of keys (one slot in all), unless every slot
 // is taken or one of the keys holds its PerKey already: all of them or
-// none. Release gives it back;
-// it must be called once.
+// none. Release gives it back; calls after the first do nothing.
 func (s *Keyed[K]) Take(keys ...K) (release func(), ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

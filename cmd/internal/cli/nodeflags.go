@@ -25,6 +25,8 @@ func NodeFlags(c *node.Config) []Flag {
 		{"max-conns", "hard cap on connections; lowers the inbound cap and --conn-high/--conn-low to fit unless they are given too", Int(&c.Limits.MaxConns)},
 		{"max-inbound-conns", "hard cap on inbound connections", Int(&c.Limits.MaxInboundConns)},
 		{"max-conns-per-ip", "connections from one IPv4 address or IPv6 /56 (loopback is not limited): bounds what one machine with many identities can open", Int(&c.Limits.MaxConnsPerIP)},
+		{"http-max-conns", "connections the HTTP API (--http) holds open at once: WebSockets, SSE streams, keep-alive and half-sent requests; further ones get 503 and are closed", Int(&c.Limits.HTTPMaxConns)},
+		{"http-max-conns-per-ip", "HTTP API connections from one IP address (IPv6: one /56; loopback is not limited); raise it behind a reverse proxy on another machine, whose address every client shares", Int(&c.Limits.HTTPMaxConnsPerIP)},
 		{"conn-low", "connection manager low water mark", Int(&c.Limits.ConnLowWater)},
 		{"conn-high", "connection manager high water mark; joins through this node are refused above it", Int(&c.Limits.ConnHighWater)},
 		{"max-memory", "memory libp2p may use, e.g. 512MiB", Size(&c.Limits.MaxMemory)},

@@ -28,7 +28,7 @@ func Serve(ctx context.Context, name string, n *node.Node, httpAddr string, opts
 	var srv *node.HTTPServer
 	if httpAddr != "" {
 		var err error
-		srv, err = node.ServeHTTP(httpAddr, n.Handler(opts), log)
+		srv, err = n.StartHTTP(httpAddr, opts)
 		if err != nil {
 			n.Close()
 			fmt.Fprintf(stderr, "%s: %v\n", name, err)
