@@ -7,12 +7,14 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/immense-p2p/immense/internal/netprefix"
 	"github.com/immense-p2p/immense/internal/slots"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // capListener bounds the connections an HTTP server holds open: max in
-// all and perIP from one client (clientPrefix), whatever they are doing
+// all and perIP from one client (its netprefix.Machine: an IPv4 address or
+// IPv6 /56, the rule of Limits.MaxConnsPerIP), whatever they are doing
 // (idle keep-alive, headers still arriving within ReadHeaderTimeout, SSE
 // streams, hijacked WebSockets). Each takes a file descriptor and a
 // goroutine, and before it nothing stopped anyone who reached the port
@@ -64,7 +66,7 @@ func (l *capListener) Accept() (net.Conn, error) {
 	}
 }
 
-// keys are the slots' keys of a client at remote: its clientPrefix, or
+// keys are the slots' keys of a client at remote: its machine, or
 // none if it is exempt (or, which a TCP listener never gives, not at an
 // IP address), to be counted in all only.
 func (l *capListener) keys(remote net.Addr) []netip.Prefix {
@@ -72,7 +74,7 @@ func (l *capListener) keys(remote net.Addr) []netip.Prefix {
 	if err != nil || l.exempt(ap.Addr().Unmap()) {
 		return nil
 	}
-	return []netip.Prefix{clientPrefix(ap.Addr())}
+	return []netip.Prefix{netprefix.Machine(ap.Addr())}
 }
 
 // refuse answers c 503 and closes it. The write goes to a fresh socket's
@@ -96,18 +98,6 @@ func refusedResponse(msg string) []byte {
 	body := fmt.Sprintf(`{"error":%q}`+"\n", msg)
 	return fmt.Appendf(nil, "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: %s\r\n"+
 		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", retryAfterBusy, len(body), body)
-}
-
-// clientPrefix is the network a client's connections are counted under:
-// its IPv4 address, or its IPv6 /56, the rule of Limits.MaxConnsPerIP
-// (host.go), since one site is commonly given a whole /56 or /64.
-func clientPrefix(a netip.Addr) netip.Prefix {
-	a = a.Unmap()
-	if a.Is4() {
-		return netip.PrefixFrom(a, 32)
-	}
-	p, _ := a.Prefix(56)
-	return p
 }
 
 // slotConn gives its slot back when it is closed: by net/http, which may

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/immense-p2p/immense/internal/netprefix"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -126,7 +127,7 @@ func TestHTTPConnCaps(t *testing.T) {
 		}
 	}
 	inUse := func(from string) (total, ofClient int) {
-		return capped.slots.InUse(clientPrefix(netip.MustParseAddr(from)))
+		return capped.slots.InUse(netprefix.Machine(netip.MustParseAddr(from)))
 	}
 
 	a1, a2 := dial("127.0.0.2"), dial("127.0.0.2")

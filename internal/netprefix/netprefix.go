@@ -11,6 +11,7 @@ package netprefix
 
 import (
 	"net"
+	"net/netip"
 
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
@@ -45,13 +46,22 @@ const (
 // MachineOf returns ip's machine, "a.b.c.d/32" or "x:y:z:w::/56", or ""
 // when ip is exempt.
 func MachineOf(ip net.IP) string {
-	if Exempt(ip) {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok || Exempt(ip) {
 		return ""
 	}
-	if v4 := ip.To4(); v4 != nil {
-		return v4.String() + "/32"
+	return Machine(a).String()
+}
+
+// Machine returns the prefix of a's machine, exempt or not, for rules that
+// exempt less than Exempt does (the HTTP API's connections per address
+// cap private addresses: a reverse proxy's clients all come from one).
+func Machine(a netip.Addr) netip.Prefix {
+	if a = a.Unmap(); a.Is4() {
+		return netip.PrefixFrom(a, MachineBits4)
 	}
-	return ip.Mask(net.CIDRMask(MachineBits6, 128)).String() + "/56"
+	p, _ := a.Prefix(MachineBits6)
+	return p
 }
 
 // OfAddr returns the group of a multiaddr's first IP address (for a relayed
