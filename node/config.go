@@ -139,6 +139,18 @@ type Config struct {
 	// parses them into Overlay.Bootstrap.
 	Bootstrap []string
 
+	// DialPrivate lets the node dial the private addresses (LAN: RFC 1918,
+	// ULA, link-local, carrier-grade NAT) other peers give it even when
+	// none of its ListenAddrs and Bootstrap addresses is private. Without
+	// it the node dials, besides the internet, only the scopes its own
+	// listen and bootstrap addresses are in (overlay.DialGate): a devnet on
+	// loopback dials loopback, a LAN deployment its LAN, a peer on the
+	// internet (or listening on 0.0.0.0 at home) neither, so that no
+	// stranger can have it probe its owner's network. For a deployment
+	// whose peers meet on a LAN but whose bootstrap nodes are named by DNS
+	// (containers) or on the internet.
+	DialPrivate bool
+
 	Limits Limits
 
 	NAT NATConfig

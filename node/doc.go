@@ -1,7 +1,9 @@
 // Package node is the composition root of Immense: it builds a libp2p host
 // (persistent identity, TCP and QUIC transports, Noise and TLS, yamux, a
-// resource manager and a connection manager with explicit limits), joins it
-// to the overlay, and offers the API applications embed: Publish and
+// resource manager and a connection manager with explicit limits, and
+// overlay's DialGate, which dials loopback and private addresses only where
+// the node's own listen or bootstrap addresses are, or with
+// Config.DialPrivate), joins it to the overlay, and offers the API applications embed: Publish and
 // Subscribe on topics. It also serves the HTTP API of cmd/peer and
 // cmd/bootstrap and runs local devnets.
 //

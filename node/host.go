@@ -6,11 +6,13 @@ import (
 	"time"
 
 	"github.com/immense-p2p/immense/internal/netprefix"
+	"github.com/immense-p2p/immense/overlay"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/transport"
 	"github.com/libp2p/go-libp2p/p2p/host/autorelay"
 	"github.com/libp2p/go-libp2p/p2p/host/resource-manager"
@@ -23,6 +25,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcpreuse"
+	"github.com/multiformats/go-multiaddr"
 )
 
 // userAgent is announced through identify.
@@ -89,7 +92,20 @@ func natOptions(c NATConfig, peers autorelay.PeerSource) []libp2p.Option {
 	return opts
 }
 
-func newHost(cfg *Config, priv crypto.PrivKey, counter *metrics.BandwidthCounter, peerSource autorelay.PeerSource) (host.Host, error) {
+// dialGate keeps the node's dials within its own networks
+// (overlay.DialGate): the scopes of its listen and bootstrap addresses, the
+// internet, and private addresses with DialPrivate.
+func dialGate(cfg *Config, bootstrap []peer.AddrInfo) *overlay.DialGate {
+	var listen []multiaddr.Multiaddr
+	for _, s := range cfg.ListenAddrs {
+		if a, err := multiaddr.NewMultiaddr(s); err == nil { // validated
+			listen = append(listen, a)
+		}
+	}
+	return overlay.NewDialGate(listen, bootstrap, cfg.DialPrivate)
+}
+
+func newHost(cfg *Config, priv crypto.PrivKey, counter *metrics.BandwidthCounter, peerSource autorelay.PeerSource, gate *overlay.DialGate) (host.Host, error) {
 	rm, err := resourceManager(cfg.Limits)
 	if err != nil {
 		return nil, err
@@ -116,6 +132,7 @@ func newHost(cfg *Config, priv crypto.PrivKey, counter *metrics.BandwidthCounter
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
+		libp2p.ConnectionGater(gate),
 		libp2p.PrometheusRegisterer(cfg.Registry),
 		libp2p.UserAgent(agentVersion(cfg.zone())),
 		// libp2p stops dialling QUIC once fewer than 5 of the last 100 UDP

@@ -91,9 +91,14 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if !cfg.NoTrafficMeters {
 		bw = metrics.NewBandwidthCounter()
 	}
-	h, err := newHost(&cfg, priv, bw, relays.candidates)
+	gate := dialGate(&cfg, bootstrap)
+	h, err := newHost(&cfg, priv, bw, relays.candidates, gate)
 	if err != nil {
 		return nil, err
+	}
+	if err := cfg.Registry.Register(gate); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("register dial gate metrics: %w", err)
 	}
 	relays.host.Store(&h)
 	plog := cfg.Logger.With("peer", h.ID().String())
@@ -149,7 +154,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
-	log.Info("node started", "addrs", n.Addrs(), "mode", cfg.Overlay.Mode.String())
+	log.Info("node started", "addrs", n.Addrs(), "mode", cfg.Overlay.Mode.String(), "dials", gate.String())
 	return n, nil
 }
 

@@ -59,6 +59,20 @@
 // admits it; it does not follow a referral's own referrals. A peer that does
 // not speak the protocol (an older version) counts as admitting.
 //
+// # Dials on a stranger's word
+//
+// Any peer can hand a node addresses to dial: its provider records, which
+// topic discovery dials, the peers its DHT answers list, what it announces
+// through identify. A node built with a DialGate (node does) dials an
+// address narrower than the internet (loopback, private, link-local,
+// unroutable) only if one of its own listen or bootstrap addresses is in
+// that scope, or private ones with node.Config.DialPrivate: a devnet on
+// 127.0.0.1 dials loopback, a LAN deployment its LAN, a peer on the
+// internet neither, so that nobody can make it probe its owner's network
+// (127.0.0.1:22, the home router's 192.168.1.1:80). Listening on 0.0.0.0
+// says nothing of where a node is and counts for no scope. Inbound
+// connections are never refused.
+//
 // # Topics
 //
 // Topic names are 1 to 128 bytes of [A-Za-z0-9._:/-] (see [ValidateTopic]).

@@ -192,7 +192,7 @@ func (o *Overlay) referrals(to peer.ID, via multiaddr.Multiaddr) []peer.AddrInfo
 
 // scope orders address reachability: an address is worth handing to a
 // peer (or dialling on a peer's word) only if its scope is at least that of
-// the path between the two.
+// the path between the two. DialGate judges every dial by the same scopes.
 type scope int
 
 const (
@@ -201,6 +201,18 @@ const (
 	scopePrivate               // LAN and carrier-grade NAT ranges
 	scopePublic                // the internet
 )
+
+func (s scope) String() string {
+	switch s {
+	case scopeLoopback:
+		return "loopback"
+	case scopePrivate:
+		return "private"
+	case scopePublic:
+		return "public"
+	}
+	return "unroutable"
+}
 
 func addrScope(a multiaddr.Multiaddr) scope {
 	switch {

@@ -21,6 +21,7 @@ func NodeFlags(c *node.Config) []Flag {
 	t := []Flag{
 		{"listen", "comma-separated libp2p listen `multiaddrs`", Strings(&c.ListenAddrs)},
 		{"bootstrap", "bootstrap peers: comma-separated `multiaddrs` ending in /p2p/<peer id>", Strings(&c.Bootstrap)},
+		{"dial-private", "dial the private (LAN) addresses other peers give even if no --listen or --bootstrap address is on a LAN, e.g. for peers that meet on a LAN but bootstrap by DNS name; without it, loopback and private addresses are dialled only where a --listen or --bootstrap address is", Bool(&c.DialPrivate)},
 
 		{"max-conns", "hard cap on connections; lowers the inbound cap and --conn-high/--conn-low to fit unless they are given too", Int(&c.Limits.MaxConns)},
 		{"max-inbound-conns", "hard cap on inbound connections", Int(&c.Limits.MaxInboundConns)},

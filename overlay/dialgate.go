@@ -1,0 +1,115 @@
+package overlay
+
+import (
+	"strings"
+
+	"github.com/libp2p/go-libp2p/core/connmgr"
+	"github.com/libp2p/go-libp2p/core/control"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// DialGate is the connection gater a node's host is built with
+// (libp2p.ConnectionGater), so that no stranger can turn the node into a
+// scanner of its owner's network. Any peer can hand us addresses to dial:
+// its provider records, which topic discovery dials (publish.go), the peers
+// its DHT answers list, what it announces through identify. Dialled on its
+// word, /ip4/192.168.1.1/tcp/80 and /ip4/127.0.0.1/tcp/22 reach the owner's
+// router and the machine's own services, from a machine inside.
+//
+// The gate refuses outbound dials to addresses narrower than the internet
+// (addrScope: loopback, private, link-local and carrier-grade NAT ranges,
+// unroutable ones) unless the node's own deployment is in that scope: one
+// of its listen addresses or bootstrap addresses is. A devnet on 127.0.0.1
+// dials loopback, a deployment on a LAN (or a lab's 10.x network) dials the
+// LAN, a peer on the internet neither. Unspecified listen addresses
+// (0.0.0.0, ::) say nothing of where the node is and count for none: a
+// volunteer listening on every interface of a home machine must not dial
+// its LAN on a stranger's word. dialPrivate (node.Config.DialPrivate) adds
+// the private scope, for a deployment whose peers meet on a LAN but whose
+// bootstrap nodes are named by DNS or on the internet. Inbound connections
+// are never refused, and addresses that are not IP addresses (none reach the
+// gate on TCP and QUIC, where the swarm resolves names first) pass.
+//
+// Refusals are counted in immense_overlay_dials_refused_total{scope}: the
+// gate is a prometheus.Collector for the node to register.
+type DialGate struct {
+	allow   [scopePublic + 1]bool // by scope
+	refused *prometheus.CounterVec
+}
+
+var _ connmgr.ConnectionGater = (*DialGate)(nil)
+
+// NewDialGate returns the gate of a node that listens on listen and
+// bootstraps from bootstrap, which also dials private addresses if
+// dialPrivate.
+func NewDialGate(listen []multiaddr.Multiaddr, bootstrap []peer.AddrInfo, dialPrivate bool) *DialGate {
+	g := &DialGate{refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "immense", Subsystem: "overlay", Name: "dials_refused_total",
+		Help: "Outbound dials refused because the address is in a scope (loopback, private, unroutable) this node neither listens nor bootstraps in: addresses other peers gave, which would have this node probe its own network (DialPrivate allows private ones).",
+	}, []string{"scope"})}
+	g.allow[scopePublic] = true
+	g.allow[scopePrivate] = dialPrivate
+	for _, a := range listen {
+		if !manet.IsIPUnspecified(a) {
+			g.allow[addrScope(a)] = true
+		}
+	}
+	for _, ai := range bootstrap {
+		for _, a := range ai.Addrs {
+			g.allow[addrScope(a)] = true
+		}
+	}
+	for s := scopeNone; s < scopePublic; s++ {
+		g.refused.WithLabelValues(s.String()) // exported at 0 from the start
+	}
+	return g
+}
+
+// String lists the scopes the node dials, e.g. "loopback,public".
+func (g *DialGate) String() string {
+	var out []string
+	for s, ok := range g.allow {
+		if ok {
+			out = append(out, scope(s).String())
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// InterceptAddrDial refuses a to any peer if a's scope is not one of the
+// node's.
+func (g *DialGate) InterceptAddrDial(_ peer.ID, a multiaddr.Multiaddr) bool {
+	if _, err := manet.ToIP(a); err != nil {
+		return true
+	}
+	s := addrScope(a)
+	if g.allow[s] {
+		return true
+	}
+	g.refused.WithLabelValues(s.String()).Inc()
+	return false
+}
+
+// InterceptPeerDial allows every peer: the gate judges addresses.
+func (g *DialGate) InterceptPeerDial(peer.ID) bool { return true }
+
+// InterceptAccept allows every inbound connection.
+func (g *DialGate) InterceptAccept(network.ConnMultiaddrs) bool { return true }
+
+// InterceptSecured allows every connection.
+func (g *DialGate) InterceptSecured(network.Direction, peer.ID, network.ConnMultiaddrs) bool {
+	return true
+}
+
+// InterceptUpgraded allows every connection.
+func (g *DialGate) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
+
+// Describe and Collect make the gate a prometheus.Collector of its refusals.
+func (g *DialGate) Describe(ch chan<- *prometheus.Desc) { g.refused.Describe(ch) }
+
+// Collect: see Describe.
+func (g *DialGate) Collect(ch chan<- prometheus.Metric) { g.refused.Collect(ch) }
