@@ -38,6 +38,12 @@ func (s *Service) delete(ctx context.Context, key string) error {
 	// Not latest: a rolled-back live manifest is deleted over, above the
 	// versions this service published (nextVersion).
 	m, _, err := s.fetchManifest(ctx, dhtKey)
+	if errors.Is(err, ErrNotFound) {
+		// A DHT that restarted lost it: delete what the kept record says.
+		if km, _ := s.keptRecord(dhtKey, 0); km != nil {
+			m, err = km, nil
+		}
+	}
 	if err != nil {
 		return err
 	}

@@ -233,6 +233,18 @@
 // deleted, then dropped (the version stays). A JSON array of key names
 // (format 1, written by node/ before) loads as those keys tracked.
 //
+// # Kept records
+//
+// Deps.RecordsDir (node/: <data-dir>/state-records/) holds one file per
+// object of the service's namespace that the key list keeps,
+// "<object id hex>.rec": the signed manifest record (or tombstone) the
+// service last published, as put in the DHT (the manifest format above),
+// written durably after the DHT accepted it. latest and Delete fall back on
+// it when the DHT has no manifest, or an older one than the key list's
+// published version, and put it back (ownrecords.go). Files of keys the
+// list no longer keeps, and anything else in the directory, are removed at
+// start and after each GC pass.
+//
 // # Fuzzing
 //
 // FuzzWireDecode, FuzzManifestDecode, FuzzHandoffDecode, FuzzRefsDecode,

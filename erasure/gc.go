@@ -9,12 +9,14 @@ import (
 )
 
 // gcLoop runs CollectGarbage every GCInterval (with ±25% jitter, so that
-// peers started together do not all query the DHT at once).
+// peers started together do not all query the DHT at once), and forgets
+// the kept records of keys the key list no longer keeps.
 func (s *Service) gcLoop() {
 	s.everyJittered(s.cfg.GCInterval, func() {
 		if _, _, err := s.CollectGarbage(s.ctx); err != nil && s.ctx.Err() == nil {
 			s.log.Warn("garbage collection", "err", err)
 		}
+		s.sweepOwnRecords()
 	})
 }
 

@@ -254,6 +254,15 @@ func (l *keyList) markPublished(key string, version uint64) error {
 	})
 }
 
+// keeps reports whether the list keeps the key of obj tracked or with a
+// tombstone (ownRecords keeps its record then).
+func (l *keyList) keeps(obj ObjectID) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.keys[l.byObj[obj]]
+	return e != nil && (e.Tracked || e.Tombstone != nil)
+}
+
 // isTracked reports whether the service repairs key.
 func (l *keyList) isTracked(key string) bool {
 	l.mu.Lock()

@@ -129,11 +129,19 @@ func breakWrites(t *testing.T, dir string) (undo func()) {
 // node restarting from its data directory would.
 func withKeysFile(t *testing.T, tn *testNet, i int, path string) *Service {
 	t.Helper()
+	return restartWith(t, tn, i, Deps{KeysFile: path})
+}
+
+// restartWith restarts node i's service with the files of files (its
+// KeysFile and RecordsDir), as a node restarting from its data directory
+// would; its memory of versions starts empty.
+func restartWith(t *testing.T, tn *testNet, i int, files Deps) *Service {
+	t.Helper()
 	nd := tn.nodes[i]
 	cfg, key := nd.svc.cfg, nd.svc.key
 	nd.svc.Close()
 	svc, err := New(cfg, Deps{Host: nd.h, Key: key, Store: nd.store, Records: tn.records,
-		Peers: netPeers{n: tn, self: nd.h.ID()}, KeysFile: path})
+		Peers: netPeers{n: tn, self: nd.h.ID()}, KeysFile: files.KeysFile, RecordsDir: files.RecordsDir})
 	if err != nil {
 		t.Fatal(err)
 	}

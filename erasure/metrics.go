@@ -15,6 +15,7 @@ type metrics struct {
 	repairedShards prometheus.Counter
 	gcRemoved      prometheus.Counter
 	rollbacks      prometheus.Counter
+	putBacks       prometheus.Counter
 	deletes        *prometheus.CounterVec
 	handoffShards  *prometheus.CounterVec
 	adoptions      prometheus.Counter
@@ -49,6 +50,8 @@ func newMetrics(reg prometheus.Registerer, store *Store) (*metrics, error) {
 			Name: "gc_removed_shards_total", Help: "Local shards removed by garbage collection."}),
 		rollbacks: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "rollbacks_refused_total", Help: "Manifests refused because a higher version of the object was verified before (a replayed or stale record)."}),
+		putBacks: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "manifests_put_back_total", Help: "Manifests of this peer's own objects put back in the DHT from the records it keeps on disk, because the DHT had none or an older one (DHT servers restarted)."}),
 		deletes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "shard_deletes_total", Help: "Delete requests from peers, by result: removed (the shard went), unref (the signer's refs went; other namespaces' keep the shard), unauthorized (not signed by the owner of a namespace the shard is stored under)."},
 			[]string{"result"}),
@@ -88,7 +91,7 @@ func newMetrics(reg prometheus.Registerer, store *Store) (*metrics, error) {
 		return m, nil
 	}
 	cs := []prometheus.Collector{m.shardsStored, m.shardsServed, m.shardsRefused, m.badShards,
-		m.repairs, m.repairBytes, m.repairedShards, m.gcRemoved, m.rollbacks, m.deletes, m.handoffShards, m.adoptions, m.puts, m.gets, m.sharedNet}
+		m.repairs, m.repairBytes, m.repairedShards, m.gcRemoved, m.rollbacks, m.putBacks, m.deletes, m.handoffShards, m.adoptions, m.puts, m.gets, m.sharedNet}
 	cs = append(cs, volunteer...)
 	if store != nil {
 		cs = append(cs,
@@ -146,6 +149,12 @@ func (m *metrics) repair(outcome repairOutcome, shards int, bytes int64) {
 func (m *metrics) gc(removed int) {
 	if m != nil {
 		m.gcRemoved.Add(float64(removed))
+	}
+}
+
+func (m *metrics) putBack() {
+	if m != nil {
+		m.putBacks.Inc()
 	}
 }
 

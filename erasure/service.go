@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -57,6 +58,11 @@ type Deps struct {
 	// written durably before a Put publishes its manifest. New loads it and
 	// schedules every key in it. Empty keeps the list in memory only.
 	KeysFile string
+	// RecordsDir is where the service keeps the signed manifest record it
+	// last published of each key in that list (ownrecords.go), to put back
+	// in the DHT when DHT servers restarted and lost it. Created if
+	// missing. Empty keeps none.
+	RecordsDir string
 }
 
 // Service stores, reads, deletes and repairs objects of one namespace, and
@@ -86,8 +92,9 @@ type Service struct {
 	// that raced it. Striped: objects are uniformly spread by their id.
 	objLocks [64]objLock
 
-	book    *peerBook // what requests taught the service about peers
-	tracked *keyList  // the keys this service repairs, their versions, tombstones
+	book    *peerBook  // what requests taught the service about peers
+	tracked *keyList   // the keys this service repairs, their versions, tombstones
+	own     ownRecords // the records of tracked's keys, kept on disk
 	// seen: the highest manifest version verified per DHT key (bounded).
 	seen *versionMemory
 	// seenOthers is the same for the other namespaces (versionsOf), and
@@ -131,6 +138,11 @@ func New(cfg Config, d Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	if d.RecordsDir != "" {
+		if err := os.MkdirAll(d.RecordsDir, 0o700); err != nil {
+			return nil, fmt.Errorf("erasure: records directory: %w", err)
+		}
+	}
 	if d.Availability == nil {
 		d.Availability = NewAvailabilityTracker(AvailabilityConfig{Now: cfg.Now, MaxPeers: DefaultMaxTrackedPeers})
 	}
@@ -147,7 +159,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		cfg: cfg, h: d.Host, key: d.Key, store: d.Store, records: d.Records, peers: d.Peers,
 		avail: d.Availability, log: cfg.Logger.With("component", "erasure"), metrics: m,
 		client: NewClient(d.Host, cfg.RequestTimeout), sched: sched, started: cfg.Now(),
-		codecs: map[Params]*Codec{}, book: newPeerBook(cfg), tracked: tracked, ctx: ctx, cancel: cancel,
+		codecs: map[Params]*Codec{}, book: newPeerBook(cfg), tracked: tracked, own: ownRecords{d.RecordsDir}, ctx: ctx, cancel: cancel,
 		seen:       newVersionMemory(maxRememberedVersions, maxRememberedRecord, maxRememberedRecordBytes),
 		seenOthers: newVersionMemory(maxRememberedVersions, maxRememberedRecord, maxRememberedRecordBytes),
 		ownKeys:    strings.TrimSuffix(DHTKey(d.Key.Namespace(), ObjectID{}), ObjectID{}.String()),
@@ -158,6 +170,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	for _, k := range tracked.list() {
 		sched.Add(d.Key.ObjectID(k), cfg.Now())
 	}
+	s.sweepOwnRecords()
 	srvCfg := cfg.Server
 	srvCfg.Logger = cfg.Logger
 	if s.server, err = newShardServer(d.Host, d.Store, srvCfg, m); err != nil {

@@ -24,6 +24,10 @@ const (
 	shardDir     = "shards"
 	appKeyFile   = "app.key"
 	stateKeyFile = "state-keys.json"
+	// stateRecordsDir holds the signed manifest records of those keys,
+	// which the state service puts back when the DHT lost them
+	// (erasure.Deps.RecordsDir).
+	stateRecordsDir = "state-records"
 )
 
 // state is the node's erasure-coded storage: the shard store it serves to
@@ -65,12 +69,13 @@ func (n *Node) startState() error {
 	}
 	svc, err := erasure.New(ecfg, erasure.Deps{
 		// A routed host looks holders it has never met up in the DHT.
-		Host:     routedhost.Wrap(n.host, n.overlay.DHT()),
-		Key:      key,
-		Store:    store,
-		Records:  loneRecords{n.overlay},
-		Peers:    storagePeers{n},
-		KeysFile: filepath.Join(n.cfg.DataDir, stateKeyFile),
+		Host:       routedhost.Wrap(n.host, n.overlay.DHT()),
+		Key:        key,
+		Store:      store,
+		Records:    loneRecords{n.overlay},
+		Peers:      storagePeers{n},
+		KeysFile:   filepath.Join(n.cfg.DataDir, stateKeyFile),
+		RecordsDir: filepath.Join(n.cfg.DataDir, stateRecordsDir),
 	})
 	if err != nil {
 		store.Close()

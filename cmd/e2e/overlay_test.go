@@ -172,9 +172,10 @@ func TestLonePeer(t *testing.T) {
 		t.Skip("builds and runs processes")
 	}
 	peerBin, _ := binaries(t)
-	p := start(t, "lone-peer", peerBin, append([]string{"--data-dir", t.TempDir()}, loopback...)...)
+	args := append([]string{"--data-dir", t.TempDir()}, loopback...)
+	p := start(t, "lone-peer", peerBin, args...)
 	s := subscribe(t, p.info.HTTP, "demo/chat")
-	start := time.Now()
+	began := time.Now()
 	const n = 20
 	for i := range n {
 		body := fmt.Sprintf("message %d", i)
@@ -183,7 +184,7 @@ func TestLonePeer(t *testing.T) {
 		}
 		s.expect(t, p.name, body)
 	}
-	if d := time.Since(start); d > n*time.Second {
+	if d := time.Since(began); d > n*time.Second {
 		t.Errorf("%d publish-and-deliver round trips on a lone peer took %v (the 2 s discovery wait is back?)", n, d)
 	}
 
@@ -210,6 +211,20 @@ func TestLonePeer(t *testing.T) {
 		if resp.StatusCode != http.StatusOK || string(got) != v {
 			t.Fatalf("GET after PUT %q on a lone peer: %s %q", v, resp.Status, got)
 		}
+	}
+	p.stop()
+
+	// Restarted, the peer's DHT is empty: the value is read from the
+	// manifest record the peer kept, which it puts back.
+	p = start(t, "lone-peer-restarted", peerBin, args...)
+	resp, err := http.Get(p.info.HTTP + "/v1/state/notes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(got) != "second" {
+		t.Fatalf("GET after a lone peer's restart: %s %q, want \"second\"", resp.Status, got)
 	}
 	p.stop()
 }
