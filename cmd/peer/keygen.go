@@ -14,7 +14,7 @@ import (
 // runKeygen writes a new app key: peer keygen --out FILE, and the public
 // half of its topic key beside it, FILE.pub, for volunteers (--app-pub).
 func runKeygen(args []string, stdout, stderr io.Writer) int {
-	out, code, ok := outFileArgs("peer keygen", args, stderr)
+	out, code, ok := outFileArgs("peer keygen", args, stderr, nil)
 	if !ok {
 		return code
 	}
@@ -40,16 +40,21 @@ func runKeygen(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "wrote app key for namespace %s to %s\nGive it to your app's own peers with --app-key; never to volunteers.\n", k.Namespace(), out)
 	fmt.Fprintf(stdout, "wrote its public half to %s\nGive that to volunteers and every other peer with --app-pub: they check who publishes and admit browsers, but cannot mint.\n", pub)
+	fmt.Fprintf(stdout, "Browser tokens are signed with a key derived from it (peer token mints them); for an app server in another language, export that key with peer token-key --app-key %s --out token-key.pem.\n", out)
 	return 0
 }
 
-// outFileArgs parses the arguments of a subcommand whose only flag is
-// --out FILE, the file it creates. When ok is false the subcommand stops
-// with code: 0 after --help, 2 on a usage error (already reported).
-func outFileArgs(cmd string, args []string, stderr io.Writer) (out string, code int, ok bool) {
+// outFileArgs parses the arguments of a subcommand whose flags are --out
+// FILE, the file it creates, and those bind (if not nil) adds. When ok is
+// false the subcommand stops with code: 0 after --help, 2 on a usage
+// error (already reported).
+func outFileArgs(cmd string, args []string, stderr io.Writer, bind func(*flag.FlagSet)) (out string, code int, ok bool) {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&out, "out", "", "file to create (mode 0600); it must not exist")
+	if bind != nil {
+		bind(fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return "", 0, false

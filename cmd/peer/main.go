@@ -34,6 +34,7 @@ const usage = `Usage: peer [flags]
        peer keygen --out FILE                       # new app key: give it to your app's peers as --app-key
        peer secret --out FILE                       # new token secret for browsers
        peer token --secret-file FILE --read T --write T --ttl 1h   # mint a browser token
+       peer token-key --app-key FILE --out FILE.pem  # export the key that signs browser tokens, for app servers not in Go
 
 Runs an Immense peer. Examples:
 
@@ -60,6 +61,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		switch args[0] {
 		case "token":
 			return runToken(args[1:], stdout, stderr)
+		case "token-key":
+			return runTokenKey(args[1:], stdout, stderr)
 		case "secret":
 			return runSecret(args[1:], stdout, stderr)
 		case "keygen":

@@ -3,8 +3,10 @@ package main
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/immense-p2p/immense/cmd/internal/cli"
 	"github.com/immense-p2p/immense/erasure"
+	"github.com/immense-p2p/immense/node"
 	"github.com/immense-p2p/immense/webrtc"
 )
 
@@ -92,26 +95,82 @@ func runToken(args []string, stdout, stderr io.Writer) int {
 
 // runSecret writes a new random token secret: peer secret --out FILE.
 func runSecret(args []string, stdout, stderr io.Writer) int {
-	out, code, ok := outFileArgs("peer secret", args, stderr)
+	out, code, ok := outFileArgs("peer secret", args, stderr, nil)
 	if !ok {
 		return code
 	}
 	b := make([]byte, 32)
 	rand.Read(b)
-	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		fmt.Fprintln(stderr, "peer secret:", err)
-		return 1
-	}
-	if _, err := fmt.Fprintln(f, hex.EncodeToString(b)); err != nil {
-		f.Close()
-		fmt.Fprintln(stderr, "peer secret:", err)
-		return 1
-	}
-	if err := f.Close(); err != nil {
+	if err := createPrivateFile(out, []byte(hex.EncodeToString(b)+"\n")); err != nil {
 		fmt.Fprintln(stderr, "peer secret:", err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "wrote a new token secret to %s; give it to your peers with --token-secret-file\n", out)
 	return 0
+}
+
+// runTokenKey exports the app's topic key, which signs browser tokens, for
+// app servers that mint them in another language: peer token-key
+// --app-key FILE --out FILE.pem writes it as an unencrypted PKCS#8 PEM
+// private key (mode 0600), which OpenSSL, Node's crypto.createPrivateKey,
+// Python's cryptography and JWT libraries read as an Ed25519 key, and
+// prints its public half (SPKI PEM) and key id. The app key's own
+// signing_key does not sign tokens: see erasure.AppKey.TopicKey for the
+// derivation, which docs/app-developer.md spells out.
+func runTokenKey(args []string, stdout, stderr io.Writer) int {
+	var appKey string
+	out, code, ok := outFileArgs("peer token-key", args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&appKey, "app-key", "", "app key `file` (peer keygen) whose topic key to export")
+		fs.Usage = func() {
+			fmt.Fprint(stderr, "Usage: peer token-key --app-key FILE --out FILE.pem\n\nWrites the key that signs the app's browser tokens (EdDSA, derived from the app key)\nas a PKCS#8 PEM private key, for an app server that mints tokens in another language.\n\n")
+			fs.PrintDefaults()
+		}
+	})
+	if !ok {
+		return code
+	}
+	if appKey == "" {
+		fmt.Fprintln(stderr, "peer token-key: --app-key is required")
+		return 2
+	}
+	k, err := erasure.LoadAppKey(appKey)
+	if err != nil {
+		fmt.Fprintln(stderr, "peer token-key:", err)
+		return 1
+	}
+	priv := k.TopicKey()
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		fmt.Fprintln(stderr, "peer token-key:", err)
+		return 1
+	}
+	pub := priv.Public().(ed25519.PublicKey)
+	pubDER, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		fmt.Fprintln(stderr, "peer token-key:", err)
+		return 1
+	}
+	if err := createPrivateFile(out, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})); err != nil {
+		fmt.Fprintln(stderr, "peer token-key:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "wrote the token signing key of namespace %s to %s (PKCS#8 PEM, Ed25519)\n", k.Namespace(), out)
+	fmt.Fprintln(stdout, "Sign browser tokens with it (JWT, alg EdDSA) in your app server, and keep it secret: whoever has it can mint tokens for, and publish on, every topic of the app (not read or write its state).")
+	fmt.Fprintf(stdout, "Its public key, key id (kid) %s, is the one in %s, which peers verify with:\n", webrtc.KeyID(pub), node.AppPublicKeyFile(appKey))
+	fmt.Fprint(stdout, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})))
+	return 0
+}
+
+// createPrivateFile writes data to a new file at path, mode 0600,
+// refusing to replace one that exists.
+func createPrivateFile(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
