@@ -261,6 +261,8 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, overlay.ErrRateLimited):
 			w.Header().Set("Retry-After", "1") // the budget refills within a second
 			code = http.StatusTooManyRequests
+		case errors.Is(err, overlay.ErrUnauthorized):
+			code = http.StatusForbidden // a peer without the app key, on a topic that is not open
 		case errors.Is(err, ErrClosed), errors.Is(err, overlay.ErrClosed):
 			code = http.StatusServiceUnavailable
 		}

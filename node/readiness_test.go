@@ -92,7 +92,13 @@ func TestReadyzAfterJoin(t *testing.T) {
 // errors with the right status, no internal names.
 func TestHTTPErrors(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := newStateNet(t, 1, nil)
+		_, keyFile := appKeyFiles(t)
+		// A volunteer: it checks the app's topics (--app-pub, --open-topics
+		// 'demo/*') but holds no app key.
+		s := newStateNet(t, 1, func(_ int, c *Config) {
+			c.AppPubFiles = []string{AppPublicKeyFile(keyFile)}
+			c.Overlay.Auth.OpenTopics = []string{"demo/*"}
+		})
 		nd := s.nodes[0].n
 		h := nd.Handler(HTTPOptions{Topics: true})
 		for _, tc := range []struct {
@@ -113,6 +119,7 @@ func TestHTTPErrors(t *testing.T) {
 			{"PUT", "/v1/status", http.StatusMethodNotAllowed, "method PUT not allowed", "GET, HEAD"},
 			{"POST", "/v1/topics", http.StatusMethodNotAllowed, "method POST not allowed", "GET, HEAD"},
 			{"GET", "/v1/nothing", http.StatusNotFound, "no such endpoint", ""},
+			{"POST", "/v1/topics/chat/a", http.StatusForbidden, `not authorized to publish: this peer holds neither the app key nor a valid certificate, so it may publish only to open topics; "chat/a" is not one`, ""},
 		} {
 			r := controlReq(nd, tc.method, tc.path, "x")
 			rec := httptest.NewRecorder()
