@@ -185,7 +185,7 @@ func (o *options) flags() []cli.Flag {
 		{Name: "info-file", Usage: "write {peer_id, addrs, http} as JSON to this file once started", Value: cli.String(&o.infoFile)},
 		{Name: "log-format", Usage: "log format: text or json", Value: cli.String(&o.logFormat)},
 		{Name: "log-level", Usage: "log level: debug, info, warn or error", Value: cli.String(&o.logLevel)},
-	}, cli.NodeFlags(&o.node)...)
+	}, append(cli.NodeFlags(&o.node), cli.TopicFlags(&o.node)...)...)
 }
 
 // parseArgs reads the command line twice. The first pass, silent, only
