@@ -215,6 +215,11 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.volunteer {
+		// --volunteer chose the preset, wherever it came from: peer
+		// config says so, rather than that the preset chose itself.
+		o.preset, src["preset"] = "volunteer", src.Source("volunteer")+" (--volunteer)"
+	}
 	o.flagSet, o.sources = fs, src
 	return &o, nil
 }
