@@ -32,8 +32,9 @@ const usage = `Usage: peer [flags]
        peer status | peers [--data-dir D] [--http A] # ask a running peer (token from D/api-token or $IMMENSE_TOKEN)
        peer version                                 # module version and VCS revision (also --version)
        peer keygen --out FILE                       # new app key: give it to your app's peers as --app-key
-       peer secret --out FILE                       # new token secret for browsers
-       peer token --secret-file FILE --read T --write T --ttl 1h   # mint a browser token
+       peer token --app-key FILE --read T --write T --ttl 1h       # mint a browser token (EdDSA)
+       peer secret --out FILE                       # or, for one operator: a token secret (HS256)
+       peer token --secret-file FILE --read T --write T --ttl 1h   # and a token signed with it
 
 Runs an Immense peer. Examples:
 
@@ -41,10 +42,12 @@ Runs an Immense peer. Examples:
   peer --bootstrap /ip4/203.0.113.7/tcp/4001/p2p/12D3Koo... --data-dir /var/lib/immense
   peer --volunteer --max-upload 512KiB/s --bootstrap ...
 
-HTTP API (--http): POST/GET /v1/topics/{topic}; PUT/GET/DELETE /v1/state/{key},
-GET /v1/state/{key}/health, POST /v1/state/{key}/repair; GET /v1/status, GET /metrics
-(all with the bearer token in <data-dir>/api-token); GET /healthz and /readyz (no token);
-POST /v1/webrtc/offer (browsers), the demo page at / and the client at /client.js.
+HTTP API (--http): POST/GET /v1/topics/{topic}, GET /v1/topics/{topic}/presence;
+PUT/GET/DELETE /v1/state/{key}, GET /v1/state/{key}/health, POST /v1/state/{key}/repair;
+GET /v1/status, /v1/peers, /v1/storage, /metrics (all with the bearer token in
+<data-dir>/api-token); GET /healthz and /readyz (no token); the dashboard at /dashboard/
+(its page without a token); for browsers, GET /v1/ws and POST /v1/webrtc/offer,
+/v1/webrtc/signal, GET /v1/webrtc/peers, the demo page at / and the client at /client.js.
 
 Every flag can also come from the environment (--data-dir: IMMENSE_DATA_DIR) or a
 YAML file (--config FILE, keys named as the flags); flags > environment > file > preset.

@@ -60,7 +60,7 @@ func NodeFlags(c *node.Config) []Flag {
 	if b := c.Browsers; b != nil {
 		t = append(t,
 			Flag{"no-browsers", "turn the WebRTC bridge for browsers off", Off(&c.Browsers)},
-			Flag{"token-secret-file", "secret that browser tokens are signed with (see: peer secret, peer token); without it or --insecure-no-auth browsers are refused", secretFile{p: &b.Secret}},
+			Flag{"token-secret-file", "secret that browser tokens are signed with (HS256; see: peer secret, peer token); without it, --app-key, --app-pub (which admit EdDSA tokens) or --insecure-no-auth, browsers are refused", secretFile{p: &b.Secret}},
 			Flag{"insecure-no-auth", "accept browsers without a token: whoever reaches --http can read and write every topic (only from pages of this machine, --browser-allowed-origins, and hosts in --http-allowed-hosts)", Bool(&b.InsecureNoAuth)},
 			Flag{"browser-allowed-origins", "origins of the pages that may connect browsers (comma-separated, e.g. https://app.example.org; default * with tokens: the token says what a browser may do)", Strings(&b.AllowedOrigins)},
 			Flag{"browser-max-pending-per-address", "browser connections one address may have still connecting (0: no cap); raise it behind a reverse proxy, where every browser shares the proxy's address", Int(&b.MaxPendingPerClient)},
