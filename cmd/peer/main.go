@@ -235,6 +235,10 @@ func runDevnet(ctx context.Context, o *options, stdout io.Writer, log *slog.Logg
 	if opts.HTTPAddr == "" {
 		opts.HTTPAddr = "127.0.0.1:0"
 	}
+	if err := cli.CheckDevnetPorts(opts.HTTPAddr, opts.Nodes-1); err != nil {
+		log.Error("devnet failed to start", "err", err)
+		return 1
+	}
 	if opts.DataDir == "" {
 		dir, err := os.MkdirTemp("", "immense-devnet-")
 		if err != nil {
