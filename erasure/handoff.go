@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -209,6 +210,11 @@ func (s *Service) handoffObject(ctx context.Context, ns NamespaceID, obj ObjectI
 		return res
 	}
 	var cands []Candidate
+	type failure struct {
+		i   int
+		err error
+	}
+	var failed []failure
 	for _, h := range mine {
 		res.Held++
 		complete := true
@@ -236,12 +242,25 @@ func (s *Service) handoffObject(ctx context.Context, ns NamespaceID, obj ObjectI
 		if err != nil {
 			res.Failed++
 			s.metrics.handoff("failed", len(m.Hashes))
-			s.log.Info("shard not handed off", "object", obj, "index", h.i, "err", err)
+			failed = append(failed, failure{h.i, err})
 			continue
 		}
 		res.HandedOff++
 		s.metrics.handoff("handed_off", len(m.Hashes))
 		s.log.Debug("handed off shards", "object", obj, "index", h.i, "to", to, "shards", n)
+	}
+	// Whether a shard not handed off matters: with fewer than k indices
+	// held elsewhere (at best: if their holders are up), the object is
+	// unreadable while this peer is away, which its operator should hear
+	// of; otherwise repair will regenerate the shard, as it would after
+	// any departure.
+	elsewhere := len(m.Placement) - len(mine) + res.HandedOff
+	level, msg := slog.LevelInfo, "shard not handed off"
+	if elsewhere < m.Params.DataShards {
+		level, msg = slog.LevelWarn, "shard not handed off: the object is unreadable while this peer is away"
+	}
+	for _, f := range failed {
+		s.log.Log(ctx, level, msg, "object", obj, "index", f.i, "shards_elsewhere", elsewhere, "needed", m.Params.DataShards, "err", f.err)
 	}
 	return res
 }

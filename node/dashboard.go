@@ -72,7 +72,7 @@ func (a *api) dashboardRoutes(mux *http.ServeMux) {
 		mux.HandleFunc("GET /v1/storage", a.guard(func(w http.ResponseWriter, r *http.Request) {
 			rep, err := a.n.storageReport(r.Context(), tracked.get)
 			if err != nil {
-				writeStateError(w, "", err)
+				a.writeStateError(w, "", err)
 				return
 			}
 			writeJSON(w, http.StatusOK, rep)

@@ -55,6 +55,7 @@ type HTTPOptions struct {
 //	GET  /v1/topics           JSON list of the topics this node has joined
 //	POST /v1/topics/{topic}   publish the request body
 //	GET  /v1/topics/{topic}   Server-Sent Events stream of the topic
+//	GET  /v1/topics/{topic}/presence  JSON members, for topics with presence
 //	PUT, GET, DELETE /v1/state/{key}, GET .../health, POST .../repair
 //	GET  /v1/status           JSON status
 //	GET  /metrics             Prometheus metrics
@@ -68,8 +69,9 @@ type HTTPOptions struct {
 // library).
 //
 // Errors are JSON objects {"error": "..."} with a 4xx or 5xx status: 404
-// for an unknown endpoint or a missing key, 400 for an invalid key or
-// topic, 405 with Allow for a method the path is not served with.
+// for an unknown endpoint, a missing key or a topic without presence, 400
+// for an invalid key or topic, 403 for a publish this peer may not make,
+// 405 with Allow for a method the path is not served with.
 func (n *Node) Handler(opts HTTPOptions) http.Handler {
 	return n.newAPI(opts).routes()
 }
@@ -259,6 +261,8 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, overlay.ErrRateLimited):
 			w.Header().Set("Retry-After", "1") // the budget refills within a second
 			code = http.StatusTooManyRequests
+		case errors.Is(err, overlay.ErrUnauthorized):
+			code = http.StatusForbidden // a peer without the app key, on a topic that is not open
 		case errors.Is(err, ErrClosed), errors.Is(err, overlay.ErrClosed):
 			code = http.StatusServiceUnavailable
 		}
@@ -293,12 +297,20 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 //
 // Presence: for a topic with presence (Config.Presence), GET
 // /v1/topics/{topic}/presence answers its members as this peer sees them,
-// as JSON {"topic", "count", "members": [{"id", "peer"}]}. The suffix is
-// taken as this only for such topics.
+// as JSON {"topic", "count", "members": [{"id", "peer"}]}; for any other
+// topic, 404. "presence" is a reserved last segment here: a topic named
+// ".../presence" can be published to, and followed by browsers and Go,
+// but not streamed by this endpoint (it would be taken for a presence
+// request), so a client asking for presence where it is off gets an error
+// rather than an endless, silent stream.
 func (a *api) subscribe(w http.ResponseWriter, r *http.Request) {
 	topic := r.PathValue("topic")
-	if t, ok := strings.CutSuffix(topic, "/presence"); ok && a.n.presence.on(t) {
-		members, _ := a.n.Presence(t)
+	if t, ok := strings.CutSuffix(topic, "/presence"); ok {
+		members, err := a.n.Presence(t)
+		if err != nil {
+			writeError(w, http.StatusNotFound, fmt.Errorf("%w: %q (peer --presence names the topics with presence; a topic whose name ends in /presence cannot be streamed over HTTP)", ErrNoPresence, t))
+			return
+		}
 		writeJSON(w, http.StatusOK, map[string]any{"topic": t, "count": len(members), "members": append([]Member{}, members...)})
 		return
 	}

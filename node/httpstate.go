@@ -55,7 +55,7 @@ func (a *api) putState(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := checkWritable(key); err != nil { // before reading the body
-		writeStateError(w, key, err)
+		a.writeStateError(w, key, err)
 		return
 	}
 	max := a.n.cfg.State.MaxValueSize
@@ -87,7 +87,7 @@ func (a *api) putState(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	res, err := a.n.Put(ctx, key, body)
 	if err != nil {
-		writeStateError(w, key, err)
+		a.writeStateError(w, key, err)
 		return
 	}
 	holders := make([]string, len(res.Holders))
@@ -110,7 +110,7 @@ func (a *api) getState(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	v, err := a.n.Get(ctx, key)
 	if err != nil {
-		writeStateError(w, key, err)
+		a.writeStateError(w, key, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
@@ -128,7 +128,7 @@ func (a *api) deleteState(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), stateTimeout)
 	defer cancel()
 	if err := a.n.Delete(ctx, key); err != nil {
-		writeStateError(w, key, err)
+		a.writeStateError(w, key, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"key": key, "deleted": true})
@@ -144,7 +144,7 @@ func (a *api) stateHealth(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	h, err := a.n.Health(ctx, key)
 	if err != nil {
-		writeStateError(w, key, err)
+		a.writeStateError(w, key, err)
 		return
 	}
 	type holder struct {
@@ -180,7 +180,7 @@ func (a *api) repairState(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	res, err := a.n.Repair(ctx, key)
 	if err != nil {
-		writeStateError(w, key, err)
+		a.writeStateError(w, key, err)
 		return
 	}
 	plan := res.Plan
@@ -200,7 +200,7 @@ func (a *api) repairState(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func writeStateError(w http.ResponseWriter, key string, err error) {
+func (a *api) writeStateError(w http.ResponseWriter, key string, err error) {
 	code := http.StatusInternalServerError
 	switch {
 	case errors.Is(err, erasure.ErrInvalidKey):
@@ -208,7 +208,13 @@ func writeStateError(w http.ResponseWriter, key string, err error) {
 	case errors.Is(err, ErrReservedKey):
 		code = http.StatusForbidden
 	case errors.Is(err, erasure.ErrNotFound):
-		writeError(w, http.StatusNotFound, fmt.Errorf("not found: no value stored under key %q", key))
+		msg := fmt.Sprintf("not found: no value stored under key %q", key)
+		if a.n.cfg.AppKeyFile == "" {
+			// A volunteer's own namespace (state.go), which its operator
+			// easily takes for the app's.
+			msg += " in this peer's own namespace: it runs without --app-key, so it reads and writes a namespace of its own, not the app's"
+		}
+		writeError(w, http.StatusNotFound, errors.New(msg))
 		return
 	case errors.Is(err, erasure.ErrValueTooLarge):
 		code = http.StatusRequestEntityTooLarge

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
@@ -101,7 +102,9 @@ func FuzzPresenceAnnouncement(f *testing.F) {
 	})
 }
 
-// TestPresenceHTTP: GET /v1/topics/{topic}/presence lists the members.
+// TestPresenceHTTP: GET /v1/topics/{topic}/presence lists the members;
+// for a topic without presence it answers 404, where it used to stream a
+// topic named ".../presence" for ever.
 func TestPresenceHTTP(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		nd := simNetwork(t, 1, func(_ int, c *Config) { c.Presence.Topics = []string{"room/*"} })[0]
@@ -109,11 +112,21 @@ func TestPresenceHTTP(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(time.Second)
+		h := nd.newAPI(HTTPOptions{Topics: true}).routes()
 		rec := httptest.NewRecorder()
-		nd.newAPI(HTTPOptions{Topics: true}).routes().ServeHTTP(rec, controlReq(nd, "GET", "/v1/topics/room/1/presence", ""))
+		h.ServeHTTP(rec, controlReq(nd, "GET", "/v1/topics/room/1/presence", ""))
 		want := fmt.Sprintf(`{"count":1,"members":[{"id":%q,"peer":%q}],"topic":"room/1"}`, nd.ID(), nd.ID())
 		if rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != want {
 			t.Fatalf("%d %s, want %s", rec.Code, rec.Body, want)
+		}
+
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute) // ends the stream the old code opened
+		defer cancel()
+		rec = httptest.NewRecorder()
+		h.ServeHTTP(rec, controlReq(nd, "GET", "/v1/topics/demo/chat/presence", "").WithContext(ctx))
+		want = `{"error":"presence is not on for this topic: \"demo/chat\" (peer --presence names the topics with presence; a topic whose name ends in /presence cannot be streamed over HTTP)"}`
+		if rec.Code != http.StatusNotFound || strings.TrimSpace(rec.Body.String()) != want {
+			t.Errorf("presence of a topic without it: %d %s %s, want 404 %s", rec.Code, rec.Header().Get("Content-Type"), rec.Body, want)
 		}
 	})
 }

@@ -92,7 +92,17 @@ func TestReadyzAfterJoin(t *testing.T) {
 // errors with the right status, no internal names.
 func TestHTTPErrors(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := newStateNet(t, 1, nil)
+		_, keyFile := appKeyFiles(t)
+		// Node 0 is a volunteer: it checks the app's topics (--app-pub,
+		// --open-topics 'demo/*') but holds no app key, and reads a state
+		// namespace of its own. Node 1 is an app peer (--app-key).
+		s := newStateNet(t, 2, func(i int, c *Config) {
+			c.AppPubFiles = []string{AppPublicKeyFile(keyFile)}
+			c.Overlay.Auth.OpenTopics = []string{"demo/*"}
+			if i == 1 {
+				c.AppKeyFile, c.AppPubFiles = keyFile, nil
+			}
+		})
 		nd := s.nodes[0].n
 		h := nd.Handler(HTTPOptions{Topics: true})
 		for _, tc := range []struct {
@@ -101,7 +111,7 @@ func TestHTTPErrors(t *testing.T) {
 			want         string // in the error
 			allow        string
 		}{
-			{"GET", "/v1/state/missing", http.StatusNotFound, `not found: no value stored under key "missing"`, ""},
+			{"GET", "/v1/state/missing", http.StatusNotFound, `not found: no value stored under key "missing" in this peer's own namespace: it runs without --app-key, so it reads and writes a namespace of its own, not the app's`, ""},
 			{"GET", "/v1/state/a/b", http.StatusBadRequest, `invalid key "a/b"`, ""},
 			{"PUT", "/v1/state/a/b", http.StatusBadRequest, `invalid key "a/b"`, ""},
 			{"GET", "/v1/state/a/b/health", http.StatusBadRequest, `invalid key "a/b/health"`, ""},
@@ -113,6 +123,7 @@ func TestHTTPErrors(t *testing.T) {
 			{"PUT", "/v1/status", http.StatusMethodNotAllowed, "method PUT not allowed", "GET, HEAD"},
 			{"POST", "/v1/topics", http.StatusMethodNotAllowed, "method POST not allowed", "GET, HEAD"},
 			{"GET", "/v1/nothing", http.StatusNotFound, "no such endpoint", ""},
+			{"POST", "/v1/topics/chat/a", http.StatusForbidden, `not authorized to publish: this peer holds neither the app key nor a valid certificate, so it may publish only to open topics; "chat/a" is not one`, ""},
 		} {
 			r := controlReq(nd, tc.method, tc.path, "x")
 			rec := httptest.NewRecorder()
@@ -135,6 +146,13 @@ func TestHTTPErrors(t *testing.T) {
 		h.ServeHTTP(rec, r)
 		if rec.Code != http.StatusOK || rec.Header().Get("Content-Type") != "application/json" {
 			t.Errorf("GET /v1/topics: %d %s", rec.Code, rec.Header().Get("Content-Type"))
+		}
+		// The app peer reads the app's namespace: a plain 404.
+		app := s.nodes[1].n
+		rec = httptest.NewRecorder()
+		app.Handler(HTTPOptions{Topics: true}).ServeHTTP(rec, controlReq(app, "GET", "/v1/state/missing", ""))
+		if want := `{"error":"not found: no value stored under key \"missing\""}`; rec.Code != http.StatusNotFound || strings.TrimSpace(rec.Body.String()) != want {
+			t.Errorf("app peer, GET /v1/state/missing: %d %s, want 404 %s", rec.Code, rec.Body, want)
 		}
 	})
 }

@@ -49,3 +49,23 @@ func TestPresetChoice(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigNamesVolunteer: peer config says the preset came from
+// --volunteer (it used to say "preset", as if nothing had chosen it).
+func TestConfigNamesVolunteer(t *testing.T) {
+	for _, args := range [][]string{{"config", "--volunteer"}, {"config", "--preset", "default", "--volunteer"}} {
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 0 {
+			t.Fatalf("%q: exit %d: %s", args, code, errb.String())
+		}
+		var line string
+		for l := range strings.Lines(out.String()) {
+			if strings.HasPrefix(l, "preset ") {
+				line = strings.Join(strings.Fields(l), " ")
+			}
+		}
+		if want := "preset volunteer # flag (--volunteer)"; line != want {
+			t.Errorf("%q: %q, want %q", args, line, want)
+		}
+	}
+}

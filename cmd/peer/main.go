@@ -32,8 +32,9 @@ const usage = `Usage: peer [flags]
        peer status | peers [--data-dir D] [--http A] # ask a running peer (token from D/api-token or $IMMENSE_TOKEN)
        peer version                                 # module version and VCS revision (also --version)
        peer keygen --out FILE                       # new app key: give it to your app's peers as --app-key
-       peer secret --out FILE                       # new token secret for browsers
-       peer token --secret-file FILE --read T --write T --ttl 1h   # mint a browser token
+       peer token --app-key FILE --read T --write T --ttl 1h       # mint a browser token (EdDSA)
+       peer secret --out FILE                       # or, for one operator: a token secret (HS256)
+       peer token --secret-file FILE --read T --write T --ttl 1h   # and a token signed with it
        peer token-key --app-key FILE --out FILE.pem  # export the key that signs browser tokens, for app servers not in Go
 
 Runs an Immense peer. Examples:
@@ -42,10 +43,12 @@ Runs an Immense peer. Examples:
   peer --bootstrap /ip4/203.0.113.7/tcp/4001/p2p/12D3Koo... --data-dir /var/lib/immense
   peer --volunteer --max-upload 512KiB/s --bootstrap ...
 
-HTTP API (--http): POST/GET /v1/topics/{topic}; PUT/GET/DELETE /v1/state/{key},
-GET /v1/state/{key}/health, POST /v1/state/{key}/repair; GET /v1/status, GET /metrics
-(all with the bearer token in <data-dir>/api-token); GET /healthz and /readyz (no token);
-POST /v1/webrtc/offer (browsers), the demo page at / and the client at /client.js.
+HTTP API (--http): POST/GET /v1/topics/{topic}, GET /v1/topics/{topic}/presence;
+PUT/GET/DELETE /v1/state/{key}, GET /v1/state/{key}/health, POST /v1/state/{key}/repair;
+GET /v1/status, /v1/peers, /v1/storage, /metrics (all with the bearer token in
+<data-dir>/api-token); GET /healthz and /readyz (no token); the dashboard at /dashboard/
+(its page without a token); for browsers, GET /v1/ws and POST /v1/webrtc/offer,
+/v1/webrtc/signal, GET /v1/webrtc/peers, the demo page at / and the client at /client.js.
 
 Every flag can also come from the environment (--data-dir: IMMENSE_DATA_DIR) or a
 YAML file (--config FILE, keys named as the flags); flags > environment > file > preset.
@@ -188,7 +191,7 @@ func (o *options) flags() []cli.Flag {
 		{Name: "info-file", Usage: "write {peer_id, addrs, http} as JSON to this file once started", Value: cli.String(&o.infoFile)},
 		{Name: "log-format", Usage: "log format: text or json", Value: cli.String(&o.logFormat)},
 		{Name: "log-level", Usage: "log level: debug, info, warn or error", Value: cli.String(&o.logLevel)},
-	}, cli.NodeFlags(&o.node)...)
+	}, append(cli.NodeFlags(&o.node), cli.TopicFlags(&o.node)...)...)
 }
 
 // parseArgs reads the command line twice. The first pass, silent, only
@@ -218,6 +221,11 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.volunteer {
+		// --volunteer chose the preset, wherever it came from: peer
+		// config says so, rather than that the preset chose itself.
+		o.preset, src["preset"] = "volunteer", src.Source("volunteer")+" (--volunteer)"
+	}
 	o.flagSet, o.sources = fs, src
 	return &o, nil
 }
@@ -229,6 +237,10 @@ func runDevnet(ctx context.Context, o *options, stdout io.Writer, log *slog.Logg
 	opts.HTTPAddr = o.http
 	if opts.HTTPAddr == "" {
 		opts.HTTPAddr = "127.0.0.1:0"
+	}
+	if err := cli.CheckDevnetPorts(opts.HTTPAddr, opts.Nodes-1); err != nil {
+		log.Error("devnet failed to start", "err", err)
+		return 1
 	}
 	if opts.DataDir == "" {
 		dir, err := os.MkdirTemp("", "immense-devnet-")

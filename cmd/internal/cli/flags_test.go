@@ -29,6 +29,15 @@ func presets() map[string]func() node.Config {
 	}
 }
 
+// table is the flag table a command binds to the preset: peer's presets
+// add TopicFlags, bootstrap's does not.
+func table(preset string, c *node.Config) []Flag {
+	if preset == "bootstrap" {
+		return NodeFlags(c)
+	}
+	return append(NodeFlags(c), TopicFlags(c)...)
+}
+
 func parse(t *testing.T, c *node.Config, args ...string) error {
 	t.Helper()
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
@@ -50,7 +59,7 @@ func TestDefaultsAreThePreset(t *testing.T) {
 		if want := preset(); !reflect.DeepEqual(comparable(c), comparable(want)) {
 			t.Errorf("%s: no flags changed the config:\n got %+v\nwant %+v", name, c, want)
 		}
-		for _, f := range NodeFlags(&c) {
+		for _, f := range table(name, &c) {
 			def := f.Value.String()
 			if _, secret := f.Value.(secretFile); secret {
 				continue // nothing to read back
@@ -155,22 +164,31 @@ func TestMaxConnsFits(t *testing.T) {
 }
 
 // TestTableFollowsThePreset: storage and browser flags exist only where
-// the preset has the part to set.
+// the preset has the part to set, and the topic flags only on peers: a
+// bootstrap node joins no topic, so its --help should not offer
+// --presence or --open-topics.
 func TestTableFollowsThePreset(t *testing.T) {
-	has := func(c node.Config, name string) bool {
-		for _, f := range NodeFlags(&c) {
+	has := func(preset, name string) bool {
+		c := presets()[preset]()
+		for _, f := range table(preset, &c) {
 			if f.Name == name {
 				return true
 			}
 		}
 		return false
 	}
-	p := presets()
-	if has(p["bootstrap"](), "storage-quota") || has(p["bootstrap"](), "no-browsers") {
-		t.Error("bootstrap preset: storage or browser flags without the part")
+	for _, name := range []string{"storage-quota", "no-browsers", "presence", "open-topics", "app-pub", "require-bound-tokens"} {
+		if has("bootstrap", name) {
+			t.Errorf("bootstrap preset: --%s, which a bootstrap node has nothing to set with", name)
+		}
 	}
-	if !has(p["default"](), "storage-quota") || !has(p["default"](), "no-browsers") || !has(p["devnet"](), "zone") {
-		t.Error("peer presets: storage or browser flags missing")
+	for _, name := range []string{"storage-quota", "no-browsers", "presence", "open-topics", "app-pub", "require-bound-tokens"} {
+		if !has("default", name) {
+			t.Errorf("peer preset: --%s missing", name)
+		}
+	}
+	if !has("devnet", "zone") || !has("devnet", "presence") {
+		t.Error("devnet preset: --zone or --presence missing")
 	}
 }
 

@@ -16,7 +16,7 @@ import (
 // the command runs. The storage flags are there only if c.State is set,
 // the browser flags only if c.Browsers is: a preset without the part has
 // nothing for them to set. Both commands use it; DataDir is theirs to
-// bind, because its default is the command's.
+// bind, because its default is the command's, and TopicFlags only peer's.
 func NodeFlags(c *node.Config) []Flag {
 	t := []Flag{
 		{"listen", "comma-separated libp2p listen `multiaddrs`", Strings(&c.ListenAddrs)},
@@ -42,10 +42,6 @@ func NodeFlags(c *node.Config) []Flag {
 		{"join-rate", "newcomers admitted per second when they join through this node; the rest are told when to come back and referred to other peers (0: no limit)", Float(&c.Overlay.JoinRate)},
 		{"join-burst", "newcomers admitted at once before --join-rate applies", Int(&c.Overlay.JoinBurst)},
 		{"max-message-size", "largest topic message, e.g. 1MiB", Size(&c.Overlay.MaxMessageSize)},
-		{"app-pub", "app public key `files` (the app.key.pub peer keygen writes; comma-separated during a key rotation): refuse messages on the app's topics that no app peer or browser token authorized, and admit browsers with EdDSA tokens; for volunteers", Strings(&c.AppPubFiles)},
-		{"open-topics", "topic `patterns` anyone may publish to unauthenticated, despite --app-key/--app-pub (comma-separated; a trailing * matches a prefix; default none)", Strings(&c.Overlay.Auth.OpenTopics)},
-		{"require-bound-tokens", "refuse browser messages relayed with a bearer token: only tokens bound to the browser's key (peer token --bind-key; the JS client signs with it) may publish, so no peer that sees a token can reuse it", Bool(&c.Overlay.Auth.RequireBoundTokens)},
-		{"presence", "topic `patterns` with presence: who follows them, for GET /v1/topics/{topic}/presence, browsers and Go (comma-separated; a trailing * matches a prefix; default none)", Strings(&c.Presence.Topics)},
 	}
 	t = append(t, overlayBudgetFlags(&c.Overlay)...)
 	if c.State != nil {
@@ -64,7 +60,7 @@ func NodeFlags(c *node.Config) []Flag {
 	if b := c.Browsers; b != nil {
 		t = append(t,
 			Flag{"no-browsers", "turn the WebRTC bridge for browsers off", Off(&c.Browsers)},
-			Flag{"token-secret-file", "secret that browser tokens are signed with (see: peer secret, peer token); without it or --insecure-no-auth browsers are refused", secretFile{p: &b.Secret}},
+			Flag{"token-secret-file", "secret that browser tokens are signed with (HS256; see: peer secret, peer token); without it, --app-key, --app-pub (which admit EdDSA tokens) or --insecure-no-auth, browsers are refused", secretFile{p: &b.Secret}},
 			Flag{"insecure-no-auth", "accept browsers without a token: whoever reaches --http can read and write every topic (only from pages of this machine, --browser-allowed-origins, and hosts in --http-allowed-hosts)", Bool(&b.InsecureNoAuth)},
 			Flag{"browser-allowed-origins", "origins of the pages that may connect browsers (comma-separated, e.g. https://app.example.org; default * with tokens: the token says what a browser may do)", Strings(&b.AllowedOrigins)},
 			Flag{"browser-max-pending-per-address", "browser connections one address may have still connecting (0: no cap); raise it behind a reverse proxy, where every browser shares the proxy's address", Int(&b.MaxPendingPerClient)},
@@ -80,6 +76,18 @@ func NodeFlags(c *node.Config) []Flag {
 		)
 	}
 	return t
+}
+
+// TopicFlags is the flag table of a node that joins topics, bound to c:
+// who may publish to them, and presence. A peer has them; a bootstrap
+// node, which joins no topic and serves no topic API, does not.
+func TopicFlags(c *node.Config) []Flag {
+	return []Flag{
+		{"app-pub", "app public key `files` (the app.key.pub peer keygen writes; comma-separated during a key rotation): refuse messages on the app's topics that no app peer or browser token authorized, and admit browsers with EdDSA tokens; for volunteers", Strings(&c.AppPubFiles)},
+		{"open-topics", "topic `patterns` anyone may publish to unauthenticated, despite --app-key/--app-pub (comma-separated; a trailing * matches a prefix; default none)", Strings(&c.Overlay.Auth.OpenTopics)},
+		{"require-bound-tokens", "refuse browser messages relayed with a bearer token: only tokens bound to the browser's key (peer token --bind-key; the JS client signs with it) may publish, so no peer that sees a token can reuse it", Bool(&c.Overlay.Auth.RequireBoundTokens)},
+		{"presence", "topic `patterns` with presence: who follows them, for GET /v1/topics/{topic}/presence, browsers and Go (comma-separated; a trailing * matches a prefix; default none)", Strings(&c.Presence.Topics)},
+	}
 }
 
 // overlayBudgetFlags are the overlay's budgets against what strangers can

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"syscall"
 
 	"github.com/multiformats/go-multiaddr"
@@ -38,6 +39,34 @@ func CheckPorts(httpAddr string, listen []string) error {
 		if err := bindFree(a); err != nil {
 			return fmt.Errorf("--listen %s: %w", s, portErr(err))
 		}
+	}
+	return nil
+}
+
+// CheckDevnetPorts is CheckPorts for the HTTP ports of a devnet, whose
+// peers take httpAddr's port and the next ones, peers in all. A devnet
+// still running is their usual holder (killing `go run` leaves the program
+// it built running), so the error says how to get past it. Port 0 (free
+// ports) is not checked, nor an address StartDevnet will refuse anyway.
+func CheckDevnetPorts(httpAddr string, peers int) error {
+	host, port, err := net.SplitHostPort(httpAddr)
+	if err != nil {
+		return nil
+	}
+	base, err := strconv.Atoi(port)
+	if err != nil || base == 0 {
+		return nil
+	}
+	for i := range peers {
+		addr := net.JoinHostPort(host, strconv.Itoa(base+i))
+		ln, err := net.Listen("tcp", addr)
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("HTTP port %s of peer %d: address already in use: another devnet may still be running (stop it with Ctrl-C; killing `go run` leaves the program it built running) or another program holds it; stop it, or pass --http 127.0.0.1:0 for free ports", addr, i+1)
+		}
+		if err != nil {
+			return fmt.Errorf("HTTP port %s of peer %d: %w", addr, i+1, err)
+		}
+		ln.Close()
 	}
 	return nil
 }
