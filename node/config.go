@@ -167,7 +167,10 @@ type Config struct {
 	// (Limits.ConnHighWater: past the connection manager's high-water
 	// mark an admitted newcomer would only push another peer out) and the
 	// DHT record validators of erasure's namespaces. A nil Logger or
-	// Registerer becomes the node's.
+	// Registerer becomes the node's. Overlay.Mode auto runs as server on a
+	// deployment narrower than the internet (some listen or bootstrap
+	// address on loopback or a LAN, none public:
+	// overlay.Deployment.DHTMode).
 	Overlay overlay.Config
 
 	// State, if set, runs erasure-coded storage: this node stores shards for
@@ -223,10 +226,11 @@ type Config struct {
 }
 
 // DefaultConfig is the preset for a peer run by an operator on a server or a
-// well-connected machine: DHT mode decided by reachability, listening on
-// port 4001 over TCP and QUIC, with limits sized for a small server
-// (1 GiB for libp2p, 1000 connections), and storage. It serves no browsers
-// unless Browsers is set (cmd/peer sets it).
+// well-connected machine: DHT mode decided by reachability (or by the
+// deployment, on loopback or a LAN), listening on port 4001 over TCP and
+// QUIC, with limits sized for a small server (1 GiB for libp2p, 1000
+// connections), and storage. It serves no browsers unless Browsers is set
+// (cmd/peer sets it).
 func DefaultConfig() Config {
 	c := Config{
 		ListenAddrs: []string{

@@ -92,17 +92,18 @@ func natOptions(c NATConfig, peers autorelay.PeerSource) []libp2p.Option {
 	return opts
 }
 
-// dialGate keeps the node's dials within its own networks
-// (overlay.DialGate): the scopes of its listen and bootstrap addresses, the
-// internet, and private addresses with DialPrivate.
-func dialGate(cfg *Config, bootstrap []peer.AddrInfo) *overlay.DialGate {
+// deployment is where the node runs (overlay.Deployment): the scopes of
+// its listen and bootstrap addresses. Its dial gate keeps the node's dials
+// within them (and the internet, and private addresses with DialPrivate),
+// and its DHT mode follows them.
+func deployment(cfg *Config, bootstrap []peer.AddrInfo) overlay.Deployment {
 	var listen []multiaddr.Multiaddr
 	for _, s := range cfg.ListenAddrs {
 		if a, err := multiaddr.NewMultiaddr(s); err == nil { // validated
 			listen = append(listen, a)
 		}
 	}
-	return overlay.NewDialGate(listen, bootstrap, cfg.DialPrivate)
+	return overlay.NewDeployment(listen, bootstrap)
 }
 
 func newHost(cfg *Config, priv crypto.PrivKey, counter *metrics.BandwidthCounter, peerSource autorelay.PeerSource, gate *overlay.DialGate) (host.Host, error) {

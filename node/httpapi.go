@@ -482,7 +482,7 @@ type Status struct {
 	ListenAddrs      []string            `json:"listen_addrs"`
 	ConnectedPeers   int                 `json:"connected_peers"`
 	RoutingTableSize int                 `json:"routing_table_size"`
-	DHTMode          string              `json:"dht_mode"`
+	DHTMode          string              `json:"dht_mode"` // auto, server or client: auto on loopback or a LAN runs as server (overlay.Deployment.DHTMode)
 	Topics           []overlay.TopicInfo `json:"topics"`
 	Limits           Limits              `json:"limits"`
 	NAT              NATConfig           `json:"nat"`

@@ -91,7 +91,10 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if !cfg.NoTrafficMeters {
 		bw = metrics.NewBandwidthCounter()
 	}
-	gate := dialGate(&cfg, bootstrap)
+	where := deployment(&cfg, bootstrap)
+	configuredMode := cfg.Overlay.Mode
+	cfg.Overlay.Mode = where.DHTMode(configuredMode)
+	gate := overlay.NewDialGate(where, cfg.DialPrivate)
 	h, err := newHost(&cfg, priv, bw, relays.candidates, gate)
 	if err != nil {
 		return nil, err
@@ -105,6 +108,13 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	log := plog.With("component", "node")
 	if created {
 		log.Info("created new identity", "file", filepath.Join(cfg.DataDir, identityFile))
+	}
+	if cfg.Overlay.Mode != configuredMode {
+		// AutoNAT never vouches for a loopback or private address: in
+		// auto mode the node would stay a DHT client that no peer keeps
+		// in its routing table (overlay.Deployment.DHTMode).
+		log.Info("DHT server from the start: auto mode on a deployment narrower than the internet, where AutoNAT cannot confirm reachability",
+			"deployment", where.String(), "configured_mode", configuredMode.String())
 	}
 
 	ov, err := overlay.New(ctx, h, cfg.overlayConfig(bootstrap, plog))
@@ -154,7 +164,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
-	log.Info("node started", "addrs", n.Addrs(), "mode", cfg.Overlay.Mode.String(), "dials", gate.String())
+	log.Info("node started", "addrs", n.Addrs(), "mode", cfg.Overlay.Mode.String(), "deployment", where.String(), "dials", gate.String())
 	return n, nil
 }
 

@@ -22,6 +22,9 @@ const (
 	// ModeAuto answers DHT queries only once AutoNAT says the node is
 	// publicly reachable. The right default for volunteers, who are
 	// mostly behind NAT: a DHT server nobody can dial slows every lookup.
+	// AutoNAT never vouches for loopback or private addresses, so on a
+	// deployment narrower than the internet ModeAuto means ModeServer
+	// (Deployment.DHTMode, which node applies).
 	ModeAuto Mode = iota
 	// ModeServer always answers DHT queries: bootstrap nodes and peers
 	// known to be reachable (servers, devnets on loopback).

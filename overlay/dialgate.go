@@ -1,8 +1,6 @@
 package overlay
 
 import (
-	"strings"
-
 	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/control"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -22,47 +20,37 @@ import (
 //
 // The gate refuses outbound dials to addresses narrower than the internet
 // (addrScope: loopback, private, link-local and carrier-grade NAT ranges,
-// unroutable ones) unless the node's own deployment is in that scope: one
-// of its listen addresses or bootstrap addresses is. A devnet on 127.0.0.1
-// dials loopback, a deployment on a LAN (or a lab's 10.x network) dials the
-// LAN, a peer on the internet neither. Unspecified listen addresses
-// (0.0.0.0, ::) say nothing of where the node is and count for none: a
-// volunteer listening on every interface of a home machine must not dial
-// its LAN on a stranger's word. dialPrivate (node.Config.DialPrivate) adds
-// the private scope, for a deployment whose peers meet on a LAN but whose
-// bootstrap nodes are named by DNS or on the internet. Inbound connections
-// are never refused, and addresses that are not IP addresses (none reach the
-// gate on TCP and QUIC, where the swarm resolves names first) pass.
+// unroutable ones) unless the node's own deployment (Deployment) is in
+// that scope: one of its listen addresses or bootstrap addresses is. A
+// devnet on 127.0.0.1 dials loopback, a deployment on a LAN (or a lab's
+// 10.x network) dials the LAN, a peer on the internet neither. Unspecified
+// listen addresses (0.0.0.0, ::) say nothing of where the node is and
+// count for none: a volunteer listening on every interface of a home
+// machine must not dial its LAN on a stranger's word. dialPrivate
+// (node.Config.DialPrivate) adds the private scope, for a deployment whose
+// peers meet on a LAN but whose bootstrap nodes are named by DNS or on the
+// internet. Inbound connections are never refused, and addresses that are
+// not IP addresses (none reach the gate on TCP and QUIC, where the swarm
+// resolves names first) pass.
 //
 // Refusals are counted in immense_overlay_dials_refused_total{scope}: the
 // gate is a prometheus.Collector for the node to register.
 type DialGate struct {
-	allow   [scopePublic + 1]bool // by scope
+	allow   scopeSet
 	refused *prometheus.CounterVec
 }
 
 var _ connmgr.ConnectionGater = (*DialGate)(nil)
 
-// NewDialGate returns the gate of a node that listens on listen and
-// bootstraps from bootstrap, which also dials private addresses if
-// dialPrivate.
-func NewDialGate(listen []multiaddr.Multiaddr, bootstrap []peer.AddrInfo, dialPrivate bool) *DialGate {
-	g := &DialGate{refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+// NewDialGate returns the gate of a node deployed in d, which also dials
+// private addresses if dialPrivate.
+func NewDialGate(d Deployment, dialPrivate bool) *DialGate {
+	g := &DialGate{allow: d.scopes, refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "immense", Subsystem: "overlay", Name: "dials_refused_total",
 		Help: "Outbound dials refused because the address is in a scope (loopback, private, unroutable) this node neither listens nor bootstraps in: addresses other peers gave, which would have this node probe its own network (DialPrivate allows private ones).",
 	}, []string{"scope"})}
 	g.allow[scopePublic] = true
-	g.allow[scopePrivate] = dialPrivate
-	for _, a := range listen {
-		if !manet.IsIPUnspecified(a) {
-			g.allow[addrScope(a)] = true
-		}
-	}
-	for _, ai := range bootstrap {
-		for _, a := range ai.Addrs {
-			g.allow[addrScope(a)] = true
-		}
-	}
+	g.allow[scopePrivate] = g.allow[scopePrivate] || dialPrivate
 	for s := scopeNone; s < scopePublic; s++ {
 		g.refused.WithLabelValues(s.String()) // exported at 0 from the start
 	}
@@ -70,15 +58,7 @@ func NewDialGate(listen []multiaddr.Multiaddr, bootstrap []peer.AddrInfo, dialPr
 }
 
 // String lists the scopes the node dials, e.g. "loopback,public".
-func (g *DialGate) String() string {
-	var out []string
-	for s, ok := range g.allow {
-		if ok {
-			out = append(out, scope(s).String())
-		}
-	}
-	return strings.Join(out, ",")
-}
+func (g *DialGate) String() string { return g.allow.String() }
 
 // InterceptAddrDial refuses a to any peer if a's scope is not one of the
 // node's.

@@ -71,7 +71,7 @@ func TestDialGate(t *testing.T) {
 			for _, a := range c.listen {
 				listen = append(listen, multiaddr.StringCast(a))
 			}
-			g := NewDialGate(listen, c.bootstrap, c.dialPrivate)
+			g := NewDialGate(NewDeployment(listen, c.bootstrap), c.dialPrivate)
 			if got := g.String(); got != c.dials {
 				t.Errorf("dials %q, want %q", got, c.dials)
 			}

@@ -73,6 +73,17 @@
 // says nothing of where a node is and counts for no scope. Inbound
 // connections are never refused.
 //
+// # DHT mode
+//
+// Only DHT servers enter routing tables. In ModeAuto a node serves once
+// AutoNAT says it is publicly reachable, so a volunteer behind NAT, which
+// nobody can dial, stays a client. AutoNAT never vouches for loopback or
+// private addresses, though, so on a deployment narrower than the internet
+// (Deployment: the same scopes of listen and bootstrap addresses as the
+// DialGate's, with none public) auto means server from the start: a
+// devnet on 127.0.0.1 or a LAN lab on 10.x would otherwise be a set of
+// clients that never find each other.
+//
 // # Topics
 //
 // Topic names are 1 to 128 bytes of [A-Za-z0-9._:/-] (see [ValidateTopic]).

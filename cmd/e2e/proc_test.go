@@ -369,6 +369,7 @@ type status struct {
 	PeerID           string `json:"peer_id"`
 	ConnectedPeers   int    `json:"connected_peers"`
 	RoutingTableSize int    `json:"routing_table_size"`
+	DHTMode          string `json:"dht_mode"`
 	Topics           []struct {
 		Name  string `json:"name"`
 		Peers int    `json:"peers"`

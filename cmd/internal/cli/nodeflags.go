@@ -38,7 +38,7 @@ func NodeFlags(c *node.Config) []Flag {
 		{"max-relayed-conns", "relay reservations granted to other peers", Int(&c.NAT.MaxRelayedConns)},
 		{"nat-portmap", "ask the router for a port mapping (UPnP/NAT-PMP)", Bool(&c.NAT.PortMap)},
 
-		{"mode", "DHT `mode`: auto (server once publicly reachable), server or client", Parsed(&c.Overlay.Mode, overlay.ParseMode, overlay.Mode.String)},
+		{"mode", "DHT `mode`: auto (server once publicly reachable, or from the start on loopback or a LAN: some --listen or --bootstrap address there and none public), server or client", Parsed(&c.Overlay.Mode, overlay.ParseMode, overlay.Mode.String)},
 		{"join-rate", "newcomers admitted per second when they join through this node; the rest are told when to come back and referred to other peers (0: no limit)", Float(&c.Overlay.JoinRate)},
 		{"join-burst", "newcomers admitted at once before --join-rate applies", Int(&c.Overlay.JoinBurst)},
 		{"max-message-size", "largest topic message, e.g. 1MiB", Size(&c.Overlay.MaxMessageSize)},
