@@ -40,7 +40,7 @@ func (s *Service) delete(ctx context.Context, key string) error {
 	m, _, err := s.fetchManifest(ctx, dhtKey)
 	if errors.Is(err, ErrNotFound) {
 		// A DHT that restarted lost it: delete what the kept record says.
-		if km, _ := s.keptRecord(dhtKey, 0); km != nil {
+		if km, _ := s.bestKept(dhtKey, 0); km != nil {
 			m, err = km, nil
 		}
 	}
@@ -63,7 +63,7 @@ func (s *Service) delete(ctx context.Context, key string) error {
 	if err := s.tracked.recordDelete(key, ts.Version, rec, now); err != nil {
 		return fmt.Errorf("record delete: %w", err)
 	}
-	if err := s.records.PutValue(ctx, dhtKey, rec); err != nil {
+	if err := s.putOwn(ctx, obj, dhtKey, rec); err != nil {
 		// Told it failed, the caller must not find the delete carried out
 		// later by the tombstone republisher: undo it, keeping the floor.
 		if uerr := s.tracked.update(key, func(e *keyEntry) {

@@ -237,13 +237,15 @@
 //
 // Deps.RecordsDir (node/: <data-dir>/state-records/) holds one file per
 // object of the service's namespace that the key list keeps,
-// "<object id hex>.rec": the signed manifest record (or tombstone) the
-// service last published, as put in the DHT (the manifest format above),
-// written durably after the DHT accepted it. latest and Delete fall back on
-// it when the DHT has no manifest, or an older one than the key list's
-// published version, and put it back (ownrecords.go). Files of keys the
-// list no longer keeps, and anything else in the directory, are removed at
-// start and after each GC pass.
+// "<object id hex>.rec": the newest signed manifest record (or tombstone)
+// the service published or read of it, as put in the DHT (the manifest
+// format above). A publication writes it durably before the DHT put and
+// restores the previous file if the DHT refuses. latest and Delete fall
+// back on the newest of it, the key list's tombstone and the verified
+// versions in memory when the DHT has no manifest, or an older one than
+// the key list's published version, and put it back (ownrecords.go).
+// Files of keys the list no longer keeps, and anything else in the
+// directory, are removed at start and after each GC pass.
 //
 // # Fuzzing
 //

@@ -77,6 +77,14 @@ func (s *Service) CollectGarbage(ctx context.Context) (removed int, freed int64,
 			return true, l.err
 		}
 		s.missing.remove(dhtKey)
+		if info.Ref.Version > l.m.Version {
+			// Newer than the manifest: the DHT lost the record that
+			// places it, and an older one came back (put back by a writer
+			// that had not seen the newer, or replayed). Kept as a shard
+			// whose manifest is missing would be, for its writer to put
+			// its record back; a Put that failed leaves these too.
+			return now.Sub(info.Stored) < s.cfg.GCMissingGrace, nil
+		}
 		if l.m.Tombstone {
 			return false, nil
 		}

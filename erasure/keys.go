@@ -263,6 +263,17 @@ func (l *keyList) keeps(obj ObjectID) bool {
 	return e != nil && (e.Tracked || e.Tombstone != nil)
 }
 
+// tombstoneOf returns the signed tombstone the list keeps of the key of
+// obj, nil if none.
+func (l *keyList) tombstoneOf(obj ObjectID) []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e := l.keys[l.byObj[obj]]; e != nil {
+		return e.Tombstone
+	}
+	return nil
+}
+
 // isTracked reports whether the service repairs key.
 func (l *keyList) isTracked(key string) bool {
 	l.mu.Lock()

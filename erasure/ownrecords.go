@@ -10,36 +10,63 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/immense-p2p/immense/internal/durable"
 )
 
-// ownRecords keeps on disk the signed record this service last published
-// of each object of its namespace that its key list keeps (Deps.RecordsDir):
+// ownRecords keeps on disk the newest signed record this service knows of
+// each object of its namespace that its key list keeps (Deps.RecordsDir):
 // a writer is the authority on its own manifests, while DHT servers keep
 // records in memory only. Without them a lone peer's restart, or every DHT
 // server of a small network restarting at once, lost every manifest, and
-// with it every value, though the shards were still on disk. latest puts a
-// kept record back when the DHT has none, or one older than the key list
-// says was published. A file is named by the object id (hex), written
-// durably once the DHT accepted the record, and removed once the key list
-// no longer keeps the key (sweep).
+// with it every value, though the shards were still on disk.
+//
+// What is kept: the record this service publishes, written before the DHT
+// is asked to take it and put back as it was if the DHT refuses it (so a
+// crash in between leaves the record the DHT may hold, never an older
+// one), and a newer record of a kept key that another app peer sharing the
+// app key published, once read. latest puts the best record it knows back
+// when the DHT has none, or one older than this service published
+// (bestKept). A file is named by the object id (hex); files of keys the
+// list no longer keeps go at start and after each GC pass (sweep).
 type ownRecords struct {
-	dir string // "" keeps none
+	dir string     // "" keeps none
+	mu  sync.Mutex // orders writes and sweeps, so a sweep never removes a write in progress
 }
 
-func (r ownRecords) path(obj ObjectID) string { return filepath.Join(r.dir, obj.String()+".rec") }
+func (r *ownRecords) path(obj ObjectID) string {
+	return filepath.Join(r.dir, obj.String()+".rec")
+}
 
 // save keeps rec as the record of obj.
-func (r ownRecords) save(obj ObjectID, rec []byte) error {
+func (r *ownRecords) save(obj ObjectID, rec []byte) error {
 	if r.dir == "" {
 		return nil
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	return durable.WriteFile(r.path(obj), rec, 0o600)
 }
 
+// restore puts back prev as the record of obj, or none if prev is nil.
+func (r *ownRecords) restore(obj ObjectID, prev []byte) error {
+	if prev != nil {
+		return r.save(obj, prev)
+	}
+	if r.dir == "" {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := os.Remove(r.path(obj)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
 // load returns the record kept of obj, nil if none.
-func (r ownRecords) load(obj ObjectID) ([]byte, error) {
+func (r *ownRecords) load(obj ObjectID) ([]byte, error) {
 	if r.dir == "" {
 		return nil, nil
 	}
@@ -61,10 +88,12 @@ func (r ownRecords) load(obj ObjectID) ([]byte, error) {
 // sweep removes the records of objects keep refuses, files that are not
 // records and temporary files a crash left, and returns how many it
 // removed.
-func (r ownRecords) sweep(keep func(ObjectID) bool) (int, error) {
+func (r *ownRecords) sweep(keep func(ObjectID) bool) (int, error) {
 	if r.dir == "" {
 		return 0, nil
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	entries, err := os.ReadDir(r.dir)
 	if err != nil {
 		return 0, err
@@ -104,30 +133,74 @@ func (s *Service) ownObject(dhtKey string) (ObjectID, bool) {
 	return ObjectID{}, false
 }
 
-// keptRecord returns the record kept on disk of dhtKey if it is one of
-// this service's objects and newer than version (0: any), else nil. A
-// record that does not verify is logged and ignored.
-func (s *Service) keptRecord(dhtKey string, version uint64) (*Manifest, []byte) {
+// putOwn publishes rec, a record of this service's own object, keeping it
+// on disk first; if the DHT refuses it, the record kept before is put back.
+func (s *Service) putOwn(ctx context.Context, obj ObjectID, dhtKey string, rec []byte) error {
+	prev, err := s.own.load(obj)
+	if err != nil {
+		return fmt.Errorf("read kept record: %w", err)
+	}
+	if err := s.own.save(obj, rec); err != nil {
+		return fmt.Errorf("keep record: %w", err)
+	}
+	if err := s.records.PutValue(ctx, dhtKey, rec); err != nil {
+		if rerr := s.own.restore(obj, prev); rerr != nil {
+			s.log.Warn("put back the kept record of a refused publication", "key", dhtKey, "err", rerr)
+		}
+		return err
+	}
+	return nil
+}
+
+// keepNewer keeps rec, version v of this service's object obj that another
+// app peer published, if the key list keeps the key and v is above what
+// this service published of it.
+func (s *Service) keepNewer(obj ObjectID, v uint64, rec []byte) {
+	if v <= s.tracked.floorObj(obj) || !s.tracked.keeps(obj) {
+		return
+	}
+	if err := s.own.save(obj, rec); err != nil {
+		s.log.Warn("keep a newer manifest record", "object", obj, "version", v, "err", err)
+	}
+}
+
+// bestKept returns the newest record this service knows of its own object
+// dhtKey, if it is above version: from disk, from the key list (a
+// tombstone) or from its memory of verified versions, provided it is not
+// below the highest version it verified (a record it no longer has must
+// not be replaced by an older one it has). A record on disk that does not
+// verify is logged and ignored.
+func (s *Service) bestKept(dhtKey string, version uint64) (*Manifest, []byte) {
 	obj, ok := s.ownObject(dhtKey)
 	if !ok {
 		return nil, nil
 	}
+	var best *Manifest
+	var bestRec []byte
+	consider := func(b []byte, from string) {
+		if b == nil {
+			return
+		}
+		m, err := validateRecord(dhtKey, b)
+		if err != nil {
+			s.log.Warn("kept manifest record unusable", "key", dhtKey, "from", from, "err", err)
+			return
+		}
+		if best == nil || m.Version > best.Version {
+			best, bestRec = m, b
+		}
+	}
 	b, err := s.own.load(obj)
-	if err == nil && b == nil {
-		return nil, nil
-	}
-	var m *Manifest
-	if err == nil {
-		m, err = validateRecord(dhtKey, b)
-	}
 	if err != nil {
-		s.log.Warn("kept manifest record unusable", "key", dhtKey, "err", err)
+		s.log.Warn("kept manifest record unreadable", "key", dhtKey, "err", err)
+	}
+	consider(b, "disk")
+	consider(s.tracked.tombstoneOf(obj), "key list")
+	consider(s.seen.record(dhtKey), "memory")
+	if best == nil || best.Version <= version || best.Version < s.seen.get(dhtKey) {
 		return nil, nil
 	}
-	if m.Version <= version {
-		return nil, nil
-	}
-	return m, b
+	return best, bestRec
 }
 
 // putBack puts a kept record of dhtKey back in the DHT, which had none

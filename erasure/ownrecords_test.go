@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 )
@@ -94,6 +95,95 @@ func TestKeptRecordsAfterDHTRestart(t *testing.T) {
 		w = restartWith(t, tn, 0, Deps{KeysFile: files.KeysFile})
 		if _, err := w.Get(ctx, "b"); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("get b without kept records: %v, want ErrNotFound", err)
+		}
+	})
+}
+
+// TestKeptRecordsSharedKey: two app peers share the app key; A writes k,
+// B overwrites it, A reads B's version. When the DHT loses k, A (running
+// on, or restarted) puts back B's version, not its own older one; and if
+// an older record does come back (here put by a third party), holders'
+// GC keeps the newer version's shards, so B's value survives.
+func TestKeptRecordsSharedKey(t *testing.T) {
+	for _, restartA := range []bool{false, true} {
+		t.Run(map[bool]string{false: "live", true: "restarted"}[restartA], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				tn := newTestNet(t, 6, netOpts{})
+				dir := t.TempDir()
+				filesA := Deps{KeysFile: filepath.Join(dir, "a.json"), RecordsDir: filepath.Join(dir, "a")}
+				a := restartWith(t, tn, 0, filesA)
+				b := restartWith(t, tn, 1, Deps{KeysFile: filepath.Join(dir, "b.json"), RecordsDir: filepath.Join(dir, "b")})
+				ctx := context.Background()
+				if _, err := a.Put(ctx, "k", []byte("old value from A")); err != nil {
+					t.Fatal(err)
+				}
+				dhtKey := DHTKey(a.Namespace(), a.key.ObjectID("k"))
+				old, err := tn.records.GetValue(ctx, dhtKey)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := b.Put(ctx, "k", []byte("new value from B")); err != nil {
+					t.Fatal(err)
+				}
+				if v, err := a.Get(ctx, "k"); err != nil || string(v) != "new value from B" {
+					t.Fatalf("A reads %q, %v", v, err)
+				}
+				tn.records.expire(dhtKey) // every DHT server restarted
+				if restartA {
+					a = restartWith(t, tn, 0, filesA)
+				}
+				if v, err := a.Get(ctx, "k"); err != nil || string(v) != "new value from B" {
+					t.Fatalf("A reads after the DHT lost k: %q, %v; want B's value", v, err)
+				}
+
+				// The older record comes back anyway.
+				tn.records.expire(dhtKey)
+				if err := tn.records.PutValue(ctx, dhtKey, old); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(DevnetConfig().GCMinAge + time.Second) // past GCMinAge, within GCMissingGrace
+				for i := 2; i < 6; i++ {
+					if _, _, err := tn.nodes[i].svc.CollectGarbage(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if v, err := b.Get(ctx, "k"); err != nil || string(v) != "new value from B" {
+					t.Fatalf("B reads after an older record came back and GC ran: %q, %v", v, err)
+				}
+			})
+		})
+	}
+}
+
+// TestKeptRecordsCrashAfterDelete: a crash between the key list taking a
+// delete and the tombstone being kept leaves the live record on disk;
+// after the DHT lost both, the key stays deleted (the key list's
+// tombstone is newer and wins).
+func TestKeptRecordsCrashAfterDelete(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tn := newTestNet(t, 5, netOpts{})
+		dir := t.TempDir()
+		files := Deps{KeysFile: filepath.Join(dir, "state-keys.json"), RecordsDir: filepath.Join(dir, "state-records")}
+		w := restartWith(t, tn, 0, files)
+		ctx := context.Background()
+		if _, err := w.Put(ctx, "k", []byte("v1")); err != nil {
+			t.Fatal(err)
+		}
+		obj := w.key.ObjectID("k")
+		live, err := w.own.load(obj)
+		if err != nil || live == nil {
+			t.Fatalf("no kept record after a put: %v", err)
+		}
+		if err := w.Delete(ctx, "k"); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.own.save(obj, live); err != nil { // the crash
+			t.Fatal(err)
+		}
+		tn.records.expire(DHTKey(w.Namespace(), obj))
+		w = restartWith(t, tn, 0, files)
+		if v, err := w.Get(ctx, "k"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("get of a deleted key after the crash and the DHT's loss: %q, %v; want ErrNotFound", v, err)
 		}
 	})
 }

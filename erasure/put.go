@@ -230,7 +230,7 @@ func (s *Service) commit(ctx context.Context, key, dhtKey string, version uint64
 	if err != nil {
 		return fmt.Errorf("record key: %w", err)
 	}
-	if err := s.records.PutValue(ctx, dhtKey, rec); err != nil {
+	if err := s.putOwn(ctx, s.key.ObjectID(key), dhtKey, rec); err != nil {
 		if added {
 			if ferr := s.tracked.remove(key); ferr != nil {
 				// Harmless: repair finds no manifest and stops checking it.

@@ -92,9 +92,9 @@ type Service struct {
 	// that raced it. Striped: objects are uniformly spread by their id.
 	objLocks [64]objLock
 
-	book    *peerBook  // what requests taught the service about peers
-	tracked *keyList   // the keys this service repairs, their versions, tombstones
-	own     ownRecords // the records of tracked's keys, kept on disk
+	book    *peerBook   // what requests taught the service about peers
+	tracked *keyList    // the keys this service repairs, their versions, tombstones
+	own     *ownRecords // the records of tracked's keys, kept on disk
 	// seen: the highest manifest version verified per DHT key (bounded).
 	seen *versionMemory
 	// seenOthers is the same for the other namespaces (versionsOf), and
@@ -159,7 +159,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		cfg: cfg, h: d.Host, key: d.Key, store: d.Store, records: d.Records, peers: d.Peers,
 		avail: d.Availability, log: cfg.Logger.With("component", "erasure"), metrics: m,
 		client: NewClient(d.Host, cfg.RequestTimeout), sched: sched, started: cfg.Now(),
-		codecs: map[Params]*Codec{}, book: newPeerBook(cfg), tracked: tracked, own: ownRecords{d.RecordsDir}, ctx: ctx, cancel: cancel,
+		codecs: map[Params]*Codec{}, book: newPeerBook(cfg), tracked: tracked, own: &ownRecords{dir: d.RecordsDir}, ctx: ctx, cancel: cancel,
 		seen:       newVersionMemory(maxRememberedVersions, maxRememberedRecord, maxRememberedRecordBytes),
 		seenOthers: newVersionMemory(maxRememberedVersions, maxRememberedRecord, maxRememberedRecordBytes),
 		ownKeys:    strings.TrimSuffix(DHTKey(d.Key.Namespace(), ObjectID{}), ObjectID{}.String()),

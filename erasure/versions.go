@@ -145,14 +145,14 @@ func (s *Service) versionsOf(dhtKey string) *versionMemory {
 // ErrRolledBack. It returns an error wrapping ErrNotFound when the DHT has
 // none.
 //
-// For this service's own objects it also falls back on the record it kept
-// on disk (ownrecords.go) when the DHT has none, or one below the version
+// For this service's own objects it also falls back on the newest record
+// it kept (ownrecords.go) when the DHT has none, or one below the version
 // its key list says the DHT accepted: a lone peer's DHT, or every DHT
 // server of a small network, restarted and lost them.
 func (s *Service) latest(ctx context.Context, dhtKey string) (*Manifest, []byte, error) {
 	m, rec, err := s.fetchManifest(ctx, dhtKey)
 	if errors.Is(err, ErrNotFound) {
-		if km, krec := s.keptRecord(dhtKey, 0); km != nil {
+		if km, krec := s.bestKept(dhtKey, 0); km != nil {
 			s.putBack(ctx, dhtKey, km, krec, 0)
 			return km, krec, nil
 		}
@@ -160,8 +160,9 @@ func (s *Service) latest(ctx context.Context, dhtKey string) (*Manifest, []byte,
 	if err != nil {
 		return nil, nil, err
 	}
-	if obj, ok := s.ownObject(dhtKey); ok && m.Version < s.tracked.publishedObj(obj) {
-		if km, krec := s.keptRecord(dhtKey, m.Version); km != nil {
+	obj, own := s.ownObject(dhtKey)
+	if own && m.Version < s.tracked.publishedObj(obj) {
+		if km, krec := s.bestKept(dhtKey, m.Version); km != nil {
 			s.metrics.rolledBack()
 			s.putBack(ctx, dhtKey, km, krec, m.Version)
 			return km, krec, nil
@@ -170,6 +171,9 @@ func (s *Service) latest(ctx context.Context, dhtKey string) (*Manifest, []byte,
 	seen := s.versionsOf(dhtKey)
 	prev := seen.observe(dhtKey, m.Version, rec)
 	if m.Version >= prev {
+		if own && m.Version > prev {
+			s.keepNewer(obj, m.Version, rec)
+		}
 		return m, rec, nil
 	}
 	s.metrics.rolledBack()
@@ -205,11 +209,6 @@ func (s *Service) nextVersion(key, dhtKey string, cur *Manifest) uint64 {
 // signed record is rec.
 func (s *Service) published(dhtKey string, version uint64, rec []byte) {
 	s.versionsOf(dhtKey).observe(dhtKey, version, rec)
-	if obj, ok := s.ownObject(dhtKey); ok {
-		if err := s.own.save(obj, rec); err != nil {
-			s.log.Warn("keep published manifest record", "key", dhtKey, "version", version, "err", err)
-		}
-	}
 }
 
 // republishTombstones re-puts the tombstones of keys deleted less than

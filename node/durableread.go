@@ -24,7 +24,8 @@ const (
 	// maxFillsPerClient those of one client (a browser's token), so that
 	// one client resuming over and over, or many topics at once, holds at
 	// most one of them: its other resumes wait their turn. A resume that
-	// finds no slot within fillWait is a gap.
+	// finds no slot within fillWait (or half the time its caller has left)
+	// is a gap.
 	maxConcurrentFills = 4
 	maxFillsPerClient  = 1
 	fillWait           = 10 * time.Second
@@ -44,7 +45,13 @@ func (d *durableHistory) fill(ctx context.Context, client, topic string, since o
 	if client != "" {
 		keys = append(keys, client)
 	}
-	wctx, cancel := context.WithTimeout(ctx, fillWait)
+	// A browser's resume has PublishTimeout in all: wait at most half of
+	// what is left, so that a slot taken late still has time to read.
+	wait := fillWait
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(dl)/2)
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
 	release, err := d.fills.Wait(wctx, keys...)
 	cancel()
 	if err != nil {
