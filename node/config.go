@@ -140,8 +140,10 @@ type Config struct {
 	Bootstrap []string
 
 	// DialPrivate lets the node dial the private addresses (LAN: RFC 1918,
-	// ULA, link-local, carrier-grade NAT) other peers give it even when
-	// none of its ListenAddrs and Bootstrap addresses is private. Without
+	// ULA, carrier-grade NAT; not link-local ones, such as a cloud's
+	// metadata service, which only a link-local listen or bootstrap address
+	// allows) other peers give it even when none of its ListenAddrs and
+	// Bootstrap addresses is private. Without
 	// it the node dials, besides the internet, only the scopes its own
 	// listen and bootstrap addresses are in (overlay.DialGate): a devnet on
 	// loopback dials loopback, a LAN deployment its LAN, a peer on the

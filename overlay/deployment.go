@@ -14,7 +14,10 @@ import (
 // say nothing of where the node is and count for none, so a volunteer
 // listening on every interface of a home machine, with a bootstrap node on
 // the internet, is deployed on the internet alone. A bootstrap address
-// named by DNS counts as the internet (manet.IsPublicAddr).
+// named by DNS counts as the internet (manet.IsPublicAddr), as loopback if
+// the name is localhost's, and for none if the name is for private use
+// (boot.local, which mDNS resolves): a bootstrap address never makes the
+// node dial unroutable addresses.
 //
 // The DialGate dials in the deployment's scopes, and DHTMode decides the
 // DHT mode from it.
@@ -33,19 +36,22 @@ func NewDeployment(listen []multiaddr.Multiaddr, bootstrap []peer.AddrInfo) Depl
 	}
 	for _, ai := range bootstrap {
 		for _, a := range ai.Addrs {
-			d.scopes[addrScope(a)] = true
+			if s := addrScope(a); s != scopeNone {
+				d.scopes[s] = true
+			}
 		}
 	}
 	return d
 }
 
 // Local reports whether the deployment is narrower than the internet: it
-// counts a loopback or private scope and not the public one. A devnet on
-// 127.0.0.1, or a LAN or lab network of 10.x addresses bootstrapping from
-// a 10.x address, is local; a node with any public listen or bootstrap
-// address, or with no specified address at all, is not.
+// counts a loopback, link-local or private scope and not the public one. A
+// devnet on 127.0.0.1, or a LAN or lab network of 10.x addresses
+// bootstrapping from a 10.x address, is local; a node with any public
+// listen or bootstrap address, or with no specified address at all, is
+// not.
 func (d Deployment) Local() bool {
-	return !d.scopes[scopePublic] && (d.scopes[scopeLoopback] || d.scopes[scopePrivate])
+	return !d.scopes[scopePublic] && (d.scopes[scopeLoopback] || d.scopes[scopeLinkLocal] || d.scopes[scopePrivate])
 }
 
 // DHTMode returns the mode a node configured with m runs its DHT in on

@@ -19,11 +19,14 @@ import (
 // router and the machine's own services, from a machine inside.
 //
 // The gate refuses outbound dials to addresses narrower than the internet
-// (addrScope: loopback, private, link-local and carrier-grade NAT ranges,
-// unroutable ones) unless the node's own deployment (Deployment) is in
-// that scope: one of its listen addresses or bootstrap addresses is. A
+// (addrScope: loopback, link-local, private and carrier-grade NAT ranges,
+// unroutable ones, and IPv6 addresses that lead to any of those through
+// NAT64, 6to4 or Teredo) unless the node's own deployment (Deployment) is
+// in that scope: one of its listen addresses or bootstrap addresses is. A
 // devnet on 127.0.0.1 dials loopback, a deployment on a LAN (or a lab's
-// 10.x network) dials the LAN, a peer on the internet neither. Unspecified
+// 10.x network) dials the LAN but not link-local addresses such as a
+// cloud's metadata service (169.254.169.254), a peer on the internet
+// neither. Unspecified
 // listen addresses (0.0.0.0, ::) say nothing of where the node is and
 // count for none: a volunteer listening on every interface of a home
 // machine must not dial its LAN on a stranger's word. dialPrivate
@@ -47,7 +50,7 @@ var _ connmgr.ConnectionGater = (*DialGate)(nil)
 func NewDialGate(d Deployment, dialPrivate bool) *DialGate {
 	g := &DialGate{allow: d.scopes, refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "immense", Subsystem: "overlay", Name: "dials_refused_total",
-		Help: "Outbound dials refused because the address is in a scope (loopback, private, unroutable) this node neither listens nor bootstraps in: addresses other peers gave, which would have this node probe its own network (DialPrivate allows private ones).",
+		Help: "Outbound dials refused because the address is in a scope (loopback, link-local, private, unroutable) this node neither listens nor bootstraps in: addresses other peers gave, which would have this node probe its own network (DialPrivate allows private ones).",
 	}, []string{"scope"})}
 	g.allow[scopePublic] = true
 	g.allow[scopePrivate] = g.allow[scopePrivate] || dialPrivate

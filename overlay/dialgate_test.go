@@ -32,17 +32,27 @@ func TestDialGate(t *testing.T) {
 	)
 	// Every address a node on the internet must not dial, by scope.
 	refusedOnInternet := map[string]string{
-		loopback:                            "loopback",
-		"/ip6/::1/tcp/22":                   "loopback",
-		lan:                                 "private",
-		"/ip4/10.0.0.1/udp/53/quic-v1":      "private",
-		"/ip4/172.16.0.1/tcp/443":           "private",
-		"/ip4/169.254.169.254/tcp/80":       "private", // a cloud's metadata service
-		"/ip4/100.64.0.1/tcp/80":            "private", // carrier-grade NAT
-		"/ip6/fd00::1/tcp/80":               "private",
-		"/ip4/224.0.0.251/udp/5353/quic-v1": "unroutable",
-		"/ip4/127.0.0.1/tcp/4001" + relay:   "loopback", // a relay on our loopback
+		loopback:                         "loopback",
+		"/ip6/::1/tcp/22":                "loopback",
+		lan:                              "private",
+		"/ip4/10.0.0.1/udp/53/quic-v1":   "private",
+		"/ip4/172.16.0.1/tcp/443":        "private",
+		"/ip4/169.254.169.254/tcp/80":    "link-local", // a cloud's metadata service
+		"/ip6/fe80::1/tcp/80":            "link-local",
+		"/ip4/100.64.0.1/tcp/80":         "private", // carrier-grade NAT: another customer's machine, or a tailnet's
+		"/ip6/fd00::1/tcp/80":            "private",
+		"/ip6/::ffff:192.168.1.1/tcp/80": "private",    // IPv4-mapped
+		"/ip6/64:ff9b::c0a8:101/tcp/80":  "private",    // NAT64 (RFC 6052) of 192.168.1.1
+		"/ip6/64:ff9b::a9fe:a9fe/tcp/80": "link-local", // NAT64 of the metadata service
+		"/ip6/64:ff9b:1::a00:1/tcp/80":   "private",    // local-use NAT64 (RFC 8215)
+		"/ip6/2002:c0a8:101::1/tcp/80":   "private",    // 6to4 of 192.168.1.1
+		"/ip6/2001:0:4136:e378:8000:63bf:3f57:fefe/udp/80/quic-v1": "private", // Teredo: client 192.168.1.1
+		"/ip4/224.0.0.251/udp/5353/quic-v1":                        "unroutable",
+		"/ip4/127.0.0.1/tcp/4001" + relay:                          "loopback", // a relay on our loopback
 	}
+	privateAddrs := []string{lan, "/ip4/10.0.0.1/udp/53/quic-v1", "/ip4/172.16.0.1/tcp/443", "/ip4/100.64.0.1/tcp/80", "/ip6/fd00::1/tcp/80",
+		"/ip6/::ffff:192.168.1.1/tcp/80", "/ip6/64:ff9b::c0a8:101/tcp/80", "/ip6/64:ff9b:1::a00:1/tcp/80", "/ip6/2002:c0a8:101::1/tcp/80",
+		"/ip6/2001:0:4136:e378:8000:63bf:3f57:fefe/udp/80/quic-v1"}
 	allowed := []string{public, "/ip6/2001:4860::8888/udp/443/quic-v1", "/ip4/9.9.9.9/tcp/4001" + relay, relay}
 
 	for _, c := range []struct {
@@ -61,10 +71,16 @@ func TestDialGate(t *testing.T) {
 			dials: "loopback,public", allow: []string{loopback, "/ip6/::1/tcp/22", "/ip4/127.0.0.1/tcp/4001" + relay}},
 		{name: "peer of a devnet's bootstrap node", listen: []string{"/ip4/0.0.0.0/tcp/4001"}, bootstrap: boot("/ip4/127.0.0.1/tcp/4001"),
 			dials: "loopback,public", allow: []string{loopback, "/ip6/::1/tcp/22", "/ip4/127.0.0.1/tcp/4001" + relay}},
+		{name: "devnet bootstrapping from localhost by name", listen: []string{"/ip4/0.0.0.0/tcp/4001"}, bootstrap: boot("/dns4/localhost/tcp/4001"),
+			dials: "loopback,public", allow: []string{loopback, "/ip6/::1/tcp/22", "/ip4/127.0.0.1/tcp/4001" + relay}},
+		{name: "bootstrap named by mDNS", listen: []string{"/ip4/0.0.0.0/tcp/4001"}, bootstrap: boot("/dns4/boot.local/tcp/4001"),
+			dials: "public"},
 		{name: "LAN lab", listen: []string{"/ip4/10.0.0.2/tcp/4001"}, bootstrap: boot("/ip4/10.0.0.1/tcp/4001"),
-			dials: "private,public", allow: []string{lan, "/ip4/10.0.0.1/udp/53/quic-v1", "/ip4/172.16.0.1/tcp/443", "/ip4/169.254.169.254/tcp/80", "/ip4/100.64.0.1/tcp/80", "/ip6/fd00::1/tcp/80"}},
+			dials: "private,public", allow: privateAddrs},
 		{name: "DialPrivate", listen: []string{"/ip4/0.0.0.0/tcp/4001"}, bootstrap: boot("/dns4/boot/tcp/4001"), dialPrivate: true,
-			dials: "private,public", allow: []string{lan, "/ip4/10.0.0.1/udp/53/quic-v1", "/ip4/172.16.0.1/tcp/443", "/ip4/169.254.169.254/tcp/80", "/ip4/100.64.0.1/tcp/80", "/ip6/fd00::1/tcp/80"}},
+			dials: "private,public", allow: privateAddrs},
+		{name: "link-local network", listen: []string{"/ip4/169.254.7.2/tcp/4001"}, bootstrap: boot("/ip4/169.254.7.1/tcp/4001"),
+			dials: "link-local,public", allow: []string{"/ip4/169.254.169.254/tcp/80", "/ip6/fe80::1/tcp/80", "/ip6/64:ff9b::a9fe:a9fe/tcp/80"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var listen []multiaddr.Multiaddr
@@ -95,7 +111,7 @@ func TestDialGate(t *testing.T) {
 					t.Errorf("inbound connection from %s refused", a)
 				}
 			}
-			for _, sc := range []string{"unroutable", "loopback", "private"} {
+			for _, sc := range []string{"unroutable", "loopback", "link-local", "private"} {
 				if got := counterValue(t, g.refused.WithLabelValues(sc)); got != want[sc] {
 					t.Errorf("refused_total{scope=%q} = %v, want %v", sc, got, want[sc])
 				}

@@ -64,14 +64,18 @@
 // Any peer can hand a node addresses to dial: its provider records, which
 // topic discovery dials, the peers its DHT answers list, what it announces
 // through identify. A node built with a DialGate (node does) dials an
-// address narrower than the internet (loopback, private, link-local,
+// address narrower than the internet (loopback, link-local, private,
 // unroutable) only if one of its own listen or bootstrap addresses is in
 // that scope, or private ones with node.Config.DialPrivate: a devnet on
-// 127.0.0.1 dials loopback, a LAN deployment its LAN, a peer on the
-// internet neither, so that nobody can make it probe its owner's network
-// (127.0.0.1:22, the home router's 192.168.1.1:80). Listening on 0.0.0.0
-// says nothing of where a node is and counts for no scope. Inbound
-// connections are never refused.
+// 127.0.0.1 dials loopback, a LAN deployment its LAN (not link-local
+// addresses such as a cloud's metadata service, 169.254.169.254), a peer
+// on the internet neither, so that nobody can make it probe its owner's
+// network (127.0.0.1:22, the home router's 192.168.1.1:80). An IPv6
+// address that leads to an IPv4 one (IPv4-mapped, NAT64, 6to4, Teredo)
+// has that address's scope; carrier-grade NAT (100.64.0.0/10) is private;
+// a localhost name is loopback. Listening on 0.0.0.0 says nothing of where
+// a node is and counts for no scope, and no bootstrap address makes a node
+// dial unroutable addresses. Inbound connections are never refused.
 //
 // # DHT mode
 //

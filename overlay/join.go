@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -196,16 +198,19 @@ func (o *Overlay) referrals(to peer.ID, via multiaddr.Multiaddr) []peer.AddrInfo
 type scope int
 
 const (
-	scopeNone     scope = iota // unroutable: never shared
-	scopeLoopback              // 127.0.0.0/8, ::1
-	scopePrivate               // LAN and carrier-grade NAT ranges
-	scopePublic                // the internet
+	scopeNone      scope = iota // unroutable: never shared
+	scopeLoopback               // 127.0.0.0/8, ::1, localhost names
+	scopeLinkLocal              // 169.254.0.0/16 (a cloud's metadata service), fe80::/10
+	scopePrivate                // RFC 1918, ULA, carrier-grade NAT, local-use NAT64
+	scopePublic                 // the internet
 )
 
 func (s scope) String() string {
 	switch s {
 	case scopeLoopback:
 		return "loopback"
+	case scopeLinkLocal:
+		return "link-local"
 	case scopePrivate:
 		return "private"
 	case scopePublic:
@@ -214,12 +219,58 @@ func (s scope) String() string {
 	return "unroutable"
 }
 
+// IPv6 prefixes whose addresses lead to an IPv4 address they carry (see
+// carriedIPv4), and NAT64's local-use prefix, whose translation only its
+// operator knows (RFC 8215) and which we take as private.
+var (
+	nat64Prefix      = netip.MustParsePrefix("64:ff9b::/96")   // RFC 6052: the last 32 bits
+	nat64LocalPrefix = netip.MustParsePrefix("64:ff9b:1::/48") // RFC 8215
+	sixToFourPrefix  = netip.MustParsePrefix("2002::/16")      // RFC 3056: bits 16 to 47
+	teredoPrefix     = netip.MustParsePrefix("2001::/32")      // RFC 4380: server bits 32 to 63, client bits 96 to 127 inverted
+	v4CompatPrefix   = netip.MustParsePrefix("::/96")          // RFC 4291, deprecated: the last 32 bits
+)
+
+// addrScope is the scope of a's IP address or DNS name. The multiaddr
+// library's checks decide, with these corrections. An IPv6 address that
+// carries an IPv4 one (IPv4-mapped or -compatible, NAT64, 6to4, Teredo)
+// has the scope of that IPv4 address, where its packets go: the library
+// calls /ip6/64:ff9b::c0a8:101 public, though a NAT64 gateway takes it to
+// 192.168.1.1. Link-local addresses are a scope of their own, narrower
+// than private: a node on a LAN must not dial a cloud's metadata service.
+// Carrier-grade NAT (100.64.0.0/10) stays private, as RFC 6598 has it: it
+// reaches the other customers behind the same carrier's NAT, or the
+// machines of a VPN that uses it (Tailscale does), never the internet, and
+// a node there that listens on its 100.64 address meets its peers there
+// as on a LAN. Localhost names (RFC 6761) are loopback, where they
+// resolve, not private.
 func addrScope(a multiaddr.Multiaddr) scope {
-	switch {
-	case a == nil:
+	ip, err := manet.ToIP(a)
+	if err != nil {
+		if len(a) > 0 && isLocalhost(a[0]) {
+			return scopeLoopback
+		}
+		if manet.IsPublicAddr(a) {
+			return scopePublic
+		}
 		return scopeNone
-	case manet.IsIPLoopback(a):
+	}
+	addr, _ := netip.AddrFromSlice(ip)
+	if addr.IsLoopback() {
 		return scopeLoopback
+	}
+	if v4 := carriedIPv4(addr); len(v4) > 0 {
+		s := scopePublic
+		for _, v := range v4 {
+			m, _ := manet.FromIP(v.AsSlice()) // never fails on an IPv4 address
+			s = min(s, addrScope(m))
+		}
+		return s
+	}
+	switch {
+	case addr.IsLinkLocalUnicast():
+		return scopeLinkLocal
+	case nat64LocalPrefix.Contains(addr):
+		return scopePrivate
 	case manet.IsPublicAddr(a):
 		return scopePublic
 	case manet.IsPrivateAddr(a):
@@ -228,15 +279,50 @@ func addrScope(a multiaddr.Multiaddr) scope {
 	return scopeNone
 }
 
+// carriedIPv4 returns the IPv4 addresses the packets to IPv6 address ip go
+// to, if it carries any: a dual-stack socket sends to an IPv4-mapped
+// address over IPv4, a NAT64 gateway and a 6to4 relay to the address they
+// embed, and Teredo to both the peer's server and its client address.
+func carriedIPv4(ip netip.Addr) []netip.Addr {
+	b := ip.As16()
+	at := func(i int) netip.Addr { return netip.AddrFrom4([4]byte(b[i : i+4])) }
+	switch {
+	case !ip.Is6():
+		return nil
+	case ip.Is4In6(), v4CompatPrefix.Contains(ip), nat64Prefix.Contains(ip):
+		return []netip.Addr{at(12)}
+	case sixToFourPrefix.Contains(ip):
+		return []netip.Addr{at(2)}
+	case teredoPrefix.Contains(ip):
+		client := at(12).As4()
+		for i := range client {
+			client[i] ^= 0xff
+		}
+		return []netip.Addr{at(4), netip.AddrFrom4(client)}
+	}
+	return nil
+}
+
+// isLocalhost reports whether c is a DNS name for this machine:
+// localhost or a name under it (RFC 6761).
+func isLocalhost(c multiaddr.Component) bool {
+	switch c.Code() {
+	case multiaddr.P_DNS, multiaddr.P_DNS4, multiaddr.P_DNS6, multiaddr.P_DNSADDR:
+		name := strings.TrimSuffix(strings.ToLower(c.Value()), ".")
+		return name == "localhost" || strings.HasSuffix(name, ".localhost")
+	}
+	return false
+}
+
 // usableAddr reports whether a is worth giving to, or dialling on the word
 // of, a peer at scope from: a direct IP address (no relay circuit, nothing
 // unspecified, no DNS name) at least as wide as from. A peer on the
-// internet gets only public addresses, one on our LAN private ones too, one
-// on loopback any. Besides saving useless dials, this keeps a server from
-// pointing newcomers at their own LAN or loopback services, which a DNS
-// name would do behind our back: whoever advertises /dns4/10.0.0.1.nip.io
-// would have every newcomer it is referred to dial 10.0.0.1 on its own
-// network.
+// internet gets only public addresses, one on our LAN private ones too,
+// one on our link (169.254.0.0/16) link-local ones too, one on loopback
+// any. Besides saving useless dials, this keeps a server from pointing
+// newcomers at their own LAN or loopback services, which a DNS name would
+// do behind our back: whoever advertises /dns4/10.0.0.1.nip.io would have
+// every newcomer it is referred to dial 10.0.0.1 on its own network.
 func usableAddr(a multiaddr.Multiaddr, from scope) bool {
 	if manet.IsIPUnspecified(a) || !manet.IsThinWaist(a) {
 		return false

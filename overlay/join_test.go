@@ -423,7 +423,13 @@ func TestUsableAddr(t *testing.T) {
 		{"/ip4/127.0.0.1/tcp/4001", scopeLoopback, true},
 		{"/ip4/0.0.0.0/tcp/4001", scopeLoopback, false},
 		{"/ip4/1.2.3.4/tcp/4001/p2p/12D3KooWHHzSeKaY8xuZVzkLbKFfvNgPPeKhFBGrMbNzbm5akpqu/p2p-circuit", scopePublic, false},
-		{"/ip4/192.0.2.1/tcp/4001", scopePrivate, false}, // documentation range: unroutable
+		{"/ip4/192.0.2.1/tcp/4001", scopePrivate, false},        // documentation range: unroutable
+		{"/ip6/64:ff9b::c0a8:102/tcp/4001", scopePublic, false}, // NAT64 of 192.168.1.2
+		{"/ip6/2002:c0a8:102::1/tcp/4001", scopePublic, false},  // 6to4 of 192.168.1.2
+		{"/ip6/::ffff:192.168.1.2/tcp/4001", scopePrivate, true},
+		{"/ip4/169.254.1.2/tcp/4001", scopePrivate, false}, // another link, maybe
+		{"/ip4/169.254.1.2/tcp/4001", scopeLinkLocal, true},
+		{"/ip4/192.168.1.2/tcp/4001", scopeLinkLocal, true},
 	} {
 		a := multiaddr.StringCast(c.addr)
 		if got := usableAddr(a, c.from); got != c.want {
