@@ -24,7 +24,7 @@ import (
 // manager (hard limits: excess connections and streams are refused) and
 // connection manager (soft limits: above HighWater the least useful
 // connections are trimmed down to LowWater), and cap the connections of
-// the HTTP API (HTTPMaxConns, HTTPMaxConnsPerIP).
+// the HTTP API (HTTPMaxConns, HTTPMaxConnsPerIP, HTTPMaxConnsPerNet).
 type Limits struct {
 	// MaxMemory is the memory libp2p may reserve for connections, streams
 	// and buffers, in bytes.
@@ -57,7 +57,9 @@ type Limits struct {
 	// together, so that no mix of them runs the process out of
 	// descriptors: 4096 leaves room for a full browser budget
 	// (webrtc.Config.MaxSessions) and SSE budget (HTTPOptions.MaxStreams)
-	// at once.
+	// at once. Loopback clients have as many again of their own (the
+	// operator's CLI and probes, a reverse proxy on the machine), so that
+	// remote ones filling the cap never lock them out.
 	HTTPMaxConns int `json:"http_max_conns"`
 	// HTTPMaxConnsPerIP caps those of one IPv4 address (one IPv6 /56, as
 	// MaxConnsPerIP), so that one client cannot take them all; loopback
@@ -66,6 +68,14 @@ type Limits struct {
 	// one NAT, each with a stream and a few keep-alive connections; a
 	// reverse proxy on another machine needs more.
 	HTTPMaxConnsPerIP int `json:"http_max_conns_per_ip"`
+	// HTTPMaxConnsPerNet caps those of one network, an IPv4 /24 or IPv6
+	// /48 (netprefix.Of's groups; private addresses are capped per
+	// address only), so that one operator's block, a /48 with its 256
+	// /56s say, cannot take them all either: 4 × HTTPMaxConnsPerIP, a few
+	// households or offices of one provider's block. At least
+	// HTTPMaxConnsPerIP; a reverse proxy at a public address on another
+	// machine needs more.
+	HTTPMaxConnsPerNet int `json:"http_max_conns_per_net"`
 }
 
 // limitsJSON is Limits as JSON: durations as strings for people reading
@@ -255,9 +265,10 @@ func DefaultConfig() Config {
 			// libp2p's default, and enough for the peers of one
 			// household or small office, each with one connection;
 			// a machine with many identities gets no more.
-			MaxConnsPerIP:     8,
-			HTTPMaxConns:      4096,
-			HTTPMaxConnsPerIP: 128,
+			MaxConnsPerIP:      8,
+			HTTPMaxConns:       4096,
+			HTTPMaxConnsPerIP:  128,
+			HTTPMaxConnsPerNet: 4 * 128,
 		},
 		NAT: NATConfig{
 			Enabled:         true,
@@ -333,8 +344,9 @@ func VolunteerConfig() Config {
 		// A home peer's HTTP port is mostly its owner's: browsers
 		// elsewhere reach a volunteer through relayed signaling and
 		// then UDP. A quarter of a server's.
-		HTTPMaxConns:      1024,
-		HTTPMaxConnsPerIP: 128, // as DefaultConfig
+		HTTPMaxConns:       1024,
+		HTTPMaxConnsPerIP:  128,     // as DefaultConfig
+		HTTPMaxConnsPerNet: 4 * 128, // as DefaultConfig
 	}
 	c.NAT.MaxRelayedConns = 16
 	c.Overlay.JoinRate = 2
@@ -412,6 +424,9 @@ func (c *Config) validate() error {
 	}
 	if l.HTTPMaxConnsPerIP < 1 {
 		errs = append(errs, fmt.Errorf("Limits.HTTPMaxConnsPerIP must be >= 1, got %d", l.HTTPMaxConnsPerIP))
+	}
+	if l.HTTPMaxConnsPerNet < l.HTTPMaxConnsPerIP {
+		errs = append(errs, fmt.Errorf("Limits.HTTPMaxConnsPerNet must be >= HTTPMaxConnsPerIP (%d), got %d", l.HTTPMaxConnsPerIP, l.HTTPMaxConnsPerNet))
 	}
 	if l.ConnGracePeriod < 0 {
 		errs = append(errs, fmt.Errorf("Limits.ConnGracePeriod must be >= 0, got %v", l.ConnGracePeriod))

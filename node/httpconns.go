@@ -12,38 +12,68 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// capListener bounds the connections an HTTP server holds open: max in
-// all and perIP from one client (its netprefix.Machine: an IPv4 address or
-// IPv6 /56, the rule of Limits.MaxConnsPerIP), whatever they are doing
-// (idle keep-alive, headers still arriving within ReadHeaderTimeout, SSE
-// streams, hijacked WebSockets). Each takes a file descriptor and a
-// goroutine, and before it nothing stopped anyone who reached the port
-// from opening them until the process ran out of descriptors.
+// capListener bounds the connections an HTTP server holds open, whatever
+// they are doing (idle keep-alive, headers still arriving within
+// ReadHeaderTimeout, SSE streams, hijacked WebSockets). Each takes a file
+// descriptor and a goroutine, and before it nothing stopped anyone who
+// reached the port from opening them until the process ran out of
+// descriptors.
 //
-// A connection over either cap is accepted, answered 503 with
-// Retry-After and closed at once. Blocking Accept at the global cap
-// instead (netutil.LimitListener) would leave new connections waiting
-// unanswered in the kernel's accept queue, the operator's own requests
-// and the probes behind a flood's, until clients time out or the full
-// queue drops them; refusing keeps the queue drained and tells a client
-// when to come back, for a descriptor held a few microseconds. Refusals
-// are counted; each is also logged at debug level (off by default, where
-// a flood would write a line per connection).
+// Remote clients share Limits.HTTPMaxConns, at most HTTPMaxConnsPerIP
+// from one machine (netprefix.Machine: an IPv4 address or IPv6 /56, the
+// rule of Limits.MaxConnsPerIP) and HTTPMaxConnsPerNet from one network
+// (netprefix.Network: a /24 or /48), so that one operator's block of
+// addresses, a /48 tunnel's 256 /56s say, cannot take them all; private
+// addresses have no network cap, only the machine's (a LAN's clients all
+// share one prefix). Loopback clients (the operator's CLI and probes, a
+// reverse proxy on the machine, devnets, load generators) have a pool of
+// HTTPMaxConns of their own, not capped per address, as libp2p's resource
+// manager exempts loopback from Limits.MaxConnsPerIP: a remote flood
+// filling the remote pool never locks them out, and a local reverse proxy,
+// through which every remote client then comes, gets as many as they
+// would. The process holds at most twice HTTPMaxConns connections, half
+// of them only from the machine itself (or from pages in its browser,
+// which a browser limits to a few hundred sockets).
+//
+// A connection over a cap is accepted, answered 503 with Retry-After and
+// closed at once. Blocking Accept at the global cap instead
+// (netutil.LimitListener) would leave new connections waiting unanswered
+// in the kernel's accept queue, the operator's own requests and the
+// probes behind a flood's, until clients time out or the full queue drops
+// them; refusing keeps the queue drained and tells a client when to come
+// back, for a descriptor held a few microseconds. Refusals are counted by
+// reason; each is also logged at debug level (off by default, where a
+// flood would write a line per connection).
 type capListener struct {
 	net.Listener
-	slots *slots.Keyed[netip.Prefix]
-	max   int
-	// exempt says which clients perIP does not apply to: loopback in
-	// production (a reverse proxy on the machine, devnets, load
-	// generators), as libp2p's resource manager exempts it from
-	// Limits.MaxConnsPerIP. They count against max all the same.
-	exempt  func(netip.Addr) bool
-	refused *prometheus.CounterVec // by reason: total, per_ip
-	log     *slog.Logger
+	remote   *slots.Keyed[netip.Prefix] // keyed by machine and network
+	loopback *slots.Keyed[netip.Prefix] // not keyed
+	limits   Limits
+	// local says which clients take the loopback pool, and grouped which
+	// others are capped per network too: loopback, and public addresses,
+	// in production; tests from 127.0.0.0/8 set their own.
+	local, grouped func(netip.Addr) bool
+	refused        *prometheus.CounterVec // by reason: total, per_ip, per_net, loopback
+	log            *slog.Logger
 }
 
-func newCapListener(ln net.Listener, max, perIP int, exempt func(netip.Addr) bool, refused *prometheus.CounterVec, log *slog.Logger) *capListener {
-	return &capListener{Listener: ln, slots: slots.New[netip.Prefix](max, perIP), max: max, exempt: exempt, refused: refused, log: log}
+func newCapListener(ln net.Listener, l Limits, refused *prometheus.CounterVec, log *slog.Logger) *capListener {
+	perKey := func(p netip.Prefix) int {
+		if p.Bits() == netprefix.MachineBits4 || p.Bits() == netprefix.MachineBits6 {
+			return l.HTTPMaxConnsPerIP
+		}
+		return l.HTTPMaxConnsPerNet
+	}
+	return &capListener{
+		Listener: ln,
+		remote:   slots.NewPerKey(l.HTTPMaxConns, perKey),
+		loopback: slots.New[netip.Prefix](l.HTTPMaxConns, 0),
+		limits:   l,
+		local:    netip.Addr.IsLoopback,
+		grouped:  func(a netip.Addr) bool { return !netprefix.Exempt(a.AsSlice()) },
+		refused:  refused,
+		log:      log,
+	}
 }
 
 // Accept returns the next connection there is a slot for, refusing the
@@ -55,26 +85,51 @@ func (l *capListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if release, ok := l.slots.Take(l.keys(c.RemoteAddr())...); ok {
+		pool, keys := l.pool(c.RemoteAddr())
+		if release, ok := pool.Take(keys...); ok {
 			return &slotConn{Conn: c, release: release}, nil
 		}
-		reason := "total"
-		if total, _ := l.slots.InUse(netip.Prefix{}); total < l.max {
-			reason = "per_ip"
-		}
-		l.refuse(c, reason)
+		l.refuse(c, l.reason(pool, keys))
 	}
 }
 
-// keys are the slots' keys of a client at remote: its machine, or
-// none if it is exempt (or, which a TCP listener never gives, not at an
-// IP address), to be counted in all only.
-func (l *capListener) keys(remote net.Addr) []netip.Prefix {
+// pool is the pool of a client at remote and its keys there: the
+// loopback pool and none, or the remote pool and its machine, then its
+// network unless it has none (or none at all if, which a TCP listener
+// never gives, it is not at an IP address).
+func (l *capListener) pool(remote net.Addr) (*slots.Keyed[netip.Prefix], []netip.Prefix) {
 	ap, err := netip.ParseAddrPort(remote.String())
-	if err != nil || l.exempt(ap.Addr().Unmap()) {
-		return nil
+	if err != nil {
+		return l.remote, nil
 	}
-	return []netip.Prefix{netprefix.Machine(ap.Addr())}
+	a := ap.Addr().Unmap()
+	switch {
+	case l.local(a):
+		return l.loopback, nil
+	case l.grouped(a):
+		return l.remote, []netip.Prefix{netprefix.Machine(a), netprefix.Network(a)}
+	}
+	return l.remote, []netip.Prefix{netprefix.Machine(a)}
+}
+
+// reason is why pool refused a connection of keys: which of its caps
+// was full, read just after the refusal (a connection closing in
+// between may blur it).
+func (l *capListener) reason(pool *slots.Keyed[netip.Prefix], keys []netip.Prefix) string {
+	if pool == l.loopback {
+		return "loopback"
+	}
+	var k netip.Prefix
+	if len(keys) > 0 {
+		k = keys[0]
+	}
+	switch total, ofMachine := pool.InUse(k); {
+	case total >= l.limits.HTTPMaxConns || len(keys) == 0:
+		return "total"
+	case ofMachine >= l.limits.HTTPMaxConnsPerIP:
+		return "per_ip"
+	}
+	return "per_net"
 }
 
 // refuse answers c 503 and closes it. The write goes to a fresh socket's
@@ -90,8 +145,10 @@ func (l *capListener) refuse(c net.Conn, reason string) {
 // connsRefusedResponse is what a refused connection is sent, by reason,
 // before its request is read: the API's JSON error, to come back later.
 var connsRefusedResponse = map[string][]byte{
-	"total":  refusedResponse("too many open connections to this server"),
-	"per_ip": refusedResponse("too many open connections from your address"),
+	"total":    refusedResponse("too many open connections to this server"),
+	"per_ip":   refusedResponse("too many open connections from your address"),
+	"per_net":  refusedResponse("too many open connections from your network"),
+	"loopback": refusedResponse("too many open connections to this server"),
 }
 
 func refusedResponse(msg string) []byte {

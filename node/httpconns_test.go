@@ -18,50 +18,63 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-// TestHTTPConnKeys: a client is counted under its IPv4 address (an IPv4
-// address in IPv6 form too) or its IPv6 /56, as Limits.MaxConnsPerIP
-// counts libp2p connections; loopback, in any form, under none (in all
-// only), while private addresses are limited like any other.
+// TestHTTPConnKeys: a remote client is counted under its IPv4 address (an
+// IPv4 address in IPv6 form too) or its IPv6 /56, and under its /24 or
+// /48 unless its address is private, which is limited per address only;
+// loopback, in any form, takes the loopback pool, under no key. So the
+// /56s of one /48 share its network's cap.
 func TestHTTPConnKeys(t *testing.T) {
-	l := newCapListener(nil, 1, 1, netip.Addr.IsLoopback, nil, nil)
+	l := newCapListener(nil, Limits{HTTPMaxConns: 1, HTTPMaxConnsPerIP: 1, HTTPMaxConnsPerNet: 1}, nil, nil)
 	for _, tc := range []struct{ remote, want string }{
-		{"203.0.113.7:4000", "203.0.113.7/32"},
-		{"[::ffff:203.0.113.7]:4000", "203.0.113.7/32"},
+		{"203.0.113.7:4000", "203.0.113.7/32 203.0.113.0/24"},
+		{"[::ffff:203.0.113.7]:4000", "203.0.113.7/32 203.0.113.0/24"},
 		{"10.1.2.3:80", "10.1.2.3/32"},
-		{"[2001:db8:1:2ff::1]:443", "2001:db8:1:200::/56"},
-		{"[2001:db8:1:2aa:5::9]:443", "2001:db8:1:200::/56"},
-		{"[2001:db8:1:300::1]:443", "2001:db8:1:300::/56"},
-		{"127.0.0.1:9", ""},
-		{"127.3.4.5:9", ""},
-		{"[::1]:9", ""},
-		{"[::ffff:127.0.0.1]:9", ""},
+		{"192.168.1.20:80", "192.168.1.20/32"},
+		{"[2001:db8:1:2ff::1]:443", "2001:db8:1:200::/56 2001:db8:1::/48"},
+		{"[2001:db8:1:2aa:5::9]:443", "2001:db8:1:200::/56 2001:db8:1::/48"},
+		{"[2001:db8:1:300::1]:443", "2001:db8:1:300::/56 2001:db8:1::/48"},
+		{"[fd00:1:2:3::1]:443", "fd00:1:2::/56"},
+		{"127.0.0.1:9", "loopback"},
+		{"127.3.4.5:9", "loopback"},
+		{"[::1]:9", "loopback"},
+		{"[::ffff:127.0.0.1]:9", "loopback"},
 	} {
 		addr, err := net.ResolveTCPAddr("tcp", tc.remote)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := ""
-		if keys := l.keys(addr); len(keys) == 1 {
-			got = keys[0].String()
-		} else if len(keys) > 1 {
-			t.Fatalf("%s: keys %v", tc.remote, keys)
+		pool, keys := l.pool(addr)
+		var got []string
+		for _, k := range keys {
+			got = append(got, k.String())
 		}
-		if got != tc.want {
-			t.Errorf("%s: counted under %q, want %q", tc.remote, got, tc.want)
+		switch {
+		case pool == l.loopback && len(keys) == 0:
+			got = []string{"loopback"}
+		case pool == l.loopback:
+			t.Errorf("%s: loopback pool with keys %v", tc.remote, keys)
+		}
+		if g := strings.Join(got, " "); g != tc.want {
+			t.Errorf("%s: counted under %q, want %q", tc.remote, g, tc.want)
 		}
 	}
 }
 
-// TestHTTPConnCaps: the HTTP server holds at most max connections and
-// perIP from one client address. Over either, a connection is answered
-// 503 with Retry-After and closed, counted by reason, while other clients
-// are served; an exempt address (here 127.0.0.1; other loopback addresses
-// stand for clients elsewhere) is counted in all only. A slot comes back
-// when its connection closes: hijacked (a WebSocket) and closed twice by
-// its handler, or closed by net/http when the client goes. Before, the
-// server took every connection it was offered.
+// TestHTTPConnCaps: the HTTP server holds at most HTTPMaxConns connections
+// from other machines, HTTPMaxConnsPerIP from one client address and
+// HTTPMaxConnsPerNet from one network, and as many again from loopback.
+// Over a cap, a connection is answered 503 with Retry-After and closed,
+// counted by reason, while other clients are served. Here 127.0.0.1
+// stands for loopback and other addresses of 127.0.0.0/8 for clients
+// elsewhere, their /24s for networks. Remote clients filling every slot
+// no longer refuse loopback (the operator's own requests, a reverse
+// proxy on the machine), and the machines of one network, each within
+// its own cap (the /56s of a /48), no longer take every slot. A slot
+// comes back when its connection closes: hijacked (a WebSocket) and
+// closed twice by its handler, or closed by net/http when the client
+// goes. Before, the server took every connection it was offered.
 func TestHTTPConnCaps(t *testing.T) {
-	const max, perIP = 6, 2
+	const max, perIP, perNet = 6, 2, 3
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	hijacked := make(chan net.Conn, 1)
 	mux := http.NewServeMux()
@@ -79,8 +92,10 @@ func TestHTTPConnCaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	refused := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "refused"}, []string{"reason"})
+	capped := newCapListener(inner, Limits{HTTPMaxConns: max, HTTPMaxConnsPerIP: perIP, HTTPMaxConnsPerNet: perNet}, refused, quiet)
 	self := netip.MustParseAddr("127.0.0.1")
-	capped := newCapListener(inner, max, perIP, func(a netip.Addr) bool { return a == self }, refused, quiet)
+	capped.local = func(a netip.Addr) bool { return a == self }
+	capped.grouped = func(netip.Addr) bool { return true }
 	closed := make(chan struct{}, 4*max)
 	srv := serveHTTP(closeSignal{capped, closed}, mux, quiet)
 	defer srv.Close()
@@ -126,29 +141,31 @@ func TestHTTPConnCaps(t *testing.T) {
 			t.Fatalf("refused connection from %v: read %v after the 503, want EOF", c.LocalAddr(), err)
 		}
 	}
-	inUse := func(from string) (total, ofClient int) {
-		return capped.slots.InUse(netprefix.Machine(netip.MustParseAddr(from)))
-	}
 
+	// One machine, then its network.
 	a1, a2 := dial("127.0.0.2"), dial("127.0.0.2")
 	served(a1)
 	served(a2)
 	refusedWith(dial("127.0.0.2"), "from your address")
-	served(dial("127.0.0.3")) // another address beside it
+	b := dial("127.0.0.3") // another machine of the network
+	served(b)
+	refusedWith(dial("127.0.0.4"), "from your network") // a third, the network full
+	for _, from := range []string{"127.0.1.2", "127.0.1.2", "127.0.1.3"} {
+		served(dial(from)) // another network beside it
+	}
+	refusedWith(dial("127.0.2.2"), "to this server") // every remote slot taken
+	// Loopback has its pool, as large, not capped per address.
 	var own []net.Conn
-	for range perIP + 1 { // the exempt address, beyond perIP
+	for range max {
 		c := dial("127.0.0.1")
 		served(c)
 		own = append(own, c)
 	}
-	refusedWith(dial("127.0.0.3"), "to this server") // max reached
-	count := func(reason string) float64 {
-		var m dto.Metric
-		_ = refused.WithLabelValues(reason).Write(&m)
-		return m.GetCounter().GetValue()
-	}
-	if p, all := count("per_ip"), count("total"); p != 1 || all != 1 {
-		t.Errorf("refusals counted: per_ip %v, total %v; want 1 and 1", p, all)
+	refusedWith(dial("127.0.0.1"), "to this server")
+	for _, reason := range []string{"per_ip", "per_net", "total", "loopback"} {
+		if got := refusals(refused, reason); got != 1 {
+			t.Errorf("refusals counted with reason %s: %v, want 1", reason, got)
+		}
 	}
 
 	// A hijacked connection's slot comes back when its handler closes it,
@@ -158,23 +175,34 @@ func TestHTTPConnCaps(t *testing.T) {
 	h.Close()
 	h.Close()
 	<-closed
-	if total, of := inUse("127.0.0.2"); total != max-1 || of != 1 {
+	if total, of := capped.remote.InUse(netprefix.Machine(netip.MustParseAddr("127.0.0.2"))); total != max-1 || of != 1 {
 		t.Fatalf("after a hijacked connection closed twice: %d in use, %d of its address; want %d and 1", total, of, max-1)
 	}
 	served(dial("127.0.0.2"))
 
-	// So does a connection its client closed, once net/http has seen it.
+	// So does a connection its client closed, once net/http has seen it:
+	// to its network and pool.
+	b.Close()
+	<-closed
+	if _, of := capped.remote.InUse(netprefix.Network(netip.MustParseAddr("127.0.0.3"))); of != perNet-1 {
+		t.Fatalf("after a connection closed: its network holds %d, want %d", of, perNet-1)
+	}
+	served(dial("127.0.0.4"))
 	own[0].Close()
 	<-closed
-	served(dial("127.0.0.3"))
-	if total, _ := inUse("127.0.0.1"); total != max {
-		t.Errorf("%d connections in use, want %d", total, max)
+	served(dial("127.0.0.1"))
+	if remote, _ := capped.remote.InUse(netip.Prefix{}); remote != max {
+		t.Errorf("%d remote connections in use, want %d", remote, max)
+	}
+	if local, _ := capped.loopback.InUse(netip.Prefix{}); local != max {
+		t.Errorf("%d loopback connections in use, want %d", local, max)
 	}
 }
 
 // TestStartHTTPConnCap: a node's HTTP API takes Limits.HTTPMaxConns
-// connections, loopback ones beyond HTTPMaxConnsPerIP, and refuses the
-// next, counted in immense_http_conns_refused_total.
+// loopback connections, beyond HTTPMaxConnsPerIP, in the loopback pool,
+// and refuses the next, counted in
+// immense_http_conns_refused_total{reason="loopback"}.
 func TestStartHTTPConnCap(t *testing.T) {
 	nd := loneNode(t, func(c *Config) { c.Limits.HTTPMaxConns, c.Limits.HTTPMaxConnsPerIP = 3, 1 })
 	srv, err := nd.StartHTTP("127.0.0.1:0", HTTPOptions{})
@@ -207,9 +235,16 @@ func TestStartHTTPConnCap(t *testing.T) {
 	if resp, err := get(false); err != nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("connection 4 of 3: %v %v, want 503 with Retry-After", resp, err)
 	}
-	if got := metricSum(t, nd, "immense_http_conns_refused_total"); got != 1 {
-		t.Errorf("immense_http_conns_refused_total %v, want 1", got)
+	if all, got := metricSum(t, nd, "immense_http_conns_refused_total"), refusals(nd.httpConnsRefused, "loopback"); all != 1 || got != 1 {
+		t.Errorf("immense_http_conns_refused_total %v, with reason loopback %v; want 1 and 1", all, got)
 	}
+}
+
+// refusals is the count of refused connections with reason.
+func refusals(refused *prometheus.CounterVec, reason string) float64 {
+	var m dto.Metric
+	_ = refused.WithLabelValues(reason).Write(&m)
+	return m.GetCounter().GetValue()
 }
 
 // closeSignal passes its listener's connections on, each sending on

@@ -65,15 +65,16 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 	for want, mutate := range map[string]func(*Config){
-		"DataDir":                func(c *Config) { c.DataDir = "" },
-		"ListenAddrs":            func(c *Config) { c.ListenAddrs = []string{"/ip4/1.2.3.4/tcp/notaport"} },
-		"must end in":            func(c *Config) { c.Bootstrap = []string{"/ip4/1.2.3.4/tcp/4001"} },
-		"MaxMemory":              func(c *Config) { c.Limits.MaxMemory = 1 },
-		"ConnHighWater":          func(c *Config) { c.Limits.ConnHighWater = c.Limits.ConnLowWater },
-		"MaxInbound":             func(c *Config) { c.Limits.MaxInboundConns = c.Limits.MaxConns + 1 },
-		"HTTPMaxConns must":      func(c *Config) { c.Limits.HTTPMaxConns = 0 },
-		"HTTPMaxConnsPerIP must": func(c *Config) { c.Limits.HTTPMaxConnsPerIP = -1 },
-		"MaxMessageSize":         func(c *Config) { c.Overlay.MaxMessageSize = 0 },
+		"DataDir":                 func(c *Config) { c.DataDir = "" },
+		"ListenAddrs":             func(c *Config) { c.ListenAddrs = []string{"/ip4/1.2.3.4/tcp/notaport"} },
+		"must end in":             func(c *Config) { c.Bootstrap = []string{"/ip4/1.2.3.4/tcp/4001"} },
+		"MaxMemory":               func(c *Config) { c.Limits.MaxMemory = 1 },
+		"ConnHighWater":           func(c *Config) { c.Limits.ConnHighWater = c.Limits.ConnLowWater },
+		"MaxInbound":              func(c *Config) { c.Limits.MaxInboundConns = c.Limits.MaxConns + 1 },
+		"HTTPMaxConns must":       func(c *Config) { c.Limits.HTTPMaxConns = 0 },
+		"HTTPMaxConnsPerIP must":  func(c *Config) { c.Limits.HTTPMaxConnsPerIP = -1 },
+		"HTTPMaxConnsPerNet must": func(c *Config) { c.Limits.HTTPMaxConnsPerNet = c.Limits.HTTPMaxConnsPerIP - 1 },
+		"MaxMessageSize":          func(c *Config) { c.Overlay.MaxMessageSize = 0 },
 	} {
 		c := DefaultConfig()
 		c.DataDir = t.TempDir()

@@ -51,7 +51,8 @@ type Node struct {
 	durable      *durableHistory // nil without Config.DurableHistory.Topics, State or AppKeyFile
 
 	// httpConnsRefused counts the HTTP connections StartHTTP's servers
-	// refused over Limits.HTTPMaxConns and HTTPMaxConnsPerIP, by reason.
+	// refused over Limits.HTTPMaxConns, HTTPMaxConnsPerIP and
+	// HTTPMaxConnsPerNet, by reason.
 	httpConnsRefused *prometheus.CounterVec
 }
 
@@ -220,7 +221,7 @@ func (n *Node) registerMetrics() error {
 		}
 	}
 	n.httpConnsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "immense", Subsystem: "http", Name: "conns_refused_total",
-		Help: "HTTP connections refused at once (503) because the server held Limits.HTTPMaxConns (reason total) or the client's address HTTPMaxConnsPerIP (per_ip)."},
+		Help: "HTTP connections refused at once (503) because the server held Limits.HTTPMaxConns from other machines (reason total) or from loopback (loopback), the client's address HTTPMaxConnsPerIP (per_ip) or its network HTTPMaxConnsPerNet (per_net)."},
 		[]string{"reason"})
 	for _, c := range []prometheus.Collector{
 		n.httpConnsRefused,

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"time"
 )
 
@@ -21,17 +20,18 @@ type HTTPServer struct {
 
 // StartHTTP listens on addr (host:port; port 0 picks a free one) and
 // serves n.Handler(opts) in the background, holding at most
-// Limits.HTTPMaxConns connections open, Limits.HTTPMaxConnsPerIP of them
-// from one client address but loopback (httpconns.go). Streams in flight
-// (SSE) see their request context cancelled when the server closes.
+// Limits.HTTPMaxConns connections open from other machines,
+// HTTPMaxConnsPerIP of them from one address and HTTPMaxConnsPerNet from
+// one public network, and as many again from loopback (httpconns.go).
+// Streams in flight (SSE) see their request context cancelled when the
+// server closes.
 func (n *Node) StartHTTP(addr string, opts HTTPOptions) (*HTTPServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	log := n.plog.With("component", "node.http")
-	l := n.cfg.Limits
-	capped := newCapListener(ln, l.HTTPMaxConns, l.HTTPMaxConnsPerIP, netip.Addr.IsLoopback, n.httpConnsRefused, log)
+	capped := newCapListener(ln, n.cfg.Limits, n.httpConnsRefused, log)
 	return serveHTTP(capped, n.Handler(opts), log), nil
 }
 

@@ -26,14 +26,19 @@ func Exempt(ip net.IP) bool {
 // Of returns ip's group, "a.b.c.0/24" or "x:y:z::/48", or "" when ip is
 // exempt.
 func Of(ip net.IP) string {
-	if Exempt(ip) {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok || Exempt(ip) {
 		return ""
 	}
-	if v4 := ip.To4(); v4 != nil {
-		return v4.Mask(net.CIDRMask(24, 32)).String() + "/24"
-	}
-	return ip.Mask(net.CIDRMask(48, 128)).String() + "/48"
+	return Network(a).String()
 }
+
+// The prefix lengths of one network, Of's groups: the blocks one operator
+// typically gets.
+const (
+	NetworkBits4 = 24
+	NetworkBits6 = 48
+)
 
 // The prefix lengths of one machine's addresses: an IPv4 address, or the
 // IPv6 /56 an ISP commonly gives one customer. node's connections per IP
@@ -57,10 +62,21 @@ func MachineOf(ip net.IP) string {
 // exempt less than Exempt does (the HTTP API's connections per address
 // cap private addresses: a reverse proxy's clients all come from one).
 func Machine(a netip.Addr) netip.Prefix {
+	return prefix(a, MachineBits4, MachineBits6)
+}
+
+// Network returns the prefix of a's network, Of's group, exempt or not:
+// the caller decides which addresses it exempts, as with Machine.
+func Network(a netip.Addr) netip.Prefix {
+	return prefix(a, NetworkBits4, NetworkBits6)
+}
+
+func prefix(a netip.Addr, bits4, bits6 int) netip.Prefix {
+	bits := bits6
 	if a = a.Unmap(); a.Is4() {
-		return netip.PrefixFrom(a, MachineBits4)
+		bits = bits4
 	}
-	p, _ := a.Prefix(MachineBits6)
+	p, _ := a.Prefix(bits)
 	return p
 }
 

@@ -2,6 +2,7 @@ package netprefix
 
 import (
 	"net"
+	"net/netip"
 	"testing"
 
 	ma "github.com/multiformats/go-multiaddr"
@@ -38,6 +39,16 @@ func TestOf(t *testing.T) {
 	} {
 		if got := MachineOf(net.ParseIP(tc.ip)); got != tc.want {
 			t.Errorf("MachineOf(%s): %q, want %q", tc.ip, got, tc.want)
+		}
+	}
+	for _, tc := range []struct{ ip, want string }{
+		{"1.2.3.4", "1.2.3.0/24"},
+		{"::ffff:1.2.3.4", "1.2.3.0/24"},
+		{"2001:db8:1:2ff::1", "2001:db8:1::/48"},
+		{"10.1.2.3", "10.1.2.0/24"}, // exempt from Of, not from Network
+	} {
+		if got := Network(netip.MustParseAddr(tc.ip)).String(); got != tc.want {
+			t.Errorf("Network(%s): %q, want %q", tc.ip, got, tc.want)
 		}
 	}
 	if !Exempt(net.IPv4zero) || Exempt(net.ParseIP("8.8.8.8")) {

@@ -120,6 +120,9 @@ func Load(fs *flag.FlagSet, args []string, limits *node.Limits, getenv func(stri
 				}
 			}
 		}
+		if given["http-max-conns-per-ip"] && !given["http-max-conns-per-net"] {
+			src["http-max-conns-per-net"] = "preset, fitted to --http-max-conns-per-ip"
+		}
 	}
 	return src, nil
 }

@@ -163,6 +163,32 @@ func TestMaxConnsFits(t *testing.T) {
 	}
 }
 
+// TestHTTPConnsPerNetFits: --http-max-conns-per-ip above the preset's
+// --http-max-conns-per-net raises it (a reverse proxy at a public address
+// on another machine needed only the first before there was a cap per
+// network), unless it is given too.
+func TestHTTPConnsPerNetFits(t *testing.T) {
+	for _, tc := range []struct {
+		args          []string
+		perIP, perNet int
+	}{
+		{nil, 128, 512},
+		{[]string{"--http-max-conns-per-ip", "2000"}, 2000, 2000},
+		{[]string{"--http-max-conns-per-ip", "64"}, 64, 512},
+		{[]string{"--http-max-conns-per-net", "1000"}, 128, 1000},
+		// Given both, kept for validation to refuse.
+		{[]string{"--http-max-conns-per-net", "100", "--http-max-conns-per-ip", "2000"}, 2000, 100},
+	} {
+		c := presets()["default"]()
+		if err := parse(t, &c, tc.args...); err != nil {
+			t.Fatalf("%q: %v", tc.args, err)
+		}
+		if l := c.Limits; l.HTTPMaxConnsPerIP != tc.perIP || l.HTTPMaxConnsPerNet != tc.perNet {
+			t.Errorf("%q: per IP %d, per net %d; want %d and %d", tc.args, l.HTTPMaxConnsPerIP, l.HTTPMaxConnsPerNet, tc.perIP, tc.perNet)
+		}
+	}
+}
+
 // TestTableFollowsThePreset: storage and browser flags exist only where
 // the preset has the part to set, and the topic flags only on peers: a
 // bootstrap node joins no topic, so its --help should not offer

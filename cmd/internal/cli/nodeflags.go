@@ -26,8 +26,9 @@ func NodeFlags(c *node.Config) []Flag {
 		{"max-conns", "hard cap on connections; lowers the inbound cap and --conn-high/--conn-low to fit unless they are given too", Int(&c.Limits.MaxConns)},
 		{"max-inbound-conns", "hard cap on inbound connections", Int(&c.Limits.MaxInboundConns)},
 		{"max-conns-per-ip", "connections from one IPv4 address or IPv6 /56 (loopback is not limited): bounds what one machine with many identities can open", Int(&c.Limits.MaxConnsPerIP)},
-		{"http-max-conns", "connections the HTTP API (--http) holds open at once: WebSockets, SSE streams, keep-alive and half-sent requests; further ones get 503 and are closed", Int(&c.Limits.HTTPMaxConns)},
-		{"http-max-conns-per-ip", "HTTP API connections from one IP address (IPv6: one /56; loopback is not limited); raise it behind a reverse proxy on another machine, whose address every client shares", Int(&c.Limits.HTTPMaxConnsPerIP)},
+		{"http-max-conns", "connections the HTTP API (--http) holds open at once from other machines: WebSockets, SSE streams, keep-alive and half-sent requests; further ones get 503 and are closed (loopback has as many again of its own)", Int(&c.Limits.HTTPMaxConns)},
+		{"http-max-conns-per-ip", "HTTP API connections from one IP address (IPv6: one /56; loopback is not limited); raise it behind a reverse proxy on another machine, whose address every client shares; raises --http-max-conns-per-net to fit unless that is given too", Int(&c.Limits.HTTPMaxConnsPerIP)},
+		{"http-max-conns-per-net", "HTTP API connections from one public network (IPv4 /24, IPv6 /48; private addresses are limited per address only), at least --http-max-conns-per-ip", Int(&c.Limits.HTTPMaxConnsPerNet)},
 		{"conn-low", "connection manager low water mark", Int(&c.Limits.ConnLowWater)},
 		{"conn-high", "connection manager high water mark; joins through this node are refused above it", Int(&c.Limits.ConnHighWater)},
 		{"max-memory", "memory libp2p may use, e.g. 512MiB", Size(&c.Limits.MaxMemory)},
@@ -122,7 +123,14 @@ func overlayBudgetFlags(o *overlay.Config) []Flag {
 // mark), unless they were given on the command line too, in which case
 // they are kept and validated as given. Without it, --max-conns below a
 // preset's inbound cap or high water mark could never pass validation.
+// Likewise --http-max-conns-per-ip above the preset's
+// --http-max-conns-per-net raises it to fit, so that raising the first
+// for a reverse proxy on another machine is enough, as it was before
+// there was a cap per network.
 func fitConns(l *node.Limits, given map[string]bool) {
+	if given["http-max-conns-per-ip"] && !given["http-max-conns-per-net"] {
+		l.HTTPMaxConnsPerNet = max(l.HTTPMaxConnsPerNet, l.HTTPMaxConnsPerIP)
+	}
 	if !given["max-conns"] {
 		return
 	}
