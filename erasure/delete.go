@@ -63,7 +63,7 @@ func (s *Service) delete(ctx context.Context, key string) error {
 	if err := s.tracked.recordDelete(key, ts.Version, rec, now); err != nil {
 		return fmt.Errorf("record delete: %w", err)
 	}
-	if err := s.putOwn(ctx, obj, dhtKey, rec); err != nil {
+	if err := s.putOwn(ctx, obj, dhtKey, ts.Version, rec); err != nil {
 		// Told it failed, the caller must not find the delete carried out
 		// later by the tombstone republisher: undo it, keeping the floor.
 		if uerr := s.tracked.update(key, func(e *keyEntry) {

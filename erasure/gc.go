@@ -56,6 +56,7 @@ func (s *Service) CollectGarbage(ctx context.Context) (removed int, freed int64,
 	handed := map[string]handoff{}
 	now := s.cfg.Now()
 	self := s.h.ID()
+	ahead := map[string]bool{} // objects with a shard newer than their manifest
 	keep := func(ctx context.Context, info ShardInfo) (bool, error) {
 		if now.Sub(info.Stored) < s.cfg.GCMinAge {
 			return true, nil
@@ -81,9 +82,12 @@ func (s *Service) CollectGarbage(ctx context.Context) (removed int, freed int64,
 			// Newer than the manifest: the DHT lost the record that
 			// places it, and an older one came back (put back by a writer
 			// that had not seen the newer, or replayed). Kept as a shard
-			// whose manifest is missing would be, for its writer to put
-			// its record back; a Put that failed leaves these too.
-			return now.Sub(info.Stored) < s.cfg.GCMissingGrace, nil
+			// whose manifest is missing would be, counted from the first
+			// pass that saw the object so, for its writer to put its
+			// record back; a Put that failed leaves these too.
+			ahead[dhtKey] = true
+			since, seen := s.ahead.setFirst(dhtKey, now)
+			return !seen || now.Sub(since) < s.cfg.GCMissingGrace, nil
 		}
 		if l.m.Tombstone {
 			return false, nil
@@ -120,6 +124,9 @@ func (s *Service) CollectGarbage(ctx context.Context) (removed int, freed int64,
 		}
 	}
 	s.missing.retain(func(k string) bool { return named[k] })
+	if err == nil {
+		s.ahead.retain(func(k string) bool { return ahead[k] })
+	}
 	s.placed.retain(func(k string) bool { return named[k] })
 	s.metrics.gc(removed)
 	if removed > 0 {

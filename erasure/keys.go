@@ -200,21 +200,29 @@ func (l *keyList) add(key string) (bool, error) {
 }
 
 // recordPut records key as tracked and live at version (at least), before
-// its manifest is published, and reports whether the key was not tracked
-// before. If the file cannot be written the list is left as it was.
-func (l *keyList) recordPut(key string, version uint64) (bool, error) {
+// its manifest is published, and returns what undoes it if the
+// publication fails: the entry as it was (tracked or not, a tombstone and
+// its deletion time), its version floor kept. If the file cannot be
+// written the list is left as it was.
+func (l *keyList) recordPut(key string, version uint64) (undo func() error, err error) {
 	l.mu.Lock()
-	e := l.keys[key]
-	added := e == nil || !e.Tracked
+	var was keyEntry
+	if e := l.keys[key]; e != nil {
+		was = *e
+	}
 	l.mu.Unlock()
-	err := l.update(key, func(e *keyEntry) {
+	err = l.update(key, func(e *keyEntry) {
 		e.Tracked, e.Version = true, max(e.Version, version)
 		e.Deleted, e.Tombstone = nil, nil
 	})
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	return added, nil
+	return func() error {
+		return l.update(key, func(e *keyEntry) {
+			e.Tracked, e.Deleted, e.Tombstone = was.Tracked, was.Deleted, was.Tombstone
+		})
+	}, nil
 }
 
 // recordDelete records that key was deleted at time at with the signed
@@ -264,14 +272,15 @@ func (l *keyList) keeps(obj ObjectID) bool {
 }
 
 // tombstoneOf returns the signed tombstone the list keeps of the key of
-// obj, nil if none.
-func (l *keyList) tombstoneOf(obj ObjectID) []byte {
+// obj, nil if none, and the key's version floor (at least the
+// tombstone's version).
+func (l *keyList) tombstoneOf(obj ObjectID) (uint64, []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if e := l.keys[l.byObj[obj]]; e != nil {
-		return e.Tombstone
+	if e := l.keys[l.byObj[obj]]; e != nil && e.Tombstone != nil {
+		return e.Version, e.Tombstone
 	}
-	return nil
+	return 0, nil
 }
 
 // isTracked reports whether the service repairs key.

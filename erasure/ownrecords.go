@@ -31,38 +31,101 @@ import (
 // (bestKept). A file is named by the object id (hex); files of keys the
 // list no longer keeps go at start and after each GC pass (sweep).
 type ownRecords struct {
-	dir string     // "" keeps none
-	mu  sync.Mutex // orders writes and sweeps, so a sweep never removes a write in progress
+	dir string // "" keeps none
+	// mu orders writes and sweeps (a sweep never removes a write in
+	// progress) and guards versions: the version kept of each object
+	// looked at since start (0: none kept), so that a lookup of a kept
+	// record reads and verifies the file only when it may be newer than
+	// what the caller has.
+	mu       sync.Mutex
+	versions map[ObjectID]uint64
+}
+
+func newOwnRecords(dir string) *ownRecords {
+	return &ownRecords{dir: dir, versions: map[ObjectID]uint64{}}
 }
 
 func (r *ownRecords) path(obj ObjectID) string {
 	return filepath.Join(r.dir, obj.String()+".rec")
 }
 
-// save keeps rec as the record of obj.
-func (r *ownRecords) save(obj ObjectID, rec []byte) error {
+// save keeps rec, version v of obj, unless a newer version is kept
+// (refused with an error) or the same one (nothing to do).
+func (r *ownRecords) save(obj ObjectID, v uint64, rec []byte) error {
 	if r.dir == "" {
 		return nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return durable.WriteFile(r.path(obj), rec, 0o600)
+	kept, err := r.versionLocked(obj)
+	switch {
+	case err != nil:
+		return err
+	case kept > v:
+		return fmt.Errorf("version %d of %s is kept, newer than %d", kept, obj, v)
+	case kept == v:
+		return nil
+	}
+	if err := durable.WriteFile(r.path(obj), rec, 0o600); err != nil {
+		return err
+	}
+	r.versions[obj] = v
+	return nil
 }
 
-// restore puts back prev as the record of obj, or none if prev is nil.
-func (r *ownRecords) restore(obj ObjectID, prev []byte) error {
-	if prev != nil {
-		return r.save(obj, prev)
-	}
+// restore puts back prev, version v of obj, whatever is kept now (a
+// publication that failed), or removes the record if prev is nil.
+func (r *ownRecords) restore(obj ObjectID, v uint64, prev []byte) error {
 	if r.dir == "" {
 		return nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	delete(r.versions, obj)
+	if prev != nil {
+		if err := durable.WriteFile(r.path(obj), prev, 0o600); err != nil {
+			return err
+		}
+		r.versions[obj] = v
+		return nil
+	}
 	if err := os.Remove(r.path(obj)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
+	r.versions[obj] = 0
 	return nil
+}
+
+// version returns the version kept of obj, 0 if none.
+func (r *ownRecords) version(obj ObjectID) (uint64, error) {
+	if r.dir == "" {
+		return 0, nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.versionLocked(obj)
+}
+
+func (r *ownRecords) versionLocked(obj ObjectID) (uint64, error) {
+	if v, ok := r.versions[obj]; ok {
+		return v, nil
+	}
+	b, err := r.load(obj)
+	if err != nil || b == nil {
+		if err == nil {
+			r.versions[obj] = 0
+		}
+		return 0, err
+	}
+	m, err := ParseManifest(b)
+	if err == nil && m.Object != obj {
+		err = fmt.Errorf("%w: of object %s", ErrInvalidManifest, m.Object)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("kept record of %s: %w", obj, err)
+	}
+	r.versions[obj] = m.Version
+	return m.Version, nil
 }
 
 // load returns the record kept of obj, nil if none.
@@ -109,6 +172,9 @@ func (r *ownRecords) sweep(keep func(ObjectID) bool) (int, error) {
 			errs = append(errs, err)
 			continue
 		}
+		if obj, ok := parseObjectID(name); ok {
+			delete(r.versions, obj)
+		}
 		removed++
 	}
 	return removed, errors.Join(errs...)
@@ -133,18 +199,27 @@ func (s *Service) ownObject(dhtKey string) (ObjectID, bool) {
 	return ObjectID{}, false
 }
 
-// putOwn publishes rec, a record of this service's own object, keeping it
-// on disk first; if the DHT refuses it, the record kept before is put back.
-func (s *Service) putOwn(ctx context.Context, obj ObjectID, dhtKey string, rec []byte) error {
+// putOwn publishes rec, version v of this service's own object, keeping
+// it on disk first; if the DHT refuses it, the record kept before is put
+// back.
+func (s *Service) putOwn(ctx context.Context, obj ObjectID, dhtKey string, v uint64, rec []byte) error {
 	prev, err := s.own.load(obj)
 	if err != nil {
 		return fmt.Errorf("read kept record: %w", err)
 	}
-	if err := s.own.save(obj, rec); err != nil {
+	var prevVersion uint64
+	if prev != nil {
+		m, err := validateRecord(dhtKey, prev)
+		if err != nil {
+			return fmt.Errorf("kept record: %w", err)
+		}
+		prevVersion = m.Version
+	}
+	if err := s.own.save(obj, v, rec); err != nil {
 		return fmt.Errorf("keep record: %w", err)
 	}
 	if err := s.records.PutValue(ctx, dhtKey, rec); err != nil {
-		if rerr := s.own.restore(obj, prev); rerr != nil {
+		if rerr := s.own.restore(obj, prevVersion, prev); rerr != nil {
 			s.log.Warn("put back the kept record of a refused publication", "key", dhtKey, "err", rerr)
 		}
 		return err
@@ -153,14 +228,17 @@ func (s *Service) putOwn(ctx context.Context, obj ObjectID, dhtKey string, rec [
 }
 
 // keepNewer keeps rec, version v of this service's object obj that another
-// app peer published, if the key list keeps the key and v is above what
-// this service published of it.
+// app peer published, if the key list keeps the key and nothing as new is
+// kept.
 func (s *Service) keepNewer(obj ObjectID, v uint64, rec []byte) {
-	if v <= s.tracked.floorObj(obj) || !s.tracked.keeps(obj) {
+	if !s.tracked.keeps(obj) {
 		return
 	}
-	if err := s.own.save(obj, rec); err != nil {
-		s.log.Warn("keep a newer manifest record", "object", obj, "version", v, "err", err)
+	if kept, err := s.own.version(obj); err != nil || kept >= v {
+		return
+	}
+	if err := s.own.save(obj, v, rec); err != nil {
+		s.log.Debug("keep a newer manifest record", "object", obj, "version", v, "err", err)
 	}
 }
 
@@ -190,13 +268,22 @@ func (s *Service) bestKept(dhtKey string, version uint64) (*Manifest, []byte) {
 			best, bestRec = m, b
 		}
 	}
-	b, err := s.own.load(obj)
-	if err != nil {
+	if kept, err := s.own.version(obj); err != nil {
 		s.log.Warn("kept manifest record unreadable", "key", dhtKey, "err", err)
+	} else if kept > version {
+		b, err := s.own.load(obj)
+		if err != nil {
+			s.log.Warn("kept manifest record unreadable", "key", dhtKey, "err", err)
+		}
+		consider(b, "disk")
 	}
-	consider(b, "disk")
-	consider(s.tracked.tombstoneOf(obj), "key list")
-	consider(s.seen.record(dhtKey), "memory")
+	// Verified only if they may be newer: latest asks on every read.
+	if v, ts := s.tracked.tombstoneOf(obj); v > version {
+		consider(ts, "key list")
+	}
+	if s.seen.get(dhtKey) > version {
+		consider(s.seen.record(dhtKey), "memory")
+	}
 	if best == nil || best.Version <= version || best.Version < s.seen.get(dhtKey) {
 		return nil, nil
 	}

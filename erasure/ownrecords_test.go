@@ -177,7 +177,7 @@ func TestKeptRecordsCrashAfterDelete(t *testing.T) {
 		if err := w.Delete(ctx, "k"); err != nil {
 			t.Fatal(err)
 		}
-		if err := w.own.save(obj, live); err != nil { // the crash
+		if err := w.own.restore(obj, 1, live); err != nil { // the crash
 			t.Fatal(err)
 		}
 		tn.records.expire(DHTKey(w.Namespace(), obj))
@@ -186,4 +186,155 @@ func TestKeptRecordsCrashAfterDelete(t *testing.T) {
 			t.Fatalf("get of a deleted key after the crash and the DHT's loss: %q, %v; want ErrNotFound", v, err)
 		}
 	})
+}
+
+// TestKeptRecordsOldShardsGrace: holders keep the shards of a value
+// older than GCMissingGrace when an older record of its object comes back
+// (the grace counts from the first GC pass that sees the shards ahead of
+// the manifest, not from when they were stored).
+func TestKeptRecordsOldShardsGrace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tn := newTestNet(t, 6, netOpts{})
+		dir := t.TempDir()
+		a := restartWith(t, tn, 0, Deps{KeysFile: filepath.Join(dir, "a.json"), RecordsDir: filepath.Join(dir, "a")})
+		b := restartWith(t, tn, 1, Deps{KeysFile: filepath.Join(dir, "b.json"), RecordsDir: filepath.Join(dir, "b")})
+		ctx := context.Background()
+		if _, err := a.Put(ctx, "k", []byte("old value from A")); err != nil {
+			t.Fatal(err)
+		}
+		dhtKey := DHTKey(a.Namespace(), a.key.ObjectID("k"))
+		old, _ := tn.records.GetValue(ctx, dhtKey)
+		if _, err := b.Put(ctx, "k", []byte("new value from B")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * DevnetConfig().GCMissingGrace) // B's value is simply old
+		tn.records.expire(dhtKey)
+		if err := tn.records.PutValue(ctx, dhtKey, old); err != nil {
+			t.Fatal(err)
+		}
+		for _, i := range []int{0, 2, 3, 4, 5} { // every holder but B runs GC first
+			_, _, err := tn.nodes[i].svc.CollectGarbage(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if v, err := b.Get(ctx, "k"); err != nil || string(v) != "new value from B" {
+			t.Fatalf("B reads after an older record came back and GC ran: %q, %v", v, err)
+		}
+	})
+}
+
+// TestKeptRecordsPutAboveKept: after a restart with the DHT empty, a Put
+// goes above the newer record it kept of another app peer's write, so
+// that peer's put-back cannot revert it.
+func TestKeptRecordsPutAboveKept(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tn := newTestNet(t, 6, netOpts{})
+		dir := t.TempDir()
+		filesA := Deps{KeysFile: filepath.Join(dir, "a.json"), RecordsDir: filepath.Join(dir, "a")}
+		a := restartWith(t, tn, 0, filesA)
+		b := restartWith(t, tn, 1, Deps{KeysFile: filepath.Join(dir, "b.json"), RecordsDir: filepath.Join(dir, "b")})
+		ctx := context.Background()
+		mustPut(t, a, "k", "A1")
+		mustPut(t, b, "k", "B2")
+		mustPut(t, b, "k", "B3")
+		if v, err := a.Get(ctx, "k"); err != nil || string(v) != "B3" {
+			t.Fatal(string(v), err)
+		}
+		dhtKey := DHTKey(a.Namespace(), a.key.ObjectID("k"))
+		tn.records.expire(dhtKey)
+		a = restartWith(t, tn, 0, filesA)
+		res, err := a.Put(ctx, "k", []byte("A-latest"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Version <= 3 {
+			t.Errorf("A's Put got version %d, not above the kept 3", res.Version)
+		}
+		v, err := b.Get(ctx, "k")
+		v2, err2 := a.Get(ctx, "k")
+		if string(v) != "A-latest" || string(v2) != "A-latest" {
+			t.Fatalf("after A's Put: B reads %q (%v), A reads %q (%v); want A-latest", v, err, v2, err2)
+		}
+	})
+}
+
+// TestKeptRecordsReplayAfterRestart: after a restart, a replayed record
+// older than the one kept (another app peer's newer write) is neither
+// served nor kept in its place.
+func TestKeptRecordsReplayAfterRestart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tn := newTestNet(t, 6, netOpts{})
+		dir := t.TempDir()
+		filesA := Deps{KeysFile: filepath.Join(dir, "a.json"), RecordsDir: filepath.Join(dir, "a")}
+		a := restartWith(t, tn, 0, filesA)
+		b := restartWith(t, tn, 1, Deps{KeysFile: filepath.Join(dir, "b.json"), RecordsDir: filepath.Join(dir, "b")})
+		ctx := context.Background()
+		mustPut(t, a, "k", "A1")
+		mustPut(t, b, "k", "B2")
+		dhtKey := DHTKey(a.Namespace(), a.key.ObjectID("k"))
+		rec2, _ := tn.records.GetValue(ctx, dhtKey)
+		mustPut(t, b, "k", "B3")
+		if v, err := a.Get(ctx, "k"); err != nil || string(v) != "B3" {
+			t.Fatal(string(v), err)
+		}
+		tn.records.expire(dhtKey)
+		if err := tn.records.PutValue(ctx, dhtKey, rec2); err != nil { // a stranger replays
+			t.Fatal(err)
+		}
+		a = restartWith(t, tn, 0, filesA)
+		v, err := a.Get(ctx, "k")
+		kept, _ := a.own.load(a.key.ObjectID("k"))
+		km, _ := validateRecord(dhtKey, kept)
+		if string(v) != "B3" || km.Version != 3 {
+			t.Fatalf("A reads %q (%v), kept record version %d; want B3 and 3", v, err, km.Version)
+		}
+	})
+}
+
+// TestKeptRecordsFailedPutKeepsTombstone: a Put that fails to publish
+// after a Delete leaves the key deleted, tombstone and all, so that a
+// replayed live manifest does not read as live after a restart.
+func TestKeptRecordsFailedPutKeepsTombstone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tn := newTestNet(t, 6, netOpts{config: func(_ int, c *Config, _ *StoreConfig) { c.MaxShards = 5 }})
+		dir := t.TempDir()
+		files := Deps{KeysFile: filepath.Join(dir, "a.json"), RecordsDir: filepath.Join(dir, "a")}
+		w := restartWith(t, tn, 0, files)
+		ctx := context.Background()
+		mustPut(t, w, "k", "v1")
+		dhtKey := DHTKey(w.Namespace(), w.key.ObjectID("k"))
+		live, _ := tn.records.GetValue(ctx, dhtKey)
+		if err := w.Delete(ctx, "k"); err != nil {
+			t.Fatal(err)
+		}
+		good := w.records
+		w.records = failingRecords{good}
+		if _, err := w.Put(ctx, "k", []byte("v3")); err == nil {
+			t.Fatal("put succeeded")
+		}
+		w.records = good
+		obj := w.key.ObjectID("k")
+		if _, ts := w.tracked.tombstoneOf(obj); ts == nil {
+			t.Error("the failed Put dropped the tombstone from the key list")
+		}
+		w.sweepOwnRecords()
+		tn.records.expire(dhtKey)
+		if err := tn.records.PutValue(ctx, dhtKey, live); err != nil {
+			t.Fatal(err)
+		}
+		w = restartWith(t, tn, 0, files)
+		m, err := w.Manifest(ctx, "k")
+		if err == nil && !m.Tombstone {
+			t.Fatalf("a deleted key reads live again: version %d (published %d)", m.Version, w.tracked.publishedObj(obj))
+		}
+	})
+}
+
+// mustPut puts value under key with svc.
+func mustPut(t *testing.T, svc *Service, key, value string) {
+	t.Helper()
+	if _, err := svc.Put(context.Background(), key, []byte(value)); err != nil {
+		t.Fatal(err)
+	}
 }

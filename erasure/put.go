@@ -223,19 +223,17 @@ func (s *Service) sendColumn(ctx context.Context, p peer.ID, obj ObjectID, versi
 // repairs, then publishes the manifest rec: the key is on disk before the
 // manifest makes the object visible, so an object readers can see is never
 // one a restart drops from repair, nor one whose versions a restart starts
-// again from 1. A key it added is untracked again if the publication
-// fails; its version floor stays (skipping a version is harmless).
+// again from 1. If the publication fails the key's entry is put back as
+// it was (untracked if the Put added it, deleted with its tombstone if it
+// was); its version floor stays (skipping a version is harmless).
 func (s *Service) commit(ctx context.Context, key, dhtKey string, version uint64, rec []byte) error {
-	added, err := s.tracked.recordPut(key, version)
+	undo, err := s.tracked.recordPut(key, version)
 	if err != nil {
 		return fmt.Errorf("record key: %w", err)
 	}
-	if err := s.putOwn(ctx, s.key.ObjectID(key), dhtKey, rec); err != nil {
-		if added {
-			if ferr := s.tracked.remove(key); ferr != nil {
-				// Harmless: repair finds no manifest and stops checking it.
-				s.log.Debug("put: forget key of a failed put", "key", key, "err", ferr)
-			}
+	if err := s.putOwn(ctx, s.key.ObjectID(key), dhtKey, version, rec); err != nil {
+		if uerr := undo(); uerr != nil {
+			s.log.Warn("put failed and could not be undone in the key list", "key", key, "err", uerr)
 		}
 		return fmt.Errorf("publish manifest: %w", err)
 	}

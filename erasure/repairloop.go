@@ -297,7 +297,7 @@ func (s *Service) publishRepair(ctx context.Context, obj ObjectID, dhtKey string
 	}
 	rec, err := next.Sign(s.key)
 	if err == nil {
-		err = s.putOwn(ctx, obj, dhtKey, rec)
+		err = s.putOwn(ctx, obj, dhtKey, next.Version, rec)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("publish manifest: %w", err)

@@ -103,8 +103,10 @@ type Service struct {
 	ownKeys    string
 	// republished: when a manifest was last put, by object.
 	republished stamps[ObjectID]
-	// missing: since when GC has not found the manifest under a DHT key.
-	missing stamps[string]
+	// missing: since when GC has not found the manifest under a DHT key;
+	// ahead: since when it has found shards of a newer version than the
+	// manifest under it.
+	missing, ahead stamps[string]
 	// placed: when GC last found the manifest under a DHT key placing a
 	// shard here (or a hint handing one here): objects handoff takes
 	// first, since a stranger's made-up objects have no such manifest.
@@ -159,7 +161,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		cfg: cfg, h: d.Host, key: d.Key, store: d.Store, records: d.Records, peers: d.Peers,
 		avail: d.Availability, log: cfg.Logger.With("component", "erasure"), metrics: m,
 		client: NewClient(d.Host, cfg.RequestTimeout), sched: sched, started: cfg.Now(),
-		codecs: map[Params]*Codec{}, book: newPeerBook(cfg), tracked: tracked, own: &ownRecords{dir: d.RecordsDir}, ctx: ctx, cancel: cancel,
+		codecs: map[Params]*Codec{}, book: newPeerBook(cfg), tracked: tracked, own: newOwnRecords(d.RecordsDir), ctx: ctx, cancel: cancel,
 		seen:       newVersionMemory(maxRememberedVersions, maxRememberedRecord, maxRememberedRecordBytes),
 		seenOthers: newVersionMemory(maxRememberedVersions, maxRememberedRecord, maxRememberedRecordBytes),
 		ownKeys:    strings.TrimSuffix(DHTKey(d.Key.Namespace(), ObjectID{}), ObjectID{}.String()),

@@ -161,11 +161,18 @@ func (s *Service) latest(ctx context.Context, dhtKey string) (*Manifest, []byte,
 		return nil, nil, err
 	}
 	obj, own := s.ownObject(dhtKey)
-	if own && m.Version < s.tracked.publishedObj(obj) {
+	if own {
 		if km, krec := s.bestKept(dhtKey, m.Version); km != nil {
 			s.metrics.rolledBack()
 			s.putBack(ctx, dhtKey, km, krec, m.Version)
 			return km, krec, nil
+		}
+		if published := s.tracked.publishedObj(obj); m.Version < published {
+			s.metrics.rolledBack()
+			s.log.Warn("refused a manifest older than one this peer published (replayed or stale record), and none newer is kept",
+				"key", dhtKey, "version", m.Version, "published", published)
+			return nil, nil, fmt.Errorf("get manifest %s: version %d, but this peer published version %d: %w",
+				dhtKey, m.Version, published, ErrRolledBack)
 		}
 	}
 	seen := s.versionsOf(dhtKey)
@@ -195,10 +202,16 @@ func (s *Service) latest(ctx context.Context, dhtKey string) (*Manifest, []byte,
 
 // nextVersion returns the version a write of key (object dhtKey) after
 // the DHT's manifest cur (nil if none) publishes: above everything this
-// service has published or verified of it, so versions never go back,
-// even after the record expired from the DHT.
+// service has published, verified or kept of it, so versions never go
+// back, even after the record expired from the DHT.
 func (s *Service) nextVersion(key, dhtKey string, cur *Manifest) uint64 {
 	v := max(s.tracked.floor(key), s.versionsOf(dhtKey).get(dhtKey))
+	if obj, ok := s.ownObject(dhtKey); ok {
+		// A newer record another app peer published, kept since a read.
+		if kept, err := s.own.version(obj); err == nil {
+			v = max(v, kept)
+		}
+	}
 	if cur != nil {
 		v = max(v, cur.Version)
 	}
