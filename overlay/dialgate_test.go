@@ -39,7 +39,10 @@ func TestDialGate(t *testing.T) {
 		"/ip4/172.16.0.1/tcp/443":        "private",
 		"/ip4/169.254.169.254/tcp/80":    "link-local", // a cloud's metadata service
 		"/ip6/fe80::1/tcp/80":            "link-local",
-		"/ip4/100.64.0.1/tcp/80":         "private", // carrier-grade NAT: another customer's machine, or a tailnet's
+		"/ip6/fd00:ec2::254/tcp/80":      "link-local", // AWS's IPv6 metadata service
+		"/ip4/100.100.100.200/tcp/80":    "link-local", // Alibaba's
+		"/ip4/168.63.129.16/tcp/80":      "link-local", // Azure's host endpoint
+		"/ip4/100.64.0.1/tcp/80":         "private",    // carrier-grade NAT: another customer's machine, or a tailnet's
 		"/ip6/fd00::1/tcp/80":            "private",
 		"/ip6/::ffff:192.168.1.1/tcp/80": "private",    // IPv4-mapped
 		"/ip6/64:ff9b::c0a8:101/tcp/80":  "private",    // NAT64 (RFC 6052) of 192.168.1.1
@@ -80,7 +83,8 @@ func TestDialGate(t *testing.T) {
 		{name: "DialPrivate", listen: []string{"/ip4/0.0.0.0/tcp/4001"}, bootstrap: boot("/dns4/boot/tcp/4001"), dialPrivate: true,
 			dials: "private,public", allow: privateAddrs},
 		{name: "link-local network", listen: []string{"/ip4/169.254.7.2/tcp/4001"}, bootstrap: boot("/ip4/169.254.7.1/tcp/4001"),
-			dials: "link-local,public", allow: []string{"/ip4/169.254.169.254/tcp/80", "/ip6/fe80::1/tcp/80", "/ip6/64:ff9b::a9fe:a9fe/tcp/80"}},
+			dials: "link-local,public", allow: []string{"/ip4/169.254.169.254/tcp/80", "/ip6/fe80::1/tcp/80", "/ip6/64:ff9b::a9fe:a9fe/tcp/80",
+				"/ip6/fd00:ec2::254/tcp/80", "/ip4/100.100.100.200/tcp/80", "/ip4/168.63.129.16/tcp/80"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var listen []multiaddr.Multiaddr

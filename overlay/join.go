@@ -223,6 +223,16 @@ func (s scope) String() string {
 // carriedIPv4), and NAT64's local-use prefix, whose translation only its
 // operator knows (RFC 8215) and which we take as private.
 var (
+	// metadataAddrs are clouds' instance metadata services outside the
+	// link-local ranges (AWS's IPv6 one is a ULA, Alibaba's in the
+	// carrier-grade NAT range, Azure's host endpoint a public address):
+	// scoped link-local like 169.254.169.254, so that a VM on a cloud's
+	// private network never dials them on a stranger's word.
+	metadataAddrs = []netip.Addr{
+		netip.MustParseAddr("fd00:ec2::254"),
+		netip.MustParseAddr("100.100.100.200"),
+		netip.MustParseAddr("168.63.129.16"),
+	}
 	nat64Prefix      = netip.MustParsePrefix("64:ff9b::/96")   // RFC 6052: the last 32 bits
 	nat64LocalPrefix = netip.MustParsePrefix("64:ff9b:1::/48") // RFC 8215
 	sixToFourPrefix  = netip.MustParsePrefix("2002::/16")      // RFC 3056: bits 16 to 47
@@ -267,7 +277,7 @@ func addrScope(a multiaddr.Multiaddr) scope {
 		return s
 	}
 	switch {
-	case addr.IsLinkLocalUnicast():
+	case addr.IsLinkLocalUnicast(), slices.Contains(metadataAddrs, addr):
 		return scopeLinkLocal
 	case nat64LocalPrefix.Contains(addr):
 		return scopePrivate
