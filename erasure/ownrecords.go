@@ -203,17 +203,13 @@ func (s *Service) ownObject(dhtKey string) (ObjectID, bool) {
 // it on disk first; if the DHT refuses it, the record kept before is put
 // back.
 func (s *Service) putOwn(ctx context.Context, obj ObjectID, dhtKey string, v uint64, rec []byte) error {
-	prev, err := s.own.load(obj)
+	prevVersion, err := s.own.version(obj)
+	var prev []byte
+	if err == nil && prevVersion > 0 {
+		prev, err = s.own.load(obj)
+	}
 	if err != nil {
 		return fmt.Errorf("read kept record: %w", err)
-	}
-	var prevVersion uint64
-	if prev != nil {
-		m, err := validateRecord(dhtKey, prev)
-		if err != nil {
-			return fmt.Errorf("kept record: %w", err)
-		}
-		prevVersion = m.Version
 	}
 	if err := s.own.save(obj, v, rec); err != nil {
 		return fmt.Errorf("keep record: %w", err)
