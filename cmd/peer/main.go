@@ -188,7 +188,7 @@ func (o *options) flags() []cli.Flag {
 		{Name: "volunteer", Usage: "same as --preset volunteer: gentle limits for a home machine", Value: cli.Bool(&o.volunteer)},
 		{Name: "http", Usage: "HTTP API address (host:port); empty disables it", Value: cli.String(&o.http)},
 		{Name: "http-allowed-hosts", Usage: "further host names the HTTP control API answers to (comma-separated), besides localhost and this server's IP addresses: a name it is reached by through DNS or a proxy", Value: cli.Strings(&o.httpHosts)},
-		{Name: "info-file", Usage: "write {peer_id, addrs, http} as JSON to this file once started", Value: cli.String(&o.infoFile)},
+		{Name: "info-file", Usage: "write {peer_id, addrs, http} as JSON to this file once started (removed at exit)", Value: cli.String(&o.infoFile)},
 		{Name: "log-format", Usage: "log format: text or json", Value: cli.String(&o.logFormat)},
 		{Name: "log-level", Usage: "log level: debug, info, warn or error", Value: cli.String(&o.logLevel)},
 	}, append(cli.NodeFlags(&o.node), cli.TopicFlags(&o.node)...)...)
