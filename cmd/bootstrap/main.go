@@ -28,7 +28,7 @@ Runs an Immense bootstrap node. It prints its full multiaddrs, one per line;
 give them to peers as --bootstrap.
 
 Every flag can also come from the environment (--data-dir: IMMENSE_DATA_DIR) or a
-YAML file (--config FILE, keys named as the flags); flags > environment > file > preset.
+YAML file (--config FILE, keys named as the flags); flags > environment > file > defaults.
 
 Defaults are node.BootstrapConfig's. Sizes and rates take a unit: ` + bytesize.Units + `.
 
