@@ -53,7 +53,7 @@ type HTTPOptions struct {
 // Handler returns the node's HTTP API. The control API, which needs the
 // bearer token of APIToken and is refused to web pages (apiauth.go):
 //
-//	GET  /v1/topics           JSON list of the topics this node has joined
+//	GET  /v1/topics           JSON list of the topics this node has joined (not "_" ones)
 //	POST /v1/topics/{topic}   publish the request body
 //	GET  /v1/topics/{topic}   Server-Sent Events stream of the topic
 //	GET  /v1/topics/{topic}/presence  JSON members, for topics with presence
