@@ -17,6 +17,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/immense-p2p/immense/internal/topicname"
 	"github.com/immense-p2p/immense/overlay"
 	"github.com/immense-p2p/immense/webrtc"
 	"github.com/libp2p/go-libp2p/core/metrics"
@@ -52,7 +53,7 @@ type HTTPOptions struct {
 // Handler returns the node's HTTP API. The control API, which needs the
 // bearer token of APIToken and is refused to web pages (apiauth.go):
 //
-//	GET  /v1/topics           JSON list of the topics this node has joined
+//	GET  /v1/topics           JSON list of the topics this node has joined (not "_" ones)
 //	POST /v1/topics/{topic}   publish the request body
 //	GET  /v1/topics/{topic}   Server-Sent Events stream of the topic
 //	GET  /v1/topics/{topic}/presence  JSON members, for topics with presence
@@ -171,14 +172,17 @@ func jsonMisses(mux *http.ServeMux) http.Handler {
 	})
 }
 
-// listTopics lists the topics this node has joined: GET /v1/topics.
+// listTopics lists the topics this node has joined: GET /v1/topics. The
+// nodes' own topics (topicname.Internal: presence announcements) are left
+// out: they are no app's, and /v1/status lists every topic.
 func (a *api) listTopics(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		writeError(w, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed on /v1/topics: POST to /v1/topics/{topic}", r.Method))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"topics": a.n.overlay.Topics()})
+	topics := slices.DeleteFunc(a.n.overlay.Topics(), func(ti overlay.TopicInfo) bool { return topicname.Internal(ti.Name) })
+	writeJSON(w, http.StatusOK, map[string]any{"topics": topics})
 }
 
 // apiRefusedCounter returns the counter of refused control requests,

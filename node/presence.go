@@ -40,7 +40,7 @@ type PresenceConfig struct {
 }
 
 const (
-	presencePrefix = "_presence:"
+	presencePrefix = topicname.InternalPrefix + "presence:"
 	// presenceMinGap spaces a peer's announcements of one topic.
 	presenceMinGap = 200 * time.Millisecond
 	// maxPresenceMembers caps the members one announcement carries and

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -104,7 +105,8 @@ func FuzzPresenceAnnouncement(f *testing.F) {
 
 // TestPresenceHTTP: GET /v1/topics/{topic}/presence lists the members;
 // for a topic without presence it answers 404, where it used to stream a
-// topic named ".../presence" for ever.
+// topic named ".../presence" for ever. GET /v1/topics leaves out the
+// presence topic.
 func TestPresenceHTTP(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		nd := simNetwork(t, 1, func(_ int, c *Config) { c.Presence.Topics = []string{"room/*"} })[0]
@@ -118,6 +120,15 @@ func TestPresenceHTTP(t *testing.T) {
 		want := fmt.Sprintf(`{"count":1,"members":[{"id":%q,"peer":%q}],"topic":"room/1"}`, nd.ID(), nd.ID())
 		if rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != want {
 			t.Fatalf("%d %s, want %s", rec.Code, rec.Body, want)
+		}
+
+		// The topic list is the app's topics: the presence topic the node
+		// joined for room/1 is its own, and left out.
+		rec = httptest.NewRecorder()
+		h.ServeHTTP(rec, controlReq(nd, "GET", "/v1/topics", ""))
+		var list struct{ Topics []overlay.TopicInfo }
+		if err := json.Unmarshal(rec.Body.Bytes(), &list); err != nil || len(list.Topics) != 1 || list.Topics[0].Name != "room/1" {
+			t.Errorf("GET /v1/topics: %d %s, want room/1 alone", rec.Code, rec.Body)
 		}
 
 		ctx, cancel := context.WithTimeout(t.Context(), time.Minute) // ends the stream the old code opened

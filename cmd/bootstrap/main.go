@@ -28,7 +28,7 @@ Runs an Immense bootstrap node. It prints its full multiaddrs, one per line;
 give them to peers as --bootstrap.
 
 Every flag can also come from the environment (--data-dir: IMMENSE_DATA_DIR) or a
-YAML file (--config FILE, keys named as the flags); flags > environment > file > preset.
+YAML file (--config FILE, keys named as the flags); flags > environment > file > defaults.
 
 Defaults are node.BootstrapConfig's. Sizes and rates take a unit: ` + bytesize.Units + `.
 
@@ -63,7 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		{Name: "http", Usage: "address for GET /v1/status and /metrics (with the token in <data-dir>/api-token) and /healthz, /readyz (without); empty disables it", Value: cli.String(&httpAddr)},
 		{Name: "http-allowed-hosts", Usage: "further host names the HTTP API answers to (comma-separated), besides localhost and this server's IP addresses", Value: cli.Strings(&httpHosts)},
 		{Name: "addr-file", Usage: "also write the node's multiaddrs to this file, one per line", Value: cli.String(&addrFile)},
-		{Name: "info-file", Usage: "write {peer_id, addrs, http} as JSON to this file once started", Value: cli.String(&infoFile)},
+		{Name: "info-file", Usage: "write {peer_id, addrs, http} as JSON to this file once started (removed at exit)", Value: cli.String(&infoFile)},
 		{Name: "log-format", Usage: "log format: text or json", Value: cli.String(&logFormat)},
 		{Name: "log-level", Usage: "log level: debug, info, warn or error", Value: cli.String(&logLevel)},
 	}, cli.NodeFlags(&cfg)...)...)

@@ -43,12 +43,13 @@ Runs an Immense peer. Examples:
   peer --bootstrap /ip4/203.0.113.7/tcp/4001/p2p/12D3Koo... --data-dir /var/lib/immense
   peer --volunteer --max-upload 512KiB/s --bootstrap ...
 
-HTTP API (--http): POST/GET /v1/topics/{topic}, GET /v1/topics/{topic}/presence;
-PUT/GET/DELETE /v1/state/{key}, GET /v1/state/{key}/health, POST /v1/state/{key}/repair;
+HTTP API (--http): POST/GET /v1/topics/{topic}, GET /v1/topics, /v1/topics/{topic}/presence;
+PUT/GET/HEAD/DELETE /v1/state/{key}, GET /v1/state/{key}/health, POST /v1/state/{key}/repair;
 GET /v1/status, /v1/peers, /v1/storage, /metrics (all with the bearer token in
 <data-dir>/api-token); GET /healthz and /readyz (no token); the dashboard at /dashboard/
 (its page without a token); for browsers, GET /v1/ws and POST /v1/webrtc/offer,
-/v1/webrtc/signal, GET /v1/webrtc/peers, the demo page at / and the client at /client.js.
+/v1/webrtc/signal, GET /v1/webrtc/peers, the demo page at / (script /app.js) and the
+client at /client.js (types /immense.d.ts).
 
 Every flag can also come from the environment (--data-dir: IMMENSE_DATA_DIR) or a
 YAML file (--config FILE, keys named as the flags); flags > environment > file > preset.
@@ -188,7 +189,7 @@ func (o *options) flags() []cli.Flag {
 		{Name: "volunteer", Usage: "same as --preset volunteer: gentle limits for a home machine", Value: cli.Bool(&o.volunteer)},
 		{Name: "http", Usage: "HTTP API address (host:port); empty disables it", Value: cli.String(&o.http)},
 		{Name: "http-allowed-hosts", Usage: "further host names the HTTP control API answers to (comma-separated), besides localhost and this server's IP addresses: a name it is reached by through DNS or a proxy", Value: cli.Strings(&o.httpHosts)},
-		{Name: "info-file", Usage: "write {peer_id, addrs, http} as JSON to this file once started", Value: cli.String(&o.infoFile)},
+		{Name: "info-file", Usage: "write {peer_id, addrs, http} as JSON to this file once started (removed at exit)", Value: cli.String(&o.infoFile)},
 		{Name: "log-format", Usage: "log format: text or json", Value: cli.String(&o.logFormat)},
 		{Name: "log-level", Usage: "log level: debug, info, warn or error", Value: cli.String(&o.logLevel)},
 	}, append(cli.NodeFlags(&o.node), cli.TopicFlags(&o.node)...)...)

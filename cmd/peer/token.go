@@ -30,7 +30,7 @@ func runToken(args []string, stdout, stderr io.Writer) int {
 	var read, write []string
 	appKey := fs.String("app-key", "", "app key `file` (peer keygen): sign an EdDSA token, which peers with the app key or its public half (--app-pub) verify")
 	secretFile := fs.String("secret-file", "", "file holding the token secret (the peers' --token-secret-file): sign an HS256 token instead")
-	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
+	ttl := fs.Duration("ttl", time.Hour, fmt.Sprintf("how long the token is valid (at most %v: peers refuse a longer lifetime)", webrtc.DefaultMaxTokenTTL))
 	sub := fs.String("sub", "", "whom the token is for (shows in peer logs)")
 	bindKey := fs.String("bind-key", "", "bind the token to this browser `key` (base64url Ed25519, the JS client's client.publicKey()): publishes must then be signed with it, and nobody who sees the token can reuse it")
 	fs.Var(cli.Strings(&read), "read", "topics the holder may subscribe to (comma-separated; a trailing * matches a prefix)")
@@ -51,6 +51,12 @@ func runToken(args []string, stdout, stderr io.Writer) int {
 	}
 	if *ttl <= 0 {
 		fmt.Fprintln(stderr, "peer token: --ttl must be positive")
+		return 2
+	}
+	if *ttl > webrtc.DefaultMaxTokenTTL {
+		// Peers refuse it (webrtc.ErrTokenTTL, WebSocket close 4401):
+		// a token nobody accepts is better refused here.
+		fmt.Fprintf(stderr, "peer token: --ttl %v is longer than the %v peers accept; mint shorter tokens and mint again before they expire\n", *ttl, webrtc.DefaultMaxTokenTTL)
 		return 2
 	}
 	if len(read) == 0 && len(write) == 0 {

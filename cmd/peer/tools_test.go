@@ -61,6 +61,15 @@ func TestKeyTools(t *testing.T) {
 	if c, err := v.Verify(strings.TrimSpace(tok), time.Now()); err != nil || c.Subject != "alice" || !c.CanWrite("chat/lobby") || c.CanWrite("admin/x") {
 		t.Fatalf("EdDSA token %q checked with app.key.pub: %+v %v", tok, c, err)
 	}
+	// The longest lifetime peers accept is minted; a longer one is refused
+	// below, rather than minted for every peer to refuse.
+	code, tok, errs = run(token, "--app-key", keyFile, "--read", "chat/*", "--ttl", webrtc.DefaultMaxTokenTTL.String())
+	if code != 0 {
+		t.Fatalf("token --ttl %v: %d %q", webrtc.DefaultMaxTokenTTL, code, errs)
+	}
+	if _, err := v.Verify(strings.TrimSpace(tok), time.Now()); err != nil {
+		t.Fatalf("token of the longest lifetime: %v", err)
+	}
 	// Bound to a browser key: the token names it, for the peers to check
 	// the browser's signature on each publish.
 	browser := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{5}, ed25519.SeedSize)).Public().(ed25519.PublicKey)
@@ -116,6 +125,7 @@ func TestKeyTools(t *testing.T) {
 		{token, []string{"--secret-file", secretFile, "--app-key", keyFile, "--read", "a"}}, // both keys
 		{token, []string{"--read", "a"}},                                                    // no key
 		{token, []string{"--secret-file", secretFile, "--read", "a", "--ttl", "0s"}},        // ttl
+		{token, []string{"--app-key", keyFile, "--read", "a", "--ttl", "25h"}},              // longer than peers accept
 		{token, []string{"--app-key", keyFile, "--read", "a", "--bind-key", "AAAA"}},        // short key
 	} {
 		if code, _, _ := run(tc.f, tc.args...); code != 2 {

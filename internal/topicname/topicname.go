@@ -18,6 +18,16 @@ const MaxLength = 128
 // Alphabet describes the bytes a topic name may contain, for messages.
 const Alphabet = "[A-Za-z0-9._:/-]"
 
+// InternalPrefix starts the names of the topics nodes keep for themselves:
+// a topic's presence announcements go on "_presence:" + the topic. An app
+// should not start its own topics' names with it: the topic listing for
+// apps (GET /v1/topics) leaves such topics out.
+const InternalPrefix = "_"
+
+// Internal reports whether name is one of the nodes' own topics (it starts
+// with InternalPrefix).
+func Internal(name string) bool { return strings.HasPrefix(name, InternalPrefix) }
+
 // Check returns nil if name is 1 to MaxLength bytes of Alphabet, or an
 // error saying what is wrong with it (without a sentinel: callers wrap
 // their own). The alphabet is deliberately small: topic names end up in

@@ -28,7 +28,8 @@ import (
 //     listen: [/ip4/0.0.0.0/tcp/4001, /ip4/0.0.0.0/udp/4001/quic-v1]
 //     max-upload: 2MiB/s
 //
-// Precedence is flags > environment > file > preset. A flag is set from
+// Precedence is flags > environment > file > defaults (a preset's, for a
+// command with a --preset flag). A flag is set from
 // one source only, so a list flag given on the command line replaces the
 // file's list rather than adding to it. An unknown key in the file, or a
 // value the flag refuses from any source, is an error naming the source.
@@ -44,8 +45,9 @@ func EnvName(name string) string {
 	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
-// Sources says where each flag's value came from: "flag", "env NAME" or
-// "file PATH"; a flag absent from it has the preset's value.
+// Sources says where each flag's value came from: "flag", "env NAME",
+// "file PATH", or the command's defaults: "preset" for a command that
+// chooses them with --preset (peer), "default" for one without (bootstrap).
 type Sources map[string]string
 
 // Source returns where the flag called name got its value.
@@ -53,7 +55,17 @@ func (s Sources) Source(name string) string {
 	if src, ok := s[name]; ok {
 		return src
 	}
-	return "preset"
+	return "default"
+}
+
+// defaultsName is what a flag nobody set takes its value from, for
+// Sources and the --config usage: a preset's if fs chooses one (a
+// --preset flag), else the command's defaults.
+func defaultsName(fs *flag.FlagSet) string {
+	if fs.Lookup("preset") != nil {
+		return "preset"
+	}
+	return "default"
 }
 
 // Load parses args into the fields bound on fs, then sets every flag not
@@ -66,8 +78,13 @@ func (s Sources) Source(name string) string {
 // see ExitCode.
 func Load(fs *flag.FlagSet, args []string, limits *node.Limits, getenv func(string) string) (Sources, error) {
 	var file string
+	defaults := defaultsName(fs)
 	if fs.Lookup(configFlag) == nil {
-		fs.Var(String(&file), configFlag, "YAML `file` of flag values, keys named as the flags (also "+EnvName(configFlag)+"); precedence: flags > "+EnvPrefix+"* environment > file > preset")
+		last := "preset"
+		if defaults != last {
+			last = "defaults"
+		}
+		fs.Var(String(&file), configFlag, "YAML `file` of flag values, keys named as the flags (also "+EnvName(configFlag)+"); precedence: flags > "+EnvPrefix+"* environment > file > "+last)
 	}
 	// The flag package reports an error with the whole usage: keep its
 	// one line, prefixed with the command, and print a hint instead.
@@ -116,14 +133,19 @@ func Load(fs *flag.FlagSet, args []string, limits *node.Limits, getenv func(stri
 		if given["max-conns"] {
 			for _, name := range []string{"max-inbound-conns", "conn-high", "conn-low"} {
 				if !given[name] {
-					src[name] = "preset, fitted to --max-conns"
+					src[name] = defaults + ", fitted to --max-conns"
 				}
 			}
 		}
 		if given["http-max-conns-per-ip"] && !given["http-max-conns-per-net"] {
-			src["http-max-conns-per-net"] = "preset, fitted to --http-max-conns-per-ip"
+			src["http-max-conns-per-net"] = defaults + ", fitted to --http-max-conns-per-ip"
 		}
 	}
+	fs.VisitAll(func(f *flag.Flag) {
+		if _, ok := src[f.Name]; !ok {
+			src[f.Name] = defaults
+		}
+	})
 	return src, nil
 }
 

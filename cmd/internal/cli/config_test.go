@@ -12,14 +12,15 @@ import (
 )
 
 // load parses args with env as the environment, over the default preset
-// and the table's flags plus a command's own --data-dir.
+// and the table's flags plus peer's own --data-dir and --preset.
 func load(t *testing.T, args []string, env map[string]string) (node.Config, Sources, string, error) {
 	t.Helper()
 	c := presets()["default"]()
 	fs := flag.NewFlagSet("peer", flag.ContinueOnError)
 	var out bytes.Buffer
 	fs.SetOutput(&out)
-	Bind(fs, append([]Flag{{Name: "data-dir", Usage: "dir", Value: String(&c.DataDir)}}, NodeFlags(&c)...)...)
+	preset := "default"
+	Bind(fs, append([]Flag{{Name: "data-dir", Usage: "dir", Value: String(&c.DataDir)}, {Name: "preset", Usage: "preset", Value: String(&preset)}}, NodeFlags(&c)...)...)
 	src, err := Load(fs, args, &c.Limits, func(k string) string { return env[k] })
 	return c, src, out.String(), err
 }
@@ -118,22 +119,45 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
-// TestPrintConfig: peer config names each value's source.
+// TestPrintConfig: peer config and bootstrap config name each value's
+// source; a value nobody set is the preset's for a command with --preset
+// (peer), and the command's default for one without (bootstrap, which has
+// no preset), in the --config usage too.
 func TestPrintConfig(t *testing.T) {
-	c := presets()["default"]()
-	fs := flag.NewFlagSet("peer", flag.ContinueOnError)
-	Bind(fs, NodeFlags(&c)...)
-	src, err := Load(fs, []string{"--zone", "z1"}, &c.Limits, func(k string) string {
-		return map[string]string{"IMMENSE_MAX_CONNS": "100"}[k]
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b bytes.Buffer
-	PrintConfig(&b, fs, src)
-	for _, want := range []string{"# flag", "# env IMMENSE_MAX_CONNS", "# preset"} {
-		if !strings.Contains(b.String(), want) {
-			t.Errorf("no %q in\n%s", want, b.String())
+	for _, tc := range []struct {
+		preset         bool
+		want, wantNot  string
+		wantPrecedence string
+	}{
+		{preset: true, want: "# preset", wantNot: "# default", wantPrecedence: "file > preset"},
+		{preset: false, want: "# default", wantNot: "preset", wantPrecedence: "file > defaults"},
+	} {
+		c := presets()["default"]()
+		fs := flag.NewFlagSet("peer", flag.ContinueOnError)
+		flags := NodeFlags(&c)
+		if tc.preset {
+			p := "default"
+			flags = append(flags, Flag{Name: "preset", Usage: "limits preset", Value: String(&p)})
+		}
+		Bind(fs, flags...)
+		src, err := Load(fs, []string{"--zone", "z1"}, &c.Limits, func(k string) string {
+			return map[string]string{"IMMENSE_MAX_CONNS": "100"}[k]
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		PrintConfig(&b, fs, src)
+		for _, want := range []string{"# flag", "# env IMMENSE_MAX_CONNS", tc.want, tc.want + ", fitted to --max-conns"} {
+			if !strings.Contains(b.String(), want) {
+				t.Errorf("--preset %v: no %q in\n%s", tc.preset, want, b.String())
+			}
+		}
+		if strings.Contains(b.String(), tc.wantNot) {
+			t.Errorf("--preset %v: %q in\n%s", tc.preset, tc.wantNot, b.String())
+		}
+		if u := fs.Lookup(configFlag).Usage; !strings.HasSuffix(u, tc.wantPrecedence) {
+			t.Errorf("--preset %v: --config usage %q, want it to end %q", tc.preset, u, tc.wantPrecedence)
 		}
 	}
 }

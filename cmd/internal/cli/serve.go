@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,12 +19,14 @@ import (
 
 // Serve runs a started node until ctx ends, the way both commands do: it
 // serves the node's HTTP API on httpAddr (none if empty), writes infoFile
-// (if set), prints the node's multiaddrs to stdout one per line, and when
-// ctx ends hands the node's shards to other peers (Node.Handoff, at most
-// its HandoffTimeout; a second SIGINT or SIGTERM cuts it short) and closes
-// everything within 5 s more. The addresses are printed last: a
-// supervisor that has read them knows the node, its HTTP API and its info
-// file are all up. It returns the process exit code.
+// (if set; a node that cannot write it does not run), prints the node's
+// multiaddrs to stdout one per line, and when ctx ends hands the node's
+// shards to other peers (Node.Handoff, at most its HandoffTimeout; a
+// second SIGINT or SIGTERM cuts it short), closes everything within 5 s
+// more and removes infoFile, if it still holds what Serve wrote, so that
+// no script reads a stopped node's addresses. The addresses are printed
+// last: a supervisor that has read them knows the node, its HTTP API and
+// its info file are all up. It returns the process exit code.
 func Serve(ctx context.Context, name string, n *node.Node, httpAddr string, opts node.HTTPOptions, infoFile string, stdout, stderr io.Writer, log *slog.Logger) int {
 	var srv *node.HTTPServer
 	if httpAddr != "" {
@@ -44,11 +47,18 @@ func Serve(ctx context.Context, name string, n *node.Node, httpAddr string, opts
 	if srv != nil {
 		info.HTTP = srv.URL()
 	}
+	var written []byte
 	if infoFile != "" {
-		b, _ := json.Marshal(info)
-		if err := durable.WriteFile(infoFile, b, 0o644); err != nil {
-			log.Error("write --info-file", "err", err)
+		written, _ = json.Marshal(info)
+		if err := durable.WriteFile(infoFile, written, 0o644); err != nil {
+			if srv != nil {
+				srv.Close()
+			}
+			n.Close()
+			fmt.Fprintf(stderr, "%s: --info-file: %v\n", name, err)
+			return 1
 		}
+		defer removeInfoFile(infoFile, written, log)
 	}
 	fmt.Fprintln(stdout, strings.Join(info.Addrs, "\n"))
 
@@ -69,6 +79,17 @@ func Serve(ctx context.Context, name string, n *node.Node, httpAddr string, opts
 		return 1
 	}
 	return 0
+}
+
+// removeInfoFile removes the info file Serve wrote, unless another process
+// (a node started since with the same --info-file) has replaced it.
+func removeInfoFile(path string, written []byte, log *slog.Logger) {
+	if b, err := os.ReadFile(path); err != nil || !bytes.Equal(b, written) {
+		return
+	}
+	if err := os.Remove(path); err != nil {
+		log.Warn("remove --info-file", "err", err)
+	}
 }
 
 // handOff runs n's handoff until it finishes, its timeout passes or a
