@@ -108,11 +108,7 @@ func TestKeptRecordsSharedKey(t *testing.T) {
 	for _, restartA := range []bool{false, true} {
 		t.Run(map[bool]string{false: "live", true: "restarted"}[restartA], func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				tn := newTestNet(t, 6, netOpts{})
-				dir := t.TempDir()
-				filesA := Deps{KeysFile: filepath.Join(dir, "a.json"), RecordsDir: filepath.Join(dir, "a")}
-				a := restartWith(t, tn, 0, filesA)
-				b := restartWith(t, tn, 1, Deps{KeysFile: filepath.Join(dir, "b.json"), RecordsDir: filepath.Join(dir, "b")})
+				tn, a, b, filesA := twoWriters(t)
 				ctx := context.Background()
 				if _, err := a.Put(ctx, "k", []byte("old value from A")); err != nil {
 					t.Fatal(err)
@@ -194,10 +190,7 @@ func TestKeptRecordsCrashAfterDelete(t *testing.T) {
 // the manifest, not from when they were stored).
 func TestKeptRecordsOldShardsGrace(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		tn := newTestNet(t, 6, netOpts{})
-		dir := t.TempDir()
-		a := restartWith(t, tn, 0, Deps{KeysFile: filepath.Join(dir, "a.json"), RecordsDir: filepath.Join(dir, "a")})
-		b := restartWith(t, tn, 1, Deps{KeysFile: filepath.Join(dir, "b.json"), RecordsDir: filepath.Join(dir, "b")})
+		tn, a, b, _ := twoWriters(t)
 		ctx := context.Background()
 		if _, err := a.Put(ctx, "k", []byte("old value from A")); err != nil {
 			t.Fatal(err)
@@ -229,11 +222,7 @@ func TestKeptRecordsOldShardsGrace(t *testing.T) {
 // that peer's put-back cannot revert it.
 func TestKeptRecordsPutAboveKept(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		tn := newTestNet(t, 6, netOpts{})
-		dir := t.TempDir()
-		filesA := Deps{KeysFile: filepath.Join(dir, "a.json"), RecordsDir: filepath.Join(dir, "a")}
-		a := restartWith(t, tn, 0, filesA)
-		b := restartWith(t, tn, 1, Deps{KeysFile: filepath.Join(dir, "b.json"), RecordsDir: filepath.Join(dir, "b")})
+		tn, a, b, filesA := twoWriters(t)
 		ctx := context.Background()
 		mustPut(t, a, "k", "A1")
 		mustPut(t, b, "k", "B2")
@@ -264,11 +253,7 @@ func TestKeptRecordsPutAboveKept(t *testing.T) {
 // served nor kept in its place.
 func TestKeptRecordsReplayAfterRestart(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		tn := newTestNet(t, 6, netOpts{})
-		dir := t.TempDir()
-		filesA := Deps{KeysFile: filepath.Join(dir, "a.json"), RecordsDir: filepath.Join(dir, "a")}
-		a := restartWith(t, tn, 0, filesA)
-		b := restartWith(t, tn, 1, Deps{KeysFile: filepath.Join(dir, "b.json"), RecordsDir: filepath.Join(dir, "b")})
+		tn, a, b, filesA := twoWriters(t)
 		ctx := context.Background()
 		mustPut(t, a, "k", "A1")
 		mustPut(t, b, "k", "B2")
@@ -337,4 +322,18 @@ func mustPut(t *testing.T, svc *Service, key, value string) {
 	if _, err := svc.Put(context.Background(), key, []byte(value)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// twoWriters starts 6 nodes sharing the app key, of which A (node 0) and
+// B (node 1) keep their key lists and records on disk, as app peers do;
+// filesA are A's, to restart it with.
+func twoWriters(t *testing.T) (tn *testNet, a, b *Service, filesA Deps) {
+	t.Helper()
+	tn = newTestNet(t, 6, netOpts{})
+	dir := t.TempDir()
+	files := func(name string) Deps {
+		return Deps{KeysFile: filepath.Join(dir, name+".json"), RecordsDir: filepath.Join(dir, name)}
+	}
+	filesA = files("a")
+	return tn, restartWith(t, tn, 0, filesA), restartWith(t, tn, 1, files("b")), filesA
 }
