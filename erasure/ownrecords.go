@@ -39,10 +39,32 @@ type ownRecords struct {
 	// what the caller has.
 	mu       sync.Mutex
 	versions map[ObjectID]uint64
+	// publishing: objects whose record is kept but not yet accepted by
+	// the DHT (putOwn), which no lookup may put back: the publication may
+	// still fail, and its shards be discarded.
+	publishing map[ObjectID]bool
 }
 
 func newOwnRecords(dir string) *ownRecords {
-	return &ownRecords{dir: dir, versions: map[ObjectID]uint64{}}
+	return &ownRecords{dir: dir, versions: map[ObjectID]uint64{}, publishing: map[ObjectID]bool{}}
+}
+
+// setPublishing marks obj as being published (putOwn) or no longer.
+func (r *ownRecords) setPublishing(obj ObjectID, on bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if on {
+		r.publishing[obj] = true
+	} else {
+		delete(r.publishing, obj)
+	}
+}
+
+// isPublishing reports whether obj is being published.
+func (r *ownRecords) isPublishing(obj ObjectID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.publishing[obj]
 }
 
 func (r *ownRecords) path(obj ObjectID) string {
@@ -211,6 +233,8 @@ func (s *Service) putOwn(ctx context.Context, obj ObjectID, dhtKey string, v uin
 	if err != nil {
 		return fmt.Errorf("read kept record: %w", err)
 	}
+	s.own.setPublishing(obj, true)
+	defer s.own.setPublishing(obj, false)
 	if err := s.own.save(obj, v, rec); err != nil {
 		return fmt.Errorf("keep record: %w", err)
 	}
@@ -242,11 +266,12 @@ func (s *Service) keepNewer(obj ObjectID, v uint64, rec []byte) {
 // dhtKey, if it is above version: from disk, from the key list (a
 // tombstone) or from its memory of verified versions, provided it is not
 // below the highest version it verified (a record it no longer has must
-// not be replaced by an older one it has). A record on disk that does not
-// verify is logged and ignored.
+// not be replaced by an older one it has), and none while the object is
+// being published (putOwn: the record may not be accepted). A record on
+// disk that does not verify is logged and ignored.
 func (s *Service) bestKept(dhtKey string, version uint64) (*Manifest, []byte) {
 	obj, ok := s.ownObject(dhtKey)
-	if !ok {
+	if !ok || s.own.isPublishing(obj) {
 		return nil, nil
 	}
 	var best *Manifest

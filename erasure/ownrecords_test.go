@@ -5,10 +5,12 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/routing"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -336,4 +338,55 @@ func twoWriters(t *testing.T) (tn *testNet, a, b *Service, filesA Deps) {
 	}
 	filesA = files("a")
 	return tn, restartWith(t, tn, 0, filesA), restartWith(t, tn, 1, files("b")), filesA
+}
+
+// heldRecords holds the first PutValue until release is closed, then
+// fails it; later ones go through.
+type heldRecords struct {
+	Records
+	once    sync.Once
+	held    chan struct{} // closed when the first PutValue is held
+	release chan struct{}
+}
+
+func (r *heldRecords) PutValue(ctx context.Context, key string, val []byte, opts ...routing.Option) error {
+	first := false
+	r.once.Do(func() { first = true })
+	if !first {
+		return r.Records.PutValue(ctx, key, val, opts...)
+	}
+	close(r.held)
+	<-r.release
+	return errors.New("no peer answered")
+}
+
+// TestKeptRecordsNotWhilePublishing: while a Put's manifest is on its way
+// to the DHT, a lookup by the writer (a read, or its own GC) does not put
+// the record it kept back: the publication fails here, the Put discards
+// its shards, and the DHT must not end up holding a manifest of them.
+func TestKeptRecordsNotWhilePublishing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tn := newTestNet(t, 5, netOpts{})
+		dir := t.TempDir()
+		w := restartWith(t, tn, 0, Deps{KeysFile: filepath.Join(dir, "state-keys.json"), RecordsDir: filepath.Join(dir, "state-records")})
+		held := &heldRecords{Records: w.records, held: make(chan struct{}), release: make(chan struct{})}
+		w.records = held
+		ctx := context.Background()
+		done := make(chan error)
+		go func() {
+			_, err := w.Put(ctx, "k", []byte("v1"))
+			done <- err
+		}()
+		<-held.held
+		if m, err := w.Manifest(ctx, "k"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("manifest while the Put publishes: %+v, %v; want ErrNotFound", m, err)
+		}
+		close(held.release)
+		if err := <-done; err == nil {
+			t.Fatal("the Put succeeded with its publication refused")
+		}
+		if _, err := tn.records.GetValue(ctx, DHTKey(w.Namespace(), w.key.ObjectID("k"))); !errors.Is(err, routing.ErrNotFound) {
+			t.Fatalf("the DHT holds a manifest of the failed Put: %v", err)
+		}
+	})
 }
