@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 
 	"github.com/immense-p2p/immense/node"
-	"github.com/immense-p2p/immense/overlay"
 )
 
 // Two nodes embedded in one program: b bootstraps from a, subscribes to a
@@ -27,7 +26,6 @@ func Example() {
 		cfg := node.DefaultConfig()
 		cfg.DataDir = filepath.Join(dir, name) // identity.key lives here
 		cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
-		cfg.Overlay.Mode = overlay.ModeServer
 		cfg.NAT.PortMap = false
 		cfg.Bootstrap = bootstrap
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
