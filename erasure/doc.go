@@ -243,7 +243,9 @@
 // restores the previous file if the DHT refuses. latest and Delete fall
 // back on the newest of it, the key list's tombstone and the verified
 // versions in memory when the DHT has no manifest, or an older one than
-// the key list's published version, and put it back (ownrecords.go).
+// kept, and put it back (ownrecords.go), except while the object is being
+// published; an older one than published with none newer kept is refused
+// (ErrRolledBack). A kept record is never replaced by an older one.
 // Files of keys the list no longer keeps, and anything else in the
 // directory, are removed at start and after each GC pass.
 //
