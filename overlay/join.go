@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/immense-p2p/immense/internal/netprefix"
 	"io"
 	"math/rand/v2"
 	"net/netip"
@@ -219,9 +220,9 @@ func (s scope) String() string {
 	return "unroutable"
 }
 
-// IPv6 prefixes whose addresses lead to an IPv4 address they carry (see
-// carriedIPv4), and NAT64's local-use prefix, whose translation only its
-// operator knows (RFC 8215) and which we take as private.
+// NAT64's local-use prefix, whose translation only its operator knows
+// (RFC 8215) and which we take as private (the prefixes that carry an
+// IPv4 address are netprefix.Carried's).
 var (
 	// metadataAddrs are clouds' instance metadata services outside the
 	// link-local ranges (AWS's IPv6 one is a ULA, Alibaba's in the
@@ -233,11 +234,7 @@ var (
 		netip.MustParseAddr("100.100.100.200"),
 		netip.MustParseAddr("168.63.129.16"),
 	}
-	nat64Prefix      = netip.MustParsePrefix("64:ff9b::/96")   // RFC 6052: the last 32 bits
-	nat64LocalPrefix = netip.MustParsePrefix("64:ff9b:1::/48") // RFC 8215
-	sixToFourPrefix  = netip.MustParsePrefix("2002::/16")      // RFC 3056: bits 16 to 47
-	teredoPrefix     = netip.MustParsePrefix("2001::/32")      // RFC 4380: server bits 32 to 63, client bits 96 to 127 inverted
-	v4CompatPrefix   = netip.MustParsePrefix("::/96")          // RFC 4291, deprecated: the last 32 bits
+	nat64LocalPrefix = netip.MustParsePrefix("64:ff9b:1::/48")
 )
 
 // addrScope is the scope of a's IP address or DNS name. The multiaddr
@@ -268,7 +265,7 @@ func addrScope(a multiaddr.Multiaddr) scope {
 	if addr.IsLoopback() {
 		return scopeLoopback
 	}
-	if v4 := carriedIPv4(addr); len(v4) > 0 {
+	if v4 := netprefix.Carried(addr); len(v4) > 0 {
 		s := scopePublic
 		for _, v := range v4 {
 			m, _ := manet.FromIP(v.AsSlice()) // never fails on an IPv4 address
@@ -287,30 +284,6 @@ func addrScope(a multiaddr.Multiaddr) scope {
 		return scopePrivate
 	}
 	return scopeNone
-}
-
-// carriedIPv4 returns the IPv4 addresses the packets to IPv6 address ip go
-// to, if it carries any: a dual-stack socket sends to an IPv4-mapped
-// address over IPv4, a NAT64 gateway and a 6to4 relay to the address they
-// embed, and Teredo to both the peer's server and its client address.
-func carriedIPv4(ip netip.Addr) []netip.Addr {
-	b := ip.As16()
-	at := func(i int) netip.Addr { return netip.AddrFrom4([4]byte(b[i : i+4])) }
-	switch {
-	case !ip.Is6():
-		return nil
-	case ip.Is4In6(), v4CompatPrefix.Contains(ip), nat64Prefix.Contains(ip):
-		return []netip.Addr{at(12)}
-	case sixToFourPrefix.Contains(ip):
-		return []netip.Addr{at(2)}
-	case teredoPrefix.Contains(ip):
-		client := at(12).As4()
-		for i := range client {
-			client[i] ^= 0xff
-		}
-		return []netip.Addr{at(4), netip.AddrFrom4(client)}
-	}
-	return nil
 }
 
 // isLocalhost reports whether c is a DNS name for this machine:

@@ -6,7 +6,9 @@
 // rules that bound what one machine with many identities may hold at once
 // (connections, shard server slots). Loopback, private, link-local and
 // unspecified addresses belong to no group: a devnet or a LAN runs all its
-// peers there, and a stranger on the internet cannot appear with one.
+// peers there, and a stranger on the internet cannot appear with one. An
+// IPv6 address that carries an IPv4 one (Carried: NAT64, 6to4, Teredo,
+// IPv4-mapped) is grouped as that IPv4 host.
 package netprefix
 
 import (
@@ -71,13 +73,59 @@ func Network(a netip.Addr) netip.Prefix {
 	return prefix(a, NetworkBits4, NetworkBits6)
 }
 
+// prefix groups a by its prefix of bits4 or bits6, an IPv6 address that
+// carries an IPv4 one (Carried) by that IPv4 address: behind a NAT64
+// gateway or a SIIT translator every IPv4 client shows in one /96, and
+// would otherwise share one machine's or network's budget.
 func prefix(a netip.Addr, bits4, bits6 int) netip.Prefix {
+	if v4 := Carried(a); len(v4) > 0 {
+		a = v4[len(v4)-1]
+	}
 	bits := bits6
-	if a = a.Unmap(); a.Is4() {
+	if a.Is4() {
 		bits = bits4
 	}
 	p, _ := a.Prefix(bits)
 	return p
+}
+
+// IPv6 prefixes whose addresses lead to an IPv4 address they carry.
+var (
+	nat64Prefix     = netip.MustParsePrefix("64:ff9b::/96") // RFC 6052: the last 32 bits
+	sixToFourPrefix = netip.MustParsePrefix("2002::/16")    // RFC 3056: bits 16 to 47
+	teredoPrefix    = netip.MustParsePrefix("2001::/32")    // RFC 4380: server bits 32 to 63, client bits 96 to 127 inverted
+	v4CompatPrefix  = netip.MustParsePrefix("::/96")        // RFC 4291, deprecated: the last 32 bits
+)
+
+// Carried returns the IPv4 addresses the packets to IPv6 address ip go
+// to, if it carries any: a dual-stack socket sends to an IPv4-mapped
+// address over IPv4, a NAT64 gateway and a 6to4 relay to the address they
+// embed, and Teredo to both the peer's server and its client address (in
+// that order). The dial gate scopes such an address by them; the
+// groupings here count it as its IPv4 host (the last).
+func Carried(ip netip.Addr) []netip.Addr {
+	b := ip.As16()
+	at := func(i int) netip.Addr { return netip.AddrFrom4([4]byte(b[i : i+4])) }
+	switch {
+	case !ip.Is6():
+		return nil
+	case ip.Is4In6(), nat64Prefix.Contains(ip):
+		return []netip.Addr{at(12)}
+	case v4CompatPrefix.Contains(ip):
+		if ip == netip.IPv6Unspecified() || ip == netip.IPv6Loopback() {
+			return nil
+		}
+		return []netip.Addr{at(12)}
+	case sixToFourPrefix.Contains(ip):
+		return []netip.Addr{at(2)}
+	case teredoPrefix.Contains(ip):
+		client := at(12).As4()
+		for i := range client {
+			client[i] ^= 0xff
+		}
+		return []netip.Addr{at(4), netip.AddrFrom4(client)}
+	}
+	return nil
 }
 
 // OfAddr returns the group of a multiaddr's first IP address (for a relayed
