@@ -202,7 +202,8 @@ func (r *ownRecords) sweep(keep func(ObjectID) bool) (int, error) {
 	return removed, errors.Join(errs...)
 }
 
-// parseObjectID reads an ObjectID as String writes it.
+// parseObjectID reads an ObjectID as String writes it (a record's file
+// name).
 func parseObjectID(s string) (obj ObjectID, ok bool) {
 	b, err := hex.DecodeString(s)
 	if err != nil || len(b) != len(obj) {
@@ -215,10 +216,8 @@ func parseObjectID(s string) (obj ObjectID, ok bool) {
 // ownObject returns the object of dhtKey if it is of this service's
 // namespace.
 func (s *Service) ownObject(dhtKey string) (ObjectID, bool) {
-	if h, ok := strings.CutPrefix(dhtKey, s.ownKeys); ok {
-		return parseObjectID(h)
-	}
-	return ObjectID{}, false
+	ns, obj, err := ParseDHTKey(dhtKey)
+	return obj, err == nil && ns == s.key.Namespace()
 }
 
 // putOwn publishes rec, version v of this service's own object, keeping
