@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/immense-p2p/immense/internal/hostname"
 	"github.com/immense-p2p/immense/internal/netprefix"
 	"io"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -291,8 +291,7 @@ func addrScope(a multiaddr.Multiaddr) scope {
 func isLocalhost(c multiaddr.Component) bool {
 	switch c.Code() {
 	case multiaddr.P_DNS, multiaddr.P_DNS4, multiaddr.P_DNS6, multiaddr.P_DNSADDR:
-		name := strings.TrimSuffix(strings.ToLower(c.Value()), ".")
-		return name == "localhost" || strings.HasSuffix(name, ".localhost")
+		return hostname.IsLocalhost(c.Value())
 	}
 	return false
 }

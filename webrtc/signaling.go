@@ -173,7 +173,7 @@ func (s *Server) originRefused(r *http.Request) error {
 	if u, err := url.Parse(origin); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
 		oh := strings.ToLower(u.Hostname())
 		ip := net.ParseIP(oh)
-		if strings.EqualFold(u.Host, r.Host) || oh == "localhost" || (ip != nil && ip.IsLoopback()) || slices.Contains(s.cfg.AllowedHosts, oh) {
+		if strings.EqualFold(u.Host, r.Host) || hostname.IsLocalhost(oh) || (ip != nil && ip.IsLoopback()) || slices.Contains(s.cfg.AllowedHosts, oh) {
 			return nil
 		}
 	}

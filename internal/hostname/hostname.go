@@ -11,8 +11,17 @@ import (
 	"strings"
 )
 
+// IsLocalhost reports whether name (a DNS name, any case, with or
+// without a final dot) is localhost or under .localhost, which resolve to
+// loopback only (RFC 6761; browsers never ask DNS for them), so no page
+// can rebind them to itself.
+func IsLocalhost(name string) bool {
+	name = strings.TrimSuffix(strings.ToLower(name), ".")
+	return name == "localhost" || strings.HasSuffix(name, ".localhost")
+}
+
 // Served reports whether r's Host (with or without a port) names this
-// server: localhost, an IP literal that is a loopback address or the
+// server: localhost (IsLocalhost), an IP literal that is a loopback address or the
 // address the connection arrived on, or one of names (lower case, no
 // port: names the operator gives, such as a DNS name or a proxy's).
 func Served(r *http.Request, names []string) bool {
@@ -21,7 +30,7 @@ func Served(r *http.Request, names []string) bool {
 		host = h
 	}
 	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	if host == "localhost" || slices.Contains(names, host) {
+	if IsLocalhost(host) || slices.Contains(names, host) {
 		return true
 	}
 	ip := net.ParseIP(strings.Trim(host, "[]"))
